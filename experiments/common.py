@@ -1,0 +1,364 @@
+"""The experiment framework (spec ``experiments.md`` §0).
+
+An :class:`Experiment` has a fixed ``experiment_id`` and a ``run_id`` derived from its
+config; its results live in ``{out_dir}/{experiment_id}/{run_id}/``. Methods decorated
+with :func:`phase` run in increasing index order; each returns a dict saved as
+``result_{index}-{name}.npz`` (atomically, without pickle: see
+:mod:`experiments.storage`). All results are merged into the flat dict ``self.R``.
+
+Differences from the original, each a fix of a spec QUIRK/BUG:
+
+* The config is saved as ``config.json``. A rerun whose saved config differs (in a key
+  that can change results) refuses with :class:`ConfigMismatchError` unless
+  ``force_refresh`` is given; each phase file also records the hash of the config that
+  produced it and is recomputed if it does not match.
+* Once a phase is recomputed, every later phase is recomputed too, so a result is never
+  combined with stale results of the phases it depends on (the original reloaded any
+  file that existed).
+* In "no intermediate results" (master-only) mode no phase file is read, so stale files
+  of an earlier run cannot override fresh in-memory results (spec ss_logreg §8 item 11).
+* ``load_phases`` looks phases up by their index, not by list position.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from experiments import storage
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT_DIR = REPO_ROOT / "output"
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "result_summary.npz"
+
+# Config keys that never change results (operational settings); they are saved but
+# ignored when deciding whether saved results can be reused.
+OPERATIONAL_KEYS = ("master_only", "max_memory", "progress", "num_workers", "scheduler")
+
+
+class ConfigMismatchError(ValueError):
+    """A run folder holds results computed under a different config."""
+
+
+class PhaseError(RuntimeError):
+    """A phase is missing or returned something that is not a dict."""
+
+
+@dataclass(frozen=True)
+class ExperimentPhase:
+    name: str
+    index: int
+    deps: tuple
+    method: Callable
+
+
+def phase(index: int, deps: Sequence[int] = ()):
+    """Mark a method as phase ``index``. ``deps`` is recorded for documentation only."""
+
+    def decorator(fn):
+        fn._phase = (int(index), tuple(deps))
+        return fn
+
+    return decorator
+
+
+def result_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``config`` that can change results (operational keys removed)."""
+    cfg = storage.normalise_json(config)
+
+    def strip(d):
+        if isinstance(d, dict):
+            return {k: strip(v) for k, v in d.items() if k not in OPERATIONAL_KEYS and k != "data_dir"}
+        return d
+
+    return strip(cfg)
+
+
+class Experiment:
+    """Base class of every experiment; subclasses set ``experiment_id`` and ``run_id``."""
+
+    experiment_id: str = ""
+
+    def __init__(self, config: dict[str, Any], out_dir: str | Path | None = None):
+        self.config = storage.normalise_json(config)
+        self.out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
+        self.R: dict[str, Any] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.timings: dict[str, float] = {}
+        self.PHASES = self._collect_phases()
+
+    @classmethod
+    def _collect_phases(cls) -> list[ExperimentPhase]:
+        phases = {}
+        for klass in reversed(cls.__mro__):
+            for name, member in vars(klass).items():
+                if callable(member) and hasattr(member, "_phase"):
+                    index, deps = member._phase
+                    phases[name] = ExperimentPhase(name, index, deps, member)
+        ordered = sorted(phases.values(), key=lambda p: p.index)
+        indices = [p.index for p in ordered]
+        if len(set(indices)) != len(indices):
+            raise PhaseError(f"{cls.__name__}: duplicate phase indices {indices}")
+        return ordered
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def run_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def base_dir(self) -> Path:
+        return self.out_dir / self.experiment_id / self.run_id
+
+    def phase_path(self, ph: ExperimentPhase) -> Path:
+        return self.base_dir / f"result_{ph.index}-{ph.name}.npz"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base_dir / CONFIG_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.base_dir / SUMMARY_FILE
+
+    @property
+    def config_hash(self) -> str:
+        return storage.config_hash(result_config(self.config))
+
+    def get_phase(self, index: int) -> ExperimentPhase:
+        for ph in self.PHASES:
+            if ph.index == index:
+                return ph
+        raise PhaseError(f"{type(self).__name__} has no phase {index}; phases are "
+                         f"{[p.index for p in self.PHASES]}")
+
+    # ------------------------------------------------------------ config guard
+    def check_config(self, force_refresh: bool = False) -> None:
+        """Refuse to mix results of different configs in one run folder."""
+        path = self.config_path
+        if path.is_file() and not force_refresh:
+            saved = storage.load_json(path)
+            if result_config(saved) != result_config(self.config):
+                diff = _dict_diff(result_config(saved), result_config(self.config))
+                raise ConfigMismatchError(
+                    f"{path} holds results computed under a different config ({diff}); "
+                    "rerun with --force-refresh to recompute and overwrite them, or use another "
+                    "--out-dir")
+        storage.save_json(path, self.config)
+
+    # ------------------------------------------------------------------ run
+    def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
+            save_phase_results: bool = True) -> dict[str, Any]:
+        """Run every phase in order, reusing saved results where valid.
+
+        ``force_refresh`` recomputes everything; ``invalidate_phase=k`` recomputes
+        phases with index >= k; ``save_phase_results=False`` (master-only mode) neither
+        reads nor writes phase files.
+        """
+        if invalidate_phase is not None and int(invalidate_phase) != invalidate_phase:
+            raise ValueError(f"invalidate_phase must be an integer; got {invalidate_phase!r}")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.check_config(force_refresh)
+        if force_refresh and self.summary_path.exists():
+            self.summary_path.unlink()
+        recompute_rest = bool(force_refresh)
+        for ph in self.PHASES:
+            path = self.phase_path(ph)
+            invalid = invalidate_phase is not None and ph.index >= invalidate_phase
+            result = None
+            if save_phase_results and not recompute_rest and not invalid and path.is_file():
+                result = self._load_phase_file(ph)
+            if result is None:
+                recompute_rest = True
+                result = self._compute_phase(ph)
+                if save_phase_results:
+                    storage.save_result(path, result, {"config_hash": self.config_hash,
+                                                       "phase": ph.name, "index": ph.index,
+                                                       "seconds": self.timings.get(ph.name)})
+            else:
+                logger.info("phase %d %s: loaded %s", ph.index, ph.name, path)
+            self._merge(ph, result)
+        return self.R
+
+    def _compute_phase(self, ph: ExperimentPhase) -> dict[str, Any]:
+        logger.info("phase %d %s: computing", ph.index, ph.name)
+        t0 = time.perf_counter()
+        result = ph.method(self)
+        if result is None:
+            result = {}
+        if not isinstance(result, dict):
+            raise PhaseError(f"phase {ph.name} returned {type(result).__name__}, expected dict")
+        self.timings[ph.name] = time.perf_counter() - t0
+        logger.info("phase %d %s: done in %.2f s", ph.index, ph.name, self.timings[ph.name])
+        return result
+
+    def _load_phase_file(self, ph: ExperimentPhase) -> dict[str, Any] | None:
+        path = self.phase_path(ph)
+        try:
+            result, attrs = storage.load_result(path)
+        except storage.StorageError as exc:
+            logger.warning("phase %d %s: unreadable result file, recomputing (%s)", ph.index, ph.name, exc)
+            return None
+        if attrs.get("config_hash") != self.config_hash:
+            logger.warning("phase %d %s: %s was computed under another config; recomputing",
+                           ph.index, ph.name, path)
+            return None
+        return result
+
+    def _merge(self, ph: ExperimentPhase, result: dict[str, Any]) -> None:
+        self.results[ph.name] = result
+        self.R.update(result)
+
+    def load_phases(self, phase_indices: Iterable[int] | None = None, verbose: bool = False) -> None:
+        """Load saved phase results (all phases, or those with the given indices)."""
+        indices = [p.index for p in self.PHASES] if phase_indices is None else list(phase_indices)
+        for index in indices:
+            ph = self.get_phase(index)
+            path = self.phase_path(ph)
+            if not path.is_file():
+                raise FileNotFoundError(f"phase {index} ({ph.name}) has no result file {path}")
+            result, _ = storage.load_result(path)
+            if verbose:
+                logger.info("loaded %s", path)
+            self._merge(ph, result)
+
+    # -------------------------------------------------------------- summary
+    def save_summary(self, keys: Sequence[str]) -> Path:
+        """Write the keys of ``R`` that are present to ``result_summary.npz``."""
+        summary = {k: self.R[k] for k in keys if k in self.R}
+        storage.save_result(self.summary_path, summary, {"config_hash": self.config_hash, "keys": list(keys)})
+        return self.summary_path
+
+    @classmethod
+    def load_run(cls, run_id: str, out_dir: str | Path | None = None,
+                 phase_indices: Iterable[int] | None = None) -> "Experiment":
+        """Reload a finished run: its config and results (no data is loaded).
+
+        Master-only runs load ``result_summary.npz`` and ignore ``phase_indices``.
+        """
+        out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
+        base = out_dir / cls.experiment_id / run_id
+        cfg_path = base / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"no run {run_id!r} of {cls.experiment_id!r}: {cfg_path} does not exist")
+        config = storage.load_json(cfg_path)
+        exp = cls.__new__(cls)
+        Experiment.__init__(exp, config, out_dir)
+        exp._loaded_run_id = run_id
+        if config.get("master_only"):
+            if not exp.summary_path.is_file():
+                raise FileNotFoundError(f"master-only run without summary: {exp.summary_path}")
+            exp.R, _ = storage.load_result(exp.summary_path)
+        else:
+            exp.load_phases(phase_indices)
+        return exp
+
+
+def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            sub = _dict_diff(va, vb, f"{prefix}{k}.")
+            if sub:
+                diffs.append(sub)
+        elif va != vb:
+            diffs.append(f"{prefix}{k}: saved {va!r}, now {vb!r}")
+    return "; ".join(diffs)
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` covering ``range(n)`` in blocks of ``size``."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1; got {size}")
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def map_chunks(fn: Callable[[int, int], dict[str, Any]], n: int, size: int,
+               desc: str | None = None, progress: bool | None = None,
+               executor: Any = None) -> dict[str, Any]:
+    """Apply a pure per-chunk function over ``range(n)`` and collate the results.
+
+    ``fn(start, end)`` returns a dict of arrays for items ``start..end-1``. Results are
+    collated as in the original task queue (spec ``experiments.md`` §7): 1-D arrays are
+    concatenated, others stacked along the first axis; lists are concatenated. If
+    ``executor`` (e.g. a Dask client or ``concurrent.futures`` executor with ``map``) is
+    given, chunks run on it.
+    """
+    from tqdm.auto import tqdm
+
+    spans = chunks(n, size)
+    if executor is not None:
+        outs = list(executor.map(lambda se: fn(*se), spans))
+    else:
+        outs = [fn(s, e) for s, e in tqdm(spans, desc=desc, disable=_progress_disabled(progress),
+                                          unit="chunk", leave=False)]
+    return collate_results(outs)
+
+
+def collate_results(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    if not outs:
+        return {}
+    keys = set(outs[0])
+    for o in outs[1:]:
+        if set(o) != keys:
+            raise PhaseError(f"chunk results have different keys: {sorted(keys)} vs {sorted(o)}")
+    collated = {}
+    for k in outs[0]:
+        vals = [o[k] for o in outs]
+        if isinstance(vals[0], list):
+            collated[k] = [v for part in vals for v in part]
+        else:
+            arrs = [np.asarray(v) for v in vals]
+            collated[k] = np.concatenate(arrs) if arrs[0].ndim == 1 else np.concatenate(arrs, axis=0)
+    return collated
+
+
+def _progress_disabled(progress: bool | None) -> bool | None:
+    # None lets tqdm decide (off when stderr is not a TTY).
+    return None if progress is None else not progress
+
+
+def py2_float_str(x: float) -> str:
+    """Python 2.7 ``str(float)``: 12 significant digits (spec ``ss_logreg.md`` §2.2).
+
+    Used in run ids, tags and plot subtitles so that run ids equal the original's for
+    every value (e.g. ``1e-07``, ``0.0001``, ``1.0``, ``1e+11``, ``0.3`` for 0.1+0.2).
+    """
+    x = float(x)
+    if x != x:
+        return "nan"
+    if x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "-0.0" if str(x).startswith("-") else "0.0"
+    s = f"{x:.11e}"  # 12 significant digits
+    mantissa, exp = s.split("e")
+    e = int(exp)
+    if e < -4 or e >= 11:
+        m = mantissa.rstrip("0").rstrip(".")
+        return f"{m}e{'-' if e < 0 else '+'}{abs(e):02d}"
+    digits = max(11 - e, 0)
+    fixed = f"{float(s):.{digits}f}".rstrip("0")
+    return fixed + "0" if fixed.endswith(".") else fixed
+
+
+def benchmark(task: str):
+    """Context manager printing ``"{task}..."`` and ``"{task} took {t} seconds."``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def _cm():
+        print(f"{task}...", flush=True)
+        t0 = time.perf_counter()
+        yield
+        print(f"{task} took {time.perf_counter() - t0} seconds.", flush=True)
+
+    return _cm()

@@ -1,0 +1,9 @@
+"""The maths: L2-regularised logistic regression and its influence quantities.
+
+Pure functions of arrays and settings (no paths except model checkpoints, no argparse).
+Public entry points hand float64 NumPy arrays back (float32 in the float32 mode).
+"""
+import os
+
+# TensorFlow prints CUDA probing noise on CPU-only machines; keep real warnings.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

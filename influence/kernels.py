@@ -1,0 +1,313 @@
+"""Closed-form TensorFlow kernels of L2-regularised logistic regression.
+
+Conventions (spec ``experiments.md`` §1):
+
+* Objective: ``L(theta) = sum_i s_i * l_i(theta) + (l2_reg / 2) * ||W||^2``: summed over
+  examples (not averaged), with sample weights ``s_i``; biases are never regularised.
+* Binary (``num_classes == 2``): one weight vector ``w`` of length D and, with an
+  intercept, a scalar ``b``; the logits are ``[0, w.x + b]``; ``theta = [w; b]``.
+* Multinomial (``num_classes = K > 2``): K full weight vectors (no reference class) and K
+  biases; ``theta = [vec(W) (class-major: row k = class k); b_0..b_{K-1}]``.
+* Margin (binary only): ``m = (2y - 1) (w.x + b)``.
+
+All kernels take tensors of the model dtype (float64 by default) and return tensors. The
+"extended" layout used internally augments x with a trailing 1 (when there is an
+intercept) so that class k's parameters are the row ``[w_k; b_k]``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture of a logistic-regression model."""
+
+    input_dim: int
+    num_classes: int
+    fit_intercept: bool
+    dtype: tf.DType = tf.float64
+
+    def __post_init__(self):
+        if int(self.input_dim) != self.input_dim or self.input_dim < 1:
+            raise ValueError(f"input_dim must be a positive integer; got {self.input_dim!r}")
+        if int(self.num_classes) != self.num_classes or self.num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2; got {self.num_classes!r}")
+
+    @property
+    def binary(self) -> bool:
+        return self.num_classes == 2
+
+    @property
+    def num_rows(self) -> int:
+        """Number of weight vectors: 1 for binary, K for multinomial."""
+        return 1 if self.binary else self.num_classes
+
+    @property
+    def ext_dim(self) -> int:
+        """Length of one augmented input ``[x; 1]`` (or ``x`` without intercept)."""
+        return self.input_dim + int(self.fit_intercept)
+
+    @property
+    def num_params(self) -> int:
+        return self.num_rows * self.ext_dim
+
+    def weight_mask(self) -> np.ndarray:
+        """1.0 on weight coordinates, 0.0 on biases (float64 array of shape (d,))."""
+        mask = np.ones(self.num_params)
+        if self.fit_intercept:
+            mask[self.num_rows * self.input_dim:] = 0.0
+        return mask
+
+    @property
+    def has_gauge(self) -> bool:
+        """True for multinomial models with intercepts.
+
+        Softmax is unchanged when the same constant is added to every bias, and biases
+        are not regularised, so the objective is flat along ``n = [0_w; 1_K]``: the
+        Hessian is singular there. Every gradient of a loss is orthogonal to ``n``
+        (``sum_k (p_k - y_k) = 0``), so solves are done with ``H + c n n^T / K`` (any
+        c > 0), which equals the pseudo-inverse on those right-hand sides, and fits
+        keep ``sum_k b_k`` at its starting value (0 for cold fits).
+        """
+        return (not self.binary) and self.fit_intercept
+
+    def gauge_vector(self) -> np.ndarray:
+        """Unit vector along the flat direction (zeros when there is none)."""
+        n = np.zeros(self.num_params)
+        if self.has_gauge:
+            n[self.num_rows * self.input_dim:] = 1.0 / np.sqrt(self.num_rows)
+        return n
+
+    def ext_permutation(self) -> np.ndarray:
+        """``perm`` such that ``theta = theta_ext[perm]`` (extended → parameter layout)."""
+        K, D, E = self.num_rows, self.input_dim, self.ext_dim
+        if not self.fit_intercept or K == 1:
+            return np.arange(self.num_params)
+        weights = [k * E + a for k in range(K) for a in range(D)]
+        biases = [k * E + D for k in range(K)]
+        return np.array(weights + biases)
+
+    def ext_inverse_permutation(self) -> np.ndarray:
+        """``inv`` such that ``theta_ext = theta[inv]``."""
+        return np.argsort(self.ext_permutation())
+
+
+def augment(X: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """``[X, 1]`` when the model has an intercept, else ``X``."""
+    if not spec.fit_intercept:
+        return X
+    return tf.concat([X, tf.ones([tf.shape(X)[0], 1], dtype=X.dtype)], axis=1)
+
+
+def to_ext(theta: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """Parameters as a (K', E) matrix of rows ``[w_k; b_k]`` (K' = 1 for binary)."""
+    if spec.binary or not spec.fit_intercept:
+        return tf.reshape(theta, [spec.num_rows, spec.ext_dim])
+    K, D = spec.num_rows, spec.input_dim
+    W = tf.reshape(theta[:K * D], [K, D])
+    b = tf.reshape(theta[K * D:], [K, 1])
+    return tf.concat([W, b], axis=1)
+
+
+def from_ext(theta_ext: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """Inverse of :func:`to_ext`: (K', E) → flat parameter vector."""
+    if spec.binary or not spec.fit_intercept:
+        return tf.reshape(theta_ext, [-1])
+    D = spec.input_dim
+    return tf.concat([tf.reshape(theta_ext[:, :D], [-1]), theta_ext[:, D]], axis=0)
+
+
+def logits(theta: tf.Tensor, Xa: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """Binary: ``w.x + b`` of shape (n,). Multinomial: (n, K)."""
+    T = to_ext(theta, spec)
+    Z = tf.matmul(Xa, T, transpose_b=True)
+    return Z[:, 0] if spec.binary else Z
+
+
+def probabilities(theta, Xa, spec) -> tf.Tensor:
+    """Softmax probabilities of every class, shape (n, K)."""
+    Z = logits(theta, Xa, spec)
+    if spec.binary:
+        p1 = tf.sigmoid(Z)
+        return tf.stack([1.0 - p1, p1], axis=1)
+    return tf.nn.softmax(Z, axis=1)
+
+
+def _residual(theta, Xa, y, spec):
+    """Binary: sigma(z) - y, shape (n,). Multinomial: softmax - onehot, (n, K)."""
+    Z = logits(theta, Xa, spec)
+    if spec.binary:
+        return tf.sigmoid(Z) - y
+    return tf.nn.softmax(Z, axis=1) - tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Z.dtype)
+
+
+def indiv_loss(theta, Xa, y, spec) -> tf.Tensor:
+    """Unweighted cross-entropy of every example, shape (n,)."""
+    Z = logits(theta, Xa, spec)
+    if spec.binary:
+        return tf.nn.softplus(Z) - y * Z
+    return tf.reduce_logsumexp(Z, axis=1) - tf.gather(Z, tf.cast(y, tf.int32), axis=1, batch_dims=1)
+
+
+def l2_penalty(theta, l2_reg, spec) -> tf.Tensor:
+    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
+    return 0.5 * l2_reg * tf.reduce_sum(mask * theta * theta)
+
+
+def total_loss(theta, Xa, y, s, l2_reg, spec) -> tf.Tensor:
+    """``sum_i s_i l_i + l2_reg/2 ||W||^2`` (a scalar)."""
+    return tf.reduce_sum(s * indiv_loss(theta, Xa, y, spec)) + l2_penalty(theta, l2_reg, spec)
+
+
+def indiv_grad_loss(theta, Xa, y, spec) -> tf.Tensor:
+    """Unweighted per-example gradients, shape (n, d), parameter layout."""
+    R = _residual(theta, Xa, y, spec)
+    if spec.binary:
+        return R[:, None] * Xa
+    n = tf.shape(Xa)[0]
+    G_ext = R[:, :, None] * Xa[:, None, :]  # (n, K, E)
+    G_ext = tf.reshape(G_ext, [n, spec.num_params])
+    return tf.gather(G_ext, spec.ext_permutation(), axis=1)
+
+
+def total_grad_loss(theta, Xa, y, s, l2_reg, spec) -> tf.Tensor:
+    """``sum_i s_i grad l_i + l2_reg * W`` (shape (d,))."""
+    R = _residual(theta, Xa, y, spec)
+    if spec.binary:
+        g = tf.linalg.matvec(Xa, s * R, transpose_a=True)
+    else:
+        g_ext = tf.matmul(s[:, None] * R, Xa, transpose_a=True)  # (K, E)
+        g = from_ext(g_ext, spec)
+    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
+    return g + l2_reg * mask * theta
+
+
+def curvature(theta, Xa, spec) -> tf.Tensor:
+    """Per-example curvature: binary sigma(1-sigma), shape (n,); multinomial p, (n, K)."""
+    Z = logits(theta, Xa, spec)
+    if spec.binary:
+        p = tf.sigmoid(Z)
+        return p * (1.0 - p)
+    return tf.nn.softmax(Z, axis=1)
+
+
+def hessian(theta, Xa, s, l2_reg, spec) -> tf.Tensor:
+    """``sum_i s_i hess l_i + l2_reg * I_w`` (shape (d, d), parameter layout)."""
+    c = curvature(theta, Xa, spec)
+    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
+    if spec.binary:
+        H = tf.matmul(Xa, (s * c)[:, None] * Xa, transpose_a=True)
+    else:
+        H = _multinomial_hessian_from_probs(c, Xa, s, spec)
+    return H + tf.linalg.diag(l2_reg * mask)
+
+
+def _multinomial_hessian_from_probs(P, Xa, s, spec) -> tf.Tensor:
+    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout."""
+    K, E = spec.num_rows, spec.ext_dim
+    n = tf.shape(Xa)[0]
+    sP = s[:, None] * P
+    rows = []
+    for k in range(K):
+        # A[:, k, l] = s_i (p_ik delta_kl - p_ik p_il)
+        A_k = -sP[:, k:k + 1] * P + tf.one_hot(k, K, dtype=P.dtype)[None, :] * sP[:, k:k + 1]
+        B_k = tf.reshape(A_k[:, :, None] * Xa[:, None, :], [n, K * E])
+        rows.append(tf.matmul(Xa, B_k, transpose_a=True))  # (E, K*E)
+    H_ext = tf.concat(rows, axis=0)  # rows (k, a), cols (l, b)
+    perm = spec.ext_permutation()
+    return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
+
+
+def hvp(theta, V, Xa, s, l2_reg, spec) -> tf.Tensor:
+    """Closed-form Hessian-vector products ``H V`` for V of shape (d,) or (d, m)."""
+    squeeze = len(V.shape) == 1
+    if squeeze:
+        V = V[:, None]
+    c = curvature(theta, Xa, spec)
+    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
+    if spec.binary:
+        U = tf.matmul(Xa, V)  # (n, m)
+        out = tf.matmul(Xa, (s * c)[:, None] * U, transpose_a=True)
+    else:
+        K, E = spec.num_rows, spec.ext_dim
+        m = tf.shape(V)[1]
+        V_ext = tf.reshape(tf.gather(V, spec.ext_inverse_permutation(), axis=0), [K, E, m])
+        U = tf.einsum("na,kam->nkm", Xa, V_ext)
+        P = c
+        T = s[:, None, None] * P[:, :, None] * (U - tf.reduce_sum(P[:, :, None] * U, axis=1, keepdims=True))
+        out_ext = tf.reshape(tf.einsum("na,nkm->kam", Xa, T), [K * E, m])
+        out = tf.gather(out_ext, spec.ext_permutation(), axis=0)
+    out = out + l2_reg * mask[:, None] * V
+    return out[:, 0] if squeeze else out
+
+
+def autodiff_hvp(theta, v, Xa, y, s, l2_reg, spec) -> tf.Tensor:
+    """``H v`` by double backpropagation through :func:`total_loss` (used by CG)."""
+    theta = tf.convert_to_tensor(theta)
+    with tf.GradientTape() as outer:
+        outer.watch(theta)
+        with tf.GradientTape() as inner:
+            inner.watch(theta)
+            f = total_loss(theta, Xa, y, s, l2_reg, spec)
+        g = inner.gradient(f, theta)
+        gv = tf.reduce_sum(g * tf.stop_gradient(v))
+    return outer.gradient(gv, theta)
+
+
+def indiv_margin(theta, Xa, y, spec) -> tf.Tensor:
+    """Binary margins ``(2y - 1)(w.x + b)``, shape (n,)."""
+    _require_binary(spec, "margins")
+    return (2.0 * y - 1.0) * logits(theta, Xa, spec)
+
+
+def indiv_grad_margin(Xa, y, spec) -> tf.Tensor:
+    """Binary margin gradients ``(2y - 1)[x; 1]``, shape (n, d)."""
+    _require_binary(spec, "margin gradients")
+    return (2.0 * y - 1.0)[:, None] * Xa
+
+
+def zs(theta, Xa, spec) -> tf.Tensor:
+    """Rows ``sqrt(sigma(1-sigma)) [x; 1]`` so that ``Z^T Z`` is the unregularised Hessian."""
+    _require_binary(spec, "get_zs")
+    return tf.sqrt(curvature(theta, Xa, spec))[:, None] * Xa
+
+
+def _require_binary(spec: ModelSpec, what: str) -> None:
+    if not spec.binary:
+        raise ValueError(f"{what} are defined for binary models only; got num_classes={spec.num_classes}")
+
+
+def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """``H + c u u^T`` along the flat direction ``u`` (see :attr:`ModelSpec.has_gauge`).
+
+    Returns H itself when there is no flat direction. ``c`` is the mean of H's
+    diagonal, so the added eigenvalue is on the scale of the others. Works on a batch
+    of matrices (..., d, d) too.
+    """
+    if not spec.has_gauge:
+        return H
+    u = tf.constant(spec.gauge_vector(), dtype=H.dtype)
+    c = tf.reduce_mean(tf.linalg.diag_part(H), axis=-1)[..., None, None]
+    return H + c * (u[:, None] * u[None, :])
+
+
+def gauge_fix_hvp(V: tf.Tensor, HV: tf.Tensor, c, spec: ModelSpec) -> tf.Tensor:
+    """``(H + c u u^T) V`` from ``HV = H V`` (V of shape (d, m))."""
+    if not spec.has_gauge:
+        return HV
+    u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
+    return HV + c * u[:, None] * tf.reduce_sum(u[:, None] * V, axis=0, keepdims=True)
+
+
+def project_out_gauge(V: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
+    """Remove the component along the flat direction (rounding drift in solves)."""
+    if not spec.has_gauge:
+        return V
+    u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
+    if len(V.shape) == 1:
+        return V - u * tf.reduce_sum(u * V)
+    return V - u[:, None] * tf.reduce_sum(u[:, None] * V, axis=0, keepdims=True)

@@ -1,0 +1,7 @@
+"""Make the repository importable when a script is run as ``python scripts/x.py``."""
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
