@@ -206,18 +206,24 @@ def hessian(theta, Xa, s, l2_reg, spec) -> tf.Tensor:
     return H + tf.linalg.diag(l2_reg * mask)
 
 
-def _multinomial_hessian_from_probs(P, Xa, s, spec) -> tf.Tensor:
-    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout."""
+def _multinomial_hessian_from_probs(P, Xa, s, spec, max_block_bytes: int = 2 ** 28) -> tf.Tensor:
+    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout.
+
+    One matrix product ``Xa^T [A_i kron xa_i]_i`` per block of rows, so the work runs at
+    matrix-multiply speed; rows are processed in blocks to bound memory.
+    """
     K, E = spec.num_rows, spec.ext_dim
-    n = tf.shape(Xa)[0]
-    sP = s[:, None] * P
-    rows = []
-    for k in range(K):
-        # A[:, k, l] = s_i (p_ik delta_kl - p_ik p_il)
-        A_k = -sP[:, k:k + 1] * P + tf.one_hot(k, K, dtype=P.dtype)[None, :] * sP[:, k:k + 1]
-        B_k = tf.reshape(A_k[:, :, None] * Xa[:, None, :], [n, K * E])
-        rows.append(tf.matmul(Xa, B_k, transpose_a=True))  # (E, K*E)
-    H_ext = tf.concat(rows, axis=0)  # rows (k, a), cols (l, b)
+    n = int(Xa.shape[0])
+    rows_per_block = max(1, int(max_block_bytes // (K * K * E * Xa.dtype.size)))
+    H_ext = tf.zeros([E, K * K * E], dtype=Xa.dtype)
+    eye = tf.eye(K, dtype=P.dtype)
+    for start in range(0, n, rows_per_block):
+        Pb, Xb, sb = P[start:start + rows_per_block], Xa[start:start + rows_per_block], s[start:start + rows_per_block]
+        # A[i, k, l] = s_i (p_ik delta_kl - p_ik p_il)
+        A = sb[:, None, None] * (Pb[:, :, None] * eye[None] - Pb[:, :, None] * Pb[:, None, :])
+        big = tf.reshape(A[:, :, :, None] * Xb[:, None, None, :], [-1, K * K * E])
+        H_ext += tf.matmul(Xb, big, transpose_a=True)  # (E_a, (k, l, E_b))
+    H_ext = tf.reshape(tf.transpose(tf.reshape(H_ext, [E, K, K, E]), [1, 0, 2, 3]), [K * E, K * E])
     perm = spec.ext_permutation()
     return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
 
