@@ -1,0 +1,214 @@
+"""Group influence quantities by exact cheaper identities (spec ``ss_logreg.md`` §6).
+
+Notation: H is the regularised Hessian at ``theta_hat`` (gauge-fixed for multinomial
+models with intercepts, see :attr:`ModelSpec.has_gauge`), ``H = L L^T`` its Cholesky
+factor, ``g_U`` the sum of the group's per-example gradients and ``H_U = Z_U^T Z_U`` the
+group's unregularised Hessian.
+
+* E2: group sums for all groups at once through a sparse incidence matrix.
+* E4: the Newton change ``(H - H_U)^{-1} g_U`` by the Woodbury identity
+  ``L^{-T}(u + Y (I - C)^{-1} Y^T u)`` with ``Y = L^{-1} Z_U^T``, ``C = Y^T Y``,
+  ``u = L^{-1} g_U`` when ``r = rank(Z_U) < d``, and by a direct Cholesky of
+  ``H - Z_U^T Z_U`` otherwise.
+* E5: the spectrum of ``-H^{-1} H_U`` from the smaller symmetric eigenproblem
+  (``C`` of size r, or ``L^{-1} H_U L^{-T}`` of size d), padded with zeros to length d.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from influence import kernels as K
+from influence.kernels import ModelSpec
+from influence.solvers import conjugate_gradient
+
+
+def incidence(groups: Sequence[np.ndarray], n: int) -> sp.csr_matrix:
+    """Sparse 0/1 matrix B of shape (S, n) with ``B[s, i] = 1`` iff ``i`` is in group s."""
+    lengths = np.array([len(g) for g in groups], dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups]) if len(groups) else np.zeros(0, np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+        raise ValueError(f"group indices must lie in [0, {n}); got range [{indices.min()}, {indices.max()}]")
+    return sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(len(groups), n))
+
+
+def group_sums(groups: Sequence[np.ndarray], M: np.ndarray) -> np.ndarray:
+    """``sum_{i in U_s} M[i]`` for every group s, shape (S, ...) (one sparse product)."""
+    M = np.asarray(M)
+    B = incidence(groups, M.shape[0])
+    return np.asarray(B @ M.reshape(M.shape[0], -1)).reshape((len(groups),) + M.shape[1:])
+
+
+def hessian_factor_rows(spec: ModelSpec, theta, Xa_U) -> tf.Tensor:
+    """Rows Z_U with ``Z_U^T Z_U = H_U`` (unregularised Hessian of the given points).
+
+    Binary: ``sqrt(sigma(1 - sigma)) [x; 1]`` (one row per point). Multinomial:
+    ``A_i = diag(p_i) - p_i p_i^T = R_i R_i^T`` with ``R_i = diag(sqrt p_i) - p_i sqrt(p_i)^T``;
+    row (i, c) has ``R_i[k, c] x_i`` in class k's weight block and ``R_i[k, c]`` in bias k
+    (K rows per point).
+    """
+    if spec.binary:
+        return K.zs(theta, Xa_U, spec)
+    P = K.curvature(theta, Xa_U, spec)  # (m, K) probabilities
+    sq = tf.sqrt(P)
+    R = tf.linalg.diag(sq) - P[:, :, None] * sq[:, None, :]  # (m, k, c)
+    rows_ext = R[:, :, :, None] * Xa_U[:, None, None, :]     # (m, k, c, E)
+    m = tf.shape(Xa_U)[0]
+    rows_ext = tf.reshape(tf.transpose(rows_ext, [0, 2, 1, 3]), [m * spec.num_rows, spec.num_params])
+    return tf.gather(rows_ext, spec.ext_permutation(), axis=1)
+
+
+def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray], G_sums,
+                    spectrum: bool = True, inverse_vp_method: str = "cholesky_lu",
+                    progress=None) -> dict[str, np.ndarray]:
+    """Newton changes ``(H - H_U)^{-1} g_U`` and, optionally, the spectra of ``-H^{-1}H_U``.
+
+    ``H``: (d, d) regularised Hessian at ``theta`` (not gauge-fixed; fixed here).
+    ``G_sums``: (S, d) group gradient sums. Returns ``newton_dparam`` (S, d) and, with
+    ``spectrum``, ``spectrum`` (S, d) sorted ascending (real, in (-1, 0]), plus
+    ``route`` (S,) 0 = Woodbury, 1 = direct.
+    """
+    from tqdm.auto import tqdm
+
+    dtype = Xa.dtype
+    Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=dtype), spec)
+    L = tf.linalg.cholesky(Ht)
+    if not bool(tf.reduce_all(tf.math.is_finite(L))):
+        raise ValueError("the Hessian is not positive definite; cannot compute Newton changes")
+    theta = tf.convert_to_tensor(theta, dtype=dtype)
+    d = spec.num_params
+    S = len(groups)
+    out = np.zeros((S, d))
+    spec_out = np.zeros((S, d)) if spectrum else None
+    route = np.zeros(S, dtype=np.int64)
+    G_sums = tf.convert_to_tensor(np.asarray(G_sums), dtype=dtype)
+    for s in tqdm(range(S), desc="newton", disable=None if progress is None else not progress, leave=False):
+        idx = np.asarray(groups[s], dtype=np.int64)
+        Z = hessian_factor_rows(spec, theta, tf.gather(Xa, idx))  # (r, d)
+        r = int(Z.shape[0])
+        g = G_sums[s][:, None]
+        u = tf.linalg.triangular_solve(L, g, lower=True)
+        if r < d:
+            Y = tf.linalg.triangular_solve(L, tf.transpose(Z), lower=True)  # (d, r)
+            C = tf.matmul(Y, Y, transpose_a=True)
+            IC = tf.eye(r, dtype=dtype) - C
+            w = tf.linalg.solve(IC, tf.matmul(Y, u, transpose_a=True))
+            x = tf.linalg.triangular_solve(L, u + tf.matmul(Y, w), lower=True, adjoint=True)
+            if spectrum:
+                ev = tf.linalg.eigvalsh(C)
+        else:
+            route[s] = 1
+            M = Ht - tf.matmul(Z, Z, transpose_a=True)
+            Lm = tf.linalg.cholesky(M)
+            if bool(tf.reduce_all(tf.math.is_finite(Lm))):
+                x = tf.linalg.cholesky_solve(Lm, g)
+            else:
+                from influence.solvers import lu_solve
+                x = lu_solve(M, g)
+            if spectrum:
+                Y = tf.linalg.triangular_solve(L, tf.transpose(Z), lower=True)
+                ev = tf.linalg.eigvalsh(tf.matmul(Y, Y, transpose_b=True))
+        out[s] = K.project_out_gauge(x[:, 0], spec).numpy()
+        if spectrum:
+            vals = np.zeros(d)
+            ev = np.clip(ev.numpy(), 0.0, None)  # eigenvalues of a PSD matrix; drop -eps noise
+            vals[:len(ev)] = -ev
+            spec_out[s] = np.sort(vals)
+    result = {"newton_dparam": out, "route": route}
+    if spectrum:
+        result["spectrum"] = spec_out
+    return result
+
+
+def reduced_hvp_batch(spec: ModelSpec, theta, V, Xa, S, l2_reg) -> tf.Tensor:
+    """``(sum_i S[i, b] hess l_i + l2 I_w) V[:, b]`` for every column b of V (d, B)."""
+    c = K.curvature(theta, Xa, spec)
+    mask = tf.constant(spec.weight_mask(), dtype=V.dtype)
+    if spec.binary:
+        U = tf.matmul(Xa, V)                      # (n, B)
+        out = tf.matmul(Xa, S * c[:, None] * U, transpose_a=True)
+    else:
+        Kc, E = spec.num_rows, spec.ext_dim
+        B = tf.shape(V)[1]
+        V_ext = tf.reshape(tf.gather(V, spec.ext_inverse_permutation(), axis=0), [Kc, E, B])
+        U = tf.einsum("na,kab->nkb", Xa, V_ext)
+        P = c[:, :, None]
+        T = S[:, None, :] * P * (U - tf.reduce_sum(P * U, axis=1, keepdims=True))
+        out = tf.gather(tf.reshape(tf.einsum("na,nkb->kab", Xa, T), [Kc * E, B]), spec.ext_permutation(), axis=0)
+    return out + l2_reg * mask[:, None] * V
+
+
+def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
+              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32) -> np.ndarray:
+    """Newton changes by conjugate gradient on ``H - H_U`` (batched over groups)."""
+    dtype = Xa.dtype
+    theta = tf.convert_to_tensor(theta, dtype=dtype)
+    s_base = tf.convert_to_tensor(s_base, dtype=dtype)
+    n = int(Xa.shape[0])
+    out = np.zeros((len(groups), spec.num_params))
+    gauge_c = tf.reduce_sum(s_base) / spec.num_rows + l2_reg
+    for start in range(0, len(groups), chunk):
+        sel = list(range(start, min(start + chunk, len(groups))))
+        keep = np.ones((n, len(sel)))
+        for j, s in enumerate(sel):
+            keep[np.asarray(groups[s], dtype=np.int64), j] = 0.0
+        Sw = s_base[:, None] * tf.constant(keep, dtype=dtype)
+
+        def matvec(V):
+            return K.gauge_fix_hvp(V, reduced_hvp_batch(spec, theta, V, Xa, Sw, l2_reg), gauge_c, spec)
+
+        rhs = tf.transpose(tf.constant(np.asarray(G_sums)[sel], dtype=dtype))
+        res = conjugate_gradient(matvec, rhs, tol=tol, maxiter=maxiter)
+        out[sel] = tf.transpose(K.project_out_gauge(res.x, spec)).numpy()
+    return out
+
+
+def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
+    """(B, d) parameter rows → (B*K', E) rows ``[w_k; b_k]`` (K' = 1 for binary)."""
+    Thetas = tf.convert_to_tensor(Thetas)
+    B = int(Thetas.shape[0])
+    if spec.binary or not spec.fit_intercept:
+        return tf.reshape(Thetas, [B * spec.num_rows, spec.ext_dim])
+    Kc, D = spec.num_rows, spec.input_dim
+    W = tf.reshape(Thetas[:, :Kc * D], [B, Kc, D])
+    return tf.reshape(tf.concat([W, Thetas[:, Kc * D:, None]], axis=2), [B * Kc, spec.ext_dim])
+
+
+def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64) -> np.ndarray:
+    """Per-example losses, margins or correctness at many parameter vectors.
+
+    Returns an array of shape (B, n): row b evaluated at ``Thetas[b]``. ``what`` is
+    ``'loss'``, ``'margin'`` (binary) or ``'correct'`` (1.0 where the argmax is right).
+    """
+    Thetas = np.asarray(Thetas)
+    out = []
+    for start in range(0, Thetas.shape[0], chunk):
+        T = params_to_ext(tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype), spec)
+        Z = tf.matmul(Xa, T, transpose_b=True)  # (n, b*K')
+        b = Thetas[start:start + chunk].shape[0]
+        if spec.binary:
+            Z = tf.transpose(Z)  # (b, n)
+            yy = tf.cast(y, Z.dtype)[None, :]
+            if what == "loss":
+                val = tf.nn.softplus(Z) - yy * Z
+            elif what == "margin":
+                val = (2.0 * yy - 1.0) * Z
+            elif what == "correct":
+                val = tf.cast(tf.cast(Z > 0, Z.dtype) == yy, Z.dtype)
+            else:
+                raise ValueError(f"what must be 'loss', 'margin' or 'correct'; got {what!r}")
+        else:
+            Z = tf.transpose(tf.reshape(Z, [-1, b, spec.num_rows]), [1, 0, 2])  # (b, n, K)
+            yi = tf.cast(y, tf.int32)
+            if what == "loss":
+                val = tf.reduce_logsumexp(Z, axis=2) - tf.gather(Z, tf.tile(yi[None], [b, 1]), axis=2, batch_dims=2)
+            elif what == "correct":
+                val = tf.cast(tf.equal(tf.argmax(Z, axis=2, output_type=tf.int32), yi[None]), Z.dtype)
+            else:
+                raise ValueError(f"what must be 'loss' or 'correct' for multinomial models; got {what!r}")
+        out.append(val.numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros((0, int(Xa.shape[0])))
