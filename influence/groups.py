@@ -68,54 +68,59 @@ def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray],
     """Newton changes ``(H - H_U)^{-1} g_U`` and, optionally, the spectra of ``-H^{-1}H_U``.
 
     ``H``: (d, d) regularised Hessian at ``theta`` (not gauge-fixed; fixed here).
-    ``G_sums``: (S, d) group gradient sums. Returns ``newton_dparam`` (S, d) and, with
-    ``spectrum``, ``spectrum`` (S, d) sorted ascending (real, in (-1, 0]), plus
-    ``route`` (S,) 0 = Woodbury, 1 = direct.
+    ``G_sums``: (S, d) group gradient sums. Returns ``newton_dparam`` (S, d), with
+    ``spectrum`` the eigenvalues of ``-H^{-1} H_U`` as ``spectrum`` (S, d) sorted
+    ascending (real, in (-1, 0]), and ``route`` (S,): 0 = Woodbury, 1 = direct.
+
+    The per-group work is small dense linear algebra (d x d or r x r), done with
+    LAPACK through scipy: at these sizes per-call overhead, not flops, dominates.
     """
+    import scipy.linalg as sla
     from tqdm.auto import tqdm
 
-    dtype = Xa.dtype
-    Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=dtype), spec)
-    L = tf.linalg.cholesky(Ht)
-    if not bool(tf.reduce_all(tf.math.is_finite(L))):
-        raise ValueError("the Hessian is not positive definite; cannot compute Newton changes")
-    theta = tf.convert_to_tensor(theta, dtype=dtype)
+    Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=Xa.dtype), spec).numpy().astype(np.float64)
+    try:
+        L = np.linalg.cholesky(Ht)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError("the Hessian is not positive definite; cannot compute Newton changes") from exc
+    # All factor rows at once: row blocks of Z belong to the points, in order.
+    Z_all = hessian_factor_rows(spec, tf.convert_to_tensor(theta, dtype=Xa.dtype), Xa).numpy()
+    rows_per_point = 1 if spec.binary else spec.num_rows
     d = spec.num_params
     S = len(groups)
     out = np.zeros((S, d))
     spec_out = np.zeros((S, d)) if spectrum else None
     route = np.zeros(S, dtype=np.int64)
-    G_sums = tf.convert_to_tensor(np.asarray(G_sums), dtype=dtype)
+    G_sums = np.asarray(G_sums, dtype=np.float64)
+    u_gauge = spec.gauge_vector()
     for s in tqdm(range(S), desc="newton", disable=None if progress is None else not progress, leave=False):
         idx = np.asarray(groups[s], dtype=np.int64)
-        Z = hessian_factor_rows(spec, theta, tf.gather(Xa, idx))  # (r, d)
-        r = int(Z.shape[0])
-        g = G_sums[s][:, None]
-        u = tf.linalg.triangular_solve(L, g, lower=True)
+        if rows_per_point > 1:
+            idx = (idx[:, None] * rows_per_point + np.arange(rows_per_point)[None, :]).ravel()
+        Z = Z_all[idx]  # (r, d)
+        r = Z.shape[0]
+        g = G_sums[s]
+        u = sla.solve_triangular(L, g, lower=True)
+        Y = sla.solve_triangular(L, Z.T, lower=True)  # (d, r)
         if r < d:
-            Y = tf.linalg.triangular_solve(L, tf.transpose(Z), lower=True)  # (d, r)
-            C = tf.matmul(Y, Y, transpose_a=True)
-            IC = tf.eye(r, dtype=dtype) - C
-            w = tf.linalg.solve(IC, tf.matmul(Y, u, transpose_a=True))
-            x = tf.linalg.triangular_solve(L, u + tf.matmul(Y, w), lower=True, adjoint=True)
+            C = Y.T @ Y
+            w = np.linalg.solve(np.eye(r) - C, Y.T @ u)
+            x = sla.solve_triangular(L, u + Y @ w, lower=True, trans="T")
             if spectrum:
-                ev = tf.linalg.eigvalsh(C)
+                ev = np.linalg.eigvalsh(C)
         else:
             route[s] = 1
-            M = Ht - tf.matmul(Z, Z, transpose_a=True)
-            Lm = tf.linalg.cholesky(M)
-            if bool(tf.reduce_all(tf.math.is_finite(Lm))):
-                x = tf.linalg.cholesky_solve(Lm, g)
-            else:
-                from influence.solvers import lu_solve
-                x = lu_solve(M, g)
+            M = Ht - Z.T @ Z
+            try:
+                x = sla.cho_solve(sla.cho_factor(M, lower=True), g)
+            except np.linalg.LinAlgError:
+                x = sla.lu_solve(sla.lu_factor(M), g)
             if spectrum:
-                Y = tf.linalg.triangular_solve(L, tf.transpose(Z), lower=True)
-                ev = tf.linalg.eigvalsh(tf.matmul(Y, Y, transpose_b=True))
-        out[s] = K.project_out_gauge(x[:, 0], spec).numpy()
+                ev = np.linalg.eigvalsh(Y @ Y.T)
+        out[s] = x - u_gauge * (u_gauge @ x)
         if spectrum:
             vals = np.zeros(d)
-            ev = np.clip(ev.numpy(), 0.0, None)  # eigenvalues of a PSD matrix; drop -eps noise
+            ev = np.clip(ev, 0.0, None)  # eigenvalues of a PSD matrix; drop -eps noise
             vals[:len(ev)] = -ev
             spec_out[s] = np.sort(vals)
     result = {"newton_dparam": out, "route": route}
@@ -176,6 +181,18 @@ def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
     Kc, D = spec.num_rows, spec.input_dim
     W = tf.reshape(Thetas[:, :Kc * D], [B, Kc, D])
     return tf.reshape(tf.concat([W, Thetas[:, Kc * D:, None]], axis=2), [B * Kc, spec.ext_dim])
+
+
+def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",
+                  chunk: int = 64) -> np.ndarray:
+    """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,)."""
+    B = incidence(groups, int(Xa.shape[0]))
+    Thetas = np.asarray(Thetas)
+    out = np.zeros(len(groups))
+    for start in range(0, len(groups), chunk):
+        vals = batch_eval(spec, Thetas[start:start + chunk], Xa, y, what, chunk=chunk)  # (b, n)
+        out[start:start + chunk] = np.asarray(B[start:start + chunk].multiply(vals).sum(axis=1)).ravel()
+    return out
 
 
 def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64) -> np.ndarray:
