@@ -364,3 +364,20 @@ def test_script_master_only_summary(tmp_path):
     assert len(loaded.R["subset_tags"]) == 51
     bad = subprocess.run(cmd[:2] + ["--dataset-id", "nope"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "--dataset-id must be one of" in bad.stderr
+
+
+def test_plot_all_writes_the_spec_files(binary_run):
+    files = binary_run.plot_all()
+    names = {p.name for p in files}
+    base = {n for n in names if not n.endswith("_imbalanced.png")}
+    fixed = list(binary_run.R["fixed_test"])
+    expected = {"self_loss_actl-pred.png", "self_margin_actl-pred.png", "self_loss_actl-newton.png",
+                "self_loss_pred-newton.png", "self_loss_actl-pparam.png", "self_loss_actl-nparam.png",
+                "z-norms.png", "sizes_self_loss.png", "sizes_train-accuracy.png", "sizes_test-accuracy.png",
+                "subset-hessian-max-eig.png"}
+    for idx in fixed:
+        expected |= {f"fixed-test-{idx}_{q}_{pair}.png" for q in ("loss", "margin")
+                     for pair in ("actl-pred", "actl-newton", "pred-newton", "actl-pparam", "actl-nparam")}
+        expected.add(f"sizes_fixed-test-{idx}_loss.png")
+    assert base == expected and len(base) == 77  # spec §5: 77 base files for binary explicit range
+    assert all((binary_run.base_dir / "plots" / n).stat().st_size > 0 for n in names)
