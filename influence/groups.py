@@ -100,9 +100,9 @@ def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray],
         Z = Z_all[idx]  # (r, d)
         r = Z.shape[0]
         g = G_sums[s]
-        u = sla.solve_triangular(L, g, lower=True)
-        Y = sla.solve_triangular(L, Z.T, lower=True)  # (d, r)
         if r < d:
+            u = sla.solve_triangular(L, g, lower=True)
+            Y = sla.solve_triangular(L, Z.T, lower=True)  # (d, r)
             C = Y.T @ Y
             w = np.linalg.solve(np.eye(r) - C, Y.T @ u)
             x = sla.solve_triangular(L, u + Y @ w, lower=True, trans="T")
@@ -110,13 +110,15 @@ def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray],
                 ev = np.linalg.eigvalsh(C)
         else:
             route[s] = 1
-            M = Ht - Z.T @ Z
+            H_U = Z.T @ Z  # the one O(r d^2) product; everything else is O(d^3)
+            M = Ht - H_U
             try:
                 x = sla.cho_solve(sla.cho_factor(M, lower=True), g)
             except np.linalg.LinAlgError:
                 x = sla.lu_solve(sla.lu_factor(M), g)
             if spectrum:
-                ev = np.linalg.eigvalsh(Y @ Y.T)
+                W = sla.solve_triangular(L, H_U, lower=True)
+                ev = np.linalg.eigvalsh(sla.solve_triangular(L, W.T, lower=True))
         out[s] = x - u_gauge * (u_gauge @ x)
         if spectrum:
             vals = np.zeros(d)

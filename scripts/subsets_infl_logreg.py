@@ -48,6 +48,8 @@ def parse_args(argv=None):
                    help="compute in float32 like the original (run id gets a _float32 suffix)")
     p.add_argument("--full-loss-matrices", action="store_true",
                    help="store the original (S, n_t) and (S, n) loss matrices in phase 6")
+    p.add_argument("--kmeans-n-init", type=int, default=10,
+                   help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p.parse_args(argv)
@@ -73,7 +75,7 @@ def main(argv=None):
             skip_hessian_spectrum=args.skip_hessian_spectrum, tag=args.tag,
             master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
             dtype="float32" if args.float32 else "float64",
-            store_full_loss_matrices=args.full_loss_matrices)
+            store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
