@@ -381,3 +381,23 @@ def test_plot_all_writes_the_spec_files(binary_run):
         expected.add(f"sizes_fixed-test-{idx}_loss.png")
     assert base == expected and len(base) == 77  # spec §5: 77 base files for binary explicit range
     assert all((binary_run.base_dir / "plots" / n).stat().st_size > 0 for n in names)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_hospital_end_to_end_on_the_real_archive(shared_data, tmp_path):
+    """The real UCI archive through the real loader and a small range run (spec §7 E.30)."""
+    import shutil
+    (tmp_path / "data" / "hospital").mkdir(parents=True)
+    shutil.copy(shared_data / "hospital" / "dataset_diabetes.zip", tmp_path / "data" / "hospital")
+    cfg = build_config(dataset_id="hospital", data_dir=str(tmp_path / "data"), subset_choice_type="range",
+                       num_subsets=3, kmeans_n_init=1)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path / "out", progress=False)
+    R = exp.run()
+    assert list(R["fixed_test"]) == [2267, 54826, 66678, 41567, 485, 25286]
+    assert len(R["subset_tags"]) == 51
+    assert R["initial_params"].shape == (128,)
+    assert (R["subset_refit_grad_norm"] <= R["subset_refit_grad_tol"]).all()
+    assert np.all(np.asarray(R["cv_regs"]) == pytest.approx(np.logspace(np.log10(2), np.log10(2000), 10)))
+    # Sizes of the range run: linspace(int(0.0025 n), int(0.25 n), 3) = 50, 2525, 5000.
+    assert [len(i) for i in R["subset_indices"][:3]] == [50, 2525, 5000]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The CodaLab worksheet recipe (spec experiments.md §10), updated for this project.
+# DRY_RUN=1 (the default) prints the `cl` commands instead of running them; set DRY_RUN=0
+# on a machine with the CodaLab CLI logged in to a worksheet to run them.
+# The docker image is built from this repository's Dockerfile and pushed as $INFLUENCE_IMAGE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DRY_RUN="${DRY_RUN:-1}"
+IMAGE="${INFLUENCE_IMAGE:-group-influence:latest}"
+REQ=(--request-memory 32g --request-docker-image "$IMAGE")
+
+cl() {
+  if [ "$DRY_RUN" = "1" ]; then
+    printf 'cl'; printf ' %q' "$@"; printf '\n'
+  else
+    command cl "$@"
+  fi
+}
+
+SRC="datasets:datasets experiments:experiments influence:influence scripts:scripts codalab:codalab notebooks:notebooks"
+cl upload datasets experiments influence scripts codalab notebooks
+
+cl run -n data-babble $SRC "bash codalab/prepare_babble.sh" "${REQ[@]}"
+cl run -n data-hospital $SRC "bash codalab/prepare_data.sh hospital" "${REQ[@]}"
+cl run -n data-mnist $SRC "bash codalab/prepare_data.sh mnist mnist_small" "${REQ[@]}"
+cl run -n data-animals $SRC "bash codalab/prepare_data.sh dogfish animals" "${REQ[@]}"
+cl run -n data-spam $SRC "bash codalab/prepare_data.sh spam" "${REQ[@]}"
+
+for pair in reduced-cdr:reduced_cdr:data-babble hospital:hospital:data-hospital mnist:mnist:data-mnist \
+            mnist-small:mnist_small:data-mnist animals:animals:data-animals dogfish:dogfish:data-animals \
+            spam:spam:data-spam; do
+  IFS=: read -r name id dep <<< "$pair"
+  cl run -n "subsets-$name" $SRC ":$dep" "bash codalab/link_data.sh && bash codalab/run_subsets.sh $id" "${REQ[@]}"
+done
+for pair in hospital:hospital:data-hospital mnist-small:mnist_small:data-mnist dogfish:dogfish:data-animals \
+            spam:spam:data-spam; do
+  IFS=: read -r name id dep <<< "$pair"
+  cl run -n "reg-$name" $SRC ":$dep" "bash codalab/link_data.sh && bash codalab/run_reg.sh $id" "${REQ[@]}"
+done
+cl run -n counterexamples $SRC "bash codalab/run_counterexamples.sh" "${REQ[@]}"
+cl run -n data-valuation $SRC ":data-babble" "bash codalab/link_data.sh && bash codalab/run_data_valuation.sh" "${REQ[@]}"
+cl run -n credit-assignment $SRC ":data-mnli" "bash codalab/link_data.sh && bash codalab/run_credit_assignment.sh" "${REQ[@]}"
+cl run -n figures $SRC :subsets-reduced-cdr :subsets-hospital :subsets-mnist :subsets-mnist-small \
+  :subsets-animals :subsets-dogfish :subsets-spam :reg-hospital :reg-mnist-small :reg-dogfish :reg-spam \
+  :counterexamples :data-valuation :credit-assignment \
+  "bash codalab/link_output.sh && bash codalab/run_figures.sh" "${REQ[@]}"

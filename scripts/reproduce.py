@@ -1,0 +1,85 @@
+"""The main job: reproduce the paper's analyses offline and draw the figures.
+
+    python scripts/reproduce.py              # quick offline reproduction (default)
+    python scripts/reproduce.py --num-subsets 100 --datasets breast_cancer digits
+
+Steps (each is a documented command of the README, run as a subprocess):
+1. ``ss_logreg`` range runs (0.25%-25% groups, master-only summaries, as the paper's
+   ``run_subsets.sh``) on the offline real datasets bundled with scikit-learn;
+2. the counterexamples ``ortho2`` and ``gauss4`` in float64 and in float32 (Figure 4's
+   precision note);
+3. the figures notebook, executed headless, leaving PDFs in ``plots/``.
+Finished runs are reused (each experiment resumes or returns its saved summary).
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def step(title, cmd, env=None):
+    print(f"\n=== {title}\n$ {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    rc = subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+    dt = time.perf_counter() - t0
+    print(f"=== {title}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {dt:.0f} s", flush=True)
+    return rc, dt
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["breast_cancer", "digits"])
+    p.add_argument("--num-subsets", type=int, default=30,
+                   help="groups per type in the ss_logreg range runs (the paper used 100)")
+    p.add_argument("--out-dir", default=str(REPO_ROOT / "output"))
+    p.add_argument("--plot-dir", default=str(REPO_ROOT / "plots"))
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--skip-figures", action="store_true")
+    args = p.parse_args(argv)
+    if args.num_subsets < 3:
+        p.error(f"--num-subsets must be >= 3; got {args.num_subsets}")
+    t0 = time.perf_counter()
+    timings, failed = [], []
+    common = ["--out-dir", args.out_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    for ds in args.datasets:
+        cmd = [PY, "scripts/subsets_infl_logreg.py", "--dataset-id", ds, "--subset-choice-type", "range",
+               "--subset-min-rel-size", "0.0025", "--subset-max-rel-size", "0.25",
+               "--num-subsets", str(args.num_subsets), "--no-intermediate-results"] + common
+        rc, dt = step(f"ss_logreg {ds} (num-subsets {args.num_subsets})", cmd)
+        timings.append((f"ss_logreg {ds}", dt))
+        failed += [f"ss_logreg {ds}"] if rc else []
+    for cex in ("ortho2", "gauss4"):
+        for prec in ([], ["--float32"]):
+            name = f"counterexamples {cex}{' float32' if prec else ''}"
+            cmd = [PY, "scripts/counterexamples.py", "--dataset-id", cex, "--no-intermediate-results",
+                   "--out-dir", args.out_dir] + prec
+            rc, dt = step(name, cmd)
+            timings.append((name, dt))
+            failed += [name] if rc else []
+    if not args.skip_figures:
+        env = dict(os.environ, INFLUENCE_FIG_DATASETS=",".join(args.datasets),
+                   INFLUENCE_FIG_NUM_SUBSETS=str(args.num_subsets))
+        rc, dt = step("figures notebook", [PY, "scripts/run_figures.py", "--out-dir", args.out_dir,
+                                           "--plot-dir", args.plot_dir], env=env)
+        timings.append(("figures notebook", dt))
+        failed += ["figures notebook"] if rc else []
+    print("\nsummary:")
+    for name, dt in timings:
+        print(f"  {name:<32} {dt:7.0f} s")
+    print(f"  {'total':<32} {time.perf_counter() - t0:7.0f} s")
+    print(f"results: {args.out_dir}   figures: {args.plot_dir}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
