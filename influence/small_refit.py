@@ -210,7 +210,6 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     X_t = tf.constant(Xa, dtype=tdt)
     y_t = tf.constant(y, dtype=tdt)
     row_norms = np.linalg.norm(Xa.astype(np.float64), axis=1)
-    l2 = tf.constant(float(l2_reg), dtype=tdt)
     reg = tf.constant(float(l2_reg) * mask, dtype=tdt)
     for start in range(0, B, chunk):
         part = groups[start:start + chunk]
@@ -220,7 +219,7 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
         keep[idx[valid], np.repeat(np.arange(b), valid.sum(axis=1))] = 0.0
         S_np = s_base[:, None] * keep
         tols = rtol * np.maximum(S_np.T @ row_norms, 1.0)
-        res = _newton_chunk(X_t, y_t, tf.constant(S_np, dtype=tdt), reg, l2, theta_hat, tols,
+        res = _newton_chunk(X_t, y_t, tf.constant(S_np, dtype=tdt), reg, theta_hat, tols,
                             max_iter, max_halvings)
         sl = slice(start, start + b)
         thetas[sl], gnorms[sl], iters[sl] = res
@@ -235,10 +234,9 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     return SmallRefitResult(thetas, gnorms, gtols, iters, converged)
 
 
-def _newton_chunk(X, y, S, reg, l2, theta_hat, tols, max_iter, max_halvings):
+def _newton_chunk(X, y, S, reg, theta_hat, tols, max_iter, max_halvings):
     """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`)."""
     dtype = X.dtype
-    d = int(X.shape[1])
     b = int(S.shape[1])
     Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=dtype), [b, 1])
 
