@@ -1,12 +1,15 @@
 """Shared dataset containers and helpers (spec ``datasets.md`` §0)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
@@ -119,23 +122,91 @@ def get_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Pat
     return path
 
 
+def _dense(x) -> np.ndarray:
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
 def center_data(datasets: Datasets) -> Datasets:
-    """Subtract the train column mean from every split (spec ``datasets.md`` §0.2)."""
+    """Subtract the train column mean from every split (spec ``datasets.md`` §0.2).
+
+    Sparse x is densified. ``None`` splits stay ``None``.
+    """
     mean = np.asarray(datasets.train.x.mean(axis=0)).reshape(1, -1)
 
     def c(ds):
-        return None if ds is None else DataSet(np.asarray(ds.x) - mean, ds.labels)
+        return None if ds is None else DataSet(_dense(ds.x) - mean, ds.labels)
 
     return Datasets(c(datasets.train), c(datasets.validation), c(datasets.test))
 
 
 def append_bias(datasets: Datasets) -> Datasets:
-    """Append a column of ones to every split."""
+    """Append a column of ones to every split (float64 hstack, then the float32 cast)."""
 
     def a(ds):
         if ds is None:
             return None
-        x = np.asarray(ds.x, dtype=np.float64)
+        x = _dense(ds.x).astype(np.float64)
         return DataSet(np.hstack([x, np.ones((x.shape[0], 1))]), ds.labels)
 
     return Datasets(a(datasets.train), a(datasets.validation), a(datasets.test))
+
+
+# --------------------------------------------------------------------------- integrity
+class DatasetIntegrityError(ValueError):
+    """Raw data does not have the structure or size the spec states (``datasets.md``)."""
+
+
+def check_expected(what: str, got, expected, strict: bool = True) -> None:
+    """Raise :class:`DatasetIntegrityError` (or only warn if not ``strict``) when ``got != expected``.
+
+    The spec marks some sizes "verify" (they are turned into runtime checks here);
+    inferred sizes are only warned about, so that smaller, format-exact test files load.
+    """
+    if got == expected:
+        return
+    message = f"{what}: expected {expected}, got {got}"
+    if strict:
+        raise DatasetIntegrityError(message + " (corrupt or different raw data?)")
+    logger.warning("%s (the spec's size is inferred; continuing)", message)
+
+
+# --------------------------------------------------------------------------- caches
+def read_cache(path: str | os.PathLike, required_keys: Iterable[str]) -> dict[str, np.ndarray] | None:
+    """Arrays of a cache file written by this project, or ``None`` if it must be rebuilt.
+
+    ``None`` when the file is missing, unreadable (for instance the original's pickled
+    object arrays, which are never loaded) or lacks one of ``required_keys``.
+    """
+    from experiments.storage import load_arrays
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        arrays = load_arrays(path)
+    except (OSError, ValueError, EOFError) as exc:
+        logger.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
+        return None
+    missing = [k for k in required_keys if k not in arrays]
+    if missing:
+        logger.warning("ignoring cache %s without keys %s (older format?); rebuilding it", path, missing)
+        return None
+    return arrays
+
+
+def save_sparse(path: str | os.PathLike, matrix) -> None:
+    """Atomically write a scipy sparse matrix as CSR with ``scipy.sparse.save_npz`` (no pickle)."""
+    from experiments.storage import atomic_write
+
+    with atomic_write(path) as f:
+        sp.save_npz(f, sp.csr_matrix(matrix), compressed=True)
+
+
+def load_sparse(path: str | os.PathLike) -> sp.csr_matrix:
+    """Read a ``save_npz`` file (CSR, or the original's COO) as a CSR matrix."""
+    return sp.csr_matrix(sp.load_npz(path))
+
+
+def empty_dataset(n_features: int, x_dtype=np.float32, label_dtype=np.float64) -> DataSet:
+    """A 0-row split of width ``n_features`` (spam and mnli have an empty validation set)."""
+    return DataSet(np.zeros((0, n_features), dtype=x_dtype), np.zeros(0, dtype=label_dtype))

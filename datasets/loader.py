@@ -1,13 +1,46 @@
-"""The dataset registry (spec ``datasets.md`` §0.4)."""
+"""The dataset registry (spec ``datasets.md`` §0.4).
+
+``DATASETS`` maps every dataset id of the original registry (plus the offline datasets
+added by this project) to its loader; ``SUPPLEMENTS`` maps supplement ids to theirs.
+Experiments look supplements up by concatenation: ``dataset_id + '_weights'``,
+``'_nonfires'``, ``'_LFs'``, ``'_ids'``, ``'_genres'``, ``'_nonfires_genres'``.
+Loaders are imported lazily, so that importing the registry stays cheap.
+"""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 from datasets import common, sklearn_data, synthetic
 from datasets.common import Datasets
 
+
+def _lazy(module: str, function: str) -> Callable[..., Any]:
+    """A loader that imports ``datasets.<module>`` only when called."""
+
+    def load(*args, **kwargs):
+        return getattr(importlib.import_module(f"datasets.{module}"), function)(*args, **kwargs)
+
+    load.__name__ = function
+    load.__qualname__ = function
+    load.__doc__ = f"Calls ``datasets.{module}.{function}`` (imported on first use)."
+    return load
+
+
 # id -> loader(data_dir=..., **kwargs) returning Datasets.
 DATASETS: dict[str, Callable[..., Datasets]] = {
+    "mnist": _lazy("mnist", "load_mnist"),
+    "mnist_small": _lazy("mnist", "load_small_mnist"),
+    "spam": _lazy("spam", "load_spam"),
+    "hospital": _lazy("hospital", "load_hospital"),
+    "cifar10": _lazy("cifar10", "load_cifar10"),
+    "cifar10_small": _lazy("cifar10", "load_small_cifar10"),
+    "cdr": _lazy("babble", "load_cdr"),
+    "reduced_cdr": _lazy("babble", "load_reduced_cdr"),
+    "mnli": _lazy("mnli", "load_mnli"),
+    "dogfish": _lazy("processed_animals", "load_dogfish"),
+    "animals": _lazy("processed_animals", "load_animals"),
+    # Offline datasets added by this project (no download).
     "breast_cancer": sklearn_data.load_breast_cancer,
     "digits": sklearn_data.load_digits,
     "synthetic_binary": synthetic.load_synthetic_binary,
@@ -15,10 +48,27 @@ DATASETS: dict[str, Callable[..., Datasets]] = {
 }
 
 # id -> loader(data_dir=..., **kwargs) returning supplementary information.
-SUPPLEMENTS: dict[str, Callable[..., Any]] = {}
+SUPPLEMENTS: dict[str, Callable[..., Any]] = {
+    "cdr_LFs": _lazy("babble", "load_cdr_LFs"),
+    "reduced_cdr_LFs": _lazy("babble", "load_cdr_LFs"),
+    "cdr_nonfires": _lazy("babble", "load_cdr_nonfires"),
+    "reduced_cdr_nonfires": _lazy("babble", "load_reduced_cdr_nonfires"),
+    "cdr_weights": _lazy("babble", "load_cdr_weights"),
+    "reduced_cdr_weights": _lazy("babble", "load_cdr_weights"),
+    "cdr_labeling_info": _lazy("babble", "load_cdr_labeling_info"),
+    "reduced_cdr_labeling_info": _lazy("babble", "load_cdr_labeling_info"),
+    "mnli_nonfires": _lazy("mnli", "load_mnli_nonfires"),
+    "mnli_nonfires_genres": _lazy("mnli", "load_mnli_nonfires_genres"),
+    "mnli_genres": _lazy("mnli", "load_mnli_genres"),
+    "mnli_ids": _lazy("mnli", "load_mnli_ids"),
+    "mnli_nonfires_ids": _lazy("mnli", "load_mnli_nonfires_ids"),
+}
 
 # Ids that need no download and no files: usable on a machine with no network.
 OFFLINE_DATASETS = ("breast_cancer", "digits", "synthetic_binary", "synthetic_multiclass")
+# The ids of the original release's registry (§0.4), in its order.
+ORIGINAL_DATASETS = ("mnist", "mnist_small", "spam", "hospital", "cifar10", "cifar10_small", "cdr",
+                     "reduced_cdr", "mnli", "dogfish", "animals")
 
 
 class UnknownDatasetError(ValueError):
@@ -27,7 +77,11 @@ class UnknownDatasetError(ValueError):
 
 def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool = False,
                  data_dir=None, **kwargs) -> Datasets:
-    """Load ``dataset_id`` (downloading and caching under ``data_dir`` if needed)."""
+    """Load ``dataset_id`` (downloading and caching under ``data_dir`` if needed).
+
+    ``center_data`` subtracts the train column means, then ``append_bias`` appends a
+    column of ones (in that order, §0.4); both densify sparse x.
+    """
     if dataset_id not in DATASETS:
         raise UnknownDatasetError(
             f"dataset_id must be one of {sorted(DATASETS)}; got {dataset_id!r}"

@@ -25,7 +25,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -196,3 +196,33 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` file written by :func:`save_arrays`."""
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
+
+
+class _KeyView:
+    """An ``NpzFile`` seen through :func:`decode_result` with only some keys."""
+
+    def __init__(self, npz, keys: Iterable[str] | None):
+        self.npz = npz
+        meta = json.loads(str(npz[META_KEY][()]))
+        if keys is not None:
+            wanted = set(keys)
+            meta["kinds"] = {k: v for k, v in meta["kinds"].items() if k in wanted}
+        self.meta = np.array(json.dumps(meta))
+
+    def __contains__(self, key):
+        return key == META_KEY or key in self.npz.files
+
+    def __getitem__(self, key):
+        return self.meta if key == META_KEY else self.npz[key]
+
+
+def load_result_keys(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """The ``keys`` present in a result file of :mod:`experiments.storage` (no pickle)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if META_KEY not in npz.files:
+                raise StorageError("missing metadata entry; not a file written by this project")
+            return decode_result(_KeyView(npz, keys))[0]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise StorageError(f"cannot read result file {path}: {exc}") from exc

@@ -1,0 +1,400 @@
+"""``data_valuation``: influence of CDR labelling functions as data sources (spec ``experiments.md`` §4).
+
+Data (``datasets.md`` §6): ``reduced_cdr`` train rows are (candidate, firing LF) pairs
+labelled with that LF's vote; test rows are test candidates with gold labels; the
+``nonfires`` are gold-labelled candidates no LF fired on. With ``--sample-weights``
+(the paper run ``reduced_cdr_sample_weights-True``) each train row weighs
+1/(#LFs that fired on its candidate) (``reduced_cdr_weights``), test rows 1.
+
+Model: binary logistic regression with an intercept; objective
+``sum_i s_i l_i + (lambda/2) ||w||^2`` (bias unregularised). Groups: one per
+labelling function (``reduced_cdr_LFs``: LF id of each train row), ids 1..max, empty
+ones skipped, all tagged ``same_features``; ``subset_LF_ids`` records each group's LF id.
+
+Behaviour kept from the original on purpose (QUIRKs):
+
+* **Test-set leakage in model selection** (phase 0): every fold model is also scored by
+  the weighted F1 on the **test** set, and lambda is the argmax of the mean test F1
+  (``cv_f1s``), not of the validation accuracy.
+* **Weights not renormalised** (phase 6): without an LF, the other rows of the same
+  candidates keep their 1/#LF weights.
+* Phase 8's ``subset_all_train_actl...`` sums over all train rows, including the removed
+  ones.
+
+Differences (README): fits and refits are certified Newton solves (refits warm-started
+at theta_hat through :func:`influence.refit.refit_chunk`); phase 1 adds
+``initial_params``, ``initial_fit_grad_norm``, ``initial_fit_iters``,
+``initial_test_f1``; phase 6 adds ``subset_refit_grad_norm``, ``subset_refit_grad_tol``,
+``subset_refit_iters``, ``subset_refit_converged``, ``subset_refit_params``. Phase 2
+raises a clear error if the data has fewer test points than the frozen indices need
+(the original would crash later). The unseeded ``np.random.choice`` of ``plot_all`` uses
+``RandomState(0)``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.app_common import (ConfigError, check_cv_range, check_folds, check_positive_int,  # noqa: F401
+                                    contiguous_folds, cv_regs, dense, refit_chunk_size, refit_groups,
+                                    weighted_grad_sums)
+from experiments.common import Experiment, phase
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------- data valuation
+DATASET_IDS = ("reduced_cdr",)
+FIXED_TEST = [1502, 1021, 3778, 830, 3894, 3149]
+FIXED_TEST_BALANCED = [898, 293, 14, 1139, 1783, 1100]
+PLOT_SEED = 0
+# The 26 actual/predicted keys of phase 8 (13 for the loss, 13 for the margin).
+ACTL_PRED_KEYS = [f"subset_{t}_{kind}{suffix}"
+                  for suffix in ("_infl", "_margin_infl")
+                  for t in ("fixed_test", "pos_test", "neg_test", "all_test", "all_train", "nonfires", "self")
+                  for kind in ("actl", "pred")]
+ACTL_PRED_KEYS.remove("subset_self_pred_infl")
+ACTL_PRED_KEYS.remove("subset_self_pred_margin_infl")
+
+
+def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, max_memory: int = int(1e9),
+                 sample_weights: bool = False, balance_test: bool | None = None,
+                 cross_validation_range=(1e-4, 1e-1, 10), cross_validation_folds: int = 5) -> dict[str, Any]:
+    """The config dict of spec §4.1 (``cross_validation_*`` may be narrowed for quick runs)."""
+    if dataset_id not in DATASET_IDS:
+        raise ConfigError(f"--dataset-id must be one of {DATASET_IDS}; got {dataset_id!r}")
+    check_positive_int("--max-memory", max_memory)
+    config = {
+        "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
+                           "data_dir": data_dir},
+        "cross_validation_folds": check_folds(cross_validation_folds),
+        "normalized_cross_validation_range": check_cv_range(cross_validation_range),
+        "max_memory": int(max_memory),
+        "sample_weights": bool(sample_weights),
+    }
+    if balance_test is not None:
+        config["balance_test"] = bool(balance_test)
+    return config
+
+
+def run_id_from_config(config: dict[str, Any]) -> str:
+    return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
+
+
+class DataValuation(Experiment):
+    """Group influence of labelling functions on test, train, self and nonfire losses and margins."""
+
+    experiment_id = "data_valuation"
+    # Class defaults, so that instances made by ``load_run`` (no __init__) can plot.
+    progress: bool | None = None
+    _datasets = _weights = _nonfires = _model = None
+
+    def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
+        super().__init__(config, out_dir)
+        self.progress = progress
+        self._datasets = self._weights = self._nonfires = self._model = None
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def run_id(self) -> str:
+        return run_id_from_config(self.config)
+
+    @property
+    def data_dir(self):
+        return self.config["dataset_config"]["data_dir"]
+
+    def _supplement(self, suffix: str):
+        from datasets.loader import load_supplemental_info
+        return load_supplemental_info(self.config["dataset_config"]["dataset_id"] + suffix, data_dir=self.data_dir)
+
+    @property
+    def datasets(self):
+        if self._datasets is None:
+            from datasets.common import DataSet, Datasets
+            from datasets.loader import load_dataset
+            ds = load_dataset(**self.config["dataset_config"])
+            # float 0./1. labels -> int64 (the model wants integer classes)
+            self._datasets = Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in ds))
+        return self._datasets
+
+    @property
+    def train(self):
+        return self.datasets.train
+
+    @property
+    def test(self):
+        return self.datasets.test
+
+    @property
+    def nonfires(self):
+        if self._nonfires is None:
+            from datasets.common import DataSet
+            nf = self._supplement("_nonfires")
+            self._nonfires = DataSet(dense(nf.x), nf.labels.astype(np.int64))
+        return self._nonfires
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """[train, validation, test] sample weights (ones without ``sample_weights``)."""
+        if self._weights is None:
+            if self.config["sample_weights"]:
+                w = [np.asarray(a, dtype=np.float64) for a in self._supplement("_weights")]
+                for name, arr, ds in zip(("train", "validation", "test"), w, self.datasets):
+                    if len(arr) != ds.num_examples:
+                        raise ValueError(f"{name} weights have {len(arr)} entries for {ds.num_examples} rows")
+            else:
+                w = [np.ones(d.num_examples) for d in self.datasets]
+            self._weights = w
+        return self._weights
+
+    def get_model(self):
+        if self._model is None:
+            from influence.logistic_regression import LogisticRegression
+            cfg = LogisticRegression.default_config()
+            cfg["arch"] = {"input_dim": int(self.train.x.shape[1]), "fit_intercept": True, "num_classes": 2}
+            self._model = LogisticRegression(cfg, random_state=np.random.RandomState(2))
+        return self._model
+
+    def _at_theta_hat(self):
+        model = self.get_model()
+        model.set_params_flat(np.asarray(self.R["initial_params"]))
+        return model
+
+    def _bar(self, iterable, desc, total=None):
+        from tqdm.auto import tqdm
+        return tqdm(iterable, desc=desc, total=total, leave=False,
+                    disable=None if self.progress is None else not self.progress)
+
+    def _inverse_hvp(self, V):
+        return self._at_theta_hat().get_inverse_hvp(np.asarray(V), hessian_reg=self.R["hessian"],
+                                                    inverse_vp_method="cholesky_lu")
+
+    @property
+    def subsets(self) -> list[np.ndarray]:
+        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
+
+    # ------------------------------------------------------------------ phases
+    @phase(0)
+    def cross_validation(self):
+        from sklearn.metrics import f1_score
+
+        model = self.get_model()
+        X, y, w = self.train.x, self.train.labels, self.weights[0]
+        n = len(y)
+        regs = cv_regs(n, self.config["normalized_cross_validation_range"])
+        folds = contiguous_folds(n, self.config["cross_validation_folds"])
+        cv_errors, cv_accs, cv_f1s = np.zeros(len(regs)), np.zeros(len(regs)), np.zeros(len(regs))
+        bar = self._bar(range(len(regs) * len(folds)), "cross-validation fits")
+        it = iter(bar)
+        for i, reg in enumerate(regs):
+            accs, f1s = [], []
+            for val in folds:
+                next(it, None)
+                tr = np.setdiff1d(np.arange(n), val)
+                model.fit((X[tr], y[tr]), w[tr], reg)
+                cv_errors[i] += float(np.sum(w[val] * model.get_indiv_loss((X[val], y[val]))))
+                accs.append(model.get_accuracy((X[val], y[val])))
+                # QUIRK kept (test leakage): the fold model is scored on the TEST set.
+                pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
+                f1s.append(f1_score(self.test.labels, pred, sample_weight=self.weights[2]))
+            cv_accs[i], cv_f1s[i] = np.mean(accs), np.mean(f1s)
+        bar.close()
+        best = int(np.argmax(cv_f1s))
+        logger.info("cross-validation: l2_reg %.4g (mean test F1 %.4f)", regs[best], cv_f1s[best])
+        return {"cv_regs": regs, "cv_errors": cv_errors, "cv_accs": cv_accs, "cv_l2_reg": float(regs[best]),
+                "cv_f1s": cv_f1s}
+
+    @phase(1)
+    def initial_training(self):
+        from sklearn.metrics import f1_score
+
+        model = self.get_model()
+        fit = model.fit(self.train, self.weights[0], self.R["cv_l2_reg"])
+        model.save("initial")
+        res = {}
+        for name, ds in (("train", self.train), ("test", self.test), ("nonfires", self.nonfires)):
+            res[f"initial_{name}_losses"] = model.get_indiv_loss(ds)
+            res[f"initial_{name}_margins"] = model.get_indiv_margin(ds)
+        res["train_grad_loss"] = model.get_indiv_grad_loss(self.train)
+        res["initial_params"] = model.get_params_flat()
+        res["initial_fit_grad_norm"] = fit.grad_norm
+        res["initial_fit_iters"] = fit.iterations
+        pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
+        res["initial_test_f1"] = float(f1_score(self.test.labels, pred, sample_weight=self.weights[2]))
+        print(f"Test F1: {res['initial_test_f1']}")
+        return res
+
+    @phase(2)
+    def pick_test_points(self):
+        fixed = FIXED_TEST_BALANCED if self.config.get("balance_test") else FIXED_TEST
+        n_t = self.test.num_examples
+        if max(fixed) >= n_t:
+            raise ValueError(f"the fixed test points {fixed} (spec §4.4) need at least {max(fixed) + 1} test "
+                             f"points; this test set has {n_t}: is it the real reduced_cdr data?")
+        return {"fixed_test": np.array(fixed, dtype=np.int64)}
+
+    @phase(3)
+    def hessian(self):
+        model = self._at_theta_hat()
+        return {"hessian": model.get_hessian(self.train, self.weights[0], self.R["cv_l2_reg"])}
+
+    @phase(4)
+    def all_and_fixed_test_and_nonfire_influence(self):
+        model = self._at_theta_hat()
+        G = np.asarray(self.R["train_grad_loss"])
+        test, wt = self.test, self.weights[2]
+        fixed = np.asarray(self.R["fixed_test"])
+        Gt, Gmt = model.get_indiv_grad_loss(test), model.get_indiv_grad_margin(test)
+        pos, neg = test.labels == 1, test.labels == 0
+        targets = {  # name -> (loss target (m, d), margin target (m, d))
+            "fixed_test": (Gt[fixed], Gmt[fixed]),
+            "all_test": ((wt @ Gt)[None], (wt @ Gmt)[None]),
+            "pos_test": ((wt[pos] @ Gt[pos])[None], (wt[pos] @ Gmt[pos])[None]),
+            "neg_test": ((wt[neg] @ Gt[neg])[None], (wt[neg] @ Gmt[neg])[None]),
+            "all_train": ((self.weights[0] @ G)[None],
+                          (self.weights[0] @ model.get_indiv_grad_margin(self.train))[None]),
+            "nonfires": (model.get_indiv_grad_loss(self.nonfires), model.get_indiv_grad_margin(self.nonfires)),
+        }
+        names = list(targets)
+        blocks = [targets[k][j] for k in names for j in (0, 1)]
+        V = self._inverse_hvp(np.concatenate(blocks, axis=0).T)  # (d, m): one solve for every target
+        P = (G @ V).T  # (m, N_train): pred[i] = grad l_i^T H^-1 g_target
+        res, start = {}, 0
+        for k in names:
+            for j, suffix in enumerate(("_pred_infl", "_pred_margin_infl")):
+                m = targets[k][j].shape[0]
+                block = P[start:start + m]
+                start += m
+                res[k + suffix] = block if k in ("fixed_test", "nonfires") else block[0]
+        res["nonfires_predictions"] = model.get_predictions(self.nonfires.x)
+        return res
+
+    @phase(5)
+    def pick_subsets(self):
+        lf_ids = np.asarray(self._supplement("_LFs")[0], dtype=np.int64)
+        if len(lf_ids) != self.train.num_examples:
+            raise ValueError(f"{len(lf_ids)} LF ids for {self.train.num_examples} train rows")
+        tags, subsets, ids = [], [], []
+        if not self.config["dataset_config"]["center_data"]:
+            for lf in range(1, int(lf_ids.max()) + 1):
+                idx = np.flatnonzero(lf_ids == lf)
+                if len(idx) == 0:
+                    continue
+                print(f"LF {lf} covers {len(idx)} examples")
+                tags.append("same_features")
+                subsets.append(idx)
+                ids.append(lf)
+        return {"subset_tags": tags, "subset_indices": subsets, "subset_LF_ids": np.array(ids, dtype=np.int64)}
+
+    @phase(6)
+    def retrain(self):
+        from influence.groups import batch_eval
+
+        model = self._at_theta_hat()
+        groups = self.subsets
+        size = refit_chunk_size(model.num_params, self.train.num_examples, self.config["max_memory"])
+        # QUIRK kept: the group's rows get weight 0, the other rows keep 1/#LF (not renormalised).
+        r = refit_groups(model, self.R["initial_params"], self.train, self.weights[0], self.R["cv_l2_reg"],
+                         groups, self.R["hessian"], size, self._bar)
+        res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
+               "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
+               "subset_refit_converged": r["converged"]}
+        for name, ds in (("train", self.train), ("test", self.test), ("nonfires", self.nonfires)):
+            Xa, y, _ = model._tensors(ds)
+            res[f"subset_{name}_losses"] = batch_eval(model.spec, r["params"], Xa, y, "loss")
+            res[f"subset_{name}_margins"] = batch_eval(model.spec, r["params"], Xa, y, "margin")
+        return res
+
+    @phase(7)
+    def compute_self_pred_infl(self):
+        from influence.groups import group_sums
+
+        model = self._at_theta_hat()
+        s = self.weights[0][:, None]
+        groups = self.subsets
+        G_S = group_sums(groups, s * np.asarray(self.R["train_grad_loss"]))
+        Gm_S = group_sums(groups, s * model.get_indiv_grad_margin(self.train))
+        P = self._inverse_hvp(G_S.T).T
+        return {"subset_pred_dparam": P, "subset_self_pred_infl": np.einsum("sd,sd->s", G_S, P),
+                "subset_self_pred_margin_infl": np.einsum("sd,sd->s", Gm_S, P)}
+
+    @phase(8)
+    def compute_actl_infl(self):
+        from influence.groups import group_sums
+
+        groups = self.subsets
+        s, wt = self.weights[0], self.weights[2]
+        fixed = np.asarray(self.R["fixed_test"])
+        pos, neg = self.test.labels == 1, self.test.labels == 0
+        res = {}
+        for plural, suffix, pred_suffix in (("losses", "_infl", "_pred_infl"),
+                                            ("margins", "_margin_infl", "_pred_margin_infl")):
+            d_test = np.asarray(self.R[f"subset_test_{plural}"]) - np.asarray(self.R[f"initial_test_{plural}"])[None]
+            d_train = np.asarray(self.R[f"subset_train_{plural}"]) - np.asarray(self.R[f"initial_train_{plural}"])[None]
+            d_nf = (np.asarray(self.R[f"subset_nonfires_{plural}"])
+                    - np.asarray(self.R[f"initial_nonfires_{plural}"])[None])
+            res[f"subset_fixed_test_actl{suffix}"] = d_test[:, fixed]
+            res[f"subset_fixed_test_pred{suffix}"] = group_sums(
+                groups, s[:, None] * np.asarray(self.R["fixed_test" + pred_suffix]).T)
+            for name, mask in (("pos", pos), ("neg", neg), ("all", np.ones_like(pos))):
+                res[f"subset_{name}_test_actl{suffix}"] = d_test[:, mask] @ wt[mask]
+                res[f"subset_{name}_test_pred{suffix}"] = group_sums(
+                    groups, s * np.asarray(self.R[f"{name}_test{pred_suffix}"]))
+            # QUIRK kept: over all train rows, including the removed ones.
+            res[f"subset_all_train_actl{suffix}"] = d_train @ s
+            res[f"subset_all_train_pred{suffix}"] = group_sums(
+                groups, s * np.asarray(self.R["all_train" + pred_suffix]))
+            res[f"subset_nonfires_actl{suffix}"] = d_nf
+            res[f"subset_nonfires_pred{suffix}"] = group_sums(
+                groups, s[:, None] * np.asarray(self.R["nonfires" + pred_suffix]).T)
+            res[f"subset_self_actl{suffix}"] = np.array([s[g] @ d_train[k, g] for k, g in enumerate(groups)])
+        return res
+
+    # ------------------------------------------------------------------ plots (not a phase)
+    def plot_all(self, num_nonfires: int = 15, save_and_close: bool = True) -> list[Path]:
+        """The original's ``plot_all`` (spec §4.5); the script does not call it."""
+        import matplotlib.pyplot as plt
+
+        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
+
+        base = self.base_dir / "plots"
+        base.mkdir(parents=True, exist_ok=True)
+        R = self.R
+        rng = np.random.RandomState(PLOT_SEED)  # the original drew unseeded, with replacement
+        nf = rng.choice(len(R["initial_nonfires_losses"]), num_nonfires, replace=True)
+        written = []
+        subtitle = self.config["dataset_config"]["dataset_id"]
+        for q, suffix in (("loss", "_infl"), ("margin", "_margin_infl")):
+            figs = [("self-influence", R[f"subset_self_actl{suffix}"], R[f"subset_self_pred{suffix}"])]
+            for j, idx in enumerate(R["fixed_test"]):
+                figs.append((f"fixed-test-{idx}", R[f"subset_fixed_test_actl{suffix}"][:, j],
+                             R[f"subset_fixed_test_pred{suffix}"][:, j]))
+            for i in nf:
+                figs.append((f"nonfires-{i}", R[f"subset_nonfires_actl{suffix}"][:, i],
+                             R[f"subset_nonfires_pred{suffix}"][:, i]))
+            for name in ("pos-test", "neg-test", "all-test", "all-train"):
+                key = name.replace("-", "_")
+                figs.append((name, R[f"subset_{key}_actl{suffix}"], R[f"subset_{key}_pred{suffix}"]))
+            act, pred = R[f"subset_nonfires_actl{suffix}"], R[f"subset_nonfires_pred{suffix}"]
+            lab = self.nonfires.labels
+            for name, mask in (("avg-pos-nonfires", lab == 1), ("avg-neg-nonfires", lab == 0),
+                               ("avg-nonfires", np.ones(len(lab), dtype=bool))):
+                if mask.any():
+                    figs.append((name, act[:, mask].mean(axis=1), pred[:, mask].mean(axis=1)))
+            for same_features_only in (True, False):
+                if same_features_only:
+                    labels = [f"Data source {k}" for k in range(len(R["subset_tags"]))]
+                else:
+                    labels = get_simple_subset_tags(R["subset_tags"])
+                for fig_name, x, y in figs:
+                    fig, ax = plt.subplots(figsize=(6, 6))
+                    plot_influence_correlation(ax, x, y, label=labels, title=f"Group influence on {fig_name}",
+                                               subtitle=subtitle)
+                    path = base / f"{fig_name}_{q}{'-same-features-only' if same_features_only else ''}.png"
+                    fig.savefig(path)
+                    written.append(path)
+                    if save_and_close:
+                        plt.close(fig)
+        return written
