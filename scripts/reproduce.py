@@ -41,10 +41,21 @@ def main(argv=None):
     p.add_argument("--out-dir", default=str(REPO_ROOT / "output"))
     p.add_argument("--plot-dir", default=str(REPO_ROOT / "plots"))
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--counterexamples", nargs="*", default=["ortho2", "gauss4"], metavar="DATASET_ID",
+                   help="counterexample datasets run in float64 and float32 (default: ortho2 gauss4, "
+                        "the two panels of Figure 4)")
     p.add_argument("--skip-figures", action="store_true")
     args = p.parse_args(argv)
     if args.num_subsets < 3:
         p.error(f"--num-subsets must be >= 3; got {args.num_subsets}")
+    from experiments.counterexamples import DATASET_IDS as CEX_IDS
+    from datasets.loader import DATASETS
+    for cex in args.counterexamples:
+        if cex not in CEX_IDS:
+            p.error(f"--counterexamples: each id must be one of {list(CEX_IDS)}; got {cex!r}")
+    for ds in args.datasets:
+        if ds not in DATASETS:
+            p.error(f"--datasets: each id must be one of {sorted(DATASETS)}; got {ds!r}")
     t0 = time.perf_counter()
     timings, failed = [], []
     common = ["--out-dir", args.out_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
@@ -55,7 +66,7 @@ def main(argv=None):
         rc, dt = step(f"ss_logreg {ds} (num-subsets {args.num_subsets})", cmd)
         timings.append((f"ss_logreg {ds}", dt))
         failed += [f"ss_logreg {ds}"] if rc else []
-    for cex in ("ortho2", "gauss4"):
+    for cex in args.counterexamples:
         for prec in ([], ["--float32"]):
             name = f"counterexamples {cex}{' float32' if prec else ''}"
             cmd = [PY, "scripts/counterexamples.py", "--dataset-id", cex, "--no-intermediate-results",
