@@ -14,19 +14,37 @@ from scipy.cluster.hierarchy import fcluster, inconsistent, linkage
 
 
 def condensed_euclidean(X: np.ndarray, block: int = 2048) -> np.ndarray:
-    """The condensed distance vector of ``pdist(X)`` via ``|x|^2 + |y|^2 - 2 x.y``."""
-    X = np.asarray(X, dtype=np.float64)
+    """The condensed distance vector of ``pdist(X)`` via ``(|x|^2 + |y|^2) - 2 x.y``.
+
+    Only the upper triangle is formed: block rows ``[a, b)`` are multiplied with rows
+    ``a+1..n-1`` (half the products of a full ``X X^T``), and the elementwise work runs
+    in place on that block, in the same order of operations as the full-matrix version.
+    With integer-valued features every product is exact, so the result is ``pdist(X)``
+    bit for bit for any ``block``; otherwise it agrees with it to rounding.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
     n = X.shape[0]
     sq = np.einsum("ij,ij->i", X, X)
     out = np.empty(n * (n - 1) // 2)
+    # Two work buffers reused by every block: fresh (block, n) arrays per block cost
+    # more in page faults than the arithmetic.
+    buf_g = np.empty(min(block, n) * n)
+    buf_d = np.empty(min(block, n) * n)
     pos = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        D2 = sq[start:stop, None] + sq[None, :] - 2.0 * (X[start:stop] @ X.T)
+    for start in range(0, n - 1, block):
+        stop = min(start + block, n - 1)
+        b, m = stop - start, n - start - 1
+        # Columns are points start+1..n-1; row i (point start+i) needs columns >= i.
+        G = buf_g[:b * m].reshape(b, m)
+        D2 = buf_d[:b * m].reshape(b, m)
+        np.matmul(X[start:stop], X[start + 1:].T, out=G)
+        np.add(sq[start:stop, None], sq[None, start + 1:], out=D2)
+        G *= -2.0  # exact
+        D2 += G    # == (|x|^2 + |y|^2) - 2 x.y bit for bit
         np.maximum(D2, 0.0, out=D2)
-        D = np.sqrt(D2)
-        for r in range(start, stop):
-            row = D[r - start, r + 1:]
+        np.sqrt(D2, out=D2)
+        for i in range(b):
+            row = D2[i, i:]
             out[pos:pos + row.size] = row
             pos += row.size
     return out
@@ -37,3 +55,12 @@ def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2) -> np
     Z = linkage(condensed_euclidean(X), method="single")
     R = inconsistent(Z, d=depth)
     return fcluster(Z, t=t, criterion="inconsistent", depth=depth, R=R)
+
+
+def single_linkage_fcluster_one_thread(X: np.ndarray, t: float = 1.0, depth: int = 2) -> np.ndarray:
+    """:func:`single_linkage_fcluster` with one BLAS thread (for a worker process that
+    runs next to other work; the distances are the same bit for bit)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return single_linkage_fcluster(X, t, depth)

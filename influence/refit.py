@@ -66,6 +66,52 @@ def _batched_solve(Ls, ok, Hs, G):
     return X
 
 
+def _one_blas_thread():
+    """One OpenBLAS thread for the (n x E)^T (n x E) products: on 2 cores shared with
+    TensorFlow's pool, threaded BLAS spent most of its time spin-waiting."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _group_hessians(spec: ModelSpec, theta_hat, Xa, s_base, groups, Xa_np=None):
+    """Unregularised Hessians ``H_U`` of the groups at ``theta_hat``, (B, d, d)."""
+    dtype = Xa.dtype
+    if spec.binary and Xa_np is not None:
+        c = K.curvature(theta_hat, Xa, spec) * s_base
+        Z = Xa_np * np.sqrt(c.numpy())[:, None]
+        out = np.empty((len(groups), spec.num_params, spec.num_params))
+        with _one_blas_thread():
+            for b, idx in enumerate(groups):
+                Zb = Z[np.asarray(idx, dtype=np.int64)]
+                out[b] = Zb.T @ Zb  # BLAS syrk
+        return tf.constant(out, dtype=dtype)
+    H_U = []
+    for idx in groups:
+        idx = np.asarray(idx, dtype=np.int64)
+        H_U.append(K.hessian(theta_hat, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, dtype), spec))
+    return tf.stack(H_U)
+
+
+def _gradient_rows(batch, Theta, rows, G_fill):
+    """``G_fill`` with the rows ``rows`` replaced by the gradients at ``Theta[rows]``."""
+    if len(rows) == batch.B:
+        return batch.gradient(Theta)
+    if len(rows) == 0:
+        return G_fill
+    G_rows = batch.columns(rows).gradient(tf.gather(Theta, rows))
+    return tf.tensor_scatter_nd_update(G_fill, rows[:, None], G_rows)
+
+
+def _objective_rows(batch, Theta, rows):
+    """Objectives at ``Theta[rows]`` (NumPy, length B; +inf elsewhere)."""
+    f = np.full(batch.B, np.inf)
+    if len(rows) == batch.B:
+        return batch.objective(Theta).numpy()
+    if len(rows):
+        f[rows] = batch.columns(rows).objective(tf.gather(Theta, rows)).numpy()
+    return f
+
+
 def _cholesky(Hs):
     Ls = tf.linalg.cholesky(Hs)
     ok = tf.reduce_all(tf.math.is_finite(tf.reshape(Ls, [Ls.shape[0], -1])), axis=1)
@@ -94,12 +140,22 @@ def _from_ext_batch(T, spec):
 class _Batch:
     """Tensors shared by the B problems of one chunk."""
 
-    def __init__(self, spec: ModelSpec, Xa, y, S, l2):
+    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None):
         self.spec, self.Xa, self.y, self.S, self.l2 = spec, Xa, y, S, l2
         self.mask = tf.constant(spec.weight_mask(), dtype=Xa.dtype)
         self.B = int(S.shape[1])
+        # NumPy copy of Xa for the binary Hessians (see :meth:`hessians`).
+        self.Xa_np = Xa_np
         if not spec.binary:
             self.Y1 = tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Xa.dtype)  # (n, K)
+
+    def columns(self, cols) -> "_Batch":
+        """The sub-batch of problems ``cols`` (an int array), sharing the data tensors."""
+        sub = _Batch.__new__(_Batch)
+        sub.__dict__.update(self.__dict__)
+        sub.S = tf.gather(self.S, cols, axis=1)
+        sub.B = len(cols)
+        return sub
 
     def logits(self, Theta):
         """Binary: (n, B); multinomial: (n, B, K)."""
@@ -135,6 +191,16 @@ class _Batch:
         if self.spec.binary:
             p = tf.sigmoid(Z)
             W = self.S * p * (1.0 - p)                              # (n, B)
+            if self.Xa_np is not None:
+                # Z_b^T Z_b with Z_b = sqrt(W_b) Xa: a symmetric rank-n update (half the
+                # flops of a general product), single-threaded BLAS (see _one_blas_thread).
+                Wn = np.sqrt(W.numpy())
+                Hs = np.empty((self.B, self.spec.ext_dim, self.spec.ext_dim))
+                with _one_blas_thread():
+                    for b in range(self.B):
+                        Zb = self.Xa_np * Wn[:, b:b + 1]
+                        Hs[b] = Zb.T @ Zb
+                return tf.constant(Hs, dtype=self.Xa.dtype) + eye
             E = self.spec.ext_dim
             big = tf.reshape(W[:, :, None] * self.Xa[:, None, :], [-1, self.B * E])
             Hs = tf.transpose(tf.reshape(tf.matmul(self.Xa, big, transpose_a=True), [E, self.B, E]), [1, 0, 2])
@@ -166,7 +232,8 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     for b, idx in enumerate(groups):
         keep[np.asarray(idx, dtype=np.int64), b] = 0.0
     S = s_base[:, None] * tf.constant(keep, dtype=dtype)
-    batch = _Batch(spec, Xa, y, S, l2)
+    Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
+    batch = _Batch(spec, Xa, y, S, l2, Xa_np)
     theta_hat = tf.constant(np.asarray(theta_hat), dtype=dtype)
     Theta = tf.tile(theta_hat[None, :], [B, 1])
     row_norms = tf.norm(Xa, axis=1)
@@ -176,11 +243,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     if hessian_hat is None:
         hessian_hat = K.hessian(theta_hat, Xa, s_base, l2, spec)
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
-    H_U = []
-    for idx in groups:
-        idx = np.asarray(idx, dtype=np.int64)
-        H_U.append(K.hessian(theta_hat, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, dtype), spec))
-    Hs = K.gauge_fix(H_hat[None] - tf.stack(H_U), spec)
+    Hs = K.gauge_fix(H_hat[None] - _group_hessians(spec, theta_hat, Xa, s_base, groups, Xa_np), spec)
     Ls, ok = _cholesky(Hs)
 
     G = batch.gradient(Theta)
@@ -203,13 +266,14 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         # (the quantity we certify). Elsewhere fall back to an Armijo line search on the
         # objective, or, below the rounding resolution of f, stop (stalled).
         cand = Theta - step
-        G_c = batch.gradient(cand)
+        # Only the active problems are evaluated (the others keep G: cand = Theta there).
+        G_c = _gradient_rows(batch, cand, np.flatnonzero(active), G)
         n_c = tf.norm(G_c, axis=1).numpy()
         t = np.where(active, 1.0, 0.0)
         good = active & (n_c <= 0.9 * gnorm)
         bad = active & ~good
         if bad.any():
-            f0 = batch.objective(Theta).numpy()
+            f0 = _objective_rows(batch, Theta, np.flatnonzero(bad))
             slope = tf.reduce_sum(G * step, axis=1).numpy()
             resolvable = slope > 1e3 * eps * np.maximum(np.abs(f0), 1.0)
             # Below resolution a gradient-norm decrease is all we can ask for.
@@ -222,7 +286,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
                 if accepted.all():
                     break
                 trial = Theta - tf.constant(t_s, dtype=dtype)[:, None] * step
-                f1 = batch.objective(trial).numpy()
+                f1 = _objective_rows(batch, trial, np.flatnonzero(~accepted))
                 ok_ls = np.isfinite(f1) & (f1 <= f0 - 1e-4 * t_s * slope)
                 accepted |= ok_ls
                 t_s = np.where(accepted, t_s, 0.5 * t_s)
@@ -230,7 +294,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
             if searched.any():
                 t = np.where(searched, t_s, t)
                 cand = Theta - tf.constant(np.where(searched | good, t, 0.0), dtype=dtype)[:, None] * step
-                G_c = batch.gradient(cand)
+                G_c = _gradient_rows(batch, cand, np.flatnonzero(searched), G_c)
                 n_c = tf.norm(G_c, axis=1).numpy()
                 good |= searched
             # A failed step with a stale factor gets a fresh Hessian and another try;
@@ -252,8 +316,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         for idx in np.array_split(np.flatnonzero(need), max(1, int(np.ceil(need.sum() / hess_chunk)))):
             if len(idx) == 0:
                 continue
-            sub = _Batch(spec, Xa, y, tf.gather(S, idx, axis=1), l2)
-            H_new = sub.hessians(tf.gather(Theta, idx))
+            H_new = batch.columns(idx).hessians(tf.gather(Theta, idx))
             L_new, ok_new = _cholesky(H_new)
             Hs = tf.tensor_scatter_nd_update(Hs, idx[:, None], H_new)
             Ls = tf.tensor_scatter_nd_update(Ls, idx[:, None], L_new)

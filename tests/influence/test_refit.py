@@ -72,3 +72,35 @@ def test_sample_weights_are_respected():
     keep = np.setdiff1d(np.arange(len(y)), groups[3])
     sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14).fit(X[keep], y[keep], sample_weight=w[keep])
     assert_close(r.thetas[0], np.concatenate([sk.coef_[0], sk.intercept_]), 1e-8)
+
+
+def test_numpy_hessians_equal_tensorflow_hessians():
+    """The binary fast path (NumPy syrk) against the TensorFlow kernels."""
+    import tensorflow as tf
+
+    from influence import kernels as K
+    from influence.refit import _Batch, _group_hessians
+    m, X, y, lam, groups = fitted(2)
+    theta = tf.constant(m.get_params_flat())
+    Xa, yt, s = m._tensors((X, y))
+    Xa_np = Xa.numpy()
+    H_tf = _group_hessians(m.spec, theta, Xa, s, groups)
+    H_np = _group_hessians(m.spec, theta, Xa, s, groups, Xa_np)
+    assert_close(H_np.numpy(), H_tf.numpy(), 1e-12, what="group Hessians")
+    keep = np.ones((len(y), len(groups)))
+    for b, g in enumerate(groups):
+        keep[g, b] = 0.0
+    S = tf.constant(keep)
+    Theta = tf.constant(m.get_params_flat()[None, :] + 0.1 * np.random.RandomState(0).randn(len(groups), m.num_params))
+    l2 = tf.constant(lam, dtype=tf.float64)
+    H1 = _Batch(m.spec, Xa, yt, S, l2).hessians(Theta).numpy()
+    H2 = _Batch(m.spec, Xa, yt, S, l2, Xa_np).hessians(Theta).numpy()
+    assert_close(H2, H1, 1e-12, what="full reduced Hessians")
+    for b in range(len(groups)):
+        ref = K.hessian(Theta[b], Xa, S[:, b], l2, m.spec).numpy()
+        assert_close(H2[b], ref, 1e-12, what=f"Hessian {b}")
+    # A column sub-batch evaluates the same problems.
+    cols = np.array([3, 0])
+    batch = _Batch(m.spec, Xa, yt, S, l2, Xa_np)
+    assert_close(batch.columns(cols).gradient(tf.gather(Theta, cols)).numpy(),
+                 tf.gather(batch.gradient(Theta), cols).numpy(), 1e-12, what="sub-batch gradients")

@@ -1,0 +1,46 @@
+"""The fast single-linkage clustering and the clustered-group pools (ss_logreg §3 phase 5)."""
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import fclusterdata
+from scipy.spatial.distance import pdist
+
+from experiments.clustering import (condensed_euclidean, single_linkage_fcluster,
+                                    single_linkage_fcluster_one_thread)
+from experiments.subset_influence import _cluster_pool, _cluster_pools
+
+
+def _integer_data(n=60, D=4, seed=0):
+    return np.random.RandomState(seed).randint(0, 4, (n, D)).astype(np.float64)
+
+
+def _float_data(n=60, D=5, seed=1):
+    rng = np.random.RandomState(seed)
+    return rng.normal(0, 1, (n, D)) + rng.randint(0, 3, (n, 1)) * 3.0
+
+
+@pytest.mark.parametrize("block", [1, 7, 16, 2048])
+def test_condensed_distances_equal_pdist(block):
+    X = _integer_data()
+    # Integer features: every product is exact, so the distances equal pdist bit for bit.
+    assert np.array_equal(condensed_euclidean(X, block=block), pdist(X))
+    F = _float_data()
+    np.testing.assert_allclose(condensed_euclidean(F, block=block), pdist(F), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [_integer_data, _float_data])
+def test_single_linkage_equals_scipy_fclusterdata(make):
+    X = make()
+    expected = fclusterdata(X, 1)
+    assert np.array_equal(single_linkage_fcluster(X, 1), expected)
+    assert np.array_equal(single_linkage_fcluster_one_thread(X, 1), expected)
+
+
+def test_parallel_pools_equal_serial_pools():
+    rng = np.random.RandomState(0)
+    # n >= 2000 so that the worker process is used.
+    A = rng.randint(0, 3, (2100, 4)).astype(np.float32)
+    B = rng.normal(0, 1, (2100, 3))
+    par = _cluster_pools([A, B], n_init=1, parallel=True)
+    for M, pool in zip([A, B], par):
+        ser = _cluster_pool(M, n_init=1)
+        assert len(pool) == len(ser) and all(np.array_equal(a, b) for a, b in zip(pool, ser))
