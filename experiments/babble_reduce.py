@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Experiment, phase
+from experiments.common import DatasetMixin, Experiment, phase
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_ty
                 fit_intercept=fit_intercept, random_state=np.random.RandomState(1))
 
 
-class BabbleReduce(Experiment):
+class BabbleReduce(DatasetMixin, Experiment):
     """L1 feature selection on ``cdr`` writing the ``reduced_cdr`` matrices."""
 
     experiment_id = "babble_reduce"
@@ -106,17 +106,6 @@ class BabbleReduce(Experiment):
     @property
     def run_id(self) -> str:
         return run_id_from_config(self.config)
-
-    @property
-    def data_dir(self):
-        return self.config["dataset_config"]["data_dir"]
-
-    @property
-    def datasets(self):
-        if self._datasets is None:
-            from datasets.loader import load_dataset
-            self._datasets = load_dataset(**self.config["dataset_config"])
-        return self._datasets
 
     @property
     def sample_weights(self) -> list[np.ndarray | None]:

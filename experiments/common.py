@@ -362,3 +362,35 @@ def benchmark(task: str):
         print(f"{task} took {time.perf_counter() - t0} seconds.", flush=True)
 
     return _cm()
+
+
+class DatasetMixin:
+    """Lazy access to the datasets named by ``config["dataset_config"]``, loaded once.
+
+    Experiments that read a registered dataset inherit ``datasets``, ``train``, ``test``
+    and ``data_dir``; :meth:`load_datasets` is the hook for a conversion on load.
+    """
+
+    _datasets = None
+
+    def load_datasets(self):
+        from datasets.loader import load_dataset
+        return load_dataset(**self.config["dataset_config"])
+
+    @property
+    def datasets(self):
+        if self._datasets is None:
+            self._datasets = self.load_datasets()
+        return self._datasets
+
+    @property
+    def train(self):
+        return self.datasets.train
+
+    @property
+    def test(self):
+        return self.datasets.test
+
+    @property
+    def data_dir(self):
+        return self.config["dataset_config"]["data_dir"]

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Experiment, phase
+from experiments.common import DatasetMixin, Experiment, phase
 from experiments.app_common import (ConfigError, check_cv_range, check_folds, check_positive_int,
                                     contiguous_folds, cv_regs, refit_chunk_size, refit_groups,
                                     weighted_grad_sums)
@@ -101,7 +101,7 @@ def run_id_from_config(config: dict[str, Any]) -> str:
     return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
 
 
-class CreditAssignment(Experiment):
+class CreditAssignment(DatasetMixin, Experiment):
     """Group influence of crowd workers on per-genre, per-class, whole-set and single-point losses."""
 
     experiment_id = "credit_assignment"
@@ -122,31 +122,12 @@ class CreditAssignment(Experiment):
         return run_id_from_config(self.config)
 
     @property
-    def data_dir(self):
-        return self.config["dataset_config"]["data_dir"]
-
-    @property
     def dataset_id(self) -> str:
         return self.config["dataset_config"]["dataset_id"]
 
     def _supplement(self, suffix: str):
         from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.dataset_id + suffix, data_dir=self.data_dir)
-
-    @property
-    def datasets(self):
-        if self._datasets is None:
-            from datasets.loader import load_dataset
-            self._datasets = load_dataset(**self.config["dataset_config"])
-        return self._datasets
-
-    @property
-    def train(self):
-        return self.datasets.train
-
-    @property
-    def test(self):
-        return self.datasets.test
 
     @property
     def nonfires(self):

@@ -41,7 +41,7 @@ import numpy as np
 from experiments.app_common import (ConfigError, check_cv_range, check_folds, check_positive_int,  # noqa: F401
                                     contiguous_folds, cv_regs, dense, refit_chunk_size, refit_groups,
                                     weighted_grad_sums)
-from experiments.common import Experiment, phase
+from experiments.common import DatasetMixin, Experiment, phase
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_id_from_config(config: dict[str, Any]) -> str:
     return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
 
 
-class DataValuation(Experiment):
+class DataValuation(DatasetMixin, Experiment):
     """Group influence of labelling functions on test, train, self and nonfire losses and margins."""
 
     experiment_id = "data_valuation"
@@ -101,31 +101,14 @@ class DataValuation(Experiment):
     def run_id(self) -> str:
         return run_id_from_config(self.config)
 
-    @property
-    def data_dir(self):
-        return self.config["dataset_config"]["data_dir"]
-
     def _supplement(self, suffix: str):
         from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.config["dataset_config"]["dataset_id"] + suffix, data_dir=self.data_dir)
 
-    @property
-    def datasets(self):
-        if self._datasets is None:
-            from datasets.common import DataSet, Datasets
-            from datasets.loader import load_dataset
-            ds = load_dataset(**self.config["dataset_config"])
-            # float 0./1. labels -> int64 (the model wants integer classes)
-            self._datasets = Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in ds))
-        return self._datasets
-
-    @property
-    def train(self):
-        return self.datasets.train
-
-    @property
-    def test(self):
-        return self.datasets.test
+    def load_datasets(self):
+        from datasets.common import DataSet, Datasets
+        # float 0./1. labels -> int64 (the model wants integer classes)
+        return Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in super().load_datasets()))
 
     @property
     def nonfires(self):

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Experiment, phase, py2_float_str
+from experiments.common import DatasetMixin, Experiment, phase, py2_float_str
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[n
     return [_pool_from_labels([h] + km) for h, km in zip(hier, kmeans)]
 
 
-class SubsetInfluenceLogreg(Experiment):
+class SubsetInfluenceLogreg(DatasetMixin, Experiment):
     """Group influence of subsets of the training set on test/self loss and margin."""
 
     experiment_id = "ss_logreg"
@@ -290,21 +290,6 @@ class SubsetInfluenceLogreg(Experiment):
     @property
     def run_id(self) -> str:
         return run_id_from_config(self.config)
-
-    @property
-    def datasets(self):
-        if self._datasets is None:
-            from datasets.loader import load_dataset
-            self._datasets = load_dataset(**self.config["dataset_config"])
-        return self._datasets
-
-    @property
-    def train(self):
-        return self.datasets.train
-
-    @property
-    def test(self):
-        return self.datasets.test
 
     @property
     def num_train(self) -> int:
