@@ -229,6 +229,18 @@ class Experiment:
                 logger.info("loaded %s", path)
             self._merge(ph, result)
 
+    def run_from_cli(self, force_refresh: bool = False, invalidate_phase: int | None = None,
+                     no_intermediate_results: bool = False) -> dict[str, Any]:
+        """The scripts' run: every phase with its result file, or, with
+        ``no_intermediate_results``, master-only mode that writes only the summary of
+        :meth:`summary_keys` (which such an experiment defines)."""
+        if no_intermediate_results:
+            self.run(force_refresh, invalidate_phase, save_phase_results=False)
+            self.save_summary(self.summary_keys())
+        else:
+            self.run(force_refresh, invalidate_phase)
+        return self.R
+
     # -------------------------------------------------------------- summary
     def save_summary(self, keys: Sequence[str]) -> Path:
         """Write the keys of ``R`` that are present to ``result_summary.npz``."""

@@ -66,11 +66,7 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     exp = Counterexamples(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    if args.no_intermediate_results:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate, save_phase_results=False)
-        exp.save_summary(exp.summary_keys())
-    else:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate)
+    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     R = exp.R
     ratio = R["subset_refit_grad_norm"] / R["subset_refit_grad_tol"]
     print(f"counterexamples done: {exp.base_dir} | {len(R['subset_indices'])} groups, "

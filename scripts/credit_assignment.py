@@ -76,11 +76,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     exp = CreditAssignment(config, out_dir=args.out_dir, progress=False if args.no_progress else None,
                            plots=not args.no_plots)
-    if args.no_intermediate_results:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate, save_phase_results=False)
-        exp.save_summary(exp.summary_keys())
-    else:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate)
+    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     R = exp.R
     ratio = R["subset_refit_grad_norm"] / R["subset_refit_grad_tol"]
     print(f"credit_assignment done: {exp.base_dir} | {len(R['subset_tags'])} workers | l2_reg {R['cv_l2_reg']:.4g} "

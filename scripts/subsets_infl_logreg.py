@@ -81,13 +81,9 @@ def main(argv=None):
         return 2
     t0 = time.perf_counter()
     exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    if args.no_intermediate_results:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate, save_phase_results=False)
-        exp.save_summary(exp.summary_keys())
-    else:
-        exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate)
-        if not args.no_plots:
-            exp.plot_all(save_and_close=True)
+    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
+    if not args.no_intermediate_results and not args.no_plots:
+        exp.plot_all(save_and_close=True)
     R = exp.R
     ratio = (R["subset_refit_grad_norm"] / R["subset_refit_grad_tol"]).max()
     print(f"ss_logreg done: {exp.base_dir} | {len(R['subset_tags'])} groups | wall time "
