@@ -15,6 +15,7 @@ group's unregularised Hessian.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ import tensorflow as tf
 
 from influence import kernels as K
 from influence.kernels import ModelSpec
-from influence.solvers import conjugate_gradient
+from influence.solvers import ConvergenceWarning, preconditioned_cg_rows
 
 
 def incidence(groups: Sequence[np.ndarray], n: int) -> sp.csr_matrix:
@@ -160,27 +161,41 @@ def reduced_hvp_batch(spec: ModelSpec, theta, V, Xa, S, l2_reg) -> tf.Tensor:
 
 
 def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
-              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32) -> np.ndarray:
-    """Newton changes by conjugate gradient on ``H - H_U`` (batched over groups)."""
+              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32, preconditioner=None) -> np.ndarray:
+    """Newton changes ``(H - H_U)^{-1} g_U`` by preconditioned CG, batched over groups.
+
+    One CG iteration for a chunk of groups is two matrix products with the design
+    (:meth:`influence.refit._Batch.hvp`); ``preconditioner`` is shared by all groups
+    (default :func:`influence.refit.make_preconditioner` at ``theta``). Each solve
+    stops at relative residual ``tol``.
+    """
+    from influence.refit import _Batch, make_preconditioner
+
     dtype = Xa.dtype
-    theta = tf.convert_to_tensor(theta, dtype=dtype)
+    theta = tf.convert_to_tensor(np.asarray(theta), dtype=dtype)
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
+    l2 = tf.constant(float(l2_reg), dtype=dtype)
     n = int(Xa.shape[0])
+    maxiter = maxiter if maxiter is not None else 10 * spec.num_params
+    if preconditioner is None:
+        preconditioner = make_preconditioner(spec, theta, Xa, s_base, l2_reg)
     out = np.zeros((len(groups), spec.num_params))
-    gauge_c = tf.reduce_sum(s_base) / spec.num_rows + l2_reg
+    worst = 0.0
     for start in range(0, len(groups), chunk):
         sel = list(range(start, min(start + chunk, len(groups))))
         keep = np.ones((n, len(sel)))
-        for j, s in enumerate(sel):
-            keep[np.asarray(groups[s], dtype=np.int64), j] = 0.0
-        Sw = s_base[:, None] * tf.constant(keep, dtype=dtype)
-
-        def matvec(V):
-            return K.gauge_fix_hvp(V, reduced_hvp_batch(spec, theta, V, Xa, Sw, l2_reg), gauge_c, spec)
-
-        rhs = tf.transpose(tf.constant(np.asarray(G_sums)[sel], dtype=dtype))
-        res = conjugate_gradient(matvec, rhs, tol=tol, maxiter=maxiter)
-        out[sel] = tf.transpose(K.project_out_gauge(res.x, spec)).numpy()
+        for j, g in enumerate(sel):
+            keep[np.asarray(groups[g], dtype=np.int64), j] = 0.0
+        batch = _Batch(spec, Xa, None, s_base[:, None] * tf.constant(keep, dtype=dtype), l2)
+        curv = batch.curvature(tf.tile(theta[None, :], [len(sel), 1]))
+        res = preconditioned_cg_rows(lambda V, rows: batch.hvp(curv, V, rows), np.asarray(G_sums)[sel],
+                                     preconditioner, tol, maxiter)
+        out[sel] = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=dtype), spec)).numpy()
+        if not res.converged.all():
+            worst = max(worst, float(res.residual_norms.max()))
+    if worst > 0:
+        warnings.warn(f"conjugate gradient for Newton changes stopped at relative residual {worst:.3e} > "
+                      f"tol={tol:g}; raise maxiter (cg_maxiter)", ConvergenceWarning, stacklevel=2)
     return out
 
 

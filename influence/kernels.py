@@ -317,3 +317,35 @@ def project_out_gauge(V: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     if len(V.shape) == 1:
         return V - u * tf.reduce_sum(u * V)
     return V - u[:, None] * tf.reduce_sum(u[:, None] * V, axis=0, keepdims=True)
+
+
+def hessian_numpy(theta, Xa: np.ndarray, s: np.ndarray, l2_reg: float, spec: ModelSpec,
+                  chunk_bytes: int = 2 ** 28) -> np.ndarray:
+    """:func:`hessian` in NumPy through symmetric rank-k updates (BLAS syrk).
+
+    Multinomial: ``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` is the block
+    diagonal ``Xa^T diag(s p_k) Xa`` minus ``Z^T Z`` with rows ``z_i = [sqrt(s_i) p_ik xa_i]_k``;
+    ``Z^T Z`` costs ``n (K E)^2`` flops, half of a general product, and is formed from
+    blocks of rows of at most ``chunk_bytes``. Returns a float64 array of shape (d, d).
+    """
+    Xa = np.asarray(Xa, dtype=np.float64)
+    s = np.asarray(s, dtype=np.float64).reshape(-1)
+    c = curvature(tf.constant(np.asarray(theta, dtype=np.float64)), tf.constant(Xa), spec).numpy()
+    n, E = Xa.shape
+    mask = spec.weight_mask()
+    if spec.binary:
+        Z = Xa * np.sqrt(s * c)[:, None]
+        return Z.T @ Z + np.diag(l2_reg * mask)
+    Kc = spec.num_rows
+    H = np.zeros((Kc * E, Kc * E))
+    rows = max(1, int(chunk_bytes // (8 * Kc * E)))
+    for st in range(0, n, rows):
+        Xb, Pb, sb = Xa[st:st + rows], c[st:st + rows], s[st:st + rows]
+        Z = (Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]   # (m, K, E)
+        Z = Z.reshape(len(Xb), Kc * E)
+        H -= Z.T @ Z
+        for k in range(Kc):
+            Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
+            H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+    perm = spec.ext_permutation()
+    return H[np.ix_(perm, perm)] + np.diag(l2_reg * mask)

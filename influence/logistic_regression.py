@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from influence import kernels as K
 from influence.kernels import ModelSpec
-from influence.solvers import (FitResult, conjugate_gradient, inverse_vp,
+from influence.solvers import (FitResult, conjugate_gradient, inverse_vp, preconditioned_cg_rows,
                                newton_minimize)
 
 logger = logging.getLogger(__name__)
@@ -349,15 +349,26 @@ class LogisticRegression:
                 H = K.gauge_fix(K.hessian(theta, Xa, s, l2, spec), spec)
                 return K.project_out_gauge(inverse_vp(H, g, "cholesky_lu"), spec)
         else:
+            from influence.refit import _Batch, make_preconditioner
+
             scale_ref = self.grad_scale(ds, sample_weights)
-            c = tf.reduce_sum(s) / spec.num_rows + l2
+            batch = _Batch(spec, Xa, None, s[:, None], l2)
+            state = {"precond": None}
+            maxiter = self.config["cg_maxiter"] or 10 * self.num_params
 
             def solve_newton(theta, g):
-                # Inexact Newton: the forcing term tightens as the gradient shrinks.
+                # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
+                # preconditioned by a (subsampled) Hessian factor built at an earlier
+                # iterate and rebuilt once it has gone stale (many CG iterations).
                 rtol = min(0.1, float(np.sqrt(float(tf.norm(g)) / max(scale_ref, 1e-300))))
-                res = conjugate_gradient(lambda P: K.gauge_fix_hvp(P, K.hvp(theta, P, Xa, s, l2, spec), c, spec), g,
-                                         tol=max(rtol, 1e-14), maxiter=10 * self.num_params)
-                return K.project_out_gauge(res.x, spec)
+                if state["precond"] is None:
+                    state["precond"] = make_preconditioner(spec, theta, Xa, s, float(l2))
+                curv = batch.curvature(theta[None, :])
+                res = preconditioned_cg_rows(lambda V, rows: batch.hvp(curv, V, rows), g.numpy()[None, :],
+                                             state["precond"], max(rtol, 1e-14), maxiter)
+                if res.iterations[0] > 25:
+                    state["precond"] = None
+                return K.project_out_gauge(tf.constant(res.x[0], dtype=theta.dtype), spec)
 
         grad_tol = self.fit_rtol * max(self.grad_scale(ds, sample_weights), 1.0)
         result = newton_minimize(fun, grad, solve_newton, self._theta(), grad_tol,

@@ -325,6 +325,11 @@ def test_cg_run_agrees_with_explicit(multi_run, tmp_path):
     assert exp.results["param_change_norms"] == {} and "subset_hessian_spectrum" not in R
     for key in ("subset_pred_dparam", "subset_newton_dparam", "fixed_test_pred_infl"):
         assert_close(R[key], multi_run.R[key], 1e-6, what=key)
+    # The refits ran by Newton-CG (no explicit Hessians) to the same certified optima.
+    assert (R["subset_refit_hvps"] > 0).all() and (R["subset_refit_hessians"] == 0).all()
+    assert (multi_run.R["subset_refit_hvps"] == 0).all()
+    assert (R["subset_refit_grad_norm"] <= R["subset_refit_grad_tol"]).all()
+    assert_close(R["subset_refit_params"], multi_run.R["subset_refit_params"], 1e-8, what="refits")
 
 
 def test_resume_after_interruption_gives_identical_results(binary_run, tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.logistic_regression import LogisticRegression
 from influence.refit import refit_chunk
-from tests.conftest import assert_close
+from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 
 def fitted(num_classes, n=60, D=4, seed=0, lam=0.5):
@@ -29,6 +29,9 @@ def test_batched_refits_equal_independent_fits(num_classes):
     Xa, yt, s = m._tensors((X, y))
     r = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
     assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
+    # Slow chord steps switched some groups to Newton-CG steps preconditioned by their
+    # stale factor (these fixtures need no fresh Hessian at all).
+    assert r.hvps.sum() > 0
     D = X.shape[1]
     for b, idx in enumerate(groups):
         keep = np.setdiff1d(np.arange(len(y)), idx)
@@ -104,3 +107,121 @@ def test_numpy_hessians_equal_tensorflow_hessians():
     batch = _Batch(m.spec, Xa, yt, S, l2, Xa_np)
     assert_close(batch.columns(cols).gradient(tf.gather(Theta, cols)).numpy(),
                  tf.gather(batch.gradient(Theta), cols).numpy(), 1e-12, what="sub-batch gradients")
+
+
+# --- Newton-CG engine -------------------------------------------------------------------
+
+def _keep_matrix(groups, n):
+    keep = np.ones((n, len(groups)))
+    for b, g in enumerate(groups):
+        keep[g, b] = 0.0
+    return keep
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_batched_hvps_equal_explicit_hessians(num_classes):
+    """_Batch.hvp (two matrix products) against the explicit reduced Hessians."""
+    import tensorflow as tf
+
+    from influence import kernels as K
+    from influence.refit import _Batch
+    m, X, y, lam, groups = fitted(num_classes)
+    Xa, yt, s = m._tensors((X, y))
+    rng = np.random.RandomState(1)
+    Theta = tf.constant(m.get_params_flat()[None, :] + 0.1 * rng.randn(len(groups), m.num_params))
+    batch = _Batch(m.spec, Xa, yt, tf.constant(_keep_matrix(groups, len(y))), tf.constant(lam, dtype=tf.float64))
+    V = rng.randn(len(groups), m.num_params)
+    curv = batch.curvature(Theta)
+    HV = batch.hvp(curv, V)
+    u = m.spec.gauge_vector()
+    for b in range(len(groups)):
+        H = K.hessian(Theta[b], Xa, batch.S[:, b], batch.l2, m.spec).numpy()
+        want = H @ V[b] + batch.gauge_c * u * (u @ V[b])
+        assert_close(HV[b], want, RTOL_TWO_PATHS, what=f"HVP {b}")
+    rows = np.array([4, 1])
+    assert_close(batch.hvp(curv, V[rows], rows), HV[rows], 1e-13, what="row subset")
+
+
+def test_preconditioned_cg_rows_solves_each_row_with_its_own_operator():
+    from influence.solvers import preconditioned_cg_rows
+    rng = np.random.RandomState(0)
+    d, b = 12, 4
+    A = []
+    for _ in range(b):
+        Q = rng.randn(d, d)
+        A.append(Q @ Q.T + 0.5 * np.eye(d))
+    A = np.stack(A)
+    M = A.mean(0)
+    Minv = np.linalg.inv(M)
+    rhs = rng.randn(b, d)
+    calls = []
+
+    def matvec(V, rows):
+        calls.append(len(rows))
+        return np.einsum("kij,kj->ki", A[rows], V)
+
+    res = preconditioned_cg_rows(matvec, rhs, lambda R, rows: R @ Minv.T, 1e-12, 100)
+    assert res.converged.all()
+    for j in range(b):
+        assert np.linalg.norm(A[j] @ res.x[j] - rhs[j]) <= 1e-11 * np.linalg.norm(rhs[j])
+    assert res.residual_norms.max() <= 1e-12
+    # Exact preconditioner: one iteration for a row whose operator is M itself.
+    one = preconditioned_cg_rows(lambda V, rows: V @ M.T, rhs[:1], lambda R, rows: R @ Minv.T, 1e-10, 5)
+    assert one.iterations[0] == 1
+    # A row that stops early drops out of the products; a capped run reports failure.
+    assert min(calls) <= b
+    capped = preconditioned_cg_rows(matvec, rhs, lambda R, rows: R, 1e-12, 2)
+    assert not capped.converged.any() and (capped.iterations == 2).all()
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_block_diagonal_preconditioner_inverts_the_class_blocks(num_classes):
+    from influence import kernels as K
+    from influence.refit import BlockDiagonalPreconditioner
+    m, X, y, lam, _ = fitted(num_classes)
+    Xa, _, s = m._tensors((X, y))
+    theta = m.get_params_flat()
+    P = BlockDiagonalPreconditioner(m.spec, theta, Xa, s, lam)
+    H = m.get_hessian((X, y), None, lam)
+    E = m.spec.ext_dim
+    inv, perm = m.spec.ext_inverse_permutation(), m.spec.ext_permutation()
+    H_ext = H[np.ix_(inv, inv)]
+    block = np.zeros_like(H_ext)
+    for k in range(m.spec.num_rows):
+        sl = slice(k * E, (k + 1) * E)
+        block[sl, sl] = H_ext[sl, sl]
+    R = np.random.RandomState(2).randn(3, m.num_params)
+    want = np.linalg.solve(block, R[:, inv].T).T[:, perm]
+    # rtol 1e-9: the factor carries a 1e-12 relative diagonal shift.
+    assert_close(P(R), want, 1e-9, what="block-diagonal solve")
+    if num_classes == 2:
+        assert_close(P(R), np.linalg.solve(H, R.T).T, 1e-9, what="binary: the whole Hessian")
+
+
+@pytest.mark.parametrize("num_classes,weighted", [(2, False), (3, False), (3, True)])
+@pytest.mark.parametrize("precond", ["block", "cholesky"])
+def test_newton_cg_refits_equal_explicit_refits(num_classes, weighted, precond):
+    from influence.refit import CholeskyPreconditioner, refit_chunk_cg
+    m, X, y, lam, groups = fitted(num_classes)
+    w = np.random.RandomState(3).uniform(0.5, 2.0, len(y)) if weighted else None
+    if weighted:
+        m.fit((X, y), w, lam)
+    theta = m.get_params_flat()
+    Xa, yt, s = m._tensors((X, y), w)
+    P = CholeskyPreconditioner(m.get_hessian((X, y), w, lam), m.spec) if precond == "cholesky" else None
+    r = refit_chunk_cg(m.spec, theta, Xa, yt, s, lam, groups, preconditioner=P, rtol=1e-12)
+    ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
+    assert (r.hvps > 0).all() and (r.hessians == 0).all()
+    assert_close(r.grad_tols, ref.grad_tols, 1e-14, what="certificates")
+    # Both are certified optima of the same strictly convex problem.
+    assert_close(r.thetas, ref.thetas, 1e-8, what="Newton-CG vs explicit refits")
+    for b, idx in enumerate(groups):
+        ww = np.ones(len(y)) if w is None else w.copy()
+        ww[idx] = 0
+        m.set_params_flat(r.thetas[b])
+        assert np.linalg.norm(m.get_total_grad_loss((X, y), ww, lam)) == pytest.approx(r.grad_norms[b], rel=1e-6, abs=1e-13)
+    if m.spec.has_gauge:
+        # Refits keep the bias gauge of theta_hat.
+        u = m.spec.gauge_vector()
+        assert_close(r.thetas @ u, np.full(len(groups), theta @ u), 0, atol=1e-10, what="gauge")
