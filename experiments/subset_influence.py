@@ -26,7 +26,8 @@ documented in the README:
   summaries also hold the ``nparam`` keys.
 * Unseeded draws of the original are seeded (README decision 4): KMeans uses
   ``random_state=KMEANS_SEED`` (0) with ``n_init=10`` and ``algorithm='elkan'`` (sklearn
-  0.20's choice for dense data); test points of datasets without a
+  0.20's choice for dense data), on one thread so that the clusters do not depend on
+  the core count; test points of datasets without a
   frozen list draw from ``RandomState(FIXED_TEST_SEED)`` (0); reduced_cdr's fixed test
   points are frozen to the paper run's ``[2702, 1756, 1755, 1115, 4039, 1155]``.
 * Crashes of the original are fixed (README decision 8): unknown dataset ids, choice
@@ -81,7 +82,6 @@ FIXED_TEST: dict[str, list[int]] = {
 
 FIXED_TEST_SEED = 0
 KMEANS_SEED = 0
-KMEANS_KS = (4, 8, 16, 32, 64, 128)
 TAIL_FRACTIONS = (0.0025, 0.025, 0.1, 0.25)
 CHOICE_TYPES = ("types", "range")
 
@@ -211,28 +211,6 @@ def format_label(value) -> str:
     return str(int(value))
 
 
-def _kmeans_labels(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
-    """KMeans labels for k = 4..128 (k-means++, ``n_init`` restarts, seeded)."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
-
-    out = []
-    # One BLAS thread: k-means++ seeding does thousands of small (candidates x n) distance
-    # products, where threaded OpenBLAS mostly spin-waits; Lloyd's iterations already
-    # run single-threaded BLAS inside sklearn's OpenMP loop (whose thread count is left
-    # alone: it sets the summation order of the centres). The BLAS thread count does
-    # not change the labels (checked on hospital's features and gradients).
-    with threadpool_limits(limits=1, user_api="blas"):
-        for k in KMEANS_KS:
-            if k > X.shape[0]:
-                continue
-            # algorithm='elkan': what sklearn 0.20's default 'auto' ran on dense data (the
-            # original's setting); same objective as Lloyd, and faster here.
-            out.append(KMeans(n_clusters=k, n_init=n_init, random_state=KMEANS_SEED,
-                              algorithm="elkan").fit(X).labels_)
-    return out
-
-
 def _pool_from_labels(labelings) -> list[np.ndarray]:
     return [np.flatnonzero(labels == lab) for labels in labelings for lab in np.unique(labels)]
 
@@ -245,40 +223,40 @@ def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
 def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
     """:func:`_cluster_pool` of each matrix in ``mats``.
 
-    With ``parallel``, the single-linkage clusterings (single-threaded: an O(n^2)
-    distance matrix and scipy's MST pass, which holds the GIL) run in one worker
-    process while this process runs the KMeans fits, so both cores stay busy. The
-    pools are the same as computed one after the other.
+    Each pool (single linkage, then KMeans for k = 4..128) is built on one thread
+    (:func:`experiments.clustering.cluster_labels_one_thread`); with ``parallel``, the
+    pools of ``mats[1:]`` are built in a worker process while this process builds the
+    first, so both cores stay busy. The pools are the same either way.
     """
-    from experiments.clustering import single_linkage_fcluster, single_linkage_fcluster_one_thread
+    from experiments.clustering import cluster_labels_one_thread
 
     executor = futures = None
-    if parallel and min(M.shape[0] for M in mats) >= 2000:
+    if parallel and len(mats) > 1 and min(M.shape[0] for M in mats) >= 2000:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         try:
             executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            futures = [executor.submit(single_linkage_fcluster_one_thread, np.asarray(M, dtype=np.float64), 1)
-                       for M in mats]
+            futures = [executor.submit(cluster_labels_one_thread, np.asarray(M), n_init, KMEANS_SEED)
+                       for M in mats[1:]]
         except (OSError, RuntimeError) as exc:  # no processes available: run in-process
-            logger.warning("single-linkage worker process unavailable (%s); clustering in-process", exc)
+            logger.warning("clustering worker process unavailable (%s); clustering in-process", exc)
             futures = None
     try:
-        kmeans = [_kmeans_labels(M, n_init) for M in mats]
-        hier = None
+        labels = [cluster_labels_one_thread(mats[0], n_init, KMEANS_SEED)]
+        rest = None
         if futures is not None:
             from concurrent.futures.process import BrokenProcessPool
             try:
-                hier = [f.result() for f in futures]
+                rest = [f.result() for f in futures]
             except BrokenProcessPool as exc:
-                logger.warning("single-linkage worker process failed (%s); clustering in-process", exc)
-        if hier is None:
-            # == scipy fclusterdata(X, 1), faster distances
-            hier = [single_linkage_fcluster(M, 1) for M in mats]
+                logger.warning("clustering worker process failed (%s); clustering in-process", exc)
+        if rest is None:
+            rest = [cluster_labels_one_thread(M, n_init, KMEANS_SEED) for M in mats[1:]]
+        labels += rest
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-    return [_pool_from_labels([h] + km) for h, km in zip(hier, kmeans)]
+    return [_pool_from_labels(lab) for lab in labels]
 
 
 class SubsetInfluenceLogreg(DatasetMixin, Experiment):
