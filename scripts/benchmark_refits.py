@@ -74,6 +74,9 @@ def engine_flops(spec, n, groups, result) -> float:
         # One solve and one gradient (at the candidate) per iteration, plus the first
         # gradient; line-search objective evaluations are not counted (they are rare).
         flops += result.iterations[b] * 2.0 * d * d + (result.iterations[b] + 1) * grad
+        # Newton-CG steps preconditioned by the stale factor: two design products and
+        # two triangular solves per Hessian-vector product.
+        flops += result.hvps[b] * (grad + 2.0 * d * d)
     return flops
 
 

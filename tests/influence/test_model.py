@@ -185,3 +185,16 @@ def test_bad_inputs_raise_clear_errors():
     cfg["dtype"] = "float16"
     with pytest.raises(ValueError, match="config\\['dtype'\\]"):
         LogisticRegression(cfg)
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", [(2, True), (3, True), (4, False)])
+def test_numpy_syrk_hessian_equals_tensorflow_hessian(num_classes, fit_intercept):
+    spec = K.ModelSpec(5, num_classes, fit_intercept)
+    rng = np.random.RandomState(0)
+    Xa = K.augment(tf.constant(rng.randn(40, 5)), spec).numpy()
+    theta = rng.randn(spec.num_params)
+    s = rng.uniform(0.5, 2.0, 40)
+    # A tiny chunk forces several row blocks.
+    H_np = K.hessian_numpy(theta, Xa, s, 0.3, spec, chunk_bytes=8 * spec.num_params * 7)
+    H_tf = K.hessian(tf.constant(theta), tf.constant(Xa), tf.constant(s), tf.constant(0.3, tf.float64), spec)
+    assert_close(H_np, H_tf.numpy(), RTOL_TWO_PATHS, what="syrk Hessian")

@@ -225,3 +225,28 @@ def test_newton_cg_refits_equal_explicit_refits(num_classes, weighted, precond):
         # Refits keep the bias gauge of theta_hat.
         u = m.spec.gauge_vector()
         assert_close(r.thetas @ u, np.full(len(groups), theta @ u), 0, atol=1e-10, what="gauge")
+
+
+def test_make_preconditioner_kinds():
+    """Each kind is SPD and close to H^{-1}; 'hessian' is exact; bad kinds are rejected."""
+    from influence.refit import make_preconditioner
+    m, X, y, lam, _ = fitted(3, n=200)
+    Xa, _, s = m._tensors((X, y))
+    theta = m.get_params_flat()
+    H = m.get_hessian((X, y), None, lam)
+    u = m.spec.gauge_vector()
+    R = np.random.RandomState(0).randn(4, m.num_params)
+    R -= np.outer(R @ u, u)  # right-hand sides orthogonal to the flat direction, like gradients
+    exact = np.linalg.lstsq(H, R.T, rcond=None)[0].T
+    # The gauge-fixed inverse equals the pseudo-inverse on such right-hand sides.
+    assert_close(make_preconditioner(m.spec, theta, Xa, s, lam, "hessian")(R), exact, 1e-9,
+                 what="hessian preconditioner")
+    for kind in ("subsampled", "block", "auto"):
+        P = make_preconditioner(m.spec, theta, Xa, s, lam, kind, max_rows=100)
+        Z = P(R)
+        assert np.all(np.einsum("ij,ij->i", R, Z) > 0), kind
+        # Close to the exact inverse on these right-hand sides (within a factor of 2).
+        ratio = np.linalg.norm(Z - exact, axis=1) / np.linalg.norm(exact, axis=1)
+        assert ratio.max() < 1.0, (kind, ratio)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_preconditioner(m.spec, theta, Xa, s, lam, "lissa")
