@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from influence import kernels as K
 from influence.kernels import ModelSpec
-from influence.solvers import ConvergenceWarning, preconditioned_cg_rows
+from influence.solvers import ConvergenceWarning
 
 
 def incidence(groups: Sequence[np.ndarray], n: int) -> sp.csr_matrix:
@@ -187,10 +187,9 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
         for j, g in enumerate(sel):
             keep[np.asarray(groups[g], dtype=np.int64), j] = 0.0
         batch = _Batch(spec, Xa, None, s_base[:, None] * tf.constant(keep, dtype=dtype), l2)
-        curv = batch.curvature(tf.tile(theta[None, :], [len(sel), 1]))
-        res = preconditioned_cg_rows(lambda V, rows: batch.hvp(curv, V, rows), np.asarray(G_sums)[sel],
-                                     preconditioner, tol, maxiter)
-        out[sel] = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=dtype), spec)).numpy()
+        steps, res = batch.newton_directions(tf.tile(theta[None, :], [len(sel), 1]), np.asarray(G_sums)[sel],
+                                             preconditioner, tol, maxiter)
+        out[sel] = steps.numpy()
         if not res.converged.all():
             worst = max(worst, float(res.residual_norms.max()))
     if worst > 0:

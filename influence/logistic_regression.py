@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from influence import kernels as K
 from influence.kernels import ModelSpec
-from influence.solvers import (FitResult, conjugate_gradient, inverse_vp, preconditioned_cg_rows,
+from influence.solvers import (FitResult, conjugate_gradient, inverse_vp,
                                newton_minimize)
 
 logger = logging.getLogger(__name__)
@@ -363,12 +363,11 @@ class LogisticRegression:
                 rtol = min(0.1, float(np.sqrt(float(tf.norm(g)) / max(scale_ref, 1e-300))))
                 if state["precond"] is None:
                     state["precond"] = make_preconditioner(spec, theta, Xa, s, float(l2))
-                curv = batch.curvature(theta[None, :])
-                res = preconditioned_cg_rows(lambda V, rows: batch.hvp(curv, V, rows), g.numpy()[None, :],
-                                             state["precond"], max(rtol, 1e-14), maxiter)
+                step, res = batch.newton_directions(theta[None, :], g.numpy()[None, :], state["precond"],
+                                                    max(rtol, 1e-14), maxiter)
                 if res.iterations[0] > 25:
                     state["precond"] = None
-                return K.project_out_gauge(tf.constant(res.x[0], dtype=theta.dtype), spec)
+                return step[0]
 
         grad_tol = self.fit_rtol * max(self.grad_scale(ds, sample_weights), 1.0)
         result = newton_minimize(fun, grad, solve_newton, self._theta(), grad_tol,

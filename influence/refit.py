@@ -29,7 +29,6 @@ distributed engine can map it over chunks.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -38,7 +37,7 @@ import tensorflow as tf
 
 from influence import kernels as K
 from influence.kernels import ModelSpec
-from influence.solvers import ConvergenceWarning, NotPositiveDefiniteError, lu_solve, preconditioned_cg_rows
+from influence.solvers import NotPositiveDefiniteError, lu_solve, preconditioned_cg_rows, warn_uncertified
 
 logger = logging.getLogger(__name__)
 
@@ -276,6 +275,16 @@ class _Batch:
                 out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
         return (out + self.l2 * self.mask * V).numpy()
 
+    def newton_directions(self, Theta, G, precond, rtol, maxiter):
+        """Directions ``A_j^{-1} G[j]`` for each problem j of the batch, by preconditioned
+        CG (:func:`influence.solvers.preconditioned_cg_rows`) on the exact reduced
+        Hessians at ``Theta[j]`` (:meth:`hvp`), gauge component removed. G: (B, d) NumPy.
+        Returns (directions as a (B, d) tensor, the CG result)."""
+        curv = self.curvature(Theta)
+        res = preconditioned_cg_rows(lambda V, rows: self.hvp(curv, V, rows), np.asarray(G), precond, rtol, maxiter)
+        steps = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=self.Xa.dtype), self.spec))
+        return steps, res
+
     def hessians(self, Theta):
         """Full-data reduced Hessians at each row of Theta, (B, d, d), gauge-fixed."""
         Z = self.logits(Theta)
@@ -321,14 +330,7 @@ def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None):
 
 
 def _result(Theta, gnorm, tols, iters, n_hess, first_steps, first_full, hvps=None) -> RefitResult:
-    converged = gnorm <= tols
-    if not converged.all():
-        bad = np.flatnonzero(~converged)
-        warnings.warn(
-            f"{len(bad)} of {len(gnorm)} refits did not reach their gradient-norm certificate "
-            f"(worst ||grad||/tol = {float(np.max(gnorm[bad] / tols[bad])):.2e}); "
-            "increase max_iter, use float64, or loosen rtol",
-            ConvergenceWarning, stacklevel=3)
+    converged = warn_uncertified(gnorm, tols, stacklevel=3)
     return RefitResult(Theta.numpy(), gnorm, tols, iters, n_hess, converged, first_steps, first_full, hvps)
 
 
@@ -425,8 +427,6 @@ def _newton_cg_steps(batch, Theta, G, gnorm, scale, Ls, ok, rows, maxiter):
     """Newton directions at ``Theta[rows]`` by CG on the exact reduced Hessians, each
     preconditioned by the problem's own (stale) factor; returns (steps, iterations,
     converged). Relative residual ``min(0.1, sqrt(||grad|| / scale))`` (inexact Newton)."""
-    sub = batch.columns(rows)
-    curv = sub.curvature(tf.gather(Theta, rows))
     Ls_r = tf.gather(Ls, rows) if len(rows) < int(Ls.shape[0]) else Ls
     failed = ~ok.numpy()[rows]  # identity factors: CG runs unpreconditioned there
     d = int(Ls.shape[-1])
@@ -441,9 +441,8 @@ def _newton_cg_steps(batch, Theta, G, gnorm, scale, Ls, ok, rows, maxiter):
         return out[idx]
 
     eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[rows] / scale[rows])), 1e-15)
-    res = preconditioned_cg_rows(lambda V, idx: sub.hvp(curv, V, idx), tf.gather(G, rows).numpy(),
-                                 precond, eta, maxiter)
-    steps = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=Theta.dtype), batch.spec))
+    steps, res = batch.columns(rows).newton_directions(tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
+                                                      precond, eta, maxiter)
     return steps, res.iterations, res.converged
 
 
@@ -546,13 +545,10 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
         if not active.any():
             break
         a = np.flatnonzero(active)
-        sub = batch.columns(a)
-        curv = sub.curvature(tf.gather(Theta, a))
         eta = np.minimum(forcing, np.sqrt(gnorm[a] / scale[a])) * tighten[a]
-        cg = preconditioned_cg_rows(lambda V, rows: sub.hvp(curv, V, rows), tf.gather(G, a).numpy(),
-                                    preconditioner, np.maximum(eta, 1e-15), cg_maxiter)
+        step_a, cg = batch.columns(a).newton_directions(tf.gather(Theta, a), tf.gather(G, a).numpy(),
+                                                        preconditioner, np.maximum(eta, 1e-15), cg_maxiter)
         hvps[a] += cg.iterations
-        step_a = tf.transpose(K.project_out_gauge(tf.constant(cg.x.T, dtype=dtype), spec))
         step = tf.scatter_nd(a[:, None], step_a, [B, d])
         cand, G_c, n_c, good, t = _step_search(batch, Theta, G, gnorm, step, active)
         failed = active & ~good

@@ -31,14 +31,13 @@ arrays (exact casts in float32 mode).
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from influence.solvers import ConvergenceWarning, lu_solve
+from influence.solvers import ConvergenceWarning, lu_solve, warn_uncertified
 
 logger = logging.getLogger(__name__)
 
@@ -224,13 +223,7 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
         sl = slice(start, start + b)
         thetas[sl], gnorms[sl], iters[sl] = res
         gtols[sl] = tols
-    converged = gnorms <= gtols
-    if not converged.all():
-        bad = np.flatnonzero(~converged)
-        warnings.warn(
-            f"{len(bad)} of {B} refits did not reach their gradient-norm certificate "
-            f"(worst ||grad||/tol = {float(np.max(gnorms[bad] / gtols[bad])):.2e}); "
-            "increase max_iter, use float64, or loosen rtol", ConvergenceWarning, stacklevel=2)
+    converged = warn_uncertified(gnorms, gtols, stacklevel=2)
     return SmallRefitResult(thetas, gnorms, gtols, iters, converged)
 
 

@@ -264,3 +264,16 @@ def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray
         broken[active[~(pAp > 0)]] = True
     rel = rnorm / np.where(bnorm > 0, bnorm, 1.0)
     return PCGResult(X, its, rel, (rnorm <= target) & ~broken)
+
+
+def warn_uncertified(grad_norms: np.ndarray, grad_tols: np.ndarray, stacklevel: int = 2) -> np.ndarray:
+    """``grad_norms <= grad_tols`` per refit; a :class:`ConvergenceWarning` naming the
+    remedy when any refit missed its gradient-norm certificate."""
+    converged = grad_norms <= grad_tols
+    if not converged.all():
+        bad = np.flatnonzero(~converged)
+        warnings.warn(
+            f"{len(bad)} of {len(grad_norms)} refits did not reach their gradient-norm certificate "
+            f"(worst ||grad||/tol = {float(np.max(grad_norms[bad] / grad_tols[bad])):.2e}); "
+            "increase max_iter, use float64, or loosen rtol", ConvergenceWarning, stacklevel=stacklevel + 1)
+    return converged
