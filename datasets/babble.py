@@ -67,6 +67,7 @@ import scipy.sparse as sp
 from datasets.common import (DataSet, DatasetIntegrityError, Datasets, get_dataset_dir, load_sparse,
                              read_cache, save_sparse)
 from datasets.download import file_digest, maybe_download
+from datasets.storage import load_arrays, save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,6 @@ def _integral(values: np.ndarray) -> np.ndarray:
 
 def build_caches(babble_dir: Path, tables: BabbleTables, name: str = "cdr") -> None:
     """One pass over the database tables: write every cache of ``cdr`` and its supplements."""
-    from experiments.storage import save_arrays
 
     paths = _paths(babble_dir, name)
     t = tables
@@ -422,7 +422,6 @@ def save_reduced_cdr_files(directory: str | os.PathLike, matrices: Sequence, non
     Derived dense caches (``reduced_{name}.npz``, ``reduced_{name}_nonfires.npz``) in the
     same folder are removed, since they were made from the previous matrices.
     """
-    from experiments.storage import save_arrays
 
     if len(matrices) != 3:
         raise ValueError(f"matrices must hold 3 matrices (train, validation, test); got {len(matrices)}")
@@ -461,7 +460,6 @@ def _read_reduced(path: Path, data_dir, expected_matrices: int) -> list[sp.csr_m
             f"{path} is missing: it is written by the babble_reduce experiment. Run "
             f"`{BABBLE_REDUCE_COMMAND.format(data_dir=babble_dir.parent, babble_dir=babble_dir)}` first "
             "(it needs the cdr dataset).")
-    from experiments.storage import load_arrays
 
     try:
         arrays = load_arrays(path)
@@ -500,7 +498,6 @@ def load_reduced_cdr(data_dir=None, progress: bool = True) -> Datasets:
         arrays = {f"x_{s}": matrices[s].toarray().astype(np.float32) for s in SPLITS}
         arrays.update({f"labels_{s}": labels[s] for s in SPLITS})
         arrays["source_sha256"] = np.array(digest)
-        from experiments.storage import save_arrays
 
         save_arrays(paths["reduced"], **arrays)
     return Datasets(*(DataSet(arrays[f"x_{s}"], arrays[f"labels_{s}"]) for s in SPLITS))
@@ -519,7 +516,6 @@ def load_reduced_cdr_nonfires(data_dir=None, progress: bool = True) -> DataSet:
             raise DatasetIntegrityError(f"{source}: {x.shape[0]} rows but cdr_nonfires has {len(labels)} "
                                         "labels; re-run babble_reduce on the current cdr data")
         arrays = {"x": x.toarray().astype(np.float32), "labels": labels, "source_sha256": np.array(digest)}
-        from experiments.storage import save_arrays
 
         save_arrays(paths["reduced_nonfires"], **arrays)
     return DataSet(arrays["x"], arrays["labels"])

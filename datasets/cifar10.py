@@ -30,6 +30,7 @@ from datasets.common import DataSet, Datasets, check_expected, get_dataset_dir, 
 from datasets.download import extract_archive, maybe_download
 from datasets.mnist import small_indices
 from datasets.safe_pickle import UnsafePickleError, load_pickle
+from datasets.storage import save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,6 @@ def load_cifar10(data_dir=None, validation_size: int = DEFAULT_VALIDATION_SIZE, 
         check_expected("number of CIFAR-10 training images", len(arrays["train_labels"]), EXPECTED_TRAIN_ROWS,
                        strict=False)
         check_expected("number of CIFAR-10 test images", len(test_labels), EXPECTED_TEST_ROWS, strict=False)
-        from experiments.storage import save_arrays
 
         save_arrays(cache_path, **arrays)
         logger.info("cached %s", cache_path)

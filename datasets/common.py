@@ -9,6 +9,8 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from datasets.storage import atomic_write, load_arrays
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +179,6 @@ def read_cache(path: str | os.PathLike, required_keys: Iterable[str]) -> dict[st
     ``None`` when the file is missing, unreadable (for instance the original's pickled
     object arrays, which are never loaded) or lacks one of ``required_keys``.
     """
-    from experiments.storage import load_arrays
 
     path = Path(path)
     if not path.is_file():
@@ -196,7 +197,6 @@ def read_cache(path: str | os.PathLike, required_keys: Iterable[str]) -> dict[st
 
 def save_sparse(path: str | os.PathLike, matrix) -> None:
     """Atomically write a scipy sparse matrix as CSR with ``scipy.sparse.save_npz`` (no pickle)."""
-    from experiments.storage import atomic_write
 
     with atomic_write(path) as f:
         sp.save_npz(f, sp.csr_matrix(matrix), compressed=True)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from datasets.common import DataSet, Datasets, check_expected, get_dataset_dir, read_cache
 from datasets.download import DownloadError, file_digest, maybe_download
+from datasets.storage import atomic_write, save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,6 @@ def _find_csv_member(data: bytes, where: str) -> bytes | None:
 
 def extract_csv(archive: str | os.PathLike, csv_path: str | os.PathLike) -> Path:
     """Write the archive's ``diabetic_data.csv`` atomically to ``csv_path``."""
-    from experiments.storage import atomic_write
 
     archive, csv_path = Path(archive), Path(csv_path)
     try:
@@ -215,7 +215,6 @@ def load_hospital(data_dir=None, force_refresh: bool = False, progress: bool = T
                        EXPECTED_FEATURES)
         n_pos = int(arrays["lr_Y_train"].sum() + arrays["lr_Y_test"].sum())
         check_expected("number of '<30' readmissions", n_pos, EXPECTED_POSITIVES)
-        from experiments.storage import save_arrays
 
         save_arrays(cache_path, **arrays)
         logger.info("cached %s", cache_path)

@@ -31,6 +31,7 @@ import numpy as np
 
 from datasets.common import DataSet, Datasets, check_expected, get_dataset_dir, read_cache
 from datasets.download import download_all
+from datasets.storage import save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,6 @@ def load_small_mnist(data_dir=None, validation_size: int = DEFAULT_VALIDATION_SI
     if arrays is None:
         full = load_mnist(data_dir, validation_size=validation_size, progress=progress)
         arrays = small_arrays(full, random_seed)
-        from experiments.storage import save_arrays
 
         save_arrays(path, **arrays)
         logger.info("cached %s", path)

@@ -37,6 +37,7 @@ import numpy as np
 from datasets import safe_pickle
 from datasets.common import DataSet, DatasetIntegrityError, Datasets, empty_dataset, get_dataset_dir, read_cache
 from datasets.download import DataUnavailableError, DownloadError, maybe_download
+from datasets.storage import save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +183,6 @@ def _check_rows(dataset_dir: Path, ids: np.ndarray, file: str, key: str, what: s
 
 
 def _build_id_caches(dataset_dir: Path, progress: bool) -> None:
-    from experiments.storage import save_arrays
 
     paths = require_files(dataset_dir, [TRAIN_ANNOTATORS, MATCHED_ANNOTATORS, MISMATCHED_ANNOTATORS], progress)
     train, matched, mismatched = (read_annotators(p) for p in paths)

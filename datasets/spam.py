@@ -41,6 +41,7 @@ import numpy as np
 
 from datasets.common import DataSet, Datasets, get_dataset_dir, read_cache
 from datasets.download import extract_archive, maybe_download
+from datasets.storage import save_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +265,6 @@ def load_spam(data_dir=None, truncate: int | None = None, force_refresh: bool = 
         logger.info("processing %d e-mails with spaCy pipeline %s", len(texts), tag)
         arrays = process_spam_texts(texts, labels, nlp, progress=progress)
         arrays["nlp_pipeline"] = np.array(tag)
-        from experiments.storage import save_arrays
 
         save_arrays(path, **_pack(arrays))
         logger.info("cached %s", path)

@@ -4,7 +4,7 @@ An :class:`Experiment` has a fixed ``experiment_id`` and a ``run_id`` derived fr
 config; its results live in ``{out_dir}/{experiment_id}/{run_id}/``. Methods decorated
 with :func:`phase` run in increasing index order; each returns a dict saved as
 ``result_{index}-{name}.npz`` (atomically, without pickle: see
-:mod:`experiments.storage`). All results are merged into the flat dict ``self.R``.
+:mod:`datasets.storage`). All results are merged into the flat dict ``self.R``.
 
 Differences from the original, each a fix of a spec QUIRK/BUG:
 
@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from experiments import storage
+from datasets import storage
 
 logger = logging.getLogger(__name__)
 

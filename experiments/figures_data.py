@@ -5,7 +5,7 @@ them with :mod:`experiments.plot`. This module:
 
 * reads the settings from environment variables (:func:`settings_from_env`);
 * builds run ids and the command that produces each run;
-* loads results with :mod:`experiments.storage` (never with pickle): the summary of a
+* loads results with :mod:`datasets.storage` (never with pickle): the summary of a
   master-only run (``config.json`` with ``master_only: true``), or the same keys from
   the phase files ``result_{k}-{name}.npz`` of a normal run. A run that is missing or
   unreadable becomes a :class:`LoadedRun` whose ``message`` names the command that
@@ -59,7 +59,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from experiments import plot, storage  # noqa: E402
+from experiments import plot
+from datasets import storage  # noqa: E402
 from experiments.common import py2_float_str  # noqa: E402
 
 # --------------------------------------------------------------------------- constants

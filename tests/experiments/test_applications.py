@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 
-from experiments import storage
+from datasets import storage
 from experiments.babble_reduce import BabbleReduce
 from experiments.babble_reduce import ConfigError as BRConfigError
 from experiments.babble_reduce import build_config as br_config

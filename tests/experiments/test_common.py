@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from experiments import storage
+from datasets import storage
 from experiments.common import (ConfigMismatchError, Experiment, collate_results,
                                 map_chunks, phase, py2_float_str)
 

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression as SkLR
 
-from experiments import storage
+from datasets import storage
 from experiments.counterexamples import (AVG_KS, DATASET_IDS, SUMMARY_KEYS, ConfigError,
                                          Counterexamples, build_config, find_adversarial_test,
                                          generate_datasets, pick_subsets)

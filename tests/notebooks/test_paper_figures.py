@@ -1,6 +1,6 @@
 """The paper-figures notebook against small fake-but-well-formed output folders.
 
-The folders are written with :mod:`experiments.storage` (``save_result`` /
+The folders are written with :mod:`datasets.storage` (``save_result`` /
 ``save_json``) using the spec's exact key names and shapes:
 
 * ``ss_logreg`` master-only summaries (ss_logreg.md §1.5): a binary run with all 15
@@ -27,7 +27,8 @@ import pytest
 from scipy.stats import spearmanr
 
 from experiments import figures_data as fd
-from experiments import plot, storage
+from experiments import plot
+from datasets import storage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "paper-figures.ipynb"

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import storage
+from datasets import storage
 
 
 def test_round_trip_of_every_kind(tmp_path):

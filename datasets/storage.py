@@ -217,7 +217,7 @@ class _KeyView:
 
 
 def load_result_keys(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, Any]:
-    """The ``keys`` present in a result file of :mod:`experiments.storage` (no pickle)."""
+    """The ``keys`` present in a result file of :mod:`datasets.storage` (no pickle)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
