@@ -10,9 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-
-class ConfigError(ValueError):
-    """A flag or config value that the experiment cannot run with."""
+from experiments.common import ConfigError
 
 
 def check_cv_range(value) -> tuple[float, float, int]:

@@ -38,17 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import DatasetMixin, Experiment, phase
+from experiments.common import ConfigError, DatasetMixin, Experiment, phase
 
 logger = logging.getLogger(__name__)
 
 DATASET_IDS = ("cdr",)
 REGULARIZATION_TYPES = ("l1", "l2")
 SPLIT_NAMES = ("train", "validation", "test")
-
-
-class ConfigError(ValueError):
-    """A flag or config value that the experiment cannot run with."""
 
 
 def build_config(dataset_id: str = "cdr", data_dir: str | None = None, save_reduced_dir: str | None = None,

@@ -43,6 +43,11 @@ SUMMARY_FILE = "result_summary.npz"
 OPERATIONAL_KEYS = ("master_only", "max_memory", "progress", "num_workers", "scheduler")
 
 
+class ConfigError(ValueError):
+    """A flag or config value that the experiment cannot run with (the one config error of
+    every experiment; scripts turn it into a one-line message and exit code 2)."""
+
+
 class ConfigMismatchError(ValueError):
     """A run folder holds results computed under a different config."""
 

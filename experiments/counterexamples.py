@@ -94,7 +94,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import Experiment, map_chunks, phase
+from experiments.common import ConfigError, Experiment, map_chunks, phase
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,6 @@ EVAL_CHUNK = 1024
 
 SUMMARY_KEYS = ["cex_tags", "cex_lstsq_uv_K-120_subsets", "cex_subset_test_pred_margin_infl",
                 "cex_subset_test_newton_pred_margin_infl"]
-
-
-class ConfigError(ValueError):
-    """A flag or config value that the experiment cannot run with."""
 
 
 def build_config(dataset_id: str = DEFAULT_DATASET_ID, subset_seed: int = 0, max_memory: int = int(1e9),

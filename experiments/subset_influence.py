@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import DatasetMixin, Experiment, phase, py2_float_str
+from experiments.common import ConfigError, DatasetMixin, Experiment, phase, py2_float_str
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,6 @@ SUMMARY_KEYS = [
 ]
 # Certificates of the exact refits, added to the summary by this project.
 EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters"]
-
-
-class ConfigError(ValueError):
-    """A flag or config value that the experiment cannot run with."""
 
 
 def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subset_seed: int = 0,
