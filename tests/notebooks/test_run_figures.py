@@ -88,3 +88,36 @@ def test_a_bad_setting_exits_2_before_running(run_figures, calls, monkeypatch, c
     monkeypatch.setenv("INFLUENCE_FIG_NUM_SUBSETS", "many")
     assert run_figures.main(["--out-dir", "x"]) == 2
     assert not calls and "INFLUENCE_FIG_NUM_SUBSETS must be an integer" in capsys.readouterr().err
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"_{name}_under_test", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_figures_ignores_only_the_pdf_creation_date(tmp_path, capsys):
+    import datetime
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    compare = _script("compare_figures")
+    folders = [tmp_path / "before", tmp_path / "after"]
+    for i, d in enumerate(folders):
+        d.mkdir()
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        fig.savefig(d / "f.pdf", metadata={"CreationDate": datetime.datetime(2020, 1, 1 + i)})
+        plt.close(fig)
+        (d / "t.csv").write_text(",a\nx,0.5\n")
+    assert (folders[0] / "f.pdf").read_bytes() != (folders[1] / "f.pdf").read_bytes()
+    assert compare.main([str(f) for f in folders]) == 0
+    assert "identical: 1 PDF files" in capsys.readouterr().out
+    (folders[1] / "t.csv").write_text(",a\nx,0.50000001\n")
+    (folders[1] / "g.csv").write_text("")
+    assert compare.compare(*folders) == [f"only in {folders[1]}: g.csv", "differs: t.csv"]
+    assert compare.main([str(folders[0]), str(tmp_path / "absent")]) == 2
