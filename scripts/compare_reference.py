@@ -231,6 +231,7 @@ class WorkloadResult:
     files: int = 0
     keys: list[KeyResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # structural failures (files, key sets, configs)
+    phase_seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # result file -> (ref, new)
 
     @property
     def ok(self) -> bool:
@@ -303,10 +304,11 @@ def _npz(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def _compare_meta(rel: str, a: np.ndarray, b: np.ndarray) -> KeyResult:
+def _compare_meta(rel: str, a: np.ndarray, b: np.ndarray, res: WorkloadResult) -> KeyResult:
     ma, mb = json.loads(str(a[()])), json.loads(str(b[()]))
-    for m in (ma, mb):
-        m.get("attrs", {}).pop("seconds", None)
+    sa, sb = (m.get("attrs", {}).pop("seconds", None) for m in (ma, mb))
+    if sa is not None and sb is not None:
+        res.phase_seconds[rel] = (sa, sb)
     if ma == mb:  # equal but for the phase's seconds: counted as bitwise equal
         return KeyResult(rel, "__meta__", "exact", True, True)
     diff = sorted(k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k))
@@ -352,7 +354,7 @@ def compare_workload(name: str, ref: Path, new: Path) -> WorkloadResult:
                 res.errors.append(f"{rel}: key {key} only in {'reference' if key in ra else 'new'}")
             for key in sorted(set(ra) & set(rb)):
                 if key == "__meta__":
-                    res.keys.append(_compare_meta(rel, ra[key], rb[key]))
+                    res.keys.append(_compare_meta(rel, ra[key], rb[key], res))
                 else:
                     res.keys.append(_compare_arrays(rel, key, ra[key], rb[key], ra, rb))
         elif pa.suffix == ".json":
@@ -371,7 +373,7 @@ def _fmt(x: float) -> str:
     return "0" if x == 0 else ("-" if x != x else f"{x:.2e}")
 
 
-def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict) -> bool:
+def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict, phase_times: bool = False) -> bool:
     print(f"\n{'workload':<16} {'files':>5} {'keys':>6} {'bitwise':>8} {'max rel diff':>13}  result")
     for r in results:
         mr = max([k.max_rel for k in r.keys if k.max_rel == k.max_rel] or [0.0])
@@ -386,7 +388,7 @@ def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict
                       f"{'  ' + k.note if k.note else ''}")
         for e in r.errors:
             print(f"  FAIL {r.name}: {e}")
-    print(f"\n{'wall time (s)':<32} {'reference':>10} {'new':>10} {'new/ref':>8}")
+    print(f"\n{'wall time (s)':<44} {'reference':>10} {'new':>10} {'new/ref':>8}")
     for r in results:
         wa = ref_manifest.get("workloads", {}).get(r.name, {})
         wb = new_manifest.get("workloads", {}).get(r.name, {})
@@ -394,7 +396,10 @@ def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict
             sb = next((x for x in wb.get("steps", []) if x["step"] == s["step"]), None)
             tb = sb["wall_seconds"] if sb else float("nan")
             label = f"{r.name}/{s['step']}"
-            print(f"{label:<32} {s['wall_seconds']:>10.1f} {tb:>10.1f} {tb / s['wall_seconds']:>8.2f}")
+            print(f"{label:<44} {s['wall_seconds']:>10.1f} {tb:>10.1f} {tb / s['wall_seconds']:>8.2f}")
+        for rel, (sa, sb) in r.phase_seconds.items() if phase_times else ():
+            label = f"{rel.split('/')[1]}: {Path(rel).stem.split('-', 1)[-1]}"[:42]  # experiment: phase
+            print(f"  {label:<42} {sa:>10.2f} {sb:>10.2f} {sb / sa if sa else float('nan'):>8.2f}")
     print(f"reference commit {ref_manifest.get('git_commit', '?')}, new commit {new_manifest.get('git_commit', '?')}")
     ok = all(r.ok for r in results)
     print(f"\n{'PASS' if ok else 'FAIL'}: {sum(r.ok for r in results)} of {len(results)} workloads unchanged")
@@ -414,7 +419,7 @@ def compare(ref: Path, new: Path, names: list[str], args) -> bool:
                              f"  recorded {recorded}\n  current  {current}")
     new_manifest = _load_manifest(new) if args.no_run else record(new, names, args)
     results = [compare_workload(n, ref / n, new / n) for n in names]
-    return report(results, ref_manifest, new_manifest)
+    return report(results, ref_manifest, new_manifest, args.phase_times)
 
 
 def _default_shared_data() -> str:
@@ -437,6 +442,8 @@ def main(argv=None) -> int:
         if name == "compare":
             s.add_argument("--new-dir", required=True, help="folder for the new outputs (must not hold them yet)")
             s.add_argument("--no-run", action="store_true", help="compare the outputs already in --new-dir")
+            s.add_argument("--phase-times", action="store_true",
+                           help="also print each phase's seconds (from the result files) side by side")
     args = p.parse_args(argv)
     ref = Path(args.ref_dir).resolve()
     if args.workloads is not None:
