@@ -161,7 +161,8 @@ def _run_step(wdir: Path, name: str, cmd, timeout: float) -> float:
     dt = time.perf_counter() - t0
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"workload {wdir.name}, step {name} failed (exit {rc}); log {log}:\n{tail}")
+        raise SystemExit(f"{tail}\nerror: workload {wdir.name}, step {name} failed (exit {rc}); full log {log}; "
+                         f"{wdir} is incomplete (not in the manifest): remove it before recording again")
     print(f"  [{wdir.name}] {name}: ok in {dt:.1f} s", flush=True)
     return dt
 
@@ -304,6 +305,15 @@ def _npz(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def _needs_pickle(path: Path) -> bool:
+    """An ``.npz`` holding object arrays (the MultiNLI bundle's genres): compared by its bytes."""
+    try:
+        _npz(path)
+    except ValueError:
+        return True
+    return False
+
+
 def _compare_meta(rel: str, a: np.ndarray, b: np.ndarray, res: WorkloadResult) -> KeyResult:
     ma, mb = json.loads(str(a[()])), json.loads(str(b[()]))
     sa, sb = (m.get("attrs", {}).pop("seconds", None) for m in (ma, mb))
@@ -348,7 +358,7 @@ def compare_workload(name: str, ref: Path, new: Path) -> WorkloadResult:
         res.files += 1
         if pa.is_symlink() or pb.is_symlink() or pa.suffix in (".png", ".pdf"):
             continue  # the shared archive's link; figures are not results
-        if pa.suffix == ".npz":
+        if pa.suffix == ".npz" and not _needs_pickle(pa):
             ra, rb = _npz(pa), _npz(pb)
             for key in sorted(set(ra) ^ set(rb)):
                 res.errors.append(f"{rel}: key {key} only in {'reference' if key in ra else 'new'}")
@@ -373,12 +383,21 @@ def _fmt(x: float) -> str:
     return "0" if x == 0 else ("-" if x != x else f"{x:.2e}")
 
 
+def _phase_order(item) -> tuple[str, int]:
+    """(run folder, phase index) of ``out/<experiment>/<run id>/result_<index>-<name>.npz``."""
+    folder, _, name = item[0].rpartition("/")
+    index = name.removeprefix("result_").split("-", 1)[0]
+    return folder, int(index) if index.isdigit() else -1
+
+
 def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict, phase_times: bool = False) -> bool:
     print(f"\n{'workload':<16} {'files':>5} {'keys':>6} {'bitwise':>8} {'max rel diff':>13}  result")
     for r in results:
         mr = max([k.max_rel for k in r.keys if k.max_rel == k.max_rel] or [0.0])
         print(f"{r.name:<16} {r.files:>5} {len(r.keys):>6} {sum(k.bitwise for k in r.keys):>8} {_fmt(mr):>13}  "
               f"{'PASS' if r.ok else 'FAIL'}")
+    print(f"(keys: result keys, plus one per JSON or other file; rules: exact = bitwise; rel = |a-b| <= {RTOL:g} "
+          f"max(|a|, |b|, {NOISE_FLOOR:g} max|a_ref|); certificate = rel, or <= *_grad_tol in both runs)")
     for r in results:
         diff = [k for k in r.keys if not k.bitwise]
         if diff:
@@ -397,7 +416,7 @@ def report(results: list[WorkloadResult], ref_manifest: dict, new_manifest: dict
             tb = sb["wall_seconds"] if sb else float("nan")
             label = f"{r.name}/{s['step']}"
             print(f"{label:<44} {s['wall_seconds']:>10.1f} {tb:>10.1f} {tb / s['wall_seconds']:>8.2f}")
-        for rel, (sa, sb) in r.phase_seconds.items() if phase_times else ():
+        for rel, (sa, sb) in sorted(r.phase_seconds.items(), key=_phase_order) if phase_times else ():
             label = f"{rel.split('/')[1]}: {Path(rel).stem.split('-', 1)[-1]}"[:42]  # experiment: phase
             print(f"  {label:<42} {sa:>10.2f} {sb:>10.2f} {sb / sa if sa else float('nan'):>8.2f}")
     print(f"reference commit {ref_manifest.get('git_commit', '?')}, new commit {new_manifest.get('git_commit', '?')}")

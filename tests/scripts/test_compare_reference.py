@@ -3,7 +3,8 @@
 Record a reference, rerun it with the same code and compare (must pass: the run is
 deterministic); then change the new outputs the ways a refactor could and check that the
 comparison fails naming the key: a float value moved by 1e-8 relative, an integer value
-changed, a key removed, a file removed. A move of 1e-13 relative (rounding level) passes.
+changed, a key removed, a file removed, a refit certificate broken. A move of 1e-13
+relative (rounding level) passes, and so does a certificate that changes but still holds.
 """
 from __future__ import annotations
 
@@ -131,3 +132,22 @@ def test_refuses_to_reuse_existing_outputs(recorded):
     root, _ = recorded
     out = _run("compare", "--ref-dir", root / "ref", "--new-dir", root / "new")
     assert out.returncode != 0 and "exists" in out.stderr
+
+
+def test_certificate_may_change_while_certified(recorded):
+    root, _ = recorded
+    wdir = _copy(root, "certified")
+
+    def halve(a):
+        a["subset_refit_grad_norm"] *= 0.5
+    _edit_npz(wdir / PHASE3, halve)
+    out = _compare_no_run(root, "certified")
+    assert out.returncode == 0, out.stdout
+    assert f"ok   {PHASE3} :: subset_refit_grad_norm [certificate]" in out.stdout and "certified" in out.stdout
+    wdir = _copy(root, "uncertified")
+
+    def break_certificate(a):
+        a["subset_refit_grad_norm"][0] = 2 * a["subset_refit_grad_tol"][0]
+    _edit_npz(wdir / PHASE3, break_certificate)
+    out = _compare_no_run(root, "uncertified")
+    assert out.returncode == 1 and f"FAIL {PHASE3} :: subset_refit_grad_norm [certificate]" in out.stdout
