@@ -7,8 +7,8 @@ call to cuInit: ... CUDA error" on every machine without a GPU; users read them 
 errors. ``TF_CPP_MIN_LOG_LEVEL=3`` (set only if the user has not set it, and inherited by
 the figures notebook's kernel) silences the C++ log after start-up; the lines TensorFlow
 writes before its logger is initialised ignore that variable, so the import of
-``tensorflow`` runs with file descriptor 2 captured and every line that is not one of the
-known start-up notices is written back. ``--debug`` on the command line (or
+``tensorflow`` (and its CUDA probe, made right after it) runs with file descriptor 2
+captured, and every line that is not one of the known start-up notices is written back. ``--debug`` on the command line (or
 ``INFLUENCE_TF_NOISE=1``) leaves everything as TensorFlow prints it.
 """
 import contextlib
@@ -72,6 +72,10 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         def quiet_exec_module(module):
             with _filtered_stderr():
                 exec_module(module)
+                # The CUDA probe ("failed call to cuInit") runs once, at the first device
+                # query: run it here, where its message is filtered, not at the first op.
+                with contextlib.suppress(Exception):
+                    module.config.list_physical_devices("GPU")
 
         spec.loader.exec_module = quiet_exec_module
         return spec
