@@ -109,6 +109,8 @@ class Experiment:
 
     def __init__(self, config: dict[str, Any], out_dir: str | Path | None = None):
         self.config = storage.normalise_json(config)
+        if out_dir is not None and str(out_dir) == "":
+            raise OutputDirError("--out-dir is an empty string; give a folder (default: <repo>/output)")
         self.out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
         self.R: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}

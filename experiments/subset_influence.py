@@ -122,6 +122,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     if int(num_subsets) != num_subsets or num_subsets < 3:
         raise ConfigError(f"--num-subsets must be an integer >= 3 (the tail groups need three size "
                           f"phases); got {num_subsets!r}")
+    if num_subsets > MAX_NUM_SUBSETS:
+        raise ConfigError(f"--num-subsets must be <= {MAX_NUM_SUBSETS} (each size gives about 20 groups, each "
+                          f"refitted exactly; the paper used 100); got {num_subsets!r}")
     for name, value in (("--subset-rel-size", subset_rel_size), ("--subset-min-rel-size", subset_min_rel_size),
                         ("--subset-max-rel-size", subset_max_rel_size)):
         if not (0 < value <= 1):
@@ -198,6 +201,8 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     return config
 
 
+MAX_NUM_SUBSETS = 100_000  # a sanity bound: 2 million exact refits are out of reach anyway
+
 # Training-set sizes fixed by the loaders (spec datasets.md; tests check them against the
 # loaders where the data are present), so that build_config can check the group sizes
 # without loading the data. reduced_cdr is absent: its size depends on the CDR database.
@@ -208,8 +213,8 @@ NUM_TRAIN: dict[str, int] = {
 }
 
 
-def check_group_sizes(config: dict[str, Any], n: int) -> np.ndarray:
-    """The group sizes of phase 5 for ``n`` training points, or :class:`ConfigError`.
+def check_group_sizes(config: dict[str, Any], n: int) -> None:
+    """Check the group sizes phase 5 draws for ``n`` training points (:class:`ConfigError`).
 
     Rules: every group has at least 1 point and leaves at least 1 point to refit on
     (a group of all n points leaves an empty training set), and the tail groups'
@@ -219,26 +224,24 @@ def check_group_sizes(config: dict[str, Any], n: int) -> np.ndarray:
     ds = c["dataset_config"]["dataset_id"]
     if c["subset_choice_type"] == "types":
         flags = ((f"--subset-rel-size {c['subset_rel_size']}", c["subset_rel_size"]),) * 2
-        sizes = np.full(c["num_subsets"], int(n * c["subset_rel_size"]), dtype=np.int64)
-    else:
+        smallest = largest = int(n * c["subset_rel_size"])
+    else:  # np.linspace(smallest, largest, num).astype(int) in phase 5
         flags = ((f"--subset-min-rel-size {c['subset_min_rel_size']}", c["subset_min_rel_size"]),
                  (f"--subset-max-rel-size {c['subset_max_rel_size']}", c["subset_max_rel_size"]))
-        sizes = np.linspace(int(n * c["subset_min_rel_size"]), int(n * c["subset_max_rel_size"]),
-                            c["num_subsets"]).astype(int)
-    if sizes.min() < 1:
+        smallest, largest = int(n * c["subset_min_rel_size"]), int(n * c["subset_max_rel_size"])
+    if smallest < 1:
         (flag, rel), _ = flags
-        raise ConfigError(f"{flag}: the smallest group would have int({n} x {rel}) = {int(sizes.min())} points "
+        raise ConfigError(f"{flag}: the smallest group would have int({n} x {rel}) = {smallest} points "
                           f"({ds} has {n} training points); groups need at least 1 point, i.e. a relative size "
                           f">= 1/{n}")
-    if sizes.max() > n - 1:
+    if largest > n - 1:
         _, (flag, rel) = flags
-        raise ConfigError(f"{flag}: the largest group would have {int(sizes.max())} of the {n} training points "
-                          f"of {ds}, leaving {n - int(sizes.max())} to refit on; a group must leave at least "
+        raise ConfigError(f"{flag}: the largest group would have {largest} of the {n} training points "
+                          f"of {ds}, leaving {n - largest} to refit on; a group must leave at least "
                           "1 point, i.e. a relative size < 1")
     if int(n * TAIL_FRACTIONS[0]) < 1:
         raise ConfigError(f"{ds} has {n} training points, too few for the tail groups (their smallest size "
                           f"int({TAIL_FRACTIONS[0]} n) must be >= 1, i.e. n >= 400)")
-    return sizes
 
 
 def newton_enabled(config: dict[str, Any]) -> bool:
