@@ -141,7 +141,7 @@ def certificate(R: dict[str, Any]) -> tuple[np.ndarray, int]:
     ratio = np.asarray(R["subset_refit_grad_norm"], dtype=float) / np.asarray(R["subset_refit_grad_tol"], dtype=float)
     ok = bool(np.all(ratio <= 1))
     if not ok:
+        bad = ratio[~(ratio <= 1)]
         logger.warning("%d of %d exact refits are not certified (worst ||grad||/tol = %.2e); exit code %d",
-                       int((~(ratio <= 1)).sum()), ratio.size, np.nanmax(ratio) if ratio.size else 0.0,
-                       EXIT_UNCERTIFIED)
+                       bad.size, ratio.size, np.max(bad), EXIT_UNCERTIFIED)
     return ratio, EXIT_OK if ok else EXIT_UNCERTIFIED

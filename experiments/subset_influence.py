@@ -340,6 +340,13 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
     def num_train(self) -> int:
         return self.train.num_examples
 
+    def get_simple_subset_tags(self) -> list[str]:
+        """``R['subset_tags']`` without their suffixes (``random_same_class-1`` ->
+        ``random_same_class``, ``pos_tail_test-2-17`` -> ``pos_tail_test``): the original's
+        method, used by the figures notebook; a list, not Python 3's one-shot ``map``."""
+        from experiments.plot import get_simple_subset_tags
+        return get_simple_subset_tags(self.R["subset_tags"])
+
     def get_model(self):
         if self._model is None:
             from influence.logistic_regression import LogisticRegression
