@@ -4,15 +4,17 @@
 
 Sets ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` for the notebook (as CodaLab's
 ``run_figures.sh`` did), runs every cell with nbclient, and writes the executed notebook
-to ``{plot_dir}/paper-figures.executed.ipynb``. Exits non-zero on any cell error.
+to ``{plot_dir}/paper-figures.executed.ipynb``. Exits 1 on any cell error (2 on a bad
+flag; ``--debug`` shows tracebacks).
 """
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
+
+from experiments import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "paper-figures.ipynb"
@@ -37,22 +39,31 @@ def run_notebook(out_dir: Path, plot_dir: Path, timeout: int = 1200, notebook: P
     return executed
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
     p.add_argument("--out-dir", default=str(REPO_ROOT / "output"))
     p.add_argument("--plot-dir", default=str(REPO_ROOT / "plots"))
     p.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args):
     t0 = time.perf_counter()
     try:
         executed = run_notebook(Path(args.out_dir), Path(args.plot_dir), args.timeout)
     except Exception as exc:  # nbclient raises CellExecutionError and friends
+        if args.debug:
+            raise
         print(f"error: the figures notebook failed: {exc}", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILURE
     pdfs = sorted(Path(args.plot_dir).glob("*.pdf"))
     print(f"figures: {len(pdfs)} PDF files in {args.plot_dir} ({time.perf_counter() - t0:.0f} s); "
           f"executed notebook: {executed}")
     return 0
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":
