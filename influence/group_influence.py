@@ -399,6 +399,11 @@ class GroupInfluence:
             H = self._require_hessian()
             return {"newton_dparam": _small.group_newton_steps(H, X, c, groups, G, dtype=model.config["dtype"],
                                                                chunk=max(1, len(groups)))}
+        if method == "explicit" and self._weighted():
+            if spectrum:
+                raise ValueError("spectrum=True needs unit sample weights (influence.groups.newton_explicit); "
+                                 "got non-unit sample_weights")
+            return {"newton_dparam": self._newton_weighted(groups, G)}
         Xa, _, s = self._design(self.train, self.sample_weights)
         if method == "explicit":
             return _groups.newton_explicit(self.spec, self._require_hessian(), self.params, Xa, groups, G,
@@ -407,6 +412,24 @@ class GroupInfluence:
                               tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
                               preconditioner=preconditioner if preconditioner is not None else self.preconditioner())
         return {"newton_dparam": Q}
+
+    def _weighted(self) -> bool:
+        return self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
+
+    def _newton_weighted(self, groups, G) -> np.ndarray:
+        # influence.groups.newton_explicit forms H_U from unweighted curvature rows, so
+        # groups with non-unit sample weights are solved directly: H_U = sum_{i in U} s_i
+        # hess l_i, then (H - H_U)^-1 g_U by the configured explicit solve.
+        model = self.at_optimum()
+        H = self._require_hessian()
+        X, y = _xy(self.train)
+        y = np.asarray(y).reshape(-1)
+        out = np.zeros((len(groups), model.num_params))
+        for k, g in enumerate(groups):
+            H_U = model.get_hessian((X[g], y[g]), self.sample_weights[g], 0.0)
+            out[k] = model.get_inverse_hvp(G[k], hessian_reg=H - H_U, inverse_hvp_method="explicit",
+                                           inverse_vp_method=self.inverse_vp_method)
+        return out
 
     def _require_hessian(self) -> np.ndarray:
         if self.hessian is None:
