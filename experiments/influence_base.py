@@ -27,15 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
-from influence.group_influence import GroupInfluence
+from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
-
-
-def progress_bar(iterable, desc: str, total: int | None = None, progress: bool | None = None):
-    """A tqdm bar that disappears when done; ``progress=None`` lets tqdm decide (off without a TTY)."""
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=False,
-                disable=None if progress is None else not progress)
 
 
 def refit_chunk_size(num_params: int, num_train: int, num_rows: int = 1, max_memory: int | None = None,

@@ -475,7 +475,7 @@ class GroupInfluence:
             y = np.asarray(_xy(self.train)[1]).reshape(-1)
             mask = self.spec.weight_mask() if self.spec.fit_intercept else None
             spans = [(a, min(a + chunk_size, S)) for a in range(0, S, chunk_size)]
-            for a, b in _bar(spans, "exact refits", progress):
+            for a, b in progress_bar(spans, "exact refits", progress=progress):
                 r = _small.refit_binary_groups(X, y, self.sample_weights, self.l2_reg, groups[a:b], self.params,
                                                weight_mask=mask, dtype=model.config["dtype"], chunk=b - a, **common)
                 out["params"][a:b], out["grad_norm"][a:b], out["grad_tol"][a:b] = r.thetas, r.grad_norms, r.grad_tols
@@ -484,7 +484,7 @@ class GroupInfluence:
         Xa, y, s = self._design(self.train, self.sample_weights)
         if method == "cg" and preconditioner is None:
             preconditioner = self.preconditioner()
-        for start in _bar(range(0, S, chunk_size), "exact refits", progress, total=math.ceil(S / chunk_size)):
+        for start in progress_bar(range(0, S, chunk_size), "exact refits", math.ceil(S / chunk_size), progress):
             sel = list(range(start, min(start + chunk_size, S)))
             if method == "explicit":
                 r = refit_chunk(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
@@ -555,7 +555,8 @@ class GroupInfluence:
                 - _groups.group_sums(groups, np.asarray(before)))
 
 
-def _bar(iterable, desc, progress, total=None):
+def progress_bar(iterable, desc: str, total: int | None = None, progress: bool | None = None):
+    """A tqdm bar that disappears when done; ``progress=None`` lets tqdm decide (off without a TTY)."""
     from tqdm.auto import tqdm
     return tqdm(iterable, desc=desc, total=total, leave=False,
                 disable=None if progress is None else not progress)
