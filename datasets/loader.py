@@ -41,6 +41,7 @@ DATASETS: dict[str, Callable[..., Datasets]] = {
     "dogfish": _lazy("processed_animals", "load_dogfish"),
     "animals": _lazy("processed_animals", "load_animals"),
     # Offline datasets added by this project (no download).
+    "fashion_mnist": _lazy("mnist", "load_fashion_mnist"),
     "breast_cancer": sklearn_data.load_breast_cancer,
     "digits": sklearn_data.load_digits,
     "synthetic_binary": synthetic.load_synthetic_binary,

@@ -14,9 +14,13 @@ published MD5s and fetched from yann.lecun.com or its usual mirrors.
   ``train_images``, ``train_labels``, ``validation_images``, ``validation_labels``,
   ``test_images``, ``test_labels``; images flattened float32).
 
-:func:`load_fashion_mnist_debian` reads Debian's ``dataset-fashion-mnist`` package (same
-IDX format and sizes; it is not MNIST) through the same code path, for tests and
-benchmarks at MNIST scale without network.
+``fashion_mnist`` (an offline dataset added by this project; not in the original): Zalando's
+Fashion-MNIST, same IDX format, sizes, split and preprocessing as ``mnist`` (train
+55,000 / validation 5,000 / test 10,000, float32 pixel / 255, 10 classes). Read from the
+four files (MNIST's names) in ``<data_dir>/fashion_mnist/`` when all four are there,
+otherwise from Debian's ``dataset-fashion-mnist`` package
+(:data:`FASHION_MNIST_DEBIAN_DIR`); never downloaded. Files in the data dir may be
+smaller (sizes only warned about, as for ``mnist``); Debian's must have the full sizes.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ EXPECTED_TEST_ROWS = 10_000
 SMALL_CACHE_KEYS = ("train_images", "train_labels", "validation_images", "validation_labels",
                     "test_images", "test_labels")
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_SUBDIR = "fashion_mnist"
 
 
 class IdxFormatError(ValueError):
@@ -190,6 +195,28 @@ def small_arrays(full: Datasets, random_seed: int = 0) -> dict[str, np.ndarray]:
         "validation_images": full.validation.x, "validation_labels": full.validation.labels,
         "test_images": full.test.x, "test_labels": full.test.labels,
     }
+
+
+def load_fashion_mnist(data_dir=None, validation_size: int = DEFAULT_VALIDATION_SIZE,
+                       progress: bool = True) -> Datasets:
+    """Load ``fashion_mnist``: float32 train (55000, 784), validation (5000, 784), test (10000, 784).
+
+    From ``<data_dir>/fashion_mnist/`` if it holds the four IDX files, else from Debian's
+    package; ``FileNotFoundError`` naming both places (and the package) when neither has
+    them. ``progress`` is accepted for the loader interface (nothing is downloaded).
+    """
+    directory = get_dataset_dir(FASHION_SUBDIR, data_dir)
+    if all((directory / n).is_file() for n in FILES_MD5):
+        return load_mnist_from_dir(directory, validation_size)
+    present = [n for n in FILES_MD5 if (directory / n).is_file()]
+    if present:
+        raise FileNotFoundError(f"fashion_mnist: {directory} holds only {present} of the four IDX files "
+                                f"{list(FILES_MD5)}; add the others or remove these to use "
+                                f"{FASHION_MNIST_DEBIAN_DIR}")
+    try:
+        return load_fashion_mnist_debian(validation_size, FASHION_MNIST_DEBIAN_DIR)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"fashion_mnist: no IDX files in {directory} and {exc}") from None
 
 
 def load_fashion_mnist_debian(validation_size: int = DEFAULT_VALIDATION_SIZE,

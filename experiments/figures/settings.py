@@ -39,6 +39,7 @@ DATASET_NAMES = {
     "dogfish": "Dogfish",
     "mnist_small": "MNIST (small)",
     "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
     "animals": "ImageNet",
     "reduced_cdr": "CDR",
     "breast_cancer": "Breast cancer",

@@ -165,3 +165,48 @@ def test_full_size_mnist_path_on_debian_fashion_mnist(data_dir, server, monkeypa
     assert (data_dir / "mnist" / "mnist_small_val-5000_seed-0.npz").is_file()
     debian = mnist.load_fashion_mnist_debian()
     assert np.array_equal(debian.test.x, ds.test.x)
+
+
+def test_fashion_mnist_reads_idx_files_from_the_data_dir(data_dir, monkeypatch):
+    # The Debian folder is pointed at an empty place: the data dir's files must be used.
+    monkeypatch.setattr(mnist, "FASHION_MNIST_DEBIAN_DIR", data_dir / "absent")
+    _, arrays = make_idx_files(data_dir / mnist.FASHION_SUBDIR, n_train=40, n_test=7, seed=3)
+    ds = load_dataset("fashion_mnist", data_dir=data_dir, validation_size=8)
+    assert ds.train.x.shape == (32, 784) and ds.validation.x.shape == (8, 784) and ds.test.x.shape == (7, 784)
+    assert ds.train.x.dtype == np.float32 and ds.train.labels.dtype == np.uint8
+    scaled = arrays["train_images"].reshape(40, -1).astype(np.float32) / np.float32(255)
+    assert np.array_equal(ds.validation.x, scaled[:8]) and np.array_equal(ds.train.x, scaled[8:])
+    assert np.array_equal(ds.train.labels, arrays["train_labels"][8:])
+    assert np.array_equal(ds.test.labels, arrays["test_labels"])
+
+
+def test_fashion_mnist_without_files_names_both_places(data_dir, monkeypatch):
+    monkeypatch.setattr(mnist, "FASHION_MNIST_DEBIAN_DIR", data_dir / "absent")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as err:
+        load_dataset("fashion_mnist", data_dir=data_dir)
+    assert str(data_dir / mnist.FASHION_SUBDIR) in str(err.value)
+    # Part of the files in the data dir is an error, not a silent fall-back to Debian's.
+    files, _ = make_idx_files(data_dir / "src", n_train=20, n_test=5)
+    target = data_dir / mnist.FASHION_SUBDIR / mnist.TRAIN_IMAGES
+    target.write_bytes(files[mnist.TRAIN_IMAGES].read_bytes())
+    with pytest.raises(FileNotFoundError, match="holds only"):
+        load_dataset("fashion_mnist", data_dir=data_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_fashion_mnist_from_debian_files(data_dir):
+    src = mnist.FASHION_MNIST_DEBIAN_DIR
+    if not all((src / n).is_file() for n in mnist.FILES_MD5):
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    ds = load_dataset("fashion_mnist", data_dir=data_dir)
+    assert ds.train.x.shape == (55000, 784) and ds.validation.x.shape == (5000, 784)
+    assert ds.test.x.shape == (10000, 784)
+    assert ds.train.x.dtype == np.float32 and ds.train.x.min() == 0.0 and ds.train.x.max() == 1.0
+    for split in (ds.train, ds.validation, ds.test):
+        assert sorted(np.unique(split.labels).tolist()) == list(range(10))
+    from experiments.subset_influence import NUM_TRAIN
+    assert NUM_TRAIN["fashion_mnist"] == ds.train.num_examples
+    # Same split as mnist: validation = the first 5,000 images of the training file.
+    raw = mnist.read_idx_labels(src / mnist.TRAIN_LABELS)
+    assert np.array_equal(ds.validation.labels, raw[:5000]) and np.array_equal(ds.train.labels, raw[5000:])
