@@ -9,7 +9,10 @@ is the same up to exact ties (as with fastcluster, spec §6 E11).
 
 :func:`cluster_labels_one_thread` adds the KMeans fits and runs everything on one
 thread (BLAS and OpenMP), so a pool does not depend on the machine's core count and
-pools of several matrices can be built in parallel processes.
+pools of several matrices can be built in parallel processes. :func:`pool_parts` and
+:func:`cluster_part_one_thread` split a pool into its labellings (the single linkage,
+then one KMeans per k), each computed exactly as in :func:`cluster_labels_one_thread`,
+so that the labellings of several matrices can be spread over processes.
 """
 from __future__ import annotations
 
@@ -96,3 +99,36 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
 
     with threadpool_limits(limits=1):
         return [single_linkage_fcluster(np.asarray(X, dtype=np.float64), 1)] + kmeans_labels(X, n_init, seed)
+
+
+def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
+    """The labellings of a pool of a matrix with ``n_rows`` rows, in the pool's order:
+    ``"single"`` (single linkage), then each KMeans ``k`` of ``ks`` with ``k <= n_rows``."""
+    return ["single"] + [k for k in ks if k <= n_rows]
+
+
+def cluster_part_one_thread(X: np.ndarray, part, n_init: int = 10, seed: int = 0) -> np.ndarray:
+    """One labelling of :func:`cluster_labels_one_thread`, on one BLAS/OpenMP thread:
+    ``part == "single"`` gives the single-linkage labels, an int ``k`` KMeans' labels
+    (the same calls, so the same labels bit for bit)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        if part == "single":
+            return single_linkage_fcluster(np.asarray(X, dtype=np.float64), 1)
+        return kmeans_labels(X, n_init, seed, ks=(int(part),))[0]
+
+
+# Matrices of a clustering worker process, sent once by the pool's initializer (not with
+# every task).
+_WORKER_MATS: list = []
+
+
+def init_worker(mats) -> None:
+    """Initializer of a clustering worker process: keep ``mats`` for :func:`worker_part`."""
+    _WORKER_MATS[:] = list(mats)
+
+
+def worker_part(i: int, part, n_init: int, seed: int) -> np.ndarray:
+    """:func:`cluster_part_one_thread` of the worker's matrix ``i``."""
+    return cluster_part_one_thread(_WORKER_MATS[i], part, n_init, seed)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -286,42 +287,87 @@ def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     return _cluster_pools([X], n_init, parallel=False)[0]
 
 
-def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
-    """:func:`_cluster_pool` of each matrix in ``mats``.
+# Below this many rows a pool takes well under a second: not worth starting processes.
+PARALLEL_MIN_ROWS = 2000
 
-    Each pool (single linkage, then KMeans for k = 4..128) is built on one thread
-    (:func:`experiments.clustering.cluster_labels_one_thread`); with ``parallel``, the
-    pools of ``mats[1:]`` are built in a worker process while this process builds the
-    first, so both cores stay busy. The pools are the same either way.
+
+def _num_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
+    """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
+
+    Each labelling (the single linkage, or one KMeans k) is one task computed on one
+    thread (:func:`experiments.clustering.cluster_part_one_thread`). With ``parallel``
+    (and more than one CPU and at least :data:`PARALLEL_MIN_ROWS` rows), the tasks of all
+    matrices go to one worker process per CPU, longest first (single linkage, then k =
+    128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
+    once. The labels are the same either way, bit for bit. If no process can be started,
+    or a worker dies, the missing tasks run in this process.
     """
-    from experiments.clustering import cluster_labels_one_thread
+    from experiments import clustering
 
-    executor = futures = None
-    if parallel and len(mats) > 1 and min(M.shape[0] for M in mats) >= 2000:
+    parts = [clustering.pool_parts(M.shape[0]) for M in mats]
+    order = [(i, p) for j in range(max(map(len, parts), default=0)) for i in range(len(mats))
+             for p in parts[i][j:j + 1]]
+    done: dict[tuple, np.ndarray] = {}
+    workers = min(_num_cpus(), len(order))
+    if parallel and workers > 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
         try:
-            executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            futures = [executor.submit(cluster_labels_one_thread, np.asarray(M), n_init, KMEANS_SEED)
-                       for M in mats[1:]]
+            executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=clustering.init_worker,
+                                           initargs=([np.asarray(M) for M in mats],))
         except (OSError, RuntimeError) as exc:  # no processes available: run in-process
-            logger.warning("clustering worker process unavailable (%s); clustering in-process", exc)
-            futures = None
-    try:
-        labels = [cluster_labels_one_thread(mats[0], n_init, KMEANS_SEED)]
-        rest = None
-        if futures is not None:
-            from concurrent.futures.process import BrokenProcessPool
-            try:
-                rest = [f.result() for f in futures]
-            except BrokenProcessPool as exc:
-                logger.warning("clustering worker process failed (%s); clustering in-process", exc)
-        if rest is None:
-            rest = [cluster_labels_one_thread(M, n_init, KMEANS_SEED) for M in mats[1:]]
-        labels += rest
-    finally:
+            logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
+            executor = None
         if executor is not None:
-            executor.shutdown(cancel_futures=True)
+            try:
+                futures = {key: executor.submit(clustering.worker_part, key[0], key[1], n_init, KMEANS_SEED)
+                           for key in order}
+                for key, f in futures.items():
+                    done[key] = f.result()
+            except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
+            finally:
+                executor.shutdown(cancel_futures=True)
+    for key in order:
+        if key not in done:
+            done[key] = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
+    return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
+
+
+def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
+    """:func:`_cluster_pool` of each matrix in ``mats`` (see :func:`_cluster_labelings`)."""
+    return [_pool_from_labels(lab) for lab in _cluster_labelings(mats, n_init, parallel)]
+
+
+def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True) -> list[list[np.ndarray]]:
+    """:func:`_cluster_pools`, reusing the labellings cached in ``cache_dir``
+    (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
+    if cache_dir is None:
+        return _cluster_pools(mats, n_init, parallel)
+    from experiments import cluster_cache
+    from experiments.clustering import pool_parts
+
+    mats = [np.asarray(M) for M in mats]
+    parts = [pool_parts(M.shape[0]) for M in mats]
+    keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
+    labels = [cluster_cache.load_labels(cache_dir, k, M.shape[0], len(p)) for M, k, p in zip(mats, keys, parts)]
+    missing = [i for i, lab in enumerate(labels) if lab is None]
+    if len(missing) < len(mats):
+        logger.info("clustering pools of %d of %d matrices reused from %s", len(mats) - len(missing), len(mats),
+                    cache_dir)
+    if missing:
+        for i, lab in zip(missing, _cluster_labelings([mats[i] for i in missing], n_init, parallel)):
+            labels[i] = lab
+            cluster_cache.save_labels(cache_dir, keys[i], lab)
     return [_pool_from_labels(lab) for lab in labels]
 
 
@@ -335,6 +381,15 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         self._datasets = None
 
     # ------------------------------------------------------------------ setup
+    @property
+    def cluster_cache_dir(self) -> Path | None:
+        """Where phase 5 caches its clustering labellings (:mod:`experiments.cluster_cache`):
+        ``<out_dir>/.cache``, shared by the runs of one out dir; ``None`` (no cache) when
+        the environment sets ``INFLUENCE_CLUSTER_CACHE=0``."""
+        if os.environ.get("INFLUENCE_CLUSTER_CACHE", "1").strip().lower() in ("0", "off", "no", "false"):
+            return None
+        return Path(self.out_dir) / ".cache"
+
     @property
     def run_id(self) -> str:
         return run_id_from_config(self.config)
@@ -491,7 +546,8 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 for idx in poss:
                     add(f"pos_tail_test-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
-        pools = _cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10))
+        pools = _cached_cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
+                                      self.cluster_cache_dir)
         for tag, pool in zip(("same_features", "same_grad"), pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:

@@ -1,0 +1,77 @@
+"""A cache of phase 5's clustering labellings, keyed by exactly what they depend on.
+
+A pool's labellings (single linkage, then KMeans for k = 4..128; ss_logreg §3 phase 5)
+depend only on the matrix (dtype, shape and bytes), KMeans' ``n_init`` and seed, the
+k's, the clustering code (:data:`CLUSTERING_VERSION`, raised whenever
+:mod:`experiments.clustering` changes its results) and the numpy / scipy / scikit-learn
+versions; they are computed on one thread, so not on the machine. The key is the SHA-256
+of all of these. Runs that share a training matrix, such as the regularisation sweep
+(``--fixed-reg``: the feature matrix X is the same for every lambda, only the gradient
+matrix changes), build the X pool once. A cached labelling is the stored result of the
+same computation, so results are bitwise identical with and without the cache.
+
+Files: ``<cache_dir>/.cluster-labels-<key>.npz`` (keys ``key`` and ``labels_0``,
+``labels_1``, ...), written atomically by :func:`datasets.storage.save_arrays`; the name
+is hidden so that result comparisons and listings skip it. A damaged file, a file of
+another key or of other shapes is ignored (with a warning) and rebuilt. Deleting the
+folder is always safe.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datasets.common import read_cache
+from datasets.storage import save_arrays
+
+logger = logging.getLogger(__name__)
+
+# Raise when the clustering code changes its labels (experiments/clustering.py).
+CLUSTERING_VERSION = 1
+CACHE_PREFIX = ".cluster-labels-"
+
+
+def cache_key(X: np.ndarray, parts, n_init: int, seed: int) -> str:
+    """SHA-256 (hex) of the matrix content and every setting its labellings depend on."""
+    import scipy
+    import sklearn
+
+    X = np.ascontiguousarray(X)
+    h = hashlib.sha256()
+    head = (f"v{CLUSTERING_VERSION}|{X.dtype.str}|{X.shape}|parts={list(parts)}|n_init={int(n_init)}|"
+            f"seed={int(seed)}|numpy={np.__version__}|scipy={scipy.__version__}|sklearn={sklearn.__version__}|")
+    h.update(head.encode())
+    h.update(memoryview(X).cast("B"))
+    return h.hexdigest()
+
+
+def cache_path(cache_dir: str | os.PathLike, key: str) -> Path:
+    return Path(cache_dir) / f"{CACHE_PREFIX}{key}.npz"
+
+
+def load_labels(cache_dir: str | os.PathLike, key: str, n_rows: int, n_parts: int) -> list[np.ndarray] | None:
+    """The cached labellings of ``key``, or ``None`` if absent, damaged or not matching."""
+    path = cache_path(cache_dir, key)
+    names = [f"labels_{j}" for j in range(n_parts)]
+    arrays = read_cache(path, ["key"] + names)
+    if arrays is None:
+        return None
+    labels = [arrays[n] for n in names]
+    if str(arrays["key"]) != key or any(a.shape != (n_rows,) or a.dtype.kind not in "iu" for a in labels):
+        logger.warning("ignoring cache %s: it does not hold %d labellings of %d rows for its key; "
+                       "rebuilding it", path, n_parts, n_rows)
+        return None
+    return labels
+
+
+def save_labels(cache_dir: str | os.PathLike, key: str, labels) -> None:
+    """Store ``labels`` under ``key`` (atomically; a folder that cannot be written only warns)."""
+    path = cache_path(cache_dir, key)
+    try:
+        save_arrays(path, key=np.array(key), **{f"labels_{j}": np.asarray(a) for j, a in enumerate(labels)})
+    except OSError as exc:
+        logger.warning("cannot write the clustering cache %s (%s); continuing without it", path, exc)
