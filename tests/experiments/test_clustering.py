@@ -44,3 +44,38 @@ def test_parallel_pools_equal_serial_pools():
     for M, pool in zip([A, B], par):
         ser = _cluster_pool(M, n_init=1)
         assert len(pool) == len(ser) and all(np.array_equal(a, b) for a, b in zip(pool, ser))
+
+
+@pytest.mark.parametrize("n, make", [(2, _integer_data), (3, _float_data), (400, _integer_data),
+                                     (250, _float_data)])
+def test_mst_single_linkage_equals_scipy_bit_for_bit(n, make):
+    from scipy.cluster.hierarchy import linkage
+
+    from experiments.clustering import mst_single_linkage
+    X = make(n=n)
+    X[n // 2:] = X[: n - n // 2]  # duplicated points: zero distances and many exact ties
+    y = condensed_euclidean(X)
+    assert np.array_equal(mst_single_linkage(y, n), linkage(y, method="single"))
+
+
+def test_single_linkage_rejects_non_finite_features():
+    X = _float_data()
+    X[3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        single_linkage_fcluster(X)
+
+
+def test_one_thread_limits_openmp_even_before_sklearn_is_imported():
+    # threadpoolctl only limits loaded libraries: a worker process that has not imported
+    # scikit-learn yet must still run KMeans on one OpenMP thread.
+    import subprocess
+    import sys
+
+    code = ("import sys; from experiments.clustering import one_thread; assert 'sklearn' not in sys.modules\n"
+            "with one_thread():\n"
+            "    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads\n"
+            "    print(_openmp_effective_n_threads())")
+    from experiments.common import REPO_ROOT
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO_ROOT),
+                         env={"OMP_NUM_THREADS": "2", "PATH": ""}, check=True)
+    assert out.stdout.split() == ["1"]

@@ -1,0 +1,114 @@
+"""The cache of phase 5's clustering labellings (experiments/cluster_cache.py): reused only
+for exactly the same inputs, damaged files rebuilt, results bitwise identical."""
+import numpy as np
+import pytest
+
+from experiments import cluster_cache
+from experiments import subset_influence as si
+from experiments.subset_influence import SubsetInfluenceLogreg, build_config
+
+
+def _mats(n=300):
+    rng = np.random.RandomState(0)
+    A = rng.randint(0, 3, (n, 4)).astype(np.float32)
+    B = rng.normal(0, 1, (n, 3)) + rng.randint(0, 3, (n, 1)) * 3.0
+    return A, B
+
+
+def _same_pools(p, q):
+    return len(p) == len(q) and all(len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+                                    for a, b in zip(p, q))
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.glob(cluster_cache.CACHE_PREFIX + "*.npz"))
+
+
+def test_cached_pools_equal_fresh_pools_and_are_reused(tmp_path, monkeypatch):
+    A, B = _mats()
+    fresh = si._cluster_pools([A, B], n_init=2, parallel=False)
+    first = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    assert _same_pools(first, fresh) and len(_files(tmp_path)) == 2
+
+    asked = []
+    real = si._cluster_labelings
+
+    def recording(mats, n_init, parallel=True):
+        asked.append([M.copy() for M in mats])
+        return real(mats, n_init, parallel)
+
+    monkeypatch.setattr(si, "_cluster_labelings", recording)
+    again = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    assert _same_pools(again, fresh) and asked == []  # nothing recomputed
+    # One changed entry of B: only B's labellings are computed again (X of a lambda sweep).
+    B2 = B.copy()
+    B2[5, 1] += 1e-9
+    out = si._cached_cluster_pools([A, B2], n_init=2, cache_dir=tmp_path, parallel=False)
+    assert len(asked) == 1 and len(asked[0]) == 1 and np.array_equal(asked[0][0], B2)
+    assert _same_pools(out, si._cluster_pools([A, B2], n_init=2, parallel=False))
+    # Another n_init is another key.
+    asked.clear()
+    si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    assert len(asked) == 1 and len(_files(tmp_path)) == 4
+
+
+def test_key_covers_content_dtype_shape_and_settings():
+    A, _ = _mats()
+    parts = ["single", 4, 8]
+    k = cluster_cache.cache_key(A, parts, 10, 0)
+    assert k == cluster_cache.cache_key(np.asfortranarray(A.copy()), parts, 10, 0)  # same content
+    A2 = A.copy()
+    A2[0, 0] += 1
+    others = [cluster_cache.cache_key(A2, parts, 10, 0), cluster_cache.cache_key(A.astype(np.float64), parts, 10, 0),
+              cluster_cache.cache_key(A.reshape(-1, 2), parts, 10, 0), cluster_cache.cache_key(A, parts, 9, 0),
+              cluster_cache.cache_key(A, parts, 10, 1), cluster_cache.cache_key(A, parts[:2], 10, 0)]
+    assert len({k, *others}) == 7
+
+
+def test_damaged_or_foreign_cache_files_are_rebuilt(tmp_path, caplog):
+    A, B = _mats()
+    fresh = si._cluster_pools([A], n_init=1, parallel=False)
+    si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    (path,) = tmp_path.glob(cluster_cache.CACHE_PREFIX + "*.npz")
+    good = path.read_bytes()
+    for damaged in (good[: len(good) // 2], b"\0" * 100, b""):
+        path.write_bytes(damaged)
+        assert _same_pools(si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
+        assert path.read_bytes() == good  # rewritten whole
+    # A file holding another matrix's labellings under this name is not trusted.
+    key = path.name[len(cluster_cache.CACHE_PREFIX):-4]
+    other = si._cluster_labelings([B[:200]], 1, parallel=False)[0]
+    cluster_cache.save_labels(tmp_path, key, other)
+    with caplog.at_level("WARNING"):
+        assert _same_pools(si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
+    assert "ignoring cache" in caplog.text
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_regularisation_sweep_reuses_the_feature_pool_with_identical_groups(tmp_path, monkeypatch):
+    def run(out, reg):
+        cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=3,
+                           fixed_reg=reg, kmeans_n_init=2)
+        return SubsetInfluenceLogreg(cfg, out_dir=out, progress=False).run()
+
+    cache = tmp_path / "cached" / ".cache"
+    cached = [run(tmp_path / "cached", reg) for reg in (1e-3, 1e-1)]
+    # Run 1 cached X's and its gradients' labellings; run 2 only its own gradients'.
+    assert len(_files(cache)) == 3
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    plain = [run(tmp_path / "plain", reg) for reg in (1e-3, 1e-1)]
+    assert not (tmp_path / "plain" / ".cache").exists()
+    for a, b in zip(cached, plain):
+        assert list(a["subset_tags"]) == list(b["subset_tags"])
+        assert all(np.array_equal(x, y) for x, y in zip(a["subset_indices"], b["subset_indices"]))
+        assert np.array_equal(a["subset_self_actl_infl"], b["subset_self_actl_infl"])
+
+
+def test_parallel_labellings_of_one_matrix_equal_serial(monkeypatch):
+    # n >= PARALLEL_MIN_ROWS and two CPUs: the tasks of a single matrix go to two workers.
+    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    rng = np.random.RandomState(1)
+    B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
+    par = si._cluster_labelings([B], n_init=1, parallel=True)
+    ser = si._cluster_labelings([B], n_init=1, parallel=False)
+    assert len(par[0]) == 7 and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(par[0], ser[0]))
