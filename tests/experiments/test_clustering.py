@@ -27,6 +27,15 @@ def test_condensed_distances_equal_pdist(block):
     np.testing.assert_allclose(condensed_euclidean(F, block=block), pdist(F), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [700, 2301])
+def test_condensed_distances_do_not_depend_on_the_default_block(n):
+    # Float features: the default block (256) gives the bits of the earlier default (2048),
+    # on which the recorded groups rest. (Blocks that are not multiples of the BLAS
+    # kernel's unroll, such as 1 or 7, do change the last bits.)
+    G = np.random.RandomState(2).normal(0, 1, (n, 128))
+    assert np.array_equal(condensed_euclidean(G), condensed_euclidean(G, block=2048))
+
+
 @pytest.mark.parametrize("make", [_integer_data, _float_data])
 def test_single_linkage_equals_scipy_fclusterdata(make):
     X = make()
