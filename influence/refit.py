@@ -35,9 +35,10 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from influence import kernels as K
-from influence.kernels import ModelSpec
-from influence.solvers import NotPositiveDefiniteError, lu_solve, preconditioned_cg_rows, warn_uncertified
+from influence import objective as K
+from influence.newton import cg_directions
+from influence.objective import LogisticObjective, ModelSpec
+from influence.solvers import NotPositiveDefiniteError, cholesky_factors, solve_with_factors, warn_uncertified
 
 logger = logging.getLogger(__name__)
 
@@ -57,45 +58,6 @@ class RefitResult:
     hvps: np.ndarray | None = None  # Hessian-vector products spent in Newton-CG steps
 
 
-def _batched_solve(Ls, ok, Hs, G):
-    """Solve with Cholesky factors where ``ok``, LU on ``Hs`` elsewhere. G: (B, d).
-
-    ``Ls`` comes from :func:`_cholesky` (identity where the factorisation failed)."""
-    X = tf.linalg.cholesky_solve(Ls, G[:, :, None])[:, :, 0]
-    if not bool(tf.reduce_all(ok)):
-        bad = np.flatnonzero(~ok.numpy())
-        logger.warning("Cholesky failed for %d refit Hessians; falling back to LU", len(bad))
-        fixed = tf.stack([lu_solve(Hs[b], G[b][:, None])[:, 0] for b in bad])
-        X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
-    return X
-
-
-def _one_blas_thread():
-    """One OpenBLAS thread for the (n x E)^T (n x E) products: on 2 cores shared with
-    TensorFlow's pool, threaded BLAS spent most of its time spin-waiting."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _group_hessians(spec: ModelSpec, theta_hat, Xa, s_base, groups, Xa_np=None):
-    """Unregularised Hessians ``H_U`` of the groups at ``theta_hat``, (B, d, d)."""
-    dtype = Xa.dtype
-    if spec.binary and Xa_np is not None:
-        c = K.curvature(theta_hat, Xa, spec) * s_base
-        Z = Xa_np * np.sqrt(c.numpy())[:, None]
-        out = np.empty((len(groups), spec.num_params, spec.num_params))
-        with _one_blas_thread():
-            for b, idx in enumerate(groups):
-                Zb = Z[np.asarray(idx, dtype=np.int64)]
-                out[b] = Zb.T @ Zb  # BLAS syrk
-        return tf.constant(out, dtype=dtype)
-    H_U = []
-    for idx in groups:
-        idx = np.asarray(idx, dtype=np.int64)
-        H_U.append(K.hessian(theta_hat, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, dtype), spec))
-    return tf.stack(H_U)
-
-
 def _gradient_rows(batch, Theta, rows, G_fill):
     """``G_fill`` with the rows ``rows`` replaced by the gradients at ``Theta[rows]``."""
     if len(rows) == batch.B:
@@ -110,9 +72,9 @@ def _objective_rows(batch, Theta, rows):
     """Objectives at ``Theta[rows]`` (NumPy, length B; +inf elsewhere)."""
     f = np.full(batch.B, np.inf)
     if len(rows) == batch.B:
-        return batch.objective(Theta).numpy()
+        return batch.loss(Theta).numpy()
     if len(rows):
-        f[rows] = batch.columns(rows).objective(tf.gather(Theta, rows)).numpy()
+        f[rows] = batch.columns(rows).loss(tf.gather(Theta, rows)).numpy()
     return f
 
 
@@ -159,174 +121,13 @@ def _step_search(batch, Theta, G, gnorm, step, active):
     return cand, G_c, n_c, good, t
 
 
-def _cholesky(Hs):
-    """Batched Cholesky factors and a mask of the finite ones; failed factors (NaN, see
-    :mod:`influence.solvers`) are replaced by the identity once, here, so that solves
-    need no per-call masking."""
-    Ls = tf.linalg.cholesky(Hs)
-    ok = tf.reduce_all(tf.math.is_finite(tf.reshape(Ls, [Ls.shape[0], -1])), axis=1)
-    if not bool(tf.reduce_all(ok)):
-        Ls = tf.where(ok[:, None, None], Ls, tf.eye(Ls.shape[-1], dtype=Ls.dtype))
-    return Ls, ok
-
-
-def _to_ext_batch(Theta, spec):
-    """(B, d) parameter rows → (B, K', E) extended layout."""
-    B = tf.shape(Theta)[0]
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(Theta, [B, spec.num_rows, spec.ext_dim])
-    Kc, D = spec.num_rows, spec.input_dim
-    W = tf.reshape(Theta[:, :Kc * D], [B, Kc, D])
-    return tf.concat([W, Theta[:, Kc * D:, None]], axis=2)
-
-
-def _from_ext_batch(T, spec):
-    """(B, K', E) → (B, d)."""
-    B = tf.shape(T)[0]
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(T, [B, -1])
-    D = spec.input_dim
-    return tf.concat([tf.reshape(T[:, :, :D], [B, -1]), T[:, :, D]], axis=1)
-
-
-class _Batch:
-    """Tensors shared by the B problems of one chunk."""
-
-    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None):
-        self.spec, self.Xa, self.y, self.S, self.l2 = spec, Xa, y, S, l2
-        self.mask = tf.constant(spec.weight_mask(), dtype=Xa.dtype)
-        self.B = int(S.shape[1])
-        # NumPy copy of Xa for the binary Hessians (see :meth:`hessians`).
-        self.Xa_np = Xa_np
-        # Any c > 0 fixes the gauge (ModelSpec.has_gauge); this one is on the scale of
-        # the Hessian's diagonal, like the preconditioners'.
-        self.gauge_c = float(tf.reduce_sum(S) / max(self.B, 1)) / spec.num_rows + float(l2)
-        if not spec.binary and y is not None:
-            self.Y1 = tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Xa.dtype)  # (n, K)
-
-    def columns(self, cols) -> "_Batch":
-        """The sub-batch of problems ``cols`` (an int array), sharing the data tensors."""
-        sub = _Batch.__new__(_Batch)
-        sub.__dict__.update(self.__dict__)
-        sub.S = tf.gather(self.S, cols, axis=1)
-        sub.B = len(cols)
-        return sub
-
-    def logits(self, Theta):
-        """Binary: (n, B); multinomial: (n, B, K)."""
-        T = tf.reshape(_to_ext_batch(Theta, self.spec), [-1, self.spec.ext_dim])
-        Z = tf.matmul(self.Xa, T, transpose_b=True)
-        if self.spec.binary:
-            return Z
-        return tf.reshape(Z, [-1, self.B, self.spec.num_classes])
-
-    def objective(self, Theta):
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            losses = tf.nn.softplus(Z) - self.y[:, None] * Z
-        else:
-            losses = tf.reduce_logsumexp(Z, axis=2) - tf.reduce_sum(Z * self.Y1[:, None, :], axis=2)
-        return tf.reduce_sum(self.S * losses, axis=0) + 0.5 * self.l2 * tf.reduce_sum(self.mask * Theta * Theta, axis=1)
-
-    def gradient(self, Theta):
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            R = self.S * (tf.sigmoid(Z) - self.y[:, None])        # (n, B)
-            G = tf.matmul(R, self.Xa, transpose_a=True)            # (B, E)
-        else:
-            R = self.S[:, :, None] * (tf.nn.softmax(Z, axis=2) - self.Y1[:, None, :])  # (n, B, K)
-            G_ext = tf.einsum("nbk,na->bka", R, self.Xa)
-            G = _from_ext_batch(G_ext, self.spec)
-        return G + self.l2 * self.mask * Theta
-
-    def curvature(self, Theta):
-        """Weighted curvature at each row of Theta, for :meth:`hvp`: binary
-        ``S * sigma (1 - sigma)`` (n, B); multinomial probabilities (n, B, K)."""
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            p = tf.sigmoid(Z)
-            return self.S * p * (1.0 - p)
-        return tf.nn.softmax(Z, axis=2)
-
-    def hvp(self, curv, V, rows=None) -> np.ndarray:
-        """``A_j V[k]`` for ``j = rows[k]``: reduced regularised Hessians (gauge-fixed with
-        ``gauge_c n n^T``) at the iterates ``curv`` was computed at. V: (b, d) NumPy.
-
-        Two matrix products over the whole batch: ``Xa V_ext^T`` (n, b K') and
-        ``T^T Xa`` (b K', E)."""
-        spec = self.spec
-        S = self.S
-        if rows is not None and len(rows) < self.B:
-            curv, S = tf.gather(curv, rows, axis=1), tf.gather(S, rows, axis=1)
-        V = tf.constant(V, dtype=self.Xa.dtype)
-        b, n = int(V.shape[0]), int(self.Xa.shape[0])
-        if spec.binary:
-            U = tf.matmul(self.Xa, V, transpose_b=True)                    # (n, b)
-            out = tf.matmul(curv * U, self.Xa, transpose_a=True)           # (b, E)
-        else:
-            Kc, E = spec.num_rows, spec.ext_dim
-            Vx = tf.reshape(_to_ext_batch(V, spec), [b * Kc, E])
-            U = tf.reshape(tf.matmul(self.Xa, Vx, transpose_b=True), [n, b, Kc])
-            T = S[:, :, None] * curv * (U - tf.reduce_sum(curv * U, axis=2, keepdims=True))
-            out = tf.matmul(tf.reshape(T, [n, b * Kc]), self.Xa, transpose_a=True)
-            out = _from_ext_batch(tf.reshape(out, [b, Kc, E]), spec)
-            if spec.has_gauge:
-                u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
-                out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
-        return (out + self.l2 * self.mask * V).numpy()
-
-    def newton_directions(self, Theta, G, precond, rtol, maxiter):
-        """Directions ``A_j^{-1} G[j]`` for each problem j of the batch, by preconditioned
-        CG (:func:`influence.solvers.preconditioned_cg_rows`) on the exact reduced
-        Hessians at ``Theta[j]`` (:meth:`hvp`), gauge component removed. G: (B, d) NumPy.
-        Returns (directions as a (B, d) tensor, the CG result)."""
-        curv = self.curvature(Theta)
-        res = preconditioned_cg_rows(lambda V, rows: self.hvp(curv, V, rows), np.asarray(G), precond, rtol, maxiter)
-        steps = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=self.Xa.dtype), self.spec))
-        return steps, res
-
-    def hessians(self, Theta):
-        """Full-data reduced Hessians at each row of Theta, (B, d, d), gauge-fixed."""
-        Z = self.logits(Theta)
-        eye = tf.linalg.diag(self.l2 * self.mask)
-        if self.spec.binary:
-            p = tf.sigmoid(Z)
-            W = self.S * p * (1.0 - p)                              # (n, B)
-            if self.Xa_np is not None:
-                # Z_b^T Z_b with Z_b = sqrt(W_b) Xa: a symmetric rank-n update (half the
-                # flops of a general product), single-threaded BLAS (see _one_blas_thread).
-                Wn = np.sqrt(W.numpy())
-                Hs = np.empty((self.B, self.spec.ext_dim, self.spec.ext_dim))
-                with _one_blas_thread():
-                    for b in range(self.B):
-                        Zb = self.Xa_np * Wn[:, b:b + 1]
-                        Hs[b] = Zb.T @ Zb
-                return tf.constant(Hs, dtype=self.Xa.dtype) + eye
-            E = self.spec.ext_dim
-            big = tf.reshape(W[:, :, None] * self.Xa[:, None, :], [-1, self.B * E])
-            Hs = tf.transpose(tf.reshape(tf.matmul(self.Xa, big, transpose_a=True), [E, self.B, E]), [1, 0, 2])
-            return Hs + eye
-        P = tf.nn.softmax(Z, axis=2)
-        Hs = tf.stack([K._multinomial_hessian_from_probs(P[:, b], self.Xa, self.S[:, b], self.spec)
-                       for b in range(self.B)])
-        return K.gauge_fix(Hs + eye, self.spec)
-
-
 def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None):
-    """The batch of reduced problems, theta_hat, the starting iterates and the gradient
-    scales ``sum_{i not in U} s_i ||[x_i; 1]||`` (NumPy) that the certificates multiply."""
-    dtype = Xa.dtype
-    n, B = int(Xa.shape[0]), len(groups)
-    keep = np.ones((n, B))
-    for b, idx in enumerate(groups):
-        keep[np.asarray(idx, dtype=np.int64), b] = 0.0
-    S = s_base[:, None] * tf.constant(keep, dtype=dtype)
-    batch = _Batch(spec, Xa, y, S, l2, Xa_np)
-    theta_hat = tf.constant(np.asarray(theta_hat), dtype=dtype)
-    Theta = tf.tile(theta_hat[None, :], [B, 1])
-    row_norms = tf.norm(Xa, axis=1)
-    scale = tf.maximum(tf.linalg.matvec(S, row_norms, transpose_a=True), 1.0).numpy()
-    return batch, theta_hat, Theta, scale
+    """The reduced problems, theta_hat, the starting iterates and the certificate
+    scales (:meth:`LogisticObjective.grad_scales`)."""
+    batch = LogisticObjective.without_groups(spec, Xa, y, s_base, l2, groups, Xa_np)
+    theta_hat = tf.constant(np.asarray(theta_hat), dtype=Xa.dtype)
+    Theta = tf.tile(theta_hat[None, :], [len(groups), 1])
+    return batch, theta_hat, Theta, batch.grad_scales()
 
 
 def _result(Theta, gnorm, tols, iters, n_hess, first_steps, first_full, hvps=None) -> RefitResult:
@@ -360,8 +161,8 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     if hessian_hat is None:
         hessian_hat = K.hessian(theta_hat, Xa, s_base, l2, spec)
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
-    Hs = K.gauge_fix(H_hat[None] - _group_hessians(spec, theta_hat, Xa, s_base, groups, Xa_np), spec)
-    Ls, ok = _cholesky(Hs)
+    Hs = K.gauge_fix(H_hat[None] - batch.group_hessians(theta_hat, groups), spec)
+    Ls, ok = cholesky_factors(Hs)
 
     G = batch.gradient(Theta)
     gnorm = tf.norm(G, axis=1).numpy()
@@ -377,7 +178,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         active = (gnorm > tols_np) & ~stalled
         if not active.any():
             break
-        step = tf.transpose(K.project_out_gauge(tf.transpose(_batched_solve(Ls, ok, Hs, G)), spec))
+        step = tf.transpose(K.project_out_gauge(tf.transpose(solve_with_factors(Ls, ok, Hs, G[:, :, None])[:, :, 0]), spec))
         cgr = np.flatnonzero(active & cg_mode)
         cg_failed = np.zeros(B, dtype=bool)
         if cgr.size:
@@ -414,7 +215,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
             if len(idx) == 0:
                 continue
             H_new = batch.columns(idx).hessians(tf.gather(Theta, idx))
-            L_new, ok_new = _cholesky(H_new)
+            L_new, ok_new = cholesky_factors(H_new)
             Hs = tf.tensor_scatter_nd_update(Hs, idx[:, None], H_new)
             Ls = tf.tensor_scatter_nd_update(Ls, idx[:, None], L_new)
             ok = tf.tensor_scatter_nd_update(ok, idx[:, None], ok_new)
@@ -441,7 +242,7 @@ def _newton_cg_steps(batch, Theta, G, gnorm, scale, Ls, ok, rows, maxiter):
         return out[idx]
 
     eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[rows] / scale[rows])), 1e-15)
-    steps, res = batch.columns(rows).newton_directions(tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
+    steps, res = cg_directions(batch.columns(rows), tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
                                                       precond, eta, maxiter)
     return steps, res.iterations, res.converged
 
@@ -546,7 +347,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
             break
         a = np.flatnonzero(active)
         eta = np.minimum(forcing, np.sqrt(gnorm[a] / scale[a])) * tighten[a]
-        step_a, cg = batch.columns(a).newton_directions(tf.gather(Theta, a), tf.gather(G, a).numpy(),
+        step_a, cg = cg_directions(batch.columns(a), tf.gather(Theta, a), tf.gather(G, a).numpy(),
                                                         preconditioner, np.maximum(eta, 1e-15), cg_maxiter)
         hvps[a] += cg.iterations
         step = tf.scatter_nd(a[:, None], step_a, [B, d])

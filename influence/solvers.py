@@ -56,6 +56,42 @@ def lu_solve(M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
     return tfp.math.lu_solve(lower_upper, perm, V)
 
 
+def cholesky_factors(M: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cholesky factors of a batch of matrices (B, d, d) and a bool mask (B,) of the
+    finite ones. Failed factors (NaN, or an exception on builds that raise) are
+    replaced by the identity once, here, so that solves need no per-call masking."""
+    try:
+        L = tf.linalg.cholesky(M)
+    except tf.errors.InvalidArgumentError:
+        L = tf.fill(tf.shape(M), tf.constant(np.nan, dtype=M.dtype))
+    ok = tf.reduce_all(tf.math.is_finite(tf.reshape(L, [L.shape[0], -1])), axis=1)
+    if not bool(tf.reduce_all(ok)):
+        L = tf.where(ok[:, None, None], L, tf.eye(L.shape[-1], dtype=L.dtype))
+    return L, ok
+
+
+def solve_with_factors(L: tf.Tensor, ok, M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
+    """``M[b]^{-1} V[b]`` for V of shape (B, d, m), by the factors of
+    :func:`cholesky_factors`, and by LU (with a logged warning) where ``ok`` is False:
+    the one Cholesky-to-LU fall-back of the package."""
+    X = tf.linalg.cholesky_solve(L, V)
+    ok = np.asarray(ok)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        logger.warning("Cholesky failed for %d of %d matrices (not numerically positive definite); "
+                       "falling back to LU", len(bad), len(ok))
+        fixed = tf.stack([lu_solve(M[b], V[b]) for b in bad])
+        X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
+    return X
+
+
+def spd_solve(M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
+    """Solve ``M[b] X[b] = V[b]`` (M: (B, d, d), V: (B, d, m)) by Cholesky, with LU where
+    the factor is not finite (:func:`solve_with_factors`)."""
+    L, ok = cholesky_factors(M)
+    return solve_with_factors(L, ok, M, V)
+
+
 def inverse_vp(M, V, method: str = "cholesky") -> tf.Tensor:
     """Solve ``M X = V``; V has shape (d,) or (d, m). Returns a tensor shaped like V."""
     if method not in INVERSE_VP_METHODS:
@@ -64,14 +100,10 @@ def inverse_vp(M, V, method: str = "cholesky") -> tf.Tensor:
     V, squeeze = _as_matrix(tf.cast(V, M.dtype))
     if method == "lu":
         X = lu_solve(M, V)
+    elif method == "cholesky":
+        X = tf.linalg.cholesky_solve(cholesky_factor(M), V)
     else:
-        try:
-            X = tf.linalg.cholesky_solve(cholesky_factor(M), V)
-        except NotPositiveDefiniteError:
-            if method == "cholesky":
-                raise
-            logger.warning("Cholesky failed (matrix not positive definite); falling back to LU")
-            X = lu_solve(M, V)
+        X = spd_solve(M[None], V[None])[0]
     return X[:, 0] if squeeze else X
 
 
