@@ -23,10 +23,9 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from influence import objective as K
-from influence.newton import cg_directions
+from influence.newton import cg_directions, make_preconditioner
 from influence.objective import LogisticObjective, ModelSpec, hessian_factor_rows, one_blas_thread, to_ext_batch
-from influence.refit import make_preconditioner
-from influence.solvers import ConvergenceWarning
+from influence.solvers import ConvergenceWarning, spd_solve
 
 
 def incidence(groups: Sequence[np.ndarray], n: int, dtype=np.float64) -> sp.csr_matrix:
@@ -109,10 +108,7 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
             route[s] = 1
             H_U = Z.T @ Z  # the one O(r d^2) product; everything else is O(d^3)
             M = Ht - H_U
-            try:
-                x = sla.cho_solve(sla.cho_factor(M, lower=True), g)
-            except np.linalg.LinAlgError:
-                x = sla.lu_solve(sla.lu_factor(M), g)
+            x = spd_solve(M, g)
             if spectrum:
                 W = sla.solve_triangular(L, H_U, lower=True)
                 ev = np.linalg.eigvalsh(sla.solve_triangular(L, W.T, lower=True))

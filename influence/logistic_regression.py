@@ -29,10 +29,8 @@ import tensorflow as tf
 
 from influence import objective as K
 from influence.objective import LogisticObjective, ModelSpec
-from influence.newton import cg_directions
-from influence.refit import make_preconditioner
-from influence.solvers import (FitResult, conjugate_gradient, inverse_vp,
-                               newton_minimize)
+from influence.newton import ExplicitNewton, FitResult, NewtonCG, armijo_step, certify, newton_loop
+from influence.solvers import conjugate_gradient, inverse_vp
 
 logger = logging.getLogger(__name__)
 
@@ -339,32 +337,22 @@ class LogisticRegression:
         if float(l2) == 0.0 and spec.fit_intercept is False and method == "newton":
             logger.debug("fitting without regularisation; the optimum may not exist on separable data")
 
-        fun, grad = obj.loss_at, obj.gradient_at
+        scale_ref = self.grad_scale(ds, sample_weights)
         if method == "newton":
-            def solve_newton(theta, g):
-                H = K.gauge_fix(obj.hessian_at(theta), spec)
-                return K.project_out_gauge(inverse_vp(H, g, "cholesky_lu"), spec)
+            strategy = ExplicitNewton(search=armijo_step)
         else:
-            scale_ref = self.grad_scale(ds, sample_weights)
-            state = {"precond": None}
-            maxiter = self.config["cg_maxiter"] or 10 * self.num_params
-
-            def solve_newton(theta, g):
-                # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
-                # preconditioned by a (subsampled) Hessian factor built at an earlier
-                # iterate and rebuilt once it has gone stale (many CG iterations).
-                rtol = min(0.1, float(np.sqrt(float(tf.norm(g)) / max(scale_ref, 1e-300))))
-                if state["precond"] is None:
-                    state["precond"] = make_preconditioner(spec, theta, obj.Xa, obj.s, float(l2))
-                step, res = cg_directions(obj, theta[None, :], g.numpy()[None, :], state["precond"],
-                                          max(rtol, 1e-14), maxiter)
-                if res.iterations[0] > 25:
-                    state["precond"] = None
-                return step[0]
-
-        grad_tol = self.fit_rtol * max(self.grad_scale(ds, sample_weights), 1.0)
-        result = newton_minimize(fun, grad, solve_newton, self._theta(), grad_tol,
-                                 max_iter=self.config["max_newton_iter"], what="LogisticRegression.fit")
+            # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
+            # preconditioned by a (subsampled) Hessian factor built at an earlier iterate
+            # and rebuilt once it has gone stale (more than 25 CG iterations).
+            strategy = NewtonCG(None, self.config["cg_maxiter"] or 10 * self.num_params, floor=1e-14,
+                                tighten=False, rebuild_after=25, search=armijo_step)
+        grad_tol = self.fit_rtol * max(scale_ref, 1.0)
+        max_iter = self.config["max_newton_iter"]
+        res = newton_loop(obj, self._theta()[None, :], np.array([grad_tol]), strategy, max_iter,
+                          scale=np.array([max(scale_ref, 1e-300)]), polish_steps=2, history=True)
+        certify(res.grad_norms, res.grad_tols, "LogisticRegression.fit", res.iterations, res.stalled, max_iter)
+        result = FitResult(res.thetas[0], float(res.grad_norms[0]), grad_tol, int(res.iterations[0]),
+                           bool(res.converged[0]), [float(h[0]) for h in res.history])
         self.params = np.asarray(result.theta, dtype=self.np_dtype)
         self.last_fit = result
         return result

@@ -420,7 +420,9 @@ class LogisticObjective:
     ``Xa``: augmented design (:func:`augment`), tensor of shape (n, E); ``y``: labels
     (float 0/1 for binary, int classes for multinomial; None when only curvature-based
     quantities are needed); ``S``: weights, tensor of shape (n, B) or (n,) (then B = 1
-    and the single-vector methods ``*_at`` apply); ``l2``: scalar tensor.
+    and the single-vector methods ``*_at`` apply; ``loss``, ``gradient`` and ``hessians``
+    then evaluate them, so a batch of one is the single-vector problem bit for bit);
+    ``l2``: scalar tensor.
     ``weight_mask`` (1 on regularised coordinates) defaults to the spec's (biases 0).
     ``Xa_np``: optional float64 NumPy copy of Xa, enabling the BLAS syrk Hessians.
 
@@ -473,8 +475,9 @@ class LogisticObjective:
     def grad_scales(self) -> np.ndarray:
         """``max(sum_i S[i, b] ||[x_i; 1]||, 1)`` per problem (float64 NumPy, (B,)): it bounds
         the data term's gradient, and the certificate is ``||grad L_b|| <= rtol * scale_b``."""
-        row_norms = tf.norm(self.Xa, axis=1)
-        return tf.maximum(tf.linalg.matvec(self.S, row_norms, transpose_a=True), 1.0).numpy()
+        # In float64 whatever the model dtype (a no-op cast for float64 models).
+        row_norms = tf.norm(tf.cast(self.Xa, tf.float64), axis=1)
+        return tf.maximum(tf.linalg.matvec(tf.cast(self.S, tf.float64), row_norms, transpose_a=True), 1.0).numpy()
 
     # ------------------------------------------------------- one vector (B = 1)
     def loss_at(self, theta) -> tf.Tensor:
@@ -506,6 +509,8 @@ class LogisticObjective:
 
     def loss(self, Theta):
         """Objective values, (B,)."""
+        if self.s is not None:
+            return self.loss_at(Theta[0])[None]
         Z = self.logits(Theta)
         if self.spec.binary:
             losses = tf.nn.softplus(Z) - self.y[:, None] * Z
@@ -515,6 +520,8 @@ class LogisticObjective:
 
     def gradient(self, Theta):
         """Gradients, (B, d)."""
+        if self.s is not None:
+            return self.gradient_at(Theta[0])[None]
         Z = self.logits(Theta)
         if self.spec.binary:
             R = self.S * (tf.sigmoid(Z) - self.y[:, None])        # (n, B)
@@ -571,6 +578,8 @@ class LogisticObjective:
         per problem. ``'einsum'`` (binary): one contraction for all B Hessians, the
         fastest for d up to a few hundred and thousands of problems.
         """
+        if self.s is not None:
+            return gauge_fix(self.hessian_at(Theta[0]), self.spec)[None]
         Z = self.logits(Theta)
         eye = tf.linalg.diag(self.l2 * self.mask)
         if self.spec.binary:

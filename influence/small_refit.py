@@ -30,6 +30,7 @@ arrays (exact casts in float32 mode).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -39,7 +40,8 @@ import tensorflow as tf
 
 from influence.groups import group_sums as _group_sums
 from influence.objective import LogisticObjective, ModelSpec
-from influence.solvers import spd_solve, warn_uncertified
+from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
+from influence.solvers import spd_solve
 
 logger = logging.getLogger(__name__)
 
@@ -197,55 +199,25 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
         keep = np.ones((n, b))
         keep[idx[valid], np.repeat(np.arange(b), valid.sum(axis=1))] = 0.0
         S_np = s_base[:, None] * keep
-        tols = rtol * np.maximum(S_np.T @ row_norms, 1.0)
+        # The certificate scale of LogisticObjective.grad_scales, summed by NumPy: the
+        # saved counterexample tolerances were computed so (TensorFlow's sum differs in
+        # the last bit).
+        scale = np.maximum(S_np.T @ row_norms, 1.0)
+        tols = rtol * scale
         obj = LogisticObjective(spec, X_t, y_t, tf.constant(S_np, dtype=tdt), l2, weight_mask=mask)
-        res = _newton_chunk(obj, theta_hat, tols, max_iter, max_halvings)
+        res = _newton_chunk(obj, theta_hat, scale, tols, max_iter, max_halvings)
         sl = slice(start, start + b)
         thetas[sl], gnorms[sl], iters[sl] = res
         gtols[sl] = tols
-    converged = warn_uncertified(gnorms, gtols, stacklevel=2)
+    converged = certify(gnorms, gtols, stacklevel=2)
     return SmallRefitResult(thetas, gnorms, gtols, iters, converged)
 
 
-def _newton_chunk(obj: LogisticObjective, theta_hat, tols, max_iter, max_halvings):
-    """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`)."""
-    dtype = obj.Xa.dtype
-    b = obj.B
-    Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=dtype), [b, 1])
-    G = obj.gradient(Theta)
-    gnorm = tf.norm(G, axis=1).numpy().astype(np.float64)
-    iters = np.zeros(b, dtype=np.int64)
-    stalled = np.zeros(b, dtype=bool)
-    for _ in range(max_iter):
-        active = np.flatnonzero((gnorm > tols) & ~stalled)
-        if active.size == 0:
-            break
-        Th_a = tf.gather(Theta, active)
-        obj_a = obj.columns(active)
-        G_a = tf.gather(G, active)
-        step = spd_solve(obj_a.hessians(Th_a, method="einsum"), G_a[:, :, None])[:, :, 0]
-        g0 = gnorm[active]
-        t = np.ones(active.size)
-        accepted = np.zeros(active.size, dtype=bool)
-        new_Th, new_G, new_n = Th_a, G_a, g0.copy()
-        for _ in range(max_halvings):
-            todo = ~accepted
-            cand = Th_a - tf.constant(t, dtype=dtype)[:, None] * step
-            G_c = obj_a.gradient(cand)
-            n_c = tf.norm(G_c, axis=1).numpy().astype(np.float64)
-            ok = todo & np.isfinite(n_c) & (n_c <= (1.0 - 1e-4 * t) * g0)
-            if ok.any():
-                sel = tf.constant(ok)
-                new_Th = tf.where(sel[:, None], cand, new_Th)
-                new_G = tf.where(sel[:, None], G_c, new_G)
-                new_n = np.where(ok, n_c, new_n)
-                accepted |= ok
-            if accepted.all():
-                break
-            t = np.where(accepted, t, 0.5 * t)
-        stalled[active[~accepted]] = True
-        Theta = tf.tensor_scatter_nd_update(Theta, active[:, None], new_Th)
-        G = tf.tensor_scatter_nd_update(G, active[:, None], new_G)
-        gnorm[active] = new_n
-        iters[active] += accepted
-    return Theta.numpy().astype(np.float64), gnorm, iters
+def _newton_chunk(obj: LogisticObjective, theta_hat, scale, tols, max_iter, max_halvings):
+    """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`):
+    the one Newton loop with fresh Hessians (one einsum for the batch) and backtracking
+    on the gradient norm."""
+    Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=obj.Xa.dtype), [obj.B, 1])
+    strategy = ExplicitNewton("einsum", functools.partial(gradient_norm_backtracking, max_halvings=max_halvings))
+    res = newton_loop(obj, Theta, tols, strategy, max_iter, scale=scale)
+    return res.thetas.astype(np.float64), res.grad_norms.astype(np.float64), res.iterations
