@@ -38,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from influence import objective as K
+from influence.memory import chunk_size, refit_chunk_size
 from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
                               ChordNewton, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
-from influence.memory import chunk_size, refit_chunk_size
 from influence.objective import LogisticObjective, ModelSpec
 
 logger = logging.getLogger(__name__)
