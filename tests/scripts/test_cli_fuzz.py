@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import common
 from experiments.common import Experiment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +100,7 @@ def test_random_flags_succeed_or_exit_2_in_one_line(name, flags, cases, tmp_path
     monkeypatch.chdir(tmp_path)  # relative --out-dir values land here
     (tmp_path / "a_file").write_text("a file where a folder is expected")
     monkeypatch.setattr(Experiment, "run_from_cli", stub_run_from_cli)
+    monkeypatch.setattr(common, "DEFAULT_OUT_DIR", tmp_path / "default_out")  # runs without --out-dir
     if name == "subsets_infl_logreg":
         from experiments.subset_influence import SubsetInfluenceLogreg
         monkeypatch.setattr(SubsetInfluenceLogreg, "plot_all", lambda self, save_and_close=True: [])
@@ -131,6 +133,8 @@ def test_random_flags_in_subprocesses(tmp_path):
         # Keep these cases fast: they must fail before any phase runs, or be tiny.
         if "--worker" in argv:
             continue
+        if "--out-dir" not in argv:
+            argv += ["--out-dir", str(tmp_path / "out")]
         argv += ["--dataset-id", "nope"] if done < 3 else ["--dataset-id", "breast_cancer", "--num-subsets", "3",
                                                          "--subset-rel-size", "1.0"]
         proc = run_real("subsets_infl_logreg", argv, tmp_path)
