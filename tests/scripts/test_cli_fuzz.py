@@ -27,7 +27,7 @@ SCRIPTS = REPO_ROOT / "scripts"
 INTS = ["0", "1", "3", "5", "-1", "-0", "10", "2147483648", "99999999999999999999", "1e3", "3.5", "abc", "",
         " 4", "0x10", "\u0663", "NaN"]
 FLOATS = ["0", "1", "0.1", "1.0", "0.5", "0.999", "-0.1", "1e-300", "1e300", "nan", "inf", "-inf", "1e-7",
-          "0.0025", "0.25", "abc", "", "1,5", "5e-324", "0.002"]
+          "0.0025", "0.25", "abc", "", "1,5", "5e-324", "0.002", "1e308"]
 STRINGS = ["", "x", "types", "range", "breast_cancer", "hospital", "ortho2", "gauss4", "../up", "a/b", ".",
            "\u00e9t\u00e9", "with space", "x" * 300, "--force-refresh", "explicit", "cg", "lu", "cholesky"]
 PATHS = ["out", "", "a_file", "a_file/sub", "/proc/no/such/place", "deep/nested/out", "x" * 300, "."]
@@ -160,7 +160,7 @@ def test_random_valid_flags_run_for_real(tmp_path, seed):
         if rng.random() < 0.3:
             argv.append(flag)
     if rng.random() < 0.3:
-        argv += ["--fixed-reg", rng.choice(["1e-7", "1e-3", "10", "1e6"])]
+        argv += ["--fixed-reg", rng.choice(["1e-300", "1e-7", "1e-3", "10", "1e6", "1e300"])]
     if rng.random() < 0.3:
         argv += ["--inverse-hvp-method", "cg"]
     proc = run_real("subsets_infl_logreg", argv, tmp_path)
