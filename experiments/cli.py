@@ -96,7 +96,7 @@ def configure_logging(debug: bool = False, level: int = logging.INFO) -> None:
     """Log to stderr (``level``, or DEBUG with ``--debug``); TensorFlow's Python logger quiet."""
     logging.basicConfig(level=logging.DEBUG if debug else level, format=LOG_FORMAT)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    for noisy in ("matplotlib", "PIL", "h5py", "numba", "asyncio"):
+    for noisy in ("matplotlib", "PIL", "h5py", "numba", "asyncio", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
