@@ -129,6 +129,23 @@ def _bounds(v: np.ndarray) -> tuple[float, float]:
     return (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
 
 
+def _limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
+    """``((min_x, max_x), (min_y, max_y))``: the data ranges before zoom and padding.
+
+    Each range spans the finite values; with ``equal`` both become their union; with
+    ``balanced`` each becomes symmetric about 0, [-m, m] with m its largest magnitude
+    (one shared m when ``equal``: the union is already shared, so both m agree).
+    """
+    (min_x, max_x), (min_y, max_y) = _bounds(x), _bounds(y)
+    if equal:
+        min_x = min_y = min(min_x, min_y)
+        max_x = max_y = max(max_x, max_y)
+    if balanced:
+        mx, my = max(abs(min_x), abs(max_x)), max(abs(min_y), abs(max_y))
+        min_x, max_x, min_y, max_y = -mx, mx, -my, my
+    return (min_x, max_x), (min_y, max_y)
+
+
 def _pad(lo: float, hi: float, frac: float) -> tuple[float, float]:
     """[lo, hi] widened by ``frac`` of its width on each side (never zero width)."""
     width = hi - lo
@@ -272,14 +289,7 @@ def plot_influence_correlation(ax, x, y, label=None, alpha=0.5, size=5, colors=N
     x, y = x[perm], y[perm]
     point_colors = _take(point_colors, perm, n)
 
-    min_x, max_x = _bounds(x)
-    min_y, max_y = _bounds(y)
-    if equal:
-        min_x = min_y = min(min_x, min_y)
-        max_x = max_y = max(max_x, max_y)
-    if balanced:
-        mx, my = max(abs(min_x), abs(max_x)), max(abs(min_y), abs(max_y))
-        min_x, max_x, min_y, max_y = -mx, mx, -my, my
+    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
     xlim, ylim = _pad(min_x, max_x, PADDING), _pad(min_y, max_y, PADDING)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
@@ -531,16 +541,7 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length; got {x.size} and {y.size}")
     n = x.size
-    min_x, max_x = _bounds(x)
-    min_y, max_y = _bounds(y)
-    if equal:
-        min_x = min_y = min(min_x, min_y)
-        max_x = max_y = max(max_x, max_y)
-    if balanced:
-        mx, my = max(abs(min_x), abs(max_x)), max(abs(min_y), abs(max_y))
-        if equal:
-            mx = my = max(mx, my)
-        min_x, max_x, min_y, max_y = -mx, mx, -my, my
+    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
     min_x, max_x = _zoom(min_x, max_x, shrinkx, anchor)
     min_y, max_y = _zoom(min_y, max_y, shrinky, anchor)
     xl, yl = _pad(min_x, max_x, padx), _pad(min_y, max_y, pady)

@@ -17,7 +17,11 @@ interpreter; any cell error fails the test.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +30,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from experiments import figures_data as fd
+from experiments import figures as fd
 from experiments import plot
 from datasets import storage
 
@@ -225,40 +229,39 @@ def fake_outputs(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------- notebook execution
-def _kernel_env(monkeypatch, root: Path) -> None:
-    """A ``python3`` kernelspec running this interpreter, found first via JUPYTER_PATH."""
+def _kernel_path(root: Path) -> Path:
+    """A folder for JUPYTER_PATH whose ``python3`` kernelspec runs this interpreter."""
     kdir = root / "jupyter" / "kernels" / "python3"
     kdir.mkdir(parents=True, exist_ok=True)
     (kdir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (test)", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(root / "jupyter"))
+    return root / "jupyter"
 
 
 @pytest.fixture(scope="module")
 def executed(fake_outputs, tmp_path_factory):
-    """Run the notebook once against the fake outputs; returns (notebook, plot_dir, stdout)."""
+    """Run the notebook once against the fake outputs; returns (notebook, plot_dir, stdout).
+
+    It runs as a user runs it: ``scripts/run_figures.py`` without flags, the folders
+    given only by ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` (issue 14: the flags'
+    defaults used to override them), on a kernel that runs this interpreter.
+    """
     import nbformat
-    from nbclient import NotebookClient
 
     out, _ = fake_outputs
     root = tmp_path_factory.mktemp("nbrun")
     plots = root / "plots"
-    mp = pytest.MonkeyPatch()
-    try:
-        _kernel_env(mp, root)
-        mp.setenv("INFLUENCE_OUT_DIR", str(out))
-        mp.setenv("INFLUENCE_PLOT_DIR", str(plots))
-        mp.setenv("INFLUENCE_FIG_DATASETS", ",".join(FIG_DATASETS))
-        mp.setenv("INFLUENCE_FIG_NUM_SUBSETS", str(NUM))
-        mp.setenv("INFLUENCE_FIG_REG_DATASETS", "hospital,spam")
-        mp.delenv("INFLUENCE_FIG_DATA_DIR", raising=False)
-        mp.setenv("MPLBACKEND", "Agg")
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        NotebookClient(nb, timeout=600, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    finally:
-        mp.undo()
+    env = dict(os.environ, JUPYTER_PATH=str(_kernel_path(root)), INFLUENCE_OUT_DIR=str(out),
+               INFLUENCE_PLOT_DIR=str(plots), INFLUENCE_FIG_DATASETS=",".join(FIG_DATASETS),
+               INFLUENCE_FIG_NUM_SUBSETS=str(NUM), INFLUENCE_FIG_REG_DATASETS="hospital,spam", MPLBACKEND="Agg")
+    env.pop("INFLUENCE_FIG_DATA_DIR", None)
+    env.pop("PYTHONPATH", None)   # run_figures.py puts the repository on the kernel's path
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "run_figures.py"), "--timeout", "600"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"run_figures.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert f"in {plots} from {out}" in proc.stdout
+    nb = nbformat.read(plots / "paper-figures.executed.ipynb", as_version=4)
     stdout = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                      if o.get("output_type") == "stream" and o.get("name") == "stdout")
     return nb, plots, stdout
@@ -437,22 +440,103 @@ def test_env_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("INFLUENCE_FIG_NUM_SUBSETS", "30")
     s = fd.settings_from_env()
     assert s.datasets == ["breast_cancer", "digits"] and s.num_subsets == 30 and s.plot_dir.is_dir()
+    assert s.out_dir == tmp_path / "o" and s.reg_num_subsets == 10 and s.data_dir is None
     monkeypatch.delenv("INFLUENCE_FIG_DATASETS")
     monkeypatch.delenv("INFLUENCE_OUT_DIR")
-    monkeypatch.setattr(fd, "REPO_ROOT", tmp_path / "repo")   # the default is <repo>/output, created
-    s = fd.settings_from_env()
+    s = fd.settings_from_env(repo_root=tmp_path / "repo")   # the default is <repo>/output, created
     assert s.datasets == fd.DEFAULT_DATASETS and s.out_dir == tmp_path / "repo" / "output" and s.out_dir.is_dir()
     monkeypatch.setenv("INFLUENCE_FIG_NUM_SUBSETS", "many")
     with pytest.raises(ValueError, match="INFLUENCE_FIG_NUM_SUBSETS"):
         fd.settings_from_env()
+    # An explicit mapping is read instead of os.environ.
+    s = fd.settings_from_env({"INFLUENCE_PLOT_DIR": str(tmp_path / "q"), "INFLUENCE_FIG_REG_NUM_SUBSETS": "3",
+                              "INFLUENCE_FIG_DATA_DIR": str(tmp_path / "d")}, repo_root=tmp_path / "repo")
+    assert (s.plot_dir, s.num_subsets, s.reg_num_subsets, s.data_dir) == (tmp_path / "q", 100, 3, tmp_path / "d")
 
 
-def test_run_ids_match_the_experiment():
-    assert fd.ss_logreg_run_id("hospital", 100) == "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"
-    sizes = "sizes-0.0025-0.25"
-    assert fd.ss_logreg_run_id("mnist_small", 10, 1e-7) == f"mnist_small_ihvp-cg_seed-0_{sizes}_num-10_rel-reg-1e-07"
-    assert fd.ss_logreg_run_id("breast_cancer", 30) == f"breast_cancer_ihvp-explicit_seed-0_{sizes}_num-30"
-    assert fd.ss_logreg_run_id("unknown_ds", 5, 1.0) == f"unknown_ds_ihvp-explicit_seed-0_{sizes}_num-5_rel-reg-1.0"
+# --------------------------------------------------------------------------- the run registry
+# The run ids of figures.md §1.0 and §1.4, written out.
+SPEC_RUN_IDS = [
+    (fd.ss_logreg_run("hospital", 100), "ss_logreg", "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"),
+    (fd.ss_logreg_run("mnist", 100), "ss_logreg", "mnist_ihvp-cg_seed-0_sizes-0.0025-0.25_num-100"),
+    (fd.ss_logreg_run("mnist_small", 10, 1e-7), "ss_logreg",
+     "mnist_small_ihvp-cg_seed-0_sizes-0.0025-0.25_num-10_rel-reg-1e-07"),
+    (fd.ss_logreg_run("hospital", 10, 1e-4), "ss_logreg",
+     "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-10_rel-reg-0.0001"),
+    (fd.ss_logreg_run("hospital", 10, 1.0), "ss_logreg",
+     "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-10_rel-reg-1.0"),
+    (fd.counterexamples_run("gauss4"), "counterexamples", "gauss4"),
+    (fd.counterexamples_run("ortho2", "float32"), "counterexamples", "ortho2_float32"),
+    (fd.data_valuation_run(), "data_valuation", "reduced_cdr_sample_weights-True"),
+    (fd.credit_assignment_run(), "credit_assignment", "mnli_sample_weights-None"),
+]
+
+
+@pytest.mark.parametrize("spec, experiment_id, run_id", SPEC_RUN_IDS, ids=[r for _, _, r in SPEC_RUN_IDS])
+def test_registry_run_ids_are_the_experiments(spec, experiment_id, run_id):
+    assert (spec.experiment_id, spec.run_id) == (experiment_id, run_id)
+
+
+def test_registry_run_ids_equal_the_experiment_classes_for_the_same_settings():
+    from experiments import counterexamples as cex
+    from experiments import subset_influence as si
+
+    for ds in ("breast_cancer", "digits", "dogfish", "spam", "animals"):
+        for num, reg in ((30, None), (10, 0.01), (10, 100.0)):
+            config = si.build_config(dataset_id=ds, subset_choice_type="range", subset_min_rel_size=0.0025,
+                                     subset_max_rel_size=0.25, num_subsets=num, fixed_reg=reg)
+            assert fd.ss_logreg_run(ds, num, reg).run_id == si.SubsetInfluenceLogreg(config).run_id
+    for ds in ("gauss4", "ortho2"):
+        for dtype in ("float64", "float32"):
+            config = cex.build_config(dataset_id=ds, master_only=True, dtype=dtype)
+            assert fd.counterexamples_run(ds, dtype).run_id == cex.Counterexamples(config).run_id
+
+
+def _script_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_figures_test_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("spec", [fd.ss_logreg_run("hospital", 100), fd.ss_logreg_run("spam", 10, 1e-7),
+                                  fd.counterexamples_run("gauss4"), fd.counterexamples_run("ortho2", "float32"),
+                                  fd.data_valuation_run(), fd.credit_assignment_run()],
+                         ids=["ss_logreg", "ss_logreg_reg", "cex", "cex_float32", "data_valuation", "credit"])
+def test_registry_commands_make_the_runs_the_figures_read(spec, monkeypatch, tmp_path):
+    """Each command, parsed by its own script, builds the same config and run id.
+
+    The experiment is caught where the script creates it, so nothing runs.
+    """
+    from experiments.common import result_config
+
+    class Made(Exception):
+        pass
+
+    class Capture(spec.experiment):
+        def __init__(self, config, out_dir=None, **kwargs):
+            raise Made(config, out_dir)
+
+    monkeypatch.setattr(sys.modules[spec.experiment.__module__], spec.experiment.__name__, Capture)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "scripts"))
+    argv = shlex.split(spec.command(tmp_path / "out"))
+    assert argv[:2] == ["python", spec.script] and argv[-2:] == ["--out-dir", str(tmp_path / "out")]
+    with pytest.raises(Made) as made:
+        _script_module(REPO_ROOT / spec.script).main(argv[2:])
+    config, out_dir = made.value.args
+    assert spec.experiment(config).run_id == spec.run_id
+    assert result_config(config) == result_config(spec.config)
+    assert Path(out_dir) == tmp_path / "out"
+    # The scripts' default folder is not spelled out.
+    from experiments.common import DEFAULT_OUT_DIR
+    assert "--out-dir" not in spec.command(DEFAULT_OUT_DIR) and "--out-dir" not in spec.command()
+
+
+def test_invalid_settings_become_a_labelled_run(settings, capsys):
+    run = fd.load_ss_logreg(settings, "unknown_ds")
+    assert not run.ok and run.problem.startswith("invalid settings (--dataset-id must be one of")
+    assert "python scripts/subsets_infl_logreg.py --dataset-id unknown_ds" in run.message
+    assert "invalid settings" in capsys.readouterr().out
 
 
 def test_figure4_panels_pick_the_spec_test_points(settings):

@@ -1,407 +1,69 @@
-"""Loading logic of the paper-figures notebook ``notebooks/paper-figures.ipynb`` (spec ``figures.md``).
+"""Panels of each paper figure, built from loaded runs (spec ``figures.md`` §1.1).
 
-The notebook ``paper-figures.ipynb`` only loads runs with these functions and draws
-them with :mod:`experiments.plot`. This module:
+Each builder selects the result keys and the fixed test column of one figure and
+returns :class:`experiments.plot.Panel` grids, which :func:`experiments.plot.plot_panel_grid`
+draws; a missing run or quantity becomes a labelled empty panel. Sections follow the
+notebook: the fixed test points (cell 6), Figures 1, 2, 5, 6 (one column per dataset),
+Figure 3 and ``paper-regs-spearman.pdf`` (the regularisation sweep), Figure 4
+(counterexamples), the MultiNLI and CDR supplementary figures and the combined
+application figure.
 
-* reads the settings from environment variables (:func:`settings_from_env`);
-* builds run ids and the command that produces each run;
-* loads results with :mod:`datasets.storage` (never with pickle): the summary of a
-  master-only run (``config.json`` with ``master_only: true``), or the same keys from
-  the phase files ``result_{k}-{name}.npz`` of a normal run. A run that is missing or
-  unreadable becomes a :class:`LoadedRun` whose ``message`` names the command that
-  produces it; figures draw it as a labelled empty panel instead of crashing;
-* turns loaded runs into :class:`experiments.plot.Panel` grids (selecting the result
-  keys and the fixed test column of each figure), and writes figures and tables.
+Deviations from the original notebook:
 
-Environment variables (all optional):
-
-``INFLUENCE_OUT_DIR``       results folder (default ``<repo>/output``)
-``INFLUENCE_PLOT_DIR``      figures and CSV tables (default ``<repo>/plots``)
-``INFLUENCE_FIG_DATASETS``  ss_logreg datasets of Figures 1, 2, 5, 6 (comma separated;
-                            default ``hospital,spam,dogfish,reduced_cdr,mnist,breast_cancer,digits``)
-``INFLUENCE_FIG_NUM_SUBSETS``      ``num`` of those runs' ids (default 100)
-``INFLUENCE_FIG_REG_DATASETS``     datasets of the regularisation sweep, Figure 3
-                                   (default ``hospital,spam,dogfish,mnist_small``)
-``INFLUENCE_FIG_REG_NUM_SUBSETS``  ``num`` of the sweep's run ids (default 10)
-``INFLUENCE_FIG_DATA_DIR``  data folder for the supplements (CDR labelling info, MNLI
-                            genres); default: the ``data_dir`` saved in the run's
-                            config, else ``<repo>/data``
-
-Deviations from the original notebook, documented here:
-
-* Paths default to ``<repo>/output`` and ``<repo>/plots`` (not the working directory).
 * The fixed-test column of a dataset outside the paper's table is chosen from the
   run's losses: the highest-loss fixed test point ('max'), or the one whose loss rank
   is closest to the median ('median'), which is what the paper's table encoded.
-* Figure 3 colours points by the run's relative regularisation r = lambda/n read from
-  the run id (the original divided ``cv_l2_reg`` by ``num_train``, which needs the
-  dataset; lambda = 10**log10(r n) equals r n up to rounding).
+* Figure 3 colours points by the run's relative regularisation r = lambda/n, its
+  ``--fixed-reg`` value (the original divided ``cv_l2_reg`` by ``num_train``, which needs
+  the dataset; lambda = 10**log10(r n) equals r n up to rounding).
 * CDR labelling functions are matched to groups through ``subset_LF_ids`` when the run
   has it (the original's "group k is LF k+1" misaligns when an LF has no rows; it is
   used only as a fallback).
-* Supplements are read only if their files are present, with downloads disabled.
 """
 from __future__ import annotations
 
-import contextlib
-import glob
-import json
-import os
-import pickle
-import sys
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
 from experiments import plot
-from datasets import storage  # noqa: E402
-from experiments.common import py2_float_str  # noqa: E402
+from experiments.common import py2_float_str
+from experiments.figures.runs import (LoadedRun, MNLI_NONFIRES_GENRES, MNLI_TEST_GENRES, load_cdr_labeling_info,
+                                      load_mnli_train_genres, reg_sweep_message)
+from experiments.figures.settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 
-# --------------------------------------------------------------------------- constants
-PAPER_DATASETS = ["hospital", "spam", "dogfish", "reduced_cdr", "mnist"]
-OFFLINE_DATASETS = ["breast_cancer", "digits"]
-DEFAULT_DATASETS = PAPER_DATASETS + OFFLINE_DATASETS
-DEFAULT_REG_DATASETS = ["hospital", "spam", "dogfish", "mnist_small"]
-# Cell 6 also lists these runs.
-FIXED_TEST_EXTRA_DATASETS = ["mnist_small", "animals"]
-
-DATASET_NAMES = {
-    "hospital": "Diabetes",
-    "spam": "Enron",
-    "dogfish": "Dogfish",
-    "mnist_small": "MNIST (small)",
-    "mnist": "MNIST",
-    "animals": "ImageNet",
-    "reduced_cdr": "CDR",
-    "breast_cancer": "Breast cancer",
-    "digits": "Digits",
-}
-# Column of ``fixed_test`` plotted per dataset (figures.md §1.0).
-FIXED_TEST_IDX = {"hospital": 2, "spam": 5, "dogfish": 2, "mnist_small": 2, "mnist": 1, "reduced_cdr": 2}
-FIXED_TEST_IDX_MEDIAN = {"hospital": 3, "spam": 4, "dogfish": 3, "mnist_small": 5, "mnist": 3, "reduced_cdr": 5}
-
-REG_ALL = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
-REG_VALUES = {"hospital": REG_ALL[3:]}          # 1e-4 ... 100
-DEFAULT_REG_VALUES = REG_ALL[:7]                # 1e-7 ... 0.1
 REG_SLOTS = np.logspace(-7, 2, 10)              # the table's columns (spearmans[row][col][10])
 REG_LINE_COLORS = {"hospital": "purple", "spam": "green", "dogfish": "blue", "mnist_small": "red"}
 
-SIZES = ("0.0025", "0.25")
-PAPER_MAX_MEMORY = "100000000"
-
-SS_LOGREG_PHASES = [0, 1, 2, 5, 7, 8, 14]
-CEX_PHASES = [4, 5]
-DATA_VALUATION_PHASES = [0, 4, 5, 8]
-CREDIT_PHASES = [0, 1, 4, 5, 8]
-
-MNLI_TEST_GENRES = ["fiction", "government", "slate", "telephone", "travel"]
-MNLI_NONFIRES_GENRES = ["facetoface", "letters", "nineeleven", "oup", "verbatim"]
 MNLI_GENRE_ORDER = [0, 5, 7, 2, 3, 4, 1, 9, 6, 8]
 MNLI_SORT_ROWS = [9, 1, 4, 6, 8]
 
-CDR_RUN_ID = "reduced_cdr_sample_weights-True"
-MNLI_RUN_ID = "mnli_sample_weights-None"
 POS_LF_COLOR_INDEX, NEG_LF_COLOR_INDEX = 0, 3   # tab10 blue / red
 
-SUPPLEMENT_ERRORS = (OSError, ValueError, KeyError, RuntimeError, ImportError, pickle.UnpicklingError)
+
+# --------------------------------------------------------------------------- shared
+def _column(value, k: int | None):
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 2:
+        if k is None or k >= arr.shape[1]:
+            raise ValueError(f"column {k} of an array of shape {arr.shape}")
+        return arr[:, k]
+    return arr.ravel()
 
 
-# --------------------------------------------------------------------------- settings
-def get_env_dir(env_var: str, default: str | Path) -> Path:
-    """``os.environ[env_var]`` or ``default``, created if missing."""
-    path = Path(os.environ.get(env_var) or default).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def _see_above(run: LoadedRun) -> str:
+    return f"missing {run.name} (see above)"
 
 
-def env_list(env_var: str, default: Sequence[str]) -> list[str]:
-    """A comma/space separated list from ``env_var`` (``default`` when unset or empty)."""
-    raw = os.environ.get(env_var, "")
-    items = [s for s in raw.replace(",", " ").split() if s]
-    return items or list(default)
+def rho_table(rhos, row_labels: Sequence[str], col_titles: Sequence[str]):
+    import pandas as pd
+
+    return pd.DataFrame(np.asarray(rhos, dtype=float), index=[r.replace("\n", " ") for r in row_labels],
+                        columns=list(col_titles))
 
 
-def env_int(env_var: str, default: int) -> int:
-    raw = os.environ.get(env_var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{env_var} must be an integer; got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{env_var} must be >= 1; got {value}")
-    return value
-
-
-@dataclass
-class Settings:
-    out_dir: Path
-    plot_dir: Path
-    datasets: list[str]
-    num_subsets: int
-    reg_datasets: list[str]
-    reg_num_subsets: int
-    data_dir: Path | None = None
-
-    def describe(self) -> str:
-        return "\n".join(f"{k:16s} {v}" for k, v in vars(self).items())
-
-
-def settings_from_env() -> Settings:
-    """Read every setting of the notebook from the environment (module docstring)."""
-    data_dir = os.environ.get("INFLUENCE_FIG_DATA_DIR")
-    return Settings(
-        out_dir=get_env_dir("INFLUENCE_OUT_DIR", REPO_ROOT / "output"),
-        plot_dir=get_env_dir("INFLUENCE_PLOT_DIR", REPO_ROOT / "plots"),
-        datasets=env_list("INFLUENCE_FIG_DATASETS", DEFAULT_DATASETS),
-        num_subsets=env_int("INFLUENCE_FIG_NUM_SUBSETS", 100),
-        reg_datasets=env_list("INFLUENCE_FIG_REG_DATASETS", DEFAULT_REG_DATASETS),
-        reg_num_subsets=env_int("INFLUENCE_FIG_REG_NUM_SUBSETS", 10),
-        data_dir=Path(data_dir).expanduser() if data_dir else None,
-    )
-
-
-def display_name(dataset_id: str) -> str:
-    return DATASET_NAMES.get(dataset_id, dataset_id)
-
-
-# --------------------------------------------------------------------------- loading
-@dataclass
-class LoadedRun:
-    """A run's results (``R``) and config, or why it could not be loaded."""
-
-    experiment_id: str
-    run_id: str
-    command: str
-    R: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    problem: str | None = None   # 'missing', 'incomplete ...', 'unreadable ...'
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.R is not None
-
-    @property
-    def name(self) -> str:
-        return f"{self.experiment_id}/{self.run_id}"
-
-    @property
-    def message(self) -> str:
-        if self.ok:
-            return f"loaded {self.name}"
-        if self.problem == "missing":
-            return f"missing {self.name}: run {self.command}"
-        return f"{self.problem} {self.name}: run {self.command}"
-
-    def has(self, *keys: str) -> bool:
-        return self.ok and all(self.R.get(k) is not None for k in keys)
-
-
-def load_run(out_dir: str | Path, experiment_id: str, run_id: str, command: str,
-             phase_indices: Sequence[int], keys: Sequence[str] | None = None, verbose: bool = True) -> LoadedRun:
-    """Load ``keys`` of ``out_dir/experiment_id/run_id`` like ``Experiment.load_run``.
-
-    Master-only runs (``config.json`` says ``master_only``) load ``result_summary.npz``
-    and ignore ``phase_indices``; other runs load the phase files with those indices
-    (``result_{k}-*.npz``; absent ones are skipped). A folder without ``config.json``
-    but with a summary is read as master-only. Never raises for a missing or broken
-    run: the returned run's ``message`` says what to do.
-    """
-    base = Path(out_dir) / experiment_id / run_id
-    run = LoadedRun(experiment_id, run_id, command)
-    cfg_path, summary = base / "config.json", base / "result_summary.npz"
-    try:
-        config = storage.load_json(cfg_path) if cfg_path.is_file() else None
-        if config is None and not summary.is_file():
-            run.problem = "missing"
-        elif config is None or config.get("master_only"):
-            if not summary.is_file():
-                run.problem = "incomplete (no result_summary.npz)"
-            else:
-                run.R = storage.load_result_keys(summary, keys)
-        else:
-            R: dict[str, Any] = {}
-            found = False
-            for k in phase_indices:
-                for path in sorted(glob.glob(str(base / f"result_{int(k)}-*.npz"))):
-                    R.update(storage.load_result_keys(path, keys))
-                    found = True
-            if found:
-                run.R = R
-            else:
-                run.problem = f"incomplete (no phase files {list(phase_indices)})"
-        run.config = config
-    except (storage.StorageError, OSError, ValueError) as exc:
-        run.R, run.problem = None, f"unreadable ({exc})"
-    if verbose and not run.ok:
-        print(run.message)
-    return run
-
-
-def _out_dir_flag(settings: Settings) -> str:
-    default = (REPO_ROOT / "output").resolve()
-    return "" if Path(settings.out_dir).resolve() == default else f" --out-dir {settings.out_dir}"
-
-
-def ss_logreg_run_id(dataset_id: str, num_subsets: int, fixed_reg: float | None = None) -> str:
-    """The run id ``subsets_infl_logreg.py`` gives a paper-style range run."""
-    try:
-        from experiments.subset_influence import build_config, run_id_from_config
-        return run_id_from_config(build_config(
-            dataset_id=dataset_id, subset_choice_type="range", subset_min_rel_size=float(SIZES[0]),
-            subset_max_rel_size=float(SIZES[1]), num_subsets=num_subsets, master_only=True,
-            fixed_reg=fixed_reg))
-    except (ImportError, ValueError):  # a dataset outside the experiment's table
-        rid = f"{dataset_id}_ihvp-explicit_seed-0_sizes-{SIZES[0]}-{SIZES[1]}_num-{num_subsets}"
-        return rid + (f"_rel-reg-{py2_float_str(fixed_reg)}" if fixed_reg is not None else "")
-
-
-def ss_logreg_command(settings: Settings, dataset_id: str, num_subsets: int,
-                      fixed_reg: float | str | None = None) -> str:
-    """The ``subsets_infl_logreg.py`` command of a paper-style range run (``fixed_reg`` may be ``'$R'``)."""
-    cmd = (f"python scripts/subsets_infl_logreg.py --dataset-id {dataset_id} --subset-choice-type range "
-           f"--subset-min-rel-size {SIZES[0]} --subset-max-rel-size {SIZES[1]} --num-subsets {num_subsets} "
-           f"--max-memory {PAPER_MAX_MEMORY} --no-intermediate-results")
-    if fixed_reg is not None:
-        cmd += f" --fixed-reg {fixed_reg if isinstance(fixed_reg, str) else py2_float_str(fixed_reg)}"
-    return cmd + _out_dir_flag(settings)
-
-
-def _ss_logreg_keys() -> list[str]:
-    from experiments.subset_influence import SUMMARY_KEYS
-    return list(SUMMARY_KEYS) + ["subset_indices"]
-
-
-def load_ss_logreg(settings: Settings, dataset_id: str, num_subsets: int | None = None,
-                   fixed_reg: float | None = None, verbose: bool = True) -> LoadedRun:
-    """A ``ss_logreg`` range run (the 15 summary keys of ss_logreg.md §1.5)."""
-    num = settings.num_subsets if num_subsets is None else num_subsets
-    run = load_run(settings.out_dir, "ss_logreg", ss_logreg_run_id(dataset_id, num, fixed_reg),
-                   ss_logreg_command(settings, dataset_id, num, fixed_reg), SS_LOGREG_PHASES,
-                   _ss_logreg_keys(), verbose=verbose)
-    run.extra.update(dataset_id=dataset_id, fixed_reg=fixed_reg)
-    return run
-
-
-def load_main_runs(settings: Settings, datasets: Sequence[str] | None = None) -> dict[str, LoadedRun]:
-    return {ds: load_ss_logreg(settings, ds) for ds in (settings.datasets if datasets is None else datasets)}
-
-
-def reg_values(dataset_id: str) -> list[float]:
-    return list(REG_VALUES.get(dataset_id, DEFAULT_REG_VALUES))
-
-
-def load_reg_sweep(settings: Settings, dataset_id: str) -> list[tuple[float, LoadedRun]]:
-    """The ``--fixed-reg`` runs of one dataset (7 values, figures.md §1.4); quiet."""
-    return [(r, load_ss_logreg(settings, dataset_id, settings.reg_num_subsets, r, verbose=False))
-            for r in reg_values(dataset_id)]
-
-
-def reg_sweep_message(settings: Settings, dataset_id: str, sweep: Sequence[tuple[float, LoadedRun]]) -> str | None:
-    """None if every run is there, else which are missing and the loop that makes them."""
-    missing = [r for r, run in sweep if not run.ok]
-    if not missing:
-        return None
-    rid = ss_logreg_run_id(dataset_id, settings.reg_num_subsets, missing[0])
-    head = rid[: rid.rindex("rel-reg-") + len("rel-reg-")]
-    regs = " ".join(py2_float_str(r) for r in missing)
-    return (f"missing ss_logreg/{head}{{{','.join(py2_float_str(r) for r in missing)}}}: run "
-            f"for R in {regs}; do {ss_logreg_command(settings, dataset_id, settings.reg_num_subsets, '$R')}; done")
-
-
-def load_counterexamples(settings: Settings, run_id: str) -> LoadedRun:
-    dataset_id, _, dtype = run_id.partition("_")
-    cmd = (f"python scripts/counterexamples.py --dataset-id {dataset_id} --no-intermediate-results"
-           + (" --float32" if dtype == "float32" else "") + _out_dir_flag(settings))
-    from experiments.counterexamples import SUMMARY_KEYS
-    return load_run(settings.out_dir, "counterexamples", run_id, cmd, CEX_PHASES, list(SUMMARY_KEYS))
-
-
-def load_data_valuation(settings: Settings) -> LoadedRun:
-    cmd = "python scripts/data_valuation.py --dataset-id reduced_cdr --sample-weights" + _out_dir_flag(settings)
-    keys = (["cv_l2_reg", "subset_tags", "subset_indices", "subset_LF_ids"]
-            + [f"subset_{t}_test_{k}_infl" for t in ("pos", "neg", "all") for k in ("actl", "pred")])
-    return load_run(settings.out_dir, "data_valuation", CDR_RUN_ID, cmd, DATA_VALUATION_PHASES, keys)
-
-
-def load_credit_assignment(settings: Settings) -> LoadedRun:
-    cmd = "python scripts/credit_assignment.py --dataset-id mnli --no-intermediate-results" + _out_dir_flag(settings)
-    keys = (["cv_l2_reg", "initial_test_losses", "subset_tags", "test_genres", "nonfires_genres",
-             "subset_indices", "all_test_pred_infl"]
-            + [f"{g}_test_{k}_infl" for g in MNLI_TEST_GENRES for k in ("actl", "pred")]
-            + [f"{g}_nonfires_{k}_infl" for g in MNLI_NONFIRES_GENRES for k in ("actl", "pred")])
-    return load_run(settings.out_dir, "credit_assignment", MNLI_RUN_ID, cmd, CREDIT_PHASES, keys)
-
-
-# --------------------------------------------------------------------------- supplements
-def data_dir_of(settings: Settings, run: LoadedRun | None) -> Path:
-    """The data folder: INFLUENCE_FIG_DATA_DIR, else the run's saved data_dir, else <repo>/data."""
-    if settings.data_dir is not None:
-        return settings.data_dir
-    saved = None
-    if run is not None and run.config:
-        saved = (run.config.get("dataset_config") or {}).get("data_dir")
-    if saved:
-        p = Path(saved).expanduser()
-        if p.is_absolute() or p.is_dir():
-            return p
-        return REPO_ROOT / p
-    return REPO_ROOT / "data"
-
-
-@contextlib.contextmanager
-def _offline():
-    old = os.environ.get("INFLUENCE_OFFLINE")
-    os.environ["INFLUENCE_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("INFLUENCE_OFFLINE", None)
-        else:
-            os.environ["INFLUENCE_OFFLINE"] = old
-
-
-def _load_supplement(name: str, data_dir: Path, files: Sequence[Path], command: str):
-    """``(value, None)`` or ``(None, message)``; never downloads."""
-    absent = [str(f) for f in files if not f.is_file()]
-    if absent:
-        return None, f"missing supplement {name} ({', '.join(absent)}): run {command}"
-    try:
-        from datasets.loader import load_supplemental_info
-        with _offline():
-            return load_supplemental_info(name, data_dir=data_dir, progress=False), None
-    except SUPPLEMENT_ERRORS as exc:
-        return None, f"unreadable supplement {name} ({exc}): run {command}"
-
-
-def load_cdr_labeling_info(settings: Settings, run: LoadedRun | None):
-    """``((LF_labels, gold_labels), None)`` or ``(None, message)``."""
-    data_dir = data_dir_of(settings, run)
-    babble = data_dir / "babble"
-    cmd = (f"python scripts/load_all_datasets.py --data-dir {data_dir} --dataset-ids none "
-           f"--supplement-ids cdr_labeling_info")
-    return _load_supplement("cdr_labeling_info", data_dir,
-                            [babble / "cdr_LF_labels.npz", babble / "cdr_gold_labels.npz"], cmd)
-
-
-def load_mnli_train_genres(settings: Settings, run: LoadedRun | None):
-    """``(train_genres, None)`` (str array, one per train example) or ``(None, message)``."""
-    data_dir = data_dir_of(settings, run)
-    cmd = f"python scripts/load_all_datasets.py --data-dir {data_dir} --dataset-ids none --supplement-ids mnli_genres"
-    value, msg = _load_supplement("mnli_genres", data_dir, [data_dir / "multinli_1.0" / "mnli_genres.npz"], cmd)
-    return (None, msg) if value is None else (np.asarray(value[0]).astype(str), None)
-
-
-# --------------------------------------------------------------------------- fixed test points
+# --------------------------------------------------------------------------- cell 6: the fixed test points
 def fixed_test_column(run: LoadedRun, dataset_id: str, which: str = "max") -> int:
     """The column of ``fixed_test`` a figure plots (figures.md §1.0).
 
@@ -448,20 +110,7 @@ def fixed_test_table(runs: dict[str, LoadedRun]):
     return table.astype({c: "Int64" for c in ("column", "test_index", "rank", "n_test")})
 
 
-# --------------------------------------------------------------------------- panel builders
-def _column(value, k: int | None):
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim == 2:
-        if k is None or k >= arr.shape[1]:
-            raise ValueError(f"column {k} of an array of shape {arr.shape}")
-        return arr[:, k]
-    return arr.ravel()
-
-
-def _see_above(run: LoadedRun) -> str:
-    return f"missing {run.name} (see above)"
-
-
+# --------------------------------------------------------------------------- Figures 1, 2, 5, 6: one column per dataset
 def group_grid(runs: dict[str, LoadedRun], rows: Sequence[tuple[str, str, str]], which: str = "max",
                options: dict | None = None, datasets: Sequence[str] | None = None):
     """Panels of a Figure 1/2/5/6-style grid: rows of quantities, one column per dataset.
@@ -498,6 +147,7 @@ def group_grid(runs: dict[str, LoadedRun], rows: Sequence[tuple[str, str, str]],
     return panels, [r[0] for r in rows], [display_name(ds) for ds in datasets]
 
 
+# ----------------------------------------------------- Figure 3 and paper-regs-spearman.pdf: the regularisation sweep
 def reg_grid(settings: Settings, sweeps: dict[str, list[tuple[float, LoadedRun]]],
              rows: Sequence[tuple[str, str, str]], options: dict | None = None):
     """Figure 3 panels: each dataset's sweep pooled in one panel, coloured by lambda/n.
@@ -578,13 +228,6 @@ def regs_spearman_series(table, datasets: Sequence[str]):
     return out
 
 
-def rho_table(rhos, row_labels: Sequence[str], col_titles: Sequence[str]):
-    import pandas as pd
-
-    return pd.DataFrame(np.asarray(rhos, dtype=float), index=[r.replace("\n", " ") for r in row_labels],
-                        columns=list(col_titles))
-
-
 # --------------------------------------------------------------------------- Figure 4
 def cex_panel(run: LoadedRun, test_tag: str, occurrence: int = 0, subsets_key: str | None = None) -> "plot.Panel":
     """Newton (x) vs first-order (y) margin influence on one counterexample test point.
@@ -620,7 +263,7 @@ def figure4_panels(left: LoadedRun, right: LoadedRun) -> list[list["plot.Panel"]
              cex_panel(right, "cex_one")]]
 
 
-# --------------------------------------------------------------------------- MNLI
+# --------------------------------------------------------------------------- MNLI supplementary figures
 def mnli_genres(run: LoadedRun, which: str) -> list[str]:
     key = f"{which}_genres"
     default = MNLI_TEST_GENRES if which == "test" else MNLI_NONFIRES_GENRES
@@ -709,7 +352,7 @@ def mnli_genre_contrib_panels(settings: Settings, run: LoadedRun):
     return [row], genres
 
 
-# --------------------------------------------------------------------------- CDR
+# -------------------------------------------------------------- CDR supplementary figures and paper-combined-apps.pdf
 def lf_statistics(lf_labels: np.ndarray, gold_labels: np.ndarray, lf_ids: Sequence[int]):
     """Per LF id: ``(positive, precision)``.
 
@@ -843,29 +486,3 @@ def combined_apps_panels(cdr_run: LoadedRun, lfs: CdrLFs | None, mnli_run: Loade
     row.append(mnli)
     return [row]
 
-
-# --------------------------------------------------------------------------- output
-def save_figure(fig, name: str, settings: Settings) -> Path:
-    """Save ``fig`` as ``plot_dir/name`` (dpi 300, bbox tight); close it unless shown inline."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    path = Path(settings.plot_dir) / name
-    fig.savefig(path, dpi=300, bbox_inches="tight")
-    print(f"wrote {path}")
-    if matplotlib.get_backend().lower() in ("agg", "pdf", "ps", "svg", "cairo", "template"):
-        plt.close(fig)
-    return path
-
-
-def save_table(table, name: str, settings: Settings, title: str | None = None) -> Path:
-    """Print ``table`` (a DataFrame) and write it as ``plot_dir/name`` (CSV)."""
-    import pandas as pd
-
-    path = Path(settings.plot_dir) / name
-    with pd.option_context("display.max_columns", None, "display.width", 200, "display.precision", 4):
-        print(title or name)
-        print(table.to_string())
-    table.to_csv(path)
-    print(f"wrote {path}")
-    return path
