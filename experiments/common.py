@@ -217,7 +217,7 @@ class Experiment:
             if loaded is None:
                 recompute_rest = True
                 result = self._compute_phase(ph)
-                phase_id = self._phase_id(ph, result, inputs)
+                phase_id = self._phase_id(ph, result, inputs) if save_phase_results else None
                 if save_phase_results:
                     # Later files were computed from the old version of this phase: delete
                     # them first, so that a crash from here on cannot leave them to be reused.
