@@ -7,8 +7,8 @@ The folders are ``--out-dir`` / ``--plot-dir`` when given, else ``$INFLUENCE_OUT
 ``INFLUENCE_FIG_*`` variables select the runs (see ``experiments/figures/settings.py``).
 Runs every cell with nbclient on a kernel whose environment carries these folders and has
 the repository on ``PYTHONPATH``, and writes the executed notebook to
-``{plot_dir}/paper-figures.executed.ipynb``. Exits 1 on any cell error, 2 on a bad flag
-or folder (``--debug`` shows tracebacks).
+``{plot_dir}/paper-figures.executed.ipynb``. Exits 1 on any cell error (2 on a bad
+flag or setting; ``--debug`` shows tracebacks).
 """
 import os
 import sys
@@ -18,7 +18,6 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 from experiments import cli
-from experiments.common import ConfigError
 from experiments.figures.settings import settings_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +74,8 @@ def run(args):
     try:
         settings = settings_from_env(env)  # the folders the notebook will use (created here)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        print(f"error: {exc}", file=sys.stderr)
+        return cli.EXIT_USAGE
     t0 = time.perf_counter()
     try:
         executed = run_notebook(env, settings.plot_dir, args.timeout)
