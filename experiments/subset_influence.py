@@ -350,9 +350,6 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def binary(self) -> bool:
         return self.get_model().spec.binary
 
-    def refit_memory(self) -> None:
-        return None  # ss_logreg's own fixed rule (see influence_base.refit_chunk_size)
-
     # ------------------------------------------------------------------ phases
     @phase(0)
     def cross_validation(self):
