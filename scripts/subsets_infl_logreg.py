@@ -49,9 +49,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 
     config = build_config(
