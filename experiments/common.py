@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from datasets import storage
+from datasets.loader import load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +182,10 @@ class Experiment:
         except OSError as exc:
             raise OutputDirError(f"cannot write {path} (--out-dir {self.out_dir}): {exc.strerror or exc}") from exc
 
+    def check_inputs(self) -> None:
+        """Hook: validate the experiment's inputs before the run folder is written
+        (:class:`DatasetMixin` loads its datasets, which the loader checks)."""
+
     def prepare_run_folder(self) -> None:
         """Create the run folder and remove the temporaries a killed run left in it."""
         try:
@@ -202,6 +207,7 @@ class Experiment:
         """
         if invalidate_phase is not None and int(invalidate_phase) != invalidate_phase:
             raise ValueError(f"invalidate_phase must be an integer; got {invalidate_phase!r}")
+        self.check_inputs()  # bad data stop the run before anything is written
         self.prepare_run_folder()
         self.check_config(force_refresh)
         if force_refresh and self.summary_path.exists():
@@ -483,8 +489,11 @@ class DatasetMixin:
     _datasets = None
 
     def load_datasets(self):
-        from datasets.loader import load_dataset
         return load_dataset(**self.config["dataset_config"])
+
+    def check_inputs(self) -> None:
+        """Load (and so check: :func:`datasets.common.validate_datasets`) the datasets."""
+        self.datasets
 
     @property
     def datasets(self):
