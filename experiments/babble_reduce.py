@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import ConfigError, DatasetMixin, Experiment, phase
+from experiments.influence_base import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +126,7 @@ class BabbleReduce(DatasetMixin, Experiment):
         return self._nonfires
 
     def _bar(self, iterable, desc, total=None):
-        from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, total=total, leave=False,
-                    disable=None if self.progress is None else not self.progress)
+        return progress_bar(iterable, desc, total, self.progress)
 
     def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
             save_phase_results: bool = True) -> dict[str, Any]:

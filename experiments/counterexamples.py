@@ -94,7 +94,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import ConfigError, Experiment, map_chunks, phase
+from experiments.common import ConfigError, map_chunks, phase
+from experiments.influence_base import InfluenceExperiment
+from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +116,7 @@ AVG_KS = (1,) + tuple(range(10, 201, 10))
 AVG_CS = ((0.1, "0.1"), (1e-5, "1e-05"), (1.0, "1"), (2.0, "2"), (10.0, "10"))
 NUM_FACTOR_POINTS = 50
 NUM_RANDOM_POINTS = 50
-REFIT_CHUNK = 1024
+REFIT_CHUNK = 1024   # most groups per phase-3 chunk (fewer only if --max-memory is small)
 EVAL_CHUNK = 1024
 
 SUMMARY_KEYS = ["cex_tags", "cex_lstsq_uv_K-120_subsets", "cex_subset_test_pred_margin_infl",
@@ -327,17 +329,19 @@ def find_adversarial_test(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[s
     return res
 
 
-class Counterexamples(Experiment):
+class Counterexamples(InfluenceExperiment):
     """First-order vs one-step Newton group influence on adversarial test points."""
 
     experiment_id = "counterexamples"
+    fit_intercept = False   # binary, no intercept (spec §2.4)
+    refit_max_chunk = REFIT_CHUNK
+    l2_key = "l2_reg"
+    _data = None
 
     def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
         config = dict(config)
         config.setdefault("dtype", "float64")
-        super().__init__(config, out_dir)
-        self.progress = progress
-        self._model = None
+        super().__init__(config, out_dir, progress)
         self._data = None
 
     # ------------------------------------------------------------------ setup
@@ -372,19 +376,12 @@ class Counterexamples(Experiment):
             self._data = self.get_dataset()
         return self._data[1]
 
-    def get_model(self):
-        if self._model is None:
-            from influence.logistic_regression import LogisticRegression
-            cfg = LogisticRegression.default_config()
-            cfg["arch"] = LogisticRegression.infer_arch(self.train)  # binary, no intercept
-            cfg["dtype"] = self.dtype
-            self._model = LogisticRegression(cfg, model_dir=None)
-        return self._model
+    @property
+    def num_train(self) -> int:
+        return len(self.train[1])
 
-    def _at_theta_hat(self):
-        model = self.get_model()
-        model.set_params_flat(np.asarray(self.R["initial_params"]))
-        return model
+    def inverse_methods(self) -> tuple[str, str]:
+        return ("explicit", "cholesky")
 
     @property
     def subsets(self) -> list[np.ndarray]:
@@ -429,34 +426,26 @@ class Counterexamples(Experiment):
 
     def _retrain_and_newton_chunk(self, start: int, end: int) -> dict[str, np.ndarray]:
         """Phase-3 work for groups ``start..end-1`` (pure given the earlier phases)."""
-        from influence.small_refit import group_newton_steps, group_sums, refit_binary_groups
-
-        model = self._at_theta_hat()
-        np_dtype = model.np_dtype
+        infl = self.influence()
+        np_dtype = infl.at_optimum().np_dtype
         groups = self.subsets[start:end]
-        X, y = self.train
-        theta_hat = np.asarray(self.R["initial_params"])
-        H = np.asarray(self.R["hessian"])
-        G_S = group_sums(groups, np.asarray(self.R["train_grad_losses"]))   # (B, D), model dtype
-        pred = model.get_inverse_hvp(G_S.T, hessian_reg=H, inverse_hvp_method="explicit",
-                                     inverse_vp_method="cholesky").T
-        p = model.get_predictions(X)[:, 1]
-        newton = group_newton_steps(H, X, p * (1 - p), groups, G_S, dtype=self.dtype, chunk=len(groups))
-        refit = refit_binary_groups(X, y, None, self.R["l2_reg"], groups, theta_hat, rtol=model.fit_rtol,
-                                    max_iter=model.config["max_newton_iter"], dtype=self.dtype,
-                                    chunk=len(groups))
+        # g_S in the model's dtype (float32 sums in the float32 mode, as the original).
+        G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_losses"]), keep_dtype=True)
+        pred = infl.first_order_dparams(G_S)
+        newton = infl.newton_dparams(groups, G_S, method="small")["newton_dparam"]
+        refit = infl.refit(groups, len(groups), method="small", progress=False)
         return {
             "subset_pred_dparam": np.asarray(pred, dtype=np_dtype),
             "subset_newton_pred_dparam": newton.astype(np_dtype),
-            "subset_dparam": (refit.thetas - theta_hat[None, :].astype(np.float64)).astype(np_dtype),
-            "subset_refit_grad_norm": refit.grad_norms,
-            "subset_refit_grad_tol": refit.grad_tols,
-            "subset_refit_iters": refit.iterations,
+            "subset_dparam": gi.actual_dparams(refit["params"], self._theta_hat()).astype(np_dtype),
+            "subset_refit_grad_norm": refit["grad_norm"],
+            "subset_refit_grad_tol": refit["grad_tol"],
+            "subset_refit_iters": refit["iters"],
         }
 
     @phase(3)
     def retrain_and_newton(self):
-        res = map_chunks(self._retrain_and_newton_chunk, len(self.subsets), REFIT_CHUNK,
+        res = map_chunks(self._retrain_and_newton_chunk, len(self.subsets), self.refit_chunk_size(),
                          desc="refits and Newton steps", progress=self.progress)
         ratio = res["subset_refit_grad_norm"] / res["subset_refit_grad_tol"]
         logger.info("%d exact refits: %d certified, worst ||grad L_-S||/tol = %.2e, iterations %d-%d",
@@ -469,28 +458,23 @@ class Counterexamples(Experiment):
         return find_adversarial_test(np.asarray(self.R["subset_pred_dparam"]),
                                      np.asarray(self.R["subset_newton_pred_dparam"]), self.config["seed"])
 
-    def _cex_tensors(self):
-        model = self._at_theta_hat()
-        cex = (np.asarray(self.R["cex_X"]), np.asarray(self.R["cex_Y"]))
-        Xa, y, _ = model._tensors(cex)
-        return model, cex, Xa, y
+    def _cex(self):
+        return (np.asarray(self.R["cex_X"]), np.asarray(self.R["cex_Y"]))
 
     def _test_infl_chunk(self, start: int, end: int) -> dict[str, np.ndarray]:
         """Phase-5 non-linear influences of groups ``start..end-1`` on the cex points."""
-        from influence.groups import batch_eval
-
-        model, cex, Xa, y = self._cex_tensors()
-        theta_hat = model.get_params_flat()
-        losses0 = model.get_indiv_loss(cex)
-        margins0 = model.get_indiv_margin(cex)
+        infl = self.influence()
+        model = infl.at_optimum()
+        cex = self._cex()
+        before = {"loss": model.get_indiv_loss(cex), "margin": model.get_indiv_margin(cex)}
         res = {}
         for name, key in (("actl", "subset_dparam"), ("pparam", "subset_pred_dparam"),
                           ("nparam", "subset_newton_pred_dparam")):
-            thetas = theta_hat[None, :] + np.asarray(self.R[key][start:end])
-            res[f"cex_subset_test_{name}_infl"] = batch_eval(model.spec, thetas, Xa, y, "loss",
-                                                             chunk=end - start) - losses0[None, :]
-            res[f"cex_subset_test_{name}_margin_infl"] = batch_eval(model.spec, thetas, Xa, y, "margin",
-                                                                    chunk=end - start) - margins0[None, :]
+            D = np.asarray(self.R[key][start:end])
+            res[f"cex_subset_test_{name}_infl"] = infl.param_influence(D, cex, before["loss"], "loss",
+                                                                       chunk=end - start)
+            res[f"cex_subset_test_{name}_margin_infl"] = infl.param_influence(D, cex, before["margin"], "margin",
+                                                                              chunk=end - start)
         return res
 
     @phase(5)
@@ -498,15 +482,16 @@ class Counterexamples(Experiment):
         res = map_chunks(self._test_infl_chunk, len(self.subsets), EVAL_CHUNK,
                          desc="cex test influences", progress=self.progress)
         # Linear influences at theta_hat: dparam . grad f_t (spec §2.8).
-        model, cex, _, _ = self._cex_tensors()
+        model = self._at_theta_hat()
+        cex = self._cex()
         grad_loss = model.get_indiv_grad_loss(cex)
         grad_margin = model.get_indiv_grad_margin(cex)
         pred = np.asarray(self.R["subset_pred_dparam"])
         newton = np.asarray(self.R["subset_newton_pred_dparam"])
-        res["cex_subset_test_pred_infl"] = pred @ grad_loss.T
-        res["cex_subset_test_pred_margin_infl"] = pred @ grad_margin.T
-        res["cex_subset_test_newton_pred_infl"] = newton @ grad_loss.T
-        res["cex_subset_test_newton_pred_margin_infl"] = newton @ grad_margin.T
+        res["cex_subset_test_pred_infl"] = gi.target_influence(pred, grad_loss)
+        res["cex_subset_test_pred_margin_infl"] = gi.target_influence(pred, grad_margin)
+        res["cex_subset_test_newton_pred_infl"] = gi.target_influence(newton, grad_loss)
+        res["cex_subset_test_newton_pred_margin_infl"] = gi.target_influence(newton, grad_margin)
         return res
 
     # ------------------------------------------------------------------ output

@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import DatasetMixin, Experiment, phase
-from experiments.app_common import (ConfigError, check_cv_range, check_folds, check_positive_int,
-                                    contiguous_folds, cv_regs, refit_chunk_size, refit_groups,
-                                    weighted_grad_sums)
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
+from experiments.common import DatasetMixin, phase
+from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
 
@@ -101,20 +101,18 @@ def run_id_from_config(config: dict[str, Any]) -> str:
     return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
 
 
-class CreditAssignment(DatasetMixin, Experiment):
+class CreditAssignment(DatasetMixin, InfluenceExperiment):
     """Group influence of crowd workers on per-genre, per-class, whole-set and single-point losses."""
 
     experiment_id = "credit_assignment"
     # Class defaults, so that instances made by ``load_run`` (no __init__) work.
-    progress: bool | None = None
     plots = True
-    _datasets = _nonfires = _model = None
+    _datasets = _nonfires = None
 
     def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None, plots: bool = True):
-        super().__init__(config, out_dir)
-        self.progress = progress
+        super().__init__(config, out_dir, progress)
         self.plots = plots  # False: phase 9 writes no figures (they are side effects, not results)
-        self._datasets = self._nonfires = self._model = None
+        self._datasets = self._nonfires = None
 
     # ------------------------------------------------------------------ setup
     @property
@@ -142,30 +140,11 @@ class CreditAssignment(DatasetMixin, Experiment):
         """Sample weights: ``sample_weights`` is falsy in every supported run, so all ones."""
         return np.ones(self.dataset(name).num_examples)
 
-    def get_model(self):
-        if self._model is None:
-            from influence.logistic_regression import LogisticRegression
-            cfg = LogisticRegression.default_config()
-            cfg["arch"] = dict(LogisticRegression.infer_arch(self.train), fit_intercept=True)
-            cfg["inverse_hvp_method"] = self.config["inverse_hvp_method"]
-            self._model = LogisticRegression(cfg)
-        return self._model
+    def model_settings(self) -> dict[str, Any]:
+        return {"inverse_hvp_method": self.config["inverse_hvp_method"]}  # float64
 
-    def _at_theta_hat(self):
-        model = self.get_model()
-        model.set_params_flat(np.asarray(self.R["initial_params"]))
-        return model
-
-    def _bar(self, iterable, desc, total=None):
-        from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, total=total, leave=False,
-                    disable=None if self.progress is None else not self.progress)
-
-    def _inverse_hvp(self, V):
-        return self._at_theta_hat().get_inverse_hvp(
-            np.asarray(V), hessian_reg=self.R.get("hessian"), dataset=self.train, sample_weights=self.weights("train"),
-            l2_reg=self.R["cv_l2_reg"], inverse_hvp_method=self.config["inverse_hvp_method"],
-            inverse_vp_method=self.config["inverse_vp_method"])
+    def train_sample_weights(self) -> np.ndarray:
+        return self.weights("train")
 
     @property
     def subsets(self) -> list[np.ndarray]:
@@ -190,24 +169,12 @@ class CreditAssignment(DatasetMixin, Experiment):
     # ------------------------------------------------------------------ phases
     @phase(0)
     def cross_validation(self):
-        model = self.get_model()
         X, y, w = np.asarray(self.train.x), self.train.labels, self.weights("train")
         n = len(y)
         regs = cv_regs(n, self.config["normalized_cross_validation_range"])
         folds = contiguous_folds(n, self.config["cross_validation_folds"])
-        cv_errors, cv_accs = np.zeros(len(regs)), np.zeros(len(regs))
-        bar = self._bar(range(len(regs) * len(folds)), "cross-validation fits")
-        it = iter(bar)
-        for i, reg in enumerate(regs):
-            accs = []
-            for val in folds:
-                next(it, None)
-                tr = np.setdiff1d(np.arange(n), val)
-                model.fit((X[tr], y[tr]), w[tr], reg)
-                cv_errors[i] += float(np.sum(w[val] * model.get_indiv_loss((X[val], y[val]))))
-                accs.append(model.get_accuracy((X[val], y[val])))
-            cv_accs[i] = np.mean(accs)
-        bar.close()
+        cv = self.cross_validate(X, y, regs, folds, weights=w)
+        cv_errors, cv_accs = cv["cv_errors"], cv["cv_accs"]
         best = int(np.argmax(cv_accs))
         logger.info("cross-validation: l2_reg %.4g (accuracy %.4f)", regs[best], cv_accs[best])
         return {"cv_regs": regs, "cv_errors": cv_errors, "cv_accs": cv_accs, "cv_l2_reg": float(regs[best])}
@@ -272,17 +239,16 @@ class CreditAssignment(DatasetMixin, Experiment):
     @phase(5)
     def all_and_fixed_test_and_nonfire_influence(self):
         model = self._at_theta_hat()
+        infl = self.influence()
         groups = self.subsets
-        X, y = np.asarray(self.train.x), self.train.labels
-        G_S = weighted_grad_sums(model, X, y, self.weights("train"), groups)  # (S, d)
+        G_S = infl.gradient_sums(self.train, groups, self.weights("train"))  # (S, d)
         targets = self.target_sets()
         names = list(targets)
         blocks = {}
         for ds_name in SETS:  # one pass over each evaluation set for all of its targets
             mine = [t for t in names if targets[t][0] == ds_name]
-            ds = self.dataset(ds_name)
-            sums = weighted_grad_sums(model, np.asarray(ds.x), ds.labels, self.weights(ds_name),
-                                      [idx for t in mine for idx in targets[t][1]])
+            sums = infl.gradient_sums(self.dataset(ds_name), [idx for t in mine for idx in targets[t][1]],
+                                      self.weights(ds_name))
             start = 0
             for t in mine:
                 m = len(targets[t][1])
@@ -290,8 +256,7 @@ class CreditAssignment(DatasetMixin, Experiment):
                 start += m
         blocks = [blocks[t] for t in names]
         T = np.concatenate(blocks, axis=0)       # (m, d): every target gradient g_T
-        V = self._inverse_hvp(T.T)               # (d, m): v_T = H^-1 g_T, once per target
-        P = G_S @ V                              # (S, m): pred = g_S . v_T
+        P = infl.first_order_influence(G_S, T)   # (S, m): pred = g_S . H^-1 g_T, one solve per target
         res, start = {"subset_train_grad_for_pred_infl": G_S}, 0
         for name, block in zip(names, blocks):
             m = block.shape[0]
@@ -303,30 +268,23 @@ class CreditAssignment(DatasetMixin, Experiment):
 
     @phase(6)
     def retrain(self):
-        from influence.groups import batch_eval
-
-        model = self._at_theta_hat()
+        infl = self.influence()
         groups = self.subsets
-        size = refit_chunk_size(model.num_params, self.train.num_examples, self.config["max_memory"],
-                                model.spec.num_rows)
-        r = refit_groups(model, self.R["initial_params"], self.train, self.weights("train"), self.R["cv_l2_reg"],
-                         groups, self.R.get("hessian"), size, self._bar)
+        K = infl.spec.num_classes
+        # The explicit-Hessian refit engine, whatever the inverse-HVP method.
+        r = infl.refit(groups, self.refit_chunk_size(), method="explicit", progress=self.progress)
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}
         for name in ("test", "nonfires"):
-            Xa, yy, _ = model._tensors(self.dataset(name))
-            res[f"subset_{name}_losses"] = batch_eval(model.spec, r["params"], Xa, yy, "loss")
-        Xa, yy, _ = model._tensors(self.train)
+            res[f"subset_{name}_losses"] = infl.evaluate(r["params"], self.dataset(name), "loss")
         labels, w = self.train.labels, self.weights("train")
-        K = model.spec.num_classes
         full = self.config.get("store_full_loss_matrices", False)
         own, sums, class_sums, rows = [], np.zeros(len(groups)), np.zeros((len(groups), K)), []
-        for start in range(0, len(groups), 16):
-            block = batch_eval(model.spec, r["params"][start:start + 16], Xa, yy, "loss")  # (b, n)
-            sums[start:start + 16] = block @ w
+        for start, block in infl.evaluate_blocks(r["params"], self.train, "loss", block=16):  # (b, n)
+            sums[start:start + 16] = gi.weighted_sums(block, w)
             for c in range(K):
-                class_sums[start:start + 16, c] = block[:, labels == c] @ w[labels == c]
+                class_sums[start:start + 16, c] = gi.weighted_sums(block, w, labels == c)
             own.extend(block[b, groups[start + b]] for b in range(block.shape[0]))
             if full:
                 rows.append(block)
@@ -338,8 +296,8 @@ class CreditAssignment(DatasetMixin, Experiment):
     @phase(7)
     def compute_self_pred_infl(self):
         G_S = np.asarray(self.R["subset_train_grad_for_pred_infl"])
-        P = self._inverse_hvp(G_S.T).T
-        return {"subset_pred_dparam": P, "self_pred_infl": np.einsum("sd,sd->s", G_S, P)}
+        P = self.influence().first_order_dparams(G_S)
+        return {"subset_pred_dparam": P, "self_pred_infl": gi.self_influence(G_S, P)}
 
     @phase(8)
     def compute_actl_infl(self):
@@ -348,24 +306,21 @@ class CreditAssignment(DatasetMixin, Experiment):
         res = {}
         w_tr = self.weights("train")
         init_tr = np.asarray(R["initial_train_losses"])
-        res["all_train_actl_infl"] = np.asarray(R["subset_train_loss_sums"]) - w_tr @ init_tr
+        res["all_train_actl_infl"] = gi.weighted_sum_change(R["subset_train_loss_sums"], init_tr, w_tr)
         labels = self.train.labels
         K = self.get_model().spec.num_classes
         for c in range(K):
-            m = labels == c
             after = np.asarray(R["subset_train_class_loss_sums"])[:, c]
-            res[f"class_{c}_train_actl_infl"] = after - w_tr[m] @ init_tr[m]
+            res[f"class_{c}_train_actl_infl"] = gi.weighted_sum_change(after, init_tr, w_tr, labels == c)
         for name in ("test", "nonfires"):
             w = self.weights(name)
-            D = np.asarray(R[f"subset_{name}_losses"]) - np.asarray(R[f"initial_{name}_losses"])[None]  # (S, n)
-            res[f"all_{name}_actl_infl"] = D @ w
+            D = gi.change(R[f"subset_{name}_losses"], R[f"initial_{name}_losses"])  # (S, n)
+            res[f"all_{name}_actl_infl"] = gi.weighted_sums(D, w)
             lab = self.dataset(name).labels
             for c in range(K):
-                m = lab == c
-                res[f"class_{c}_{name}_actl_infl"] = D[:, m] @ w[m]
+                res[f"class_{c}_{name}_actl_infl"] = gi.weighted_sums(D, w, lab == c)
             for g, idx in zip(R[f"{name}_genres"], R[f"{name}_genre_inds"]):
-                idx = np.asarray(idx, dtype=np.int64)
-                res[f"{g}_{name}_actl_infl"] = D[:, idx] @ w[idx]
+                res[f"{g}_{name}_actl_infl"] = gi.weighted_sums(D, w, np.asarray(idx, dtype=np.int64))
             fixed = np.asarray(R[f"fixed_{name}"])
             res[f"fixed_{name}_actl_infl"] = D[:, fixed]
         train_losses = R["subset_train_losses"]
@@ -373,7 +328,7 @@ class CreditAssignment(DatasetMixin, Experiment):
             after = [np.asarray(v) for v in train_losses]
         else:
             after = [np.asarray(train_losses)[k, g] for k, g in enumerate(groups)]
-        res["self_actl_infl"] = np.array([w_tr[g] @ (after[k] - init_tr[g]) for k, g in enumerate(groups)])
+        res["self_actl_infl"] = gi.self_actual(after, init_tr, groups, w_tr)
         return res
 
     @phase(9)

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments.app_common import (ConfigError, check_cv_range, check_folds, check_positive_int,  # noqa: F401
-                                    contiguous_folds, cv_regs, dense, refit_chunk_size, refit_groups,
-                                    weighted_grad_sums)
-from experiments.common import DatasetMixin, Experiment, phase
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
+from experiments.common import DatasetMixin, phase
+from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
 
@@ -83,18 +83,16 @@ def run_id_from_config(config: dict[str, Any]) -> str:
     return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
 
 
-class DataValuation(DatasetMixin, Experiment):
+class DataValuation(DatasetMixin, InfluenceExperiment):
     """Group influence of labelling functions on test, train, self and nonfire losses and margins."""
 
     experiment_id = "data_valuation"
     # Class defaults, so that instances made by ``load_run`` (no __init__) can plot.
-    progress: bool | None = None
-    _datasets = _weights = _nonfires = _model = None
+    _datasets = _weights = _nonfires = None
 
     def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
-        super().__init__(config, out_dir)
-        self.progress = progress
-        self._datasets = self._weights = self._nonfires = self._model = None
+        super().__init__(config, out_dir, progress)
+        self._datasets = self._weights = self._nonfires = None
 
     # ------------------------------------------------------------------ setup
     @property
@@ -132,27 +130,20 @@ class DataValuation(DatasetMixin, Experiment):
             self._weights = w
         return self._weights
 
-    def get_model(self):
-        if self._model is None:
-            from influence.logistic_regression import LogisticRegression
-            cfg = LogisticRegression.default_config()
-            cfg["arch"] = {"input_dim": int(self.train.x.shape[1]), "fit_intercept": True, "num_classes": 2}
-            self._model = LogisticRegression(cfg, random_state=np.random.RandomState(2))
-        return self._model
+    def model_arch(self) -> dict[str, Any]:
+        return {"input_dim": int(self.train.x.shape[1]), "fit_intercept": True, "num_classes": 2}
 
-    def _at_theta_hat(self):
-        model = self.get_model()
-        model.set_params_flat(np.asarray(self.R["initial_params"]))
-        return model
+    def model_settings(self) -> dict[str, Any]:
+        return {}  # explicit inverse-HVPs, float64
 
-    def _bar(self, iterable, desc, total=None):
-        from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, total=total, leave=False,
-                    disable=None if self.progress is None else not self.progress)
+    def model_random_state(self):
+        return np.random.RandomState(2)
 
-    def _inverse_hvp(self, V):
-        return self._at_theta_hat().get_inverse_hvp(np.asarray(V), hessian_reg=self.R["hessian"],
-                                                    inverse_vp_method="cholesky_lu")
+    def train_sample_weights(self) -> np.ndarray:
+        return self.weights[0]
+
+    def inverse_methods(self) -> tuple[str, str]:
+        return ("explicit", "cholesky_lu")
 
     @property
     def subsets(self) -> list[np.ndarray]:
@@ -163,31 +154,22 @@ class DataValuation(DatasetMixin, Experiment):
     def cross_validation(self):
         from sklearn.metrics import f1_score
 
-        model = self.get_model()
         X, y, w = self.train.x, self.train.labels, self.weights[0]
         n = len(y)
         regs = cv_regs(n, self.config["normalized_cross_validation_range"])
         folds = contiguous_folds(n, self.config["cross_validation_folds"])
-        cv_errors, cv_accs, cv_f1s = np.zeros(len(regs)), np.zeros(len(regs)), np.zeros(len(regs))
-        bar = self._bar(range(len(regs) * len(folds)), "cross-validation fits")
-        it = iter(bar)
-        for i, reg in enumerate(regs):
-            accs, f1s = [], []
-            for val in folds:
-                next(it, None)
-                tr = np.setdiff1d(np.arange(n), val)
-                model.fit((X[tr], y[tr]), w[tr], reg)
-                cv_errors[i] += float(np.sum(w[val] * model.get_indiv_loss((X[val], y[val]))))
-                accs.append(model.get_accuracy((X[val], y[val])))
-                # QUIRK kept (test leakage): the fold model is scored on the TEST set.
-                pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
-                f1s.append(f1_score(self.test.labels, pred, sample_weight=self.weights[2]))
-            cv_accs[i], cv_f1s[i] = np.mean(accs), np.mean(f1s)
-        bar.close()
+
+        def test_f1(model):
+            # QUIRK kept (test leakage): the fold model is scored on the TEST set.
+            pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
+            return f1_score(self.test.labels, pred, sample_weight=self.weights[2])
+
+        cv = self.cross_validate(X, y, regs, folds, weights=w, score=test_f1)
+        cv_f1s = cv["cv_scores"]
         best = int(np.argmax(cv_f1s))
         logger.info("cross-validation: l2_reg %.4g (mean test F1 %.4f)", regs[best], cv_f1s[best])
-        return {"cv_regs": regs, "cv_errors": cv_errors, "cv_accs": cv_accs, "cv_l2_reg": float(regs[best]),
-                "cv_f1s": cv_f1s}
+        return {"cv_regs": regs, "cv_errors": cv["cv_errors"], "cv_accs": cv["cv_accs"],
+                "cv_l2_reg": float(regs[best]), "cv_f1s": cv_f1s}
 
     @phase(1)
     def initial_training(self):
@@ -227,23 +209,24 @@ class DataValuation(DatasetMixin, Experiment):
     def all_and_fixed_test_and_nonfire_influence(self):
         model = self._at_theta_hat()
         G = np.asarray(self.R["train_grad_loss"])
-        test, wt = self.test, self.weights[2]
+        test, wt, w_tr = self.test, self.weights[2], self.weights[0]
         fixed = np.asarray(self.R["fixed_test"])
         Gt, Gmt = model.get_indiv_grad_loss(test), model.get_indiv_grad_margin(test)
+        Gm = model.get_indiv_grad_margin(self.train)
         pos, neg = test.labels == 1, test.labels == 0
+        wsum = gi.weighted_gradient_sum
         targets = {  # name -> (loss target (m, d), margin target (m, d))
             "fixed_test": (Gt[fixed], Gmt[fixed]),
-            "all_test": ((wt @ Gt)[None], (wt @ Gmt)[None]),
-            "pos_test": ((wt[pos] @ Gt[pos])[None], (wt[pos] @ Gmt[pos])[None]),
-            "neg_test": ((wt[neg] @ Gt[neg])[None], (wt[neg] @ Gmt[neg])[None]),
-            "all_train": ((self.weights[0] @ G)[None],
-                          (self.weights[0] @ model.get_indiv_grad_margin(self.train))[None]),
+            "all_test": (wsum(Gt, wt)[None], wsum(Gmt, wt)[None]),
+            "pos_test": (wsum(Gt, wt, pos)[None], wsum(Gmt, wt, pos)[None]),
+            "neg_test": (wsum(Gt, wt, neg)[None], wsum(Gmt, wt, neg)[None]),
+            "all_train": (wsum(G, w_tr)[None], wsum(Gm, w_tr)[None]),
             "nonfires": (model.get_indiv_grad_loss(self.nonfires), model.get_indiv_grad_margin(self.nonfires)),
         }
         names = list(targets)
         blocks = [targets[k][j] for k in names for j in (0, 1)]
-        V = self._inverse_hvp(np.concatenate(blocks, axis=0).T)  # (d, m): one solve for every target
-        P = (G @ V).T  # (m, N_train): pred[i] = grad l_i^T H^-1 g_target
+        # (m, N_train), one solve for every target: pred[i] = grad l_i^T H^-1 g_target
+        P = self.influence().first_order_influence(G, np.concatenate(blocks, axis=0)).T
         res, start = {}, 0
         for k in names:
             for j, suffix in enumerate(("_pred_infl", "_pred_margin_infl")):
@@ -273,40 +256,31 @@ class DataValuation(DatasetMixin, Experiment):
 
     @phase(6)
     def retrain(self):
-        from influence.groups import batch_eval
-
-        model = self._at_theta_hat()
+        infl = self.influence()
         groups = self.subsets
-        size = refit_chunk_size(model.num_params, self.train.num_examples, self.config["max_memory"])
         # QUIRK kept: the group's rows get weight 0, the other rows keep 1/#LF (not renormalised).
-        r = refit_groups(model, self.R["initial_params"], self.train, self.weights[0], self.R["cv_l2_reg"],
-                         groups, self.R["hessian"], size, self._bar)
+        r = infl.refit(groups, self.refit_chunk_size(), method="explicit", progress=self.progress)
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}
         for name, ds in (("train", self.train), ("test", self.test), ("nonfires", self.nonfires)):
-            Xa, y, _ = model._tensors(ds)
-            res[f"subset_{name}_losses"] = batch_eval(model.spec, r["params"], Xa, y, "loss")
-            res[f"subset_{name}_margins"] = batch_eval(model.spec, r["params"], Xa, y, "margin")
+            res[f"subset_{name}_losses"] = infl.evaluate(r["params"], ds, "loss")
+            res[f"subset_{name}_margins"] = infl.evaluate(r["params"], ds, "margin")
         return res
 
     @phase(7)
     def compute_self_pred_infl(self):
-        from influence.groups import group_sums
-
         model = self._at_theta_hat()
-        s = self.weights[0][:, None]
+        s = self.weights[0]
         groups = self.subsets
-        G_S = group_sums(groups, s * np.asarray(self.R["train_grad_loss"]))
-        Gm_S = group_sums(groups, s * model.get_indiv_grad_margin(self.train))
-        P = self._inverse_hvp(G_S.T).T
-        return {"subset_pred_dparam": P, "subset_self_pred_infl": np.einsum("sd,sd->s", G_S, P),
-                "subset_self_pred_margin_infl": np.einsum("sd,sd->s", Gm_S, P)}
+        G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]), s)
+        Gm_S = gi.group_gradient_sums(groups, model.get_indiv_grad_margin(self.train), s)
+        P = self.influence().first_order_dparams(G_S)
+        return {"subset_pred_dparam": P, "subset_self_pred_infl": gi.self_influence(G_S, P),
+                "subset_self_pred_margin_infl": gi.self_influence(Gm_S, P)}
 
     @phase(8)
     def compute_actl_infl(self):
-        from influence.groups import group_sums
-
         groups = self.subsets
         s, wt = self.weights[0], self.weights[2]
         fixed = np.asarray(self.R["fixed_test"])
@@ -314,25 +288,26 @@ class DataValuation(DatasetMixin, Experiment):
         res = {}
         for plural, suffix, pred_suffix in (("losses", "_infl", "_pred_infl"),
                                             ("margins", "_margin_infl", "_pred_margin_infl")):
-            d_test = np.asarray(self.R[f"subset_test_{plural}"]) - np.asarray(self.R[f"initial_test_{plural}"])[None]
-            d_train = np.asarray(self.R[f"subset_train_{plural}"]) - np.asarray(self.R[f"initial_train_{plural}"])[None]
-            d_nf = (np.asarray(self.R[f"subset_nonfires_{plural}"])
-                    - np.asarray(self.R[f"initial_nonfires_{plural}"])[None])
+            d_test = gi.change(self.R[f"subset_test_{plural}"], self.R[f"initial_test_{plural}"])
+            after_train = np.asarray(self.R[f"subset_train_{plural}"])
+            d_train = gi.change(after_train, self.R[f"initial_train_{plural}"])
+            d_nf = gi.change(self.R[f"subset_nonfires_{plural}"], self.R[f"initial_nonfires_{plural}"])
             res[f"subset_fixed_test_actl{suffix}"] = d_test[:, fixed]
-            res[f"subset_fixed_test_pred{suffix}"] = group_sums(
-                groups, s[:, None] * np.asarray(self.R["fixed_test" + pred_suffix]).T)
+            res[f"subset_fixed_test_pred{suffix}"] = gi.point_influence_group_sums(
+                groups, np.asarray(self.R["fixed_test" + pred_suffix]), s)
             for name, mask in (("pos", pos), ("neg", neg), ("all", np.ones_like(pos))):
-                res[f"subset_{name}_test_actl{suffix}"] = d_test[:, mask] @ wt[mask]
-                res[f"subset_{name}_test_pred{suffix}"] = group_sums(
-                    groups, s * np.asarray(self.R[f"{name}_test{pred_suffix}"]))
+                res[f"subset_{name}_test_actl{suffix}"] = gi.weighted_sums(d_test, wt, mask)
+                res[f"subset_{name}_test_pred{suffix}"] = gi.point_influence_group_sums(
+                    groups, np.asarray(self.R[f"{name}_test{pred_suffix}"]), s)
             # QUIRK kept: over all train rows, including the removed ones.
-            res[f"subset_all_train_actl{suffix}"] = d_train @ s
-            res[f"subset_all_train_pred{suffix}"] = group_sums(
-                groups, s * np.asarray(self.R["all_train" + pred_suffix]))
+            res[f"subset_all_train_actl{suffix}"] = gi.weighted_sums(d_train, s)
+            res[f"subset_all_train_pred{suffix}"] = gi.point_influence_group_sums(
+                groups, np.asarray(self.R["all_train" + pred_suffix]), s)
             res[f"subset_nonfires_actl{suffix}"] = d_nf
-            res[f"subset_nonfires_pred{suffix}"] = group_sums(
-                groups, s[:, None] * np.asarray(self.R["nonfires" + pred_suffix]).T)
-            res[f"subset_self_actl{suffix}"] = np.array([s[g] @ d_train[k, g] for k, g in enumerate(groups)])
+            res[f"subset_nonfires_pred{suffix}"] = gi.point_influence_group_sums(
+                groups, np.asarray(self.R["nonfires" + pred_suffix]), s)
+            res[f"subset_self_actl{suffix}"] = gi.self_actual([after_train[k, g] for k, g in enumerate(groups)],
+                                                              self.R[f"initial_train_{plural}"], groups, s)
         return res
 
     # ------------------------------------------------------------------ plots (not a phase)

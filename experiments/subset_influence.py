@@ -46,7 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import ConfigError, DatasetMixin, Experiment, phase, py2_float_str
+from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
+from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
 
@@ -255,16 +257,14 @@ def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[n
     return [_pool_from_labels(lab) for lab in labels]
 
 
-class SubsetInfluenceLogreg(DatasetMixin, Experiment):
+class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     """Group influence of subsets of the training set on test/self loss and margin."""
 
     experiment_id = "ss_logreg"
 
     def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
-        super().__init__(config, out_dir)
-        self.progress = progress
+        super().__init__(config, out_dir, progress)
         self._datasets = None
-        self._model = None
 
     # ------------------------------------------------------------------ setup
     @property
@@ -272,75 +272,27 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
         return run_id_from_config(self.config)
 
     @property
-    def num_train(self) -> int:
-        return self.train.num_examples
-
-    def get_model(self):
-        if self._model is None:
-            from influence.logistic_regression import LogisticRegression
-            cfg = LogisticRegression.default_config()
-            cfg["arch"] = dict(LogisticRegression.infer_arch(self.train), fit_intercept=True)
-            cfg["inverse_hvp_method"] = self.config["inverse_hvp_method"]
-            cfg["dtype"] = self.config.get("dtype", "float64")
-            self._model = LogisticRegression(cfg, model_dir=None)
-        return self._model
-
-    @property
     def binary(self) -> bool:
         return self.get_model().spec.binary
 
-    def _bar(self, iterable, desc, total=None):
-        from tqdm.auto import tqdm
-        return tqdm(iterable, desc=desc, total=total, leave=False,
-                    disable=None if self.progress is None else not self.progress)
-
-    def _theta_hat(self) -> np.ndarray:
-        return np.asarray(self.R["initial_params"])
-
-    def _at_theta_hat(self):
-        model = self.get_model()
-        model.set_params_flat(self._theta_hat())
-        return model
+    def refit_memory(self) -> None:
+        return None  # ss_logreg's own fixed rule (see influence_base.refit_chunk_size)
 
     # ------------------------------------------------------------------ phases
     @phase(0)
     def cross_validation(self):
-        model = self.get_model()
         X, y = np.asarray(self.train.x), self.train.labels
         n = self.num_train
-        a, b, R = self.config["normalized_cross_validation_range"]
-        regs = np.logspace(np.log10(a * n), np.log10(b * n), int(R))
-        folds = self.config["cross_validation_folds"]
-        fold_size = int(np.ceil(n / folds))
-        fold_losses = np.zeros((len(regs), folds))
-        accs = np.zeros((len(regs), folds))
-        bar = self._bar(range(len(regs) * folds), "cross-validation fits")
-        it = iter(bar)
-        # Fold-major, warm-started along the regularisation path: the first fit of a
-        # fold is cold (from zero, as in the spec); each later one starts at the
-        # previous lambda's optimum. Every fit is certified to the same gradient-norm
-        # tolerance, so only the optimisation path changes (README decision 2), and
-        # it takes fewer Newton iterations.
-        for k in range(folds):
-            val = np.arange(k * fold_size, min((k + 1) * fold_size, n))
-            tr = np.setdiff1d(np.arange(n), val)
-            train_k, val_k = (X[tr], y[tr]), (X[val], y[val])
-            for i, reg in enumerate(regs):
-                next(it, None)
-                # QUIRK kept: the full-data lambda is used on 4/5 of the data.
-                if i == 0:
-                    model.fit(train_k, None, reg)
-                else:
-                    model.warm_fit(train_k, None, reg)
-                fold_losses[i, k] = float(np.sum(model.get_indiv_loss(val_k)))
-                accs[i, k] = model.get_accuracy(val_k)
-        bar.close()
-        cv_errors = np.zeros(len(regs))
-        for k in range(folds):  # summed in fold order, as before
-            cv_errors += fold_losses[:, k]
-        cv_accs = np.array([np.mean(list(row)) for row in accs])
-        best = int(np.argmax(cv_accs))  # accuracy, not loss; first index on ties
-        return {"cv_regs": regs, "cv_errors": cv_errors, "cv_accs": cv_accs,
+        regs = cv_regs(n, self.config["normalized_cross_validation_range"])
+        # Every fold of range(folds), warm-started along the regularisation path: the
+        # first fit of a fold is cold (from zero, as in the spec); each later one starts
+        # at the previous lambda's optimum. Every fit is certified to the same
+        # gradient-norm tolerance, so only the optimisation path changes (README
+        # decision 2), and it takes fewer Newton iterations.
+        folds = contiguous_folds(n, self.config["cross_validation_folds"], skip_empty=False)
+        cv = self.cross_validate(X, y, regs, folds, warm_start=True)
+        best = int(np.argmax(cv["cv_accs"]))  # accuracy, not loss; first index on ties
+        return {"cv_regs": regs, "cv_errors": cv["cv_errors"], "cv_accs": cv["cv_accs"],
                 "cv_l2_reg": float(regs[best])}
 
     @phase(1)
@@ -389,13 +341,6 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
         model = self._at_theta_hat()
         return {"hessian": model.get_hessian(self.train, None, self.R["cv_l2_reg"])}
 
-    def _inverse_hvp(self, V):
-        model = self._at_theta_hat()
-        return model.get_inverse_hvp(V, hessian_reg=self.R.get("hessian"), dataset=self.train,
-                                     l2_reg=self.R["cv_l2_reg"],
-                                     inverse_hvp_method=self.config["inverse_hvp_method"],
-                                     inverse_vp_method=self.config["inverse_vp_method"])
-
     def _fixed_test_grads(self):
         model = self._at_theta_hat()
         fixed = self.test.subset(np.asarray(self.R["fixed_test"]))
@@ -407,9 +352,10 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
     def fixed_test_influence(self):
         G = np.asarray(self.R["train_grad_loss"])
         T, Tm = self._fixed_test_grads()
-        res = {"fixed_test_pred_infl": (G @ self._inverse_hvp(T.T)).T}
+        infl = self.influence()
+        res = {"fixed_test_pred_infl": infl.first_order_influence(G, T).T}
         if Tm is not None:
-            res["fixed_test_pred_margin_infl"] = (G @ self._inverse_hvp(Tm.T)).T
+            res["fixed_test_pred_margin_infl"] = infl.first_order_influence(G, Tm).T
         return res
 
     def subset_sizes(self) -> np.ndarray:
@@ -495,107 +441,58 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
     def subsets(self) -> list[np.ndarray]:
         return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
 
-    def _refit_chunk_size(self) -> int:
-        # Groups refitted together; refit_chunk bounds the memory of full Hessians itself.
-        model = self.get_model()
-        per_group = self.num_train * 8 * max(1, model.spec.num_rows) * 4  # (n, B) work arrays
-        return int(max(1, min(64, (2 ** 30) // per_group)))
-
     def _cg_preconditioner(self):
         """The Newton-CG preconditioner at theta_hat, built once per process (phases 6, 9)."""
         if getattr(self, "_precond", None) is None:
-            from influence.refit import make_preconditioner
-            model = self._at_theta_hat()
-            Xa, _, s = model._tensors(self.train)
-            logger.info("building the Newton-CG preconditioner (d = %d)", model.num_params)
-            self._precond = make_preconditioner(model.spec, self._theta_hat(), Xa, s, self.R["cv_l2_reg"])
+            logger.info("building the Newton-CG preconditioner (d = %d)", self.get_model().num_params)
+            self._precond = self.influence().preconditioner()
         return self._precond
 
     @phase(6)
     def retrain(self):
-        from influence.refit import refit_chunk, refit_chunk_cg
-
-        model = self._at_theta_hat()
         groups = self.subsets
-        S = len(groups)
-        Xa, y, s = model._tensors(self.train)
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        if explicit:
-            H = self.R.get("hessian")
-            if H is None:
-                H = model.get_hessian(self.train, None, self.R["cv_l2_reg"])
-        else:
-            # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
-            precond = self._cg_preconditioner()
-        size = self._refit_chunk_size()
-        thetas = np.zeros((S, model.num_params))
-        cert = {k: np.zeros(S) for k in ("grad_norm", "grad_tol")}
-        counts = {k: np.zeros(S, dtype=np.int64) for k in ("iters", "hessians", "hvps")}
-        conv = np.zeros(S, dtype=bool)
-        for start in self._bar(range(0, S, size), "exact refits", total=math.ceil(S / size)):
-            sel = list(range(start, min(start + size, S)))
-            common = dict(rtol=model.fit_rtol, max_iter=model.config["max_newton_iter"])
-            if explicit:
-                r = refit_chunk(model.spec, self._theta_hat(), Xa, y, s, self.R["cv_l2_reg"],
-                                [groups[i] for i in sel], hessian_hat=H, **common)
-            else:
-                r = refit_chunk_cg(model.spec, self._theta_hat(), Xa, y, s, self.R["cv_l2_reg"],
-                                   [groups[i] for i in sel], preconditioner=precond,
-                                   cg_maxiter=model.config["cg_maxiter"], **common)
-                counts["hvps"][sel] = r.hvps
-            thetas[sel] = r.thetas
-            cert["grad_norm"][sel] = r.grad_norms
-            cert["grad_tol"][sel] = r.grad_tols
-            counts["iters"][sel] = r.iterations
-            counts["hessians"][sel] = r.hessians
-            conv[sel] = r.converged
-        res = {"subset_refit_params": thetas, "subset_refit_grad_norm": cert["grad_norm"],
-               "subset_refit_grad_tol": cert["grad_tol"], "subset_refit_iters": counts["iters"],
-               "subset_refit_hessians": counts["hessians"], "subset_refit_hvps": counts["hvps"],
-               "subset_refit_converged": conv}
-        res.update(self._losses_after_refit(thetas, groups))
+        # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
+        r = self.influence().refit(groups, self.refit_chunk_size(), progress=self.progress,
+                                   preconditioner=None if explicit else self._cg_preconditioner())
+        res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
+               "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
+               "subset_refit_hessians": r["hessians"], "subset_refit_hvps": r["hvps"],
+               "subset_refit_converged": r["converged"]}
+        res.update(self._losses_after_refit(r["params"], groups))
         return res
 
     def _losses_after_refit(self, thetas, groups):
-        from influence.groups import batch_eval
-
-        model = self.get_model()
-        spec = model.spec
+        infl = self.influence()
+        binary = self.binary
         fixed = np.asarray(self.R["fixed_test"])
-        Xa_tr, y_tr, _ = model._tensors(self.train)
         full = self.config.get("store_full_loss_matrices", False)
         test_ds = self.test if full else self.test.subset(fixed)
-        Xa_te, y_te, _ = model._tensors(test_ds)
-        res = {"subset_test_losses": batch_eval(spec, thetas, Xa_te, y_te, "loss")}
-        whats = ["loss"] + (["margin"] if spec.binary else [])
-        if spec.binary:
-            res["subset_test_margins"] = batch_eval(spec, thetas, Xa_te, y_te, "margin")
+        res = {"subset_test_losses": infl.evaluate(thetas, test_ds, "loss")}
+        whats = ["loss"] + (["margin"] if binary else [])
+        if binary:
+            res["subset_test_margins"] = infl.evaluate(thetas, test_ds, "margin")
         if full:
-            res["subset_train_losses"] = batch_eval(spec, thetas, Xa_tr, y_tr, "loss")
-            if spec.binary:
-                res["subset_train_margins"] = batch_eval(spec, thetas, Xa_tr, y_tr, "margin")
+            res["subset_train_losses"] = infl.evaluate(thetas, self.train, "loss")
+            if binary:
+                res["subset_train_margins"] = infl.evaluate(thetas, self.train, "margin")
             return res
         for what in whats:
             key = "subset_train_losses" if what == "loss" else "subset_train_margins"
-            vals = []
-            for start in range(0, len(groups), 64):
-                block = batch_eval(spec, thetas[start:start + 64], Xa_tr, y_tr, what)  # (b, n)
-                vals.extend(block[b, np.asarray(groups[start + b])] for b in range(block.shape[0]))
-            res[key] = vals
+            res[key] = infl.evaluate_own(thetas, groups, what)
         return res
 
     @phase(7)
     def compute_self_pred_infl(self):
-        from influence.groups import group_sums
-
         model = self._at_theta_hat()
         groups = self.subsets
-        G_S = group_sums(groups, np.asarray(self.R["train_grad_loss"]))
-        P = self._inverse_hvp(G_S.T).T
-        res = {"subset_pred_dparam": P, "subset_self_pred_infl": np.einsum("sd,sd->s", G_S, P)}
+        infl = self.influence()
+        G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
+        P = infl.first_order_dparams(G_S)
+        res = {"subset_pred_dparam": P, "subset_self_pred_infl": gi.self_influence(G_S, P)}
         if model.spec.binary:
-            Gm_S = group_sums(groups, model.get_indiv_grad_margin(self.train))
-            res["subset_self_pred_margin_infl"] = np.einsum("sd,sd->s", Gm_S, P)
+            Gm_S = gi.group_gradient_sums(groups, model.get_indiv_grad_margin(self.train))
+            res["subset_self_pred_margin_infl"] = gi.self_influence(Gm_S, P)
         return res
 
     def _stored_group_values(self, key):
@@ -613,8 +510,6 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
 
     @phase(8)
     def compute_actl_infl(self):
-        from influence.groups import group_sums
-
         fixed = np.asarray(self.R["fixed_test"])
         groups = self.subsets
         res = {}
@@ -624,44 +519,38 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
         for _, suffix, plural in quantities:
             init_test = np.asarray(self.R[f"initial_test_{plural}"])
             init_train = np.asarray(self.R[f"initial_train_{plural}"])
-            res[f"subset_fixed_test_actl{suffix}"] = self._stored_fixed_test(f"subset_test_{plural}") - init_test[fixed][None, :]
+            res[f"subset_fixed_test_actl{suffix}"] = gi.change(self._stored_fixed_test(f"subset_test_{plural}"),
+                                                               init_test[fixed])
             pred_key = "fixed_test_pred_infl" if plural == "losses" else "fixed_test_pred_margin_infl"
-            res[f"subset_fixed_test_pred{suffix}"] = group_sums(groups, np.asarray(self.R[pred_key]).T)
+            res[f"subset_fixed_test_pred{suffix}"] = gi.point_influence_group_sums(groups, np.asarray(self.R[pred_key]))
             after = self._stored_group_values(f"subset_train_{plural}")
-            res[f"subset_self_actl{suffix}"] = np.array(
-                [after[s].sum() - init_train[idx].sum() for s, idx in enumerate(groups)])
+            res[f"subset_self_actl{suffix}"] = gi.self_actual(after, init_train, groups)
         return res
 
     @phase(9)
     def newton(self):
         if not newton_enabled(self.config):
             return {}
-        from influence.groups import group_sums, newton_cg, newton_explicit
-
         model = self._at_theta_hat()
         groups = self.subsets
-        G_S = group_sums(groups, np.asarray(self.R["train_grad_loss"]))
-        Xa, _, s = model._tensors(self.train)
+        infl = self.influence()
+        G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
         res = {}
-        if self.config["inverse_hvp_method"] == "explicit":
-            out = newton_explicit(model.spec, self.R["hessian"], self._theta_hat(), Xa, groups, G_S,
-                                  spectrum=not self.config["skip_hessian_spectrum"],
-                                  progress=self.progress)
-            Q = out["newton_dparam"]
-            if "spectrum" in out:
-                res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
-        else:
-            Q = newton_cg(model.spec, self._theta_hat(), Xa, s, self.R["cv_l2_reg"], groups, G_S,
-                          tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
-                          preconditioner=self._cg_preconditioner())
+        explicit = self.config["inverse_hvp_method"] == "explicit"
+        out = infl.newton_dparams(groups, G_S, spectrum=explicit and not self.config["skip_hessian_spectrum"],
+                                  progress=self.progress,
+                                  preconditioner=None if explicit else self._cg_preconditioner())
+        Q = out["newton_dparam"]
+        if "spectrum" in out:
+            res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
         T, Tm = self._fixed_test_grads()
         res["subset_newton_dparam"] = Q
-        res["subset_self_newton_infl"] = np.einsum("sd,sd->s", G_S, Q)
-        res["subset_fixed_test_newton_infl"] = Q @ T.T
+        res["subset_self_newton_infl"] = gi.self_influence(G_S, Q)
+        res["subset_fixed_test_newton_infl"] = gi.target_influence(Q, T)
         if model.spec.binary:
-            Gm_S = group_sums(groups, model.get_indiv_grad_margin(self.train))
-            res["subset_self_newton_margin_infl"] = np.einsum("sd,sd->s", Gm_S, Q)
-            res["subset_fixed_test_newton_margin_infl"] = Q @ Tm.T
+            Gm_S = gi.group_gradient_sums(groups, model.get_indiv_grad_margin(self.train))
+            res["subset_self_newton_margin_infl"] = gi.self_influence(Gm_S, Q)
+            res["subset_fixed_test_newton_margin_infl"] = gi.target_influence(Q, Tm)
         return res
 
     @phase(10)
@@ -670,37 +559,25 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
 
     @phase(11)
     def param_changes(self):
-        from influence.groups import batch_eval
-
-        model = self.get_model()
+        infl = self.influence()
         thetas = np.asarray(self.R["subset_refit_params"])
-        Xa_tr, y_tr, _ = model._tensors(self.train)
-        Xa_te, y_te, _ = model._tensors(self.test)
-
-        def accuracy(Xa, y):
-            # Chunk by chunk: the full (S, n_test) 0/1 matrix would be 1.1 GB for hospital.
-            return np.concatenate([batch_eval(model.spec, thetas[i:i + 64], Xa, y, "correct").mean(axis=1)
-                                   for i in range(0, thetas.shape[0], 64)] or [np.zeros(0)])
-
         return {
-            "subset_dparam": thetas - self._theta_hat()[None, :],
-            "subset_train_accuracy": accuracy(Xa_tr, y_tr),
-            "subset_test_accuracy": accuracy(Xa_te, y_te),
+            "subset_dparam": gi.actual_dparams(thetas, self._theta_hat()),
+            "subset_train_accuracy": infl.accuracies(thetas, self.train),
+            "subset_test_accuracy": infl.accuracies(thetas, self.test),
         }
 
     @phase(12)
     def param_change_norms(self):
         if self.config["skip_param_change_norms"]:
             return {}
-        from influence.groups import group_sums
-
         H = np.asarray(self.R["hessian"])
-        res = {"subset_grad_loss_l2_norm": np.linalg.norm(
-            group_sums(self.subsets, np.asarray(self.R["train_grad_loss"])), axis=1)}
+        res = {"subset_grad_loss_l2_norm": gi.l2_norms(
+            gi.group_gradient_sums(self.subsets, np.asarray(self.R["train_grad_loss"])))}
         for key in ("subset_dparam", "subset_pred_dparam", "subset_newton_dparam"):
             Delta = np.asarray(self.R[key])
-            res[f"{key}_l2_norm"] = np.linalg.norm(Delta, axis=1)
-            res[f"{key}_hessian_norm"] = np.sqrt(np.maximum(np.einsum("sd,de,se->s", Delta, H, Delta), 0.0))
+            res[f"{key}_l2_norm"] = gi.l2_norms(Delta)
+            res[f"{key}_hessian_norm"] = gi.hessian_norms(Delta, H)
         return res
 
     @phase(13)
@@ -709,22 +586,14 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
         if self.config["skip_z_norms"] or not model.spec.binary:
             return {}
         Z = model.get_zs(self.train)
-        L = np.linalg.cholesky(np.asarray(self.R["hessian"]))
-        import scipy.linalg
-        W = scipy.linalg.solve_triangular(L, Z.T, lower=True)
-        return {"zs": Z, "z_norms": np.linalg.norm(Z, axis=1), "z_hessian_norms": np.linalg.norm(W, axis=0)}
+        return {"zs": Z, **gi.z_norms(Z, np.asarray(self.R["hessian"]))}
 
     @phase(14)
     def compute_pparam_infl(self):
-        from influence.groups import batch_eval, group_sums, group_sums_at
-
-        model = self.get_model()
-        spec = model.spec
-        theta_hat = self._theta_hat()
+        infl = self.influence()
         fixed = np.asarray(self.R["fixed_test"])
         groups = self.subsets
-        Xa_te, y_te, _ = model._tensors(self.test.subset(fixed))
-        Xa_tr, y_tr, _ = model._tensors(self.train)
+        test_fixed = self.test.subset(fixed)
         init_test = np.asarray(self.R["initial_test_losses"])[fixed]
         init_train = np.asarray(self.R["initial_train_losses"])
         res = {}
@@ -732,14 +601,12 @@ class SubsetInfluenceLogreg(DatasetMixin, Experiment):
         if "subset_newton_dparam" in self.R:
             todo.append(("subset_newton_dparam", "nparam"))
         for key, name in todo:
-            thetas = theta_hat[None, :] + np.asarray(self.R[key])
-            res[f"subset_fixed_test_{name}_infl"] = batch_eval(spec, thetas, Xa_te, y_te, "loss") - init_test[None, :]
-            if spec.binary:
+            Delta = np.asarray(self.R[key])
+            res[f"subset_fixed_test_{name}_infl"] = infl.param_influence(Delta, test_fixed, init_test, "loss")
+            if self.binary:
                 init_m = np.asarray(self.R["initial_test_margins"])[fixed]
-                res[f"subset_fixed_test_{name}_margin_infl"] = (
-                    batch_eval(spec, thetas, Xa_te, y_te, "margin") - init_m[None, :])
-            res[f"subset_self_{name}_infl"] = (group_sums_at(spec, thetas, Xa_tr, y_tr, groups, "loss")
-                                               - group_sums(groups, init_train))
+                res[f"subset_fixed_test_{name}_margin_infl"] = infl.param_influence(Delta, test_fixed, init_m, "margin")
+            res[f"subset_self_{name}_infl"] = infl.self_param_influence(Delta, groups, init_train, "loss")
         return res
 
     # ------------------------------------------------------------------ output

@@ -216,7 +216,8 @@ def test_stored_newton_change_is_one_exact_newton_step(binary_run):
     """Independent path: autodiff Hessian and gradient of the reduced objective at theta_hat."""
     R, exp = binary_run.R, binary_run
     m = _model_at_hat(exp)
-    Xa, y, _ = m._tensors(exp.train)
+    Xa = K.augment(tf.constant(np.asarray(exp.train.x, dtype=np.float64)), m.spec)
+    y = tf.constant(exp.train.labels, dtype=tf.float64)
     theta = tf.Variable(R["initial_params"])
     grad_full = np.linalg.norm(m.get_total_grad_loss(exp.train, None, R["cv_l2_reg"]))
     for s in (0, 3, 20):

@@ -104,8 +104,14 @@ def test_save_load_round_trip(tmp_path):
     model.set_params_flat(np.zeros_like(theta))
     model.load("initial")
     assert np.array_equal(model.get_params_flat(), theta)
-    fresh = LogisticRegression(model.config, model_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # influence/ writes no files
+    # get_state / set_state carry the states as arrays (the caller stores them).
+    state = model.get_state()
+    fresh = LogisticRegression(model.config)
+    fresh.set_state(state)
     fresh.load("initial")
     assert np.array_equal(fresh.get_params_flat(), theta)
     with pytest.raises(KeyError, match="no saved model state"):
         fresh.load("missing")
+    with pytest.raises(ValueError, match="num_params"):
+        fresh.set_state({"state/bad": np.zeros(3)})

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
-from influence import kernels as K
+from influence import objective as K
 from influence.logistic_regression import LogisticRegression
 from tests.conftest import (ATOL_PREDICT, RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS,
                             assert_close)

@@ -1,0 +1,181 @@
+"""The base of the influence experiments (``ss_logreg``, ``counterexamples``, ``data_valuation``,
+``credit_assignment``): what they share, in one place.
+
+* the model: :meth:`InfluenceExperiment.get_model` builds the
+  :class:`influence.logistic_regression.LogisticRegression` from the hooks
+  :meth:`~InfluenceExperiment.model_arch` and :meth:`~InfluenceExperiment.model_settings`;
+  :meth:`~InfluenceExperiment.influence` hands the group-influence API
+  (:class:`influence.group_influence.GroupInfluence`) the model at theta_hat with the
+  run's data, regularisation, sample weights and Hessian;
+* cross-validation over a regularisation grid with contiguous folds
+  (:meth:`~InfluenceExperiment.cross_validate`; ``ss_logreg`` warm-starts along the path);
+* the refit chunk size (:meth:`~InfluenceExperiment.refit_chunk_size`, one rule:
+  :func:`refit_chunk_size`);
+* progress bars (:func:`progress_bar`) and the config error
+  (:class:`experiments.common.ConfigError`).
+
+A new influence experiment derives from :class:`InfluenceExperiment` (plus
+:class:`experiments.common.DatasetMixin` when it reads a registered dataset), sets
+``experiment_id``, overrides the hooks it needs, and writes phases that call
+:meth:`influence` for every formula.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
+from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
+from influence.logistic_regression import LogisticRegression
+
+
+def refit_chunk_size(num_params: int, num_train: int, num_rows: int = 1, max_memory: int | None = None,
+                     max_chunk: int = 64) -> int:
+    """How many groups are refitted together (the rule the experiments have used so far).
+
+    With ``max_memory``: B stacked (d, d) Hessians and (n, B) work arrays within it.
+    Without (ss_logreg): (n, B) work arrays within 1 GiB; :func:`influence.refit.refit_chunk`
+    bounds the memory of full Hessians itself. At most ``max_chunk``, at least 1.
+    """
+    if max_memory is None:
+        per_group = num_train * 8 * max(1, num_rows) * 4
+        return int(max(1, min(max_chunk, (2 ** 30) // per_group)))
+    per_group = 8 * (3 * num_params ** 2 + 4 * num_train * num_rows)
+    return int(max(1, min(max_chunk, max_memory // per_group)))
+
+
+def cv_regs(n: int, cv_range) -> np.ndarray:
+    """``logspace(log10(low n), log10(high n), num)`` (spec ``ss_logreg.md`` §3 phase 0, ``experiments.md`` §3-§4)."""
+    a, b, num = cv_range
+    return np.logspace(np.log10(a * n), np.log10(b * n), int(num))
+
+
+def contiguous_folds(n: int, folds: int, skip_empty: bool = True) -> list[np.ndarray]:
+    """Contiguous, unshuffled held-out folds of size ceil(n / folds) (empty ones dropped unless
+    ``skip_empty`` is False, as ss_logreg's loop over ``range(folds)``)."""
+    size = int(math.ceil(n / folds))
+    return [np.arange(k * size, min((k + 1) * size, n)) for k in range(folds) if not skip_empty or k * size < n]
+
+
+class InfluenceExperiment(Experiment):
+    """Shared model setup, cross-validation, refit chunking and progress of the influence experiments."""
+
+    # Class defaults, so that instances made by ``load_run`` (no __init__) work.
+    progress: bool | None = None
+    _model = None
+    # Hooks: the model has an intercept; the maximum number of groups per refit chunk;
+    # the config key of the regularisation the model was fitted with.
+    fit_intercept = True
+    refit_max_chunk = 64
+    l2_key = "cv_l2_reg"
+
+    def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
+        super().__init__(config, out_dir)
+        self.progress = progress
+        self._model = None
+
+    # ------------------------------------------------------------------ model
+    def model_arch(self) -> dict[str, Any]:
+        """``{'input_dim', 'fit_intercept', 'num_classes'}`` of the model (default: from the train set)."""
+        return dict(LogisticRegression.infer_arch(self.train), fit_intercept=self.fit_intercept)
+
+    def model_settings(self) -> dict[str, Any]:
+        """Config entries of the model besides the arch."""
+        return {"inverse_hvp_method": self.config.get("inverse_hvp_method", "explicit"),
+                "dtype": self.config.get("dtype", "float64")}
+
+    def model_random_state(self):
+        return None
+
+    def get_model(self) -> LogisticRegression:
+        if self._model is None:
+            cfg = LogisticRegression.default_config()
+            cfg["arch"] = self.model_arch()
+            cfg.update(self.model_settings())
+            self._model = LogisticRegression(cfg, model_dir=None, random_state=self.model_random_state())
+        return self._model
+
+    def _theta_hat(self) -> np.ndarray:
+        return np.asarray(self.R["initial_params"])
+
+    def _at_theta_hat(self) -> LogisticRegression:
+        model = self.get_model()
+        model.set_params_flat(self._theta_hat())
+        return model
+
+    def train_sample_weights(self):
+        """Sample weights of the training objective (None: all ones)."""
+        return None
+
+    def inverse_methods(self) -> tuple[str, str]:
+        """``(inverse_hvp_method, inverse_vp_method)`` of the first-order solves."""
+        return (self.config.get("inverse_hvp_method", "explicit"), self.config.get("inverse_vp_method", "cholesky_lu"))
+
+    def influence(self) -> GroupInfluence:
+        """The group-influence API on this run: the model at theta_hat (phase 1), its train set,
+        regularisation, sample weights and (if computed) Hessian."""
+        ihvp, ivp = self.inverse_methods()
+        return GroupInfluence(self.get_model(), self.train, self.R[self.l2_key], params=self._theta_hat(),
+                              sample_weights=self.train_sample_weights(), hessian=self.R.get("hessian"),
+                              inverse_hvp_method=ihvp, inverse_vp_method=ivp)
+
+    # ------------------------------------------------------------------ shared machinery
+    def _bar(self, iterable, desc, total=None):
+        return progress_bar(iterable, desc, total, self.progress)
+
+    def refit_memory(self) -> int | None:
+        """The memory budget of a refit chunk (None: ss_logreg's fixed rule)."""
+        return int(self.config["max_memory"])
+
+    def refit_chunk_size(self) -> int:
+        """Groups refitted together (:func:`refit_chunk_size` with this run's sizes)."""
+        model = self.get_model()
+        return refit_chunk_size(model.num_params, self.num_train, model.spec.num_rows, self.refit_memory(),
+                                self.refit_max_chunk)
+
+    @property
+    def num_train(self) -> int:
+        return self.train.num_examples
+
+    def cross_validate(self, X, y, regs, folds, weights=None, warm_start: bool = False,
+                       score: Callable[[LogisticRegression], float] | None = None) -> dict[str, np.ndarray]:
+        """Fit on each fold's complement for every lambda of ``regs``; score on the held-out fold.
+
+        Fold-major: each fold's first fit is cold (from zero); with ``warm_start`` each later
+        one starts at the previous lambda's optimum (every fit is certified, so only the
+        optimisation path changes). Returns ``cv_errors`` (summed held-out loss, weighted by
+        ``weights``, summed over folds in fold order), ``cv_accs`` (mean held-out accuracy)
+        and, with ``score(model)``, ``cv_scores`` (its mean over folds).
+        """
+        model = self.get_model()
+        n = len(y)
+        losses, accs = np.zeros((len(regs), len(folds))), np.zeros((len(regs), len(folds)))
+        scores = np.zeros((len(regs), len(folds)))
+        bar = self._bar(range(len(regs) * len(folds)), "cross-validation fits")
+        it = iter(bar)
+        for k, val in enumerate(folds):
+            tr = np.setdiff1d(np.arange(n), val)
+            train_k, val_k = (X[tr], y[tr]), (X[val], y[val])
+            w_k = None if weights is None else weights[tr]
+            for i, reg in enumerate(regs):
+                next(it, None)
+                # QUIRK kept: the full-data lambda is used on (folds-1)/folds of the data.
+                if i == 0 or not warm_start:
+                    model.fit(train_k, w_k, reg)
+                else:
+                    model.warm_fit(train_k, w_k, reg)
+                loss = model.get_indiv_loss(val_k)
+                losses[i, k] = float(np.sum(loss if weights is None else weights[val] * loss))
+                accs[i, k] = model.get_accuracy(val_k)
+                if score is not None:
+                    scores[i, k] = score(model)
+        bar.close()
+        cv_errors = np.zeros(len(regs))
+        for k in range(len(folds)):  # summed in fold order
+            cv_errors += losses[:, k]
+        res = {"cv_errors": cv_errors, "cv_accs": np.array([np.mean(list(row)) for row in accs])}
+        if score is not None:
+            res["cv_scores"] = np.array([np.mean(list(row)) for row in scores])
+        return res

@@ -1,0 +1,654 @@
+"""One group-influence API: first-order, one-step Newton and actual effects of removing groups.
+
+Every influence formula behind a result key of the experiments lives in exactly one
+function of this module (the README's table "Where each result key is computed" names
+it); the experiments only choose groups, targets, phases and files.
+
+Notation (spec ``ss_logreg.md`` §0, README "The model"): ``L(theta) = sum_i s_i l_i(theta)
++ (l2_reg / 2) ||W||^2`` summed over examples, ``theta_hat`` its optimum, ``H`` the
+regularised Hessian at ``theta_hat``. For a group ``U`` (an index array) with sample
+weights ``s``: ``g_U = sum_{i in U} s_i grad l_i(theta_hat)`` and ``H_U`` the group's
+unregularised Hessian. Sign convention: an influence is the change caused by REMOVING U.
+
+Estimators of the parameter change, one per column of the paper's figures:
+
+* ``pred`` (first order): ``H^-1 g_U``;
+* ``newton`` (one-step Newton): ``(H - H_U)^-1 g_U``;
+* ``actl`` (actual): ``theta_{-U} - theta_hat`` from a certified exact refit
+  (:mod:`influence.refit`, :mod:`influence.small_refit`).
+
+Targets: a differentiable quantity ``f`` (test losses, test margins, weighted sums of
+them, the group's own loss, the parameters). The linear influence of a parameter change
+``D`` on ``f`` is ``grad f(theta_hat) . D`` (:func:`target_influence`,
+:func:`self_influence`); the non-linear one is ``f(theta_hat + D) - f(theta_hat)``
+(:meth:`GroupInfluence.param_influence`; "pparam"/"nparam" with D = pred/newton, and the
+actual effect with D = actl).
+
+Layout: :class:`GroupInfluence` holds a model at its optimum and its training data and
+owns everything that needs the model's tensors (inverse-HVPs, Newton changes, refits,
+evaluations at many parameter vectors); the module-level functions are pure NumPy
+formulas. :func:`group_influence` runs all three estimators on a set of targets in one
+call. Public functions check their inputs and raise ``ValueError`` naming the
+parameter, the rule and the value. Arrays are float64 NumPy arrays (float32 in the
+float32 mode where noted).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.linalg
+
+from influence import groups as _groups
+from influence import small_refit as _small
+from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
+from influence.refit import make_preconditioner, refit_chunk, refit_chunk_cg
+
+METHODS = ("explicit", "cg", "small")
+VP_METHODS = ("cholesky", "lu", "cholesky_lu")
+WHATS = ("loss", "margin", "correct")
+TARGETS = ("params", "self_loss", "self_margin", "test_losses", "test_margins", "test_loss_sum")
+ESTIMATORS = ("pred", "newton", "actl")
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_2d(name: str, A, cols: int | None = None, rows: int | None = None) -> np.ndarray:
+    A = np.asarray(A)
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array; got shape {A.shape}")
+    if cols is not None and A.shape[1] != cols:
+        raise ValueError(f"{name} must have {cols} columns; got shape {A.shape}")
+    if rows is not None and A.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows; got shape {A.shape}")
+    return A
+
+
+def _check_groups(groups, n: int | None = None) -> list[np.ndarray]:
+    if isinstance(groups, np.ndarray) and groups.dtype != object and groups.ndim == 1:
+        raise ValueError("groups must be a sequence of index arrays (one per group); got a single 1-D array")
+    out = []
+    for k, g in enumerate(groups):
+        g = np.asarray(g)
+        if g.ndim != 1 or (g.size and not np.issubdtype(g.dtype, np.integer)):
+            raise ValueError(f"groups[{k}] must be a 1-D integer index array; got dtype {g.dtype}, shape {g.shape}")
+        if n is not None and g.size and (g.min() < 0 or g.max() >= n):
+            raise ValueError(f"groups[{k}] indices must lie in [0, {n}); got range [{g.min()}, {g.max()}]")
+        out.append(g)
+    return out
+
+
+def _check_weights(name: str, w, n: int) -> np.ndarray | None:
+    if w is None:
+        return None
+    w = np.asarray(w, dtype=np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},); got {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{name} must be finite and >= 0")
+    return w
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
+
+
+def _xy(data):
+    if isinstance(data, tuple) and len(data) == 2:
+        return data
+    return data.x, data.labels
+
+
+def _num_rows(data) -> int:
+    return int(_xy(data)[0].shape[0])
+
+
+# ----------------------------------------------------------------------------- pure formulas
+def group_gradient_sums(groups: Sequence[np.ndarray], per_example, weights=None,
+                        keep_dtype: bool = False) -> np.ndarray:
+    """``g_U = sum_{i in U} w_i grad q_i`` for every group, shape (S, d).
+
+    ``per_example``: per-example gradients, array of shape (n, d) (of the loss or of the
+    margin). ``weights``: sample weights (n,), or None for ones. The sum is one sparse
+    product in float64 (:func:`influence.groups.group_sums`); with ``keep_dtype`` it
+    stays in the dtype of ``per_example`` (:func:`influence.small_refit.group_sums`,
+    float32 sums in the float32 mode, as the original).
+    """
+    G = _check_2d("per_example", per_example)
+    groups = _check_groups(groups, G.shape[0])
+    w = _check_weights("weights", weights, G.shape[0])
+    if keep_dtype:
+        return _small.group_sums(groups, G if w is None else w[:, None] * G)
+    return _groups.group_sums(groups, G if w is None else w[:, None] * G)
+
+
+def self_influence(group_grads, dparams) -> np.ndarray:
+    """Linear influence of each group on its own (weighted) summed loss or margin, (S,).
+
+    ``group_grads`` (S, d): ``g_U`` of the quantity (loss or margin); ``dparams`` (S, d):
+    the group's parameter change (first-order ``H^-1 g_U`` gives ``subset_self_pred_infl``,
+    Newton gives ``subset_self_newton_infl``).
+    """
+    G = _check_2d("group_grads", group_grads)
+    D = _check_2d("dparams", dparams)
+    if G.shape != D.shape:
+        raise ValueError(f"group_grads and dparams must have the same shape; got {G.shape} and {D.shape}")
+    return np.einsum("sd,sd->s", G, D)
+
+
+def target_influence(dparams, target_grads) -> np.ndarray:
+    """Linear influence ``grad f_t . D_s`` of parameter changes on targets, shape (S, m).
+
+    ``dparams`` (S, d): one parameter change per group; ``target_grads`` (m, d): the
+    gradient at ``theta_hat`` of each target.
+    """
+    D = _check_2d("dparams", dparams)
+    T = _check_2d("target_grads", target_grads, cols=D.shape[1])
+    return D @ T.T
+
+
+def point_influence_group_sums(groups: Sequence[np.ndarray], point_influence, weights=None) -> np.ndarray:
+    """A group's first-order influence as the (weighted) sum of its points' influences.
+
+    ``point_influence``: array of shape (m, n) (m targets) or (n,) (one target), entry
+    ``[j, i]`` the first-order influence of training point i on target j. Returns (S, m)
+    or (S,). Equals ``grad f . H^-1 g_U`` by the symmetry of H (spec ``ss_logreg.md`` §3
+    phase 8).
+    """
+    P = np.asarray(point_influence)
+    if P.ndim not in (1, 2):
+        raise ValueError(f"point_influence must be 1-D (n,) or 2-D (m, n); got shape {P.shape}")
+    n = P.shape[-1]
+    groups = _check_groups(groups, n)
+    w = _check_weights("weights", weights, n)
+    if P.ndim == 2:
+        return _groups.group_sums(groups, P.T if w is None else w[:, None] * P.T)
+    return _groups.group_sums(groups, P if w is None else w * P)
+
+
+def weighted_gradient_sum(per_example, weights, index=None) -> np.ndarray:
+    """Gradient of a weighted sum of per-example quantities ``sum_{i in index} w_i grad q_i``, (d,)."""
+    G = _check_2d("per_example", per_example)
+    w = _check_weights("weights", weights, G.shape[0])
+    if index is None:
+        return w @ G
+    return w[index] @ G[index]
+
+
+def change(after, before) -> np.ndarray:
+    """``after - before``: values after removal minus at ``theta_hat``, per group (S, m)."""
+    A = np.asarray(after)
+    B = np.asarray(before)
+    if A.ndim < 1 or B.shape != A.shape[1:]:
+        raise ValueError(f"before must have the shape of one row of after; got {B.shape} and {A.shape}")
+    return A - B[None]
+
+
+def weighted_sums(values, weights, index=None) -> np.ndarray:
+    """``sum_{i in index} w_i values[:, i]`` per row, (S,): a weighted-sum target from per-point values."""
+    V = _check_2d("values", values)
+    w = _check_weights("weights", weights, V.shape[1])
+    if index is None:
+        return V @ w
+    return V[:, index] @ w[index]
+
+
+def weighted_sum_change(after_sums, before, weights, index=None) -> np.ndarray:
+    """Change of a weighted-sum target: ``after_sums - sum_{i in index} w_i before_i``, (S,)."""
+    b = np.asarray(before)
+    w = _check_weights("weights", weights, b.shape[0])
+    if index is None:
+        return np.asarray(after_sums) - w @ b
+    return np.asarray(after_sums) - w[index] @ b[index]
+
+
+def self_actual(after_own: Sequence[np.ndarray], before, groups: Sequence[np.ndarray], weights=None) -> np.ndarray:
+    """Actual change of each group's own summed loss (or margin), (S,).
+
+    ``after_own[s]``: the values at the group's own points after its refit; ``before``:
+    per-point values at ``theta_hat`` (n,). Unweighted (``weights`` None) it is the
+    difference of the two sums (the order ss_logreg always used); weighted, the weighted
+    sum of the differences ``w_U . (after - before_U)``.
+    """
+    before = np.asarray(before)
+    groups = _check_groups(groups, before.shape[0])
+    if len(after_own) != len(groups):
+        raise ValueError(f"after_own must hold one array per group ({len(groups)}); got {len(after_own)}")
+    w = _check_weights("weights", weights, before.shape[0])
+    if w is None:
+        return np.array([np.asarray(after_own[s]).sum() - before[idx].sum() for s, idx in enumerate(groups)])
+    return np.array([w[g] @ (np.asarray(after_own[k]) - before[g]) for k, g in enumerate(groups)])
+
+
+def actual_dparams(thetas, theta_hat) -> np.ndarray:
+    """Actual parameter changes ``theta_{-U} - theta_hat`` (float64), shape (S, d)."""
+    T = _check_2d("thetas", thetas)
+    t = np.asarray(theta_hat, dtype=np.float64).reshape(-1)
+    if t.shape[0] != T.shape[1]:
+        raise ValueError(f"theta_hat must have length {T.shape[1]}; got {t.shape[0]}")
+    return T - t[None, :]
+
+
+def l2_norms(rows) -> np.ndarray:
+    """Euclidean norm of each row (``subset_grad_loss_l2_norm``, ``*_dparam_l2_norm``), (S,)."""
+    return np.linalg.norm(_check_2d("rows", rows), axis=1)
+
+
+def hessian_norms(dparams, hessian) -> np.ndarray:
+    """``sqrt(D_s^T H D_s)`` per row (``*_dparam_hessian_norm``; negative rounding clipped to 0), (S,)."""
+    D = _check_2d("dparams", dparams)
+    H = _check_2d("hessian", hessian, cols=D.shape[1], rows=D.shape[1])
+    return np.sqrt(np.maximum(np.einsum("sd,de,se->s", D, H, D), 0.0))
+
+
+def z_norms(zs, hessian) -> dict[str, np.ndarray]:
+    """``z_norms`` = ``||z_i||`` and ``z_hessian_norms`` = ``sqrt(z_i^T H^-1 z_i)`` (one triangular solve)."""
+    Z = _check_2d("zs", zs)
+    H = _check_2d("hessian", hessian, cols=Z.shape[1], rows=Z.shape[1])
+    L = np.linalg.cholesky(H)
+    W = scipy.linalg.solve_triangular(L, Z.T, lower=True)
+    return {"z_norms": np.linalg.norm(Z, axis=1), "z_hessian_norms": np.linalg.norm(W, axis=0)}
+
+
+# ----------------------------------------------------------------------------- the model at its optimum
+class GroupInfluence:
+    """A logistic regression at its optimum ``params`` with its training data.
+
+    ``model``: :class:`influence.logistic_regression.LogisticRegression` (its parameters
+    are set to ``params`` before every use); ``train``: dataset (``x``, ``labels``) or
+    ``(x, labels)`` tuple; ``l2_reg``: the regularisation of the fit; ``sample_weights``:
+    (n,) or None for ones; ``hessian``: the regularised Hessian at ``params`` (d, d), if
+    known; ``inverse_hvp_method``: ``'explicit'`` or ``'cg'`` (default the model's);
+    ``inverse_vp_method``: the explicit solve (``'cholesky'``, ``'lu'``, ``'cholesky_lu'``).
+    """
+
+    def __init__(self, model: LogisticRegression, train, l2_reg, params=None, sample_weights=None,
+                 hessian=None, inverse_hvp_method: str | None = None, inverse_vp_method: str = "cholesky_lu"):
+        if not isinstance(model, LogisticRegression):
+            raise ValueError(f"model must be an influence.logistic_regression.LogisticRegression; "
+                             f"got {type(model).__name__}")
+        try:
+            l2 = float(l2_reg)
+        except (TypeError, ValueError):
+            raise ValueError(f"l2_reg must be a finite number >= 0; got {l2_reg!r}") from None
+        if not (math.isfinite(l2) and l2 >= 0):
+            raise ValueError(f"l2_reg must be a finite number >= 0; got {l2_reg!r}")
+        n = _num_rows(train)
+        d = model.num_params
+        params = model.get_params_flat() if params is None else np.asarray(params)
+        if params.shape != (d,):
+            raise ValueError(f"params must have shape ({d},); got {params.shape}")
+        if hessian is not None:
+            hessian = _check_2d("hessian", hessian, cols=d, rows=d)
+        method = inverse_hvp_method or model.config["inverse_hvp_method"]
+        _check_choice("inverse_hvp_method", method, INVERSE_HVP_METHODS)
+        _check_choice("inverse_vp_method", inverse_vp_method, VP_METHODS)
+        self.model = model
+        self.train = train
+        self.l2_reg = l2_reg  # kept as given: every consumer converts with float()
+        self.params = params
+        self.sample_weights = _check_weights("sample_weights", sample_weights, n)
+        self.hessian = hessian
+        self.inverse_hvp_method = method
+        self.inverse_vp_method = inverse_vp_method
+        self.num_train = n
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def spec(self):
+        return self.model.spec
+
+    def at_optimum(self) -> LogisticRegression:
+        """The model with its parameters set to ``params`` (for its public methods)."""
+        self.model.set_params_flat(self.params)
+        return self.model
+
+    def _design(self, data, weights=None):
+        return self.model._tensors(data, weights)
+
+    def _method(self, method):
+        method = method or self.inverse_hvp_method
+        _check_choice("method", method, METHODS)
+        return method
+
+    # ------------------------------------------------------------------ first order
+    def inverse_hvp(self, V) -> np.ndarray:
+        """``H^-1 V`` for V of shape (d,) or (d, m) (explicit solve or CG, as configured)."""
+        V = np.asarray(V)
+        if V.ndim not in (1, 2) or V.shape[0] != self.model.num_params:
+            raise ValueError(f"V must have shape ({self.model.num_params},) or ({self.model.num_params}, m); "
+                             f"got {V.shape}")
+        return self.at_optimum().get_inverse_hvp(
+            V, hessian_reg=self.hessian, dataset=self.train, sample_weights=self.sample_weights,
+            l2_reg=self.l2_reg, inverse_hvp_method=self.inverse_hvp_method,
+            inverse_vp_method=self.inverse_vp_method)
+
+    def first_order_dparams(self, group_grads) -> np.ndarray:
+        """First-order parameter changes ``H^-1 g_U`` (``subset_pred_dparam``), shape (S, d)."""
+        G = _check_2d("group_grads", group_grads, cols=self.model.num_params)
+        return self.inverse_hvp(G.T).T
+
+    def first_order_influence(self, grads, target_grads) -> np.ndarray:
+        """``grads_r . H^-1 grad f_t`` for every row r of ``grads`` and target t, shape (R, m).
+
+        With ``grads`` the per-example training gradients (n, d) this is every training
+        point's first-order influence on the targets (``fixed_test_pred_infl`` is its
+        transpose); with group gradient sums (S, d) it is each group's. ``H^-1`` is
+        applied once per target (one multi-column solve).
+        """
+        G = _check_2d("grads", grads, cols=self.model.num_params)
+        T = _check_2d("target_grads", target_grads, cols=self.model.num_params)
+        return G @ self.inverse_hvp(T.T)
+
+    def gradient_sums(self, data, index_sets: Sequence[np.ndarray], weights=None, margin: bool = False,
+                      chunk: int = 4096) -> np.ndarray:
+        """``sum_{i in T} w_i grad q_i(theta_hat)`` for every index set T, shape (len(index_sets), d).
+
+        q is the loss (or, with ``margin``, the margin) on ``data``. Rows are processed in
+        chunks of ``chunk``, so the (n, d) matrix of per-example gradients is never formed
+        (MultiNLI: 392,702 x 1,803).
+        """
+        X, y = _xy(data)
+        n = X.shape[0]
+        sets = _check_groups([np.asarray(s, dtype=np.int64) for s in index_sets], n)
+        w = _check_weights("weights", weights, n)
+        if int(chunk) != chunk or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+        model = self.at_optimum()
+        Inc = _groups.incidence(sets, n)
+        out = np.zeros((len(sets), model.num_params))
+        w = np.ones(n) if w is None else w
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            part = (X[a:b], y[a:b])
+            G = model.get_indiv_grad_margin(part) if margin else model.get_indiv_grad_loss(part)
+            out += np.asarray(Inc[:, a:b] @ (w[a:b, None] * G))
+        return out
+
+    # ------------------------------------------------------------------ Newton
+    def preconditioner(self):
+        """The shared Newton-CG preconditioner at ``theta_hat`` (:func:`influence.refit.make_preconditioner`).
+
+        Build it once and pass it to :meth:`newton_dparams` and :meth:`refit` for ``cg``.
+        """
+        Xa, _, s = self._design(self.train, self.sample_weights)
+        return make_preconditioner(self.spec, self.params, Xa, s, self.l2_reg)
+
+    def newton_dparams(self, groups: Sequence[np.ndarray], group_grads, method: str | None = None,
+                       spectrum: bool = False, progress: bool | None = None,
+                       preconditioner=None) -> dict[str, np.ndarray]:
+        """One-step Newton changes ``(H - H_U)^-1 g_U`` (``subset_newton_dparam``).
+
+        ``method``: ``'explicit'`` (Woodbury or direct Cholesky per group,
+        :func:`influence.groups.newton_explicit`; with ``spectrum`` also the eigenvalues of
+        ``-H^-1 H_U``), ``'cg'`` (batched preconditioned CG, :func:`influence.groups.newton_cg`)
+        or ``'small'`` (binary models with few parameters: batched Cholesky of all
+        ``H - H_U`` in the model's dtype, :func:`influence.small_refit.group_newton_steps`).
+        Default: the inverse-HVP method. Returns ``newton_dparam`` (S, d) and, for
+        ``'explicit'`` with ``spectrum``, ``spectrum`` (S, d).
+        """
+        method = self._method(method)
+        groups = _check_groups(groups, self.num_train)
+        G = _check_2d("group_grads", group_grads, cols=self.model.num_params, rows=len(groups))
+        model = self.at_optimum()
+        if method == "small":
+            X, p = self._small_design()
+            c = p * (1 - p) if self.sample_weights is None else self.sample_weights * p * (1 - p)
+            H = self._require_hessian()
+            return {"newton_dparam": _small.group_newton_steps(H, X, c, groups, G, dtype=model.config["dtype"],
+                                                               chunk=max(1, len(groups)))}
+        if method == "explicit" and self._weighted():
+            if spectrum:
+                raise ValueError("spectrum=True needs unit sample weights (influence.groups.newton_explicit); "
+                                 "got non-unit sample_weights")
+            return {"newton_dparam": self._newton_weighted(groups, G)}
+        Xa, _, s = self._design(self.train, self.sample_weights)
+        if method == "explicit":
+            return _groups.newton_explicit(self.spec, self._require_hessian(), self.params, Xa, groups, G,
+                                           spectrum=spectrum, progress=progress)
+        Q = _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
+                              tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
+                              preconditioner=preconditioner if preconditioner is not None else self.preconditioner())
+        return {"newton_dparam": Q}
+
+    def _weighted(self) -> bool:
+        return self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
+
+    def _newton_weighted(self, groups, G) -> np.ndarray:
+        # influence.groups.newton_explicit forms H_U from unweighted curvature rows, so
+        # groups with non-unit sample weights are solved directly: H_U = sum_{i in U} s_i
+        # hess l_i, then (H - H_U)^-1 g_U by the configured explicit solve.
+        model = self.at_optimum()
+        H = self._require_hessian()
+        X, y = _xy(self.train)
+        y = np.asarray(y).reshape(-1)
+        out = np.zeros((len(groups), model.num_params))
+        for k, g in enumerate(groups):
+            H_U = model.get_hessian((X[g], y[g]), self.sample_weights[g], 0.0)
+            out[k] = model.get_inverse_hvp(G[k], hessian_reg=H - H_U, inverse_hvp_method="explicit",
+                                           inverse_vp_method=self.inverse_vp_method)
+        return out
+
+    def _require_hessian(self) -> np.ndarray:
+        if self.hessian is None:
+            raise ValueError("hessian is required for the 'explicit' and 'small' methods; pass the "
+                             "regularised Hessian at theta_hat to GroupInfluence")
+        return self.hessian
+
+    def _small_design(self, probabilities: bool = True):
+        """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
+        if not self.spec.binary:
+            raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
+        X = _xy(self.train)[0]
+        X = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
+        p = self.at_optimum().get_predictions(X)[:, 1] if probabilities else None
+        if self.spec.fit_intercept:
+            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+        return X, p
+
+    # ------------------------------------------------------------------ actual effect
+    def refit(self, groups: Sequence[np.ndarray], chunk_size: int, method: str | None = None,
+              progress: bool | None = None, preconditioner=None) -> dict[str, np.ndarray]:
+        """Certified exact refits without each group (its sample weights set to 0), from ``theta_hat``.
+
+        ``method``: ``'explicit'`` (:func:`influence.refit.refit_chunk`), ``'cg'``
+        (:func:`influence.refit.refit_chunk_cg`) or ``'small'`` (binary, few parameters:
+        :func:`influence.small_refit.refit_binary_groups`); default the inverse-HVP
+        method. ``chunk_size`` groups are refitted together. Returns ``params`` (S, d),
+        ``grad_norm``, ``grad_tol`` (the certificate ``||grad L_{-U}|| <= grad_tol``),
+        ``iters``, ``hessians``, ``hvps`` and ``converged`` (S,).
+        """
+        method = self._method(method)
+        groups = _check_groups(groups, self.num_train)
+        if int(chunk_size) != chunk_size or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+        model = self.at_optimum()
+        S, d = len(groups), model.num_params
+        out = {"params": np.zeros((S, d)), "grad_norm": np.zeros(S), "grad_tol": np.zeros(S),
+               "iters": np.zeros(S, dtype=np.int64), "hessians": np.zeros(S, dtype=np.int64),
+               "hvps": np.zeros(S, dtype=np.int64), "converged": np.zeros(S, dtype=bool)}
+        common = dict(rtol=model.fit_rtol, max_iter=model.config["max_newton_iter"])
+        if method == "small":
+            X, _ = self._small_design(probabilities=False)
+            y = np.asarray(_xy(self.train)[1]).reshape(-1)
+            mask = self.spec.weight_mask() if self.spec.fit_intercept else None
+            spans = [(a, min(a + chunk_size, S)) for a in range(0, S, chunk_size)]
+            for a, b in progress_bar(spans, "exact refits", progress=progress):
+                r = _small.refit_binary_groups(X, y, self.sample_weights, self.l2_reg, groups[a:b], self.params,
+                                               weight_mask=mask, dtype=model.config["dtype"], chunk=b - a, **common)
+                out["params"][a:b], out["grad_norm"][a:b], out["grad_tol"][a:b] = r.thetas, r.grad_norms, r.grad_tols
+                out["iters"][a:b], out["converged"][a:b] = r.iterations, r.converged
+            return out
+        Xa, y, s = self._design(self.train, self.sample_weights)
+        if method == "cg" and preconditioner is None:
+            preconditioner = self.preconditioner()
+        for start in progress_bar(range(0, S, chunk_size), "exact refits", math.ceil(S / chunk_size), progress):
+            sel = list(range(start, min(start + chunk_size, S)))
+            if method == "explicit":
+                r = refit_chunk(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
+                                hessian_hat=self.hessian, **common)
+            else:
+                r = refit_chunk_cg(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
+                                   preconditioner=preconditioner, cg_maxiter=model.config["cg_maxiter"], **common)
+                out["hvps"][sel] = r.hvps
+            out["params"][sel] = r.thetas
+            out["grad_norm"][sel] = r.grad_norms
+            out["grad_tol"][sel] = r.grad_tols
+            out["iters"][sel] = r.iterations
+            out["hessians"][sel] = r.hessians
+            out["converged"][sel] = r.converged
+        return out
+
+    # ------------------------------------------------------------------ evaluation at many parameters
+    def evaluate(self, thetas, data, what: str = "loss", chunk: int = 64) -> np.ndarray:
+        """Per-example losses, margins (binary) or 0/1 correctness on ``data`` at each row of
+        ``thetas``, shape (S, n) (:func:`influence.groups.batch_eval`)."""
+        _check_choice("what", what, WHATS)
+        T = _check_2d("thetas", thetas, cols=self.model.num_params)
+        Xa, y, _ = self._design(data)
+        return _groups.batch_eval(self.spec, T, Xa, y, what, chunk=chunk)
+
+    def evaluate_blocks(self, thetas, data, what: str = "loss", block: int = 64):
+        """:meth:`evaluate` in blocks of ``block`` parameter rows: yields ``(start, values)``."""
+        _check_choice("what", what, WHATS)
+        T = _check_2d("thetas", thetas, cols=self.model.num_params)
+        Xa, y, _ = self._design(data)
+        for start in range(0, T.shape[0], block):
+            yield start, _groups.batch_eval(self.spec, T[start:start + block], Xa, y, what)
+
+    def evaluate_own(self, thetas, groups: Sequence[np.ndarray], what: str = "loss", block: int = 64):
+        """Per group s, the training values at its own points at ``thetas[s]`` (ragged list)."""
+        groups = _check_groups(groups, self.num_train)
+        vals = []
+        for start, values in self.evaluate_blocks(thetas, self.train, what, block):
+            vals.extend(values[b, np.asarray(groups[start + b])] for b in range(values.shape[0]))
+        return vals
+
+    def accuracies(self, thetas, data) -> np.ndarray:
+        """Accuracy on ``data`` at each row of ``thetas``, (S,)."""
+        T = _check_2d("thetas", thetas, cols=self.model.num_params)
+        Xa, y, _ = self._design(data)
+        # Chunk by chunk: the full (S, n_test) 0/1 matrix would be 1.1 GB for hospital.
+        return np.concatenate([_groups.batch_eval(self.spec, T[i:i + 64], Xa, y, "correct").mean(axis=1)
+                               for i in range(0, T.shape[0], 64)] or [np.zeros(0)])
+
+    def param_influence(self, dparams, data, before, what: str = "loss", chunk: int = 64) -> np.ndarray:
+        """Non-linear influence ``f(theta_hat + D_s) - f(theta_hat)`` on every point of ``data``, (S, n).
+
+        ``before``: the values at ``theta_hat`` (n,). With the first-order / Newton /
+        actual changes as ``dparams`` this gives the ``pparam`` / ``nparam`` / ``actl`` keys.
+        """
+        D = _check_2d("dparams", dparams, cols=self.model.num_params)
+        thetas = self.params[None, :] + D
+        return self.evaluate(thetas, data, what, chunk=chunk) - np.asarray(before)[None, :]
+
+    def self_param_influence(self, dparams, groups: Sequence[np.ndarray], before, what: str = "loss") -> np.ndarray:
+        """``sum_{i in U_s} (q_i(theta_hat + D_s)) - sum_{i in U_s} q_i(theta_hat)`` per group, (S,)."""
+        D = _check_2d("dparams", dparams, cols=self.model.num_params)
+        groups = _check_groups(groups, self.num_train)
+        _check_choice("what", what, WHATS)
+        Xa, y, _ = self._design(self.train)
+        thetas = self.params[None, :] + D
+        return (_groups.group_sums_at(self.spec, thetas, Xa, y, groups, what)
+                - _groups.group_sums(groups, np.asarray(before)))
+
+
+def progress_bar(iterable, desc: str, total: int | None = None, progress: bool | None = None):
+    """A tqdm bar that disappears when done; ``progress=None`` lets tqdm decide (off without a TTY)."""
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False,
+                disable=None if progress is None else not progress)
+
+
+# ----------------------------------------------------------------------------- everything at once
+@dataclass
+class GroupInfluenceResult:
+    """``estimates[target][estimator]``: arrays of shape (S,) or (S, m) (``params``: (S, d));
+    ``refit``: the certificates of the exact refits (see :meth:`GroupInfluence.refit`)."""
+
+    estimates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    refit: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarray], l2_reg,
+                    targets: Sequence[str] = ("params", "self_loss"), test=None, sample_weights=None,
+                    hessian=None, estimators: Sequence[str] = ESTIMATORS, method: str | None = None,
+                    chunk_size: int = 64, progress: bool | None = None) -> GroupInfluenceResult:
+    """First-order, one-step Newton and actual effects of removing each group on each target.
+
+    ``model``: fitted to its optimum on ``train`` with ``sample_weights`` and ``l2_reg``
+    (checked: the gradient norm must be below 1000 times the fit's certificate).
+    ``targets``: any of ``'params'`` (the parameter change), ``'self_loss'`` /
+    ``'self_margin'`` (the group's own summed loss / margin; margin for binary models),
+    ``'test_losses'`` / ``'test_margins'`` (each point of ``test``) and
+    ``'test_loss_sum'`` (the total loss on ``test``). ``estimators``: any of ``'pred'``,
+    ``'newton'``, ``'actl'``. ``method``: ``'explicit'``, ``'cg'`` or ``'small'``
+    (default: the model's inverse-HVP method).
+    """
+    for t in targets:
+        _check_choice("targets", t, TARGETS)
+    for e in estimators:
+        _check_choice("estimators", e, ESTIMATORS)
+    if any(t.startswith("test") for t in targets) and test is None:
+        raise ValueError(f"targets {list(targets)} need the test data; got test=None")
+    if "self_margin" in targets or "test_margins" in targets:
+        if not model.spec.binary:
+            raise ValueError("margin targets need a binary model")
+    n = _num_rows(train)
+    groups = _check_groups(groups, n)
+    w = _check_weights("sample_weights", sample_weights, n)
+    fit_norm = float(np.linalg.norm(model.get_total_grad_loss(train, w, l2_reg)))
+    tol = model.fit_rtol * max(model.grad_scale(train, w), 1.0)
+    if not fit_norm <= 1e3 * tol:
+        raise ValueError(f"model must be at its optimum on train: ||grad L(theta)|| = {fit_norm:.3e} exceeds "
+                         f"1000 x the fit certificate {tol:.3e}; call model.fit(train, sample_weights, l2_reg)")
+    method = method or model.config["inverse_hvp_method"]
+    _check_choice("method", method, METHODS)
+    if hessian is None and method != "cg":
+        hessian = model.get_hessian(train, w, l2_reg)
+    gi = GroupInfluence(model, train, l2_reg, sample_weights=w, hessian=hessian,
+                        inverse_hvp_method="cg" if method == "cg" else "explicit")
+    m = gi.at_optimum()
+    G_S = group_gradient_sums(groups, m.get_indiv_grad_loss(train), w)
+    Gm_S = group_gradient_sums(groups, m.get_indiv_grad_margin(train), w) if "self_margin" in targets else None
+    D: dict[str, np.ndarray] = {}
+    result = GroupInfluenceResult()
+    if "pred" in estimators:
+        D["pred"] = gi.first_order_dparams(G_S)
+    if "newton" in estimators:
+        D["newton"] = gi.newton_dparams(groups, G_S, method=method, progress=progress)["newton_dparam"]
+    if "actl" in estimators:
+        result.refit = gi.refit(groups, chunk_size, method=method, progress=progress)
+        D["actl"] = actual_dparams(result.refit["params"], gi.params)
+    test_grads = {}
+    if test is not None:
+        test_grads = {"test_losses": (m.get_indiv_grad_loss(test), "loss"),
+                      "test_loss_sum": (m.get_total_grad_loss(test)[None, :], "loss")}
+        if m.spec.binary:
+            test_grads["test_margins"] = (m.get_indiv_grad_margin(test), "margin")
+    for t in targets:
+        est = result.estimates.setdefault(t, {})
+        for e, Delta in D.items():
+            if t == "params":
+                est[e] = Delta
+            elif t in ("self_loss", "self_margin"):
+                what = "loss" if t == "self_loss" else "margin"
+                if e == "actl":
+                    before = m.get_indiv_loss(train) if what == "loss" else m.get_indiv_margin(train)
+                    after = gi.evaluate_own(result.refit["params"], groups, what)
+                    est[e] = self_actual(after, before, groups, w)
+                else:
+                    est[e] = self_influence(G_S if what == "loss" else Gm_S, Delta)
+            else:
+                T, what = test_grads[t]
+                if e == "actl":
+                    before = m.get_indiv_loss(test) if what == "loss" else m.get_indiv_margin(test)
+                    vals = change(gi.evaluate(result.refit["params"], test, what), before)
+                    est[e] = weighted_sums(vals, np.ones(vals.shape[1])) if t == "test_loss_sum" else vals
+                else:
+                    vals = target_influence(Delta, T)
+                    est[e] = vals[:, 0] if t == "test_loss_sum" else vals
+    gi.at_optimum()
+    return result
