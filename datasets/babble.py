@@ -65,7 +65,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from datasets.common import (DataSet, DatasetIntegrityError, Datasets, get_dataset_dir, load_sparse,
-                             read_cache, save_sparse)
+                             read_cache, read_sparse_cache, save_sparse)
 from datasets.download import file_digest, maybe_download
 from datasets.storage import load_arrays, save_arrays
 
@@ -345,10 +345,12 @@ def load_cdr(data_dir=None, force_refresh: bool = False, progress: bool = True) 
     keys = ("x0", "x1", "x2", "labels")
     paths = ensure_caches(data_dir, "cdr", required=keys, force_refresh=force_refresh, progress=progress)
     labels = read_cache(paths["labels"], [f"labels_{s}" for s in SPLITS])
-    if labels is None:
+    xs = [read_sparse_cache(paths[f"x{s}"]) for s in SPLITS]
+    if labels is None or any(x is None for x in xs):  # damaged or old format: rebuild once
         paths = ensure_caches(data_dir, "cdr", force_refresh=True, progress=progress)
         labels = read_cache(paths["labels"], [f"labels_{s}" for s in SPLITS])
-    splits = [DataSet(load_sparse(paths[f"x{s}"]), labels[f"labels_{s}"]) for s in SPLITS]
+        xs = [load_sparse(paths[f"x{s}"]) for s in SPLITS]
+    splits = [DataSet(xs[s], labels[f"labels_{s}"]) for s in SPLITS]
     return Datasets(*splits)
 
 
@@ -371,10 +373,12 @@ def load_cdr_nonfires(data_dir=None, progress: bool = True) -> DataSet:
     """Gold-labelled candidates no LF voted on: sparse float32 x, float64 0./1. labels."""
     paths = ensure_caches(data_dir, "cdr", required=("nonfires_x", "nonfires_labels"), progress=progress)
     labels = read_cache(paths["nonfires_labels"], ["labels"])
-    if labels is None:
+    x = read_sparse_cache(paths["nonfires_x"])
+    if labels is None or x is None:
         paths = ensure_caches(data_dir, "cdr", force_refresh=True, progress=progress)
         labels = read_cache(paths["nonfires_labels"], ["labels"])
-    return DataSet(load_sparse(paths["nonfires_x"]), labels["labels"].reshape(-1))
+        x = load_sparse(paths["nonfires_x"])
+    return DataSet(x, labels["labels"].reshape(-1))
 
 
 def load_cdr_labeling_info(data_dir=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -463,10 +467,10 @@ def _read_reduced(path: Path, data_dir, expected_matrices: int) -> list[sp.csr_m
 
     try:
         arrays = load_arrays(path)
-    except ValueError as exc:
+    except ValueError as exc:  # storage.CorruptFileError: damaged, or the original's pickles
         raise DatasetIntegrityError(
-            f"{path} is not in this project's format ({exc}); files written by the original code "
-            "(pickled object array 'reduced_x') are not loaded: re-run babble_reduce") from exc
+            f"{path} is damaged or not in this project's format ({exc}); files written by the original "
+            "code (pickled object array 'reduced_x') are not loaded: re-run babble_reduce") from exc
     if str(arrays.get("format", "")) != REDUCED_FORMAT or int(arrays.get("num_matrices", -1)) != expected_matrices:
         raise DatasetIntegrityError(f"{path}: expected format {REDUCED_FORMAT!r} with {expected_matrices} "
                                     f"matrices; got keys {sorted(arrays)}")

@@ -9,7 +9,7 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from datasets.storage import atomic_write, load_arrays
+from datasets.storage import CorruptFileError, atomic_write, load_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -172,27 +172,153 @@ def check_expected(what: str, got, expected, strict: bool = True) -> None:
     logger.warning("%s (the spec's size is inferred; continuing)", message)
 
 
-# --------------------------------------------------------------------------- caches
-def read_cache(path: str | os.PathLike, required_keys: Iterable[str]) -> dict[str, np.ndarray] | None:
-    """Arrays of a cache file written by this project, or ``None`` if it must be rebuilt.
+# --------------------------------------------------------------------------- validation
+class DatasetValidationError(ValueError):
+    """Loaded data the experiments cannot use: non-finite values, fewer than two classes,
+    non-integer labels, or inconsistent shapes. The message names the dataset, the array,
+    the count of bad entries and the first bad index."""
 
-    ``None`` when the file is missing, unreadable (for instance the original's pickled
-    object arrays, which are never loaded) or lacks one of ``required_keys``.
+
+SPLIT_NAMES = ("train", "validation", "test")
+# Elements checked per block, so that a large dense x (mnli: 392,702 x 600) never needs
+# a full boolean copy.
+_CHECK_BLOCK = 1 << 22
+
+
+def _first_nonfinite(values: np.ndarray) -> tuple[int, int]:
+    """``(count, first flat index)`` of the non-finite entries of a 1-D or 2-D array (count 0: none)."""
+    flat = values.reshape(-1) if values.flags.c_contiguous else np.ravel(values)
+    count, first = 0, -1
+    for start in range(0, flat.size, _CHECK_BLOCK):
+        block = flat[start:start + _CHECK_BLOCK]
+        if np.isfinite(block).all():  # the fast path: one reduction, no index search
+            continue
+        bad = np.flatnonzero(~np.isfinite(block))
+        if first < 0:
+            first = start + int(bad[0])
+        count += bad.size
+    return count, first
+
+
+def _check_x(name: str, split: str, x) -> None:
+    where = f"dataset {name!r}: {split} x"
+    if x.ndim != 2:
+        raise DatasetValidationError(f"{where} must be 2-D (n_samples, n_features); got shape {x.shape}")
+    if sp.issparse(x):
+        # Only the stored values can be non-finite: check .data, then locate the first one.
+        m = x if x.format in ("csr", "csc", "coo") else x.tocsr()
+        count, k = _first_nonfinite(np.asarray(m.data))
+        if count:
+            if m.format == "coo":
+                row, col = int(m.row[k]), int(m.col[k])
+            else:
+                outer = int(np.searchsorted(m.indptr, k, side="right") - 1)
+                inner = int(m.indices[k])
+                row, col = (outer, inner) if m.format == "csr" else (inner, outer)
+    else:
+        count, k = _first_nonfinite(np.asarray(x))
+        if count:
+            row, col = divmod(k, x.shape[1])
+    if count:
+        raise DatasetValidationError(
+            f"{where} has {count} non-finite value(s) (NaN or infinite); the first is at row {row}, "
+            f"column {col}. Fix or delete the data files (and the cache) of this dataset")
+
+
+def _check_labels(name: str, split: str, labels: np.ndarray) -> None:
+    where = f"dataset {name!r}: {split} labels"
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise DatasetValidationError(f"{where} must be numeric class indices; got dtype {labels.dtype}")
+    if labels.dtype.kind == "f":
+        count, k = _first_nonfinite(labels)
+        if count:
+            raise DatasetValidationError(f"{where} have {count} non-finite value(s) (NaN or infinite); "
+                                         f"the first is at index {k}")
+        bad = np.flatnonzero(labels != np.round(labels))
+        if bad.size:
+            raise DatasetValidationError(f"{where} must be integers (class indices 0..K-1); {bad.size} are "
+                                         f"not, the first at index {bad[0]} ({labels[bad[0]]!r})")
+    bad = np.flatnonzero(labels < 0)
+    if bad.size:
+        raise DatasetValidationError(f"{where} must be class indices 0..K-1; {bad.size} are negative, "
+                                     f"the first at index {bad[0]} ({labels[bad[0]]!r})")
+
+
+def validate_datasets(ds: Datasets, name: str) -> Datasets:
+    """Check loaded data before anything uses it; return ``ds`` unchanged.
+
+    Every split that is not ``None``: x is 2-D with as many rows as there are labels, x
+    and labels are finite, labels are non-negative integers (class indices; float 0./1.
+    is fine). Every split has the train split's number of features; a 0-row split is
+    only checked for that when it is 2-D (mnli's empty validation x is 1-D, as in the
+    original). The train split has at least two classes. Sparse x is checked through its
+    stored values only.
+
+    Raises :class:`DatasetValidationError` naming ``name``, the split and array, the
+    number of bad entries and the first bad index.
     """
+    if not isinstance(ds, Datasets) or ds.train is None or ds.test is None:
+        raise DatasetValidationError(f"dataset {name!r}: the loader must return Datasets(train, validation, "
+                                     f"test) with a train and a test split; got {type(ds).__name__}")
+    n_features = None
+    for split, part in zip(SPLIT_NAMES, ds):
+        if part is None:
+            continue
+        x, labels = part.x, np.asarray(part.labels)
+        if x.shape[0] == 0 and x.ndim != 2:
+            continue  # an empty placeholder split (mnli validation)
+        if x.shape[0] != labels.shape[0]:
+            raise DatasetValidationError(f"dataset {name!r}: {split} x has {x.shape[0]} rows but there are "
+                                         f"{labels.shape[0]} labels")
+        _check_x(name, split, x)
+        if n_features is None:
+            n_features = x.shape[1]
+        elif x.shape[1] != n_features:
+            raise DatasetValidationError(f"dataset {name!r}: {split} x has {x.shape[1]} features but train "
+                                         f"x has {n_features}")
+        _check_labels(name, split, labels)
+    classes = np.unique(np.asarray(ds.train.labels))
+    if classes.size < 2:
+        raise DatasetValidationError(f"dataset {name!r}: train labels must contain at least two classes; "
+                                     f"got {classes.size} ({classes.tolist()}) in {ds.train.num_examples} rows")
+    return ds
 
-    path = Path(path)
+
+# --------------------------------------------------------------------------- caches
+def _read_cache_file(path: Path, read):
+    """``read(path)``, or ``None`` (with a warning naming the file) if it is missing or damaged."""
     if not path.is_file():
         return None
     try:
-        arrays = load_arrays(path)
-    except (OSError, ValueError, EOFError) as exc:
-        logger.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
+        return read(path)
+    except CorruptFileError as exc:
+        # Truncated, overwritten, random bytes, or the original's pickled object arrays
+        # (never loaded): a cache is derived data, so it is rebuilt, not trusted.
+        logger.warning("%s; ignoring this cache and rebuilding it from the raw data", exc)
+        return None
+
+
+def read_cache(path: str | os.PathLike, required_keys: Iterable[str]) -> dict[str, np.ndarray] | None:
+    """Arrays of a cache file written by this project, or ``None`` if it must be rebuilt.
+
+    ``None`` when the file is missing, damaged (a warning names it; see
+    :class:`datasets.storage.CorruptFileError`) or lacks one of ``required_keys``.
+    """
+    path = Path(path)
+    arrays = _read_cache_file(path, load_arrays)
+    if arrays is None:
         return None
     missing = [k for k in required_keys if k not in arrays]
     if missing:
         logger.warning("ignoring cache %s without keys %s (older format?); rebuilding it", path, missing)
         return None
     return arrays
+
+
+def read_sparse_cache(path: str | os.PathLike) -> sp.csr_matrix | None:
+    """:func:`load_sparse`, or ``None`` if the file is missing or damaged (a warning names it)."""
+    return _read_cache_file(Path(path), load_sparse)
 
 
 def save_sparse(path: str | os.PathLike, matrix) -> None:
@@ -203,8 +329,25 @@ def save_sparse(path: str | os.PathLike, matrix) -> None:
 
 
 def load_sparse(path: str | os.PathLike) -> sp.csr_matrix:
-    """Read a ``save_npz`` file (CSR, or the original's COO) as a CSR matrix."""
-    return sp.csr_matrix(sp.load_npz(path))
+    """Read a ``save_npz`` file (CSR/CSC, or the original's COO) as a CSR matrix.
+
+    Raises :class:`datasets.storage.CorruptFileError` if the file is damaged.
+    """
+    arrays = load_arrays(path)
+    try:
+        fmt = arrays["format"].item()
+        fmt = fmt.decode("ascii") if isinstance(fmt, bytes) else str(fmt)
+        shape = tuple(int(n) for n in arrays["shape"])
+        if fmt in ("csr", "csc"):
+            cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+            matrix = cls((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
+        elif fmt == "coo":
+            matrix = sp.coo_matrix((arrays["data"], (arrays["row"], arrays["col"])), shape=shape)
+        else:
+            raise ValueError(f"unsupported sparse format {fmt!r}")
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CorruptFileError(path, f"not a scipy sparse matrix file ({type(exc).__name__}: {exc})") from exc
+    return sp.csr_matrix(matrix)
 
 
 def empty_dataset(n_features: int, x_dtype=np.float32, label_dtype=np.float64) -> DataSet:

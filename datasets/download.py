@@ -9,7 +9,11 @@ checksum, so an interrupted download was later treated as complete. Here:
   whose digest does not match (a partial or corrupt download) is fetched again.
 * With no network, one :class:`DataUnavailableError` names every URL tried and the exact
   path where the file can be placed by hand; a download whose bytes do not match the
-  digest raises :class:`ChecksumMismatchError` and leaves no file behind.
+  digest raises :class:`ChecksumMismatchError` and leaves no file behind. A file already
+  on disk that does not match and cannot be fetched again gives a
+  :class:`ChecksumMismatchError` whose first line says that the file at that path is
+  corrupt, with the expected and actual digests, and to delete it (and rerun) or replace
+  it with a correct copy.
 * The fetch itself is the module attribute :func:`fetch_url`, looked up at call time, so
   tests can monkeypatch it (``file://`` URLs work with ``urllib.request`` too). Setting the
   environment variable ``INFLUENCE_OFFLINE=1`` makes every fetch fail at once, as on a
@@ -33,6 +37,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterable, Sequence
 
@@ -63,6 +68,19 @@ class DataUnavailableError(DownloadError):
 
 class ChecksumMismatchError(DownloadError):
     """The downloaded bytes do not match the published digest (nothing was kept)."""
+
+
+class ArchiveLimitError(DownloadError):
+    """An archive member would expand beyond a size limit, or is nested too deeply
+    (a decompression bomb, or not the expected archive)."""
+
+
+# Limits on what is decompressed from an archive. The real archives are far below them
+# (the hospital CSV is 19 MB, deflated about 6:1; CIFAR-10 is 180 MB uncompressed).
+MAX_MEMBER_BYTES = 1 << 30  # one member read into memory (for example a nested zip or a CSV)
+MAX_EXTRACT_BYTES = 8 << 30  # all members of one archive extracted to disk
+# Deflate can reach ~1000:1 on constant bytes; text and images stay below 20:1.
+MAX_COMPRESSION_RATIO = 200
 
 
 # --------------------------------------------------------------------------- digests
@@ -188,7 +206,9 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
         No URL could be fetched (no network, HTTP error, ...). The message names every
         URL with its error and the exact path where the file can be placed by hand.
     ChecksumMismatchError
-        At least one URL answered but no answer matched the digest. No file is kept.
+        At least one URL answered but no answer matched the digest (no file is kept), or
+        the file on disk does not match and could not be fetched again (it is kept; the
+        first line of the message says it is corrupt, with both digests and what to do).
     """
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list or not all(isinstance(u, str) and u for u in url_list):
@@ -200,15 +220,13 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / filename
 
-    corrupt_note = ""
+    corrupt = ""  # the digests of an existing file that does not match, for the message
     if path.is_file():
         bad = _mismatches(path, expected)
         if not bad:
             return path
-        corrupt_note = (f"the existing file {path} does not match the expected digest "
-                        f"({_describe_expected(expected)}; got "
-                        f"{', '.join(f'{k} {v}' for k, v in bad.items())}) and was not replaced")
-        logger.warning("%s is partial or corrupt (digest mismatch); fetching it again", path)
+        corrupt = "; ".join(f"{k} {got}, expected {expected[k]}" for k, got in bad.items())
+        logger.warning("%s is partial or corrupt (%s); fetching it again", path, corrupt)
     elif path.exists():
         raise DownloadError(f"{path} exists but is not a regular file; remove it and retry")
 
@@ -246,13 +264,20 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
 
     what = f"{filename} ({source})" if source else filename
     reason = failures[0][1] if len(failures) == 1 else f"first error: {failures[0][1]}"
-    lines = [f"could not download {what} from {len(url_list)} URL(s) ({reason}); place it by hand at "
-             f"{path.resolve()} ({_describe_expected(expected)})", "URLs tried:"]
-    lines += [f"  - {url}: {why}" for url, why in failures]
-    if corrupt_note:
-        lines.append(f"Note: {corrupt_note}.")
-    error = (ChecksumMismatchError if mismatched else DataUnavailableError)("\n".join(lines))
-    error.reason = failures[0][1]
+    where = path.resolve()
+    if corrupt:
+        # The first line must not tell the user to put the file where it already is: say
+        # that the file there is corrupt, with both digests, and the two ways out.
+        first = (f"{where} is corrupt ({corrupt}) and downloading {what} again failed ({reason}): "
+                 f"delete it and rerun to download it again, or replace it with a correct copy")
+        error_reason = f"{where} is corrupt ({corrupt})"
+    else:
+        first = (f"could not download {what} from {len(url_list)} URL(s) ({reason}); place a correct copy "
+                 f"by hand at {where} ({_describe_expected(expected)})")
+        error_reason = failures[0][1]
+    lines = [first, "URLs tried:"] + [f"  - {url}: {why}" for url, why in failures]
+    error = (ChecksumMismatchError if mismatched or corrupt else DataUnavailableError)("\n".join(lines))
+    error.reason = error_reason
     raise error
 
 
@@ -265,10 +290,15 @@ def combine_errors(errors: Sequence[DownloadError], what: str, directory: str | 
     had one, else a :class:`DataUnavailableError`.
     """
     reason = errors[0].reason or str(errors[0]).splitlines()[0]
-    first = (f"could not download {len(names)} file(s) of {what} ({reason}): {', '.join(names)}; "
-             f"place them by hand in {Path(directory).resolve()}")
-    message = "\n".join([first] + [str(e) for e in errors])
     mismatched = any(isinstance(e, ChecksumMismatchError) for e in errors)
+    if mismatched:
+        first = (f"could not obtain {len(names)} file(s) of {what} ({reason}): {', '.join(names)}; delete "
+                 f"any corrupt file in {Path(directory).resolve()} and rerun to download it again, or "
+                 "place correct copies there")
+    else:
+        first = (f"could not download {len(names)} file(s) of {what} ({reason}): {', '.join(names)}; "
+                 f"place them by hand in {Path(directory).resolve()}")
+    message = "\n".join([first] + [str(e) for e in errors])
     error = (ChecksumMismatchError if mismatched else DataUnavailableError)(message)
     error.reason = reason
     return error
@@ -291,6 +321,41 @@ def download_all(items: Sequence[tuple[Sequence[str], str, str | None, str | Non
 
 
 # --------------------------------------------------------------------------- extraction
+def check_zip_member(info: zipfile.ZipInfo, where: str, max_bytes: int | None = None,
+                     max_ratio: float | None = None) -> None:
+    """Refuse a zip member whose declared size exceeds ``max_bytes`` (default
+    ``MAX_MEMBER_BYTES``) or whose compression ratio exceeds ``max_ratio`` (default
+    ``MAX_COMPRESSION_RATIO``): :class:`ArchiveLimitError`, before anything is decompressed."""
+    max_bytes = MAX_MEMBER_BYTES if max_bytes is None else max_bytes
+    max_ratio = MAX_COMPRESSION_RATIO if max_ratio is None else max_ratio
+    if info.file_size > max_bytes:
+        raise ArchiveLimitError(
+            f"{where}: member {info.filename!r} would expand to {info.file_size} bytes, more than the "
+            f"limit of {max_bytes} bytes; this is not the expected archive: delete it and retry")
+    if info.file_size > (1 << 20) and info.file_size > max_ratio * max(info.compress_size, 1):
+        raise ArchiveLimitError(
+            f"{where}: member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}:1 "
+            f"({info.compress_size} -> {info.file_size} bytes), above the limit of {max_ratio:.0f}:1 "
+            "(a decompression bomb?); this is not the expected archive: delete it and retry")
+
+
+def read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str,
+                    max_bytes: int | None = None, max_ratio: float | None = None) -> bytes:
+    """The bytes of one zip member, read with :func:`check_zip_member`'s limits.
+
+    At most ``max_bytes + 1`` bytes are ever decompressed, even if the member's declared
+    size were false.
+    """
+    max_bytes = MAX_MEMBER_BYTES if max_bytes is None else max_bytes
+    check_zip_member(info, where, max_bytes, max_ratio)
+    with zf.open(info) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ArchiveLimitError(f"{where}: member {info.filename!r} expands beyond the limit of {max_bytes} "
+                                "bytes (its declared size is false); delete the archive and retry")
+    return data
+
+
 def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike,
                     members: Iterable[str] | None = None) -> list[Path]:
     """Extract a ``.tar*``/``.tgz`` or ``.zip`` archive into ``dest_dir`` atomically.
@@ -298,6 +363,8 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike,
     Everything is first unpacked into a temporary folder inside ``dest_dir``; then each
     top-level entry replaces any existing entry of the same name. ``members`` optionally
     restricts extraction to those archive paths. Returns the top-level paths created.
+    Members may not expand beyond ``MAX_EXTRACT_BYTES`` in total, nor (zip) beyond
+    ``MAX_COMPRESSION_RATIO`` each (:class:`ArchiveLimitError`).
     """
     archive, dest = Path(archive), Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -306,6 +373,10 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike,
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 names = zf.namelist() if members is None else list(members)
+                infos = [zf.getinfo(name) for name in names]
+                for info in infos:
+                    check_zip_member(info, str(archive), MAX_EXTRACT_BYTES)
+                _check_total(archive, sum(info.file_size for info in infos))
                 for name in names:
                     target = (tmp / name).resolve()
                     if not target.is_relative_to(tmp.resolve()):
@@ -314,6 +385,7 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike,
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 selected = tf.getmembers() if members is None else [tf.getmember(m) for m in members]
+                _check_total(archive, sum(m.size for m in selected if m.isfile()))
                 if hasattr(tarfile, "data_filter"):
                     tf.extractall(tmp, members=selected, filter="data")
                 else:  # Python < 3.11.4: the same checks by hand
@@ -336,8 +408,15 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike,
             os.replace(entry, target)
             created.append(target)
         return created
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise DownloadError(f"cannot extract {archive}: {type(exc).__name__}: {exc}; "
                             "delete it and retry") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_total(archive: Path, total: int) -> None:
+    if total > MAX_EXTRACT_BYTES:
+        raise ArchiveLimitError(f"{archive}: its members would expand to {total} bytes, more than the limit "
+                                f"of {MAX_EXTRACT_BYTES} bytes; this is not the expected archive: delete it "
+                                "and retry")

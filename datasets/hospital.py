@@ -23,13 +23,14 @@ import io
 import logging
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from datasets.common import DataSet, Datasets, check_expected, get_dataset_dir, read_cache
-from datasets.download import DownloadError, file_digest, maybe_download
+from datasets.download import ArchiveLimitError, DownloadError, file_digest, maybe_download, read_zip_member
 from datasets.storage import atomic_write, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -136,18 +137,31 @@ def process_hospital(df: pd.DataFrame, num_train_per_class: int = NUM_TRAIN_PER_
     }
 
 
-def _find_csv_member(data: bytes, where: str) -> bytes | None:
-    """The bytes of ``diabetic_data.csv`` in a zip archive, searching nested zips too."""
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        names = zf.namelist()
-        for name in names:
-            if name.rsplit("/", 1)[-1] == CSV_NAME:
-                return zf.read(name)
-        for name in names:
-            if name.lower().endswith(".zip"):
-                found = _find_csv_member(zf.read(name), f"{where}:{name}")
-                if found is not None:
-                    return found
+# The current UCI archive nests the historic zip in its own; deeper nesting is refused.
+MAX_ZIP_NESTING = 2
+
+
+def _find_csv_member(zf: zipfile.ZipFile, where: str, depth: int = 0) -> bytes | None:
+    """The bytes of ``diabetic_data.csv`` in a zip archive, searching nested zips too.
+
+    Every member read (the CSV, a nested zip) is size- and ratio-limited
+    (:func:`datasets.download.read_zip_member`), and zips nest at most
+    ``MAX_ZIP_NESTING`` deep, so a hostile archive cannot exhaust memory.
+    """
+    infos = zf.infolist()
+    for info in infos:
+        if info.filename.rsplit("/", 1)[-1] == CSV_NAME:
+            return read_zip_member(zf, info, where)
+    for info in infos:
+        if info.filename.lower().endswith(".zip"):
+            if depth >= MAX_ZIP_NESTING:
+                raise ArchiveLimitError(f"{where}: {info.filename!r} nests zip archives more than "
+                                        f"{MAX_ZIP_NESTING} deep; this is not the expected archive: delete "
+                                        "it and retry")
+            with zipfile.ZipFile(io.BytesIO(read_zip_member(zf, info, where))) as inner:
+                found = _find_csv_member(inner, f"{where}:{info.filename}", depth + 1)
+            if found is not None:
+                return found
     return None
 
 
@@ -156,8 +170,9 @@ def extract_csv(archive: str | os.PathLike, csv_path: str | os.PathLike) -> Path
 
     archive, csv_path = Path(archive), Path(csv_path)
     try:
-        data = _find_csv_member(archive.read_bytes(), str(archive))
-    except zipfile.BadZipFile as exc:
+        with zipfile.ZipFile(archive) as zf:
+            data = _find_csv_member(zf, str(archive))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise DownloadError(f"{archive} is not a valid zip archive ({exc}); delete it and retry") from exc
     if data is None:
         raise DownloadError(f"{archive} does not contain {CSV_NAME}")

@@ -80,13 +80,16 @@ def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool =
     """Load ``dataset_id`` (downloading and caching under ``data_dir`` if needed).
 
     ``center_data`` subtracts the train column means, then ``append_bias`` appends a
-    column of ones (in that order, §0.4); both densify sparse x.
+    column of ones (in that order, §0.4); both densify sparse x. The loaded data are
+    checked first (:func:`datasets.common.validate_datasets`: finite values, integer
+    labels, at least two training classes, consistent shapes), so a bad dataset stops
+    with :class:`datasets.common.DatasetValidationError` before anything uses it.
     """
     if dataset_id not in DATASETS:
         raise UnknownDatasetError(
             f"dataset_id must be one of {sorted(DATASETS)}; got {dataset_id!r}"
         )
-    ds = DATASETS[dataset_id](data_dir=data_dir, **kwargs)
+    ds = common.validate_datasets(DATASETS[dataset_id](data_dir=data_dir, **kwargs), dataset_id)
     if center_data:
         ds = common.center_data(ds)
     if append_bias:

@@ -19,11 +19,17 @@ Result dictionaries are stored as ``.npz`` archives that load with
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
-import tempfile
+import re
+import secrets
+import socket
+import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -37,15 +43,67 @@ class StorageError(ValueError):
     """A result file cannot be written or read as requested."""
 
 
+class CorruptFileError(StorageError):
+    """A file exists but cannot be read back: truncated, overwritten, empty, random bytes,
+    or not the kind of file expected (for example JSON that is not an object).
+
+    Raised by every load function of this module (:func:`load_result`,
+    :func:`load_result_keys`, :func:`load_arrays`, :func:`load_json`) for any damaged
+    file; a missing file still raises :class:`FileNotFoundError` and an unreadable one
+    (permissions) its :class:`OSError`. ``path`` is the file, ``reason`` says what is
+    wrong with it. Callers treat a damaged result or cache as missing (recompute it) and
+    a damaged settings file as a user error.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        self.reason = str(reason)
+        super().__init__(f"{self.path} is damaged: {self.reason}")
+
+    def __reduce__(self):  # picklable across processes despite the two-argument __init__
+        return (type(self), (self.path, self.reason))
+
+
+# Errors that reading a damaged .npz / .json can raise (numpy, zipfile, zlib, json).
+# FileNotFoundError, PermissionError and IsADirectoryError are not damage and pass through.
+_DAMAGE_ERRORS = (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, OSError)
+_NOT_DAMAGE = (FileNotFoundError, PermissionError, IsADirectoryError)
+
+# Temporary files of atomic_write: ".{name}.{host}.{pid}.{random}.tmp" in the destination
+# folder, so that a later run can tell its own dead temporaries from live ones.
+_TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+_LEGACY_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's
+STALE_TMP_AGE = 3600.0  # seconds without a write after which any temporary is dead
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_") or "host"
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create ``path``'s temporary with mode 0o666 filtered by the umask (mkstemp would
+    force 0o600: results shared on a cluster must be readable as the umask says)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
     """Open a temporary file next to ``path``; on success rename it over ``path``.
 
-    If the body raises, the temporary file is removed and ``path`` is untouched.
+    If the body raises, the temporary file is removed and ``path`` is untouched. The file
+    gets mode ``0o666 & ~umask`` like any file the user creates. A temporary left by a
+    killed process is removed by :func:`remove_stale_temporaries`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -56,6 +114,50 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, max_age: float = STALE_TMP_AGE) -> list[Path]:
+    """Remove the dead temporaries :func:`atomic_write` left in ``folder`` (a killed writer).
+
+    Only files named like ours (``.{name}.{host}.{pid}.{hex}.tmp``, and the older
+    ``.{name}.{random}.tmp`` of ``mkstemp``) are considered. A temporary is dead when its
+    writer was on this host and that process no longer exists, or, for any writer
+    (another host sharing the folder, or an old name without a pid), when it has not been
+    written for ``max_age`` seconds: a live writer writes continuously and renames within
+    seconds, so a concurrent run's temporary is never removed. Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    host, now = _host(), time.time()
+    for tmp in folder.glob(f".*{_TMP_SUFFIX}"):
+        ours, legacy = _TMP_NAME.match(tmp.name), _LEGACY_TMP_NAME.match(tmp.name)
+        if not (ours or legacy):
+            continue
+        try:
+            age = now - tmp.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        dead = age > max_age
+        if ours and ours["host"] == host:
+            pid = int(ours["pid"])
+            dead = dead or (pid != os.getpid() and not _pid_alive(pid))
+        if dead and tmp.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _is_ragged_list(value: Any) -> bool:
@@ -108,9 +210,7 @@ def encode_result(result: dict[str, Any], attrs: dict[str, Any] | None = None) -
 
 def decode_result(npz: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """Inverse of :func:`encode_result`. Returns ``(result, attrs)``."""
-    if META_KEY not in npz:
-        raise StorageError("missing metadata entry; not a file written by this project")
-    meta = json.loads(str(npz[META_KEY][()]))
+    meta = _read_meta(npz)
     result: dict[str, Any] = {}
     for key, kind in meta["kinds"].items():
         if kind == "none":
@@ -126,7 +226,52 @@ def decode_result(npz: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             result[key] = npz[key][()].item()
         else:
             result[key] = npz[key]
-    return result, meta.get("attrs", {})
+    return result, meta["attrs"]
+
+
+_KINDS = ("none", "empty_list", "str_list", "ragged", "scalar", "array")
+
+
+def _read_meta(npz: Any) -> dict[str, Any]:
+    """The checked metadata entry of a result file (``ValueError`` if it is not one)."""
+    if META_KEY not in npz:
+        raise ValueError("missing metadata entry; not a result file written by this project")
+    meta = json.loads(str(npz[META_KEY][()]))
+    if not isinstance(meta, dict) or not isinstance(meta.get("kinds"), dict):
+        raise ValueError("metadata entry is not a dict with 'kinds'")
+    if any(kind not in _KINDS for kind in meta["kinds"].values()):
+        raise ValueError(f"metadata names unknown kinds {sorted(set(meta['kinds'].values()))}")
+    attrs = meta.setdefault("attrs", {})
+    if not isinstance(attrs, dict):
+        raise ValueError("metadata 'attrs' is not a dict")
+    return meta
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn any error of reading a damaged file into :class:`CorruptFileError`."""
+    try:
+        yield
+    except _NOT_DAMAGE:
+        raise
+    except _DAMAGE_ERRORS as exc:
+        raise CorruptFileError(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _open_npz(path: Path) -> Iterator[Any]:
+    """``np.load(path)`` as an ``.npz`` archive without pickle; any damage met while the
+    body reads it becomes :class:`CorruptFileError`."""
+    with _reading(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] != b"PK":  # np.load would try pickle and suggest allow_pickle=True
+            raise ValueError("empty file" if not head else f"not an .npz archive (starts with {head!r})")
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with npz:
+            yield npz
 
 
 def save_result(path: str | os.PathLike, result: dict[str, Any], attrs: dict[str, Any] | None = None) -> None:
@@ -139,11 +284,8 @@ def save_result(path: str | os.PathLike, result: dict[str, Any], attrs: dict[str
 def load_result(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a file written by :func:`save_result`. Returns ``(result, attrs)``."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return decode_result(npz)
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise StorageError(f"cannot read result file {path}: {exc}") from exc
+    with _open_npz(path) as npz:
+        return decode_result(npz)
 
 
 def result_exists(path: str | os.PathLike) -> bool:
@@ -157,9 +299,17 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
         f.write(data + b"\n")
 
 
-def load_json(path: str | os.PathLike) -> Any:
+def load_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+    """Read a JSON file; :class:`CorruptFileError` if it is not valid UTF-8 JSON or, with
+    ``expect`` (e.g. ``dict``), if the value is not of that type."""
+    path = Path(path)
     with open(path, "rb") as f:
-        return json.loads(f.read())
+        data = f.read()
+    with _reading(path):
+        obj = json.loads(data)
+    if expect is not None and not isinstance(obj, expect):
+        raise CorruptFileError(path, f"expected a JSON {expect.__name__}, found {type(obj).__name__}")
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -193,8 +343,9 @@ def save_arrays(path: str | os.PathLike, compressed: bool = False, **arrays: np.
 
 
 def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` file written by :func:`save_arrays`."""
-    with np.load(path, allow_pickle=False) as npz:
+    """Read every array of an ``.npz`` file written by :func:`save_arrays`
+    (:class:`CorruptFileError` if the file is damaged)."""
+    with _open_npz(Path(path)) as npz:
         return {k: npz[k] for k in npz.files}
 
 
@@ -203,7 +354,7 @@ class _KeyView:
 
     def __init__(self, npz, keys: Iterable[str] | None):
         self.npz = npz
-        meta = json.loads(str(npz[META_KEY][()]))
+        meta = _read_meta(npz)
         if keys is not None:
             wanted = set(keys)
             meta["kinds"] = {k: v for k, v in meta["kinds"].items() if k in wanted}
@@ -218,11 +369,5 @@ class _KeyView:
 
 def load_result_keys(path: str | os.PathLike, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """The ``keys`` present in a result file of :mod:`datasets.storage` (no pickle)."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if META_KEY not in npz.files:
-                raise StorageError("missing metadata entry; not a file written by this project")
-            return decode_result(_KeyView(npz, keys))[0]
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise StorageError(f"cannot read result file {path}: {exc}") from exc
+    with _open_npz(Path(path)) as npz:
+        return decode_result(_KeyView(npz, keys))[0]

@@ -14,7 +14,9 @@ whose default solver was liblinear (tol 1e-4, max_iter 100, intercept_scaling 1;
 intercept is penalised too). The modern equivalent used here is
 ``LogisticRegression(l1_ratio=1.0, solver='liblinear', C=1/reg, fit_intercept=True,
 random_state=RandomState(1))`` (``penalty`` is deprecated since sklearn 1.8 and
-``multi_class`` is gone). This step is scikit-learn only; it does not use TensorFlow.
+``multi_class`` is gone), built once and refit with ``set_params(C=1/reg)`` along the
+path, so the ten liblinear fits draw successive seeds from one ``RandomState(1)``, as in
+the original. This step is scikit-learn only; it does not use TensorFlow.
 
 Differences from the original (documented in the README):
 
@@ -80,11 +82,18 @@ def run_id_from_config(config: dict[str, Any]) -> str:
             f"_sample_weights-{config['sample_weights']}")
 
 
-def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_type: str = "l1"):
-    """The modern equivalent of the original's sklearn 0.20 L1 model (spec §5.2)."""
+def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_type: str = "l1",
+                       random_state: np.random.RandomState | None = None):
+    """The modern equivalent of the original's sklearn 0.20 L1 model (spec §5.2).
+
+    ``random_state`` defaults to a fresh ``RandomState(1)``. liblinear draws its seed from
+    it at every ``fit``, so the regularisation path shares one model (and so one
+    ``RandomState(1)``) across all its fits, as the original did.
+    """
     from sklearn.linear_model import LogisticRegression as SkLR
     return SkLR(l1_ratio=1.0 if regularization_type == "l1" else 0.0, solver="liblinear", C=1.0 / reg,
-                fit_intercept=fit_intercept, random_state=np.random.RandomState(1))
+                fit_intercept=fit_intercept,
+                random_state=np.random.RandomState(1) if random_state is None else random_state)
 
 
 class BabbleReduce(DatasetMixin, Experiment):
@@ -153,8 +162,12 @@ class BabbleReduce(DatasetMixin, Experiment):
         accs = np.zeros((3, len(regs)))
         f1s = np.zeros((3, len(regs)))
         weights = self.sample_weights
+        # One model refit with set_params(C=1/reg) along the path, as the original (§5.2):
+        # its RandomState(1) is shared, so fit i runs liblinear with the (i+1)-th seed drawn
+        # from it, not always the first.
+        model = make_sklearn_model(regs[0], self.config["fit_intercept"], self.config["regularization_type"])
         for i, reg in enumerate(self._bar(regs, "L1 fits")):
-            model = make_sklearn_model(reg, self.config["fit_intercept"], self.config["regularization_type"])
+            model.set_params(C=1.0 / reg)
             model.fit(train.x, train.labels, sample_weight=weights[0])
             coefs[i] = model.coef_[0]
             intercepts[i] = model.intercept_[0] if self.config["fit_intercept"] else 0.0

@@ -14,7 +14,14 @@ Differences from the original, each a fix of a spec QUIRK/BUG:
   produced it and is recomputed if it does not match.
 * Once a phase is recomputed, every later phase is recomputed too, so a result is never
   combined with stale results of the phases it depends on (the original reloaded any
-  file that existed).
+  file that existed). This survives crashes: the later phase files are deleted before
+  the recomputed phase is written, and each phase file records the ids of the phase files
+  it was computed from (``inputs``), so a file whose inputs were since rewritten is
+  recomputed, never reused.
+* A damaged phase file (truncated, overwritten, empty) is treated as missing: a warning
+  names it and the phase is recomputed. A damaged ``config.json`` stops the run with
+  :class:`ConfigFileError`, which names the file and the way out (``--force-refresh``).
+* Temporary files that a killed run left in the run folder are removed by the next run.
 * In "no intermediate results" (master-only) mode no phase file is read, so stale files
   of an earlier run cannot override fresh in-memory results (spec ss_logreg §8 item 11).
 * ``load_phases`` looks phases up by their index, not by list position.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -50,6 +58,14 @@ class ConfigError(ValueError):
 
 class ConfigMismatchError(ValueError):
     """A run folder holds results computed under a different config."""
+
+
+class ConfigFileError(ConfigMismatchError):
+    """A run folder's ``config.json`` is damaged, so its results cannot be trusted."""
+
+
+class OutputDirError(ValueError):
+    """The run folder (under ``--out-dir``) cannot be created or written."""
 
 
 class PhaseError(RuntimeError):
@@ -93,6 +109,8 @@ class Experiment:
 
     def __init__(self, config: dict[str, Any], out_dir: str | Path | None = None):
         self.config = storage.normalise_json(config)
+        if out_dir is not None and str(out_dir) == "":
+            raise OutputDirError("--out-dir is an empty string; give a folder (default: <repo>/output)")
         self.out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
         self.R: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}
@@ -149,14 +167,28 @@ class Experiment:
         """Refuse to mix results of different configs in one run folder."""
         path = self.config_path
         if path.is_file() and not force_refresh:
-            saved = storage.load_json(path)
+            saved = _read_config(path, "rerun with --force-refresh to recompute the run and overwrite it, "
+                                       "or use another --out-dir")
             if result_config(saved) != result_config(self.config):
                 diff = _dict_diff(result_config(saved), result_config(self.config))
                 raise ConfigMismatchError(
                     f"{path} holds results computed under a different config ({diff}); "
                     "rerun with --force-refresh to recompute and overwrite them, or use another "
                     "--out-dir")
-        storage.save_json(path, self.config)
+        try:
+            storage.save_json(path, self.config)
+        except OSError as exc:
+            raise OutputDirError(f"cannot write {path} (--out-dir {self.out_dir}): {exc.strerror or exc}") from exc
+
+    def prepare_run_folder(self) -> None:
+        """Create the run folder and remove the temporaries a killed run left in it."""
+        try:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputDirError(f"cannot create the run folder {self.base_dir} (--out-dir {self.out_dir}): "
+                                 f"{exc.strerror or exc}") from exc
+        for tmp in storage.remove_stale_temporaries(self.base_dir):
+            logger.warning("removed %s, a temporary file left by a run that was killed while saving", tmp)
 
     # ------------------------------------------------------------------ run
     def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
@@ -169,28 +201,45 @@ class Experiment:
         """
         if invalidate_phase is not None and int(invalidate_phase) != invalidate_phase:
             raise ValueError(f"invalidate_phase must be an integer; got {invalidate_phase!r}")
-        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_run_folder()
         self.check_config(force_refresh)
         if force_refresh and self.summary_path.exists():
             self.summary_path.unlink()
         recompute_rest = bool(force_refresh)
+        inputs: dict[str, str | None] = {}  # phase index -> id of the file this run used
         for ph in self.PHASES:
             path = self.phase_path(ph)
             invalid = invalidate_phase is not None and ph.index >= invalidate_phase
-            result = None
+            loaded = None
             if save_phase_results and not recompute_rest and not invalid and path.is_file():
-                result = self._load_phase_file(ph)
-            if result is None:
+                loaded = self._load_phase_file(ph, inputs)
+            if loaded is None:
                 recompute_rest = True
                 result = self._compute_phase(ph)
+                phase_id = uuid.uuid4().hex
                 if save_phase_results:
+                    # Later files were computed from the old version of this phase: delete
+                    # them first, so that a crash from here on cannot leave them to be reused.
+                    self._delete_later_phase_files(ph)
                     storage.save_result(path, result, {"config_hash": self.config_hash,
                                                        "phase": ph.name, "index": ph.index,
-                                                       "seconds": self.timings.get(ph.name)})
+                                                       "seconds": self.timings.get(ph.name),
+                                                       "phase_id": phase_id, "inputs": dict(inputs)})
             else:
+                result, phase_id = loaded
                 logger.info("phase %d %s: loaded %s", ph.index, ph.name, path)
+            inputs[str(ph.index)] = phase_id
             self._merge(ph, result)
         return self.R
+
+    def _delete_later_phase_files(self, ph: ExperimentPhase) -> None:
+        for later in self.PHASES:
+            if later.index > ph.index:
+                path = self.phase_path(later)
+                if path.is_file():
+                    path.unlink()
+                    logger.info("phase %d %s: deleted %s (computed from the previous phase %d)",
+                                later.index, later.name, path.name, ph.index)
 
     def _compute_phase(self, ph: ExperimentPhase) -> dict[str, Any]:
         logger.info("phase %d %s: computing", ph.index, ph.name)
@@ -204,25 +253,46 @@ class Experiment:
         logger.info("phase %d %s: done in %.2f s", ph.index, ph.name, self.timings[ph.name])
         return result
 
-    def _load_phase_file(self, ph: ExperimentPhase) -> dict[str, Any] | None:
+    def _load_phase_file(self, ph: ExperimentPhase,
+                         inputs: dict[str, str | None]) -> tuple[dict[str, Any], str | None] | None:
+        """``(result, phase_id)`` of a reusable phase file, or ``None`` (recompute).
+
+        Reusable means: readable, computed under this config, and computed from exactly
+        the earlier phase files this run used (``inputs``; files written before phase ids
+        existed carry none and are reusable only after other such files).
+        """
         path = self.phase_path(ph)
         try:
             result, attrs = storage.load_result(path)
         except storage.StorageError as exc:
-            logger.warning("phase %d %s: unreadable result file, recomputing (%s)", ph.index, ph.name, exc)
+            logger.warning("phase %d %s: %s; treating it as missing and recomputing", ph.index, ph.name, exc)
             return None
         if attrs.get("config_hash") != self.config_hash:
             logger.warning("phase %d %s: %s was computed under another config; recomputing",
                            ph.index, ph.name, path)
             return None
-        return result
+        if attrs.get("index", ph.index) != ph.index:
+            logger.warning("phase %d %s: %s holds phase %s; recomputing", ph.index, ph.name, path,
+                           attrs.get("index"))
+            return None
+        recorded = attrs.get("inputs", {k: None for k in inputs})
+        if recorded != inputs:
+            stale = sorted((int(k) for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k)))
+            logger.warning("phase %d %s: %s was computed from an earlier version of phase(s) %s; "
+                           "recomputing", ph.index, ph.name, path, stale)
+            return None
+        return result, attrs.get("phase_id")
 
     def _merge(self, ph: ExperimentPhase, result: dict[str, Any]) -> None:
         self.results[ph.name] = result
         self.R.update(result)
 
     def load_phases(self, phase_indices: Iterable[int] | None = None, verbose: bool = False) -> None:
-        """Load saved phase results (all phases, or those with the given indices)."""
+        """Load saved phase results (all phases, or those with the given indices).
+
+        A damaged file raises :class:`datasets.storage.CorruptFileError` naming it (rerun
+        the experiment to recompute it); with ``verbose`` each loaded file is printed.
+        """
         indices = [p.index for p in self.PHASES] if phase_indices is None else list(phase_indices)
         for index in indices:
             ph = self.get_phase(index)
@@ -231,7 +301,7 @@ class Experiment:
                 raise FileNotFoundError(f"phase {index} ({ph.name}) has no result file {path}")
             result, _ = storage.load_result(path)
             if verbose:
-                logger.info("loaded %s", path)
+                print(f"Loaded {path}")
             self._merge(ph, result)
 
     def run_from_cli(self, force_refresh: bool = False, invalidate_phase: int | None = None,
@@ -255,17 +325,20 @@ class Experiment:
 
     @classmethod
     def load_run(cls, run_id: str, out_dir: str | Path | None = None,
-                 phase_indices: Iterable[int] | None = None) -> "Experiment":
-        """Reload a finished run: its config and results (no data is loaded).
+                 phase_indices: Iterable[int] | None = None, verbose: bool = False) -> "Experiment":
+        """Reload a finished run: its config and results (no data is loaded until used).
 
-        Master-only runs load ``result_summary.npz`` and ignore ``phase_indices``.
+        The original's notebook API: ``E = SubsetInfluenceLogreg.load_run(run_id,
+        out_dir=..., phase_indices=[0, 7, 8], verbose=False)``, then ``E.R``,
+        ``E.config``, ``E.num_train``. Master-only runs load ``result_summary.npz`` and
+        ignore ``phase_indices``. ``verbose`` prints each file loaded.
         """
         out_dir = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
         base = out_dir / cls.experiment_id / run_id
         cfg_path = base / CONFIG_FILE
         if not cfg_path.is_file():
             raise FileNotFoundError(f"no run {run_id!r} of {cls.experiment_id!r}: {cfg_path} does not exist")
-        config = storage.load_json(cfg_path)
+        config = _read_config(cfg_path, "rerun the experiment with --force-refresh to recompute it")
         exp = cls.__new__(cls)
         Experiment.__init__(exp, config, out_dir)
         exp._loaded_run_id = run_id
@@ -273,9 +346,20 @@ class Experiment:
             if not exp.summary_path.is_file():
                 raise FileNotFoundError(f"master-only run without summary: {exp.summary_path}")
             exp.R, _ = storage.load_result(exp.summary_path)
+            if verbose:
+                print(f"Loaded {exp.summary_path}")
         else:
-            exp.load_phases(phase_indices)
+            exp.load_phases(phase_indices, verbose=verbose)
         return exp
+
+
+def _read_config(path: Path, way_out: str) -> dict[str, Any]:
+    """A run folder's saved config; :class:`ConfigFileError` naming the file if damaged."""
+    try:
+        return storage.load_json(path, expect=dict)
+    except storage.CorruptFileError as exc:
+        raise ConfigFileError(f"{path} is damaged ({exc.reason}), so the results next to it cannot be "
+                              f"checked; {way_out}") from exc
 
 
 def _dict_diff(a: dict, b: dict, prefix: str = "") -> str:

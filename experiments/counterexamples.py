@@ -129,8 +129,9 @@ def build_config(dataset_id: str = DEFAULT_DATASET_ID, subset_seed: int = 0, max
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {', '.join(DATASET_IDS)}; got {dataset_id!r} "
                           "(the original's default 'hospital' is not a synthetic id)")
-    if int(subset_seed) != subset_seed:
-        raise ConfigError(f"--subset-seed must be an integer; got {subset_seed!r}")
+    if int(subset_seed) != subset_seed or not 0 <= subset_seed < 2 ** 32:
+        raise ConfigError(f"--subset-seed must be an integer in [0, 2**32) (a numpy RandomState seed); "
+                          f"got {subset_seed!r}")
     if int(max_memory) != max_memory or max_memory < 1:
         raise ConfigError(f"--max-memory must be a positive integer number of bytes; got {max_memory!r}")
     if dtype not in DTYPES:

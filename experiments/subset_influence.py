@@ -108,8 +108,14 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
                  skip_hessian_spectrum: bool = False, tag: str | None = None,
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
-                 kmeans_n_init: int = 10) -> dict[str, Any]:
-    """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings)."""
+                 kmeans_n_init: int = 10, num_train: int | None = None) -> dict[str, Any]:
+    """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
+
+    Every rule on the flags is checked here, before anything runs, including the group
+    sizes (:func:`check_group_sizes`), which need the number of training points: pass
+    ``num_train``, or it is taken from :data:`NUM_TRAIN` (datasets whose size the loaders
+    fix); for a dataset outside that table the sizes are checked when phase 5 draws them.
+    """
     if dataset_id not in DATASET_TABLE:
         raise ConfigError(f"--dataset-id must be one of {sorted(DATASET_TABLE)}; got {dataset_id!r} "
                           "(the original raised KeyError here)")
@@ -118,6 +124,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     if int(num_subsets) != num_subsets or num_subsets < 3:
         raise ConfigError(f"--num-subsets must be an integer >= 3 (the tail groups need three size "
                           f"phases); got {num_subsets!r}")
+    if num_subsets > MAX_NUM_SUBSETS:
+        raise ConfigError(f"--num-subsets must be <= {MAX_NUM_SUBSETS} (each size gives about 20 groups, each "
+                          f"refitted exactly; the paper used 100); got {num_subsets!r}")
     for name, value in (("--subset-rel-size", subset_rel_size), ("--subset-min-rel-size", subset_min_rel_size),
                         ("--subset-max-rel-size", subset_max_rel_size)):
         if not (0 < value <= 1):
@@ -137,6 +146,12 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
         raise ConfigError(f"--kmeans-n-init must be a positive integer; got {kmeans_n_init!r}")
     if int(max_memory) != max_memory or max_memory < 1:
         raise ConfigError(f"--max-memory must be a positive integer number of bytes; got {max_memory!r}")
+    if int(subset_seed) != subset_seed or not 0 <= subset_seed < 2 ** 32:
+        raise ConfigError(f"--subset-seed must be an integer in [0, 2**32) (a numpy RandomState seed); "
+                          f"got {subset_seed!r}")
+    if tag is not None and (not tag or tag in (".", "..") or any(c in tag for c in "/\\\0")):
+        raise ConfigError(f"--tag becomes part of the run folder's name, so it must be non-empty and contain "
+                          f"no '/', '\\' or NUL; got {tag!r}")
 
     method, cv_range = DATASET_TABLE[dataset_id]
     config: dict[str, Any] = {
@@ -178,7 +193,57 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     # KMeans restarts for the same_features / same_grad pools: 10 as in sklearn 0.20
     # (faithful; the dominant cost of phase 5 on large n).
     config["kmeans_n_init"] = int(kmeans_n_init)
+    run_id = run_id_from_config(config)
+    if len(run_id.encode()) > 255:
+        raise ConfigError(f"the run id {run_id[:60]!r}... is {len(run_id.encode())} bytes, longer than a folder "
+                          "name may be (255); shorten --tag")
+    n = NUM_TRAIN.get(dataset_id) if num_train is None else num_train
+    if n is not None:
+        check_group_sizes(config, int(n))
     return config
+
+
+MAX_NUM_SUBSETS = 100_000  # a sanity bound: 2 million exact refits are out of reach anyway
+
+# Training-set sizes fixed by the loaders (spec datasets.md; tests check them against the
+# loaders where the data are present), so that build_config can check the group sizes
+# without loading the data. reduced_cdr is absent: its size depends on the CDR database.
+NUM_TRAIN: dict[str, int] = {
+    "hospital": 20000, "spam": 4137, "mnist": 55000, "mnist_small": 5500, "cifar10": 49000,
+    "cifar10_small": 4900, "dogfish": 1800, "animals": 9000, "breast_cancer": 455, "digits": 1437,
+    "synthetic_binary": 600, "synthetic_multiclass": 600,
+}
+
+
+def check_group_sizes(config: dict[str, Any], n: int) -> None:
+    """Check the group sizes phase 5 draws for ``n`` training points (:class:`ConfigError`).
+
+    Rules: every group has at least 1 point and leaves at least 1 point to refit on
+    (a group of all n points leaves an empty training set), and the tail groups'
+    smallest size ``int(0.0025 n)`` is at least 1 (n >= 400).
+    """
+    c = config
+    ds = c["dataset_config"]["dataset_id"]
+    if c["subset_choice_type"] == "types":
+        flags = ((f"--subset-rel-size {c['subset_rel_size']}", c["subset_rel_size"]),) * 2
+        smallest = largest = int(n * c["subset_rel_size"])
+    else:  # np.linspace(smallest, largest, num).astype(int) in phase 5
+        flags = ((f"--subset-min-rel-size {c['subset_min_rel_size']}", c["subset_min_rel_size"]),
+                 (f"--subset-max-rel-size {c['subset_max_rel_size']}", c["subset_max_rel_size"]))
+        smallest, largest = int(n * c["subset_min_rel_size"]), int(n * c["subset_max_rel_size"])
+    if smallest < 1:
+        (flag, rel), _ = flags
+        raise ConfigError(f"{flag}: the smallest group would have int({n} x {rel}) = {smallest} points "
+                          f"({ds} has {n} training points); groups need at least 1 point, i.e. a relative size "
+                          f">= 1/{n}")
+    if largest > n - 1:
+        _, (flag, rel) = flags
+        raise ConfigError(f"{flag}: the largest group would have {largest} of the {n} training points "
+                          f"of {ds}, leaving {n - largest} to refit on; a group must leave at least "
+                          "1 point, i.e. a relative size < 1")
+    if int(n * TAIL_FRACTIONS[0]) < 1:
+        raise ConfigError(f"{ds} has {n} training points, too few for the tail groups (their smallest size "
+                          f"int({TAIL_FRACTIONS[0]} n) must be >= 1, i.e. n >= 400)")
 
 
 def newton_enabled(config: dict[str, Any]) -> bool:
@@ -270,6 +335,13 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     @property
     def run_id(self) -> str:
         return run_id_from_config(self.config)
+
+    def get_simple_subset_tags(self) -> list[str]:
+        """``R['subset_tags']`` without their suffixes (``random_same_class-1`` ->
+        ``random_same_class``, ``pos_tail_test-2-17`` -> ``pos_tail_test``): the original's
+        method, used by the figures notebook; a list, not Python 3's one-shot ``map``."""
+        from experiments.plot import get_simple_subset_tags
+        return get_simple_subset_tags(self.R["subset_tags"])
 
     @property
     def binary(self) -> bool:

@@ -13,30 +13,24 @@ and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_a
 Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` is
 accepted for compatibility only: the file-based task queue was replaced and all work
 runs in this process.
+
+Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
+certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import argparse
-import logging
-import sys
 import time
 
 import _bootstrap  # noqa: F401
 
 import matplotlib
 
+from experiments import cli
+
 matplotlib.use("Agg")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=str, default=None, help="default: <repo>/data")
-    p.add_argument("--out-dir", type=str, default=None, help="default: <repo>/output")
-    p.add_argument("--max-memory", type=int, default=int(1e9), help="bytes; bounds the refit batch size")
-    p.add_argument("--force-refresh", action="store_true", help="recompute every phase")
-    p.add_argument("--invalidate", type=int, default=None, help="recompute phases with index >= this")
-    p.add_argument("--worker", action="store_true",
-                   help="accepted for compatibility: the file-based task queue was replaced (work runs in-process)")
-    p.add_argument("--no-intermediate-results", action="store_true",
-                   help="run in memory and save only result_summary.npz (no phase files)")
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    cli.add_run_flags(p, max_memory_help="bytes; bounds the refit batch size")
     p.add_argument("--dataset-id", type=str, default="mnli")
     p.add_argument("--inverse-hvp-method", type=str, default=None)
     p.add_argument("--inverse-vp-method", type=str, default=None)
@@ -50,39 +44,35 @@ def parse_args(argv=None):
                    help="store the original (S, N_train) subset_train_losses matrix")
     p.add_argument("--no-plots", action="store_true", help="phase 9 draws no figures")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run(args):
     if args.worker:
-        print("--worker: the original's file-based task queue was replaced; every phase runs in the "
-              "main process, so there is nothing for a worker to do.")
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from experiments.credit_assignment import ConfigError, CreditAssignment, build_config
+        print(cli.WORKER_NOTICE)
+        return cli.EXIT_OK
+    from experiments.credit_assignment import CreditAssignment, build_config
 
-    try:
-        kw = {} if args.cv_range is None else {"cross_validation_range": tuple(args.cv_range)}
-        config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
-                              inverse_hvp_method=args.inverse_hvp_method, inverse_vp_method=args.inverse_vp_method,
-                              grad_batch_size=args.grad_batch_size, hessian_batch_size=args.hessian_batch_size,
-                              master_only=args.no_intermediate_results, cross_validation_folds=args.cv_folds,
-                              store_full_loss_matrices=args.full_loss_matrices, **kw)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    kw = {} if args.cv_range is None else {"cross_validation_range": tuple(args.cv_range)}
+    config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
+                          inverse_hvp_method=args.inverse_hvp_method, inverse_vp_method=args.inverse_vp_method,
+                          grad_batch_size=args.grad_batch_size, hessian_batch_size=args.hessian_batch_size,
+                          master_only=args.no_intermediate_results, cross_validation_folds=args.cv_folds,
+                          store_full_loss_matrices=args.full_loss_matrices, **kw)
     t0 = time.perf_counter()
     exp = CreditAssignment(config, out_dir=args.out_dir, progress=False if args.no_progress else None,
                            plots=not args.no_plots)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     R = exp.R
-    ratio = R["subset_refit_grad_norm"] / R["subset_refit_grad_tol"]
+    ratio, code = cli.certificate(R)
     print(f"credit_assignment done: {exp.base_dir} | {len(R['subset_tags'])} workers | l2_reg {R['cv_l2_reg']:.4g} "
           f"| refit certificate: {int((ratio <= 1).sum())}/{len(ratio)} certified (worst ||grad||/tol = "
           f"{ratio.max():.2e}) | wall time {time.perf_counter() - t0:.1f} s")
-    return 0 if (ratio <= 1).all() else 1
+    return code
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

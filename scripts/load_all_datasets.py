@@ -9,27 +9,28 @@ giving it no ids) loads every registered dataset; likewise for ``--supplement-id
 ``{id}: train={shape}, val={shape}, test={shape}``. Unknown ids print
 ``Unknown dataset ID: x`` (or ``Unknown supplement ID: x``) and are skipped. A dataset
 that fails to load (no network, missing file, ...) prints a one-line error and the script
-goes on (the full error, with every URL tried, is logged to stderr); the exit status is 1 if any dataset or supplement failed, else 0 (unknown ids
-are only reported, as in the original).
+goes on (the full error, with every URL tried, is logged to stderr). Exit status: 0 if
+everything requested loaded (unknown ids are only reported, as in the original); 2 if
+some failed for missing or damaged data (an input error, as for every script); 1 if some
+failed unexpectedly. ``--debug`` logs the traceback of each failure.
 
 Fixed from the original (README decision 8): with a flag omitted its default was
 ``None`` and ``len(None)`` crashed, so the bare command never ran.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _bootstrap  # noqa: F401
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
+import numpy as np
+import scipy.sparse as sp
 
-from datasets import loader  # noqa: E402
-from datasets.common import DataSet, Datasets  # noqa: E402
+from datasets import loader
+from datasets.common import DataSet, Datasets
+from experiments import cli
 
 logger = logging.getLogger("load_all_datasets")
 NONE_WORD = "none"
@@ -80,8 +81,8 @@ def _select(requested: list[str] | None, registry: dict, kind: str) -> tuple[lis
     return ids, unknown
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser():
+    parser = cli.ArgumentParser(__doc__)
     parser.add_argument("--data-dir", default=None, help="default: <repo>/data")
     parser.add_argument("--center-data", action="store_true", help="subtract the train column means")
     parser.add_argument("--append-bias", action="store_true", help="append a column of ones")
@@ -90,12 +91,19 @@ def main(argv=None) -> int:
     parser.add_argument("--supplement-ids", nargs="*", default=None,
                         help="supplement ids (default: all; 'none' for no supplement)")
     parser.add_argument("--no-progress", action="store_true", help="no download / processing progress bars")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return parser
 
+
+def _report_failure(item_id: str, exc: Exception, failed: list[tuple[str, bool]], debug: bool) -> None:
+    print(f"{item_id}: FAILED: {_one_line(exc)}", flush=True)
+    logger.info("%s: full error:\n%s", item_id, exc, exc_info=exc if debug else None)
+    failed.append((item_id, cli.is_user_error(exc)))
+
+
+def run(args) -> int:
     dataset_ids, unknown = _select(args.dataset_ids, loader.DATASETS, "dataset")
     supplement_ids, unknown_s = _select(args.supplement_ids, loader.SUPPLEMENTS, "supplement")
-    failed: list[str] = []
+    failed: list[tuple[str, bool]] = []  # (id, whether the failure is an input error)
     for dataset_id in dataset_ids:
         start = time.perf_counter()
         kwargs = {} if dataset_id in loader.OFFLINE_DATASETS else {"progress": not args.no_progress}
@@ -103,9 +111,7 @@ def main(argv=None) -> int:
             ds = loader.load_dataset(dataset_id, center_data=args.center_data, append_bias=args.append_bias,
                                      data_dir=args.data_dir, **kwargs)
         except Exception as exc:  # report and go on: one dataset must not stop the others
-            print(f"{dataset_id}: FAILED: {_one_line(exc)}", flush=True)
-            logger.info("%s: full error:\n%s", dataset_id, exc)
-            failed.append(dataset_id)
+            _report_failure(dataset_id, exc, failed, args.debug)
             continue
         print(f"{dataset_id}: {describe(ds)}", flush=True)
         logger.info("%s loaded in %.1f s", dataset_id, time.perf_counter() - start)
@@ -114,15 +120,17 @@ def main(argv=None) -> int:
             info = loader.load_supplemental_info(supplement_id, data_dir=args.data_dir,
                                                  progress=not args.no_progress)
         except Exception as exc:  # same policy as for datasets
-            print(f"{supplement_id}: FAILED: {_one_line(exc)}", flush=True)
-            logger.info("%s: full error:\n%s", supplement_id, exc)
-            failed.append(supplement_id)
+            _report_failure(supplement_id, exc, failed, args.debug)
             continue
         print(f"{supplement_id}: {describe(info)}", flush=True)
     if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}", flush=True)
-        return 1
-    return 0
+        print(f"{len(failed)} failed: {', '.join(i for i, _ in failed)}", flush=True)
+        return cli.EXIT_USAGE if all(user for _, user in failed) else cli.EXIT_FAILURE
+    return cli.EXIT_OK
+
+
+def main(argv=None) -> int:
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ Steps (each is a documented command of the README, run as a subprocess):
    precision note);
 3. the figures notebook, executed headless, leaving PDFs in ``plots/``.
 Finished runs are reused (each experiment resumes or returns its saved summary).
+
+Exit codes: 0 every step succeeded; otherwise that of the failed steps (2 input error,
+3 a refit not certified, 1 anything else), as for every script (``--debug`` shows tracebacks).
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +21,8 @@ import time
 from pathlib import Path
 
 import _bootstrap  # noqa: F401
+
+from experiments import cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -33,8 +37,8 @@ def step(title, cmd, env=None):
     return rc, dt
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
     p.add_argument("--datasets", nargs="+", default=["breast_cancer", "digits"])
     p.add_argument("--num-subsets", type=int, default=30,
                    help="groups per type in the ss_logreg range runs (the paper used 100)")
@@ -45,19 +49,28 @@ def main(argv=None):
                    help="counterexample datasets run in float64 and float32 (default: ortho2 gauss4, "
                         "the two panels of Figure 4)")
     p.add_argument("--skip-figures", action="store_true")
-    args = p.parse_args(argv)
-    if args.num_subsets < 3:
-        p.error(f"--num-subsets must be >= 3; got {args.num_subsets}")
-    from experiments.counterexamples import DATASET_IDS as CEX_IDS
+    return p
+
+
+def check_args(args):
     from datasets.loader import DATASETS
+    from experiments.common import ConfigError
+    from experiments.counterexamples import DATASET_IDS as CEX_IDS
+
+    if args.num_subsets < 3:
+        raise ConfigError(f"--num-subsets must be >= 3; got {args.num_subsets}")
     for cex in args.counterexamples:
         if cex not in CEX_IDS:
-            p.error(f"--counterexamples: each id must be one of {list(CEX_IDS)}; got {cex!r}")
+            raise ConfigError(f"--counterexamples: each id must be one of {list(CEX_IDS)}; got {cex!r}")
     for ds in args.datasets:
         if ds not in DATASETS:
-            p.error(f"--datasets: each id must be one of {sorted(DATASETS)}; got {ds!r}")
+            raise ConfigError(f"--datasets: each id must be one of {sorted(DATASETS)}; got {ds!r}")
+
+
+def run(args):
+    check_args(args)
     t0 = time.perf_counter()
-    timings, failed = [], []
+    timings, failed, codes = [], [], set()
     common = ["--out-dir", args.out_dir] + (["--data-dir", args.data_dir] if args.data_dir else [])
     for ds in args.datasets:
         cmd = [PY, "scripts/subsets_infl_logreg.py", "--dataset-id", ds, "--subset-choice-type", "range",
@@ -66,6 +79,7 @@ def main(argv=None):
         rc, dt = step(f"ss_logreg {ds} (num-subsets {args.num_subsets})", cmd)
         timings.append((f"ss_logreg {ds}", dt))
         failed += [f"ss_logreg {ds}"] if rc else []
+        codes.add(rc)
     for cex in args.counterexamples:
         for prec in ([], ["--float32"]):
             name = f"counterexamples {cex}{' float32' if prec else ''}"
@@ -74,6 +88,7 @@ def main(argv=None):
             rc, dt = step(name, cmd)
             timings.append((name, dt))
             failed += [name] if rc else []
+            codes.add(rc)
     if not args.skip_figures:
         env = dict(os.environ, INFLUENCE_FIG_DATASETS=",".join(args.datasets),
                    INFLUENCE_FIG_NUM_SUBSETS=str(args.num_subsets))
@@ -81,6 +96,7 @@ def main(argv=None):
                                            "--plot-dir", args.plot_dir], env=env)
         timings.append(("figures notebook", dt))
         failed += ["figures notebook"] if rc else []
+        codes.add(rc)
     print("\nsummary:")
     for name, dt in timings:
         print(f"  {name:<32} {dt:7.0f} s")
@@ -88,8 +104,15 @@ def main(argv=None):
     print(f"results: {args.out_dir}   figures: {args.plot_dir}")
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+        codes.discard(0)
+        if codes <= {cli.EXIT_USAGE, cli.EXIT_UNCERTIFIED}:
+            return cli.EXIT_USAGE if cli.EXIT_USAGE in codes else cli.EXIT_UNCERTIFIED
+        return cli.EXIT_FAILURE
+    return cli.EXIT_OK
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

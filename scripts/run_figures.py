@@ -7,9 +7,9 @@ The folders are ``--out-dir`` / ``--plot-dir`` when given, else ``$INFLUENCE_OUT
 ``INFLUENCE_FIG_*`` variables select the runs (see ``experiments/figures/settings.py``).
 Runs every cell with nbclient on a kernel whose environment carries these folders and has
 the repository on ``PYTHONPATH``, and writes the executed notebook to
-``{plot_dir}/paper-figures.executed.ipynb``. Exits non-zero on any cell error.
+``{plot_dir}/paper-figures.executed.ipynb``. Exits 1 on any cell error (2 on a bad
+flag or setting; ``--debug`` shows tracebacks).
 """
-import argparse
 import os
 import sys
 import time
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import _bootstrap  # noqa: F401
 
+from experiments import cli
 from experiments.figures.settings import settings_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,28 +61,37 @@ def run_notebook(env: dict, plot_dir: Path, timeout: int = 1200, notebook: Path 
     return executed
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
     p.add_argument("--out-dir", default=None, help="results folder (default: $INFLUENCE_OUT_DIR, else <repo>/output)")
     p.add_argument("--plot-dir", default=None, help="figures folder (default: $INFLUENCE_PLOT_DIR, else <repo>/plots)")
     p.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args):
     env = notebook_environ(args.out_dir, args.plot_dir)
     try:
         settings = settings_from_env(env)  # the folders the notebook will use (created here)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.EXIT_USAGE
     t0 = time.perf_counter()
     try:
         executed = run_notebook(env, settings.plot_dir, args.timeout)
     except Exception as exc:  # nbclient raises CellExecutionError and friends
+        if args.debug:
+            raise
         print(f"error: the figures notebook failed: {exc}", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILURE
     pdfs = sorted(settings.plot_dir.glob("*.pdf"))
     print(f"figures: {len(pdfs)} PDF files in {settings.plot_dir} from {settings.out_dir} "
           f"({time.perf_counter() - t0:.0f} s); executed notebook: {executed}")
     return 0
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

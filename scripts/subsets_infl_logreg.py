@@ -6,31 +6,24 @@ Examples (run from the repository root):
     python scripts/subsets_infl_logreg.py --data-dir ./data --out-dir ./output --dataset-id hospital \\
         --subset-choice-type range --subset-min-rel-size 0.0025 --subset-max-rel-size 0.25 \\
         --num-subsets 100 --max-memory 100000000 --no-intermediate-results
+
+Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
+certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import argparse
-import logging
-import sys
 import time
 
 import _bootstrap  # noqa: F401
 
 import matplotlib
 
+from experiments import cli
+
 matplotlib.use("Agg")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=str, default=None)
-    p.add_argument("--out-dir", type=str, default=None, help="default: <repo>/output")
-    p.add_argument("--max-memory", type=int, default=1e9,
-                   help="bytes; plain digits (e.g. 100000000), as in the original")
-    p.add_argument("--force-refresh", action="store_true")
-    p.add_argument("--no-intermediate-results", action="store_true",
-                   help="run in memory and save only result_summary.npz (no phase files, no plots)")
-    p.add_argument("--invalidate", type=int, default=None, help="recompute phases with index >= this")
-    p.add_argument("--worker", action="store_true",
-                   help="accepted for compatibility: the file-based task queue was replaced (work runs in-process)")
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    cli.add_run_flags(p, max_memory_default=1e9, max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
     p.add_argument("--dataset-id", type=str, default="hospital")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--subset-choice-type", type=str, default="types")
@@ -52,46 +45,41 @@ def parse_args(argv=None):
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
-    return p.parse_args(argv)
+    return p
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+def run(args):
     if args.worker:
-        print("--worker: the original's file-based task queue was replaced; every phase runs in the "
-              "main process, so there is nothing for a worker to do.")
-        return 0
-    from experiments.subset_influence import ConfigError, SubsetInfluenceLogreg, build_config
+        print(cli.WORKER_NOTICE)
+        return cli.EXIT_OK
+    from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 
-    try:
-        config = build_config(
-            dataset_id=args.dataset_id, data_dir=args.data_dir, subset_seed=args.subset_seed,
-            subset_choice_type=args.subset_choice_type, subset_rel_size=args.subset_rel_size,
-            subset_min_rel_size=args.subset_min_rel_size, subset_max_rel_size=args.subset_max_rel_size,
-            num_subsets=args.num_subsets, inverse_hvp_method=args.inverse_hvp_method,
-            inverse_vp_method=args.inverse_vp_method, max_memory=int(args.max_memory),
-            skip_hessian_spectrum=args.skip_hessian_spectrum, tag=args.tag,
-            master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
-            dtype="float32" if args.float32 else "float64",
-            store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    config = build_config(
+        dataset_id=args.dataset_id, data_dir=args.data_dir, subset_seed=args.subset_seed,
+        subset_choice_type=args.subset_choice_type, subset_rel_size=args.subset_rel_size,
+        subset_min_rel_size=args.subset_min_rel_size, subset_max_rel_size=args.subset_max_rel_size,
+        num_subsets=args.num_subsets, inverse_hvp_method=args.inverse_hvp_method,
+        inverse_vp_method=args.inverse_vp_method, max_memory=args.max_memory,
+        skip_hessian_spectrum=args.skip_hessian_spectrum, tag=args.tag,
+        master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
+        dtype="float32" if args.float32 else "float64",
+        store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
     t0 = time.perf_counter()
     exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     if not args.no_intermediate_results and not args.no_plots:
         exp.plot_all(save_and_close=True)
     R = exp.R
-    ratio = (R["subset_refit_grad_norm"] / R["subset_refit_grad_tol"]).max()
+    ratio, code = cli.certificate(R)
     print(f"ss_logreg done: {exp.base_dir} | {len(R['subset_tags'])} groups | wall time "
-          f"{time.perf_counter() - t0:.1f} s | refit certificate: worst ||grad L_-U||/tol = {ratio:.2e} "
+          f"{time.perf_counter() - t0:.1f} s | refit certificate: worst ||grad L_-U||/tol = {ratio.max():.2e} "
           f"(max ||grad|| = {R['subset_refit_grad_norm'].max():.2e}; "
-          f"{int((R['subset_refit_grad_norm'] <= R['subset_refit_grad_tol']).sum())}/"
-          f"{len(R['subset_tags'])} certified)")
-    return 0 if ratio <= 1 else 1
+          f"{int((ratio <= 1).sum())}/{len(R['subset_tags'])} certified)")
+    return code
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -105,13 +105,34 @@ def test_no_network_gives_one_error_naming_every_url_and_the_manual_path(tmp_pat
     assert list(dest.iterdir()) == []
 
 
-def test_corrupt_file_and_no_network_keeps_the_file_and_says_so(tmp_path):
+def test_corrupt_file_and_no_network_keeps_the_file_and_says_so_in_the_first_line(tmp_path):
     dest = tmp_path / "dl"
     dest.mkdir()
     (dest / "blob.bin").write_bytes(b"partial")
-    with pytest.raises(DataUnavailableError, match="does not match the expected digest"):
+    actual = hashlib.sha256(b"partial").hexdigest()
+    with pytest.raises(ChecksumMismatchError) as info:
         maybe_download(["http://primary.invalid/blob.bin"], "blob.bin", dest, sha256=SHA)
+    first_line = str(info.value).splitlines()[0]
+    # The file at that path is corrupt (both digests), and what to do: not "place it at <path>".
+    assert first_line.startswith(f"{(dest / 'blob.bin').resolve()} is corrupt (")
+    assert f"sha256 {actual}, expected {SHA}" in first_line
+    assert "delete it and rerun to download it again, or replace it with a correct copy" in first_line
+    assert "network disabled in tests" in first_line and "by hand" not in first_line
+    assert "Note:" not in str(info.value)
+    assert "is corrupt" in info.value.reason
     assert (dest / "blob.bin").read_bytes() == b"partial"
+
+
+def test_corrupt_file_in_a_group_of_downloads_is_named_in_the_first_line(tmp_path):
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    (dest / "one").write_bytes(b"overwritten")
+    items = [(["http://a.invalid/one"], "one", SHA, None), (["http://a.invalid/two"], "two", None, None)]
+    with pytest.raises(ChecksumMismatchError) as info:
+        download_all(items, dest, "test set")
+    first_line = str(info.value).splitlines()[0]
+    assert f"{(dest / 'one').resolve()} is corrupt (sha256 " in first_line and SHA in first_line
+    assert "delete any corrupt file" in first_line and "one, two" in first_line
 
 
 def test_interrupted_transfer_leaves_no_partial_file(tmp_path):
@@ -209,3 +230,28 @@ def test_tarfile_helper_writes_real_tar(tmp_path):
     archive = write_tar_gz(tmp_path / "t.tar.gz", {"a/b.txt": b"hello"})
     with tarfile.open(archive) as tf:
         assert tf.extractfile("a/b.txt").read() == b"hello"
+
+
+def _zip_with(path, name, data, compression=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        zf.writestr(name, data)
+    return path
+
+
+def test_zip_member_limits_refuse_large_and_bomb_like_members(tmp_path):
+    archive = _zip_with(tmp_path / "a.zip", "big.bin", bytes(4 << 20))  # 4 MiB of zeros, ~1000:1
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo("big.bin")
+        with pytest.raises(download.ArchiveLimitError, match=r"expands \d+:1 .*decompression bomb"):
+            download.read_zip_member(zf, info, str(archive))
+        with pytest.raises(download.ArchiveLimitError, match="would expand to 4194304 bytes, more than the limit of 1000"):
+            download.read_zip_member(zf, info, str(archive), max_bytes=1000, max_ratio=1e9)
+        assert download.read_zip_member(zf, info, str(archive), max_ratio=1e9) == bytes(4 << 20)
+
+
+def test_extract_refuses_an_archive_beyond_the_total_limit(tmp_path, monkeypatch):
+    archive = write_tar_gz(tmp_path / "a.tar.gz", {"top/x.bin": bytes(3000)})
+    monkeypatch.setattr(download, "MAX_EXTRACT_BYTES", 2000)
+    with pytest.raises(download.ArchiveLimitError, match="would expand to 3000 bytes"):
+        extract_archive(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "top").exists()

@@ -1,13 +1,16 @@
 """hospital (spec datasets.md §1): real UCI archive end to end, plus small frames for the rules."""
 import io
+import logging
+import os
 import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import hospital
-from datasets.download import DataUnavailableError
+from datasets import common, hospital
+from datasets import download
+from datasets.download import ArchiveLimitError, DataUnavailableError
 from datasets.loader import load_dataset
 from tests.datasets.helpers import FileServer, real_archive
 
@@ -112,6 +115,50 @@ def test_current_uci_layout_is_searched_for_the_csv(tmp_path, data_dir, server):
     assert server.calls == list(hospital.ARCHIVE_URLS) + [hospital.CURRENT_UCI_URL]
 
 
+def _zip_bytes(members: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_nested_csv_beyond_the_size_limit_is_refused(tmp_path, monkeypatch):
+    inner = _zip_bytes({"d/diabetic_data.csv": b"a,b\n" + b"1,2\n" * 1000})
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"nested/diabetes.zip": inner}))
+    monkeypatch.setattr(download, "MAX_MEMBER_BYTES", 3000)
+    with pytest.raises(ArchiveLimitError, match=r"a.zip:nested/diabetes.zip: member 'd/diabetic_data.csv' would "
+                                                r"expand to 4004 bytes, more than the limit of 3000 bytes"):
+        hospital.extract_csv(archive, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_nested_decompression_bomb_is_refused(tmp_path):
+    # 64 MiB of zeros deflates ~1000:1: refused from its header, before decompression.
+    bomb = _zip_bytes({"diabetic_data.csv": bytes(64 << 20)})
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(_zip_bytes({"inner.zip": bomb}))
+    with pytest.raises(ArchiveLimitError, match="decompression bomb"):
+        hospital.extract_csv(archive, tmp_path / "out.csv")
+
+
+def test_zips_nested_too_deep_are_refused(tmp_path):
+    data = _zip_bytes({"diabetic_data.csv": b"a,b\n1,2\n"})
+    for level in range(3):
+        data = _zip_bytes({f"level{level}.zip": data})
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(data)
+    with pytest.raises(ArchiveLimitError, match="nests zip archives more than 2 deep"):
+        hospital.extract_csv(archive, tmp_path / "out.csv")
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(hospital, "MAX_ZIP_NESTING", 3)
+    try:
+        assert hospital.extract_csv(archive, tmp_path / "out.csv").read_bytes() == b"a,b\n1,2\n"
+    finally:
+        monkeypatch.undo()
+
+
 def test_offline_error_names_both_sources_and_the_manual_path(data_dir):
     with pytest.raises(DataUnavailableError) as info:
         hospital.load_hospital(data_dir)
@@ -181,3 +228,22 @@ def test_real_hospital_cache_round_trip_does_not_touch_the_raw_files(real, monke
     for a, b in ((ds.train, again.train), (ds.test, again.test)):
         assert np.array_equal(a.x, b.x) and np.array_equal(a.labels, b.labels)
         assert a.labels.dtype == b.labels.dtype
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("also_remove_csv", [False, True])
+def test_real_truncated_cache_is_rebuilt_offline_with_a_warning(real, server, caplog, also_remove_csv):
+    # Issue 14, item 1: `truncate -s 20000000 D/hospital/hospital.npz`, then load offline.
+    data_dir, ds, _ = real
+    cache = data_dir / "hospital" / "hospital.npz"
+    assert cache.stat().st_size > 20_000_000
+    os.truncate(cache, 20_000_000)
+    if also_remove_csv:  # re-read from the archive itself (verified by its sha256, not fetched)
+        (data_dir / "hospital" / "dataset_diabetes" / "diabetic_data.csv").unlink()
+    with caplog.at_level(logging.WARNING):
+        again = hospital.load_hospital(data_dir, progress=False)
+    assert server.calls == []  # offline: nothing fetched
+    assert f"{cache} is damaged" in caplog.text and "rebuilding it" in caplog.text
+    for a, b in ((ds.train, again.train), (ds.test, again.test)):
+        assert np.array_equal(a.x, b.x) and np.array_equal(a.labels, b.labels)
+    assert common.read_cache(cache, hospital.CACHE_KEYS) is not None  # rewritten whole

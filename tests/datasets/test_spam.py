@@ -119,6 +119,86 @@ def test_archive_with_the_wrong_digest_is_rejected_and_not_kept(tmp_path, data_d
     assert sorted(p.name for p in (data_dir / "spam").iterdir()) == []
 
 
+# --------------------------------------------------------------------------- vocabulary filter
+# A tiny stand-in for en_lexeme_prob: word -> log probability. Ranked: the, Subject, cheap,
+# meeting (tie with cheap, after it by the word), pills, gas, children, zebra.
+TINY_TABLE = {"the": -3.0, "Subject": -6.0, "cheap": -7.0, "meeting": -7.0, "pills": -8.0,
+              "gas": -8.5, "children": -9.0, "zebra": -20.0}
+
+
+@pytest.fixture
+def tiny_table(tmp_path, monkeypatch):
+    import gzip
+    import json
+
+    path = tmp_path / "en_lexeme_prob.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        json.dump(TINY_TABLE, f)
+    monkeypatch.setattr(spam, "lexeme_prob_path", lambda: path)
+    return path
+
+
+def test_top_words_ranks_by_probability_then_word(tiny_table):
+    assert spam.top_words(1) == {"the"}
+    # "cheap" and "meeting" tie at -7.0: the word breaks the tie (alphabetical).
+    assert spam.top_words(3) == {"the", "Subject", "cheap"}
+    assert spam.top_words(4) == {"the", "Subject", "cheap", "meeting"}
+    assert spam.top_words(100) == set(TINY_TABLE)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(spam.VocabFilterError, match="vocab_top_k"):
+            spam.top_words(bad)
+
+
+def test_the_real_table_is_the_one_of_spacy_lookups_data():
+    words = spam.top_words(spam.VOCAB_TOP_K)
+    assert len(words) == spam.VOCAB_TOP_K
+    assert {"the", "meeting", "money"} <= words and "zzzzqx" not in words
+
+
+def test_filter_keeps_a_token_whose_text_or_lowercase_is_a_top_word(tiny_table):
+    nlp, _ = spam.make_nlp()
+    text = "SUBJECT Subject subject: cheap Cheap pills meetings zebra gas"
+    (kept,) = spam.lemmatize([text], nlp, progress=False, keep=spam.top_words(5))
+    # Subject is a top word: "Subject" by its text; "SUBJECT"/"subject" match neither
+    # "Subject" by text nor by lowercase. "Cheap" matches by lowercase. "meetings" is not a
+    # top word (only "meeting" is), "zebra" and "gas" are below the top 5. The lemmas keep
+    # the case of the text (CountVectorizer lowercases them later).
+    assert kept.split() == ["Subject", "cheap", "Cheap", "pill"]
+    (unfiltered,) = spam.lemmatize([text], nlp, progress=False)
+    assert "zebra" in unfiltered.split() and "gas" in unfiltered.split()
+
+
+def test_vocab_filter_selects_the_vocabulary_and_names_the_cache(served_small, data_dir, tiny_table):
+    # K = 6 keeps: the, Subject, cheap, meeting, pills, gas (children, zebra are out).
+    filtered = spam.load_spam(data_dir, progress=False, vocab_top_k=6)
+    unfiltered = spam.load_spam(data_dir, progress=False, vocab_filter="none")
+    folder = data_dir / "spam"
+    tag = spam.nlp_pipeline_tag()
+    vocab = {}
+    for name in ("lexeme_prob-top6", "none"):
+        path = spam.cache_path(folder, None, tag, name)
+        assert path.name == f"spam_truncate-None_{tag}_vocab-{name}.npz"
+        with np.load(path, allow_pickle=False) as npz:
+            vocab[name] = list(npz["vocabulary"])
+            assert str(npz["vocab_filter"]) == name
+    # Lemmas of the kept words ("meeting" -> "meet"), lowercased by CountVectorizer.
+    assert vocab["lexeme_prob-top6"] == ["cheap", "gas", "meet", "pill", "subject"]
+    assert {"child", "contract", "run", "buy", "money"} <= set(vocab["none"])
+    assert filtered.train.x.shape[1] == 5 and unfiltered.train.x.shape[1] == len(vocab["none"])
+    # Same documents, same order, same labels: only the columns differ.
+    assert np.array_equal(filtered.train.labels, unfiltered.train.labels)
+    col_f, col_u = vocab["lexeme_prob-top6"].index("cheap"), vocab["none"].index("cheap")
+    assert np.array_equal(filtered.train.x[:, col_f], unfiltered.train.x[:, col_u])
+    with pytest.raises(spam.VocabFilterError, match="vocab_filter must be one of"):
+        spam.load_spam(data_dir, vocab_filter="oov")
+
+
+def test_default_filter_is_the_lexeme_prob_word_list():
+    assert spam.DEFAULT_VOCAB_FILTER == "lexeme_prob"
+    assert spam.vocab_filter_tag() == f"lexeme_prob-top{spam.VOCAB_TOP_K}"
+    assert spam.vocab_filter_tag("none") == "none"
+
+
 def test_pipeline_tag_records_which_pipeline(monkeypatch):
     import importlib.util
 
@@ -149,7 +229,8 @@ def test_real_enron_truncated_through_the_real_archive(data_dir, server):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_real_enron_full_shapes_and_cache_round_trip(data_dir, monkeypatch):
+def test_real_enron_default_filter_gives_the_paper_feature_count(data_dir, monkeypatch):
+    """Full Enron1 with the default filter: the paper's 3,294 features; then a cache hit."""
     fs = FileServer()
     _serve_real(fs)
     from datasets import download
@@ -159,7 +240,10 @@ def test_real_enron_full_shapes_and_cache_round_trip(data_dir, monkeypatch):
     assert ds.train.x.shape[0] == 4137 and ds.test.x.shape[0] == 1035
     assert ds.validation.x.shape == (0, ds.train.x.shape[1])
     assert ds.train.labels.sum() + ds.test.labels.sum() == 1500
-    assert ds.train.x.shape[1] > 1000  # the min_df=5 vocabulary of spaCy-3 lemmas
+    if spam.nlp_pipeline_tag() == "spacy-3.8.18_blank_en-lookups-1.0.5":  # the calibration pipeline
+        assert ds.train.x.shape[1] == spam.PAPER_NUM_FEATURES == 3294
+    else:
+        assert abs(ds.train.x.shape[1] - spam.PAPER_NUM_FEATURES) < 300
     assert np.all(ds.train.x == np.round(ds.train.x)) and ds.train.x.min() == 0
     import shutil
 
@@ -169,3 +253,11 @@ def test_real_enron_full_shapes_and_cache_round_trip(data_dir, monkeypatch):
     again = load_dataset("spam", data_dir=data_dir)
     for a, b in zip(ds, again):
         assert np.array_equal(a.x, b.x) and np.array_equal(a.labels, b.labels)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_enron_unfiltered_rule_keeps_every_alphabetic_non_stop_lemma(data_dir, server):
+    _serve_real(server)
+    ds = spam.load_spam(data_dir, vocab_filter="none", progress=False)
+    assert ds.train.x.shape == (4137, 5297) and ds.test.x.shape == (1035, 5297)

@@ -8,6 +8,8 @@ checked against independent NumPy computations from the raw files (weights from 
 SQLite table, groups from the JSONL annotators, gradients and losses from the saved
 parameters), and first-order predictions against the exact refits.
 """
+import copy
+import inspect
 import json
 import sqlite3
 import subprocess
@@ -107,9 +109,13 @@ def test_babble_reduce_selects_l1_features_and_writes_reduced_cdr(cdr):
     assert np.array_equal(R["nonzeros"], (R["coefs"] != 0).sum(axis=1) + (R["intercepts"] != 0))
     assert 0 < len(R["feature_inds"]) < F
     assert R["nonzeros"][-1] < R["nonzeros"][0]  # L1: stronger penalty, fewer features
-    # The best fit again, independently (the modern equivalent of sklearn 0.20's L1 model).
+    # The best fit again, independently (the modern equivalent of sklearn 0.20's L1 model),
+    # with the RandomState(1) the path had used best_i times (one liblinear seed per fit).
     w = load_supplemental_info("cdr_weights", data_dir=cdr["data_dir"])
-    sk = SkLR(l1_ratio=1.0, solver="liblinear", C=1 / R["regs"][R["best_i"]], random_state=np.random.RandomState(1))
+    rs = np.random.RandomState(1)
+    for _ in range(R["best_i"]):
+        rs.randint(np.iinfo("i").max)
+    sk = SkLR(l1_ratio=1.0, solver="liblinear", C=1 / R["regs"][R["best_i"]], random_state=rs)
     sk.fit(cdr_ds.train.x, cdr_ds.train.labels, sample_weight=w[0])
     assert_close(R["coefs"][R["best_i"]], sk.coef_[0], 1e-12, what="coefs")
     # reduced_cdr = the cdr matrices restricted to the selected columns.
@@ -121,6 +127,29 @@ def test_babble_reduce_selects_l1_features_and_writes_reduced_cdr(cdr):
     nf_full = load_supplemental_info("cdr_nonfires", data_dir=cdr["data_dir"])
     assert np.array_equal(nf.x, nf_full.x.toarray()[:, R["feature_inds"]])
     assert R["reduced_features_shapes"].tolist() == [[d.num_examples, len(R["feature_inds"])] for d in cdr_ds]
+
+
+def test_babble_reduce_path_shares_one_random_state_as_the_original(cdr, tmp_path, monkeypatch):
+    # The original refit one model (random_state=RandomState(1)) along the path: liblinear
+    # drew seed i+1 of that stream for fit i. A fresh RandomState(1) per fit would give
+    # every fit the first seed.
+    from sklearn.linear_model import _logistic
+
+    seeds = []
+    real_fit = _logistic._fit_liblinear
+
+    def recording_fit(*args, **kwargs):
+        random_state = inspect.signature(real_fit).bind(*args, **kwargs).arguments["random_state"]
+        seeds.append(copy.deepcopy(random_state).randint(np.iinfo("i").max))  # the seed liblinear draws
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(_logistic, "_fit_liblinear", recording_fit)
+    config = br_config(data_dir=str(cdr["data_dir"]), save_reduced_dir=str(tmp_path / "red"))
+    R = BabbleReduce(config, out_dir=tmp_path, progress=False).run()
+    stream = np.random.RandomState(1)
+    expected = [stream.randint(np.iinfo("i").max) for _ in range(10)]
+    assert seeds == expected and len(set(seeds)) == 10
+    assert np.array_equal(R["coefs"], cdr["br"].R["coefs"])  # the module fixture ran the same path
 
 
 def test_babble_reduce_without_sample_weights_runs_unweighted(cdr, tmp_path):

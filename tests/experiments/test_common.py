@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from datasets import storage
-from experiments.common import (ConfigMismatchError, Experiment, collate_results,
-                                map_chunks, phase, py2_float_str)
+from experiments.common import (ConfigFileError, ConfigMismatchError, Experiment, OutputDirError,
+                                collate_results, map_chunks, phase, py2_float_str)
 
 CALLS = []
 
@@ -123,6 +123,121 @@ def test_master_only_summary_and_load_run(tmp_path):
     assert set(part.R) == {"x2"}
     with pytest.raises(FileNotFoundError, match="no run 'nope'"):
         Toy.load_run("nope", out_dir=tmp_path)
+
+
+def _base(tmp_path, seed=0):
+    return tmp_path / "toy" / f"toy_seed-{seed}"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite", "empty", "random"])
+def test_damaged_phase_file_is_treated_as_missing(tmp_path, caplog, damage):
+    R = Toy({"seed": 0}, out_dir=tmp_path).run()
+    path = _base(tmp_path) / "result_1-square.npz"
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "overwrite": data[:200] + b"\0" * 300 + data[500:],
+                      "empty": b"", "random": np.random.default_rng(0).bytes(len(data))}[damage])
+    CALLS.clear()
+    again = Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert CALLS == ["square", "total"]
+    assert again["total"] == R["total"]
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(str(path) in w and "is damaged" in w and "recomputing" in w for w in warning), warning
+    storage.load_result(path)  # rewritten whole
+
+
+@pytest.mark.parametrize("content, reason", [(b'{"seed": 0, "al', "JSONDecodeError"),
+                                             (bytes(range(200, 256)), "UnicodeDecodeError"),
+                                             (b"[1, 2]", "expected a JSON dict, found list")])
+def test_damaged_config_names_the_file_and_the_way_out(tmp_path, content, reason):
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    cfg = _base(tmp_path) / "config.json"
+    cfg.write_bytes(content)
+    with pytest.raises(ConfigFileError, match=reason) as info:
+        Toy({"seed": 0}, out_dir=tmp_path).run()
+    msg = str(info.value)
+    assert str(cfg) in msg and "--force-refresh" in msg and "\n" not in msg
+    assert isinstance(info.value, ConfigMismatchError)
+    with pytest.raises(ConfigFileError, match="is damaged"):
+        Toy.load_run("toy_seed-0", out_dir=tmp_path)
+    CALLS.clear()
+    Toy({"seed": 0}, out_dir=tmp_path).run(force_refresh=True)  # the way out
+    assert CALLS == ["make", "square", "total"]
+    assert storage.load_json(cfg, expect=dict) == {"seed": 0}
+
+
+def test_crash_after_invalidate_never_reuses_later_phases(tmp_path, monkeypatch):
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    base = _base(tmp_path)
+    # Simulate a crash right after the invalidated phase 1 was rewritten: phase 2's
+    # computation dies (as kill -9 would).
+    monkeypatch.setattr(Toy, "total", phase(2)(lambda self: (_ for _ in ()).throw(KeyboardInterrupt())))
+    with pytest.raises(KeyboardInterrupt):
+        Toy({"seed": 0}, out_dir=tmp_path).run(invalidate_phase=1)
+    assert not (base / "result_2-total.npz").exists()  # deleted before phase 1 was rewritten
+    monkeypatch.undo()
+    CALLS.clear()
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert CALLS == ["total"]
+
+
+def test_phase_file_computed_from_an_older_input_is_recomputed(tmp_path, caplog):
+    """Lineage: even if a later file survives (copied back, older code), its recorded
+    inputs no longer match the rewritten phase and it is not reused."""
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    base = _base(tmp_path)
+    old_total = (base / "result_2-total.npz").read_bytes()
+    Toy({"seed": 0}, out_dir=tmp_path).run(invalidate_phase=1)
+    (base / "result_2-total.npz").write_bytes(old_total)
+    CALLS.clear()
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert CALLS == ["total"]
+    assert any("earlier version of phase(s) [1]" in r.getMessage() for r in caplog.records)
+    _, attrs = storage.load_result(base / "result_2-total.npz")
+    ids = [storage.load_result(base / f"result_{i}-{n}.npz")[1]["phase_id"] for i, n in ((0, "make"), (1, "square"))]
+    assert attrs["inputs"] == {"0": ids[0], "1": ids[1]}
+
+
+def test_files_without_phase_ids_are_reused_as_a_prefix(tmp_path):
+    """Run folders written before phase ids existed keep working."""
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    base = _base(tmp_path)
+    for path in sorted(base.glob("result_*.npz")):
+        result, attrs = storage.load_result(path)
+        storage.save_result(path, result, {k: v for k, v in attrs.items() if k not in ("phase_id", "inputs")})
+    CALLS.clear()
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert CALLS == []
+
+
+def test_stale_temporaries_removed_by_the_next_run(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    base = _base(tmp_path)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    stale = base / f".result_2-total.npz.{storage._host()}.{dead}.00ff00ff.tmp"
+    stale.write_bytes(b"half a file")
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert not stale.exists()
+    assert any(str(stale) in r.getMessage() for r in caplog.records)
+
+
+def test_unwritable_out_dir_is_an_output_dir_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputDirError, match="cannot create the run folder .*--out-dir"):
+        Toy({"seed": 0}, out_dir=blocker).run()
+
+
+def test_load_run_verbose_prints_each_file(tmp_path, capsys):
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    E = Toy.load_run("toy_seed-0", out_dir=tmp_path, phase_indices=[0, 2], verbose=True)
+    assert set(E.R) == {"x", "groups", "tags", "total", "n"} and E.config == {"seed": 0}
+    assert capsys.readouterr().out.count("Loaded ") == 2
+    Toy.load_run("toy_seed-0", out_dir=tmp_path, verbose=False)
+    assert capsys.readouterr().out == ""
 
 
 def test_collate_and_map_chunks():

@@ -451,7 +451,7 @@ def test_script_flags(capsys):
         spec.loader.exec_module(mod)
     finally:
         sys.path.remove(scripts)
-    args = mod.parse_args([])
+    args = mod.make_parser().parse_args([])
     assert args.dataset_id == "ortho2" and args.subset_seed == 0 and args.max_memory == int(1e9)
     assert not args.float32 and not args.no_intermediate_results
     assert mod.main(["--worker"]) == 0

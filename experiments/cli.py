@@ -1,0 +1,147 @@
+"""The command-line skeleton every script in ``scripts/`` uses.
+
+One parser class, one set of run flags, one ``main`` wrapper (:func:`run_cli`) that turns
+what went wrong into a documented exit code and, unless ``--debug`` is given, one line:
+
+====  ==========================================================================
+code  meaning
+====  ==========================================================================
+0     success
+1     an unexpected failure (a bug or the machine: rerun with ``--debug``)
+2     a usage or input error: a bad flag (argparse), :class:`ConfigError`,
+      :class:`ConfigMismatchError` (including a damaged ``config.json``), an
+      unwritable ``--out-dir``, missing or damaged data, group sizes
+3     the run finished but at least one exact refit was not certified (its
+      gradient norm is above the tolerance; the results are saved)
+130   interrupted (Ctrl-C)
+====  ==========================================================================
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from datasets import storage
+from datasets.download import DownloadError
+from experiments.common import ConfigError, ConfigMismatchError, OutputDirError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNCERTIFIED = 3
+EXIT_INTERRUPTED = 130
+
+# Errors that mean "the user's input is wrong" (exit 2). Every exception class defined in
+# the datasets package is one too (missing, damaged or malformed data): see is_user_error.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ConfigMismatchError, OutputDirError,
+                                                storage.StorageError, DownloadError)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_NOTICE = ("--worker: the original's file-based task queue was replaced; every phase runs in the "
+                 "main process, so there is nothing for a worker to do.")
+
+logger = logging.getLogger(__name__)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` with the script's docstring as description, a ``--debug`` flag, and
+    usage errors reported in one line (exit 2) instead of the usage block."""
+
+    def __init__(self, description: str | None = None, **kwargs: Any):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(description=description, **kwargs)
+        self.add_argument("--debug", action="store_true",
+                          help="show the full traceback of any error (and debug logging)")
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_run_flags(p: argparse.ArgumentParser, *, data_dir: bool = True, worker: bool = True,
+                  no_intermediate_results: bool = True, max_memory_help: str = "bytes",
+                  max_memory_default: Any = int(1e9)) -> None:
+    """The original's flags shared by the experiment scripts, with their defaults."""
+    if data_dir:
+        p.add_argument("--data-dir", type=str, default=None, help="default: <repo>/data")
+    p.add_argument("--out-dir", type=str, default=None, help="default: <repo>/output")
+    p.add_argument("--max-memory", type=int, default=max_memory_default, help=max_memory_help)
+    p.add_argument("--force-refresh", action="store_true", help="recompute every phase")
+    if no_intermediate_results:
+        p.add_argument("--no-intermediate-results", action="store_true",
+                       help="run in memory and save only result_summary.npz (no phase files)")
+    p.add_argument("--invalidate", type=int, default=None, help="recompute phases with index >= this")
+    if worker:
+        p.add_argument("--worker", action="store_true",
+                       help="accepted for compatibility: the file-based task queue was replaced "
+                            "(work runs in-process)")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` reports bad input (exit 2) rather than a failure (exit 1)."""
+    return isinstance(exc, USER_ERRORS) or type(exc).__module__.split(".")[0] == "datasets"
+
+
+def _first_line(exc: BaseException) -> tuple[str, bool]:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__), len(lines) > 1
+
+
+def configure_logging(debug: bool = False) -> None:
+    """Log to stderr (INFO, or DEBUG with ``--debug``); TensorFlow's Python logger quiet."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    for noisy in ("matplotlib", "PIL", "h5py", "numba", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
+            argv: Sequence[str] | None = None, configure: bool = True) -> int:
+    """Parse ``argv``, run ``body(args)`` and return the exit code (see the module docstring).
+
+    ``body`` returns an exit code (``None`` means 0). Usage errors return 2, user errors
+    print ``error: <one line>`` and return 2, other exceptions print one line and return 1;
+    with ``--debug`` the traceback is printed as well.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    if configure:
+        configure_logging(debug)
+    try:
+        code = body(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place that maps every error to an exit code
+        line, more = _first_line(exc)
+        if debug:
+            traceback.print_exc()
+        user = is_user_error(exc)
+        hint = "" if debug else (" (more with --debug)" if more else "")
+        if user:
+            print(f"error: {line}{hint}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"error: unexpected failure: {type(exc).__name__}: {line}"
+              f"{'' if debug else ' (rerun with --debug for the traceback)'}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK if code is None else int(code)
+
+
+def certificate(R: dict[str, Any]) -> tuple[np.ndarray, int]:
+    """``(ratios, exit_code)`` of the exact refits of a run: ``||grad|| / tol`` per group
+    and 0 if every refit is certified (ratio <= 1), else 3."""
+    ratio = np.asarray(R["subset_refit_grad_norm"], dtype=float) / np.asarray(R["subset_refit_grad_tol"], dtype=float)
+    ok = bool(np.all(ratio <= 1))
+    if not ok:
+        bad = ratio[~(ratio <= 1)]
+        logger.warning("%d of %d exact refits are not certified (worst ||grad||/tol = %.2e); exit code %d",
+                       bad.size, ratio.size, np.max(bad), EXIT_UNCERTIFIED)
+    return ratio, EXIT_OK if ok else EXIT_UNCERTIFIED
