@@ -140,9 +140,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         """Sample weights: ``sample_weights`` is falsy in every supported run, so all ones."""
         return np.ones(self.dataset(name).num_examples)
 
-    def model_settings(self) -> dict[str, Any]:
-        return {"inverse_hvp_method": self.config["inverse_hvp_method"]}  # float64
-
     def train_sample_weights(self) -> np.ndarray:
         return self.weights("train")
 

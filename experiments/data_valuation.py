@@ -133,9 +133,6 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
     def model_arch(self) -> dict[str, Any]:
         return {"input_dim": int(self.train.x.shape[1]), "fit_intercept": True, "num_classes": 2}
 
-    def model_settings(self) -> dict[str, Any]:
-        return {}  # explicit inverse-HVPs, float64
-
     def model_random_state(self):
         return np.random.RandomState(2)
 

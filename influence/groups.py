@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from influence import objective as K
+from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import cg_directions, make_preconditioner
 from influence.objective import LogisticObjective, ModelSpec, hessian_factor_rows, one_blas_thread, to_ext_batch
 from influence.solvers import ConvergenceWarning, spd_solve
@@ -125,13 +126,15 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
 
 
 def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
-              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32, preconditioner=None) -> np.ndarray:
+              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32, preconditioner=None,
+              max_memory: int | None = None) -> np.ndarray:
     """Newton changes ``(H - H_U)^{-1} g_U`` by preconditioned CG, batched over groups.
 
     One CG iteration for a chunk of groups is two matrix products with the design
     (:meth:`influence.refit._Batch.hvp`); ``preconditioner`` is shared by all groups
-    (default :func:`influence.refit.make_preconditioner` at ``theta``). Each solve
-    stops at relative residual ``tol``.
+    (default :func:`influence.newton.make_preconditioner` at ``theta``). Each solve
+    stops at relative residual ``tol``. At most ``chunk`` groups at a time, fewer when
+    their (n, K') work arrays would exceed ``max_memory`` bytes.
     """
 
     dtype = Xa.dtype
@@ -141,6 +144,8 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
     maxiter = maxiter if maxiter is not None else 10 * spec.num_params
     if preconditioner is None:
         preconditioner = make_preconditioner(spec, theta, Xa, s_base, l2_reg)
+    chunk = min(chunk, refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, False)
+                if max_memory is not None else chunk)
     out = np.zeros((len(groups), spec.num_params))
     worst = 0.0
     for start in range(0, len(groups), chunk):
@@ -164,8 +169,10 @@ def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
 
 
 def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",
-                  chunk: int = 64) -> np.ndarray:
-    """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,)."""
+                  chunk: int = 64, max_memory: int | None = None) -> np.ndarray:
+    """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,).
+    ``chunk`` groups at a time, fewer to keep their (n, K') arrays within ``max_memory``."""
+    chunk = eval_chunk_size(int(Xa.shape[0]), spec.num_rows, max_memory, chunk)
     B = incidence(groups, int(Xa.shape[0]))
     Thetas = np.asarray(Thetas)
     out = np.zeros(len(groups))
@@ -175,12 +182,16 @@ def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], 
     return out
 
 
-def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64) -> np.ndarray:
+def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64,
+               max_memory: int | None = None) -> np.ndarray:
     """Per-example losses, margins or correctness at many parameter vectors.
 
     Returns an array of shape (B, n): row b evaluated at ``Thetas[b]``. ``what`` is
     ``'loss'``, ``'margin'`` (binary) or ``'correct'`` (1.0 where the argmax is right).
+    Rows are evaluated ``chunk`` at a time, fewer to keep the work arrays within
+    ``max_memory`` bytes (the (B, n) result itself is the caller's).
     """
+    chunk = eval_chunk_size(int(Xa.shape[0]), spec.num_rows, max_memory, chunk)
     Thetas = np.asarray(Thetas)
     out = []
     for start in range(0, Thetas.shape[0], chunk):

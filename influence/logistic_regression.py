@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 DTYPES = {"float64": tf.float64, "float32": tf.float32}
 DEFAULT_FIT_RTOL = {"float64": 1e-12, "float32": 1e-6}
-INVERSE_HVP_METHODS = ("explicit", "cg")
+INVERSE_HVP_METHODS = ("explicit", "cg", "fmin_ncg")
 FIT_METHODS = ("auto", "newton", "newton_cg")
 
 
@@ -258,8 +258,13 @@ class LogisticRegression:
         """``H^{-1} V`` with H the regularised Hessian at the current parameters.
 
         ``'explicit'``: solve with ``hessian_reg`` (computed from ``dataset`` if not
-        given). ``'cg'``: conjugate gradient with Hessian-vector products on
-        ``dataset``, to relative residual ``config['cg_rtol']``.
+        given). ``'cg'``: plain conjugate gradient (:func:`influence.solvers.conjugate_gradient`,
+        all columns together) with Hessian-vector products on ``dataset``, to the
+        relative residual ``config['cg_rtol']`` (1e-10); it does not read the
+        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver (spec
+        ``experiments.md`` §1.3): ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
+        from 0, one column at a time, with ``avextol = config['fmin_ncg_avextol']``
+        (1e-8) and ``maxiter = config['fmin_ncg_maxiter']`` (256).
         """
         method = inverse_hvp_method or self.config["inverse_hvp_method"]
         if method not in INVERSE_HVP_METHODS:
@@ -272,10 +277,37 @@ class LogisticRegression:
             M = K.gauge_fix(tf.constant(np.asarray(hessian_reg), dtype=self.dtype), self.spec)
             return self._out(inverse_vp(M, tf.constant(np.asarray(V), dtype=self.dtype), inverse_vp_method))
         if dataset is None:
-            raise ValueError("inverse_hvp_method='cg' needs the dataset")
+            raise ValueError(f"inverse_hvp_method={method!r} needs the dataset")
+        if method == "fmin_ncg":
+            return self._out(self._fmin_ncg_solve(V, dataset, sample_weights, l2_reg))
         return self._out(self._cg_solve(V, dataset, sample_weights, l2_reg).x)
 
+    def _fmin_ncg_solve(self, V, dataset, sample_weights, l2_reg) -> np.ndarray:
+        from scipy.optimize import fmin_ncg
+
+        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
+        V = np.asarray(V, dtype=np.float64)
+        cols = V[:, None] if V.ndim == 1 else V
+
+        def ax(x):
+            return matvec(tf.constant(x[:, None], dtype=self.dtype)).numpy()[:, 0].astype(np.float64)
+
+        out = np.empty_like(cols)
+        for j in range(cols.shape[1]):
+            b = cols[:, j]
+            out[:, j] = fmin_ncg(f=lambda x: 0.5 * np.dot(x, ax(x)) - np.dot(b, x), x0=np.zeros_like(b),
+                                 fprime=lambda x: ax(x) - b, fhess_p=lambda x, p: ax(p),
+                                 avextol=self.config["fmin_ncg_avextol"], maxiter=self.config["fmin_ncg_maxiter"],
+                                 disp=False)
+        return out[:, 0] if V.ndim == 1 else out
+
     def _cg_solve(self, V, dataset, sample_weights, l2_reg):
+        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
+        return conjugate_gradient(matvec, tf.constant(np.asarray(V), dtype=self.dtype),
+                                  tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"])
+
+    def _hvp_operator(self, dataset, sample_weights, l2_reg):
+        """``P -> (H + gauge) P`` for P of shape (d, m), the operator of the CG solvers."""
         obj = self._objective(dataset, sample_weights, l2_reg)
         theta = self._theta()
         # Gauge constant for multinomial models with intercepts (see ModelSpec.has_gauge).
@@ -284,8 +316,8 @@ class LogisticRegression:
 
         def matvec(P):
             return K.gauge_fix_hvp(P, obj.hvp_at(theta, P, autodiff), c, self.spec)
-        return conjugate_gradient(matvec, tf.constant(np.asarray(V), dtype=self.dtype),
-                                  tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"])
+
+        return matvec
 
     def get_indiv_margin(self, ds, **kw) -> np.ndarray:
         Xa, y, _ = self._tensors(ds)

@@ -481,11 +481,17 @@ class ChordNewton(NewtonStrategy):
         for idx in np.array_split(np.flatnonzero(need), max(1, int(np.ceil(need.sum() / self.hess_chunk)))):
             if len(idx) == 0:
                 continue
-            H_new = objective.columns(idx).hessians(tf.gather(Theta, idx))
-            L_new, ok_new = cholesky_factors(H_new)
-            self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
-            self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
-            self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
+            if len(idx) == objective.B:
+                # Every problem at once: replace instead of scattering (no (B, d, d) copies).
+                self.Hs = self.Ls = None
+                self.Hs = objective.hessians(Theta)
+                self.Ls, self.ok = cholesky_factors(self.Hs)
+            else:
+                H_new = objective.columns(idx).hessians(tf.gather(Theta, idx))
+                L_new, ok_new = cholesky_factors(H_new)
+                self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
+                self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
+                self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
             self.hessians[idx] += 1
             self.fresh[idx] = True
 

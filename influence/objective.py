@@ -592,11 +592,12 @@ class LogisticObjective:
             if self.Xa_np is not None:
                 Wn = np.sqrt(W.numpy())
                 Hs = np.empty((self.B, self.spec.ext_dim, self.spec.ext_dim))
+                eye_np = eye.numpy()
                 with one_blas_thread():
                     for b in range(self.B):
                         Zb = self.Xa_np * Wn[:, b:b + 1]
-                        Hs[b] = Zb.T @ Zb
-                return tf.constant(Hs, dtype=self.Xa.dtype) + eye
+                        np.add(Zb.T @ Zb, eye_np, out=Hs[b])  # in place: one (B, d, d) copy less
+                return tf.constant(Hs, dtype=self.Xa.dtype)
             E = self.spec.ext_dim
             big = tf.reshape(W[:, :, None] * self.Xa[:, None, :], [-1, self.B * E])
             Hs = tf.transpose(tf.reshape(tf.matmul(self.Xa, big, transpose_a=True), [E, self.B, E]), [1, 0, 2])
@@ -606,21 +607,27 @@ class LogisticObjective:
                        for b in range(self.B)])
         return gauge_fix(Hs + eye, self.spec)
 
-    def group_hessians(self, theta, groups):
+    def group_hessians(self, theta, groups, minuend=None):
         """Unregularised Hessians ``H_U`` of the groups under the base weights
-        (:meth:`without_groups`) at one parameter vector, (B, d, d)."""
+        (:meth:`without_groups`) at one parameter vector, (B, d, d); with ``minuend``
+        (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
+        in place, without a second (B, d, d) array)."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         if spec.binary and self.Xa_np is not None:
             c = curvature(theta, Xa, spec) * s_base
             Z = self.Xa_np * np.sqrt(c.numpy())[:, None]
             out = np.empty((len(groups), spec.num_params, spec.num_params))
+            M = None if minuend is None else np.asarray(minuend.numpy(), dtype=np.float64)
             with one_blas_thread():
                 for b, idx in enumerate(groups):
                     Zb = Z[np.asarray(idx, dtype=np.int64)]
-                    out[b] = Zb.T @ Zb  # BLAS syrk
+                    if M is None:
+                        out[b] = Zb.T @ Zb  # BLAS syrk
+                    else:
+                        np.subtract(M, Zb.T @ Zb, out=out[b])
             return tf.constant(out, dtype=Xa.dtype)
         H_U = []
         for idx in groups:
             idx = np.asarray(idx, dtype=np.int64)
             H_U.append(hessian(theta, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, Xa.dtype), spec))
-        return tf.stack(H_U)
+        return tf.stack(H_U) if minuend is None else minuend[None] - tf.stack(H_U)

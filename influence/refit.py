@@ -40,6 +40,7 @@ import tensorflow as tf
 from influence import objective as K
 from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
                               ChordNewton, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
+from influence.memory import chunk_size, refit_chunk_size
 from influence.objective import LogisticObjective, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -60,38 +61,73 @@ def _refit(batch, Theta, scale, rtol, strategy, max_iter) -> RefitResult:
     return res
 
 
+def _concat(results: list[RefitResult]) -> RefitResult:
+    """One result from the results of consecutive sub-chunks."""
+    if len(results) == 1:
+        return results[0]
+    fields = {}
+    for name in RefitResult.__dataclass_fields__:
+        parts = [getattr(r, name) for r in results]
+        fields[name] = None if any(p is None for p in parts) or name == "history" else np.concatenate(parts)
+    return RefitResult(**fields)
+
+
+def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
+    """``refit`` over sub-chunks of ``groups`` that fit in ``max_memory``; None when the
+    whole chunk fits (the caller then refits it at once)."""
+    if max_memory is None:
+        return None
+    size = refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, explicit)
+    if len(groups) <= size:
+        return None
+    return _concat([refit(spec=spec, Xa=Xa, groups=groups[i:i + size], **kw) for i in range(0, len(groups), size)])
+
+
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.kernels.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
     regularised full-data Hessian at ``theta_hat`` (computed if not given).
+    ``max_memory`` (bytes): the groups are refitted in sub-chunks of
+    :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
+    ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
+    about 256 MB).
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
-    if hess_chunk is None:
-        # Full Hessians of several groups are formed together from an (n, b*E) block;
-        # bound that block to ~256 MB.
-        hess_chunk = int(max(1, (2 ** 28) // (n * spec.ext_dim * dtype.size * spec.num_rows)))
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
+    if hessian_hat is None:
+        hessian_hat = K.hessian(tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2, spec)
+    if hess_chunk is None:
+        # Full Hessians of several groups are formed together from an (n, b*E) block;
+        # bound that block to ~256 MB (and, per Hessian with its factor, by max_memory).
+        hess_chunk = int(max(1, (2 ** 28) // (n * spec.ext_dim * dtype.size * spec.num_rows)))
+        if max_memory is not None:
+            per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
+            hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, what="fresh refit Hessian"))
+    split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
+                           s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
+                           reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
+    if split is not None:
+        return split
     Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np)
     # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched).
-    if hessian_hat is None:
-        hessian_hat = K.hessian(theta_hat, Xa, s_base, l2, spec)
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
-    Hs = K.gauge_fix(H_hat[None] - batch.group_hessians(theta_hat, groups), spec)
+    Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
     strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
     return _refit(batch, Theta, scale, rtol, strategy, max_iter)
 
 
 def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                    preconditioner=None, rtol: float = 1e-12, max_iter: int = 50,
-                   cg_maxiter: int | None = None, forcing: float = 0.1) -> RefitResult:
+                   cg_maxiter: int | None = None, forcing: float = 0.1,
+                   max_memory: int | None = None) -> RefitResult:
     """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG.
 
     Each Newton step solves ``(H_{-U}(theta) + gauge) p = grad L_{-U}(theta)`` by
@@ -105,15 +141,22 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     ``preconditioner(R, rows)`` maps rows of residuals (b, d) to rows of ``M^{-1} R`` for
     one fixed SPD ``M`` shared by all groups (``rows`` is ignored); by default :func:`make_preconditioner` at
     ``theta_hat`` (build it once and pass it when refitting several chunks).
+    ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
+    (:func:`influence.memory.refit_chunk_size` without explicit Hessians).
     ``first_steps`` hold the (inexact) first Newton-CG iterates; ``hessians``
     is zero and ``hvps`` counts the Hessian-vector products of each group.
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
-    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
     if preconditioner is None:
-        preconditioner = make_preconditioner(spec, theta_hat, Xa, s_base, l2_reg)
+        preconditioner = make_preconditioner(spec, tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2_reg)
+    split = _within_memory(refit_chunk_cg, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
+                           s_base=s_base, l2_reg=l2_reg, preconditioner=preconditioner, rtol=rtol,
+                           max_iter=max_iter, cg_maxiter=cg_maxiter, forcing=forcing)
+    if split is not None:
+        return split
+    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
     strategy = NewtonCG(preconditioner, cg_maxiter, forcing)
     res = _refit(batch, Theta, scale, rtol, strategy, max_iter)
     res.hessians = np.zeros(len(groups), dtype=np.int64)

@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from influence.groups import group_sums as _group_sums
 from influence.objective import LogisticObjective, ModelSpec
+from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
 from influence.solvers import spd_solve
 
@@ -99,7 +100,7 @@ def group_sums(groups: Sequence[np.ndarray], M: np.ndarray) -> np.ndarray:
 
 
 def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, dtype="float64",
-                       chunk: int = 1024) -> np.ndarray:
+                       chunk: int = 1024, max_memory: int | None = None) -> np.ndarray:
     """One-step Newton changes ``(H - H_U)^{-1} g_U`` for every group, shape (B, d).
 
     ``H``: regularised Hessian at theta_hat, float array of shape (d, d).
@@ -107,7 +108,8 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
     at theta_hat, shape (n,), so that ``H_U = sum_{i in U} curvature_i xa_i xa_i^T``
     (no regulariser). ``G_sums``: group gradient sums ``g_U``, shape (B, d).
     Solved by batched Cholesky in ``dtype``; matrices whose factor is not finite fall
-    back to LU with a logged warning.
+    back to LU with a logged warning. ``chunk`` groups at a time, fewer to keep their
+    (d, d) matrices and gathered rows within ``max_memory`` bytes.
     """
     tdt = _tf_dtype(dtype)
     H = np.asarray(H)
@@ -122,6 +124,9 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
         raise ValueError(f"G_sums must have shape ({len(groups)}, {d}); got {G_sums.shape}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    if max_memory is not None:
+        m = max((len(g) for g in groups), default=1)
+        chunk = chunk_size(max_memory, FLOAT_BYTES * (m * d + 3 * d * d), chunk, what="Newton-step group")
     H_t = tf.constant(H, dtype=tdt)
     X_t = tf.constant(Xa, dtype=tdt)
     c_t = tf.constant(np.asarray(curvature), dtype=tdt)
@@ -140,7 +145,8 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
 
 def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarray], theta_hat,
                         weight_mask=None, rtol: float = 1e-12, max_iter: int = 50, dtype="float64",
-                        chunk: int = 1024, max_halvings: int = 40) -> SmallRefitResult:
+                        chunk: int = 1024, max_halvings: int = 40,
+                        max_memory: int | None = None) -> SmallRefitResult:
     """Certified exact refits of a binary logistic regression without each group.
 
     ``Xa``: float array of shape (n, d) (augment with a ones column for an intercept);
@@ -155,7 +161,9 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     where decreases of the objective fall below its rounding). A group that cannot
     decrease its gradient norm any more (the floating-point floor) stops; groups not
     certified after ``max_iter`` iterations are reported with a
-    :class:`influence.solvers.ConvergenceWarning`.
+    :class:`influence.solvers.ConvergenceWarning`. ``chunk`` groups are refitted
+    together, fewer to keep their work arrays within ``max_memory`` bytes
+    (:func:`influence.memory.refit_bytes_per_group`).
     """
     tdt = _tf_dtype(dtype)
     Xa = np.asarray(Xa)
@@ -183,6 +191,8 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     if chunk < 1 or max_iter < 1:
         raise ValueError(f"chunk and max_iter must be >= 1; got {chunk}, {max_iter}")
 
+    if max_memory is not None:
+        chunk = chunk_size(max_memory, refit_bytes_per_group(d, n), chunk, what="refit group")
     B = len(groups)
     thetas = np.zeros((B, d))
     gnorms, gtols = np.zeros(B), np.zeros(B)

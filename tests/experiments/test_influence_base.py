@@ -1,0 +1,92 @@
+"""The shared base of the influence experiments: chunk-size rule, folds, cross-validation, model setup."""
+import numpy as np
+import pytest
+
+from experiments.counterexamples import Counterexamples
+from experiments.credit_assignment import CreditAssignment
+from experiments.data_valuation import DataValuation
+from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs, refit_chunk_size
+from experiments.subset_influence import SubsetInfluenceLogreg
+from influence.group_influence import GroupInfluence
+
+
+def test_every_influence_experiment_derives_from_the_base():
+    for cls in (SubsetInfluenceLogreg, Counterexamples, DataValuation, CreditAssignment):
+        assert issubclass(cls, InfluenceExperiment)
+
+
+def test_refit_chunk_size_rules():
+    # ss_logreg (no budget): (n, B) work arrays within 1 GiB, at most 64.
+    assert refit_chunk_size(128, 20000, 1) == min(64, 2 ** 30 // (20000 * 8 * 4)) == 64
+    assert refit_chunk_size(128, 2_000_000, 1) == 2 ** 30 // (2_000_000 * 32)
+    # Applications: Hessians and work arrays within max_memory.
+    assert refit_chunk_size(1803, 392702, 3, max_memory=10 ** 9) == 10 ** 9 // (8 * (3 * 1803 ** 2 + 4 * 392702 * 3))
+    # Counterexamples: up to 1024 groups per chunk.
+    assert refit_chunk_size(60, 120, 1, max_memory=10 ** 9, max_chunk=1024) == 1024
+    assert refit_chunk_size(10 ** 5, 10, 1, max_memory=1) == 1  # never below one group
+
+
+def test_folds_and_grid():
+    folds = contiguous_folds(10, 4)
+    assert [f.tolist() for f in folds] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert len(contiguous_folds(6, 5)) == 3 and len(contiguous_folds(6, 5, skip_empty=False)) == 5
+    assert np.allclose(cv_regs(100, (1e-3, 1e-1, 3)), [0.1, 1.0, 10.0], rtol=1e-12)
+
+
+class _Tiny(InfluenceExperiment):
+    experiment_id = "tiny"
+
+    def __init__(self, train):
+        super().__init__({"max_memory": 10 ** 9}, out_dir="/nonexistent")
+        self._train = train
+
+    @property
+    def run_id(self):
+        return "tiny"
+
+    @property
+    def train(self):
+        return self._train
+
+    @property
+    def num_train(self):
+        return len(self._train[1])
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_cross_validate_equals_fits_on_each_fold(warm_start):
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    y = (X[:, 0] + 0.5 * rng.normal(size=30) > 0).astype(np.int64)
+    w = rng.uniform(0.5, 2, 30)
+    exp = _Tiny((X, y))
+    regs = cv_regs(30, (1e-2, 1e-1, 2))
+    folds = contiguous_folds(30, 3)
+    cv = exp.cross_validate(X, y, regs, folds, weights=w, warm_start=warm_start, score=lambda m: 1.0)
+    m = exp.get_model()
+    for i, reg in enumerate(regs):
+        errs, accs = [], []
+        for val in folds:
+            tr = np.setdiff1d(np.arange(30), val)
+            m.fit((X[tr], y[tr]), w[tr], reg)
+            errs.append(np.sum(w[val] * m.get_indiv_loss((X[val], y[val]))))
+            accs.append(m.get_accuracy((X[val], y[val])))
+        # Certified optima: warm-started fits agree with cold ones to the fit tolerance.
+        assert cv["cv_errors"][i] == pytest.approx(sum(errs), rel=1e-9)
+        assert cv["cv_accs"][i] == pytest.approx(np.mean(accs))
+    assert np.all(cv["cv_scores"] == 1.0)
+
+
+def test_influence_hands_the_run_to_the_api():
+    rng = np.random.RandomState(1)
+    X = rng.normal(size=(20, 2))
+    y = (X[:, 1] > 0).astype(np.int64)
+    exp = _Tiny((X, y))
+    m = exp.get_model()
+    assert m.spec.fit_intercept and m.num_params == 3
+    m.fit((X, y), None, 1.0)
+    exp.R.update({"initial_params": m.get_params_flat(), "cv_l2_reg": 1.0, "hessian": m.get_hessian((X, y), None, 1.0)})
+    infl = exp.influence()
+    assert isinstance(infl, GroupInfluence)
+    assert np.array_equal(infl.params, exp.R["initial_params"]) and infl.hessian is exp.R["hessian"]
+    assert exp.refit_chunk_size() == refit_chunk_size(3, 20, 1, 10 ** 9)
