@@ -154,7 +154,7 @@ class EstimatorLadder(InfluenceExperiment):
         # Each k from theta_hat, so that each cost is that of the estimator on its own.
         for k in ks:
             t0 = time.perf_counter()
-            res[f"subset_newton_{k}_dparam"] = est.newton_steps(infl, groups, (k,), chunk=self.refit_chunk_size())[k]
+            res[f"subset_newton_{k}_dparam"] = est.newton_steps(infl, groups, (k,), chunk=self.base.refit_chunk_size())[k]
             res[f"newton_{k}_seconds"] = float(time.perf_counter() - t0)
         return res
 
@@ -176,7 +176,10 @@ class EstimatorLadder(InfluenceExperiment):
     @phase(7)
     def actual(self):
         D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base._theta_hat())
-        res = {"subset_actual_dparam": D, "actual_seconds": float("nan"), "actual_retime_max_diff": float("nan")}
+        res = {"subset_actual_dparam": D, "actual_seconds": float("nan"), "actual_retime_max_diff": float("nan"),
+               # ss_logreg's certificates of these refits (the script's exit code).
+               "subset_refit_grad_norm": np.asarray(self.base.R["subset_refit_grad_norm"]),
+               "subset_refit_grad_tol": np.asarray(self.base.R["subset_refit_grad_tol"])}
         if self.config.get("retime_actual", True):
             infl, groups = self.influence(), self.groups
             t0 = time.perf_counter()
@@ -287,7 +290,8 @@ class EstimatorLadder(InfluenceExperiment):
         return R
 
     def summary_keys(self) -> list[str]:
-        keys = ["base_run_id", "subset_tags", "subset_sizes", "fixed_test"]
+        keys = ["base_run_id", "subset_tags", "subset_sizes", "fixed_test", "subset_refit_grad_norm",
+                "subset_refit_grad_tol", "actual_retime_max_diff"]
         for e in ESTIMATORS:
             keys += [f"subset_{e}_dparam", f"subset_fixed_test_{e}_infl", f"subset_fixed_test_{e}_margin_infl",
                      f"subset_self_{e}_infl", f"{e}_seconds"]

@@ -1,0 +1,125 @@
+"""The estimator_ladder experiment on breast_cancer: CSVs, resume, summary mode, config guard,
+and agreement with ss_logreg's own keys (first_order / newton = its pred / newton, param forms =
+its pparam / nparam, actual = its actl)."""
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments.common import ConfigMismatchError
+from experiments.estimator_ladder import (ACCURACY_COLUMNS, COST_COLUMNS, ESTIMATORS, EstimatorLadder,
+                                          accuracy_stats, build_config, size_deciles)
+from experiments.subset_influence import build_config as ss_build_config
+from tests.conftest import RTOL_TWO_PATHS, assert_close
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+SS_ARGS = dict(dataset_id="breast_cancer", num_subsets=3)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ladder")
+    exp = EstimatorLadder(build_config(ss_build_config(**SS_ARGS)), out_dir=out, progress=False)
+    exp.run()
+    return exp
+
+
+def test_csvs(ladder):
+    header, rows = read_csv(ladder.base_dir / "accuracy.csv")
+    assert tuple(header) == ACCURACY_COLUMNS
+    col = {c: i for i, c in enumerate(header)}
+    assert {r[col["estimator"]] for r in rows} == set(ESTIMATORS)
+    assert {r[col["target"]] for r in rows} == {"params", "test_loss", "test_margin", "self_loss"}
+    assert {(r[col["estimator"]], r[col["form"]]) for r in rows if r[col["form"]] == "linear"} == \
+        {("first_order", "linear"), ("newton", "linear")}
+    types = {r[col["group_type"]] for r in rows}
+    assert {"all", "random", "random_same_class", "neg_tail_test", "pos_tail_test", "feature_window"} <= types
+    S = len(ladder.R["subset_sizes"])
+    for r in rows:
+        if r[col["group_type"]] == "all" and r[col["size_decile"]] == "all":
+            assert int(r[col["n_groups"]]) == S
+        if r[col["estimator"]] == "actual":   # the reference against itself
+            assert float(r[col["median_rel_error"]]) == 0.0 and float(r[col["sign_agreement"]]) == 1.0
+    # The deciles partition the groups.
+    dec = [r for r in rows if r[col["group_type"]] == "all" and r[col["size_decile"]] != "all"
+           and r[col["estimator"]] == "actual" and r[col["target"]] == "self_loss"]
+    assert sum(int(r[col["n_groups"]]) for r in dec) == S
+    header, rows = read_csv(ladder.base_dir / "cost.csv")
+    assert tuple(header) == COST_COLUMNS
+    assert [r[2] for r in rows] == list(ESTIMATORS)
+    assert all(float(r[5]) > 0 for r in rows)
+
+
+def test_first_order_and_newton_equal_ss_logreg_keys(ladder):
+    R, B = ladder.R, ladder.base.R
+    pairs = [("subset_first_order_dparam", "subset_pred_dparam"), ("subset_newton_dparam", "subset_newton_dparam"),
+             ("subset_actual_dparam", "subset_dparam")]
+    for e, key in [("first_order", "pred"), ("newton", "newton")]:
+        pairs += [(f"subset_fixed_test_{e}_linear_infl", f"subset_fixed_test_{key}_infl"),
+                  (f"subset_fixed_test_{e}_linear_margin_infl", f"subset_fixed_test_{key}_margin_infl"),
+                  (f"subset_self_{e}_linear_infl", f"subset_self_{key}_infl")]
+    for e, key in [("first_order", "pparam"), ("newton", "nparam"), ("actual", "actl")]:
+        pairs += [(f"subset_fixed_test_{e}_infl", f"subset_fixed_test_{key}_infl"),
+                  (f"subset_fixed_test_{e}_margin_infl", f"subset_fixed_test_{key}_margin_infl")]
+        pairs += [(f"subset_self_{e}_infl", f"subset_self_{key}_infl")]
+    for mine, theirs in pairs:
+        if theirs == "subset_fixed_test_pparam_margin_infl" and theirs not in B:
+            continue
+        # actual: f(theta_hat + (theta_-U - theta_hat)) - f(theta_hat) against f(theta_-U) - f(theta_hat).
+        assert_close(R[mine], B[theirs], RTOL_TWO_PATHS, atol=1e-13, what=f"{mine} vs {theirs}")
+    assert ladder.R["actual_retime_max_diff"] <= 1e-8 * np.abs(R["subset_actual_dparam"]).max()
+
+
+def test_resume_summary_and_config_guard(ladder, tmp_path):
+    again = EstimatorLadder(ladder.config, out_dir=ladder.out_dir, progress=False)
+    again.run()
+    assert again.timings == {}   # every phase loaded from its file
+    assert_close(again.R["subset_rescaled_dparam"], ladder.R["subset_rescaled_dparam"], 0.0)
+    with pytest.raises(ConfigMismatchError):
+        EstimatorLadder(build_config(ss_build_config(**SS_ARGS), retime_actual=False), out_dir=ladder.out_dir).run()
+    # Summary mode: the summary and the CSVs, no phase files; the ss_logreg run is reused.
+    cfg = build_config(ss_build_config(**SS_ARGS), master_only=True)
+    summ = EstimatorLadder(cfg, out_dir=ladder.out_dir, progress=False)
+    summ.out_dir = tmp_path
+    summ._base = ladder.base
+    summ.run_from_cli(no_intermediate_results=True)
+    files = sorted(p.name for p in summ.base_dir.iterdir())
+    assert files == ["accuracy.csv", "config.json", "cost.csv", "result_summary.npz"]
+
+
+def test_script(ladder, capsys):
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec = importlib.util.spec_from_file_location("ladder_script", SCRIPTS / "estimator_ladder.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    code = mod.main(["--dataset-id", "breast_cancer", "--num-subsets", "3", "--out-dir", str(ladder.out_dir),
+                     "--no-progress"])
+    assert code == 0
+    assert "estimator_ladder done" in capsys.readouterr().out
+    assert mod.main(["--dataset-id", "nope", "--out-dir", str(ladder.out_dir)]) == 2
+
+
+def test_statistics():
+    assert list(size_deciles(np.arange(1, 21))) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]
+    assert len(set(size_deciles(np.full(7, 5)))) == 1        # equal sizes share a decile
+    a = np.array([1.0, -2.0, 4.0, 8.0])
+    n, rho, med, p90, sign = accuracy_stats(np.array([1.5, -1.0, 4.0, 16.0]), a)
+    assert (n, rho, sign) == (4, 1.0, 1.0)
+    assert med == pytest.approx(0.5) and p90 == pytest.approx(np.quantile([0.5, 0.5, 0.0, 1.0], 0.9))
+    n, rho, med, p90, sign = accuracy_stats(-a, a)
+    assert rho == -1.0 and sign == 0.0 and med == 2.0
+    D = np.array([[1.0, 0.0], [0.0, 2.0]])
+    n, rho, med, p90, sign = accuracy_stats(D * 1.1, D, vector=True)
+    assert med == pytest.approx(0.1) and sign == 1.0
