@@ -314,8 +314,10 @@ def size_deciles(sizes) -> np.ndarray:
 
 def accuracy_stats(values, actual, vector: bool = False) -> tuple[int, float, float, float, float]:
     """``(n_values, spearman, median_rel_error, p90_rel_error, sign_agreement)`` of estimates
-    against actual values. Scalar targets: arrays of the same shape, flattened (pairs with
-    ``actual == 0`` have no relative error). ``vector``: rows are parameter changes (S, d)."""
+    against actual values. Scalar targets: arrays of the same shape, flattened; ``vector``:
+    rows are parameter changes (S, d). Relative errors and sign agreement are taken over the
+    pairs whose actual value is nonzero (a point whose gradient is already below the refit's
+    certificate has an actual effect of exactly 0)."""
     v, a = np.asarray(values, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if v.shape != a.shape:
         raise ValueError(f"values and actual must have the same shape; got {v.shape} and {a.shape}")
@@ -323,12 +325,12 @@ def accuracy_stats(values, actual, vector: bool = False) -> tuple[int, float, fl
         na = np.linalg.norm(a, axis=1)
         rel = np.linalg.norm(v - a, axis=1)[na > 0] / na[na > 0]
         x, y = np.linalg.norm(v, axis=1), na
-        sign = np.einsum("sd,sd->s", v, a) > 0
+        sign = np.einsum("sd,sd->s", v, a)[na > 0] > 0
     else:
         x, y = v.ravel(), a.ravel()
         nz = y != 0
         rel = np.abs(x - y)[nz] / np.abs(y[nz])
-        sign = np.sign(x) == np.sign(y)
+        sign = np.sign(x[nz]) == np.sign(y[nz])
     if x.size >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0:
         rho = float(scipy.stats.spearmanr(x, y).statistic)
     else:

@@ -17,6 +17,8 @@ from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 SS_ARGS = dict(dataset_id="breast_cancer", num_subsets=3)
+# Multinomial (10 classes): one regularisation value and one KMeans restart keep it short.
+DIGITS_ARGS = dict(dataset_id="digits", num_subsets=3, fixed_reg=1e-3, kmeans_n_init=1)
 
 
 def read_csv(path):
@@ -25,12 +27,20 @@ def read_csv(path):
     return rows[0], rows[1:]
 
 
-@pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ladder")
-    exp = EstimatorLadder(build_config(ss_build_config(**SS_ARGS)), out_dir=out, progress=False)
+def run_ladder(out, ss_args):
+    exp = EstimatorLadder(build_config(ss_build_config(**ss_args)), out_dir=out, progress=False)
     exp.run()
     return exp
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    return run_ladder(tmp_path_factory.mktemp("ladder"), SS_ARGS)
+
+
+@pytest.fixture(scope="module")
+def digits_ladder(tmp_path_factory):
+    return run_ladder(tmp_path_factory.mktemp("ladder_digits"), DIGITS_ARGS)
 
 
 def test_csvs(ladder):
@@ -59,7 +69,19 @@ def test_csvs(ladder):
     assert all(float(r[5]) > 0 for r in rows)
 
 
+def test_digits_multinomial(digits_ladder):
+    check_against_ss_logreg(digits_ladder)
+    header, rows = read_csv(digits_ladder.base_dir / "accuracy.csv")
+    assert {r[header.index("target")] for r in rows} == {"params", "test_loss", "self_loss"}   # no margins
+    assert not any("margin" in k for k in digits_ladder.R)
+
+
 def test_first_order_and_newton_equal_ss_logreg_keys(ladder):
+    check_against_ss_logreg(ladder)
+    assert "subset_fixed_test_first_order_linear_margin_infl" in ladder.R
+
+
+def check_against_ss_logreg(ladder):
     R, B = ladder.R, ladder.base.R
     pairs = [("subset_first_order_dparam", "subset_pred_dparam"), ("subset_newton_dparam", "subset_newton_dparam"),
              ("subset_actual_dparam", "subset_dparam")]
@@ -72,7 +94,8 @@ def test_first_order_and_newton_equal_ss_logreg_keys(ladder):
                   (f"subset_fixed_test_{e}_margin_infl", f"subset_fixed_test_{key}_margin_infl")]
         pairs += [(f"subset_self_{e}_infl", f"subset_self_{key}_infl")]
     for mine, theirs in pairs:
-        if theirs == "subset_fixed_test_pparam_margin_infl" and theirs not in B:
+        if mine not in R:   # margins of multinomial models
+            assert "margin" in mine and theirs not in B
             continue
         # actual: f(theta_hat + (theta_-U - theta_hat)) - f(theta_hat) against f(theta_-U) - f(theta_hat).
         assert_close(R[mine], B[theirs], RTOL_TWO_PATHS, atol=1e-13, what=f"{mine} vs {theirs}")
@@ -120,6 +143,8 @@ def test_statistics():
     assert med == pytest.approx(0.5) and p90 == pytest.approx(np.quantile([0.5, 0.5, 0.0, 1.0], 0.9))
     n, rho, med, p90, sign = accuracy_stats(-a, a)
     assert rho == -1.0 and sign == 0.0 and med == 2.0
-    D = np.array([[1.0, 0.0], [0.0, 2.0]])
+    D = np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
     n, rho, med, p90, sign = accuracy_stats(D * 1.1, D, vector=True)
-    assert med == pytest.approx(0.1) and sign == 1.0
+    assert med == pytest.approx(0.1) and sign == 1.0 and n == 3
+    n, rho, med, p90, sign = accuracy_stats(np.array([0.0, 1.0]), np.array([0.0, -1.0]))
+    assert sign == 0.0 and med == 2.0   # the zero pair is left out
