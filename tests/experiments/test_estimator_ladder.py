@@ -2,9 +2,6 @@
 and agreement with ss_logreg's own keys (first_order / newton = its pred / newton, param forms =
 its pparam / nparam, actual = its actl)."""
 import csv
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +11,8 @@ from experiments.estimator_ladder import (ACCURACY_COLUMNS, COST_COLUMNS, ESTIMA
                                           accuracy_stats, build_config, size_deciles)
 from experiments.subset_influence import build_config as ss_build_config
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.scripts.test_cli_fuzz import load_script
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 SS_ARGS = dict(dataset_id="breast_cancer", num_subsets=3)
 # Multinomial (10 classes): one regularisation value and one KMeans restart keep it short.
 DIGITS_ARGS = dict(dataset_id="digits", num_subsets=3, fixed_reg=1e-3, kmeans_n_init=1)
@@ -120,13 +117,7 @@ def test_resume_summary_and_config_guard(ladder, tmp_path):
 
 
 def test_script(ladder, capsys):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("ladder_script", SCRIPTS / "estimator_ladder.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(SCRIPTS))
+    mod = load_script("estimator_ladder")
     code = mod.main(["--dataset-id", "breast_cancer", "--num-subsets", "3", "--out-dir", str(ladder.out_dir),
                      "--no-progress"])
     assert code == 0
