@@ -78,6 +78,12 @@ def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_ac
     """
     if not isinstance(ss_config, dict) or "dataset_config" not in ss_config:
         raise ConfigError("ss_config must be an ss_logreg config (experiments.subset_influence.build_config)")
+    if ss_config.get("inverse_hvp_method") != "explicit":
+        # k-step Newton forms a (d, d) Hessian per group and step, and rescaled forms H^-1.
+        raise ConfigError(f"estimator_ladder needs an explicit-Hessian ss_logreg run (--inverse-hvp-method "
+                          f"explicit); got {ss_config.get('inverse_hvp_method')!r}")
+    if ss_config.get("dtype", "float64") != "float64":
+        raise ConfigError(f"estimator_ladder runs in float64; got dtype {ss_config.get('dtype')!r} (drop --float32)")
     ss = dict(ss_config)
     ss["master_only"] = False  # the ladder reads ss_logreg's phase files
     return {"ss_logreg": ss, "estimators": list(ESTIMATORS), "newton_steps": [2, 3],

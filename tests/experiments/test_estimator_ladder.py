@@ -123,6 +123,9 @@ def test_script(ladder, capsys):
     assert code == 0
     assert "estimator_ladder done" in capsys.readouterr().out
     assert mod.main(["--dataset-id", "nope", "--out-dir", str(ladder.out_dir)]) == 2
+    for bad in (["--inverse-hvp-method", "cg"], ["--float32"]):
+        assert mod.main(["--dataset-id", "breast_cancer", "--out-dir", str(ladder.out_dir), *bad]) == 2
+    assert "needs an explicit-Hessian" in capsys.readouterr().err
 
 
 def test_statistics():
