@@ -172,7 +172,7 @@ def newton(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None, m
 
 
 def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequence[int] = (2, 3),
-                 chunk: int = 64) -> dict[int, np.ndarray]:
+                 chunk: int = 64, start=None) -> dict[int, np.ndarray]:
     """k-step Newton: ``theta_k - theta_hat`` for each k in ``steps``, {k: (S, d)}.
 
     ``theta_k`` is the k-th iterate of the engine's Newton loop
@@ -182,6 +182,8 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     certificate stops it early (tolerance 0); a problem whose step fails at the
     floating-point floor keeps its iterate. The first step is the exact Newton step
     ``(H - H_U)^-1 (g_U - grad L(theta_hat))``, i.e. ``newton`` up to the fit's residual.
+    ``start`` (S, d): changes ``theta_j - theta_hat`` to continue from instead (k more steps
+    from the j-th iterate give the (j + k)-th; the loop keeps no other state).
     """
     _check_gi(gi)
     groups = _check_groups(groups, gi.num_train)
@@ -195,11 +197,13 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     l2 = tf.constant(float(gi.l2_reg), dtype=Xa.dtype)
     Xa_np = Xa.numpy() if spec.binary and Xa.dtype == tf.float64 else None
     theta_hat = np.asarray(gi.params, dtype=np.float64)
+    D0 = np.zeros((len(groups), spec.num_params)) if start is None else \
+        _check_2d("start", start, cols=spec.num_params, rows=len(groups))
     out = {k: np.zeros((len(groups), spec.num_params)) for k in ks}
     for a in range(0, len(groups), chunk):
         part = groups[a:a + chunk]
         obj = LogisticObjective.without_groups(spec, Xa, y, s, l2, part, Xa_np)
-        Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=Xa.dtype), [len(part), 1])
+        Theta = tf.constant(theta_hat[None, :] + D0[a:a + len(part)], dtype=Xa.dtype)
         done = 0
         for k in ks:
             res = newton_loop(obj, Theta, np.zeros(len(part)), ExplicitNewton(), max_iter=k - done)

@@ -220,3 +220,10 @@ def test_bad_input_is_rejected(small):
         est.rescaled(gi, [np.array([gi.num_train])])
     with pytest.raises(ValueError, match="p = |U|/|S| < 1"):
         est.second_order_basu(gi, [np.arange(gi.num_train)])
+
+
+def test_newton_steps_continue_from_given_iterates(small):
+    gi, groups = small
+    two = est.newton_steps(gi, groups, (1, 3))
+    more = est.newton_steps(gi, groups, (2,), start=two[1])[2]
+    assert_close(more, two[3], RTOL_TWO_PATHS, what="1 + 2 steps vs 3 steps")
