@@ -24,7 +24,7 @@ FD_STEP = 1e-3
 RTOL_FD_PATH = 1e-5
 
 
-def make_gi(num_classes, n=50, D=4, seed=0, lam=0.5, weights=False):
+def make_gi(num_classes, n=50, D=4, seed=0, lam=0.5, weights=False, fit_intercept=True):
     rng = np.random.RandomState(seed)
     X = rng.normal(0, 1, (n, D))
     if num_classes == 2:
@@ -33,7 +33,7 @@ def make_gi(num_classes, n=50, D=4, seed=0, lam=0.5, weights=False):
         y = np.argmax(X @ rng.normal(0, 1, (D, num_classes)) + rng.gumbel(size=(n, num_classes)), axis=1)
     s = rng.uniform(0.5, 2.0, n) if weights else None
     cfg = LogisticRegression.default_config()
-    cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": num_classes}
+    cfg["arch"] = {"input_dim": D, "fit_intercept": fit_intercept, "num_classes": num_classes}
     m = LogisticRegression(cfg)
     m.fit((X, y), s, lam)
     H = m.get_hessian((X, y), s, lam)
@@ -77,10 +77,11 @@ def dense_oracle(gi):
 
 
 # ----------------------------------------------------------------------------- rescaled
-@pytest.mark.parametrize("weights", [False, True], ids=["unit", "weighted"])
+@pytest.mark.parametrize("weights, fit_intercept", [(False, True), (True, True), (False, False)],
+                         ids=["unit", "weighted", "no-intercept"])
 @pytest.mark.parametrize("num_classes", [2, 3], ids=["binary", "multinomial"])
-def test_rescaled_equals_one_step_newton_for_single_points(num_classes, weights):
-    gi, _ = make_gi(num_classes, weights=weights)
+def test_rescaled_equals_one_step_newton_for_single_points(num_classes, weights, fit_intercept):
+    gi, _ = make_gi(num_classes, weights=weights, fit_intercept=fit_intercept)
     singles = [np.array([i]) for i in range(gi.num_train)]
     assert_close(est.rescaled(gi, singles), est.newton(gi, singles), RTOL_LEVERAGE, what="rescaled vs newton")
 
@@ -125,9 +126,10 @@ def test_basu_p_factors_matter():
 
 
 # ----------------------------------------------------------------------------- exact second order
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no-intercept"])
 @pytest.mark.parametrize("num_classes", [2, 3], ids=["binary", "multinomial"])
-def test_third_derivative_contraction_matches_autodiff(num_classes):
-    gi, rng = make_gi(num_classes, weights=True)
+def test_third_derivative_contraction_matches_autodiff(num_classes, fit_intercept):
+    gi, rng = make_gi(num_classes, weights=True, fit_intercept=fit_intercept)
     spec = gi.spec
     Xa, y, s = est._design(gi)
     V = rng.normal(0, 1, (3, spec.num_params))
