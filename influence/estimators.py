@@ -121,7 +121,7 @@ def group_hvps(spec: ModelSpec, theta, Xa, s, groups: Sequence[np.ndarray], V, c
     return _no_gauge(out, spec)
 
 
-def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V) -> np.ndarray:
+def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V, chunk: int = 64) -> np.ndarray:
     """``T[V[b], V[b]] = sum_i s_i D^3 l_i(theta)[V[b], V[b]]`` for each row b of V, (B, d).
 
     Closed form from the log-partition A of the logits ``eta_i = J_i^T theta``: with
@@ -133,25 +133,26 @@ def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V) -> np.ndarray
       with ``ubar = sum_j p_j u_j``.
 
     ``Xa``: augmented design (n, E) (tensor); ``s``: sample weights (n,); ``V``: (B, d).
-    Returns float64 rows in the parameter layout. Cost O(n B d).
+    Returns float64 rows in the parameter layout. Cost O(n B d), ``chunk`` rows of V at a time
+    (memory O(n chunk K')).
     """
     V = np.asarray(V, dtype=np.float64)
     Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
     s = np.asarray(s.numpy() if hasattr(s, "numpy") else s, dtype=np.float64).reshape(-1)
     theta_t = tf.constant(np.asarray(theta, dtype=np.float64))
     Z = K.logits(theta_t, tf.constant(Xn), spec).numpy()
-    V_ext = K.to_ext_batch(tf.constant(V), spec).numpy()              # (B, K', E)
-    U = np.einsum("ne,bke->nbk", Xn, V_ext)                             # logit changes (n, B, K')
-    if spec.binary:
-        sig = scipy.special.expit(Z)
-        t = (s * sig * (1.0 - sig) * (1.0 - 2.0 * sig))[:, None, None] * U ** 2
-    else:
-        P = scipy.special.softmax(Z, axis=1)[:, None, :]                # (n, 1, K)
-        Dv = U - np.sum(P * U, axis=2, keepdims=True)
-        var = np.sum(P * Dv ** 2, axis=2, keepdims=True)
-        t = s[:, None, None] * P * (Dv ** 2 - var)
-    out_ext = np.einsum("nbk,ne->bke", t, Xn)
-    return K.from_ext_batch(tf.constant(out_ext), spec).numpy()
+    P = scipy.special.expit(Z) if spec.binary else scipy.special.softmax(Z, axis=1)[:, None, :]
+    out = np.zeros_like(V)
+    for a in range(0, V.shape[0], chunk):
+        V_ext = K.to_ext_batch(tf.constant(V[a:a + chunk]), spec).numpy()     # (b, K', E)
+        U = np.einsum("ne,bke->nbk", Xn, V_ext)                                # logit changes (n, b, K')
+        if spec.binary:
+            t = (s * P * (1.0 - P) * (1.0 - 2.0 * P))[:, None, None] * U ** 2
+        else:
+            Dv = U - np.sum(P * U, axis=2, keepdims=True)
+            t = s[:, None, None] * P * (Dv ** 2 - np.sum(P * Dv ** 2, axis=2, keepdims=True))
+        out[a:a + chunk] = K.from_ext_batch(tf.constant(np.einsum("nbk,ne->bke", t, Xn)), spec).numpy()
+    return out
 
 
 # ----------------------------------------------------------------------------- the estimators
@@ -309,7 +310,7 @@ def point_leverage_solves(gi: GroupInfluence, chunk_bytes: int = 2 ** 27) -> tup
     rows = max(1, int(chunk_bytes // (8 * Kr * d)))
     for a in range(0, n, rows):
         X = Xn[a:a + rows]
-        M = np.einsum("ne,kelf,nf->nkl", X, Hinv_ext, X)
+        M = np.einsum("ne,kelf,nf->nkl", X, Hinv_ext, X, optimize=True)
         if spec.binary:
             A = (s_np[a:a + rows] * C[a:a + rows])[:, None, None]
         else:
