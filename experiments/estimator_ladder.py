@@ -55,6 +55,7 @@ from experiments.plot import get_simple_subset_tags
 from experiments.subset_influence import SubsetInfluenceLogreg, run_id_from_config
 from influence import estimators as est
 from influence import group_influence as gi
+from influence import memory
 
 logger = logging.getLogger(__name__)
 
@@ -166,10 +167,16 @@ class EstimatorLadder(InfluenceExperiment):
         est.newton_steps(infl, groups[:1], (1,))   # warm-up, as in _timed
         for k in ks:
             t0 = time.perf_counter()
-            D = est.newton_steps(infl, groups, (k - done,), chunk=self.base.refit_chunk_size(), start=D)[k - done]
+            D = est.newton_steps(infl, groups, (k - done,), chunk=self._newton_chunk(), start=D)[k - done]
             seconds += time.perf_counter() - t0
             res[f"subset_newton_{k}_dparam"], res[f"newton_{k}_seconds"], done = D, float(seconds), k
         return res
+
+    def _newton_chunk(self) -> int:
+        """Groups per batch of k-step Newton: the refit rule (explicit Hessians) within ``--max-memory``."""
+        spec = self.base.get_model().spec
+        return memory.refit_chunk_size(spec.num_params, self.base.num_train, int(self.base.config["max_memory"]),
+                                       spec.num_rows)
 
     @phase(4)
     def second_order_basu(self):
