@@ -142,3 +142,21 @@ def test_statistics():
     assert med == pytest.approx(0.1) and sign == 1.0 and n == 3
     n, rho, med, p90, sign = accuracy_stats(np.array([0.0, 1.0]), np.array([0.0, -1.0]))
     assert sign == 0.0 and med == 2.0   # the zero pair is left out
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_hospital_ladder_on_the_real_archive(shared_data, tmp_path):
+    """The ladder of a small hospital range run from the real UCI archive (d = 128, n = 20,000)."""
+    import shutil
+    (tmp_path / "data" / "hospital").mkdir(parents=True)
+    shutil.copy(shared_data / "hospital" / "dataset_diabetes.zip", tmp_path / "data" / "hospital")
+    exp = run_ladder(tmp_path / "out", dict(dataset_id="hospital", data_dir=str(tmp_path / "data"),
+                                            subset_choice_type="range", num_subsets=3, kmeans_n_init=1))
+    check_against_ss_logreg(exp)
+    header, rows = read_csv(exp.base_dir / "accuracy.csv")
+    col = {c: i for i, c in enumerate(header)}
+    best = {r[col["estimator"]]: float(r[col["median_rel_error"]]) for r in rows
+            if r[col["group_type"]] == "all" and r[col["size_decile"]] == "all" and r[col["target"]] == "test_loss"
+            and r[col["form"]] == "param"}
+    assert best["newton_3"] <= best["newton_2"] <= best["newton"]
