@@ -48,6 +48,7 @@ import numpy as np
 
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from experiments.plot import get_simple_subset_tags
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     n = NUM_TRAIN.get(dataset_id) if num_train is None else num_train
     if n is not None:
         check_group_sizes(config, int(n))
+        if fixed_reg is not None and not math.isfinite(fixed_reg * n):
+            raise ConfigError(f"--fixed-reg {fixed_reg}: lambda = {fixed_reg} x n_train ({n}) is not a finite "
+                              "float64; use a smaller value")
     return config
 
 
@@ -340,15 +344,11 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         """``R['subset_tags']`` without their suffixes (``random_same_class-1`` ->
         ``random_same_class``, ``pos_tail_test-2-17`` -> ``pos_tail_test``): the original's
         method, used by the figures notebook; a list, not Python 3's one-shot ``map``."""
-        from experiments.plot import get_simple_subset_tags
         return get_simple_subset_tags(self.R["subset_tags"])
 
     @property
     def binary(self) -> bool:
         return self.get_model().spec.binary
-
-    def refit_memory(self) -> None:
-        return None  # ss_logreg's own fixed rule (see influence_base.refit_chunk_size)
 
     # ------------------------------------------------------------------ phases
     @phase(0)

@@ -21,12 +21,13 @@ _warned: set[str] = set()
 
 
 def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | None = None,
-               what: str = "item") -> int:
+               what: str = "item", warn: bool = True) -> int:
     """How many items fit in ``max_memory`` bytes at ``bytes_per_item`` each.
 
     Returns ``max(1, min(max_items, max_memory // bytes_per_item))`` (``max_items``
     when ``max_memory`` is None). Where one item alone needs more than ``max_memory``,
-    logs a warning once per ``what`` with the amount, and returns 1.
+    logs a warning once per ``what`` with the amount (unless ``warn`` is False: a
+    sub-budget of a computation that warns itself), and returns 1.
     """
     if bytes_per_item < 1:
         raise ValueError(f"bytes_per_item must be >= 1; got {bytes_per_item!r}")
@@ -37,7 +38,7 @@ def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | Non
     if int(max_memory) != max_memory or max_memory < 1:
         raise ValueError(f"max_memory must be a positive integer number of bytes; got {max_memory!r}")
     fit = int(max_memory) // int(bytes_per_item)
-    if fit < 1 and what not in _warned:
+    if fit < 1 and warn and what not in _warned:
         _warned.add(what)
         logger.warning("one %s needs about %s of working memory, more than max_memory = %s; "
                        "going on one at a time", what, format_bytes(bytes_per_item), format_bytes(max_memory))
@@ -63,11 +64,11 @@ def refit_bytes_per_group(num_params: int, n: int, num_rows: int = 1, explicit: 
     return FLOAT_BYTES * (4 * num_params ** 2 * int(bool(explicit)) + 4 * n * num_rows)
 
 
-def refit_chunk_size(num_params: int, n: int, max_memory: int, num_rows: int = 1,
-                     explicit: bool = True) -> int:
-    """Groups refitted together within ``max_memory`` (at most :data:`MAX_REFIT_CHUNK`):
-    the one refit chunk-size rule (:func:`refit_bytes_per_group`)."""
-    return chunk_size(max_memory, refit_bytes_per_group(num_params, n, num_rows, explicit), MAX_REFIT_CHUNK,
+def refit_chunk_size(num_params: int, n: int, max_memory: int | None, num_rows: int = 1,
+                     explicit: bool = True, max_items: int = MAX_REFIT_CHUNK) -> int:
+    """Groups refitted together within ``max_memory`` (at most ``max_items``, default
+    :data:`MAX_REFIT_CHUNK`): the one refit chunk-size rule (:func:`refit_bytes_per_group`)."""
+    return chunk_size(max_memory, refit_bytes_per_group(num_params, n, num_rows, explicit), max_items,
                       what="refit group")
 
 

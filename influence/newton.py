@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from influence import objective as K
-from influence.objective import LogisticObjective, ModelSpec, gauge_fix, project_out_gauge
+from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.solvers import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors,
                                preconditioned_cg_rows, solve_with_factors, spd_solve)
 
@@ -177,50 +177,6 @@ def certified_step(objective, Theta, G, gnorm, step, active):
             n_c = tf.norm(G_c, axis=1).numpy()
             good |= searched
     return cand, G_c, n_c, good, t
-
-
-def certified_step(objective, Theta, G, gnorm, step, active):
-    """Take ``Theta - t * step`` on the active problems; returns (cand, G_c, n_c, good, t).
-
-    The full step is kept where it cuts the gradient norm (the certified quantity) by
-    10 %. Elsewhere an Armijo line search on the objective runs, or, where the predicted
-    decrease is below the rounding resolution of f, the full step is kept if it lowers
-    the gradient norm at all. ``good`` marks the problems that moved; the others keep
-    their iterate (``cand = Theta`` there).
-    """
-    dtype = Theta.dtype
-    eps = np.finfo(dtype.as_numpy_dtype).eps
-    cand = Theta - step
-    # Only the active problems are evaluated (the others keep G: cand = Theta there).
-    G_c = _gradient_rows(objective, cand, np.flatnonzero(active), G)
-    n_c = tf.norm(G_c, axis=1).numpy()
-    t = np.where(active, 1.0, 0.0)
-    good = active & (n_c <= 0.9 * gnorm)
-    bad = active & ~good
-    if bad.any():
-        f0 = _objective_rows(objective, Theta, np.flatnonzero(bad))
-        slope = tf.reduce_sum(G * step, axis=1).numpy()
-        resolvable = slope > 1e3 * eps * np.maximum(np.abs(f0), 1.0)
-        good |= bad & ~resolvable & (n_c < gnorm)
-        search = bad & resolvable
-        t_s = np.where(search, 1.0, 0.0)
-        accepted = ~search
-        for _ in range(60):
-            if accepted.all():
-                break
-            trial = Theta - tf.constant(t_s, dtype=dtype)[:, None] * step
-            f1 = _objective_rows(objective, trial, np.flatnonzero(~accepted))
-            accepted |= np.isfinite(f1) & (f1 <= f0 - 1e-4 * t_s * slope)
-            t_s = np.where(accepted, t_s, 0.5 * t_s)
-        searched = search & accepted
-        if searched.any():
-            t = np.where(searched, t_s, t)
-            cand = Theta - tf.constant(np.where(searched | good, t, 0.0), dtype=dtype)[:, None] * step
-            G_c = _gradient_rows(objective, cand, np.flatnonzero(searched), G_c)
-            n_c = tf.norm(G_c, axis=1).numpy()
-            good |= searched
-    return cand, G_c, n_c, good, t
-
 
 
 def gradient_norm_backtracking(objective, Theta, G, gnorm, step, active, max_halvings: int = 40):
@@ -498,6 +454,18 @@ class ChordNewton(NewtonStrategy):
 
 # ------------------------------------------------------------------ the loop
 
+def _move(moved, cand, G_c, n_c, Theta, G, gnorm, iters, hist):
+    """The problems ``moved`` take their candidates; counts the iteration (in place in
+    ``iters``) and records the gradient norms in ``hist`` (a list, or None)."""
+    Theta = tf.where(moved[:, None], cand, Theta)
+    G = tf.where(moved[:, None], G_c, G)
+    gnorm = np.where(moved, n_c, gnorm)
+    iters += moved
+    if hist is not None and moved.any():
+        hist.append(gnorm.copy())
+    return Theta, G, gnorm
+
+
 def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrategy, max_iter: int,
                 scale=None, polish_steps: int = 0, history: bool = False) -> RefitResult:
     """Damped Newton on the B problems of ``objective`` from the rows of ``Theta``.
@@ -530,12 +498,7 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
             first_steps = np.where(good[:, None], (cand - Theta).numpy(), 0.0)
             first_full = good & (t == 1.0)
         ratio = n_c / np.maximum(gnorm, 1e-300)
-        Theta = tf.where(good[:, None], cand, Theta)
-        G = tf.where(good[:, None], G_c, G)
-        gnorm = np.where(good, n_c, gnorm)
-        iters += good
-        if history and good.any():
-            hist.append(gnorm.copy())
+        Theta, G, gnorm = _move(good, cand, G_c, n_c, Theta, G, gnorm, iters, hist)
         strategy.update(objective, Theta, active, good, ratio, t, gnorm, tols)
     polishing = gnorm <= tols
     for _ in range(polish_steps):
@@ -545,12 +508,7 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
         G_c = objective.gradient(cand)
         n_c = tf.norm(G_c, axis=1).numpy()
         polishing &= n_c <= 0.5 * gnorm
-        Theta = tf.where(polishing[:, None], cand, Theta)
-        G = tf.where(polishing[:, None], G_c, G)
-        gnorm = np.where(polishing, n_c, gnorm)
-        iters += polishing
-        if history and polishing.any():
-            hist.append(gnorm.copy())
+        Theta, G, gnorm = _move(polishing, cand, G_c, n_c, Theta, G, gnorm, iters, hist)
     return RefitResult(Theta.numpy(), gnorm, np.asarray(tols), iters, strategy.hessians, gnorm <= tols,
                        first_steps, first_full, strategy.hvps, hist, stalled)
 

@@ -38,9 +38,9 @@ import numpy as np
 import tensorflow as tf
 
 from influence import objective as K
+from influence.memory import chunk_size, refit_chunk_size
 from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
                               ChordNewton, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
-from influence.memory import chunk_size, refit_chunk_size
 from influence.objective import LogisticObjective, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         hess_chunk = int(max(1, (2 ** 28) // (n * spec.ext_dim * dtype.size * spec.num_rows)))
         if max_memory is not None:
             per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
-            hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, what="fresh refit Hessian"))
+            hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)

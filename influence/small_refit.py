@@ -39,9 +39,9 @@ import numpy as np
 import tensorflow as tf
 
 from influence.groups import group_sums as _group_sums
-from influence.objective import LogisticObjective, ModelSpec
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
+from influence.objective import LogisticObjective, ModelSpec
 from influence.solvers import spd_solve
 
 logger = logging.getLogger(__name__)

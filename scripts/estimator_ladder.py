@@ -33,9 +33,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.estimator_ladder import EstimatorLadder, build_config
 
     config = build_config(config_from_args(args), master_only=args.no_intermediate_results,

@@ -65,9 +65,6 @@ def config_from_args(args):
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.subset_influence import SubsetInfluenceLogreg
 
     config = config_from_args(args)

@@ -118,3 +118,15 @@ def test_refit_peak_memory_stays_within_max_memory():
     data = 8 * (n * d + d * d)
     extra = _peak_rss("refit", max_memory) - _peak_rss("base", max_memory)
     assert extra <= max_memory + data, f"refit used {extra / 1e6:.0f} MB > {(max_memory + data) / 1e6:.0f} MB"
+
+
+def test_one_group_over_budget_warns_once_with_the_amount_and_goes_on(caplog):
+    m, X, y, groups = _problem(2)
+    Xa, yt, s = m._tensors((X, y))
+    per = refit_bytes_per_group(m.num_params, len(y))
+    memory._warned.discard("refit group")
+    with caplog.at_level(logging.WARNING, logger="influence.memory"):
+        r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 0.5, groups, max_memory=per // 2)
+    msgs = [rec.getMessage() for rec in caplog.records if "refit group" in rec.getMessage()]
+    assert len(msgs) == 1 and memory.format_bytes(per) in msgs[0], msgs
+    assert r.converged.all() and r.thetas.shape == (len(groups), m.num_params)
