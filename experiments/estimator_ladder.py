@@ -119,6 +119,11 @@ class EstimatorLadder(InfluenceExperiment):
             self._base = base
         return self._base
 
+    def check_inputs(self) -> None:
+        """The ladder's input is the ``ss_logreg`` run (and its data): run or resume it before
+        anything of the ladder is written, so that bad data leave no ladder folder behind."""
+        _ = self.base
+
     def influence(self) -> gi.GroupInfluence:
         return self.base.influence()
 

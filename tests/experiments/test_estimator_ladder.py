@@ -128,6 +128,17 @@ def test_script(ladder, capsys):
     assert "needs an explicit-Hessian" in capsys.readouterr().err
 
 
+def test_bad_data_leave_no_ladder_folder(tmp_path, monkeypatch):
+    from experiments.subset_influence import SubsetInfluenceLogreg
+
+    def broken(self):
+        raise ValueError("breast_cancer: X_train has 3 NaN values")
+    monkeypatch.setattr(SubsetInfluenceLogreg, "load_datasets", broken)
+    with pytest.raises(ValueError, match="NaN"):
+        run_ladder(tmp_path, SS_ARGS)
+    assert not (tmp_path / "estimator_ladder").exists()
+
+
 def test_statistics():
     assert list(size_deciles(np.arange(1, 21))) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10]
     assert len(set(size_deciles(np.full(7, 5)))) == 1        # equal sizes share a decile
