@@ -171,3 +171,27 @@ def test_hospital_ladder_on_the_real_archive(shared_data, tmp_path):
             if r[col["group_type"]] == "all" and r[col["size_decile"]] == "all" and r[col["target"]] == "test_loss"
             and r[col["form"]] == "param"}
     assert best["newton_3"] <= best["newton_2"] <= best["newton"]
+
+
+def test_notebook_ladder_figure(ladder, tmp_path, capsys):
+    import shutil
+
+    import matplotlib
+    matplotlib.use("Agg")
+    from experiments.figures import ladder as fl
+    from experiments.figures.settings import Settings
+
+    S = Settings(out_dir=tmp_path, plot_dir=tmp_path, datasets=["breast_cancer", "digits"], num_subsets=10,
+                 reg_datasets=[], reg_num_subsets=10)
+    target = fl.ladder_dir(S, "breast_cancer")
+    target.mkdir(parents=True)
+    shutil.copy(ladder.base_dir / "accuracy.csv", target / "accuracy.csv")
+    tables = fl.load_ladder_tables(S)
+    assert list(tables) == ["breast_cancer"]
+    out = capsys.readouterr().out
+    assert "digits: no estimator ladder" in out and "--dataset-id digits" in out
+    summary = fl.ladder_summary(tables)
+    assert len(summary) == len(ESTIMATORS) + 2      # every estimator's param form, and two linear forms
+    fig = fl.plot_ladder(tables)
+    assert len(fig.axes[0].lines) == len(ESTIMATORS) - 1   # all but the reference
+    assert len(fl.plot_ladder({}).axes) == 1
