@@ -66,17 +66,27 @@ COST_FILE = "cost.csv"
 ACCURACY_COLUMNS = ("dataset", "run_id", "group_type", "size_decile", "size_min", "size_max", "n_groups",
                     "estimator", "form", "target", "n_values", "spearman", "median_rel_error",
                     "p90_rel_error", "sign_agreement")
+# k-step Newton forms a (d, d) Hessian per group and step up to this many parameters
+# (n d^2 flops each); above it, CG on exact Hessian-vector products to a 1e-12 residual.
+NEWTON_EXPLICIT_MAX_PARAMS = 1000
 COST_COLUMNS = ("dataset", "run_id", "estimator", "n_groups", "seconds", "seconds_per_group")
 
 
-def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_actual: bool = True) -> dict[str, Any]:
+def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_actual: bool = True,
+                 newton_steps_method: str = "auto") -> dict[str, Any]:
     """The ladder's config: the ``ss_logreg`` config it reads (built by
     :func:`experiments.subset_influence.build_config`) and its own settings.
 
     ``retime_actual``: refit every group again in this run to measure the cost of the
     actual effect (its values are ``ss_logreg``'s ``subset_dparam``; the refits must agree
-    with them to the certificate).
+    with them to the certificate). ``newton_steps_method``: how k-step Newton solves its
+    systems, ``'explicit'`` (a (d, d) Hessian per group and step), ``'cg'`` (CG on exact
+    Hessian-vector products, residual 1e-12) or ``'auto'`` (explicit up to
+    :data:`NEWTON_EXPLICIT_MAX_PARAMS` parameters).
     """
+    if newton_steps_method not in ("auto",) + est.NEWTON_STEP_METHODS:
+        raise ConfigError(f"newton_steps_method must be one of {('auto',) + est.NEWTON_STEP_METHODS}; "
+                          f"got {newton_steps_method!r}")
     if not isinstance(ss_config, dict) or "dataset_config" not in ss_config:
         raise ConfigError("ss_config must be an ss_logreg config (experiments.subset_influence.build_config)")
     if ss_config.get("inverse_hvp_method") != "explicit":
@@ -87,7 +97,7 @@ def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_ac
         raise ConfigError(f"estimator_ladder runs in float64; got dtype {ss_config.get('dtype')!r} (drop --float32)")
     ss = dict(ss_config)
     ss["master_only"] = False  # the ladder reads ss_logreg's phase files
-    return {"ss_logreg": ss, "estimators": list(ESTIMATORS), "newton_steps": [2, 3],
+    return {"ss_logreg": ss, "estimators": list(ESTIMATORS), "newton_steps": [2, 3], "newton_steps_method": newton_steps_method,
             "retime_actual": bool(retime_actual), "master_only": bool(master_only)}
 
 
@@ -168,20 +178,27 @@ class EstimatorLadder(InfluenceExperiment):
         res: dict[str, Any] = {}
         # Each k continues the iterates of the previous one, so newton_k's cost is the
         # cumulative time of its k steps from theta_hat.
+        method = self.config.get("newton_steps_method", "auto")
+        d = self.base.get_model().num_params
+        if method == "auto":
+            method = "explicit" if d <= NEWTON_EXPLICIT_MAX_PARAMS else "cg"
+        pre = infl.preconditioner() if method == "cg" else None
         D, done, seconds = None, 0, 0.0
-        est.newton_steps(infl, groups[:1], (1,))   # warm-up, as in _timed
+        est.newton_steps(infl, groups[:1], (1,), method=method, preconditioner=pre)   # warm-up, as in _timed
         for k in ks:
             t0 = time.perf_counter()
-            D = est.newton_steps(infl, groups, (k - done,), chunk=self._newton_chunk(), start=D)[k - done]
+            D = est.newton_steps(infl, groups, (k - done,), chunk=self._newton_chunk(method == "explicit"), start=D, method=method,
+                                 preconditioner=pre)[k - done]
             seconds += time.perf_counter() - t0
             res[f"subset_newton_{k}_dparam"], res[f"newton_{k}_seconds"], done = D, float(seconds), k
+        res["newton_steps_method"] = method
         return res
 
-    def _newton_chunk(self) -> int:
-        """Groups per batch of k-step Newton: the refit rule (explicit Hessians) within ``--max-memory``."""
+    def _newton_chunk(self, explicit: bool = True) -> int:
+        """Groups per batch of k-step Newton: the refit rule within ``--max-memory``."""
         spec = self.base.get_model().spec
         return memory.refit_chunk_size(spec.num_params, self.base.num_train, int(self.base.config["max_memory"]),
-                                       spec.num_rows)
+                                       spec.num_rows, explicit=explicit)
 
     @phase(4)
     def second_order_basu(self):

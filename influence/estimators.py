@@ -57,7 +57,7 @@ import tensorflow as tf
 from influence import objective as K
 from influence.group_influence import GroupInfluence, _check_2d, _check_groups
 from influence.groups import group_sums, incidence
-from influence.newton import ExplicitNewton, certify, newton_loop
+from influence.newton import ExplicitNewton, NewtonCG, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
 
 ESTIMATORS = ("first_order", "newton", "newton_2", "newton_3", "second_order_basu", "second_order_exact",
@@ -172,8 +172,15 @@ def newton(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None, m
     return gi.newton_dparams(groups, G, method=method, preconditioner=preconditioner)["newton_dparam"]
 
 
+NEWTON_STEP_METHODS = ("explicit", "cg")
+# Relative residual of the Newton systems solved by CG (method 'cg'): the iterates then
+# equal the explicit ones to about the condition number times this.
+NEWTON_CG_RTOL = 1e-12
+
+
 def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequence[int] = (2, 3),
-                 chunk: int = 64, start=None) -> dict[int, np.ndarray]:
+                 chunk: int = 64, start=None, method: str = "explicit",
+                 preconditioner=None) -> dict[int, np.ndarray]:
     """k-step Newton: ``theta_k - theta_hat`` for each k in ``steps``, {k: (S, d)}.
 
     ``theta_k`` is the k-th iterate of the engine's Newton loop
@@ -185,6 +192,12 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     ``(H - H_U)^-1 (g_U - grad L(theta_hat))``, i.e. ``newton`` up to the fit's residual.
     ``start`` (S, d): changes ``theta_j - theta_hat`` to continue from instead (k more steps
     from the j-th iterate give the (j + k)-th; the loop keeps no other state).
+
+    ``method='cg'`` solves each Newton system ``H_{-U}(theta) p = grad L_{-U}(theta)`` by
+    preconditioned CG on the exact Hessian-vector products to the relative residual
+    :data:`NEWTON_CG_RTOL` (:class:`influence.newton.NewtonCG`; ``preconditioner`` default
+    :meth:`GroupInfluence.preconditioner`), for models whose (d, d) Hessian per group and
+    step is too costly (``n d^2`` flops each); same step rule.
     """
     _check_gi(gi)
     groups = _check_groups(groups, gi.num_train)
@@ -193,6 +206,10 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
         raise ValueError(f"steps must be positive integers; got {list(steps)!r}")
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
+    if method not in NEWTON_STEP_METHODS:
+        raise ValueError(f"method must be one of {NEWTON_STEP_METHODS}; got {method!r}")
+    if method == "cg" and preconditioner is None:
+        preconditioner = gi.preconditioner()
     spec = gi.spec
     Xa, y, s = _design(gi)
     l2 = tf.constant(float(gi.l2_reg), dtype=Xa.dtype)
@@ -207,7 +224,9 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
         Theta = tf.constant(theta_hat[None, :] + D0[a:a + len(part)], dtype=Xa.dtype)
         done = 0
         for k in ks:
-            res = newton_loop(obj, Theta, np.zeros(len(part)), ExplicitNewton(), max_iter=k - done)
+            strategy = ExplicitNewton() if method == "explicit" else NewtonCG(
+                preconditioner, forcing=NEWTON_CG_RTOL, tighten=False, search=gradient_norm_backtracking)
+            res = newton_loop(obj, Theta, np.zeros(len(part)), strategy, max_iter=k - done)
             Theta, done = tf.constant(res.thetas, dtype=Xa.dtype), k
             out[k][a:a + len(part)] = res.thetas - theta_hat[None, :]
     return out

@@ -10,7 +10,7 @@ from experiments.common import ConfigMismatchError
 from experiments.estimator_ladder import (ACCURACY_COLUMNS, COST_COLUMNS, ESTIMATORS, EstimatorLadder,
                                           accuracy_stats, build_config, size_deciles)
 from experiments.subset_influence import build_config as ss_build_config
-from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.conftest import RTOL_CG, RTOL_TWO_PATHS, assert_close
 from tests.scripts.test_cli_fuzz import load_script
 
 SS_ARGS = dict(dataset_id="breast_cancer", num_subsets=3)
@@ -195,3 +195,15 @@ def test_notebook_ladder_figure(ladder, tmp_path, capsys):
     fig = fl.plot_ladder(tables)
     assert len(fig.axes[0].lines) == len(ESTIMATORS) - 1   # all but the reference
     assert len(fl.plot_ladder({}).axes) == 1
+
+
+def test_k_step_newton_by_cg(ladder, tmp_path):
+    assert ladder.R["newton_steps_method"] == "explicit"    # d = 31
+    cg = EstimatorLadder(build_config(ss_build_config(**SS_ARGS), newton_steps_method="cg"), out_dir=tmp_path)
+    cg._base = ladder.base
+    cg.run()
+    assert cg.R["newton_steps_method"] == "cg"
+    for k in (2, 3):
+        assert_close(cg.R[f"subset_newton_{k}_dparam"], ladder.R[f"subset_newton_{k}_dparam"], RTOL_CG, what=f"newton_{k}")
+    with pytest.raises(Exception, match="newton_steps_method must be one of"):
+        build_config(ss_build_config(**SS_ARGS), newton_steps_method="lu")

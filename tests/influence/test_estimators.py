@@ -14,7 +14,7 @@ from influence import estimators as est
 from influence import objective as K
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
-from tests.conftest import RTOL_AUTODIFF, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
+from tests.conftest import RTOL_AUTODIFF, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 
 # Central second differences of certified fits (rtol 1e-14) with step h = 1e-3: the
 # truncation error is h^2 theta''''/12 ~ 1e-7 relative on these problems and the rounding
@@ -229,3 +229,13 @@ def test_newton_steps_continue_from_given_iterates(small):
     two = est.newton_steps(gi, groups, (1, 3))
     more = est.newton_steps(gi, groups, (2,), start=two[1])[2]
     assert_close(more, two[3], RTOL_TWO_PATHS, what="1 + 2 steps vs 3 steps")
+
+
+def test_newton_steps_by_cg_equal_the_explicit_ones(small):
+    gi, groups = small
+    explicit = est.newton_steps(gi, groups, (1, 2))
+    cg = est.newton_steps(gi, groups, (1, 2), method="cg")
+    for k in (1, 2):
+        assert_close(cg[k], explicit[k], RTOL_CG, what=f"newton_{k} by CG")
+    with pytest.raises(ValueError, match="method must be one of"):
+        est.newton_steps(gi, groups, (1,), method="lu")
