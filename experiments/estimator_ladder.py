@@ -97,7 +97,8 @@ def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_ac
         raise ConfigError(f"estimator_ladder runs in float64; got dtype {ss_config.get('dtype')!r} (drop --float32)")
     ss = dict(ss_config)
     ss["master_only"] = False  # the ladder reads ss_logreg's phase files
-    return {"ss_logreg": ss, "estimators": list(ESTIMATORS), "newton_steps": [2, 3], "newton_steps_method": newton_steps_method,
+    return {"ss_logreg": ss, "estimators": list(ESTIMATORS), "newton_steps": [2, 3],
+            "newton_steps_method": newton_steps_method,
             "retime_actual": bool(retime_actual), "master_only": bool(master_only)}
 
 
@@ -175,19 +176,19 @@ class EstimatorLadder(InfluenceExperiment):
     def newton_steps(self):
         infl, groups = self.influence(), self.groups
         ks = sorted(int(k) for k in self.config["newton_steps"])
-        res: dict[str, Any] = {}
+        method = self.config.get("newton_steps_method", "auto")
+        if method == "auto":
+            method = "explicit" if self.base.get_model().num_params <= NEWTON_EXPLICIT_MAX_PARAMS else "cg"
+        pre = infl.preconditioner() if method == "cg" else None
+        chunk = self._newton_chunk(method == "explicit")
+        est.newton_steps(infl, groups[:1], (1,), method=method, preconditioner=pre)   # warm-up, as in _timed
         # Each k continues the iterates of the previous one, so newton_k's cost is the
         # cumulative time of its k steps from theta_hat.
-        method = self.config.get("newton_steps_method", "auto")
-        d = self.base.get_model().num_params
-        if method == "auto":
-            method = "explicit" if d <= NEWTON_EXPLICIT_MAX_PARAMS else "cg"
-        pre = infl.preconditioner() if method == "cg" else None
+        res: dict[str, Any] = {}
         D, done, seconds = None, 0, 0.0
-        est.newton_steps(infl, groups[:1], (1,), method=method, preconditioner=pre)   # warm-up, as in _timed
         for k in ks:
             t0 = time.perf_counter()
-            D = est.newton_steps(infl, groups, (k - done,), chunk=self._newton_chunk(method == "explicit"), start=D, method=method,
+            D = est.newton_steps(infl, groups, (k - done,), chunk=chunk, start=D, method=method,
                                  preconditioner=pre)[k - done]
             seconds += time.perf_counter() - t0
             res[f"subset_newton_{k}_dparam"], res[f"newton_{k}_seconds"], done = D, float(seconds), k

@@ -16,7 +16,8 @@ from experiments.figures.settings import Settings, display_name
 
 
 def ladder_dir(settings: Settings, dataset_id: str) -> Path:
-    return Path(settings.out_dir) / EstimatorLadder.experiment_id / ss_logreg_run(dataset_id, settings.num_subsets).run_id
+    run_id = ss_logreg_run(dataset_id, settings.num_subsets).run_id
+    return Path(settings.out_dir) / EstimatorLadder.experiment_id / run_id
 
 
 def load_ladder_tables(settings: Settings, datasets=None) -> dict:

@@ -204,6 +204,7 @@ def test_k_step_newton_by_cg(ladder, tmp_path):
     cg.run()
     assert cg.R["newton_steps_method"] == "cg"
     for k in (2, 3):
-        assert_close(cg.R[f"subset_newton_{k}_dparam"], ladder.R[f"subset_newton_{k}_dparam"], RTOL_CG, what=f"newton_{k}")
+        assert_close(cg.R[f"subset_newton_{k}_dparam"], ladder.R[f"subset_newton_{k}_dparam"], RTOL_CG,
+                     what=f"newton_{k}")
     with pytest.raises(Exception, match="newton_steps_method must be one of"):
         build_config(ss_build_config(**SS_ARGS), newton_steps_method="lu")

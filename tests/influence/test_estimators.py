@@ -165,7 +165,8 @@ def test_second_order_terms_match_finite_differences_of_the_removal_path(small):
     d2 = est.path_second_derivative(gi, groups)
     assert_close(first, fd1, RTOL_FD_PATH, what="theta'(0)")
     assert_close(d2, fd2, RTOL_FD_PATH, what="theta''(0)")
-    assert_close(est.second_order_exact(gi, groups), first + 0.5 * d2, RTOL_TWO_PATHS, what="exact = theta' + theta''/2")
+    assert_close(est.second_order_exact(gi, groups), first + 0.5 * d2, RTOL_TWO_PATHS,
+                 what="exact = theta' + theta''/2")
     # Without the third-derivative term the second derivative is far outside the tolerance.
     Xa, _, s = est._design(gi)
     third = gi.inverse_hvp(est.third_derivative_contraction(gi.spec, gi.params, Xa, s, first).T).T
