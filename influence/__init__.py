@@ -1,6 +1,6 @@
 """The maths: L2-regularised logistic regression and its influence quantities.
 
-Pure functions of arrays and settings (no paths except model checkpoints, no argparse).
+Pure functions of arrays and settings (no paths, no file I/O, no argparse).
 Public entry points hand float64 NumPy arrays back (float32 in the float32 mode).
 """
 import os

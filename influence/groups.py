@@ -22,45 +22,33 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence import kernels as K
-from influence.kernels import ModelSpec
-from influence.solvers import ConvergenceWarning
+from influence import objective as K
+from influence.memory import eval_chunk_size, refit_chunk_size
+from influence.newton import cg_directions, make_preconditioner
+from influence.objective import LogisticObjective, ModelSpec, hessian_factor_rows, one_blas_thread, to_ext_batch
+from influence.solvers import ConvergenceWarning, spd_solve
 
 
-def incidence(groups: Sequence[np.ndarray], n: int) -> sp.csr_matrix:
+def incidence(groups: Sequence[np.ndarray], n: int, dtype=np.float64) -> sp.csr_matrix:
     """Sparse 0/1 matrix B of shape (S, n) with ``B[s, i] = 1`` iff ``i`` is in group s."""
     lengths = np.array([len(g) for g in groups], dtype=np.int64)
     indptr = np.concatenate([[0], np.cumsum(lengths)])
     indices = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups]) if len(groups) else np.zeros(0, np.int64)
     if indices.size and (indices.min() < 0 or indices.max() >= n):
         raise ValueError(f"group indices must lie in [0, {n}); got range [{indices.min()}, {indices.max()}]")
-    return sp.csr_matrix((np.ones(indices.size), indices, indptr), shape=(len(groups), n))
+    return sp.csr_matrix((np.ones(indices.size, dtype=dtype), indices, indptr), shape=(len(groups), n))
 
 
-def group_sums(groups: Sequence[np.ndarray], M: np.ndarray) -> np.ndarray:
-    """``sum_{i in U_s} M[i]`` for every group s, shape (S, ...) (one sparse product)."""
-    M = np.asarray(M)
-    B = incidence(groups, M.shape[0])
-    return np.asarray(B @ M.reshape(M.shape[0], -1)).reshape((len(groups),) + M.shape[1:])
+def group_sums(groups: Sequence[np.ndarray], M: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """``sum_{i in U_s} M[i]`` for every group s, shape (S, ...) (one sparse product).
 
-
-def hessian_factor_rows(spec: ModelSpec, theta, Xa_U) -> tf.Tensor:
-    """Rows Z_U with ``Z_U^T Z_U = H_U`` (unregularised Hessian of the given points).
-
-    Binary: ``sqrt(sigma(1 - sigma)) [x; 1]`` (one row per point). Multinomial:
-    ``A_i = diag(p_i) - p_i p_i^T = R_i R_i^T`` with ``R_i = diag(sqrt p_i) - p_i sqrt(p_i)^T``;
-    row (i, c) has ``R_i[k, c] x_i`` in class k's weight block and ``R_i[k, c]`` in bias k
-    (K rows per point).
+    The sums run in each group's index order, in ``dtype`` (float64 by default; pass
+    ``M.dtype`` to sum float32 inputs in float32, as the original's single-precision
+    numerics did), and the result has that dtype.
     """
-    if spec.binary:
-        return K.zs(theta, Xa_U, spec)
-    P = K.curvature(theta, Xa_U, spec)  # (m, K) probabilities
-    sq = tf.sqrt(P)
-    R = tf.linalg.diag(sq) - P[:, :, None] * sq[:, None, :]  # (m, k, c)
-    rows_ext = R[:, :, :, None] * Xa_U[:, None, None, :]     # (m, k, c, E)
-    m = tf.shape(Xa_U)[0]
-    rows_ext = tf.reshape(tf.transpose(rows_ext, [0, 2, 1, 3]), [m * spec.num_rows, spec.num_params])
-    return tf.gather(rows_ext, spec.ext_permutation(), axis=1)
+    M = np.asarray(M)
+    B = incidence(groups, M.shape[0], dtype)
+    return np.asarray(B @ M.reshape(M.shape[0], -1)).reshape((len(groups),) + M.shape[1:])
 
 
 def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray], G_sums,
@@ -79,9 +67,7 @@ def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray],
     time waking and spin-waiting threads (a 128 x 128 Cholesky took 10 ms instead of
     0.3 ms on 2 cores next to TensorFlow's thread pool).
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _newton_explicit(spec, H, theta, Xa, groups, G_sums, spectrum, progress)
 
 
@@ -123,10 +109,7 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
             route[s] = 1
             H_U = Z.T @ Z  # the one O(r d^2) product; everything else is O(d^3)
             M = Ht - H_U
-            try:
-                x = sla.cho_solve(sla.cho_factor(M, lower=True), g)
-            except np.linalg.LinAlgError:
-                x = sla.lu_solve(sla.lu_factor(M), g)
+            x = spd_solve(M, g)
             if spectrum:
                 W = sla.solve_triangular(L, H_U, lower=True)
                 ev = np.linalg.eigvalsh(sla.solve_triangular(L, W.T, lower=True))
@@ -142,53 +125,34 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
     return result
 
 
-def reduced_hvp_batch(spec: ModelSpec, theta, V, Xa, S, l2_reg) -> tf.Tensor:
-    """``(sum_i S[i, b] hess l_i + l2 I_w) V[:, b]`` for every column b of V (d, B)."""
-    c = K.curvature(theta, Xa, spec)
-    mask = tf.constant(spec.weight_mask(), dtype=V.dtype)
-    if spec.binary:
-        U = tf.matmul(Xa, V)                      # (n, B)
-        out = tf.matmul(Xa, S * c[:, None] * U, transpose_a=True)
-    else:
-        Kc, E = spec.num_rows, spec.ext_dim
-        B = tf.shape(V)[1]
-        V_ext = tf.reshape(tf.gather(V, spec.ext_inverse_permutation(), axis=0), [Kc, E, B])
-        U = tf.einsum("na,kab->nkb", Xa, V_ext)
-        P = c[:, :, None]
-        T = S[:, None, :] * P * (U - tf.reduce_sum(P * U, axis=1, keepdims=True))
-        out = tf.gather(tf.reshape(tf.einsum("na,nkb->kab", Xa, T), [Kc * E, B]), spec.ext_permutation(), axis=0)
-    return out + l2_reg * mask[:, None] * V
-
-
 def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
-              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32, preconditioner=None) -> np.ndarray:
+              tol: float = 1e-10, maxiter: int | None = None, chunk: int = 32, preconditioner=None,
+              max_memory: int | None = None) -> np.ndarray:
     """Newton changes ``(H - H_U)^{-1} g_U`` by preconditioned CG, batched over groups.
 
     One CG iteration for a chunk of groups is two matrix products with the design
     (:meth:`influence.refit._Batch.hvp`); ``preconditioner`` is shared by all groups
-    (default :func:`influence.refit.make_preconditioner` at ``theta``). Each solve
-    stops at relative residual ``tol``.
+    (default :func:`influence.newton.make_preconditioner` at ``theta``). Each solve
+    stops at relative residual ``tol``. At most ``chunk`` groups at a time, fewer when
+    their (n, K') work arrays would exceed ``max_memory`` bytes.
     """
-    from influence.refit import _Batch, make_preconditioner
 
     dtype = Xa.dtype
     theta = tf.convert_to_tensor(np.asarray(theta), dtype=dtype)
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
-    n = int(Xa.shape[0])
     maxiter = maxiter if maxiter is not None else 10 * spec.num_params
     if preconditioner is None:
         preconditioner = make_preconditioner(spec, theta, Xa, s_base, l2_reg)
+    chunk = min(chunk, refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, False)
+                if max_memory is not None else chunk)
     out = np.zeros((len(groups), spec.num_params))
     worst = 0.0
     for start in range(0, len(groups), chunk):
         sel = list(range(start, min(start + chunk, len(groups))))
-        keep = np.ones((n, len(sel)))
-        for j, g in enumerate(sel):
-            keep[np.asarray(groups[g], dtype=np.int64), j] = 0.0
-        batch = _Batch(spec, Xa, None, s_base[:, None] * tf.constant(keep, dtype=dtype), l2)
-        steps, res = batch.newton_directions(tf.tile(theta[None, :], [len(sel), 1]), np.asarray(G_sums)[sel],
-                                             preconditioner, tol, maxiter)
+        batch = LogisticObjective.without_groups(spec, Xa, None, s_base, l2, [groups[g] for g in sel])
+        steps, res = cg_directions(batch, tf.tile(theta[None, :], [len(sel), 1]), np.asarray(G_sums)[sel],
+                                   preconditioner, tol, maxiter)
         out[sel] = steps.numpy()
         if not res.converged.all():
             worst = max(worst, float(res.residual_norms.max()))
@@ -201,17 +165,14 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
 def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
     """(B, d) parameter rows → (B*K', E) rows ``[w_k; b_k]`` (K' = 1 for binary)."""
     Thetas = tf.convert_to_tensor(Thetas)
-    B = int(Thetas.shape[0])
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(Thetas, [B * spec.num_rows, spec.ext_dim])
-    Kc, D = spec.num_rows, spec.input_dim
-    W = tf.reshape(Thetas[:, :Kc * D], [B, Kc, D])
-    return tf.reshape(tf.concat([W, Thetas[:, Kc * D:, None]], axis=2), [B * Kc, spec.ext_dim])
+    return tf.reshape(to_ext_batch(Thetas, spec), [int(Thetas.shape[0]) * spec.num_rows, spec.ext_dim])
 
 
 def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",
-                  chunk: int = 64) -> np.ndarray:
-    """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,)."""
+                  chunk: int = 64, max_memory: int | None = None) -> np.ndarray:
+    """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,).
+    ``chunk`` groups at a time, fewer to keep their (n, K') arrays within ``max_memory``."""
+    chunk = eval_chunk_size(int(Xa.shape[0]), spec.num_rows, max_memory, chunk)
     B = incidence(groups, int(Xa.shape[0]))
     Thetas = np.asarray(Thetas)
     out = np.zeros(len(groups))
@@ -221,12 +182,16 @@ def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], 
     return out
 
 
-def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64) -> np.ndarray:
+def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 64,
+               max_memory: int | None = None) -> np.ndarray:
     """Per-example losses, margins or correctness at many parameter vectors.
 
     Returns an array of shape (B, n): row b evaluated at ``Thetas[b]``. ``what`` is
     ``'loss'``, ``'margin'`` (binary) or ``'correct'`` (1.0 where the argmax is right).
+    Rows are evaluated ``chunk`` at a time, fewer to keep the work arrays within
+    ``max_memory`` bytes (the (B, n) result itself is the caller's).
     """
+    chunk = eval_chunk_size(int(Xa.shape[0]), spec.num_rows, max_memory, chunk)
     Thetas = np.asarray(Thetas)
     out = []
     for start in range(0, Thetas.shape[0], chunk):

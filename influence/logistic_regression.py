@@ -22,23 +22,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from influence import kernels as K
-from influence.kernels import ModelSpec
-from influence.solvers import (FitResult, conjugate_gradient, inverse_vp,
-                               newton_minimize)
+from influence import objective as K
+from influence.objective import LogisticObjective, ModelSpec
+from influence.newton import ExplicitNewton, FitResult, NewtonCG, armijo_step, certify, newton_loop
+from influence.solvers import conjugate_gradient, inverse_vp
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float64": tf.float64, "float32": tf.float32}
 DEFAULT_FIT_RTOL = {"float64": 1e-12, "float32": 1e-6}
-INVERSE_HVP_METHODS = ("explicit", "cg")
+INVERSE_HVP_METHODS = ("explicit", "cg", "fmin_ncg")
 FIT_METHODS = ("auto", "newton", "newton_cg")
 
 
@@ -72,7 +70,8 @@ class LogisticRegression:
                               bool(arch["fit_intercept"]), self.dtype)
         self.fit_rtol = float(config["fit_rtol"] if config["fit_rtol"] is not None
                               else DEFAULT_FIT_RTOL[config["dtype"]])
-        self.model_dir = Path(model_dir) if model_dir is not None else None
+        # Kept for the original's signature; nothing is written there (influence/ does no I/O).
+        self.model_dir = model_dir
         self.random_state = random_state
         self._states: dict[str, np.ndarray] = {}
         self._cache: list[tuple[Any, Any, tuple]] = []
@@ -145,6 +144,11 @@ class LogisticRegression:
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
 
+    def _objective(self, ds, sample_weights=None, l2_reg=None) -> LogisticObjective:
+        """The objective on ``ds`` with these weights and ``l2_reg`` (one problem)."""
+        Xa, y, s = self._tensors(ds, sample_weights)
+        return LogisticObjective(self.spec, Xa, y, s, self._l2(l2_reg))
+
     def _theta(self, params=None) -> tf.Tensor:
         return tf.constant(self.params if params is None else params, dtype=self.dtype)
 
@@ -178,29 +182,37 @@ class LogisticRegression:
         return coef, intercept
 
     def save(self, state_id: str) -> None:
-        """Keep the current parameters as ``state_id`` (also on disk if ``model_dir``)."""
+        """Keep the current parameters as ``state_id`` (in memory; the original wrote a TF
+        checkpoint, spec ``experiments.md`` §1.1). Files are the caller's business:
+        :meth:`get_state` returns the arrays to store (``datasets.storage``)."""
         self._states[state_id] = self.params.copy()
-        if self.model_dir is not None:
-            self.model_dir.mkdir(parents=True, exist_ok=True)
-            path = self.model_dir / f"{state_id}.npy"
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.model_dir)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, self.params, allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
 
     def load(self, state_id: str) -> None:
-        if state_id in self._states:
-            self.params = self._states[state_id].copy()
-            return
-        if self.model_dir is not None and (self.model_dir / f"{state_id}.npy").is_file():
-            self.set_params_flat(np.load(self.model_dir / f"{state_id}.npy", allow_pickle=False))
-            self._states[state_id] = self.params.copy()
-            return
-        raise KeyError(f"no saved model state {state_id!r}")
+        """Restore the parameters kept by :meth:`save` or :meth:`set_state`."""
+        if state_id not in self._states:
+            raise KeyError(f"no saved model state {state_id!r}; saved: {sorted(self._states)}")
+        self.params = self._states[state_id].copy()
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """The saved states and the current parameters as arrays: ``{'params': ...,
+        'state/<id>': ...}``, for the caller to write to a file."""
+        out = {"params": self.params.copy()}
+        out.update({f"state/{k}": v.copy() for k, v in self._states.items()})
+        return out
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Inverse of :meth:`get_state` (shapes checked)."""
+        for key, value in state.items():
+            if key == "params":
+                self.set_params_flat(value)
+            elif key.startswith("state/"):
+                value = np.asarray(value, dtype=self.np_dtype).reshape(-1)
+                if value.shape[0] != self.num_params:
+                    raise ValueError(f"state {key!r} must have length num_params={self.num_params}; "
+                                     f"got {value.shape[0]}")
+                self._states[key[len("state/"):]] = value.copy()
+            else:
+                raise ValueError(f"state keys must be 'params' or 'state/<id>'; got {key!r}")
 
     # ------------------------------------------------------------ values
     def get_indiv_loss(self, ds, **kw) -> np.ndarray:
@@ -208,8 +220,7 @@ class LogisticRegression:
         return self._out(K.indiv_loss(self._theta(), Xa, y, self.spec))
 
     def get_total_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> float:
-        Xa, y, s = self._tensors(ds, sample_weights)
-        return float(K.total_loss(self._theta(), Xa, y, s, self._l2(l2_reg), self.spec))
+        return float(self._objective(ds, sample_weights, l2_reg).loss_at(self._theta()))
 
     def get_indiv_grad_loss(self, ds, **kw) -> np.ndarray:
         """Unweighted per-example gradients, shape (n, num_params)."""
@@ -218,13 +229,11 @@ class LogisticRegression:
 
     def get_total_grad_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> np.ndarray:
         """``sum_i s_i grad l_i (+ l2_reg * W)``, shape (num_params,)."""
-        Xa, y, s = self._tensors(ds, sample_weights)
-        return self._out(K.total_grad_loss(self._theta(), Xa, y, s, self._l2(l2_reg), self.spec))
+        return self._out(self._objective(ds, sample_weights, l2_reg).gradient_at(self._theta()))
 
     def get_hessian(self, ds, sample_weights=None, l2_reg=None, **kw) -> np.ndarray:
         """``sum_i s_i hess l_i (+ l2_reg on the weight diagonal)``, (num_params, num_params)."""
-        Xa, _, s = self._tensors(ds, sample_weights)
-        return self._out(K.hessian(self._theta(), Xa, s, self._l2(l2_reg), self.spec))
+        return self._out(self._objective(ds, sample_weights, l2_reg).hessian_at(self._theta()))
 
     def get_hvp(self, v, ds, sample_weights=None, l2_reg=None, method=None, **kw) -> np.ndarray:
         """Hessian-vector product(s); ``v`` of shape (d,) or (d, m).
@@ -232,18 +241,12 @@ class LogisticRegression:
         ``method='autodiff'`` differentiates the objective twice (one vector at a time);
         ``'closed_form'`` (default from config) uses the explicit formula, batched.
         """
-        Xa, y, s = self._tensors(ds, sample_weights)
-        V = tf.constant(np.asarray(v), dtype=self.dtype)
         method = method or self.config["hvp_method"]
-        if method == "autodiff":
-            if len(V.shape) == 1:
-                return self._out(K.autodiff_hvp(self._theta(), V, Xa, y, s, self._l2(l2_reg), self.spec))
-            cols = [K.autodiff_hvp(self._theta(), V[:, j], Xa, y, s, self._l2(l2_reg), self.spec)
-                    for j in range(V.shape[1])]
-            return self._out(tf.stack(cols, axis=1))
-        if method != "closed_form":
+        if method not in ("autodiff", "closed_form"):
             raise ValueError(f"hvp method must be 'autodiff' or 'closed_form'; got {method!r}")
-        return self._out(K.hvp(self._theta(), V, Xa, s, self._l2(l2_reg), self.spec))
+        V = tf.constant(np.asarray(v), dtype=self.dtype)
+        obj = self._objective(ds, sample_weights, l2_reg)
+        return self._out(obj.hvp_at(self._theta(), V, autodiff=method == "autodiff"))
 
     def get_inverse_vp(self, M, V, inverse_vp_method: str = "cholesky") -> np.ndarray:
         """Solve ``M X = V`` for explicit ``M``; V of shape (d,) or (d, m)."""
@@ -255,8 +258,13 @@ class LogisticRegression:
         """``H^{-1} V`` with H the regularised Hessian at the current parameters.
 
         ``'explicit'``: solve with ``hessian_reg`` (computed from ``dataset`` if not
-        given). ``'cg'``: conjugate gradient with Hessian-vector products on
-        ``dataset``, to relative residual ``config['cg_rtol']``.
+        given). ``'cg'``: plain conjugate gradient (:func:`influence.solvers.conjugate_gradient`,
+        all columns together) with Hessian-vector products on ``dataset``, to the
+        relative residual ``config['cg_rtol']`` (1e-10); it does not read the
+        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver (spec
+        ``experiments.md`` §1.3): ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
+        from 0, one column at a time, with ``avextol = config['fmin_ncg_avextol']``
+        (1e-8) and ``maxiter = config['fmin_ncg_maxiter']`` (256).
         """
         method = inverse_hvp_method or self.config["inverse_hvp_method"]
         if method not in INVERSE_HVP_METHODS:
@@ -269,24 +277,47 @@ class LogisticRegression:
             M = K.gauge_fix(tf.constant(np.asarray(hessian_reg), dtype=self.dtype), self.spec)
             return self._out(inverse_vp(M, tf.constant(np.asarray(V), dtype=self.dtype), inverse_vp_method))
         if dataset is None:
-            raise ValueError("inverse_hvp_method='cg' needs the dataset")
+            raise ValueError(f"inverse_hvp_method={method!r} needs the dataset")
+        if method == "fmin_ncg":
+            return self._out(self._fmin_ncg_solve(V, dataset, sample_weights, l2_reg))
         return self._out(self._cg_solve(V, dataset, sample_weights, l2_reg).x)
 
+    def _fmin_ncg_solve(self, V, dataset, sample_weights, l2_reg) -> np.ndarray:
+        from scipy.optimize import fmin_ncg
+
+        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
+        V = np.asarray(V, dtype=np.float64)
+        cols = V[:, None] if V.ndim == 1 else V
+
+        def ax(x):
+            return matvec(tf.constant(x[:, None], dtype=self.dtype)).numpy()[:, 0].astype(np.float64)
+
+        out = np.empty_like(cols)
+        for j in range(cols.shape[1]):
+            b = cols[:, j]
+            out[:, j] = fmin_ncg(f=lambda x: 0.5 * np.dot(x, ax(x)) - np.dot(b, x), x0=np.zeros_like(b),
+                                 fprime=lambda x: ax(x) - b, fhess_p=lambda x, p: ax(p),
+                                 avextol=self.config["fmin_ncg_avextol"], maxiter=self.config["fmin_ncg_maxiter"],
+                                 disp=False)
+        return out[:, 0] if V.ndim == 1 else out
+
     def _cg_solve(self, V, dataset, sample_weights, l2_reg):
-        Xa, y, s = self._tensors(dataset, sample_weights)
-        theta, l2 = self._theta(), self._l2(l2_reg)
-        # Gauge constant for multinomial models with intercepts (see ModelSpec.has_gauge).
-        c = tf.reduce_sum(s) / self.spec.num_rows + l2
-        if self.config["hvp_method"] == "autodiff":
-            def matvec(P):
-                HP = tf.stack([K.autodiff_hvp(theta, P[:, j], Xa, y, s, l2, self.spec)
-                               for j in range(P.shape[1])], axis=1)
-                return K.gauge_fix_hvp(P, HP, c, self.spec)
-        else:
-            def matvec(P):
-                return K.gauge_fix_hvp(P, K.hvp(theta, P, Xa, s, l2, self.spec), c, self.spec)
+        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
         return conjugate_gradient(matvec, tf.constant(np.asarray(V), dtype=self.dtype),
                                   tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"])
+
+    def _hvp_operator(self, dataset, sample_weights, l2_reg):
+        """``P -> (H + gauge) P`` for P of shape (d, m), the operator of the CG solvers."""
+        obj = self._objective(dataset, sample_weights, l2_reg)
+        theta = self._theta()
+        # Gauge constant for multinomial models with intercepts (see ModelSpec.has_gauge).
+        c = tf.reduce_sum(obj.s) / self.spec.num_rows + obj.l2
+        autodiff = self.config["hvp_method"] == "autodiff"
+
+        def matvec(P):
+            return K.gauge_fix_hvp(P, obj.hvp_at(theta, P, autodiff), c, self.spec)
+
+        return matvec
 
     def get_indiv_margin(self, ds, **kw) -> np.ndarray:
         Xa, y, _ = self._tensors(ds)
@@ -329,8 +360,8 @@ class LogisticRegression:
 
     def warm_fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:
         """Fit starting from the current parameters, to a certified optimum."""
-        Xa, y, s = self._tensors(ds, sample_weights)
-        l2 = self._l2(l2_reg)
+        obj = self._objective(ds, sample_weights, l2_reg)
+        l2 = obj.l2
         spec = self.spec
         method = self.config["fit_method"]
         if method == "auto":
@@ -338,40 +369,22 @@ class LogisticRegression:
         if float(l2) == 0.0 and spec.fit_intercept is False and method == "newton":
             logger.debug("fitting without regularisation; the optimum may not exist on separable data")
 
-        def fun(theta):
-            return K.total_loss(theta, Xa, y, s, l2, spec)
-
-        def grad(theta):
-            return K.total_grad_loss(theta, Xa, y, s, l2, spec)
-
+        scale_ref = self.grad_scale(ds, sample_weights)
         if method == "newton":
-            def solve_newton(theta, g):
-                H = K.gauge_fix(K.hessian(theta, Xa, s, l2, spec), spec)
-                return K.project_out_gauge(inverse_vp(H, g, "cholesky_lu"), spec)
+            strategy = ExplicitNewton(search=armijo_step)
         else:
-            from influence.refit import _Batch, make_preconditioner
-
-            scale_ref = self.grad_scale(ds, sample_weights)
-            batch = _Batch(spec, Xa, None, s[:, None], l2)
-            state = {"precond": None}
-            maxiter = self.config["cg_maxiter"] or 10 * self.num_params
-
-            def solve_newton(theta, g):
-                # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
-                # preconditioned by a (subsampled) Hessian factor built at an earlier
-                # iterate and rebuilt once it has gone stale (many CG iterations).
-                rtol = min(0.1, float(np.sqrt(float(tf.norm(g)) / max(scale_ref, 1e-300))))
-                if state["precond"] is None:
-                    state["precond"] = make_preconditioner(spec, theta, Xa, s, float(l2))
-                step, res = batch.newton_directions(theta[None, :], g.numpy()[None, :], state["precond"],
-                                                    max(rtol, 1e-14), maxiter)
-                if res.iterations[0] > 25:
-                    state["precond"] = None
-                return step[0]
-
-        grad_tol = self.fit_rtol * max(self.grad_scale(ds, sample_weights), 1.0)
-        result = newton_minimize(fun, grad, solve_newton, self._theta(), grad_tol,
-                                 max_iter=self.config["max_newton_iter"], what="LogisticRegression.fit")
+            # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
+            # preconditioned by a (subsampled) Hessian factor built at an earlier iterate
+            # and rebuilt once it has gone stale (more than 25 CG iterations).
+            strategy = NewtonCG(None, self.config["cg_maxiter"] or 10 * self.num_params, floor=1e-14,
+                                tighten=False, rebuild_after=25, search=armijo_step)
+        grad_tol = self.fit_rtol * max(scale_ref, 1.0)
+        max_iter = self.config["max_newton_iter"]
+        res = newton_loop(obj, self._theta()[None, :], np.array([grad_tol]), strategy, max_iter,
+                          scale=np.array([max(scale_ref, 1e-300)]), polish_steps=2, history=True)
+        certify(res.grad_norms, res.grad_tols, "LogisticRegression.fit", res.iterations, res.stalled, max_iter)
+        result = FitResult(res.thetas[0], float(res.grad_norms[0]), grad_tol, int(res.iterations[0]),
+                           bool(res.converged[0]), [float(h[0]) for h in res.history])
         self.params = np.asarray(result.theta, dtype=self.np_dtype)
         self.last_fit = result
         return result

@@ -24,489 +24,110 @@ Speed comes from three exact devices:
   forming a full-data Hessian.
 
 The work on a chunk of groups is the pure function :func:`refit_chunk`, so a
-distributed engine can map it over chunks.
+distributed engine can map it over chunks. Both engines run the one Newton loop
+(:func:`influence.newton.newton_loop`): :func:`refit_chunk` with the
+:class:`~influence.newton.ChordNewton` strategy, :func:`refit_chunk_cg` with
+:class:`~influence.newton.NewtonCG`.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from influence import kernels as K
-from influence.kernels import ModelSpec
-from influence.solvers import NotPositiveDefiniteError, lu_solve, preconditioned_cg_rows, warn_uncertified
+from influence import objective as K
+from influence.memory import chunk_size, refit_chunk_size
+from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
+                              ChordNewton, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
+from influence.objective import LogisticObjective, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RefitResult:
-    """Per-group outcome of :func:`refit_chunk` (arrays of length B unless noted)."""
-
-    thetas: np.ndarray        # (B, d) refitted parameters
-    grad_norms: np.ndarray    # ||grad L_{-U}|| at the returned parameters
-    grad_tols: np.ndarray     # the certificate each was checked against
-    iterations: np.ndarray    # Newton iterations (with or without a fresh Hessian)
-    hessians: np.ndarray      # how many full-data Hessians were formed
-    converged: np.ndarray     # bool
-    first_steps: np.ndarray   # (B, d) first iterate minus theta_hat
-    first_full_step: np.ndarray  # bool: the first line search accepted the full step
-    hvps: np.ndarray | None = None  # Hessian-vector products spent in Newton-CG steps
-
-
-def _batched_solve(Ls, ok, Hs, G):
-    """Solve with Cholesky factors where ``ok``, LU on ``Hs`` elsewhere. G: (B, d).
-
-    ``Ls`` comes from :func:`_cholesky` (identity where the factorisation failed)."""
-    X = tf.linalg.cholesky_solve(Ls, G[:, :, None])[:, :, 0]
-    if not bool(tf.reduce_all(ok)):
-        bad = np.flatnonzero(~ok.numpy())
-        logger.warning("Cholesky failed for %d refit Hessians; falling back to LU", len(bad))
-        fixed = tf.stack([lu_solve(Hs[b], G[b][:, None])[:, 0] for b in bad])
-        X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
-    return X
-
-
-def _one_blas_thread():
-    """One OpenBLAS thread for the (n x E)^T (n x E) products: on 2 cores shared with
-    TensorFlow's pool, threaded BLAS spent most of its time spin-waiting."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _group_hessians(spec: ModelSpec, theta_hat, Xa, s_base, groups, Xa_np=None):
-    """Unregularised Hessians ``H_U`` of the groups at ``theta_hat``, (B, d, d)."""
-    dtype = Xa.dtype
-    if spec.binary and Xa_np is not None:
-        c = K.curvature(theta_hat, Xa, spec) * s_base
-        Z = Xa_np * np.sqrt(c.numpy())[:, None]
-        out = np.empty((len(groups), spec.num_params, spec.num_params))
-        with _one_blas_thread():
-            for b, idx in enumerate(groups):
-                Zb = Z[np.asarray(idx, dtype=np.int64)]
-                out[b] = Zb.T @ Zb  # BLAS syrk
-        return tf.constant(out, dtype=dtype)
-    H_U = []
-    for idx in groups:
-        idx = np.asarray(idx, dtype=np.int64)
-        H_U.append(K.hessian(theta_hat, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, dtype), spec))
-    return tf.stack(H_U)
-
-
-def _gradient_rows(batch, Theta, rows, G_fill):
-    """``G_fill`` with the rows ``rows`` replaced by the gradients at ``Theta[rows]``."""
-    if len(rows) == batch.B:
-        return batch.gradient(Theta)
-    if len(rows) == 0:
-        return G_fill
-    G_rows = batch.columns(rows).gradient(tf.gather(Theta, rows))
-    return tf.tensor_scatter_nd_update(G_fill, rows[:, None], G_rows)
-
-
-def _objective_rows(batch, Theta, rows):
-    """Objectives at ``Theta[rows]`` (NumPy, length B; +inf elsewhere)."""
-    f = np.full(batch.B, np.inf)
-    if len(rows) == batch.B:
-        return batch.objective(Theta).numpy()
-    if len(rows):
-        f[rows] = batch.columns(rows).objective(tf.gather(Theta, rows)).numpy()
-    return f
-
-
-def _step_search(batch, Theta, G, gnorm, step, active):
-    """Take ``Theta - t * step`` on the active problems; returns (cand, G_c, n_c, good, t).
-
-    The full step is kept where it cuts the gradient norm (the certified quantity) by
-    10 %. Elsewhere an Armijo line search on the objective runs, or, where the predicted
-    decrease is below the rounding resolution of f, the full step is kept if it lowers
-    the gradient norm at all. ``good`` marks the problems that moved; the others keep
-    their iterate (``cand = Theta`` there).
-    """
-    dtype = Theta.dtype
-    eps = np.finfo(dtype.as_numpy_dtype).eps
-    cand = Theta - step
-    # Only the active problems are evaluated (the others keep G: cand = Theta there).
-    G_c = _gradient_rows(batch, cand, np.flatnonzero(active), G)
-    n_c = tf.norm(G_c, axis=1).numpy()
-    t = np.where(active, 1.0, 0.0)
-    good = active & (n_c <= 0.9 * gnorm)
-    bad = active & ~good
-    if bad.any():
-        f0 = _objective_rows(batch, Theta, np.flatnonzero(bad))
-        slope = tf.reduce_sum(G * step, axis=1).numpy()
-        resolvable = slope > 1e3 * eps * np.maximum(np.abs(f0), 1.0)
-        good |= bad & ~resolvable & (n_c < gnorm)
-        search = bad & resolvable
-        t_s = np.where(search, 1.0, 0.0)
-        accepted = ~search
-        for _ in range(60):
-            if accepted.all():
-                break
-            trial = Theta - tf.constant(t_s, dtype=dtype)[:, None] * step
-            f1 = _objective_rows(batch, trial, np.flatnonzero(~accepted))
-            accepted |= np.isfinite(f1) & (f1 <= f0 - 1e-4 * t_s * slope)
-            t_s = np.where(accepted, t_s, 0.5 * t_s)
-        searched = search & accepted
-        if searched.any():
-            t = np.where(searched, t_s, t)
-            cand = Theta - tf.constant(np.where(searched | good, t, 0.0), dtype=dtype)[:, None] * step
-            G_c = _gradient_rows(batch, cand, np.flatnonzero(searched), G_c)
-            n_c = tf.norm(G_c, axis=1).numpy()
-            good |= searched
-    return cand, G_c, n_c, good, t
-
-
-def _cholesky(Hs):
-    """Batched Cholesky factors and a mask of the finite ones; failed factors (NaN, see
-    :mod:`influence.solvers`) are replaced by the identity once, here, so that solves
-    need no per-call masking."""
-    Ls = tf.linalg.cholesky(Hs)
-    ok = tf.reduce_all(tf.math.is_finite(tf.reshape(Ls, [Ls.shape[0], -1])), axis=1)
-    if not bool(tf.reduce_all(ok)):
-        Ls = tf.where(ok[:, None, None], Ls, tf.eye(Ls.shape[-1], dtype=Ls.dtype))
-    return Ls, ok
-
-
-def _to_ext_batch(Theta, spec):
-    """(B, d) parameter rows → (B, K', E) extended layout."""
-    B = tf.shape(Theta)[0]
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(Theta, [B, spec.num_rows, spec.ext_dim])
-    Kc, D = spec.num_rows, spec.input_dim
-    W = tf.reshape(Theta[:, :Kc * D], [B, Kc, D])
-    return tf.concat([W, Theta[:, Kc * D:, None]], axis=2)
-
-
-def _from_ext_batch(T, spec):
-    """(B, K', E) → (B, d)."""
-    B = tf.shape(T)[0]
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(T, [B, -1])
-    D = spec.input_dim
-    return tf.concat([tf.reshape(T[:, :, :D], [B, -1]), T[:, :, D]], axis=1)
-
-
-class _Batch:
-    """Tensors shared by the B problems of one chunk."""
-
-    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None):
-        self.spec, self.Xa, self.y, self.S, self.l2 = spec, Xa, y, S, l2
-        self.mask = tf.constant(spec.weight_mask(), dtype=Xa.dtype)
-        self.B = int(S.shape[1])
-        # NumPy copy of Xa for the binary Hessians (see :meth:`hessians`).
-        self.Xa_np = Xa_np
-        # Any c > 0 fixes the gauge (ModelSpec.has_gauge); this one is on the scale of
-        # the Hessian's diagonal, like the preconditioners'.
-        self.gauge_c = float(tf.reduce_sum(S) / max(self.B, 1)) / spec.num_rows + float(l2)
-        if not spec.binary and y is not None:
-            self.Y1 = tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Xa.dtype)  # (n, K)
-
-    def columns(self, cols) -> "_Batch":
-        """The sub-batch of problems ``cols`` (an int array), sharing the data tensors."""
-        sub = _Batch.__new__(_Batch)
-        sub.__dict__.update(self.__dict__)
-        sub.S = tf.gather(self.S, cols, axis=1)
-        sub.B = len(cols)
-        return sub
-
-    def logits(self, Theta):
-        """Binary: (n, B); multinomial: (n, B, K)."""
-        T = tf.reshape(_to_ext_batch(Theta, self.spec), [-1, self.spec.ext_dim])
-        Z = tf.matmul(self.Xa, T, transpose_b=True)
-        if self.spec.binary:
-            return Z
-        return tf.reshape(Z, [-1, self.B, self.spec.num_classes])
-
-    def objective(self, Theta):
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            losses = tf.nn.softplus(Z) - self.y[:, None] * Z
-        else:
-            losses = tf.reduce_logsumexp(Z, axis=2) - tf.reduce_sum(Z * self.Y1[:, None, :], axis=2)
-        return tf.reduce_sum(self.S * losses, axis=0) + 0.5 * self.l2 * tf.reduce_sum(self.mask * Theta * Theta, axis=1)
-
-    def gradient(self, Theta):
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            R = self.S * (tf.sigmoid(Z) - self.y[:, None])        # (n, B)
-            G = tf.matmul(R, self.Xa, transpose_a=True)            # (B, E)
-        else:
-            R = self.S[:, :, None] * (tf.nn.softmax(Z, axis=2) - self.Y1[:, None, :])  # (n, B, K)
-            G_ext = tf.einsum("nbk,na->bka", R, self.Xa)
-            G = _from_ext_batch(G_ext, self.spec)
-        return G + self.l2 * self.mask * Theta
-
-    def curvature(self, Theta):
-        """Weighted curvature at each row of Theta, for :meth:`hvp`: binary
-        ``S * sigma (1 - sigma)`` (n, B); multinomial probabilities (n, B, K)."""
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            p = tf.sigmoid(Z)
-            return self.S * p * (1.0 - p)
-        return tf.nn.softmax(Z, axis=2)
-
-    def hvp(self, curv, V, rows=None) -> np.ndarray:
-        """``A_j V[k]`` for ``j = rows[k]``: reduced regularised Hessians (gauge-fixed with
-        ``gauge_c n n^T``) at the iterates ``curv`` was computed at. V: (b, d) NumPy.
-
-        Two matrix products over the whole batch: ``Xa V_ext^T`` (n, b K') and
-        ``T^T Xa`` (b K', E)."""
-        spec = self.spec
-        S = self.S
-        if rows is not None and len(rows) < self.B:
-            curv, S = tf.gather(curv, rows, axis=1), tf.gather(S, rows, axis=1)
-        V = tf.constant(V, dtype=self.Xa.dtype)
-        b, n = int(V.shape[0]), int(self.Xa.shape[0])
-        if spec.binary:
-            U = tf.matmul(self.Xa, V, transpose_b=True)                    # (n, b)
-            out = tf.matmul(curv * U, self.Xa, transpose_a=True)           # (b, E)
-        else:
-            Kc, E = spec.num_rows, spec.ext_dim
-            Vx = tf.reshape(_to_ext_batch(V, spec), [b * Kc, E])
-            U = tf.reshape(tf.matmul(self.Xa, Vx, transpose_b=True), [n, b, Kc])
-            T = S[:, :, None] * curv * (U - tf.reduce_sum(curv * U, axis=2, keepdims=True))
-            out = tf.matmul(tf.reshape(T, [n, b * Kc]), self.Xa, transpose_a=True)
-            out = _from_ext_batch(tf.reshape(out, [b, Kc, E]), spec)
-            if spec.has_gauge:
-                u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
-                out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
-        return (out + self.l2 * self.mask * V).numpy()
-
-    def newton_directions(self, Theta, G, precond, rtol, maxiter):
-        """Directions ``A_j^{-1} G[j]`` for each problem j of the batch, by preconditioned
-        CG (:func:`influence.solvers.preconditioned_cg_rows`) on the exact reduced
-        Hessians at ``Theta[j]`` (:meth:`hvp`), gauge component removed. G: (B, d) NumPy.
-        Returns (directions as a (B, d) tensor, the CG result)."""
-        curv = self.curvature(Theta)
-        res = preconditioned_cg_rows(lambda V, rows: self.hvp(curv, V, rows), np.asarray(G), precond, rtol, maxiter)
-        steps = tf.transpose(K.project_out_gauge(tf.constant(res.x.T, dtype=self.Xa.dtype), self.spec))
-        return steps, res
-
-    def hessians(self, Theta):
-        """Full-data reduced Hessians at each row of Theta, (B, d, d), gauge-fixed."""
-        Z = self.logits(Theta)
-        eye = tf.linalg.diag(self.l2 * self.mask)
-        if self.spec.binary:
-            p = tf.sigmoid(Z)
-            W = self.S * p * (1.0 - p)                              # (n, B)
-            if self.Xa_np is not None:
-                # Z_b^T Z_b with Z_b = sqrt(W_b) Xa: a symmetric rank-n update (half the
-                # flops of a general product), single-threaded BLAS (see _one_blas_thread).
-                Wn = np.sqrt(W.numpy())
-                Hs = np.empty((self.B, self.spec.ext_dim, self.spec.ext_dim))
-                with _one_blas_thread():
-                    for b in range(self.B):
-                        Zb = self.Xa_np * Wn[:, b:b + 1]
-                        Hs[b] = Zb.T @ Zb
-                return tf.constant(Hs, dtype=self.Xa.dtype) + eye
-            E = self.spec.ext_dim
-            big = tf.reshape(W[:, :, None] * self.Xa[:, None, :], [-1, self.B * E])
-            Hs = tf.transpose(tf.reshape(tf.matmul(self.Xa, big, transpose_a=True), [E, self.B, E]), [1, 0, 2])
-            return Hs + eye
-        P = tf.nn.softmax(Z, axis=2)
-        Hs = tf.stack([K._multinomial_hessian_from_probs(P[:, b], self.Xa, self.S[:, b], self.spec)
-                       for b in range(self.B)])
-        return K.gauge_fix(Hs + eye, self.spec)
-
-
 def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None):
-    """The batch of reduced problems, theta_hat, the starting iterates and the gradient
-    scales ``sum_{i not in U} s_i ||[x_i; 1]||`` (NumPy) that the certificates multiply."""
-    dtype = Xa.dtype
-    n, B = int(Xa.shape[0]), len(groups)
-    keep = np.ones((n, B))
-    for b, idx in enumerate(groups):
-        keep[np.asarray(idx, dtype=np.int64), b] = 0.0
-    S = s_base[:, None] * tf.constant(keep, dtype=dtype)
-    batch = _Batch(spec, Xa, y, S, l2, Xa_np)
-    theta_hat = tf.constant(np.asarray(theta_hat), dtype=dtype)
-    Theta = tf.tile(theta_hat[None, :], [B, 1])
-    row_norms = tf.norm(Xa, axis=1)
-    scale = tf.maximum(tf.linalg.matvec(S, row_norms, transpose_a=True), 1.0).numpy()
-    return batch, theta_hat, Theta, scale
+    """The reduced problems, theta_hat, the starting iterates and the certificate
+    scales (:meth:`LogisticObjective.grad_scales`)."""
+    batch = LogisticObjective.without_groups(spec, Xa, y, s_base, l2, groups, Xa_np)
+    theta_hat = tf.constant(np.asarray(theta_hat), dtype=Xa.dtype)
+    Theta = tf.tile(theta_hat[None, :], [len(groups), 1])
+    return batch, theta_hat, Theta, batch.grad_scales()
 
 
-def _result(Theta, gnorm, tols, iters, n_hess, first_steps, first_full, hvps=None) -> RefitResult:
-    converged = warn_uncertified(gnorm, tols, stacklevel=3)
-    return RefitResult(Theta.numpy(), gnorm, tols, iters, n_hess, converged, first_steps, first_full, hvps)
+def _refit(batch, Theta, scale, rtol, strategy, max_iter) -> RefitResult:
+    res = newton_loop(batch, Theta, rtol * scale, strategy, max_iter, scale=scale)
+    res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=3)
+    return res
+
+
+def _concat(results: list[RefitResult]) -> RefitResult:
+    """One result from the results of consecutive sub-chunks."""
+    if len(results) == 1:
+        return results[0]
+    fields = {}
+    for name in RefitResult.__dataclass_fields__:
+        parts = [getattr(r, name) for r in results]
+        fields[name] = None if any(p is None for p in parts) or name == "history" else np.concatenate(parts)
+    return RefitResult(**fields)
+
+
+def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
+    """``refit`` over sub-chunks of ``groups`` that fit in ``max_memory``; None when the
+    whole chunk fits (the caller then refits it at once)."""
+    if max_memory is None:
+        return None
+    size = refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, explicit)
+    if len(groups) <= size:
+        return None
+    return _concat([refit(spec=spec, Xa=Xa, groups=groups[i:i + size], **kw) for i in range(0, len(groups), size)])
 
 
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.kernels.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
     regularised full-data Hessian at ``theta_hat`` (computed if not given).
+    ``max_memory`` (bytes): the groups are refitted in sub-chunks of
+    :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
+    ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
+    about 256 MB).
     """
     dtype = Xa.dtype
-    n, d, B = int(Xa.shape[0]), spec.num_params, len(groups)
-    if hess_chunk is None:
-        # Full Hessians of several groups are formed together from an (n, b*E) block;
-        # bound that block to ~256 MB.
-        hess_chunk = int(max(1, (2 ** 28) // (n * spec.ext_dim * dtype.size * spec.num_rows)))
+    n = int(Xa.shape[0])
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
+    if hessian_hat is None:
+        hessian_hat = K.hessian(tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2, spec)
+    if hess_chunk is None:
+        # Full Hessians of several groups are formed together from an (n, b*E) block;
+        # bound that block to ~256 MB (and, per Hessian with its factor, by max_memory).
+        hess_chunk = int(max(1, (2 ** 28) // (n * spec.ext_dim * dtype.size * spec.num_rows)))
+        if max_memory is not None:
+            per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
+            hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
+    split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
+                           s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
+                           reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
+    if split is not None:
+        return split
     Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np)
-    tols_np = rtol * scale
-
     # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched).
-    if hessian_hat is None:
-        hessian_hat = K.hessian(theta_hat, Xa, s_base, l2, spec)
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
-    Hs = K.gauge_fix(H_hat[None] - _group_hessians(spec, theta_hat, Xa, s_base, groups, Xa_np), spec)
-    Ls, ok = _cholesky(Hs)
-
-    G = batch.gradient(Theta)
-    gnorm = tf.norm(G, axis=1).numpy()
-    iters = np.zeros(B, dtype=np.int64)
-    n_hess = np.zeros(B, dtype=np.int64)
-    first_steps = np.zeros((B, d))
-    first_full = np.zeros(B, dtype=bool)
-    stalled = np.zeros(B, dtype=bool)
-    fresh = np.ones(B, dtype=bool)  # factor computed at the current iterate
-    cg_mode = np.zeros(B, dtype=bool)  # next step by Newton-CG preconditioned by the factor
-    hvps = np.zeros(B, dtype=np.int64)
-    for it in range(max_iter):
-        active = (gnorm > tols_np) & ~stalled
-        if not active.any():
-            break
-        step = tf.transpose(K.project_out_gauge(tf.transpose(_batched_solve(Ls, ok, Hs, G)), spec))
-        cgr = np.flatnonzero(active & cg_mode)
-        cg_failed = np.zeros(B, dtype=bool)
-        if cgr.size:
-            step_c, its, conv = _newton_cg_steps(batch, Theta, G, gnorm, scale, Ls, ok, cgr, cg_maxiter)
-            step = tf.tensor_scatter_nd_update(step, cgr[:, None], step_c)
-            hvps[cgr] += its
-            cg_failed[cgr[~conv]] = True
-        step = tf.where(active[:, None], step, tf.zeros_like(step))
-        cand, G_c, n_c, good, t = _step_search(batch, Theta, G, gnorm, step, active)
-        # A failed step with a stale factor gets a fresh Hessian and another try;
-        # only a failure with a fresh Hessian means the floating-point floor.
-        stalled |= active & ~good & fresh
-        moved = good
-        retry = active & ~good & ~stalled
-        if it == 0:
-            first_steps = np.where(moved[:, None], (cand - Theta).numpy(), 0.0)
-            first_full = moved & (t == 1.0)
-        ratio = n_c / np.maximum(gnorm, 1e-300)
-        Theta = tf.where(moved[:, None], cand, Theta)
-        G = tf.where(moved[:, None], G_c, G)
-        gnorm = np.where(moved, n_c, gnorm)
-        iters += moved
-        # Where a step with the stale factor was slow, the next steps are Newton-CG steps
-        # (Hessian-vector products at the new iterate, preconditioned by that factor);
-        # where those are slow too, or their CG did not converge, or a step failed, the
-        # Hessian is recomputed at the new iterate.
-        unfinished = moved & (gnorm > tols_np)
-        slow_chord = unfinished & ~cg_mode & ((ratio > reuse_factor) | (t < 1.0))
-        slow_cg = unfinished & cg_mode & ((ratio > 0.5) | (t < 1.0) | cg_failed)
-        need = slow_cg | retry
-        cg_mode = (cg_mode | slow_chord) & ~need
-        fresh = np.where(moved, False, fresh)
-        for idx in np.array_split(np.flatnonzero(need), max(1, int(np.ceil(need.sum() / hess_chunk)))):
-            if len(idx) == 0:
-                continue
-            H_new = batch.columns(idx).hessians(tf.gather(Theta, idx))
-            L_new, ok_new = _cholesky(H_new)
-            Hs = tf.tensor_scatter_nd_update(Hs, idx[:, None], H_new)
-            Ls = tf.tensor_scatter_nd_update(Ls, idx[:, None], L_new)
-            ok = tf.tensor_scatter_nd_update(ok, idx[:, None], ok_new)
-            n_hess[idx] += 1
-            fresh[idx] = True
-    return _result(Theta, gnorm, tols_np, iters, n_hess, first_steps, first_full, hvps)
-
-
-def _newton_cg_steps(batch, Theta, G, gnorm, scale, Ls, ok, rows, maxiter):
-    """Newton directions at ``Theta[rows]`` by CG on the exact reduced Hessians, each
-    preconditioned by the problem's own (stale) factor; returns (steps, iterations,
-    converged). Relative residual ``min(0.1, sqrt(||grad|| / scale))`` (inexact Newton)."""
-    Ls_r = tf.gather(Ls, rows) if len(rows) < int(Ls.shape[0]) else Ls
-    failed = ~ok.numpy()[rows]  # identity factors: CG runs unpreconditioned there
-    d = int(Ls.shape[-1])
-
-    def precond(R, idx):
-        # All rows in one batched solve (reading the factors once) rather than a gather
-        # of the factors of the rows still iterating, which would copy them.
-        full = np.zeros((len(rows), d))
-        full[idx] = R
-        out = tf.linalg.cholesky_solve(Ls_r, tf.constant(full[:, :, None], dtype=Ls_r.dtype))[:, :, 0].numpy()
-        out[failed] = full[failed]
-        return out[idx]
-
-    eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[rows] / scale[rows])), 1e-15)
-    steps, res = batch.columns(rows).newton_directions(tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
-                                                      precond, eta, maxiter)
-    return steps, res.iterations, res.converged
-
-
-class CholeskyPreconditioner:
-    """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
-    Cholesky factor: ``precond(R)`` solves ``M Z^T = R^T`` for the rows of R."""
-
-    def __init__(self, H, spec: ModelSpec):
-        import scipy.linalg
-        H = K.gauge_fix(tf.convert_to_tensor(np.asarray(H, dtype=np.float64)), spec).numpy()
-        try:
-            self._factor = scipy.linalg.cho_factor(H, lower=True, check_finite=True)
-        except np.linalg.LinAlgError as exc:
-            raise NotPositiveDefiniteError(
-                f"the preconditioner Hessian (shape {H.shape}) is not positive definite: {exc}") from exc
-        self._solve = scipy.linalg.cho_solve
-
-    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
-        return self._solve(self._factor, R.T, check_finite=False).T
-
-
-class BlockDiagonalPreconditioner:
-    """The class-diagonal blocks of the regularised Hessian at one parameter vector.
-
-    Block k (size E) is ``Xa^T diag(s p_k (1 - p_k)) Xa + l2 I_w``, the Hessian with the
-    cross-class terms dropped; binary models have one block, the whole Hessian. Forming
-    it costs ``K n E^2`` (the full multinomial Hessian costs ``K^2 n E^2``), so it is the
-    default for models too large for explicit Hessians.
-    """
-
-    def __init__(self, spec: ModelSpec, theta, Xa, s, l2_reg):
-        import scipy.linalg
-        self.spec = spec
-        Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
-        theta = tf.convert_to_tensor(np.asarray(theta, dtype=np.float64))
-        c = K.curvature(theta, tf.constant(Xn), spec).numpy()
-        s = np.asarray(s, dtype=np.float64).reshape(-1)
-        W = (s * c)[:, None] if spec.binary else s[:, None] * c * (1.0 - c)   # (n, K')
-        E = spec.ext_dim
-        mask_ext = spec.weight_mask()[spec.ext_inverse_permutation()].reshape(spec.num_rows, E)
-        self._factors = []
-        for k in range(W.shape[1]):
-            Z = Xn * np.sqrt(W[:, k])[:, None]
-            Hk = Z.T @ Z
-            Hk[np.diag_indices(E)] += float(l2_reg) * mask_ext[k]
-            # A tiny diagonal shift keeps the factor defined when a block is singular
-            # (l2_reg = 0, a constant feature); a preconditioner need not be exact.
-            Hk[np.diag_indices(E)] += 1e-12 * max(float(np.trace(Hk)) / E, 1e-300)
-            self._factors.append(scipy.linalg.cho_factor(Hk, lower=True))
-        self._solve = scipy.linalg.cho_solve
-        self._inv, self._perm = spec.ext_inverse_permutation(), spec.ext_permutation()
-
-    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
-        b, Kr, E = R.shape[0], self.spec.num_rows, self.spec.ext_dim
-        R_ext = R[:, self._inv].reshape(b, Kr, E)
-        out = np.empty_like(R_ext)
-        for k, f in enumerate(self._factors):
-            out[:, k] = self._solve(f, R_ext[:, k].T, check_finite=False).T
-        return out.reshape(b, Kr * E)[:, self._perm]
+    Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
+    strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
+    return _refit(batch, Theta, scale, rtol, strategy, max_iter)
 
 
 def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                    preconditioner=None, rtol: float = 1e-12, max_iter: int = 50,
-                   cg_maxiter: int | None = None, forcing: float = 0.1) -> RefitResult:
+                   cg_maxiter: int | None = None, forcing: float = 0.1,
+                   max_memory: int | None = None) -> RefitResult:
     """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG.
 
     Each Newton step solves ``(H_{-U}(theta) + gauge) p = grad L_{-U}(theta)`` by
@@ -520,80 +141,23 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     ``preconditioner(R, rows)`` maps rows of residuals (b, d) to rows of ``M^{-1} R`` for
     one fixed SPD ``M`` shared by all groups (``rows`` is ignored); by default :func:`make_preconditioner` at
     ``theta_hat`` (build it once and pass it when refitting several chunks).
+    ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
+    (:func:`influence.memory.refit_chunk_size` without explicit Hessians).
     ``first_steps`` hold the (inexact) first Newton-CG iterates; ``hessians``
     is zero and ``hvps`` counts the Hessian-vector products of each group.
     """
     dtype = Xa.dtype
-    d, B = spec.num_params, len(groups)
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
-    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
-    tols = rtol * scale
     if preconditioner is None:
-        preconditioner = make_preconditioner(spec, theta_hat, Xa, s_base, l2_reg)
-    cg_maxiter = cg_maxiter if cg_maxiter is not None else 10 * d
-    G = batch.gradient(Theta)
-    gnorm = tf.norm(G, axis=1).numpy()
-    iters = np.zeros(B, dtype=np.int64)
-    hvps = np.zeros(B, dtype=np.int64)
-    first_steps = np.zeros((B, d))
-    first_full = np.zeros(B, dtype=bool)
-    stalled = np.zeros(B, dtype=bool)
-    tighten = np.ones(B)
-    for it in range(max_iter):
-        active = (gnorm > tols) & ~stalled
-        if not active.any():
-            break
-        a = np.flatnonzero(active)
-        eta = np.minimum(forcing, np.sqrt(gnorm[a] / scale[a])) * tighten[a]
-        step_a, cg = batch.columns(a).newton_directions(tf.gather(Theta, a), tf.gather(G, a).numpy(),
-                                                        preconditioner, np.maximum(eta, 1e-15), cg_maxiter)
-        hvps[a] += cg.iterations
-        step = tf.scatter_nd(a[:, None], step_a, [B, d])
-        cand, G_c, n_c, good, t = _step_search(batch, Theta, G, gnorm, step, active)
-        failed = active & ~good
-        stalled |= failed & (tighten < 1e-8)
-        tighten = np.where(failed, 1e-3 * tighten, tighten)
-        if it == 0:
-            first_steps = np.where(good[:, None], (cand - Theta).numpy(), 0.0)
-            first_full = good & (t == 1.0)
-        Theta = tf.where(good[:, None], cand, Theta)
-        G = tf.where(good[:, None], G_c, G)
-        gnorm = np.where(good, n_c, gnorm)
-        iters += good
-    return _result(Theta, gnorm, tols, iters, np.zeros(B, dtype=np.int64), first_steps, first_full, hvps)
-
-
-PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")
-
-
-def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto",
-                        max_rows: int = 10000, max_params: int = 12000, seed: int = 0):
-    """A fixed preconditioner for :func:`refit_chunk_cg` built at ``theta`` (usually theta_hat).
-
-    * ``'hessian'``: Cholesky of the full regularised Hessian (``n d^2`` flops to form);
-    * ``'subsampled'``: Cholesky of the Hessian of ``max_rows`` training points drawn
-      with ``seed``, reweighted to the total weight (``max_rows d^2``): on 55,000
-      Fashion-MNIST points with d = 7,850, 10,000 rows cut the Hessian-vector products
-      per refit tenfold against ``'block'``;
-    * ``'block'``: :class:`BlockDiagonalPreconditioner` (``K n E^2``, memory ``K E^2``);
-    * ``'auto'``: ``'subsampled'`` (``'hessian'`` when n <= max_rows) up to ``max_params``
-      parameters, whose (d, d) factor then fits in about 1 GB; ``'block'`` beyond.
-
-    Only the number of CG iterations depends on the choice, not the certified refits.
-    """
-    if kind not in PRECONDITIONERS:
-        raise ValueError(f"kind must be one of {PRECONDITIONERS}; got {kind!r}")
-    Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
-    s = np.asarray(s.numpy() if hasattr(s, "numpy") else s, dtype=np.float64).reshape(-1)
-    n = Xn.shape[0]
-    if kind == "auto":
-        kind = "block" if spec.num_params > max_params else ("hessian" if n <= max_rows else "subsampled")
-    if kind == "block":
-        return BlockDiagonalPreconditioner(spec, theta, Xn, s, l2_reg)
-    if kind == "subsampled" and n > max_rows:
-        rows = np.sort(np.random.RandomState(seed).choice(n, max_rows, replace=False))
-        total = s.sum()
-        part = s[rows].sum()
-        Xn, s = Xn[rows], s[rows] * (total / part if part > 0 else 1.0)
-    return CholeskyPreconditioner(K.hessian_numpy(theta, Xn, s, float(l2_reg), spec), spec)
+        preconditioner = make_preconditioner(spec, tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2_reg)
+    split = _within_memory(refit_chunk_cg, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
+                           s_base=s_base, l2_reg=l2_reg, preconditioner=preconditioner, rtol=rtol,
+                           max_iter=max_iter, cg_maxiter=cg_maxiter, forcing=forcing)
+    if split is not None:
+        return split
+    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
+    strategy = NewtonCG(preconditioner, cg_maxiter, forcing)
+    res = _refit(batch, Theta, scale, rtol, strategy, max_iter)
+    res.hessians = np.zeros(len(groups), dtype=np.int64)
+    return res

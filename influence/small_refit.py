@@ -30,6 +30,7 @@ arrays (exact casts in float32 mode).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -37,7 +38,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from influence.solvers import ConvergenceWarning, lu_solve, warn_uncertified
+from influence.groups import group_sums as _group_sums
+from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
+from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
+from influence.objective import LogisticObjective, ModelSpec
+from influence.solvers import spd_solve
 
 logger = logging.getLogger(__name__)
 
@@ -90,20 +95,12 @@ def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.nda
 
 
 def group_sums(groups: Sequence[np.ndarray], M: np.ndarray) -> np.ndarray:
-    """``sum_{i in U_s} M[i]`` for every group s, shape (B,) + M.shape[1:], in M's dtype.
-
-    Unlike :func:`influence.groups.group_sums` (a float64 sparse product) the sum keeps
-    the dtype of ``M``, so float32 inputs are summed in float32 as in the original.
-    """
-    M = np.asarray(M)
-    idx, valid = pad_groups(groups, M.shape[0])
-    vals = M[idx]
-    mask = valid.reshape(valid.shape + (1,) * (M.ndim - 1))
-    return np.where(mask, vals, np.zeros((), dtype=M.dtype)).sum(axis=1).astype(M.dtype, copy=False)
+    """:func:`influence.groups.group_sums` in M's dtype (float32 sums stay float32)."""
+    return _group_sums(groups, M, np.asarray(M).dtype)
 
 
 def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, dtype="float64",
-                       chunk: int = 1024) -> np.ndarray:
+                       chunk: int = 1024, max_memory: int | None = None) -> np.ndarray:
     """One-step Newton changes ``(H - H_U)^{-1} g_U`` for every group, shape (B, d).
 
     ``H``: regularised Hessian at theta_hat, float array of shape (d, d).
@@ -111,7 +108,8 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
     at theta_hat, shape (n,), so that ``H_U = sum_{i in U} curvature_i xa_i xa_i^T``
     (no regulariser). ``G_sums``: group gradient sums ``g_U``, shape (B, d).
     Solved by batched Cholesky in ``dtype``; matrices whose factor is not finite fall
-    back to LU with a logged warning.
+    back to LU with a logged warning. ``chunk`` groups at a time, fewer to keep their
+    (d, d) matrices and gathered rows within ``max_memory`` bytes.
     """
     tdt = _tf_dtype(dtype)
     H = np.asarray(H)
@@ -126,6 +124,9 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
         raise ValueError(f"G_sums must have shape ({len(groups)}, {d}); got {G_sums.shape}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1; got {chunk}")
+    if max_memory is not None:
+        m = max((len(g) for g in groups), default=1)
+        chunk = chunk_size(max_memory, FLOAT_BYTES * (m * d + 3 * d * d), chunk, what="Newton-step group")
     H_t = tf.constant(H, dtype=tdt)
     X_t = tf.constant(Xa, dtype=tdt)
     c_t = tf.constant(np.asarray(curvature), dtype=tdt)
@@ -138,28 +139,14 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
         H_U = tf.matmul(Xg * w[:, :, None], Xg, transpose_a=True)           # (b, d, d)
         M = H_t[None] - H_U
         g = tf.constant(G_sums[start:start + len(part)], dtype=tdt)[:, :, None]
-        out[start:start + len(part)] = _batched_spd_solve(M, g)[:, :, 0].numpy()
+        out[start:start + len(part)] = spd_solve(M, g)[:, :, 0].numpy()
     return out
-
-
-def _batched_spd_solve(M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
-    """Solve ``M[b] X[b] = V[b]`` by Cholesky, with LU where the factor is not finite."""
-    L = tf.linalg.cholesky(M)
-    ok = tf.reduce_all(tf.math.is_finite(tf.reshape(L, [tf.shape(L)[0], -1])), axis=1).numpy()
-    eye = tf.eye(int(M.shape[-1]), dtype=M.dtype)
-    X = tf.linalg.cholesky_solve(tf.where(ok[:, None, None], L, eye), V)
-    if not ok.all():
-        bad = np.flatnonzero(~ok)
-        logger.warning("Cholesky failed for %d of %d matrices (not numerically positive definite); "
-                       "falling back to LU", len(bad), len(ok))
-        fixed = tf.stack([lu_solve(M[b], V[b]) for b in bad])
-        X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
-    return X
 
 
 def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarray], theta_hat,
                         weight_mask=None, rtol: float = 1e-12, max_iter: int = 50, dtype="float64",
-                        chunk: int = 1024, max_halvings: int = 40) -> SmallRefitResult:
+                        chunk: int = 1024, max_halvings: int = 40,
+                        max_memory: int | None = None) -> SmallRefitResult:
     """Certified exact refits of a binary logistic regression without each group.
 
     ``Xa``: float array of shape (n, d) (augment with a ones column for an intercept);
@@ -174,7 +161,9 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     where decreases of the objective fall below its rounding). A group that cannot
     decrease its gradient norm any more (the floating-point floor) stops; groups not
     certified after ``max_iter`` iterations are reported with a
-    :class:`ConvergenceWarning`.
+    :class:`influence.solvers.ConvergenceWarning`. ``chunk`` groups are refitted
+    together, fewer to keep their work arrays within ``max_memory`` bytes
+    (:func:`influence.memory.refit_bytes_per_group`).
     """
     tdt = _tf_dtype(dtype)
     Xa = np.asarray(Xa)
@@ -202,6 +191,8 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     if chunk < 1 or max_iter < 1:
         raise ValueError(f"chunk and max_iter must be >= 1; got {chunk}, {max_iter}")
 
+    if max_memory is not None:
+        chunk = chunk_size(max_memory, refit_bytes_per_group(d, n), chunk, what="refit group")
     B = len(groups)
     thetas = np.zeros((B, d))
     gnorms, gtols = np.zeros(B), np.zeros(B)
@@ -209,7 +200,8 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     X_t = tf.constant(Xa, dtype=tdt)
     y_t = tf.constant(y, dtype=tdt)
     row_norms = np.linalg.norm(Xa.astype(np.float64), axis=1)
-    reg = tf.constant(float(l2_reg) * mask, dtype=tdt)
+    l2 = tf.constant(float(l2_reg), dtype=tdt)
+    spec = ModelSpec(d, 2, False, tdt)
     for start in range(0, B, chunk):
         part = groups[start:start + chunk]
         b = len(part)
@@ -217,67 +209,25 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
         keep = np.ones((n, b))
         keep[idx[valid], np.repeat(np.arange(b), valid.sum(axis=1))] = 0.0
         S_np = s_base[:, None] * keep
-        tols = rtol * np.maximum(S_np.T @ row_norms, 1.0)
-        res = _newton_chunk(X_t, y_t, tf.constant(S_np, dtype=tdt), reg, theta_hat, tols,
-                            max_iter, max_halvings)
+        # The certificate scale of LogisticObjective.grad_scales, summed by NumPy: the
+        # saved counterexample tolerances were computed so (TensorFlow's sum differs in
+        # the last bit).
+        scale = np.maximum(S_np.T @ row_norms, 1.0)
+        tols = rtol * scale
+        obj = LogisticObjective(spec, X_t, y_t, tf.constant(S_np, dtype=tdt), l2, weight_mask=mask)
+        res = _newton_chunk(obj, theta_hat, scale, tols, max_iter, max_halvings)
         sl = slice(start, start + b)
         thetas[sl], gnorms[sl], iters[sl] = res
         gtols[sl] = tols
-    converged = warn_uncertified(gnorms, gtols, stacklevel=2)
+    converged = certify(gnorms, gtols, stacklevel=2)
     return SmallRefitResult(thetas, gnorms, gtols, iters, converged)
 
 
-def _newton_chunk(X, y, S, reg, theta_hat, tols, max_iter, max_halvings):
-    """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`)."""
-    dtype = X.dtype
-    b = int(S.shape[1])
-    Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=dtype), [b, 1])
-
-    def gradient(Th, Sw):
-        Z = tf.matmul(X, Th, transpose_b=True)                               # (n, k)
-        return tf.matmul(Sw * (tf.sigmoid(Z) - y[:, None]), X, transpose_a=True) + reg * Th
-
-    def hessians(Th, Sw):
-        p = tf.sigmoid(tf.matmul(X, Th, transpose_b=True))
-        W = Sw * p * (1.0 - p)                                               # (n, k)
-        # One contraction for all k reduced Hessians (measured faster than a reshaped
-        # matmul or a batched matmul on this CPU build of TensorFlow).
-        return tf.einsum("nk,ni,nj->kij", W, X, X) + tf.linalg.diag(reg)
-
-    G = gradient(Theta, S)
-    gnorm = tf.norm(G, axis=1).numpy().astype(np.float64)
-    iters = np.zeros(b, dtype=np.int64)
-    stalled = np.zeros(b, dtype=bool)
-    for _ in range(max_iter):
-        active = np.flatnonzero((gnorm > tols) & ~stalled)
-        if active.size == 0:
-            break
-        Th_a = tf.gather(Theta, active)
-        S_a = tf.gather(S, active, axis=1)
-        G_a = tf.gather(G, active)
-        step = _batched_spd_solve(hessians(Th_a, S_a), G_a[:, :, None])[:, :, 0]
-        g0 = gnorm[active]
-        t = np.ones(active.size)
-        accepted = np.zeros(active.size, dtype=bool)
-        new_Th, new_G, new_n = Th_a, G_a, g0.copy()
-        for _ in range(max_halvings):
-            todo = ~accepted
-            cand = Th_a - tf.constant(t, dtype=dtype)[:, None] * step
-            G_c = gradient(cand, S_a)
-            n_c = tf.norm(G_c, axis=1).numpy().astype(np.float64)
-            ok = todo & np.isfinite(n_c) & (n_c <= (1.0 - 1e-4 * t) * g0)
-            if ok.any():
-                sel = tf.constant(ok)
-                new_Th = tf.where(sel[:, None], cand, new_Th)
-                new_G = tf.where(sel[:, None], G_c, new_G)
-                new_n = np.where(ok, n_c, new_n)
-                accepted |= ok
-            if accepted.all():
-                break
-            t = np.where(accepted, t, 0.5 * t)
-        stalled[active[~accepted]] = True
-        Theta = tf.tensor_scatter_nd_update(Theta, active[:, None], new_Th)
-        G = tf.tensor_scatter_nd_update(G, active[:, None], new_G)
-        gnorm[active] = new_n
-        iters[active] += accepted
-    return Theta.numpy().astype(np.float64), gnorm, iters
+def _newton_chunk(obj: LogisticObjective, theta_hat, scale, tols, max_iter, max_halvings):
+    """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`):
+    the one Newton loop with fresh Hessians (one einsum for the batch) and backtracking
+    on the gradient norm."""
+    Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=obj.Xa.dtype), [obj.B, 1])
+    strategy = ExplicitNewton("einsum", functools.partial(gradient_norm_backtracking, max_halvings=max_halvings))
+    res = newton_loop(obj, Theta, tols, strategy, max_iter, scale=scale)
+    return res.thetas.astype(np.float64), res.grad_norms.astype(np.float64), res.iterations

@@ -7,14 +7,16 @@
   positive definite (tensorflow issues 61916, 62451), hence the explicit check.
 * :func:`conjugate_gradient` solves ``A X = B`` column by column (vectorised) given a
   function computing ``A V``.
-* :func:`newton_minimize` minimises a smooth convex objective with Newton steps and an
-  Armijo backtracking line search, and certifies the result by the gradient norm.
+* :func:`preconditioned_cg_rows` solves one system per row of a batch (the Newton-CG
+  directions of :mod:`influence.newton`).
+* :func:`cholesky_factors` / :func:`solve_with_factors` / :func:`spd_solve`: the one
+  Cholesky-to-LU fall-back for batches of explicit matrices.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -56,6 +58,55 @@ def lu_solve(M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
     return tfp.math.lu_solve(lower_upper, perm, V)
 
 
+def cholesky_factors(M: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cholesky factors of a batch of matrices (B, d, d) and a bool mask (B,) of the
+    finite ones. Failed factors (NaN, or an exception on builds that raise) are
+    replaced by the identity once, here, so that solves need no per-call masking."""
+    try:
+        L = tf.linalg.cholesky(M)
+    except tf.errors.InvalidArgumentError:
+        L = tf.fill(tf.shape(M), tf.constant(np.nan, dtype=M.dtype))
+    ok = tf.reduce_all(tf.math.is_finite(tf.reshape(L, [L.shape[0], -1])), axis=1)
+    if not bool(tf.reduce_all(ok)):
+        L = tf.where(ok[:, None, None], L, tf.eye(L.shape[-1], dtype=L.dtype))
+    return L, ok
+
+
+def solve_with_factors(L: tf.Tensor, ok, M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
+    """``M[b]^{-1} V[b]`` for V of shape (B, d, m), by the factors of
+    :func:`cholesky_factors`, and by LU (with a logged warning) where ``ok`` is False:
+    the one Cholesky-to-LU fall-back of the package."""
+    X = tf.linalg.cholesky_solve(L, V)
+    ok = np.asarray(ok)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        logger.warning("Cholesky failed for %d of %d matrices (not numerically positive definite); "
+                       "falling back to LU", len(bad), len(ok))
+        fixed = tf.stack([lu_solve(M[b], V[b]) for b in bad])
+        X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
+    return X
+
+
+def spd_solve(M, V):
+    """Solve ``M[b] X[b] = V[b]`` (M: (B, d, d), V: (B, d, m) tensors) by Cholesky, with LU
+    where the factor is not finite (:func:`solve_with_factors`).
+
+    A single NumPy matrix M (d, d) with V (d,) or (d, m) is solved with SciPy's LAPACK
+    (``cho_factor``, LU on failure), which at small sizes beats TensorFlow's per-call
+    overhead (the per-group Newton changes of :func:`influence.groups.newton_explicit`).
+    """
+    if isinstance(M, np.ndarray):
+        import scipy.linalg as sla
+        try:
+            return sla.cho_solve(sla.cho_factor(M, lower=True), V)
+        except np.linalg.LinAlgError:
+            logger.warning("Cholesky failed for a %d x %d matrix (not numerically positive definite); "
+                           "falling back to LU", *M.shape)
+            return sla.lu_solve(sla.lu_factor(M), V)
+    L, ok = cholesky_factors(M)
+    return solve_with_factors(L, ok, M, V)
+
+
 def inverse_vp(M, V, method: str = "cholesky") -> tf.Tensor:
     """Solve ``M X = V``; V has shape (d,) or (d, m). Returns a tensor shaped like V."""
     if method not in INVERSE_VP_METHODS:
@@ -64,14 +115,10 @@ def inverse_vp(M, V, method: str = "cholesky") -> tf.Tensor:
     V, squeeze = _as_matrix(tf.cast(V, M.dtype))
     if method == "lu":
         X = lu_solve(M, V)
+    elif method == "cholesky":
+        X = tf.linalg.cholesky_solve(cholesky_factor(M), V)
     else:
-        try:
-            X = tf.linalg.cholesky_solve(cholesky_factor(M), V)
-        except NotPositiveDefiniteError:
-            if method == "cholesky":
-                raise
-            logger.warning("Cholesky failed (matrix not positive definite); falling back to LU")
-            X = lu_solve(M, V)
+        X = spd_solve(M[None], V[None])[0]
     return X[:, 0] if squeeze else X
 
 
@@ -123,88 +170,6 @@ def conjugate_gradient(matvec: Callable[[tf.Tensor], tf.Tensor], B, tol: float =
             f"{rel.max():.3e} > tol={tol:g}; raise maxiter or check that the matrix is positive definite",
             ConvergenceWarning, stacklevel=2)
     return CGResult(X[:, 0] if squeeze else X, it, rel, converged)
-
-
-@dataclass
-class FitResult:
-    """Outcome of a certified minimisation."""
-
-    theta: np.ndarray
-    grad_norm: float          # ||grad L(theta)||_2 at the returned theta
-    grad_tol: float           # the absolute tolerance it was certified against
-    iterations: int
-    converged: bool
-    history: list = field(default_factory=list)  # gradient norm per iteration
-
-
-def newton_minimize(fun: Callable, grad: Callable, solve_newton: Callable, theta0: tf.Tensor,
-                    grad_tol: float, max_iter: int = 100, armijo: float = 1e-4,
-                    max_backtracks: int = 50, what: str = "fit", polish_steps: int = 2) -> FitResult:
-    """Minimise a smooth convex function by damped Newton iterations.
-
-    ``solve_newton(theta, g)`` returns the Newton direction ``H(theta)^{-1} g``. The
-    iteration stops when ``||grad|| <= grad_tol`` (the certificate), when ``max_iter``
-    is reached, or when the line search cannot decrease the objective any more (the
-    floating-point floor); the last two warn with a remedy.
-    """
-    theta = tf.convert_to_tensor(theta0)
-    g = grad(theta)
-    gnorm = float(tf.norm(g))
-    history = [gnorm]
-    it = 0
-    stalled = False
-    while gnorm > grad_tol and it < max_iter:
-        step = solve_newton(theta, g)
-        f0 = float(fun(theta))
-        slope = float(tf.reduce_sum(g * step))
-        if not slope > 1e3 * np.finfo(theta.dtype.as_numpy_dtype).eps * max(abs(f0), 1.0):
-            # The predicted decrease is below the rounding resolution of f, so an
-            # Armijo test on f is meaningless: take the full Newton step if it lowers
-            # the gradient norm (the quantity we certify), otherwise stop.
-            cand = theta - step
-            g_c = grad(cand)
-            if not float(tf.norm(g_c)) < gnorm:
-                stalled = True
-                break
-            theta, g = cand, g_c
-        else:
-            t = 1.0
-            for _ in range(max_backtracks):
-                cand = theta - t * step
-                f1 = float(fun(cand))
-                if np.isfinite(f1) and f1 <= f0 - armijo * t * slope:
-                    break
-                t *= 0.5
-            else:
-                stalled = True
-                break
-            theta = cand
-            g = grad(theta)
-        gnorm = float(tf.norm(g))
-        history.append(gnorm)
-        it += 1
-    if gnorm <= grad_tol:
-        # Polish: a converged Newton iterate is usually one step from the rounding
-        # floor. Extra full steps are kept only while they halve the gradient norm;
-        # they make the optimum accurate in parameter space on ill-conditioned data.
-        for _ in range(polish_steps):
-            cand = theta - solve_newton(theta, g)
-            g_c = grad(cand)
-            if not float(tf.norm(g_c)) <= 0.5 * gnorm:
-                break
-            theta, g = cand, g_c
-            gnorm = float(tf.norm(g))
-            history.append(gnorm)
-            it += 1
-    converged = gnorm <= grad_tol
-    if not converged:
-        reason = "the line search stalled at the floating-point floor" if stalled else f"max_iter={max_iter} was reached"
-        warnings.warn(
-            f"{what}: Newton stopped with gradient norm {gnorm:.3e} > tolerance {grad_tol:.3e} "
-            f"after {it} iterations ({reason}); increase max_iter, loosen the relative tolerance "
-            "(fit_rtol), use float64, or increase l2_reg if the problem is ill-posed",
-            ConvergenceWarning, stacklevel=2)
-    return FitResult(theta.numpy(), gnorm, grad_tol, it, converged, history)
 
 
 @dataclass
@@ -264,16 +229,3 @@ def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray
         broken[active[~(pAp > 0)]] = True
     rel = rnorm / np.where(bnorm > 0, bnorm, 1.0)
     return PCGResult(X, its, rel, (rnorm <= target) & ~broken)
-
-
-def warn_uncertified(grad_norms: np.ndarray, grad_tols: np.ndarray, stacklevel: int = 2) -> np.ndarray:
-    """``grad_norms <= grad_tols`` per refit; a :class:`ConvergenceWarning` naming the
-    remedy when any refit missed its gradient-norm certificate."""
-    converged = grad_norms <= grad_tols
-    if not converged.all():
-        bad = np.flatnonzero(~converged)
-        warnings.warn(
-            f"{len(bad)} of {len(grad_norms)} refits did not reach their gradient-norm certificate "
-            f"(worst ||grad||/tol = {float(np.max(grad_norms[bad] / grad_tols[bad])):.2e}); "
-            "increase max_iter, use float64, or loosen rtol", ConvergenceWarning, stacklevel=stacklevel + 1)
-    return converged

@@ -43,9 +43,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.counterexamples import Counterexamples, build_config
 
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,

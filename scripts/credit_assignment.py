@@ -48,9 +48,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.credit_assignment import CreditAssignment, build_config
 
     kw = {} if args.cv_range is None else {"cross_validation_range": tuple(args.cv_range)}

@@ -8,17 +8,11 @@ from sklearn.linear_model import LogisticRegression as SkLR
 from influence.logistic_regression import LogisticRegression
 from influence.solvers import ConvergenceWarning
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import gaussian_classes
 
 
 def problem(num_classes, fit_intercept, n=50, D=5, seed=3):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 1.5, (num_classes, D))
-    y = rng.randint(0, num_classes, n)
-    y[:num_classes] = np.arange(num_classes)
-    X = means[y] + rng.normal(0, 1, (n, D))
-    cfg = LogisticRegression.default_config()
-    cfg["arch"] = {"input_dim": D, "fit_intercept": fit_intercept, "num_classes": num_classes}
-    return LogisticRegression(cfg), X, y
+    return gaussian_classes(num_classes, fit_intercept, n, D, seed)[:3]
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
@@ -104,8 +98,14 @@ def test_save_load_round_trip(tmp_path):
     model.set_params_flat(np.zeros_like(theta))
     model.load("initial")
     assert np.array_equal(model.get_params_flat(), theta)
-    fresh = LogisticRegression(model.config, model_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # influence/ writes no files
+    # get_state / set_state carry the states as arrays (the caller stores them).
+    state = model.get_state()
+    fresh = LogisticRegression(model.config)
+    fresh.set_state(state)
     fresh.load("initial")
     assert np.array_equal(fresh.get_params_flat(), theta)
     with pytest.raises(KeyError, match="no saved model state"):
         fresh.load("missing")
+    with pytest.raises(ValueError, match="num_params"):
+        fresh.set_state({"state/bad": np.zeros(3)})

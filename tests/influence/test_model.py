@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
-from influence import kernels as K
+from influence import objective as K
 from influence.logistic_regression import LogisticRegression
 from tests.conftest import (ATOL_PREDICT, RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS,
                             assert_close)
@@ -198,3 +198,22 @@ def test_numpy_syrk_hessian_equals_tensorflow_hessian(num_classes, fit_intercept
     H_np = K.hessian_numpy(theta, Xa, s, 0.3, spec, chunk_bytes=8 * spec.num_params * 7)
     H_tf = K.hessian(tf.constant(theta), tf.constant(Xa), tf.constant(s), tf.constant(0.3, tf.float64), spec)
     assert_close(H_np, H_tf.numpy(), RTOL_TWO_PATHS, what="syrk Hessian")
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", [(2, True), (3, False)])
+def test_fmin_ncg_inverse_hvp_is_the_originals_solver(num_classes, fit_intercept):
+    """'fmin_ncg' (scipy.optimize.fmin_ncg, the original's solver) against the direct
+    solve; it reads the fmin_ncg_* config keys, which plain 'cg' does not."""
+    from tests.conftest import RTOL_CG
+    model, data, s = make_problem(num_classes, fit_intercept)
+    V = np.random.RandomState(3).normal(size=(model.num_params, 2))
+    direct = model.get_inverse_hvp(V, dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="explicit")
+    ncg = model.get_inverse_hvp(V, dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="fmin_ncg")
+    assert_close(ncg, direct, RTOL_CG, what="fmin_ncg inverse HVP")
+    one = model.get_inverse_hvp(V[:, 0], dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="fmin_ncg")
+    assert one.shape == (model.num_params,) and np.array_equal(one, ncg[:, 0])
+    model.config["fmin_ncg_maxiter"] = 1
+    capped = model.get_inverse_hvp(V, dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="fmin_ncg")
+    assert np.max(np.abs(capped - direct)) > 1e3 * RTOL_CG * np.max(np.abs(direct))
+    cg = model.get_inverse_hvp(V, dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="cg")
+    assert_close(cg, direct, RTOL_CG, what="plain CG ignores fmin_ncg_maxiter")

@@ -6,17 +6,11 @@ from sklearn.linear_model import LogisticRegression as SkLR
 from influence.logistic_regression import LogisticRegression
 from influence.refit import refit_chunk
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import gaussian_classes
 
 
 def fitted(num_classes, n=60, D=4, seed=0, lam=0.5):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 1.5, (num_classes, D))
-    y = rng.randint(0, num_classes, n)
-    y[:num_classes] = np.arange(num_classes)
-    X = means[y] + rng.normal(0, 1, (n, D))
-    cfg = LogisticRegression.default_config()
-    cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": num_classes}
-    m = LogisticRegression(cfg)
+    m, X, y, rng = gaussian_classes(num_classes, True, n, D, seed)
     m.fit((X, y), None, lam)
     groups = [rng.choice(n, s, replace=False) for s in (1, 2, 5, 12, 20)]
     return m, X, y, lam, groups
@@ -81,24 +75,26 @@ def test_numpy_hessians_equal_tensorflow_hessians():
     """The binary fast path (NumPy syrk) against the TensorFlow kernels."""
     import tensorflow as tf
 
-    from influence import kernels as K
-    from influence.refit import _Batch, _group_hessians
+    from influence import objective as K
+    from influence.objective import LogisticObjective as _Batch
     m, X, y, lam, groups = fitted(2)
     theta = tf.constant(m.get_params_flat())
     Xa, yt, s = m._tensors((X, y))
     Xa_np = Xa.numpy()
-    H_tf = _group_hessians(m.spec, theta, Xa, s, groups)
-    H_np = _group_hessians(m.spec, theta, Xa, s, groups, Xa_np)
+    l2 = tf.constant(lam, dtype=tf.float64)
+    H_tf = _Batch.without_groups(m.spec, Xa, yt, s, l2, groups).group_hessians(theta, groups)
+    H_np = _Batch.without_groups(m.spec, Xa, yt, s, l2, groups, Xa_np).group_hessians(theta, groups)
     assert_close(H_np.numpy(), H_tf.numpy(), 1e-12, what="group Hessians")
     keep = np.ones((len(y), len(groups)))
     for b, g in enumerate(groups):
         keep[g, b] = 0.0
     S = tf.constant(keep)
     Theta = tf.constant(m.get_params_flat()[None, :] + 0.1 * np.random.RandomState(0).randn(len(groups), m.num_params))
-    l2 = tf.constant(lam, dtype=tf.float64)
     H1 = _Batch(m.spec, Xa, yt, S, l2).hessians(Theta).numpy()
     H2 = _Batch(m.spec, Xa, yt, S, l2, Xa_np).hessians(Theta).numpy()
+    H3 = _Batch(m.spec, Xa, yt, S, l2).hessians(Theta, method="einsum").numpy()
     assert_close(H2, H1, 1e-12, what="full reduced Hessians")
+    assert_close(H3, H1, 1e-12, what="einsum Hessians")
     for b in range(len(groups)):
         ref = K.hessian(Theta[b], Xa, S[:, b], l2, m.spec).numpy()
         assert_close(H2[b], ref, 1e-12, what=f"Hessian {b}")
@@ -120,11 +116,11 @@ def _keep_matrix(groups, n):
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_batched_hvps_equal_explicit_hessians(num_classes):
-    """_Batch.hvp (two matrix products) against the explicit reduced Hessians."""
+    """LogisticObjective.hvp (two matrix products) against the explicit reduced Hessians."""
     import tensorflow as tf
 
-    from influence import kernels as K
-    from influence.refit import _Batch
+    from influence import objective as K
+    from influence.objective import LogisticObjective as _Batch
     m, X, y, lam, groups = fitted(num_classes)
     Xa, yt, s = m._tensors((X, y))
     rng = np.random.RandomState(1)
@@ -176,7 +172,7 @@ def test_preconditioned_cg_rows_solves_each_row_with_its_own_operator():
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_block_diagonal_preconditioner_inverts_the_class_blocks(num_classes):
-    from influence import kernels as K
+    from influence import objective as K
     from influence.refit import BlockDiagonalPreconditioner
     m, X, y, lam, _ = fitted(num_classes)
     Xa, _, s = m._tensors((X, y))
