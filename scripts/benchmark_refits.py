@@ -3,7 +3,7 @@
     python scripts/benchmark_refits.py --workload digits
     python scripts/benchmark_refits.py --workload hospital --data-dir data --baseline-groups 6
     python scripts/benchmark_refits.py --workload mnist-scale --num-groups 32 --baseline-groups 3
-                                                # needs Debian's dataset-fashion-mnist
+                                                # needs fashion_mnist: Debian's dataset-fashion-mnist
 
 For one workload it fits the model once (certified), draws groups of 0.25%-25% of the
 training set (as the paper's range runs), and refits without each group:
@@ -53,10 +53,9 @@ def load_workload(name: str, data_dir):
     from datasets.common import DataSet, Datasets
     from datasets.loader import load_dataset
 
-    if name == "mnist-scale":
-        from datasets import mnist
-        ds = mnist.load_fashion_mnist_debian()
-        return ds.train, "fashion-mnist (Debian package, MNIST format)"
+    if name == "mnist-scale":  # the fashion_mnist dataset id (data dir's files, else Debian's)
+        ds = load_dataset("fashion_mnist", data_dir=data_dir)
+        return ds.train, "fashion_mnist (MNIST format)"
     ds = load_dataset(name, data_dir=data_dir)
     return ds.train, name
 
