@@ -43,9 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -124,7 +126,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         return self.config["dataset_config"]["dataset_id"]
 
     def _supplement(self, suffix: str):
-        from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.dataset_id + suffix, data_dir=self.data_dir)
 
     @property
@@ -336,7 +337,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 
         R = self.R
         base = self.base_dir / "plots"

@@ -38,9 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from datasets.common import DataSet, Datasets
+from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -100,18 +103,15 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         return run_id_from_config(self.config)
 
     def _supplement(self, suffix: str):
-        from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.config["dataset_config"]["dataset_id"] + suffix, data_dir=self.data_dir)
 
     def load_datasets(self):
-        from datasets.common import DataSet, Datasets
         # float 0./1. labels -> int64 (the model wants integer classes)
         return Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in super().load_datasets()))
 
     @property
     def nonfires(self):
         if self._nonfires is None:
-            from datasets.common import DataSet
             nf = self._supplement("_nonfires")
             self._nonfires = DataSet(dense(nf.x), nf.labels.astype(np.int64))
         return self._nonfires
@@ -312,7 +312,6 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         """The original's ``plot_all`` (spec §4.5); the script does not call it."""
         import matplotlib.pyplot as plt
 
-        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 
         base = self.base_dir / "plots"
         base.mkdir(parents=True, exist_ok=True)
