@@ -65,15 +65,12 @@ Differences from the original, each documented in the README
   ``initial_fit_iters`` (theta_hat replaces the ``'initial'`` checkpoint).
 * In float64 mode the generated data are used in float64 (the original's ``DataSet``
   cast them to float32); in float32 mode the model casts them, as the original did.
-* ``np.linalg.lstsq`` uses numpy's current default cutoff (``rcond=None``: singular
-  values below ``eps * max(M, N)`` times the largest are dropped); the original's numpy
-  defaulted to ``rcond=-1`` (machine precision). In float32 the two give identical test
-  points (rounding noise lifts the smallest singular value of gauss4's K = 120 matrix
-  to ~4e-9 of the largest, far above both cutoffs). In float64 that matrix has
-  numerically zero singular values (rows ``a_S`` and ``b_S`` agree to ~1e-3); ``-1``
-  keeps them and yields test points of norm ~4e17 whose influences are float64 rounding
-  (multiples of 1/256), while the default drops them and gives the straight line of
-  spec §13.
+* Not a deviation: ``np.linalg.lstsq`` is called with ``rcond=None``, as the original
+  did (singular values below ``eps * max(M, N)`` times the largest are dropped). In
+  float64 gauss4's K = 120 matrix has numerically zero singular values (rows ``a_S`` and
+  ``b_S`` agree to ~1e-3); the cutoff drops them and gives the straight line of spec
+  §13, while in float32 rounding noise lifts them (~4e-9 of the largest) above the
+  cutoff, which gives the published scatter.
 * Sorting uses a stable sort, so equal keys (the identical groups of ``fixed``) are
   ordered by group index; the original's quicksort order of ties is not reproducible.
 * Normalising a zero vector (the orthogonal component ``b - a (a.b)/(a.a)`` when ``a``
