@@ -119,7 +119,7 @@ class InfluenceExperiment(Experiment):
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
         sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
         model = self.get_model()
-        explicit = self.inverse_methods()[0] != "cg"
+        explicit = self.inverse_methods()[0] == "explicit"
         return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
                                 explicit=explicit, max_items=self.refit_max_chunk)
 

@@ -135,8 +135,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     if subset_min_rel_size > subset_max_rel_size:
         raise ConfigError(f"--subset-min-rel-size ({subset_min_rel_size}) must be <= "
                           f"--subset-max-rel-size ({subset_max_rel_size})")
-    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg"):
-        raise ConfigError(f"--inverse-hvp-method must be 'explicit' or 'cg'; got {inverse_hvp_method!r}")
+    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg", "fmin_ncg"):
+        raise ConfigError(f"--inverse-hvp-method must be 'explicit', 'cg' or 'fmin_ncg' (cg's first-order solves "
+                          f"by the original's scipy fmin_ncg); got {inverse_hvp_method!r}")
     if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
         raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
     if fixed_reg is not None and not (fixed_reg > 0 and math.isfinite(fixed_reg)):

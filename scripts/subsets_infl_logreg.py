@@ -34,7 +34,8 @@ def make_parser():
     p.add_argument("--num-subsets", type=int, default=5)
     p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
     p.add_argument("--subset-max-rel-size", type=float, default=0.25)
-    p.add_argument("--inverse-hvp-method", type=str, default=None)
+    p.add_argument("--inverse-hvp-method", type=str, default=None,
+                   help="explicit or cg (default: per dataset); fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
     p.add_argument("--inverse-vp-method", type=str, default=None)
     # Project additions.
     p.add_argument("--float32", action="store_true",
