@@ -24,7 +24,7 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from experiments import cli
+from experiments import cli, execution
 
 T_START = time.perf_counter()
 
@@ -51,6 +51,7 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,
                           max_memory=args.max_memory, master_only=args.no_intermediate_results,
                           dtype="float32" if args.float32 else "float64")
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = Counterexamples(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     R = exp.R

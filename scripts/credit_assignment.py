@@ -23,7 +23,7 @@ import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli
+from experiments import cli, execution
 
 matplotlib.use("Agg")
 
@@ -60,6 +60,7 @@ def run(args):
                           master_only=args.no_intermediate_results, cross_validation_folds=args.cv_folds,
                           store_full_loss_matrices=args.full_loss_matrices, **kw)
     t0 = time.perf_counter()
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = CreditAssignment(config, out_dir=args.out_dir, progress=False if args.no_progress else None,
                            plots=not args.no_plots)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
