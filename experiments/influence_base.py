@@ -140,8 +140,12 @@ class InfluenceExperiment(Experiment):
         self._executor, self._own_executor = value, False
 
     def run(self, *args, **kwargs):
-        """:meth:`Experiment.run`, then the local cluster (if this run started one) is shut down."""
+        """:meth:`Experiment.run` with the cluster (if any) started first, so that an
+        unreachable scheduler stops the run before any work; a local cluster this run
+        started is shut down at the end."""
         try:
+            if self.executor.distributed:
+                self.executor.client  # noqa: B018 - connect now (SchedulerUnreachableError)
             return super().run(*args, **kwargs)
         finally:
             if self._own_executor and self._executor is not None:
