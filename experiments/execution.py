@@ -234,12 +234,15 @@ class Executor:
             return data
         return self.client.scatter(data, broadcast=True, hash=False)
 
-    def map(self, fn: Callable[[Any, Any], Any], data, specs: Sequence[Any], desc: str = "tasks") -> list:
+    def map(self, fn: Callable[[Any, Any], Any], data, specs: Sequence[Any], desc: str = "tasks",
+            large_specs: bool = False) -> list:
         """``[fn(data, spec) for spec in specs]``, in that order, wherever the tasks run.
 
         ``fn`` must be a pure module-level function (it is pickled by name). ``data`` is
         scattered once (unless already a future from :meth:`scatter`); each task carries
-        only its spec. A progress bar follows the tasks as they complete.
+        only its spec (``large_specs``: specs holding big arrays are scattered, each to
+        one worker, instead of travelling in the task graph). A progress bar follows the
+        tasks as they complete.
         """
         from influence.group_influence import progress_bar
 
@@ -250,6 +253,8 @@ class Executor:
 
         client = self.client
         shared = self.scatter(data)
+        if large_specs:
+            specs = client.scatter(specs, hash=False)
         futures = [client.submit(fn, shared, spec, pure=False) for spec in specs]
         try:
             for _ in progress_bar(as_completed(futures, loop=client.loop), desc, len(futures), self.progress):

@@ -299,7 +299,7 @@ def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
 
     if executor is not None and executor.distributed:
         specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
-        labels = executor.map(execution.call_task, None, specs, "clustering pools")
+        labels = executor.map(execution.call_task, None, specs, "clustering pools", large_specs=True)
         return [_pool_from_labels(lab) for lab in labels]
     executor = futures = None
     if parallel and len(mats) > 1 and min(M.shape[0] for M in mats) >= 2000:
@@ -528,6 +528,11 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             self._precond = self.influence().preconditioner()
         return self._precond
 
+    def _local_preconditioner(self, explicit: bool):
+        """This process's Newton-CG preconditioner for cg runs (None for explicit runs, and
+        on a cluster, where each worker builds its own once)."""
+        return None if explicit or self.executor.distributed else self._cg_preconditioner()
+
     @phase(6)
     def retrain(self):
         groups = self.subsets
@@ -535,7 +540,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
         # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
         r = execution.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
-                                   preconditioner=None if explicit else self._cg_preconditioner())
+                                   preconditioner=self._local_preconditioner(explicit))
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_hessians": r["hessians"], "subset_refit_hvps": r["hvps"],
@@ -620,7 +625,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         explicit = self.config["inverse_hvp_method"] == "explicit"
         out = execution.newton_groups(self.executor, infl, groups, G_S,
                                       spectrum=explicit and not self.config["skip_hessian_spectrum"],
-                                      preconditioner=None if explicit else self._cg_preconditioner(),
+                                      preconditioner=self._local_preconditioner(explicit),
                                       progress=self.progress)
         Q = out["newton_dparam"]
         if "spectrum" in out:

@@ -4,14 +4,12 @@ a killed worker changes nothing, an unreachable scheduler is one line (exit 2).
 One 2-worker LocalCluster on 127.0.0.1 serves the module (shut down in the fixture's
 finally); the killed-worker test runs last, since the nanny then restarts that worker.
 """
-import importlib.util
+import functools
 import os
 import signal
 import socket
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +20,7 @@ from experiments.counterexamples import Counterexamples
 from experiments.counterexamples import build_config as cex_config
 from experiments.execution import Executor, SchedulerUnreachableError
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
+from tests.scripts.test_cli_fuzz import load_script
 
 class SmallChunks(SubsetInfluenceLogreg):
     """ss_logreg with one group per refit task, so that phase 6 is many short tasks."""
@@ -117,17 +113,60 @@ def test_bad_execution_settings(kwargs, match):
 
 
 # ----------------------------------------------------------------------------- determinism
+def task_names(cluster, fn, *args):
+    """``fn(*args)`` and the names of the tasks it ran on the cluster."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster.client) as ts:
+        out = fn(*args)
+    return out, {key_split(t["key"]) for t in ts.data}
+
+
 def test_ss_logreg_on_two_workers_equals_embedded(ss_embedded, cluster, tmp_path):
     assert cluster.mode == "local"
-    assert_identical(ss_embedded, run_ss(tmp_path, cluster))
+    R, names = task_names(cluster, run_ss, tmp_path, cluster)
+    assert {"cv_fold_task", "call_task", "refit_task", "newton_task"} <= names  # phases 0, 5, 6, 9
+    assert_identical(ss_embedded, R)
 
 
 def test_counterexamples_on_two_workers_equal_embedded(cluster, tmp_path):
-    assert_identical(run_cex(tmp_path / "a"), run_cex(tmp_path / "b", cluster))
+    R, names = task_names(cluster, run_cex, tmp_path / "b", cluster)
+    assert {"retrain_and_newton_task", "cex_test_infl_task"} <= names  # phases 3, 5
+    assert_identical(run_cex(tmp_path / "a"), R)
 
 
 def test_results_come_back_in_submission_order(cluster):
     assert cluster.map(execution.timed_noop, np.arange(5), list(range(40))[::-1]) == list(range(40))[::-1]
+
+
+def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
+    """Per-(fold, lambda) tasks and a picklable score (data_valuation's weighted F1)."""
+    from experiments.data_valuation import _weighted_f1
+    from experiments.influence_base import contiguous_folds, cv_regs
+    from influence.logistic_regression import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 4))
+    y = (X @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=120) > 0).astype(np.int64)
+    w = rng.uniform(0.5, 1.5, size=120)
+    score = functools.partial(_weighted_f1, X[:40], y[:40], w[:40])
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": 4, "fit_intercept": True, "num_classes": 2}
+    args = (X, y, cv_regs(120, (1e-4, 1e-1, 3)), contiguous_folds(120, 5), w, False, score)
+    emb = execution.cross_validation_fits(Executor(), LogisticRegression(cfg), *args)
+    dist = execution.cross_validation_fits(cluster, LogisticRegression(cfg), *args)
+    for a, b in zip(emb, dist):
+        assert a.shape == (3, 5) and a.tobytes() == b.tobytes()
+    assert np.all(emb[2] > 0)  # the scores were computed
+
+
+def test_an_existing_scheduler_is_used_and_left_running(cluster):
+    address = cluster.client.scheduler.address
+    with Executor(scheduler_address=address, progress=False) as remote:
+        assert remote.mode == "remote"
+        assert remote.map(execution.timed_noop, None, [5, 6]) == [5, 6]
+    assert cluster.map(execution.timed_noop, None, [7]) == [7]  # still up
 
 
 # ----------------------------------------------------------------------------- faults
@@ -137,7 +176,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_scheduler_is_a_one_line_user_error(monkeypatch, capsys):
+def test_unreachable_scheduler_is_a_one_line_user_error(monkeypatch, capsys, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.perf_counter()
     with pytest.raises(SchedulerUnreachableError, match=f"cannot reach the Dask scheduler at {address}"):
@@ -146,15 +185,15 @@ def test_unreachable_scheduler_is_a_one_line_user_error(monkeypatch, capsys):
     # Through a script: exit 2, one line naming the address (timeout from the environment).
     monkeypatch.setenv(execution.ENV_TIMEOUT, "1")
     monkeypatch.setenv(execution.ENV_SCHEDULER, address)
-    module = _script("counterexamples")
-    assert module.main(["--dataset-id", "fixed", "--out-dir", str(Path(os.environ.get("TMPDIR", "/tmp")) / "x"),
+    module = load_script("counterexamples")
+    assert module.main(["--dataset-id", "fixed", "--out-dir", str(tmp_path),
                         "--no-intermediate-results", "--no-progress"]) == cli.EXIT_USAGE
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
     assert len(err) == 1 and address in err[0] and "DASK_SCHEDULER_ADDRESS" in err[0]
 
 
 def test_worker_flag_prints_the_dask_worker_command(capsys):
-    module = _script("subsets_infl_logreg")
+    module = load_script("subsets_infl_logreg")
     assert module.main(["--worker", "--scheduler-address", "tcp://127.0.0.1:8786"]) == 0
     out = capsys.readouterr().out
     assert "dask worker tcp://127.0.0.1:8786 --nworkers 1 --nthreads 1" in out and "PYTHONPATH=" in out
@@ -170,17 +209,6 @@ def _alive(pid, wait=10.0) -> bool:
             return False
         time.sleep(0.1)
     return True
-
-
-def _script(name):
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location(f"exec_{name}", SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
 
 
 def test_a_worker_killed_during_phase_6_changes_nothing(ss_embedded, cluster, tmp_path):
