@@ -112,6 +112,22 @@ def test_bad_execution_settings(kwargs, match):
         execution.settings(**kwargs)
 
 
+def test_every_experiment_script_takes_the_flags(monkeypatch):
+    monkeypatch.delenv(execution.ENV_SCHEDULER, raising=False)
+    for name in ("subsets_infl_logreg", "counterexamples", "data_valuation", "credit_assignment"):
+        parser = load_script(name).make_parser()
+        args = parser.parse_args(["--workers", "3"])
+        assert execution.settings_from_args(args) == {"num_workers": 3}
+        args = parser.parse_args(["--scheduler-address", "tcp://127.0.0.1:8786"])
+        assert execution.settings_from_args(args) == {"scheduler": "tcp://127.0.0.1:8786"}
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["--workers", "2", "--scheduler-address", "tcp://127.0.0.1:8786"])
+        assert exc.value.code == cli.EXIT_USAGE
+    monkeypatch.setenv(execution.ENV_SCHEDULER, "tcp://127.0.0.1:9999")
+    assert execution.settings_from_args(parser.parse_args([])) == {"scheduler": "tcp://127.0.0.1:9999"}
+    assert execution.settings_from_args(parser.parse_args(["--workers", "1"])) == {"num_workers": 1}
+
+
 # ----------------------------------------------------------------------------- determinism
 def task_names(cluster, fn, *args):
     """``fn(*args)`` and the names of the tasks it ran on the cluster."""
