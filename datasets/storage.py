@@ -274,6 +274,17 @@ def _open_npz(path: Path) -> Iterator[Any]:
             yield npz
 
 
+def result_digest(result: dict[str, Any]) -> str:
+    """A digest of ``result``'s content as :func:`save_result` stores it (keys, kinds,
+    dtypes, shapes and bytes): equal for bitwise-equal results, whatever the run."""
+    h = hashlib.sha256()
+    for key, arr in sorted(encode_result(result).items()):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def save_result(path: str | os.PathLike, result: dict[str, Any], attrs: dict[str, Any] | None = None) -> None:
     """Atomically write ``result`` to ``path`` (an ``.npz`` file, no pickle)."""
     arrays = encode_result(result, attrs)

@@ -106,19 +106,21 @@ def _first_line(exc: BaseException) -> tuple[str, bool]:
     return (lines[0] if lines else type(exc).__name__), len(lines) > 1
 
 
-def configure_logging(debug: bool = False) -> None:
-    """Log to stderr (INFO, or DEBUG with ``--debug``); TensorFlow's Python logger quiet."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format=LOG_FORMAT)
+def configure_logging(debug: bool = False, level: int = logging.INFO) -> None:
+    """Log to stderr (``level``, or DEBUG with ``--debug``); TensorFlow's Python logger quiet."""
+    logging.basicConfig(level=logging.DEBUG if debug else level, format=LOG_FORMAT)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    for noisy in ("matplotlib", "PIL", "h5py", "numba", "asyncio"):
+    for noisy in ("matplotlib", "PIL", "h5py", "numba", "asyncio", "traitlets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int | None],
-            argv: Sequence[str] | None = None, configure: bool = True) -> int:
+            argv: Sequence[str] | None = None, configure: bool = True, log_level: int = logging.INFO) -> int:
     """Parse ``argv``, run ``body(args)`` and return the exit code (see the module docstring).
 
-    ``body`` returns an exit code (``None`` means 0). Usage errors return 2, user errors
+    With ``--worker`` (kept from the original), it prints the ``dask worker`` command for
+    ``--scheduler-address`` (:func:`experiments.execution.worker_notice`) and returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
+    ``log_level`` unless ``configure`` is false. Usage errors return 2, user errors
     print ``error: <one line>`` and return 2, other exceptions print one line and return 1;
     with ``--debug`` the traceback is printed as well.
     """
@@ -128,7 +130,7 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     debug = bool(getattr(args, "debug", False))
     if configure:
-        configure_logging(debug)
+        configure_logging(debug, log_level)
     if getattr(args, "worker", False):  # the original's queue worker is a `dask worker` now
         print(execution.worker_notice(getattr(args, "scheduler_address", None)))
         return EXIT_OK

@@ -16,8 +16,8 @@ Differences from the original, each a fix of a spec QUIRK/BUG:
   combined with stale results of the phases it depends on (the original reloaded any
   file that existed). This survives crashes: the later phase files are deleted before
   the recomputed phase is written, and each phase file records the ids of the phase files
-  it was computed from (``inputs``), so a file whose inputs were since rewritten is
-  recomputed, never reused.
+  it was computed from (``inputs``; an id is a digest of the file's config, inputs and
+  content), so a file whose inputs have changed since is recomputed, never reused.
 * A damaged phase file (truncated, overwritten, empty) is treated as missing: a warning
   names it and the phase is recomputed. A damaged ``config.json`` stops the run with
   :class:`ConfigFileError`, which names the file and the way out (``--force-refresh``).
@@ -28,9 +28,10 @@ Differences from the original, each a fix of a spec QUIRK/BUG:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -38,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from datasets import storage
+from datasets.loader import load_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +182,10 @@ class Experiment:
         except OSError as exc:
             raise OutputDirError(f"cannot write {path} (--out-dir {self.out_dir}): {exc.strerror or exc}") from exc
 
+    def check_inputs(self) -> None:
+        """Hook: validate the experiment's inputs before the run folder is written
+        (:class:`DatasetMixin` loads its datasets, which the loader checks)."""
+
     def prepare_run_folder(self) -> None:
         """Create the run folder and remove the temporaries a killed run left in it."""
         try:
@@ -201,6 +207,7 @@ class Experiment:
         """
         if invalidate_phase is not None and int(invalidate_phase) != invalidate_phase:
             raise ValueError(f"invalidate_phase must be an integer; got {invalidate_phase!r}")
+        self.check_inputs()  # bad data stop the run before anything is written
         self.prepare_run_folder()
         self.check_config(force_refresh)
         if force_refresh and self.summary_path.exists():
@@ -216,7 +223,7 @@ class Experiment:
             if loaded is None:
                 recompute_rest = True
                 result = self._compute_phase(ph)
-                phase_id = uuid.uuid4().hex
+                phase_id = self._phase_id(ph, result, inputs) if save_phase_results else None
                 if save_phase_results:
                     # Later files were computed from the old version of this phase: delete
                     # them first, so that a crash from here on cannot leave them to be reused.
@@ -231,6 +238,13 @@ class Experiment:
             inputs[str(ph.index)] = phase_id
             self._merge(ph, result)
         return self.R
+
+    def _phase_id(self, ph: ExperimentPhase, result: dict[str, Any], inputs: dict[str, str | None]) -> str:
+        """The id a phase file records: a digest of its config, inputs and content, so that
+        a bitwise-identical recomputation keeps the id (and files are reproducible)."""
+        blob = json.dumps([self.config_hash, ph.index, ph.name, inputs, storage.result_digest(result)],
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def _delete_later_phase_files(self, ph: ExperimentPhase) -> None:
         for later in self.PHASES:
@@ -475,8 +489,11 @@ class DatasetMixin:
     _datasets = None
 
     def load_datasets(self):
-        from datasets.loader import load_dataset
         return load_dataset(**self.config["dataset_config"])
+
+    def check_inputs(self) -> None:
+        """Load (and so check: :func:`datasets.common.validate_datasets`) the datasets."""
+        self.datasets
 
     @property
     def datasets(self):

@@ -10,7 +10,7 @@
 * cross-validation over a regularisation grid with contiguous folds
   (:meth:`~InfluenceExperiment.cross_validate`; ``ss_logreg`` warm-starts along the path);
 * the refit chunk size (:meth:`~InfluenceExperiment.refit_chunk_size`, one rule:
-  :func:`refit_chunk_size`);
+  :func:`influence.memory.refit_chunk_size`, sized from `--max-memory`);
 * progress bars (:func:`progress_bar`) and the config error
   (:class:`experiments.common.ConfigError`).
 
@@ -30,21 +30,7 @@ from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigErr
 from experiments.execution import Executor, cross_validation_fits
 from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
-
-
-def refit_chunk_size(num_params: int, num_train: int, num_rows: int = 1, max_memory: int | None = None,
-                     max_chunk: int = 64) -> int:
-    """How many groups are refitted together (the rule the experiments have used so far).
-
-    With ``max_memory``: B stacked (d, d) Hessians and (n, B) work arrays within it.
-    Without (ss_logreg): (n, B) work arrays within 1 GiB; :func:`influence.refit.refit_chunk`
-    bounds the memory of full Hessians itself. At most ``max_chunk``, at least 1.
-    """
-    if max_memory is None:
-        per_group = num_train * 8 * max(1, num_rows) * 4
-        return int(max(1, min(max_chunk, (2 ** 30) // per_group)))
-    per_group = 8 * (3 * num_params ** 2 + 4 * num_train * num_rows)
-    return int(max(1, min(max_chunk, max_memory // per_group)))
+from influence.memory import refit_chunk_size
 
 
 def cv_regs(n: int, cv_range) -> np.ndarray:
@@ -122,7 +108,7 @@ class InfluenceExperiment(Experiment):
         ihvp, ivp = self.inverse_methods()
         return GroupInfluence(self.get_model(), self.train, self.R[self.l2_key], params=self._theta_hat(),
                               sample_weights=self.train_sample_weights(), hessian=self.R.get("hessian"),
-                              inverse_hvp_method=ihvp, inverse_vp_method=ivp)
+                              inverse_hvp_method=ihvp, inverse_vp_method=ivp, max_memory=self.refit_memory())
 
     # ------------------------------------------------------------------ execution
     @property
@@ -156,15 +142,17 @@ class InfluenceExperiment(Experiment):
     def _bar(self, iterable, desc, total=None):
         return progress_bar(iterable, desc, total, self.progress)
 
-    def refit_memory(self) -> int | None:
-        """The memory budget of a refit chunk (None: ss_logreg's fixed rule)."""
+    def refit_memory(self) -> int:
+        """The memory budget (bytes, ``--max-memory``) of every batched computation."""
         return int(self.config["max_memory"])
 
     def refit_chunk_size(self) -> int:
-        """Groups refitted together (:func:`refit_chunk_size` with this run's sizes)."""
+        """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
+        sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
         model = self.get_model()
-        return refit_chunk_size(model.num_params, self.num_train, model.spec.num_rows, self.refit_memory(),
-                                self.refit_max_chunk)
+        explicit = self.inverse_methods()[0] != "cg"
+        return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
+                                explicit=explicit, max_items=self.refit_max_chunk)
 
     @property
     def num_train(self) -> int:

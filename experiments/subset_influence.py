@@ -202,6 +202,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     n = NUM_TRAIN.get(dataset_id) if num_train is None else num_train
     if n is not None:
         check_group_sizes(config, int(n))
+        if fixed_reg is not None and not math.isfinite(fixed_reg * n):
+            raise ConfigError(f"--fixed-reg {fixed_reg}: lambda = {fixed_reg} x n_train ({n}) is not a finite "
+                              "float64; use a smaller value")
     return config
 
 
@@ -353,9 +356,6 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     @property
     def binary(self) -> bool:
         return self.get_model().spec.binary
-
-    def refit_memory(self) -> None:
-        return None  # ss_logreg's own fixed rule (see influence_base.refit_chunk_size)
 
     # ------------------------------------------------------------------ phases
     @phase(0)

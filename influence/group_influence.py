@@ -265,7 +265,8 @@ class GroupInfluence:
     """
 
     def __init__(self, model: LogisticRegression, train, l2_reg, params=None, sample_weights=None,
-                 hessian=None, inverse_hvp_method: str | None = None, inverse_vp_method: str = "cholesky_lu"):
+                 hessian=None, inverse_hvp_method: str | None = None, inverse_vp_method: str = "cholesky_lu",
+                 max_memory: int | None = None):
         if not isinstance(model, LogisticRegression):
             raise ValueError(f"model must be an influence.logistic_regression.LogisticRegression; "
                              f"got {type(model).__name__}")
@@ -285,6 +286,8 @@ class GroupInfluence:
         method = inverse_hvp_method or model.config["inverse_hvp_method"]
         _check_choice("inverse_hvp_method", method, INVERSE_HVP_METHODS)
         _check_choice("inverse_vp_method", inverse_vp_method, VP_METHODS)
+        if max_memory is not None and (int(max_memory) != max_memory or max_memory < 1):
+            raise ValueError(f"max_memory must be None or a positive integer number of bytes; got {max_memory!r}")
         self.model = model
         self.train = train
         self.l2_reg = l2_reg  # kept as given: every consumer converts with float()
@@ -294,6 +297,7 @@ class GroupInfluence:
         self.inverse_hvp_method = method
         self.inverse_vp_method = inverse_vp_method
         self.num_train = n
+        self.max_memory = None if max_memory is None else int(max_memory)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -410,7 +414,8 @@ class GroupInfluence:
                                            spectrum=spectrum, progress=progress)
         Q = _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
                               tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
-                              preconditioner=preconditioner if preconditioner is not None else self.preconditioner())
+                              preconditioner=preconditioner if preconditioner is not None else self.preconditioner(),
+                              max_memory=self.max_memory)
         return {"newton_dparam": Q}
 
     def _weighted(self) -> bool:
@@ -488,10 +493,11 @@ class GroupInfluence:
             sel = list(range(start, min(start + chunk_size, S)))
             if method == "explicit":
                 r = refit_chunk(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
-                                hessian_hat=self.hessian, **common)
+                                hessian_hat=self.hessian, max_memory=self.max_memory, **common)
             else:
                 r = refit_chunk_cg(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
-                                   preconditioner=preconditioner, cg_maxiter=model.config["cg_maxiter"], **common)
+                                   preconditioner=preconditioner, cg_maxiter=model.config["cg_maxiter"],
+                                   max_memory=self.max_memory, **common)
                 out["hvps"][sel] = r.hvps
             out["params"][sel] = r.thetas
             out["grad_norm"][sel] = r.grad_norms
@@ -508,7 +514,7 @@ class GroupInfluence:
         _check_choice("what", what, WHATS)
         T = _check_2d("thetas", thetas, cols=self.model.num_params)
         Xa, y, _ = self._design(data)
-        return _groups.batch_eval(self.spec, T, Xa, y, what, chunk=chunk)
+        return _groups.batch_eval(self.spec, T, Xa, y, what, chunk=chunk, max_memory=self.max_memory)
 
     def evaluate_blocks(self, thetas, data, what: str = "loss", block: int = 64):
         """:meth:`evaluate` in blocks of ``block`` parameter rows: yields ``(start, values)``."""

@@ -64,11 +64,11 @@ def refit_bytes_per_group(num_params: int, n: int, num_rows: int = 1, explicit: 
     return FLOAT_BYTES * (4 * num_params ** 2 * int(bool(explicit)) + 4 * n * num_rows)
 
 
-def refit_chunk_size(num_params: int, n: int, max_memory: int, num_rows: int = 1,
-                     explicit: bool = True) -> int:
-    """Groups refitted together within ``max_memory`` (at most :data:`MAX_REFIT_CHUNK`):
-    the one refit chunk-size rule (:func:`refit_bytes_per_group`)."""
-    return chunk_size(max_memory, refit_bytes_per_group(num_params, n, num_rows, explicit), MAX_REFIT_CHUNK,
+def refit_chunk_size(num_params: int, n: int, max_memory: int | None, num_rows: int = 1,
+                     explicit: bool = True, max_items: int = MAX_REFIT_CHUNK) -> int:
+    """Groups refitted together within ``max_memory`` (at most ``max_items``, default
+    :data:`MAX_REFIT_CHUNK`): the one refit chunk-size rule (:func:`refit_bytes_per_group`)."""
+    return chunk_size(max_memory, refit_bytes_per_group(num_params, n, num_rows, explicit), max_items,
                       what="refit group")
 
 

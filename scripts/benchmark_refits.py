@@ -22,8 +22,8 @@ It prints per-group wall times and their ratio, the gradient-norm certificate of
 (``||grad L_-U||`` at the returned parameters, computed by the same kernel), the largest
 parameter difference and the error of the original's parameter change, and the achieved
 GFLOP/s of the engine next to a float64 matrix-multiply peak measured in the same process.
+Exit codes as every script (0 ok, 1 unexpected failure, 2 bad flag or missing data; ``--debug``).
 """
-import argparse
 import logging
 import time
 import warnings
@@ -31,6 +31,9 @@ import warnings
 import _bootstrap  # noqa: F401
 
 import numpy as np
+
+from experiments import cli
+from experiments.common import ConfigError
 
 
 def matmul_peak(n: int = 2048, reps: int = 3) -> float:
@@ -91,8 +94,8 @@ def engine_flops_cg(spec, n, result) -> float:
     return float(np.sum(result.hvps * hvp + result.iterations * 2.0 * n * d + (result.iterations + 1) * grad))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
     p.add_argument("--workload", default="digits", choices=["digits", "breast_cancer", "hospital", "spam",
                                                             "mnist-scale"])
     p.add_argument("--data-dir", default=None)
@@ -100,11 +103,13 @@ def main(argv=None):
     p.add_argument("--baseline-groups", type=int, default=6, help="groups timed for the original method")
     p.add_argument("--l2-reg", type=float, default=None, help="default: 1e-3 * n (hospital's CV choice is 2e-3 n)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    return p
+
+
+def run(args):
     for name in ("num_groups", "baseline_groups"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
 
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
     from sklearn.linear_model import LogisticRegression as SkLR
@@ -212,5 +217,9 @@ def main(argv=None):
     print(f"all engine refits certified: {bool(all(r.converged.all() for _, r in results))}")
 
 
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv, log_level=logging.WARNING)
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

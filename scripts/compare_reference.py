@@ -17,7 +17,8 @@ rule of its family (:func:`rule_for`):
   loaders' caches, ``babble_reduce``'s reduced matrices: no engine arithmetic); the
   counterexamples' generated datasets (phase 0) and the CV grid ``cv_regs``; configs
   (``config.json``) and the metadata of every result file (its key kinds, config hash,
-  phase name; only the phase's ``seconds`` are ignored);
+  phase name; only the phase's ``seconds`` and the lineage ids ``phase_id`` / ``inputs``
+  are ignored);
 * ``rel`` (|a - b| <= 1e-10 max(|a|, |b|, 1e-12 max|a_ref|)): every other float key.
   They are computed by the influence engine (fits, Hessians, solves, refits, influences),
   whose floating-point summation order may legitimately change in a refactor (BLAS
@@ -314,9 +315,17 @@ def _needs_pickle(path: Path) -> bool:
     return False
 
 
+# Attributes of a result file that identify one write of it and of the phase files it was
+# computed from (experiments.common: crash-proof invalidation); new ids on every run.
+LINEAGE_ATTRS = ("phase_id", "inputs")
+
+
 def _compare_meta(rel: str, a: np.ndarray, b: np.ndarray, res: WorkloadResult) -> KeyResult:
     ma, mb = json.loads(str(a[()])), json.loads(str(b[()]))
     sa, sb = (m.get("attrs", {}).pop("seconds", None) for m in (ma, mb))
+    for m in (ma, mb):  # lineage ids (fresh per write, by design): not results
+        for k in LINEAGE_ATTRS:
+            m.get("attrs", {}).pop(k, None)
     if sa is not None and sb is not None:
         res.phase_seconds[rel] = (sa, sb)
     if ma == mb:  # equal but for the phase's seconds: counted as bitwise equal

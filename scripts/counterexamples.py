@@ -14,8 +14,8 @@ straight line; see ``experiments/counterexamples.py``).
 
 Fixes of the original: the default ``--dataset-id`` is ``ortho2`` (the original's
 default ``hospital`` is not a synthetic dataset and crashed with
-``ValueError('Dataset gauss has not been generated')``); ``--worker`` only prints a
-note, because the file-based task queue was replaced and all work runs in-process.
+``ValueError('Dataset gauss has not been generated')``); ``--worker`` prints the
+``dask worker`` command that replaced the file-based task queue (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
@@ -43,9 +43,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.counterexamples import Counterexamples, build_config
 
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,

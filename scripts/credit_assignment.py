@@ -10,9 +10,9 @@ and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_a
     python scripts/credit_assignment.py --data-dir ./data --out-dir ./output --dataset-id mnli \\
         --no-intermediate-results
 
-Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` is
-accepted for compatibility only: the file-based task queue was replaced and all work
-runs in this process.
+Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` prints
+the ``dask worker`` command that replaced the file-based task queue; ``--workers N`` or
+``--scheduler-address`` run the fits on Dask (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
@@ -48,9 +48,6 @@ def make_parser():
 
 
 def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
     from experiments.credit_assignment import CreditAssignment, build_config
 
     kw = {} if args.cv_range is None else {"cross_validation_range": tuple(args.cv_range)}

@@ -48,13 +48,11 @@ def make_parser():
     return p
 
 
-def run(args):
-    if args.worker:
-        print(cli.WORKER_NOTICE)
-        return cli.EXIT_OK
-    from experiments.subset_influence import SubsetInfluenceLogreg, build_config
+def config_from_args(args):
+    """The ss_logreg config of the parsed flags (also used by scripts/estimator_ladder.py)."""
+    from experiments.subset_influence import build_config
 
-    config = build_config(
+    return build_config(
         dataset_id=args.dataset_id, data_dir=args.data_dir, subset_seed=args.subset_seed,
         subset_choice_type=args.subset_choice_type, subset_rel_size=args.subset_rel_size,
         subset_min_rel_size=args.subset_min_rel_size, subset_max_rel_size=args.subset_max_rel_size,
@@ -64,6 +62,12 @@ def run(args):
         master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
         dtype="float32" if args.float32 else "float64",
         store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
+
+
+def run(args):
+    from experiments.subset_influence import SubsetInfluenceLogreg
+
+    config = config_from_args(args)
     t0 = time.perf_counter()
     config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)

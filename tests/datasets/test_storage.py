@@ -183,3 +183,12 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
 def test_config_hash_ignores_tuple_vs_list():
     assert storage.config_hash({"a": (1, 2)}) == storage.config_hash({"a": [1, 2]})
     assert storage.config_hash({"a": 1}) != storage.config_hash({"a": 2})
+
+
+def test_result_digest_is_a_content_digest():
+    r = {"x": np.arange(6.0).reshape(2, 3), "tags": ["a", "b"], "g": [np.arange(2), np.arange(1)], "s": 1.5}
+    d = storage.result_digest(r)
+    assert d == storage.result_digest({k: r[k] for k in reversed(list(r))})  # key order does not matter
+    for changed in ({"x": np.arange(6.0).reshape(3, 2)}, {"x": np.arange(6).reshape(2, 3)},
+                    {"tags": ["a", "c"]}, {"g": [np.arange(1), np.arange(2)]}, {"s": 1.5000000000000002}):
+        assert storage.result_digest(dict(r, **changed)) != d, changed

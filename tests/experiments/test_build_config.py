@@ -35,6 +35,7 @@ def test_known_training_size_of_hospital(shared_data, tmp_path):
     (dict(tag="a/b"), ["--tag", "'a/b'"]),
     (dict(tag=""), ["--tag"]),
     (dict(tag="x" * 250), ["shorten --tag"]),
+    (dict(fixed_reg=1e308), ["--fixed-reg 1e+308", "not a finite"]),
 ])
 def test_bad_flags_fail_when_the_config_is_built(kwargs, fragments):
     with pytest.raises(ConfigError) as info:

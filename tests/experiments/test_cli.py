@@ -97,3 +97,14 @@ def test_uncertified_refit_makes_the_script_exit_3(monkeypatch, capsys):
     monkeypatch.setattr(Experiment, "run_from_cli", fake_run)
     assert module.main(["--dataset-id", "fixed"]) == 3
     assert "1/2 certified" in capsys.readouterr().out
+
+
+def test_worker_flag_keeps_the_original_behaviour(capsys):
+    p = cli.ArgumentParser("test")
+    cli.add_run_flags(p)
+    called = []
+    assert cli.run_cli(p, lambda args: called.append(1), ["--worker"], configure=False) == 0
+    assert called == [] and "task queue was replaced" in capsys.readouterr().out
+    args = p.parse_args([])
+    assert (args.max_memory, args.out_dir, args.data_dir, args.invalidate) == (int(1e9), None, None, None)
+    assert not (args.force_refresh or args.no_intermediate_results or args.worker or args.debug)

@@ -180,12 +180,14 @@ def test_crash_after_invalidate_never_reuses_later_phases(tmp_path, monkeypatch)
     assert CALLS == ["total"]
 
 
-def test_phase_file_computed_from_an_older_input_is_recomputed(tmp_path, caplog):
+def test_phase_file_computed_from_an_older_input_is_recomputed(tmp_path, caplog, monkeypatch):
     """Lineage: even if a later file survives (copied back, older code), its recorded
-    inputs no longer match the rewritten phase and it is not reused."""
+    inputs no longer match a phase whose content changed, and it is not reused."""
     Toy({"seed": 0}, out_dir=tmp_path).run()
     base = _base(tmp_path)
     old_total = (base / "result_2-total.npz").read_bytes()
+    # A code change in phase 1, then --invalidate 1.
+    monkeypatch.setattr(Toy, "square", phase(1)(lambda self: {"x2": self.R["x"] ** 2 + 1}))
     Toy({"seed": 0}, out_dir=tmp_path).run(invalidate_phase=1)
     (base / "result_2-total.npz").write_bytes(old_total)
     CALLS.clear()
@@ -195,6 +197,24 @@ def test_phase_file_computed_from_an_older_input_is_recomputed(tmp_path, caplog)
     _, attrs = storage.load_result(base / "result_2-total.npz")
     ids = [storage.load_result(base / f"result_{i}-{n}.npz")[1]["phase_id"] for i, n in ((0, "make"), (1, "square"))]
     assert attrs["inputs"] == {"0": ids[0], "1": ids[1]}
+
+
+def test_phase_ids_are_reproducible_digests(tmp_path):
+    """Ids depend on config, inputs and content only: two identical runs write identical
+    files (so reference comparisons stay bitwise), and a bitwise-identical recomputation
+    keeps the id, so later phases computed from it stay valid."""
+    for out in (tmp_path / "a", tmp_path / "b"):
+        Toy({"seed": 0}, out_dir=out).run()
+    names = ["result_0-make.npz", "result_1-square.npz", "result_2-total.npz"]
+    attrs = [[storage.load_result(out / "toy" / "toy_seed-0" / n)[1] for n in names] for out in
+             (tmp_path / "a", tmp_path / "b")]
+    for a, b in zip(*attrs):
+        a.pop("seconds"), b.pop("seconds")
+        assert a == b
+    assert len({a["phase_id"] for a in attrs[0]}) == 3
+    other = Toy({"seed": 1}, out_dir=tmp_path / "c")
+    other.run()
+    assert storage.load_result(other.base_dir / names[0])[1]["phase_id"] != attrs[0][0]["phase_id"]
 
 
 def test_files_without_phase_ids_are_reused_as_a_prefix(tmp_path):

@@ -5,7 +5,8 @@ import pytest
 from experiments.counterexamples import Counterexamples
 from experiments.credit_assignment import CreditAssignment
 from experiments.data_valuation import DataValuation
-from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs, refit_chunk_size
+from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from influence import memory
 from experiments.subset_influence import SubsetInfluenceLogreg
 from influence.group_influence import GroupInfluence
 
@@ -15,15 +16,35 @@ def test_every_influence_experiment_derives_from_the_base():
         assert issubclass(cls, InfluenceExperiment)
 
 
-def test_refit_chunk_size_rules():
-    # ss_logreg (no budget): (n, B) work arrays within 1 GiB, at most 64.
-    assert refit_chunk_size(128, 20000, 1) == min(64, 2 ** 30 // (20000 * 8 * 4)) == 64
-    assert refit_chunk_size(128, 2_000_000, 1) == 2 ** 30 // (2_000_000 * 32)
-    # Applications: Hessians and work arrays within max_memory.
-    assert refit_chunk_size(1803, 392702, 3, max_memory=10 ** 9) == 10 ** 9 // (8 * (3 * 1803 ** 2 + 4 * 392702 * 3))
+def test_refit_chunk_size_is_the_one_memory_rule():
+    # Every experiment sizes its refit chunks by influence.memory.refit_chunk_size from its
+    # --max-memory: hospital-sized ss_logreg keeps 64 groups at the paper's 1e8 bytes ...
+    per = memory.refit_bytes_per_group(128, 20000, 1)
+    assert per == 8 * (4 * 128 ** 2 + 4 * 20000)
+    assert memory.refit_chunk_size(128, 20000, 10 ** 8) == 64
+    # ... spam-sized explicit Hessians (d = 5,298) no longer fit even one at a time: one group.
+    assert memory.refit_chunk_size(5298, 4137, 10 ** 8) == 1
+    # cg runs hold no (d, d) matrices.
+    assert memory.refit_chunk_size(7850, 55000, 10 ** 9, 10, explicit=False) == \
+        min(64, 10 ** 9 // (8 * 4 * 55000 * 10))
     # Counterexamples: up to 1024 groups per chunk.
-    assert refit_chunk_size(60, 120, 1, max_memory=10 ** 9, max_chunk=1024) == 1024
-    assert refit_chunk_size(10 ** 5, 10, 1, max_memory=1) == 1  # never below one group
+    assert memory.refit_chunk_size(3, 120, 10 ** 9, max_items=1024) == 1024
+
+
+def test_experiment_chunk_size_follows_max_memory(monkeypatch):
+    class _Model:
+        num_params = 128
+
+        class spec:
+            num_rows = 1
+
+    for budget, want in ((10 ** 8, 64), (8 * (4 * 128 ** 2 + 4 * 20000) * 5, 5)):
+        exp = InfluenceExperiment.__new__(InfluenceExperiment)
+        exp.config = {"max_memory": budget}
+        monkeypatch.setattr(InfluenceExperiment, "get_model", lambda self: _Model())
+        monkeypatch.setattr(InfluenceExperiment, "inverse_methods", lambda self: ("explicit", "cholesky_lu"))
+        monkeypatch.setattr(InfluenceExperiment, "num_train", property(lambda self: 20000))
+        assert exp.refit_chunk_size() == want
 
 
 def test_folds_and_grid():
@@ -89,4 +110,5 @@ def test_influence_hands_the_run_to_the_api():
     infl = exp.influence()
     assert isinstance(infl, GroupInfluence)
     assert np.array_equal(infl.params, exp.R["initial_params"]) and infl.hessian is exp.R["hessian"]
-    assert exp.refit_chunk_size() == refit_chunk_size(3, 20, 1, 10 ** 9)
+    assert exp.refit_chunk_size() == memory.refit_chunk_size(3, 20, 10 ** 9, 1)
+    assert infl.max_memory == 10 ** 9

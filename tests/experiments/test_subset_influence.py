@@ -86,35 +86,29 @@ def test_rng_fingerprints_of_the_random_groups():
 
 
 # ----------------------------------------------------------------------- runs
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ss_bin")
-    cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=6,
-                       subset_min_rel_size=0.0025, subset_max_rel_size=0.25)
-    exp = SubsetInfluenceLogreg(cfg, out_dir=out, progress=False)
+def _finished_run(tmp_path_factory, name, **settings):
+    exp = SubsetInfluenceLogreg(build_config(**settings), out_dir=tmp_path_factory.mktemp(name), progress=False)
     exp.run()
     return exp
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory):
+    return _finished_run(tmp_path_factory, "ss_bin", dataset_id="synthetic_binary", subset_choice_type="range",
+                         num_subsets=6, subset_min_rel_size=0.0025, subset_max_rel_size=0.25)
 
 
 @pytest.fixture(scope="module")
 def multi_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ss_multi")
-    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="types", num_subsets=3,
-                       subset_rel_size=0.02)
-    exp = SubsetInfluenceLogreg(cfg, out_dir=out, progress=False)
-    exp.run()
-    return exp
+    return _finished_run(tmp_path_factory, "ss_multi", dataset_id="synthetic_multiclass",
+                         subset_choice_type="types", num_subsets=3, subset_rel_size=0.02)
 
 
 @pytest.fixture(scope="module")
 def wellcond_run(tmp_path_factory):
     """Well-conditioned setting of spec §7 D: lambda = 0.01 n (via --fixed-reg)."""
-    out = tmp_path_factory.mktemp("ss_wc")
-    cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=3,
-                       fixed_reg=0.01)
-    exp = SubsetInfluenceLogreg(cfg, out_dir=out, progress=False)
-    exp.run()
-    return exp
+    return _finished_run(tmp_path_factory, "ss_wc", dataset_id="synthetic_binary", subset_choice_type="range",
+                         num_subsets=3, fixed_reg=0.01)
 
 
 def _model_at_hat(exp):

@@ -8,17 +8,11 @@ from sklearn.linear_model import LogisticRegression as SkLR
 from influence.logistic_regression import LogisticRegression
 from influence.solvers import ConvergenceWarning
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import gaussian_classes
 
 
 def problem(num_classes, fit_intercept, n=50, D=5, seed=3):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 1.5, (num_classes, D))
-    y = rng.randint(0, num_classes, n)
-    y[:num_classes] = np.arange(num_classes)
-    X = means[y] + rng.normal(0, 1, (n, D))
-    cfg = LogisticRegression.default_config()
-    cfg["arch"] = {"input_dim": D, "fit_intercept": fit_intercept, "num_classes": num_classes}
-    return LogisticRegression(cfg), X, y
+    return gaussian_classes(num_classes, fit_intercept, n, D, seed)[:3]
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])

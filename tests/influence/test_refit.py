@@ -6,17 +6,11 @@ from sklearn.linear_model import LogisticRegression as SkLR
 from influence.logistic_regression import LogisticRegression
 from influence.refit import refit_chunk
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import gaussian_classes
 
 
 def fitted(num_classes, n=60, D=4, seed=0, lam=0.5):
-    rng = np.random.RandomState(seed)
-    means = rng.normal(0, 1.5, (num_classes, D))
-    y = rng.randint(0, num_classes, n)
-    y[:num_classes] = np.arange(num_classes)
-    X = means[y] + rng.normal(0, 1, (n, D))
-    cfg = LogisticRegression.default_config()
-    cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": num_classes}
-    m = LogisticRegression(cfg)
+    m, X, y, rng = gaussian_classes(num_classes, True, n, D, seed)
     m.fit((X, y), None, lam)
     groups = [rng.choice(n, s, replace=False) for s in (1, 2, 5, 12, 20)]
     return m, X, y, lam, groups

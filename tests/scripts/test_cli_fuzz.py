@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from experiments import common
 from experiments.common import Experiment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ SCRIPTS = REPO_ROOT / "scripts"
 INTS = ["0", "1", "3", "5", "-1", "-0", "10", "2147483648", "99999999999999999999", "1e3", "3.5", "abc", "",
         " 4", "0x10", "\u0663", "NaN"]
 FLOATS = ["0", "1", "0.1", "1.0", "0.5", "0.999", "-0.1", "1e-300", "1e300", "nan", "inf", "-inf", "1e-7",
-          "0.0025", "0.25", "abc", "", "1,5", "5e-324", "0.002"]
+          "0.0025", "0.25", "abc", "", "1,5", "5e-324", "0.002", "1e308"]
 STRINGS = ["", "x", "types", "range", "breast_cancer", "hospital", "ortho2", "gauss4", "../up", "a/b", ".",
            "\u00e9t\u00e9", "with space", "x" * 300, "--force-refresh", "explicit", "cg", "lu", "cholesky"]
 PATHS = ["out", "", "a_file", "a_file/sub", "/proc/no/such/place", "deep/nested/out", "x" * 300, "."]
@@ -99,6 +100,7 @@ def test_random_flags_succeed_or_exit_2_in_one_line(name, flags, cases, tmp_path
     monkeypatch.chdir(tmp_path)  # relative --out-dir values land here
     (tmp_path / "a_file").write_text("a file where a folder is expected")
     monkeypatch.setattr(Experiment, "run_from_cli", stub_run_from_cli)
+    monkeypatch.setattr(common, "DEFAULT_OUT_DIR", tmp_path / "default_out")  # runs without --out-dir
     if name == "subsets_infl_logreg":
         from experiments.subset_influence import SubsetInfluenceLogreg
         monkeypatch.setattr(SubsetInfluenceLogreg, "plot_all", lambda self, save_and_close=True: [])
@@ -131,6 +133,8 @@ def test_random_flags_in_subprocesses(tmp_path):
         # Keep these cases fast: they must fail before any phase runs, or be tiny.
         if "--worker" in argv:
             continue
+        if "--out-dir" not in argv:
+            argv += ["--out-dir", str(tmp_path / "out")]
         argv += ["--dataset-id", "nope"] if done < 3 else ["--dataset-id", "breast_cancer", "--num-subsets", "3",
                                                          "--subset-rel-size", "1.0"]
         proc = run_real("subsets_infl_logreg", argv, tmp_path)
@@ -156,7 +160,7 @@ def test_random_valid_flags_run_for_real(tmp_path, seed):
         if rng.random() < 0.3:
             argv.append(flag)
     if rng.random() < 0.3:
-        argv += ["--fixed-reg", rng.choice(["1e-7", "1e-3", "10", "1e6"])]
+        argv += ["--fixed-reg", rng.choice(["1e-300", "1e-7", "1e-3", "10", "1e6", "1e300"])]
     if rng.random() < 0.3:
         argv += ["--inverse-hvp-method", "cg"]
     proc = run_real("subsets_infl_logreg", argv, tmp_path)
