@@ -202,6 +202,13 @@ class Executor:
                     f"cannot reach the Dask scheduler at {self.scheduler_address} within {timeout:g} s "
                     f"(--scheduler-address / {ENV_SCHEDULER}): {type(exc).__name__}; start it with "
                     f"`dask scheduler` or fix the address") from exc
+            try:
+                self._client.wait_for_workers(1, timeout=6 * timeout)  # 30 s by default
+            except (OSError, TimeoutError) as exc:
+                self.close()
+                raise SchedulerUnreachableError(
+                    f"the Dask scheduler at {self.scheduler_address} has no workers (waited "
+                    f"{6 * timeout:g} s); start some with `{worker_command(self.scheduler_address)}`") from exc
         else:
             self._cluster = LocalCluster(n_workers=int(self.num_workers), threads_per_worker=self.threads_per_worker,
                                          processes=True, host="127.0.0.1", scheduler_port=0,
@@ -217,7 +224,15 @@ class Executor:
         if self._own_client and self._client is not None:
             self._client.close()
         if self._cluster is not None:
-            self._cluster.close()
+            # Workers holding TensorFlow thread pools can take more than the nanny's 4 s
+            # to exit; it then kills them, which is fine at shutdown: no warning.
+            nanny_log = logging.getLogger("distributed.nanny")
+            level = nanny_log.level
+            nanny_log.setLevel(logging.ERROR)
+            try:
+                self._cluster.close()
+            finally:
+                nanny_log.setLevel(level)
         self._client = self._cluster = None
 
     def __enter__(self) -> "Executor":

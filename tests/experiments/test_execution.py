@@ -208,6 +208,17 @@ def test_unreachable_scheduler_is_a_one_line_user_error(monkeypatch, capsys, tmp
     assert len(err) == 1 and address in err[0] and "DASK_SCHEDULER_ADDRESS" in err[0]
 
 
+def test_a_scheduler_without_workers_is_named():
+    from distributed import LocalCluster
+
+    empty = LocalCluster(n_workers=0, host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+    try:
+        with pytest.raises(SchedulerUnreachableError, match=f"{empty.scheduler_address} has no workers.*dask worker"):
+            Executor(scheduler_address=empty.scheduler_address, timeout=0.5).client  # noqa: B018
+    finally:
+        empty.close()
+
+
 def test_worker_flag_prints_the_dask_worker_command(capsys):
     module = load_script("subsets_infl_logreg")
     assert module.main(["--worker", "--scheduler-address", "tcp://127.0.0.1:8786"]) == 0
