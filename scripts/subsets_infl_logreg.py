@@ -16,7 +16,7 @@ import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli
+from experiments import cli, execution
 
 matplotlib.use("Agg")
 
@@ -70,6 +70,7 @@ def run(args):
 
     config = config_from_args(args)
     t0 = time.perf_counter()
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     if not args.no_intermediate_results and not args.no_plots:
