@@ -91,7 +91,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import execution
+from experiments import tasks
 from experiments.common import ConfigError, phase
 from experiments.influence_base import InfluenceExperiment
 from influence import group_influence as gi
@@ -328,7 +328,7 @@ def find_adversarial_test(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[s
     return res
 
 
-def retrain_and_newton_task(ctx: execution.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+def retrain_and_newton_task(ctx: tasks.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
     """Phase-3 work for groups ``start..end-1``: first-order and Newton changes and the
     exact refits (a pure task of :mod:`experiments.execution`)."""
     start, end = span
@@ -350,7 +350,7 @@ def retrain_and_newton_task(ctx: execution.InfluenceContext, span: tuple[int, in
     }
 
 
-def cex_test_infl_task(ctx: execution.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+def cex_test_infl_task(ctx: tasks.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
     """Phase-5 non-linear influences of groups ``start..end-1`` on the cex points (a pure task)."""
     start, end = span
     infl = ctx.influence()
@@ -465,7 +465,7 @@ class Counterexamples(InfluenceExperiment):
 
     @phase(3)
     def retrain_and_newton(self):
-        ctx = execution.InfluenceContext.from_influence(self.influence(), groups=self.subsets,
+        ctx = tasks.InfluenceContext.from_influence(self.influence(), groups=self.subsets,
                                                         train_grad_losses=np.asarray(self.R["train_grad_losses"]))
         res = self.executor.map_chunks(retrain_and_newton_task, ctx, len(self.subsets), self.refit_chunk_size(),
                                        "refits and Newton steps")
@@ -485,7 +485,7 @@ class Counterexamples(InfluenceExperiment):
 
     @phase(5)
     def compute_test_infl(self):
-        ctx = execution.InfluenceContext.from_influence(
+        ctx = tasks.InfluenceContext.from_influence(
             self.influence(), cex=self._cex(),
             **{key: np.asarray(self.R[key]) for key in ("subset_dparam", "subset_pred_dparam",
                                                         "subset_newton_pred_dparam")})

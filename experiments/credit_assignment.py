@@ -45,7 +45,7 @@ import numpy as np
 
 from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
-from experiments import execution
+from experiments import tasks
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
@@ -271,7 +271,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         groups = self.subsets
         K = infl.spec.num_classes
         # The explicit-Hessian refit engine, whatever the inverse-HVP method.
-        r = execution.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
+        r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}

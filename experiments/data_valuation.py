@@ -42,7 +42,7 @@ import numpy as np
 from datasets.common import DataSet, Datasets
 from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
-from experiments import execution
+from experiments import tasks
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
@@ -259,7 +259,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         infl = self.influence()
         groups = self.subsets
         # QUIRK kept: the group's rows get weight 0, the other rows keep 1/#LF (not renormalised).
-        r = execution.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
+        r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}

@@ -27,7 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
-from experiments.execution import Executor, cross_validation_fits
+from experiments.execution import Executor
+from experiments.tasks import cross_validation_fits
 from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
@@ -169,7 +170,7 @@ class InfluenceExperiment(Experiment):
         and, with ``score(model)``, ``cv_scores`` (its mean over folds).
         """
         # One task per fold (or per fold and lambda without warm starts): see
-        # experiments.execution.cross_validation_fits; embedded, the same loop as ever.
+        # experiments.tasks.cross_validation_fits; embedded, the same loop as ever.
         losses, accs, scores = cross_validation_fits(self.executor, self.get_model(), X, y, regs, folds,
                                                      weights, warm_start, score)
         cv_errors = np.zeros(len(regs))

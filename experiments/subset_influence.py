@@ -46,10 +46,12 @@ from typing import Any
 
 import numpy as np
 
-from experiments import execution
+from experiments import execution, tasks
+from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
+from experiments.subset_plots import plot_all
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -299,7 +301,6 @@ def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
     first, so both cores stay busy. On a Dask cluster (``executor``), each pool is one
     task. The pools are the same either way.
     """
-    from experiments.clustering import cluster_labels_one_thread
 
     if executor is not None and executor.distributed:
         specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
@@ -540,7 +541,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         explicit = self.config["inverse_hvp_method"] == "explicit"
         # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
         # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
-        r = execution.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
+        r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
                                    preconditioner=self._local_preconditioner(explicit))
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
@@ -624,7 +625,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
         res = {}
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        out = execution.newton_groups(self.executor, infl, groups, G_S,
+        out = tasks.newton_groups(self.executor, infl, groups, G_S,
                                       spectrum=explicit and not self.config["skip_hessian_spectrum"],
                                       preconditioner=self._local_preconditioner(explicit),
                                       progress=self.progress)
@@ -710,5 +711,4 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 f"{py2_float_str(c['subset_min_rel_size'])}-{py2_float_str(c['subset_max_rel_size'])}")
 
     def plot_all(self, save_and_close: bool = True) -> list[Path]:
-        from experiments.subset_plots import plot_all
         return plot_all(self, save_and_close=save_and_close)

@@ -9,7 +9,7 @@ Measures, on this machine:
   local cluster of ``--workers`` processes (submit, schedule, run, gather; one thread per
   worker), after a warm-up;
 * with ``--hospital-groups S`` (needs the hospital archive): the **hospital refits** as
-  ss_logreg's phase 6 runs them (:func:`experiments.execution.refit_groups`, chunks of
+  ss_logreg's phase 6 runs them (:func:`experiments.tasks.refit_groups`, chunks of
   64 groups of 0.25%-25% of the training set, lambda ``--l2-reg``): the time to scatter
   the phase's data once, the wall time per chunk task embedded and on the cluster, and
   whether both give the same bits.
@@ -30,7 +30,7 @@ def noop_overhead(executor, num_tasks: int) -> float:
 
 def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: int, l2_per_n: float, seed: int):
     from datasets.loader import load_dataset
-    from experiments.execution import InfluenceContext, refit_task
+    from experiments.tasks import InfluenceContext, refit_task
     from experiments.influence_base import refit_chunk_size
     from influence.group_influence import GroupInfluence
     from influence.logistic_regression import LogisticRegression

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from experiments import cli, execution
+from experiments import cli, execution, tasks
 from experiments.common import result_config
 from experiments.counterexamples import Counterexamples
 from experiments.counterexamples import build_config as cex_config
@@ -170,8 +170,8 @@ def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
     cfg = LogisticRegression.default_config()
     cfg["arch"] = {"input_dim": 4, "fit_intercept": True, "num_classes": 2}
     args = (X, y, cv_regs(120, (1e-4, 1e-1, 3)), contiguous_folds(120, 5), w, False, score)
-    emb = execution.cross_validation_fits(Executor(), LogisticRegression(cfg), *args)
-    dist = execution.cross_validation_fits(cluster, LogisticRegression(cfg), *args)
+    emb = tasks.cross_validation_fits(Executor(), LogisticRegression(cfg), *args)
+    dist = tasks.cross_validation_fits(cluster, LogisticRegression(cfg), *args)
     for a, b in zip(emb, dist):
         assert a.shape == (3, 5) and a.tobytes() == b.tobytes()
     assert np.all(emb[2] > 0)  # the scores were computed
