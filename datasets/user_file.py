@@ -44,6 +44,7 @@ file's name and a digest of its bytes, so an edited file never reuses old result
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import logging
@@ -85,6 +86,11 @@ class UserData:
     sample_weights: np.ndarray | None
     classes: np.ndarray
     sha256: str
+
+
+def _show(value) -> str:
+    """``repr`` of a value read from a file, without numpy's ``np.float64(...)`` wrapper."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _fail(path, message: str):
@@ -185,8 +191,9 @@ def _read_csv(path, data: bytes) -> _Raw:
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         _fail(path, f"is not a readable CSV file ({type(exc).__name__}: {str(exc).strip()})")
     cols = [str(c) for c in frame.columns]
-    dup = sorted({c for c in cols if cols.count(c) > 1} | {c for c in cols if re.fullmatch(r".+\.\d+", c)
-                                                              and c.rsplit(".", 1)[0] in cols})
+    # pandas renames a repeated column "a" to "a.1": look at the header as written.
+    header = [c.strip() for c in next(csv.reader(io.StringIO(data.decode("utf-8", "replace").partition("\n")[0])))]
+    dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         _fail(path, f"duplicate column name(s) {dup}")
     for required in (CSV_LABEL, CSV_SPLIT):
@@ -198,7 +205,7 @@ def _read_csv(path, data: bytes) -> _Raw:
     bad = np.flatnonzero(~np.isin(split, CSV_SPLITS))
     if bad.size:
         _fail(path, f"column {CSV_SPLIT!r} must be 'train' or 'test' on every row; {bad.size} row(s) are not, "
-                    f"the first on line {lines[bad[0]]} ({split[bad[0]]!r})")
+                    f"the first on line {lines[bad[0]]} ({_show(split[bad[0]])})")
     features = [c for c in cols if c not in (CSV_LABEL, CSV_SPLIT, CSV_WEIGHT)]
     if not features:
         _fail(path, "has no feature columns (every column other than label, split, sample_weight is a feature)")
@@ -207,7 +214,7 @@ def _read_csv(path, data: bytes) -> _Raw:
             values = frame[c].to_numpy()
             numeric = pd.to_numeric(frame[c], errors="coerce").to_numpy()
             first = int(np.flatnonzero(np.isnan(numeric) & pd.notna(values))[0])
-            _fail(path, f"feature column {c!r} must be numeric; line {lines[first]} holds {values[first]!r}")
+            _fail(path, f"feature column {c!r} must be numeric; line {lines[first]} holds {_show(values[first])}")
     X = frame[features].to_numpy(dtype=np.float64)
     is_train = split == "train"
     arrays = {"X_train": X[is_train], "X_test": X[~is_train],
@@ -217,7 +224,7 @@ def _read_csv(path, data: bytes) -> _Raw:
         if w.dtype.kind not in "biuf":
             numeric = pd.to_numeric(pd.Series(w), errors="coerce").to_numpy()
             first = int(np.flatnonzero(np.isnan(numeric) & pd.notna(w))[0])
-            _fail(path, f"column {CSV_WEIGHT!r} must be numeric; line {lines[is_train][first]} holds {w[first]!r}")
+            _fail(path, f"column {CSV_WEIGHT!r} must be numeric; line {lines[is_train][first]} holds {_show(w[first])}")
         arrays[WEIGHTS_ARRAY] = w
     return _Raw(arrays, rows={"train": lines[is_train], "test": lines[~is_train]}, columns=features)
 
@@ -276,7 +283,7 @@ def _check_labels(path, raw: _Raw, name: str, n_rows: int) -> np.ndarray:
         bad = np.flatnonzero(np.isnan(numeric))
         if bad.size:
             _fail(path, f"{name} must hold integer class labels; {bad.size} are not numbers, the first at "
-                        f"{_where(raw, name, int(bad[0]))} ({y[bad[0]]!r})")
+                        f"{_where(raw, name, int(bad[0]))} ({_show(y[bad[0]])})")
         y = _check_vector(path, _Raw({**raw.arrays, name: numeric}, raw.rows, raw.columns), name, n_rows, "labels")
     if y.dtype.kind not in "biuf":
         _fail(path, f"{name} must hold integer class labels; got dtype {y.dtype}")
@@ -284,7 +291,7 @@ def _check_labels(path, raw: _Raw, name: str, n_rows: int) -> np.ndarray:
         bad = np.flatnonzero(y != np.round(y))
         if bad.size:
             _fail(path, f"{name} must hold integer class labels; {bad.size} are not integers, the first at "
-                        f"{_where(raw, name, int(bad[0]))} ({y[bad[0]]!r})")
+                        f"{_where(raw, name, int(bad[0]))} ({_show(y[bad[0]])})")
         if np.abs(y).max(initial=0) >= 2 ** 53:
             _fail(path, f"{name} holds labels beyond 2**53, which float64 cannot represent exactly")
         y = y.astype(np.int64)
@@ -320,7 +327,7 @@ def check_arrays(path, raw: _Raw) -> tuple[Datasets, np.ndarray | None, np.ndarr
         neg = np.flatnonzero(w < 0)
         if neg.size:
             _fail(path, f"{WEIGHTS_ARRAY} must be non-negative; {neg.size} are negative, the first at "
-                        f"{_where(raw, WEIGHTS_ARRAY, int(neg[0]))} ({w[neg[0]]!r})")
+                        f"{_where(raw, WEIGHTS_ARRAY, int(neg[0]))} ({_show(w[neg[0]])})")
         weights = w.astype(np.float64)
     ds = Datasets(DataSet(X_train, np.searchsorted(classes, y_train)), None,
                   DataSet(X_test, np.searchsorted(classes, y_test)))
@@ -353,6 +360,6 @@ def load_user_datasets(path: str | os.PathLike, sha256: str | None = None, data_
     if user.sample_weights is not None and not np.all(user.sample_weights == 1):
         first = int(np.flatnonzero(user.sample_weights != 1)[0])
         _fail(path, f"{WEIGHTS_ARRAY} are not supported yet: ss_logreg fits unweighted models (the first weight "
-                    f"!= 1 is at row {first}, {user.sample_weights[first]!r}); remove the array (or column) to fit "
+                    f"!= 1 is at row {first}, {_show(user.sample_weights[first])}); remove the array (or column) to fit "
                     "without weights")
     return user.datasets
