@@ -4,7 +4,6 @@ from the file's name and content, and every bad input refused in one line with e
 nothing written."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,21 +15,11 @@ from datasets.user_file import file_sha256
 from experiments.common import ConfigError
 from experiments.subset_influence import build_config, run_id_from_config
 from tests.datasets.test_user_file import BAD_NPZ, N_TRAIN, example_arrays, write_csv, write_npz
+from tests.scripts.test_cli_fuzz import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts"
 FLAGS = ["--num-subsets", "3", "--no-plots", "--no-progress"]
-
-
-def load_script(name):
-    sys.path.insert(0, str(SCRIPTS))  # for `import _bootstrap`, as when run as a script
-    try:
-        spec = importlib.util.spec_from_file_location(f"dataset_file_{name}", SCRIPTS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
 
 
 @pytest.fixture(scope="module")
