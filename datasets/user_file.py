@@ -360,6 +360,6 @@ def load_user_datasets(path: str | os.PathLike, sha256: str | None = None, data_
     if user.sample_weights is not None and not np.all(user.sample_weights == 1):
         first = int(np.flatnonzero(user.sample_weights != 1)[0])
         _fail(path, f"{WEIGHTS_ARRAY} are not supported yet: ss_logreg fits unweighted models (the first weight "
-                    f"!= 1 is at row {first}, {_show(user.sample_weights[first])}); remove the array (or column) to fit "
-                    "without weights")
+                    f"!= 1 is at row {first}, {_show(user.sample_weights[first])}); remove the array (or column) "
+                    "to fit without weights")
     return user.datasets

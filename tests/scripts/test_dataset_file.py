@@ -50,7 +50,8 @@ def test_the_experiment_and_the_ladder_run_on_a_csv_file(arrays, tmp_path):
     proc = run_script("estimator_ladder", ["--dataset-file", data, "--out-dir", out, "--no-progress"
                                            ] + FLAGS[:2])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1].startswith(f"estimator_ladder done: {out / 'estimator_ladder' / run_id}")
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"estimator_ladder done: {out / 'estimator_ladder' / run_id}")
     assert (out / "estimator_ladder" / run_id / "accuracy.csv").is_file()
     assert "loaded" in proc.stderr  # the ss_logreg phases were reused, not recomputed
 
