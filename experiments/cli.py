@@ -28,6 +28,7 @@ import numpy as np
 
 from datasets import storage
 from datasets.download import DownloadError
+from experiments import execution
 from experiments.common import ConfigError, ConfigMismatchError, OutputDirError
 
 EXIT_OK = 0
@@ -42,8 +43,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ConfigMismatchError
                                                 storage.StorageError, DownloadError)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-WORKER_NOTICE = ("--worker: the original's file-based task queue was replaced; every phase runs in the "
-                 "main process, so there is nothing for a worker to do.")
+# What --worker prints (run_cli handles --worker before the script's body).
+WORKER_NOTICE = execution.worker_notice()
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,21 @@ def add_run_flags(p: argparse.ArgumentParser, *, data_dir: bool = True, worker: 
     p.add_argument("--invalidate", type=int, default=None, help="recompute phases with index >= this")
     if worker:
         p.add_argument("--worker", action="store_true",
-                       help="accepted for compatibility: the file-based task queue was replaced "
-                            "(work runs in-process)")
+                       help="print the `dask worker` command that replaces the original's file-based "
+                            "queue worker, and exit")
+    add_execution_flags(p)
+
+
+def add_execution_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers`` / ``--scheduler-address``: where per-group and per-fit work runs
+    (:mod:`experiments.execution`; embedded in this process by default). Operational: they
+    change neither run ids nor results."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run per-group and per-fit work on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler-address", type=str, default=None, metavar="tcp://HOST:PORT",
+                   help="run per-group and per-fit work on an existing Dask cluster (default: "
+                        "$DASK_SCHEDULER_ADDRESS if set, else in this process)")
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -104,8 +118,8 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
             argv: Sequence[str] | None = None, configure: bool = True, log_level: int = logging.INFO) -> int:
     """Parse ``argv``, run ``body(args)`` and return the exit code (see the module docstring).
 
-    With ``--worker`` (kept from the original), it prints :data:`WORKER_NOTICE` and
-    returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
+    With ``--worker`` (kept from the original), it prints the ``dask worker`` command for
+    ``--scheduler-address`` (:func:`experiments.execution.worker_notice`) and returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
     ``log_level`` unless ``configure`` is false. Usage errors return 2, user errors
     print ``error: <one line>`` and return 2, other exceptions print one line and return 1;
     with ``--debug`` the traceback is printed as well.
@@ -117,8 +131,8 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
     debug = bool(getattr(args, "debug", False))
     if configure:
         configure_logging(debug, log_level)
-    if getattr(args, "worker", False):  # the original's --worker flag (see add_run_flags)
-        print(WORKER_NOTICE)
+    if getattr(args, "worker", False):  # the original's queue worker is a `dask worker` now
+        print(execution.worker_notice(getattr(args, "scheduler_address", None)))
         return EXIT_OK
     try:
         code = body(args)

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from datasets import user_file
+from experiments import execution
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
@@ -155,8 +156,9 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     if subset_min_rel_size > subset_max_rel_size:
         raise ConfigError(f"--subset-min-rel-size ({subset_min_rel_size}) must be <= "
                           f"--subset-max-rel-size ({subset_max_rel_size})")
-    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg"):
-        raise ConfigError(f"--inverse-hvp-method must be 'explicit' or 'cg'; got {inverse_hvp_method!r}")
+    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg", "fmin_ncg"):
+        raise ConfigError(f"--inverse-hvp-method must be 'explicit', 'cg' or 'fmin_ncg' (cg's first-order solves "
+                          f"by the original's scipy fmin_ncg); got {inverse_hvp_method!r}")
     if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
         raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
     if fixed_reg is not None and not (fixed_reg > 0 and math.isfinite(fixed_reg)):
@@ -324,16 +326,22 @@ def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     return _cluster_pools([X], n_init, parallel=False)[0]
 
 
-def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
+def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
+                   executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
     """:func:`_cluster_pool` of each matrix in ``mats``.
 
     Each pool (single linkage, then KMeans for k = 4..128) is built on one thread
     (:func:`experiments.clustering.cluster_labels_one_thread`); with ``parallel``, the
     pools of ``mats[1:]`` are built in a worker process while this process builds the
-    first, so both cores stay busy. The pools are the same either way.
+    first, so both cores stay busy. On a Dask cluster (``executor``), each pool is one
+    task. The pools are the same either way.
     """
     from experiments.clustering import cluster_labels_one_thread
 
+    if executor is not None and executor.distributed:
+        specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
+        labels = executor.map(execution.call_task, None, specs, "clustering pools", large_specs=True)
+        return [_pool_from_labels(lab) for lab in labels]
     executor = futures = None
     if parallel and len(mats) > 1 and min(M.shape[0] for M in mats) >= 2000:
         import multiprocessing
@@ -526,7 +534,8 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 for idx in poss:
                     add(f"pos_tail_test-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
-        pools = _cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10))
+        pools = _cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
+                               executor=self.executor)
         for tag, pool in zip(("same_features", "same_grad"), pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:
@@ -557,13 +566,19 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             self._precond = self.influence().preconditioner()
         return self._precond
 
+    def _local_preconditioner(self, explicit: bool):
+        """This process's Newton-CG preconditioner for cg runs (None for explicit runs, and
+        on a cluster, where each worker builds its own once)."""
+        return None if explicit or self.executor.distributed else self._cg_preconditioner()
+
     @phase(6)
     def retrain(self):
         groups = self.subsets
         explicit = self.config["inverse_hvp_method"] == "explicit"
         # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
-        r = self.influence().refit(groups, self.refit_chunk_size(), progress=self.progress,
-                                   preconditioner=None if explicit else self._cg_preconditioner())
+        # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
+        r = execution.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
+                                   preconditioner=self._local_preconditioner(explicit))
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_hessians": r["hessians"], "subset_refit_hvps": r["hvps"],
@@ -646,9 +661,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
         res = {}
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        out = infl.newton_dparams(groups, G_S, spectrum=explicit and not self.config["skip_hessian_spectrum"],
-                                  progress=self.progress,
-                                  preconditioner=None if explicit else self._cg_preconditioner())
+        out = execution.newton_groups(self.executor, infl, groups, G_S,
+                                      spectrum=explicit and not self.config["skip_hessian_spectrum"],
+                                      preconditioner=self._local_preconditioner(explicit),
+                                      progress=self.progress)
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)

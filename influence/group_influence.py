@@ -313,7 +313,9 @@ class GroupInfluence:
         return self.model._tensors(data, weights)
 
     def _method(self, method):
-        method = method or self.inverse_hvp_method
+        # 'fmin_ncg' (the original's solver) changes only the first-order solves: refits and
+        # Newton changes of such a run take the Newton-CG path, as for 'cg'.
+        method = method or ("cg" if self.inverse_hvp_method == "fmin_ncg" else self.inverse_hvp_method)
         _check_choice("method", method, METHODS)
         return method
 

@@ -144,6 +144,12 @@ class LogisticRegression:
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
 
+    def design(self, ds, sample_weights=None):
+        """The engine's inputs on ``ds``: ``(Xa, y, s)`` tensors in the model's dtype, the
+        design with its intercept column, the labels and the sample weights (ones when None),
+        as the batched functions of :mod:`influence.refit` and :mod:`influence.groups` take them."""
+        return self._tensors(ds, sample_weights)
+
     def _objective(self, ds, sample_weights=None, l2_reg=None) -> LogisticObjective:
         """The objective on ``ds`` with these weights and ``l2_reg`` (one problem)."""
         Xa, y, s = self._tensors(ds, sample_weights)

@@ -138,7 +138,7 @@ def run(args):
     rng = np.random.RandomState(args.seed)
     sizes = np.linspace(max(1, int(0.0025 * n)), int(0.25 * n), args.num_groups).astype(int)
     groups = [rng.choice(n, s, replace=False) for s in sizes]
-    Xa, yt, s = model._tensors((X, y))
+    Xa, yt, s = model.design((X, y))
     # Explicit-Hessian Newton up to the model's explicit_max_params, Newton-CG beyond (as
     # ss_logreg's explicit / cg runs). The shared setup at theta_hat (the Hessian, or the
     # CG preconditioner) is computed once per run and timed separately.

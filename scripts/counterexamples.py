@@ -14,8 +14,8 @@ straight line; see ``experiments/counterexamples.py``).
 
 Fixes of the original: the default ``--dataset-id`` is ``ortho2`` (the original's
 default ``hospital`` is not a synthetic dataset and crashed with
-``ValueError('Dataset gauss has not been generated')``); ``--worker`` only prints a
-note, because the file-based task queue was replaced and all work runs in-process.
+``ValueError('Dataset gauss has not been generated')``); ``--worker`` prints the
+``dask worker`` command that replaced the file-based task queue (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
@@ -24,7 +24,7 @@ import time
 
 import _bootstrap  # noqa: F401
 
-from experiments import cli
+from experiments import cli, execution
 
 T_START = time.perf_counter()
 
@@ -48,6 +48,7 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,
                           max_memory=args.max_memory, master_only=args.no_intermediate_results,
                           dtype="float32" if args.float32 else "float64")
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = Counterexamples(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     R = exp.R

@@ -10,9 +10,9 @@ and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_a
     python scripts/credit_assignment.py --data-dir ./data --out-dir ./output --dataset-id mnli \\
         --no-intermediate-results
 
-Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` is
-accepted for compatibility only: the file-based task queue was replaced and all work
-runs in this process.
+Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` prints
+the ``dask worker`` command that replaced the file-based task queue; ``--workers N`` or
+``--scheduler-address`` run the fits on Dask (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
@@ -23,7 +23,7 @@ import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli
+from experiments import cli, execution
 
 matplotlib.use("Agg")
 
@@ -57,6 +57,7 @@ def run(args):
                           master_only=args.no_intermediate_results, cross_validation_folds=args.cv_folds,
                           store_full_loss_matrices=args.full_loss_matrices, **kw)
     t0 = time.perf_counter()
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = CreditAssignment(config, out_dir=args.out_dir, progress=False if args.no_progress else None,
                            plots=not args.no_plots)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)

@@ -19,7 +19,7 @@ import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli
+from experiments import cli, execution
 
 matplotlib.use("Agg")
 
@@ -48,6 +48,7 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
                           sample_weights=args.sample_weights, cross_validation_folds=args.cv_folds, **kw)
     t0 = time.perf_counter()
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = DataValuation(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     R = exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate)
     if args.plots:

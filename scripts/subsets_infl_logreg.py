@@ -17,7 +17,7 @@ import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli
+from experiments import cli, execution
 
 matplotlib.use("Agg")
 
@@ -39,7 +39,8 @@ def make_parser():
     p.add_argument("--num-subsets", type=int, default=5)
     p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
     p.add_argument("--subset-max-rel-size", type=float, default=0.25)
-    p.add_argument("--inverse-hvp-method", type=str, default=None)
+    p.add_argument("--inverse-hvp-method", type=str, default=None,
+                   help="explicit or cg (default: per dataset); fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
     p.add_argument("--inverse-vp-method", type=str, default=None)
     # Project additions.
     p.add_argument("--float32", action="store_true",
@@ -75,6 +76,7 @@ def run(args):
 
     config = config_from_args(args)
     t0 = time.perf_counter()
+    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
     exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
     exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
     if not args.no_intermediate_results and not args.no_plots:
