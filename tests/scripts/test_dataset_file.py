@@ -117,3 +117,15 @@ def test_a_bad_file_fails_in_a_real_process(arrays, tmp_path):
     assert error_lines(proc.stderr) == [f"error: {data}: the test set has 3 points; ss_logreg needs at least 6 "
                                         "(it follows six fixed test points)"]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_moved_file_keeps_its_results_and_the_path_is_recorded(arrays, tmp_path):
+    from experiments.common import result_config
+
+    a = write_npz(tmp_path / "bc.npz", arrays)
+    (tmp_path / "elsewhere").mkdir()
+    b = write_npz(tmp_path / "elsewhere" / "bc.npz", arrays)
+    ca, cb = build_config(dataset_file=str(a), num_subsets=3), build_config(dataset_file=str(b), num_subsets=3)
+    assert ca["dataset_config"]["dataset_file"] == str(a.resolve()) != cb["dataset_config"]["dataset_file"]
+    assert ca["dataset_config"]["dataset_sha256"] == file_sha256(a)
+    assert run_id_from_config(ca) == run_id_from_config(cb) and result_config(ca) == result_config(cb)
