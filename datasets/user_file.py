@@ -134,13 +134,17 @@ def num_train(path: str | os.PathLike) -> int | None:
     ``split`` column); ``None`` if the file cannot tell (loading it then says why)."""
     try:
         if file_format(path) == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+            if not hasattr(z, "files"):  # a .npy under an .npz name
+                return None
+            with z:
                 return int(np.shape(z["y_train"])[0])
         import pandas as pd
 
-        split = pd.read_csv(path, usecols=[CSV_SPLIT], dtype=str, keep_default_na=False)[CSV_SPLIT]
+        split = pd.read_csv(path, usecols=[CSV_SPLIT], dtype=str, keep_default_na=False,
+                            skipinitialspace=True)[CSV_SPLIT]
         return int((split.str.strip() == "train").sum())
-    except (UserFileError, OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile):
+    except (UserFileError, OSError, KeyError, ValueError, IndexError, TypeError, EOFError, zipfile.BadZipFile):
         return None
 
 
@@ -198,8 +202,12 @@ def _read_csv(path, data: bytes) -> _Raw:
         _fail(path, f"duplicate column name(s) {dup}")
     for required in (CSV_LABEL, CSV_SPLIT):
         if required not in cols:
+            shown = cols[:6] + (["..."] if len(cols) > 6 else [])
             _fail(path, f"missing column {required!r}; a CSV needs a header row with a {CSV_LABEL!r} column, "
-                        f"a {CSV_SPLIT!r} column (train or test) and numeric feature columns")
+                        f"a {CSV_SPLIT!r} column (train or test) and numeric feature columns, separated by commas "
+                        f"(found columns {shown})")
+    if frame.shape[0] == 0:
+        _fail(path, "has a header row but no data rows")
     lines = np.arange(frame.shape[0]) + 2  # the header is line 1
     split = frame[CSV_SPLIT].astype(str).str.strip().to_numpy()
     bad = np.flatnonzero(~np.isin(split, CSV_SPLITS))

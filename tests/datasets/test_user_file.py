@@ -222,7 +222,12 @@ def test_csv_messages_name_the_line_and_the_column(arrays, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("a,b,label\n1,2,0\n", "missing column 'split'; a CSV needs a header row with a 'label' column, a 'split' column "
-                           "(train or test) and numeric feature columns"),
+                           "(train or test) and numeric feature columns, separated by commas (found columns "
+                           "['a', 'b', 'label'])"),
+    ("a;label;split\n1;0;train\n", "missing column 'label'; a CSV needs a header row with a 'label' column, a 'split' "
+                                   "column (train or test) and numeric feature columns, separated by commas (found "
+                                   "columns ['a;label;split'])"),
+    ("a,label,split\n", "has a header row but no data rows"),
     ("a,label,split\n1,0,train\n2,1,valid\n", "column 'split' must be 'train' or 'test' on every row; 1 row(s) are "
                                               "not, the first on line 3 ('valid')"),
     ("a,label,split\n1,0,train\nx,1,test\n", "feature column 'a' must be numeric; line 3 holds 'x'"),
@@ -257,6 +262,22 @@ def test_unreadable_files_are_refused(tmp_path, name, content, message):
         assert str(info.value).startswith(f"{path}: is not a readable .npz file (")
     else:
         assert str(info.value) == f"{path}: {message}"
+
+
+def test_odd_files_are_refused_in_one_line(arrays, tmp_path):
+    npy = tmp_path / "single.npz"
+    with open(npy, "wb") as f:
+        np.save(f, arrays["X_train"])
+    (tmp_path / "folder.npz").mkdir()
+    for path in (npy, tmp_path / "folder.npz"):
+        with pytest.raises(UserFileError) as info:
+            load_user_file(path)
+        assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+        assert user_file.num_train(path) is None
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("a, label, split\n" + "".join(f"{i}, {i % 2}, train\n" for i in range(8))
+                      + "".join(f"{i}, {i % 2}, test\n" for i in range(6)))
+    assert user_file.num_train(spaced) == 8 and load_user_file(spaced).datasets.test.num_examples == 6
 
 
 def test_object_arrays_are_never_unpickled(arrays, tmp_path):
