@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from datasets import user_file
 from experiments import execution, tasks
 from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
@@ -104,7 +105,7 @@ SUMMARY_KEYS = [
 EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters"]
 
 
-def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subset_seed: int = 0,
+def build_config(dataset_id: str | None = None, data_dir: str | None = None, subset_seed: int = 0,
                  subset_choice_type: str = "types", subset_rel_size: float = 0.1,
                  subset_min_rel_size: float = 0.0025, subset_max_rel_size: float = 0.25,
                  num_subsets: int = 5, inverse_hvp_method: str | None = None,
@@ -112,15 +113,34 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
                  skip_hessian_spectrum: bool = False, tag: str | None = None,
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
-                 kmeans_n_init: int = 10, num_train: int | None = None) -> dict[str, Any]:
+                 kmeans_n_init: int = 10, num_train: int | None = None,
+                 dataset_file: str | None = None) -> dict[str, Any]:
     """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
 
     Every rule on the flags is checked here, before anything runs, including the group
     sizes (:func:`check_group_sizes`), which need the number of training points: pass
     ``num_train``, or it is taken from :data:`NUM_TRAIN` (datasets whose size the loaders
     fix); for a dataset outside that table the sizes are checked when phase 5 draws them.
+
+    ``dataset_id`` defaults to ``hospital``. ``dataset_file`` (``--dataset-file``, not
+    together with ``dataset_id``) names a user's ``.npz`` or ``.csv`` file
+    (:mod:`datasets.user_file`): the dataset id becomes ``file-{stem}-{sha256[:12]}`` of
+    the file's name and content (:func:`file_dataset_config`), with the settings of
+    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
     """
-    if dataset_id not in DATASET_TABLE:
+    if dataset_file is not None:
+        if dataset_id is not None:
+            raise ConfigError(f"give --dataset-id or --dataset-file, not both; got --dataset-id {dataset_id!r} "
+                              f"and --dataset-file {str(dataset_file)!r}")
+        dataset_config = file_dataset_config(dataset_file, data_dir)
+        dataset_id = dataset_config["dataset_id"]
+        if num_train is None:
+            num_train = user_file.num_train(dataset_file)
+    else:
+        dataset_id = "hospital" if dataset_id is None else dataset_id
+        dataset_config = {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
+                          "data_dir": data_dir}
+    if dataset_file is None and dataset_id not in DATASET_TABLE:
         raise ConfigError(f"--dataset-id must be one of {sorted(DATASET_TABLE)}; got {dataset_id!r} "
                           "(the original raised KeyError here)")
     if subset_choice_type not in CHOICE_TYPES:
@@ -158,10 +178,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
         raise ConfigError(f"--tag becomes part of the run folder's name, so it must be non-empty and contain "
                           f"no '/', '\\' or NUL; got {tag!r}")
 
-    method, cv_range = DATASET_TABLE[dataset_id]
+    method, cv_range = FILE_DATASET_SETTINGS if dataset_file is not None else DATASET_TABLE[dataset_id]
     config: dict[str, Any] = {
-        "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
-                           "data_dir": data_dir},
+        "dataset_config": dataset_config,
         "subset_seed": int(subset_seed),
         "subset_choice_type": subset_choice_type,
         "subset_rel_size": float(subset_rel_size),
@@ -209,6 +228,24 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
             raise ConfigError(f"--fixed-reg {fixed_reg}: lambda = {fixed_reg} x n_train ({n}) is not a finite "
                               "float64; use a smaller value")
     return config
+
+
+# (inverse_hvp_method, normalized_cross_validation_range) of a --dataset-file: explicit
+# Hessians (the estimator ladder needs them; pass --inverse-hvp-method cg for wide data)
+# and the CV range of the offline datasets.
+FILE_DATASET_SETTINGS: tuple[str, tuple[float, float, int]] = ("explicit", (1e-4, 1e-1, 10))
+
+
+def file_dataset_config(dataset_file: str, data_dir: str | None = None) -> dict[str, Any]:
+    """The ``dataset_config`` of a user's file: its id ``file-{stem}-{sha256[:12]}``, its
+    absolute path and the digest of its content (hashed once, here; the loader checks the
+    file still has it). The path is not part of the results' identity: a moved file with
+    the same content reuses its results (:func:`experiments.common.result_config`)."""
+    path = Path(dataset_file).expanduser().resolve()
+    user_file.file_format(path)
+    sha = user_file.file_sha256(path)
+    return {"dataset_id": user_file.dataset_id_for(path, sha), "center_data": False, "append_bias": False,
+            "data_dir": data_dir, "dataset_file": str(path), "dataset_sha256": sha}
 
 
 MAX_NUM_SUBSETS = 100_000  # a sanity bound: 2 million exact refits are out of reach anyway

@@ -12,6 +12,7 @@ Examples (run from the repository root):
 
     python scripts/estimator_ladder.py --dataset-id breast_cancer
     python scripts/estimator_ladder.py --dataset-id digits --subset-choice-type range --num-subsets 10
+    python scripts/estimator_ladder.py --dataset-file my_data.csv --num-subsets 10
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit of the
 ``ss_logreg`` run not certified; ``--debug`` shows tracebacks.

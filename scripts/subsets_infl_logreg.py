@@ -3,6 +3,7 @@
 Examples (run from the repository root):
 
     python scripts/subsets_infl_logreg.py --dataset-id breast_cancer
+    python scripts/subsets_infl_logreg.py --dataset-file my_data.csv --num-subsets 10
     python scripts/subsets_infl_logreg.py --data-dir ./data --out-dir ./output --dataset-id hospital \\
         --subset-choice-type range --subset-min-rel-size 0.0025 --subset-max-rel-size 0.25 \\
         --num-subsets 100 --max-memory 100000000 --no-intermediate-results
@@ -24,7 +25,11 @@ matplotlib.use("Agg")
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     cli.add_run_flags(p, max_memory_default=1e9, max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
-    p.add_argument("--dataset-id", type=str, default="hospital")
+    p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
+    p.add_argument("--dataset-file", type=str, default=None,
+                   help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
+                        "or a .csv with 'label' and 'split' (train/test) columns (README \"Ask the question "
+                        "of your own data\"); the run id gets file-{stem}-{sha256[:12]}")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--subset-choice-type", type=str, default="types")
     p.add_argument("--skip-hessian-spectrum", action="store_true")
@@ -62,7 +67,8 @@ def config_from_args(args):
         skip_hessian_spectrum=args.skip_hessian_spectrum, tag=args.tag,
         master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
         dtype="float32" if args.float32 else "float64",
-        store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
+        store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init,
+        dataset_file=args.dataset_file)
 
 
 def run(args):
