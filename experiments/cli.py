@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -164,3 +165,51 @@ def certificate(R: dict[str, Any]) -> tuple[np.ndarray, int]:
         logger.warning("%d of %d exact refits are not certified (worst ||grad||/tol = %.2e); exit code %d",
                        bad.size, ratio.size, np.max(bad), EXIT_UNCERTIFIED)
     return ratio, EXIT_OK if ok else EXIT_UNCERTIFIED
+
+
+def progress_of(args) -> bool | None:
+    """The experiments' ``progress`` setting from ``--no-progress`` (None: tqdm decides)."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def add_cv_flags(p: argparse.ArgumentParser) -> None:
+    """``--cv-range`` and ``--cv-folds`` of the application experiments (project additions)."""
+    p.add_argument("--cv-range", type=float, nargs=3, default=None, metavar=("LOW", "HIGH", "NUM"),
+                   help="normalised regularisation grid (default 1e-4 1e-1 10, as in the original)")
+    p.add_argument("--cv-folds", type=int, default=5, help="contiguous folds (default 5)")
+
+
+def cv_settings(args) -> dict[str, Any]:
+    """``build_config`` keywords of :func:`add_cv_flags`."""
+    kw: dict[str, Any] = {"cross_validation_folds": args.cv_folds}
+    if args.cv_range is not None:
+        kw["cross_validation_range"] = tuple(args.cv_range)
+    return kw
+
+
+def run_experiment(cls, config: dict[str, Any], args, details: Callable[[dict[str, Any]], str],
+                   after: Callable[[Any], None] | None = None, certified: bool = True, **kwargs: Any) -> int:
+    """Run one experiment the way every script does, and report it in one line.
+
+    Builds ``cls(config + --workers/--scheduler-address, out_dir=--out-dir,
+    progress=not --no-progress, **kwargs)``, runs its phases (phase files, or
+    ``result_summary.npz`` only with ``--no-intermediate-results``), calls ``after(exp)``
+    (e.g. plots), and prints ``{experiment_id} done: {run folder} | {details(R)} | refit
+    certificate: k/n certified (worst ||grad||/tol = r) | wall time t s``. Returns the exit
+    code: 0, or 3 when a refit is not certified (``certified=False``: no refits to check).
+    """
+    t0 = time.perf_counter()
+    exp = cls({**config, **execution.settings_from_args(args)}, out_dir=args.out_dir, progress=progress_of(args),
+              **kwargs)
+    exp.run_from_cli(args.force_refresh, args.invalidate, getattr(args, "no_intermediate_results", False))
+    if after is not None:
+        after(exp)
+    R = exp.R
+    line = f"{exp.experiment_id} done: {exp.base_dir} | {details(R)}"
+    code = EXIT_OK
+    if certified:
+        ratio, code = certificate(R)
+        line += (f" | refit certificate: {int((ratio <= 1).sum())}/{ratio.size} certified "
+                 f"(worst ||grad||/tol = {ratio.max():.2e})")
+    print(f"{line} | wall time {time.perf_counter() - t0:.1f} s")
+    return code

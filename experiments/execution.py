@@ -37,10 +37,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-
-import numpy as np
 
 from experiments.common import REPO_ROOT, ConfigError, chunks, collate_results
 from influence.progress import progress_bar

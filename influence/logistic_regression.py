@@ -8,7 +8,7 @@ NumPy arrays (float32 in the float32 mode).
 
 Objective: ``L(theta) = sum_i s_i l_i(theta) + (l2_reg / 2) ||W||^2``, summed (not
 averaged) over examples; biases unregularised. Parameter layout: see
-:mod:`influence.kernels`. Influence sign convention: the change caused by REMOVING a
+:mod:`influence.objective`. Influence sign convention: the change caused by REMOVING a
 group.
 
 Unlike the original (scikit-learn lbfgs, which stops short of the optimum on ill-

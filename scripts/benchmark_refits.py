@@ -50,7 +50,6 @@ def matmul_peak(n: int = 2048, reps: int = 3) -> float:
 
 
 def load_workload(name: str, data_dir):
-    from datasets.common import DataSet, Datasets
     from datasets.loader import load_dataset
 
     if name == "mnist-scale":

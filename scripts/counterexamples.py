@@ -20,13 +20,11 @@ default ``hospital`` is not a synthetic dataset and crashed with
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
-from experiments import cli, execution
+from experiments import cli
 
-T_START = time.perf_counter()
 
 
 def make_parser():
@@ -48,16 +46,8 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,
                           max_memory=args.max_memory, master_only=args.no_intermediate_results,
                           dtype="float32" if args.float32 else "float64")
-    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
-    exp = Counterexamples(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    R = exp.R
-    ratio, code = cli.certificate(R)
-    print(f"counterexamples done: {exp.base_dir} | {len(R['subset_indices'])} groups, "
-          f"{len(R['cex_tags'])} test points | refit certificate: {int((ratio <= 1).sum())}/{len(ratio)} "
-          f"certified (worst ||grad L_-S||/tol = {ratio.max():.2e}) | wall time "
-          f"{time.perf_counter() - T_START:.1f} s")
-    return code
+    return cli.run_experiment(Counterexamples, config, args, details=lambda R: (
+        f"{len(R['subset_indices'])} groups, {len(R['cex_tags'])} test points"))
 
 
 def main(argv=None):

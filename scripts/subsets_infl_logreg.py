@@ -11,13 +11,12 @@ Examples (run from the repository root):
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
 import matplotlib
 
-from experiments import cli, execution
+from experiments import cli
 
 matplotlib.use("Agg")
 
@@ -74,20 +73,12 @@ def config_from_args(args):
 def run(args):
     from experiments.subset_influence import SubsetInfluenceLogreg
 
-    config = config_from_args(args)
-    t0 = time.perf_counter()
-    config.update(execution.settings_from_args(args))  # --workers / --scheduler-address (operational)
-    exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    if not args.no_intermediate_results and not args.no_plots:
-        exp.plot_all(save_and_close=True)
-    R = exp.R
-    ratio, code = cli.certificate(R)
-    print(f"ss_logreg done: {exp.base_dir} | {len(R['subset_tags'])} groups | wall time "
-          f"{time.perf_counter() - t0:.1f} s | refit certificate: worst ||grad L_-U||/tol = {ratio.max():.2e} "
-          f"(max ||grad|| = {R['subset_refit_grad_norm'].max():.2e}; "
-          f"{int((ratio <= 1).sum())}/{len(R['subset_tags'])} certified)")
-    return code
+    def plots(exp):
+        if not args.no_intermediate_results and not args.no_plots:
+            exp.plot_all(save_and_close=True)
+
+    return cli.run_experiment(SubsetInfluenceLogreg, config_from_args(args), args, after=plots, details=lambda R: (
+        f"{len(R['subset_tags'])} groups (max ||grad L_-U|| = {R['subset_refit_grad_norm'].max():.2e})"))
 
 
 def main(argv=None):

@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression as SkLR
 from experiments.common import ConfigMismatchError
 from experiments.subset_influence import (EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, ConfigError,
                                           SubsetInfluenceLogreg, build_config, run_id_from_config)
-from influence import kernels as K
+from influence import objective as K
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
 
 PAPER_RANGE = dict(subset_choice_type="range", subset_min_rel_size=0.0025, subset_max_rel_size=0.25,

@@ -4,6 +4,7 @@ from the file's name and content, and every bad input refused in one line with e
 nothing written."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,8 @@ def test_the_experiment_and_the_ladder_run_on_a_csv_file(arrays, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = proc.stdout.strip().splitlines()[-1]
     assert summary.startswith(f"ss_logreg done: {out / 'ss_logreg' / run_id} | ")
-    assert summary.endswith("certified)") and "groups" in summary
+    assert " groups (max ||grad L_-U|| = " in summary and " | wall time " in summary
+    assert re.search(r" \| refit certificate: (\d+)/\1 certified \(worst \|\|grad\|\|/tol = ", summary), summary
     assert (out / "ss_logreg" / run_id / "result_14-compute_pparam_infl.npz").is_file()
     # The ladder reads that run (same flags, same run id).
     proc = run_script("estimator_ladder", ["--dataset-file", data, "--out-dir", out, "--no-progress"
