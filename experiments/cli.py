@@ -82,6 +82,7 @@ def add_run_flags(p: argparse.ArgumentParser, *, data_dir: bool = True, worker: 
         p.add_argument("--worker", action="store_true",
                        help="print the `dask worker` command that replaces the original's file-based "
                             "queue worker, and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_execution_flags(p)
 
 

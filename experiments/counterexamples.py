@@ -422,10 +422,6 @@ class Counterexamples(InfluenceExperiment):
     def inverse_methods(self) -> tuple[str, str]:
         return ("explicit", "cholesky")
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     # ------------------------------------------------------------------ phases
     @phase(0)
     def generate_datasets(self):

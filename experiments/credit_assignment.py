@@ -145,10 +145,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
     def train_sample_weights(self) -> np.ndarray:
         return self.weights("train")
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     def target_sets(self) -> dict[str, tuple[str, list[np.ndarray]]]:
         """Target name -> (evaluation set, index sets); one target row per index set."""
         R = self.R

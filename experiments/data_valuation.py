@@ -152,10 +152,6 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
     def inverse_methods(self) -> tuple[str, str]:
         return ("explicit", "cholesky_lu")
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     # ------------------------------------------------------------------ phases
     @phase(0)
     def cross_validation(self):

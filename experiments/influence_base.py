@@ -156,6 +156,11 @@ class InfluenceExperiment(Experiment):
                                 explicit=explicit, max_items=self.refit_max_chunk)
 
     @property
+    def subsets(self) -> list[np.ndarray]:
+        """The run's groups (``R['subset_indices']``) as int64 index arrays."""
+        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
+
+    @property
     def num_train(self) -> int:
         return self.train.num_examples
 

@@ -556,10 +556,6 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             add("feature_window", o[st:en])
         return {"subset_tags": tags, "subset_indices": subsets}
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     def _cg_preconditioner(self):
         """The Newton-CG preconditioner at theta_hat, built once per process (phases 6, 9)."""
         if getattr(self, "_precond", None) is None:

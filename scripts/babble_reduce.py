@@ -32,7 +32,6 @@ def make_parser():
                    help="weight each vote row by 1/#LFs of its candidate (default)")
     p.add_argument("--no-sample-weights", dest="sample_weights", action="store_false",
                    help="unweighted fits and scores (project addition)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 

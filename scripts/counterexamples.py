@@ -36,7 +36,6 @@ def make_parser():
     # Project additions.
     p.add_argument("--float32", action="store_true",
                    help="compute in float32 like the original (run id gets a _float32 suffix)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 

@@ -40,7 +40,6 @@ def make_parser():
     p.add_argument("--full-loss-matrices", action="store_true",
                    help="store the original (S, N_train) subset_train_losses matrix")
     p.add_argument("--no-plots", action="store_true", help="phase 9 draws no figures")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 

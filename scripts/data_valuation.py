@@ -34,7 +34,6 @@ def make_parser():
     # Project additions.
     cli.add_cv_flags(p)
     p.add_argument("--plots", action="store_true", help="also draw plot_all's figures")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 

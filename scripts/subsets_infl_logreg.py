@@ -48,7 +48,6 @@ def make_parser():
                    help="store the original (S, n_t) and (S, n) loss matrices in phase 6")
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p
 
