@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from datasets import user_file
+from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
+from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import execution, tasks
 from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
@@ -114,7 +116,7 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
                  kmeans_n_init: int = 10, num_train: int | None = None,
-                 dataset_file: str | None = None) -> dict[str, Any]:
+                 dataset_file: str | None = None, spam_vocab_filter: str | None = None) -> dict[str, Any]:
     """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
 
     Every rule on the flags is checked here, before anything runs, including the group
@@ -127,6 +129,11 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     (:mod:`datasets.user_file`): the dataset id becomes ``file-{stem}-{sha256[:12]}`` of
     the file's name and content (:func:`file_dataset_config`), with the settings of
     :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
+
+    ``spam_vocab_filter`` (``--spam-vocab-filter``, spam only): the Enron token filter of
+    :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: spec decision 5, the
+    paper's vocabulary size) or ``'none'`` (every alphabetic non-stop lemma, the earlier
+    rule; the run id gets a ``_vocab-none`` suffix).
     """
     if dataset_file is not None:
         if dataset_id is not None:
@@ -140,6 +147,13 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
         dataset_id = "hospital" if dataset_id is None else dataset_id
         dataset_config = {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
                           "data_dir": data_dir}
+    if spam_vocab_filter is not None:
+        if dataset_id != "spam":
+            raise ConfigError(f"--spam-vocab-filter applies to --dataset-id spam only; got --dataset-id {dataset_id!r}")
+        if spam_vocab_filter not in SPAM_VOCAB_FILTERS:
+            raise ConfigError(f"--spam-vocab-filter must be one of {SPAM_VOCAB_FILTERS}; got {spam_vocab_filter!r}")
+        if spam_vocab_filter != SPAM_DEFAULT_VOCAB_FILTER:  # the default keeps the original's config and run id
+            dataset_config["vocab_filter"] = spam_vocab_filter
     if dataset_file is None and dataset_id not in DATASET_TABLE:
         raise ConfigError(f"--dataset-id must be one of {sorted(DATASET_TABLE)}; got {dataset_id!r} "
                           "(the original raised KeyError here)")
@@ -309,6 +323,8 @@ def run_id_from_config(config: dict[str, Any]) -> str:
         rid += f"_{c['tag']}"
     if c.get("dtype", "float64") != "float64":
         rid += f"_{c['dtype']}"
+    if "vocab_filter" in c["dataset_config"]:
+        rid += f"_vocab-{c['dataset_config']['vocab_filter']}"
     return rid
 
 

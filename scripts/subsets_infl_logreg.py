@@ -48,6 +48,9 @@ def make_parser():
                    help="store the original (S, n_t) and (S, n) loss matrices in phase 6")
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
+    p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
+                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary, spec "
+                        "decision 5) or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p
 
@@ -66,7 +69,7 @@ def config_from_args(args):
         master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
         dtype="float32" if args.float32 else "float64",
         store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init,
-        dataset_file=args.dataset_file)
+        dataset_file=args.dataset_file, spam_vocab_filter=args.spam_vocab_filter)
 
 
 def run(args):
