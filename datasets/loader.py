@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from datasets import common, sklearn_data, synthetic
+from datasets import common, sklearn_data, synthetic, user_file
 from datasets.common import Datasets
 
 
@@ -77,7 +77,7 @@ class UnknownDatasetError(ValueError):
 
 
 def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool = False,
-                 data_dir=None, **kwargs) -> Datasets:
+                 data_dir=None, dataset_file=None, dataset_sha256: str | None = None, **kwargs) -> Datasets:
     """Load ``dataset_id`` (downloading and caching under ``data_dir`` if needed).
 
     ``center_data`` subtracts the train column means, then ``append_bias`` appends a
@@ -85,12 +85,21 @@ def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool =
     checked first (:func:`datasets.common.validate_datasets`: finite values, integer
     labels, at least two training classes, consistent shapes), so a bad dataset stops
     with :class:`datasets.common.DatasetValidationError` before anything uses it.
+
+    ``dataset_file``: a user's ``.npz`` or ``.csv`` file instead of a registered dataset
+    (:mod:`datasets.user_file`; ``dataset_id`` is then its ``file-{stem}-{hash}`` id and
+    ``dataset_sha256``, if given, the digest the file must still have).
     """
-    if dataset_id not in DATASETS:
+    if dataset_file is not None:
+        if kwargs:
+            raise TypeError(f"a dataset file takes no loader arguments; got {sorted(kwargs)}")
+        ds = user_file.load_user_datasets(dataset_file, sha256=dataset_sha256)
+    elif dataset_id not in DATASETS:
         raise UnknownDatasetError(
             f"dataset_id must be one of {sorted(DATASETS)}; got {dataset_id!r}"
         )
-    ds = common.validate_datasets(DATASETS[dataset_id](data_dir=data_dir, **kwargs), dataset_id)
+    else:
+        ds = common.validate_datasets(DATASETS[dataset_id](data_dir=data_dir, **kwargs), dataset_id)
     if center_data:
         ds = common.center_data(ds)
     if append_bias:

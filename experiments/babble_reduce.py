@@ -40,6 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from datasets.babble import save_reduced_cdr_files
+from datasets.common import DEFAULT_DATA_DIR
+from datasets.loader import load_supplemental_info
 from experiments.common import ConfigError, DatasetMixin, Experiment, phase
 from experiments.influence_base import progress_bar
 
@@ -62,7 +65,6 @@ def build_config(dataset_id: str = "cdr", data_dir: str | None = None, save_redu
     if int(max_memory) != max_memory or max_memory < 1:
         raise ConfigError(f"--max-memory must be a positive integer number of bytes; got {max_memory!r}")
     if save_reduced_dir is None:
-        from datasets.common import DEFAULT_DATA_DIR
         save_reduced_dir = str(Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR) / "babble")
     return {
         "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
@@ -118,7 +120,6 @@ class BabbleReduce(DatasetMixin, Experiment):
         """Per split: the ``{dataset_id}_weights`` supplement, or ``None`` (unweighted)."""
         if self._weights is None:
             if self.config["sample_weights"]:
-                from datasets.loader import load_supplemental_info
                 ds_id = self.config["dataset_config"]["dataset_id"]
                 self._weights = list(load_supplemental_info(ds_id + "_weights", data_dir=self.data_dir))
             else:
@@ -129,7 +130,6 @@ class BabbleReduce(DatasetMixin, Experiment):
     @property
     def nonfires(self):
         if self._nonfires is None:
-            from datasets.loader import load_supplemental_info
             ds_id = self.config["dataset_config"]["dataset_id"]
             self._nonfires = load_supplemental_info(ds_id + "_nonfires", data_dir=self.data_dir)
         return self._nonfires
@@ -191,7 +191,6 @@ class BabbleReduce(DatasetMixin, Experiment):
     def create_reduced_matrices(self):
         if self.config["regularization_type"] == "l2":
             return {}
-        from datasets.babble import save_reduced_cdr_files
 
         inds = np.asarray(self.R["feature_inds"], dtype=np.int64)
         if inds.size == 0:

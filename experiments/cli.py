@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from datasets import storage
 from datasets.download import DownloadError
+from experiments import execution
 from experiments.common import ConfigError, ConfigMismatchError, OutputDirError
 
 EXIT_OK = 0
@@ -42,8 +44,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ConfigMismatchError
                                                 storage.StorageError, DownloadError)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-WORKER_NOTICE = ("--worker: the original's file-based task queue was replaced; every phase runs in the "
-                 "main process, so there is nothing for a worker to do.")
+# What --worker prints (run_cli handles --worker before the script's body).
+WORKER_NOTICE = execution.worker_notice()
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +80,22 @@ def add_run_flags(p: argparse.ArgumentParser, *, data_dir: bool = True, worker: 
     p.add_argument("--invalidate", type=int, default=None, help="recompute phases with index >= this")
     if worker:
         p.add_argument("--worker", action="store_true",
-                       help="accepted for compatibility: the file-based task queue was replaced "
-                            "(work runs in-process)")
+                       help="print the `dask worker` command that replaces the original's file-based "
+                            "queue worker, and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_execution_flags(p)
+
+
+def add_execution_flags(p: argparse.ArgumentParser) -> None:
+    """``--workers`` / ``--scheduler-address``: where per-group and per-fit work runs
+    (:mod:`experiments.execution`; embedded in this process by default). Operational: they
+    change neither run ids nor results."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run per-group and per-fit work on a local Dask cluster of N worker processes")
+    g.add_argument("--scheduler-address", type=str, default=None, metavar="tcp://HOST:PORT",
+                   help="run per-group and per-fit work on an existing Dask cluster (default: "
+                        "$DASK_SCHEDULER_ADDRESS if set, else in this process)")
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -104,8 +120,8 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
             argv: Sequence[str] | None = None, configure: bool = True, log_level: int = logging.INFO) -> int:
     """Parse ``argv``, run ``body(args)`` and return the exit code (see the module docstring).
 
-    With ``--worker`` (kept from the original), it prints :data:`WORKER_NOTICE` and
-    returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
+    With ``--worker`` (kept from the original), it prints the ``dask worker`` command for
+    ``--scheduler-address`` (:func:`experiments.execution.worker_notice`) and returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
     ``log_level`` unless ``configure`` is false. Usage errors return 2, user errors
     print ``error: <one line>`` and return 2, other exceptions print one line and return 1;
     with ``--debug`` the traceback is printed as well.
@@ -117,8 +133,8 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
     debug = bool(getattr(args, "debug", False))
     if configure:
         configure_logging(debug, log_level)
-    if getattr(args, "worker", False):  # the original's --worker flag (see add_run_flags)
-        print(WORKER_NOTICE)
+    if getattr(args, "worker", False):  # the original's queue worker is a `dask worker` now
+        print(execution.worker_notice(getattr(args, "scheduler_address", None)))
         return EXIT_OK
     try:
         code = body(args)
@@ -150,3 +166,51 @@ def certificate(R: dict[str, Any]) -> tuple[np.ndarray, int]:
         logger.warning("%d of %d exact refits are not certified (worst ||grad||/tol = %.2e); exit code %d",
                        bad.size, ratio.size, np.max(bad), EXIT_UNCERTIFIED)
     return ratio, EXIT_OK if ok else EXIT_UNCERTIFIED
+
+
+def progress_of(args) -> bool | None:
+    """The experiments' ``progress`` setting from ``--no-progress`` (None: tqdm decides)."""
+    return False if getattr(args, "no_progress", False) else None
+
+
+def add_cv_flags(p: argparse.ArgumentParser) -> None:
+    """``--cv-range`` and ``--cv-folds`` of the application experiments (project additions)."""
+    p.add_argument("--cv-range", type=float, nargs=3, default=None, metavar=("LOW", "HIGH", "NUM"),
+                   help="normalised regularisation grid (default 1e-4 1e-1 10, as in the original)")
+    p.add_argument("--cv-folds", type=int, default=5, help="contiguous folds (default 5)")
+
+
+def cv_settings(args) -> dict[str, Any]:
+    """``build_config`` keywords of :func:`add_cv_flags`."""
+    kw: dict[str, Any] = {"cross_validation_folds": args.cv_folds}
+    if args.cv_range is not None:
+        kw["cross_validation_range"] = tuple(args.cv_range)
+    return kw
+
+
+def run_experiment(cls, config: dict[str, Any], args, details: Callable[[dict[str, Any]], str],
+                   after: Callable[[Any], None] | None = None, certified: bool = True, **kwargs: Any) -> int:
+    """Run one experiment the way every script does, and report it in one line.
+
+    Builds ``cls(config + --workers/--scheduler-address, out_dir=--out-dir,
+    progress=not --no-progress, **kwargs)``, runs its phases (phase files, or
+    ``result_summary.npz`` only with ``--no-intermediate-results``), calls ``after(exp)``
+    (e.g. plots), and prints ``{experiment_id} done: {run folder} | {details(R)} | refit
+    certificate: k/n certified (worst ||grad||/tol = r) | wall time t s``. Returns the exit
+    code: 0, or 3 when a refit is not certified (``certified=False``: no refits to check).
+    """
+    t0 = time.perf_counter()
+    exp = cls({**config, **execution.settings_from_args(args)}, out_dir=args.out_dir, progress=progress_of(args),
+              **kwargs)
+    exp.run_from_cli(args.force_refresh, args.invalidate, getattr(args, "no_intermediate_results", False))
+    if after is not None:
+        after(exp)
+    R = exp.R
+    line = f"{exp.experiment_id} done: {exp.base_dir} | {details(R)}"
+    code = EXIT_OK
+    if certified:
+        ratio, code = certificate(R)
+        line += (f" | refit certificate: {int((ratio <= 1).sum())}/{ratio.size} certified "
+                 f"(worst ||grad||/tol = {ratio.max():.2e})")
+    print(f"{line} | wall time {time.perf_counter() - t0:.1f} s")
+    return code

@@ -93,12 +93,14 @@ def phase(index: int, deps: Sequence[int] = ()):
 
 
 def result_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of ``config`` that can change results (operational keys removed)."""
+    """The part of ``config`` that can change results (operational keys removed; also where
+    the data live: ``data_dir``, and ``dataset_file``, whose content hash is kept)."""
     cfg = storage.normalise_json(config)
 
     def strip(d):
         if isinstance(d, dict):
-            return {k: strip(v) for k, v in d.items() if k not in OPERATIONAL_KEYS and k != "data_dir"}
+            return {k: strip(v) for k, v in d.items()
+                    if k not in OPERATIONAL_KEYS and k not in ("data_dir", "dataset_file")}
         return d
 
     return strip(cfg)

@@ -65,15 +65,12 @@ Differences from the original, each documented in the README
   ``initial_fit_iters`` (theta_hat replaces the ``'initial'`` checkpoint).
 * In float64 mode the generated data are used in float64 (the original's ``DataSet``
   cast them to float32); in float32 mode the model casts them, as the original did.
-* ``np.linalg.lstsq`` uses numpy's current default cutoff (``rcond=None``: singular
-  values below ``eps * max(M, N)`` times the largest are dropped); the original's numpy
-  defaulted to ``rcond=-1`` (machine precision). In float32 the two give identical test
-  points (rounding noise lifts the smallest singular value of gauss4's K = 120 matrix
-  to ~4e-9 of the largest, far above both cutoffs). In float64 that matrix has
-  numerically zero singular values (rows ``a_S`` and ``b_S`` agree to ~1e-3); ``-1``
-  keeps them and yields test points of norm ~4e17 whose influences are float64 rounding
-  (multiples of 1/256), while the default drops them and gives the straight line of
-  spec §13.
+* Not a deviation: ``np.linalg.lstsq`` is called with ``rcond=None``, as the original
+  did (singular values below ``eps * max(M, N)`` times the largest are dropped). In
+  float64 gauss4's K = 120 matrix has numerically zero singular values (rows ``a_S`` and
+  ``b_S`` agree to ~1e-3); the cutoff drops them and gives the straight line of spec
+  §13, while in float32 rounding noise lifts them (~4e-9 of the largest) above the
+  cutoff, which gives the published scatter.
 * Sorting uses a stable sort, so equal keys (the identical groups of ``fixed``) are
   ordered by group index; the original's quicksort order of ties is not reproducible.
 * Normalising a zero vector (the orthogonal component ``b - a (a.b)/(a.a)`` when ``a``
@@ -94,7 +91,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common import ConfigError, map_chunks, phase
+from experiments import tasks
+from experiments.common import ConfigError, phase
 from experiments.influence_base import InfluenceExperiment
 from influence import group_influence as gi
 
@@ -330,6 +328,46 @@ def find_adversarial_test(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[s
     return res
 
 
+def retrain_and_newton_task(ctx: tasks.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Phase-3 work for groups ``start..end-1``: first-order and Newton changes and the
+    exact refits (a pure task of :mod:`experiments.execution`)."""
+    start, end = span
+    infl = ctx.influence()
+    np_dtype = infl.at_optimum().np_dtype
+    groups = ctx.groups(start, end)
+    # g_S in the model's dtype (float32 sums in the float32 mode, as the original).
+    G_S = gi.group_gradient_sums(groups, ctx.arrays["train_grad_losses"], keep_dtype=True)
+    pred = infl.first_order_dparams(G_S)
+    newton = infl.newton_dparams(groups, G_S, method="small")["newton_dparam"]
+    refit = infl.refit(groups, len(groups), method="small", progress=False)
+    return {
+        "subset_pred_dparam": np.asarray(pred, dtype=np_dtype),
+        "subset_newton_pred_dparam": newton.astype(np_dtype),
+        "subset_dparam": gi.actual_dparams(refit["params"], ctx.params).astype(np_dtype),
+        "subset_refit_grad_norm": refit["grad_norm"],
+        "subset_refit_grad_tol": refit["grad_tol"],
+        "subset_refit_iters": refit["iters"],
+    }
+
+
+def cex_test_infl_task(ctx: tasks.InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Phase-5 non-linear influences of groups ``start..end-1`` on the cex points (a pure task)."""
+    start, end = span
+    infl = ctx.influence()
+    model = infl.at_optimum()
+    cex = ctx.arrays["cex"]
+    before = {"loss": model.get_indiv_loss(cex), "margin": model.get_indiv_margin(cex)}
+    res = {}
+    for name, key in (("actl", "subset_dparam"), ("pparam", "subset_pred_dparam"),
+                      ("nparam", "subset_newton_pred_dparam")):
+        D = np.asarray(ctx.arrays[key][start:end])
+        res[f"cex_subset_test_{name}_infl"] = infl.param_influence(D, cex, before["loss"], "loss",
+                                                                   chunk=end - start)
+        res[f"cex_subset_test_{name}_margin_infl"] = infl.param_influence(D, cex, before["margin"], "margin",
+                                                                          chunk=end - start)
+    return res
+
+
 class Counterexamples(InfluenceExperiment):
     """First-order vs one-step Newton group influence on adversarial test points."""
 
@@ -384,10 +422,6 @@ class Counterexamples(InfluenceExperiment):
     def inverse_methods(self) -> tuple[str, str]:
         return ("explicit", "cholesky")
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     # ------------------------------------------------------------------ phases
     @phase(0)
     def generate_datasets(self):
@@ -425,29 +459,12 @@ class Counterexamples(InfluenceExperiment):
     def pick_subsets(self):
         return {"subset_indices": pick_subsets(self.config["dataset_id"], self.R)}
 
-    def _retrain_and_newton_chunk(self, start: int, end: int) -> dict[str, np.ndarray]:
-        """Phase-3 work for groups ``start..end-1`` (pure given the earlier phases)."""
-        infl = self.influence()
-        np_dtype = infl.at_optimum().np_dtype
-        groups = self.subsets[start:end]
-        # g_S in the model's dtype (float32 sums in the float32 mode, as the original).
-        G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_losses"]), keep_dtype=True)
-        pred = infl.first_order_dparams(G_S)
-        newton = infl.newton_dparams(groups, G_S, method="small")["newton_dparam"]
-        refit = infl.refit(groups, len(groups), method="small", progress=False)
-        return {
-            "subset_pred_dparam": np.asarray(pred, dtype=np_dtype),
-            "subset_newton_pred_dparam": newton.astype(np_dtype),
-            "subset_dparam": gi.actual_dparams(refit["params"], self._theta_hat()).astype(np_dtype),
-            "subset_refit_grad_norm": refit["grad_norm"],
-            "subset_refit_grad_tol": refit["grad_tol"],
-            "subset_refit_iters": refit["iters"],
-        }
-
     @phase(3)
     def retrain_and_newton(self):
-        res = map_chunks(self._retrain_and_newton_chunk, len(self.subsets), self.refit_chunk_size(),
-                         desc="refits and Newton steps", progress=self.progress)
+        ctx = tasks.InfluenceContext.from_influence(self.influence(), groups=self.subsets,
+                                                        train_grad_losses=np.asarray(self.R["train_grad_losses"]))
+        res = self.executor.map_chunks(retrain_and_newton_task, ctx, len(self.subsets), self.refit_chunk_size(),
+                                       "refits and Newton steps")
         ratio = res["subset_refit_grad_norm"] / res["subset_refit_grad_tol"]
         logger.info("%d exact refits: %d certified, worst ||grad L_-S||/tol = %.2e, iterations %d-%d",
                     len(ratio), int((ratio <= 1).sum()), ratio.max(), res["subset_refit_iters"].min(),
@@ -462,26 +479,13 @@ class Counterexamples(InfluenceExperiment):
     def _cex(self):
         return (np.asarray(self.R["cex_X"]), np.asarray(self.R["cex_Y"]))
 
-    def _test_infl_chunk(self, start: int, end: int) -> dict[str, np.ndarray]:
-        """Phase-5 non-linear influences of groups ``start..end-1`` on the cex points."""
-        infl = self.influence()
-        model = infl.at_optimum()
-        cex = self._cex()
-        before = {"loss": model.get_indiv_loss(cex), "margin": model.get_indiv_margin(cex)}
-        res = {}
-        for name, key in (("actl", "subset_dparam"), ("pparam", "subset_pred_dparam"),
-                          ("nparam", "subset_newton_pred_dparam")):
-            D = np.asarray(self.R[key][start:end])
-            res[f"cex_subset_test_{name}_infl"] = infl.param_influence(D, cex, before["loss"], "loss",
-                                                                       chunk=end - start)
-            res[f"cex_subset_test_{name}_margin_infl"] = infl.param_influence(D, cex, before["margin"], "margin",
-                                                                              chunk=end - start)
-        return res
-
     @phase(5)
     def compute_test_infl(self):
-        res = map_chunks(self._test_infl_chunk, len(self.subsets), EVAL_CHUNK,
-                         desc="cex test influences", progress=self.progress)
+        ctx = tasks.InfluenceContext.from_influence(
+            self.influence(), cex=self._cex(),
+            **{key: np.asarray(self.R[key]) for key in ("subset_dparam", "subset_pred_dparam",
+                                                        "subset_newton_pred_dparam")})
+        res = self.executor.map_chunks(cex_test_infl_task, ctx, len(self.subsets), EVAL_CHUNK, "cex test influences")
         # Linear influences at theta_hat: dparam . grad f_t (spec §2.8).
         model = self._at_theta_hat()
         cex = self._cex()

@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
+from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
+from experiments import tasks
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -124,7 +127,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         return self.config["dataset_config"]["dataset_id"]
 
     def _supplement(self, suffix: str):
-        from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.dataset_id + suffix, data_dir=self.data_dir)
 
     @property
@@ -142,10 +144,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
 
     def train_sample_weights(self) -> np.ndarray:
         return self.weights("train")
-
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
 
     def target_sets(self) -> dict[str, tuple[str, list[np.ndarray]]]:
         """Target name -> (evaluation set, index sets); one target row per index set."""
@@ -269,7 +267,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         groups = self.subsets
         K = infl.spec.num_classes
         # The explicit-Hessian refit engine, whatever the inverse-HVP method.
-        r = infl.refit(groups, self.refit_chunk_size(), method="explicit", progress=self.progress)
+        r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}
@@ -336,7 +334,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 
         R = self.R
         base = self.base_dir / "plots"

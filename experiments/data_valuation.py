@@ -32,15 +32,20 @@ raises a clear error if the data has fewer test points than the frozen indices n
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datasets.common import DataSet, Datasets
+from datasets.loader import load_supplemental_info
 from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
+from experiments import tasks
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
+from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -79,6 +84,14 @@ def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, m
     return config
 
 
+def _weighted_f1(x, labels, weights, model) -> float:
+    """Weighted F1 of ``model``'s predictions (P(y=1) > 0.5) on ``(x, labels)``."""
+    from sklearn.metrics import f1_score
+
+    pred = (model.get_predictions(x)[:, 1] > 0.5).astype(np.int64)
+    return f1_score(labels, pred, sample_weight=weights)
+
+
 def run_id_from_config(config: dict[str, Any]) -> str:
     return f"{config['dataset_config']['dataset_id']}_sample_weights-{config['sample_weights']}"
 
@@ -100,18 +113,15 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         return run_id_from_config(self.config)
 
     def _supplement(self, suffix: str):
-        from datasets.loader import load_supplemental_info
         return load_supplemental_info(self.config["dataset_config"]["dataset_id"] + suffix, data_dir=self.data_dir)
 
     def load_datasets(self):
-        from datasets.common import DataSet, Datasets
         # float 0./1. labels -> int64 (the model wants integer classes)
         return Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in super().load_datasets()))
 
     @property
     def nonfires(self):
         if self._nonfires is None:
-            from datasets.common import DataSet
             nf = self._supplement("_nonfires")
             self._nonfires = DataSet(dense(nf.x), nf.labels.astype(np.int64))
         return self._nonfires
@@ -142,25 +152,17 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
     def inverse_methods(self) -> tuple[str, str]:
         return ("explicit", "cholesky_lu")
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     # ------------------------------------------------------------------ phases
     @phase(0)
     def cross_validation(self):
-        from sklearn.metrics import f1_score
-
         X, y, w = self.train.x, self.train.labels, self.weights[0]
         n = len(y)
         regs = cv_regs(n, self.config["normalized_cross_validation_range"])
         folds = contiguous_folds(n, self.config["cross_validation_folds"])
 
-        def test_f1(model):
-            # QUIRK kept (test leakage): the fold model is scored on the TEST set.
-            pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
-            return f1_score(self.test.labels, pred, sample_weight=self.weights[2])
-
+        # QUIRK kept (test leakage): the fold model is scored on the TEST set. A partial of
+        # a module-level function, so that the fits can run on Dask workers.
+        test_f1 = functools.partial(_weighted_f1, self.test.x, self.test.labels, self.weights[2])
         cv = self.cross_validate(X, y, regs, folds, weights=w, score=test_f1)
         cv_f1s = cv["cv_scores"]
         best = int(np.argmax(cv_f1s))
@@ -170,8 +172,6 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     @phase(1)
     def initial_training(self):
-        from sklearn.metrics import f1_score
-
         model = self.get_model()
         fit = model.fit(self.train, self.weights[0], self.R["cv_l2_reg"])
         model.save("initial")
@@ -183,8 +183,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         res["initial_params"] = model.get_params_flat()
         res["initial_fit_grad_norm"] = fit.grad_norm
         res["initial_fit_iters"] = fit.iterations
-        pred = (model.get_predictions(self.test.x)[:, 1] > 0.5).astype(np.int64)
-        res["initial_test_f1"] = float(f1_score(self.test.labels, pred, sample_weight=self.weights[2]))
+        res["initial_test_f1"] = float(_weighted_f1(self.test.x, self.test.labels, self.weights[2], model))
         print(f"Test F1: {res['initial_test_f1']}")
         return res
 
@@ -256,7 +255,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         infl = self.influence()
         groups = self.subsets
         # QUIRK kept: the group's rows get weight 0, the other rows keep 1/#LF (not renormalised).
-        r = infl.refit(groups, self.refit_chunk_size(), method="explicit", progress=self.progress)
+        r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_converged": r["converged"]}
@@ -312,7 +311,6 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         """The original's ``plot_all`` (spec §4.5); the script does not call it."""
         import matplotlib.pyplot as plt
 
-        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 
         base = self.base_dir / "plots"
         base.mkdir(parents=True, exist_ok=True)

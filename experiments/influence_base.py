@@ -27,6 +27,8 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
+from experiments.execution import Executor
+from experiments.tasks import cross_validation_fits
 from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
@@ -51,6 +53,8 @@ class InfluenceExperiment(Experiment):
     # Class defaults, so that instances made by ``load_run`` (no __init__) work.
     progress: bool | None = None
     _model = None
+    _executor: Executor | None = None
+    _own_executor = False
     # Hooks: the model has an intercept; the maximum number of groups per refit chunk;
     # the config key of the regularisation the model was fitted with.
     fit_intercept = True
@@ -107,6 +111,34 @@ class InfluenceExperiment(Experiment):
                               sample_weights=self.train_sample_weights(), hessian=self.R.get("hessian"),
                               inverse_hvp_method=ihvp, inverse_vp_method=ivp, max_memory=self.refit_memory())
 
+    # ------------------------------------------------------------------ execution
+    @property
+    def executor(self) -> Executor:
+        """Where per-group and per-fit work runs (:mod:`experiments.execution`): from the
+        config's ``num_workers`` / ``scheduler`` (embedded when neither is set), or the one
+        assigned to this attribute (not closed by the experiment)."""
+        if self._executor is None:
+            self._executor = Executor.from_config(self.config, progress=self.progress)
+            self._own_executor = True
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Executor) -> None:
+        self._executor, self._own_executor = value, False
+
+    def run(self, *args, **kwargs):
+        """:meth:`Experiment.run` with the cluster (if any) started first, so that an
+        unreachable scheduler stops the run before any work; a local cluster this run
+        started is shut down at the end."""
+        try:
+            if self.executor.distributed:
+                self.executor.client  # noqa: B018 - connect now (SchedulerUnreachableError)
+            return super().run(*args, **kwargs)
+        finally:
+            if self._own_executor and self._executor is not None:
+                self._executor.close()
+                self._executor, self._own_executor = None, False
+
     # ------------------------------------------------------------------ shared machinery
     def _bar(self, iterable, desc, total=None):
         return progress_bar(iterable, desc, total, self.progress)
@@ -119,9 +151,14 @@ class InfluenceExperiment(Experiment):
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
         sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
         model = self.get_model()
-        explicit = self.inverse_methods()[0] != "cg"
+        explicit = self.inverse_methods()[0] == "explicit"
         return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
                                 explicit=explicit, max_items=self.refit_max_chunk)
+
+    @property
+    def subsets(self) -> list[np.ndarray]:
+        """The run's groups (``R['subset_indices']``) as int64 index arrays."""
+        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
 
     @property
     def num_train(self) -> int:
@@ -137,29 +174,10 @@ class InfluenceExperiment(Experiment):
         ``weights``, summed over folds in fold order), ``cv_accs`` (mean held-out accuracy)
         and, with ``score(model)``, ``cv_scores`` (its mean over folds).
         """
-        model = self.get_model()
-        n = len(y)
-        losses, accs = np.zeros((len(regs), len(folds))), np.zeros((len(regs), len(folds)))
-        scores = np.zeros((len(regs), len(folds)))
-        bar = self._bar(range(len(regs) * len(folds)), "cross-validation fits")
-        it = iter(bar)
-        for k, val in enumerate(folds):
-            tr = np.setdiff1d(np.arange(n), val)
-            train_k, val_k = (X[tr], y[tr]), (X[val], y[val])
-            w_k = None if weights is None else weights[tr]
-            for i, reg in enumerate(regs):
-                next(it, None)
-                # QUIRK kept: the full-data lambda is used on (folds-1)/folds of the data.
-                if i == 0 or not warm_start:
-                    model.fit(train_k, w_k, reg)
-                else:
-                    model.warm_fit(train_k, w_k, reg)
-                loss = model.get_indiv_loss(val_k)
-                losses[i, k] = float(np.sum(loss if weights is None else weights[val] * loss))
-                accs[i, k] = model.get_accuracy(val_k)
-                if score is not None:
-                    scores[i, k] = score(model)
-        bar.close()
+        # One task per fold (or per fold and lambda without warm starts): see
+        # experiments.tasks.cross_validation_fits; embedded, the same loop as ever.
+        losses, accs, scores = cross_validation_fits(self.executor, self.get_model(), X, y, regs, folds,
+                                                     weights, warm_start, score)
         cv_errors = np.zeros(len(regs))
         for k in range(len(folds)):  # summed in fold order
             cv_errors += losses[:, k]

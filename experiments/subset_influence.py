@@ -48,9 +48,15 @@ from typing import Any
 
 import numpy as np
 
+from datasets import user_file
+from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
+from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
+from experiments import execution, tasks
+from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
+from experiments.subset_plots import plot_all
 from influence import group_influence as gi
 
 logger = logging.getLogger(__name__)
@@ -104,7 +110,7 @@ SUMMARY_KEYS = [
 EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters"]
 
 
-def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subset_seed: int = 0,
+def build_config(dataset_id: str | None = None, data_dir: str | None = None, subset_seed: int = 0,
                  subset_choice_type: str = "types", subset_rel_size: float = 0.1,
                  subset_min_rel_size: float = 0.0025, subset_max_rel_size: float = 0.25,
                  num_subsets: int = 5, inverse_hvp_method: str | None = None,
@@ -112,15 +118,46 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
                  skip_hessian_spectrum: bool = False, tag: str | None = None,
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
-                 kmeans_n_init: int = 10, num_train: int | None = None) -> dict[str, Any]:
+                 kmeans_n_init: int = 10, num_train: int | None = None,
+                 dataset_file: str | None = None, spam_vocab_filter: str | None = None) -> dict[str, Any]:
     """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
 
     Every rule on the flags is checked here, before anything runs, including the group
     sizes (:func:`check_group_sizes`), which need the number of training points: pass
     ``num_train``, or it is taken from :data:`NUM_TRAIN` (datasets whose size the loaders
     fix); for a dataset outside that table the sizes are checked when phase 5 draws them.
+
+    ``dataset_id`` defaults to ``hospital``. ``dataset_file`` (``--dataset-file``, not
+    together with ``dataset_id``) names a user's ``.npz`` or ``.csv`` file
+    (:mod:`datasets.user_file`): the dataset id becomes ``file-{stem}-{sha256[:12]}`` of
+    the file's name and content (:func:`file_dataset_config`), with the settings of
+    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
+
+    ``spam_vocab_filter`` (``--spam-vocab-filter``, spam only): the Enron token filter of
+    :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: spec decision 5, the
+    paper's vocabulary size) or ``'none'`` (every alphabetic non-stop lemma, the earlier
+    rule; the run id gets a ``_vocab-none`` suffix).
     """
-    if dataset_id not in DATASET_TABLE:
+    if dataset_file is not None:
+        if dataset_id is not None:
+            raise ConfigError(f"give --dataset-id or --dataset-file, not both; got --dataset-id {dataset_id!r} "
+                              f"and --dataset-file {str(dataset_file)!r}")
+        dataset_config = file_dataset_config(dataset_file, data_dir)
+        dataset_id = dataset_config["dataset_id"]
+        if num_train is None:
+            num_train = user_file.num_train(dataset_file)
+    else:
+        dataset_id = "hospital" if dataset_id is None else dataset_id
+        dataset_config = {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
+                          "data_dir": data_dir}
+    if spam_vocab_filter is not None:
+        if dataset_id != "spam":
+            raise ConfigError(f"--spam-vocab-filter applies to --dataset-id spam only; got --dataset-id {dataset_id!r}")
+        if spam_vocab_filter not in SPAM_VOCAB_FILTERS:
+            raise ConfigError(f"--spam-vocab-filter must be one of {SPAM_VOCAB_FILTERS}; got {spam_vocab_filter!r}")
+        if spam_vocab_filter != SPAM_DEFAULT_VOCAB_FILTER:  # the default keeps the original's config and run id
+            dataset_config["vocab_filter"] = spam_vocab_filter
+    if dataset_file is None and dataset_id not in DATASET_TABLE:
         raise ConfigError(f"--dataset-id must be one of {sorted(DATASET_TABLE)}; got {dataset_id!r} "
                           "(the original raised KeyError here)")
     if subset_choice_type not in CHOICE_TYPES:
@@ -138,8 +175,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
     if subset_min_rel_size > subset_max_rel_size:
         raise ConfigError(f"--subset-min-rel-size ({subset_min_rel_size}) must be <= "
                           f"--subset-max-rel-size ({subset_max_rel_size})")
-    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg"):
-        raise ConfigError(f"--inverse-hvp-method must be 'explicit' or 'cg'; got {inverse_hvp_method!r}")
+    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg", "fmin_ncg"):
+        raise ConfigError(f"--inverse-hvp-method must be 'explicit', 'cg' or 'fmin_ncg' (cg's first-order solves "
+                          f"by the original's scipy fmin_ncg); got {inverse_hvp_method!r}")
     if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
         raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
     if fixed_reg is not None and not (fixed_reg > 0 and math.isfinite(fixed_reg)):
@@ -157,10 +195,9 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
         raise ConfigError(f"--tag becomes part of the run folder's name, so it must be non-empty and contain "
                           f"no '/', '\\' or NUL; got {tag!r}")
 
-    method, cv_range = DATASET_TABLE[dataset_id]
+    method, cv_range = FILE_DATASET_SETTINGS if dataset_file is not None else DATASET_TABLE[dataset_id]
     config: dict[str, Any] = {
-        "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
-                           "data_dir": data_dir},
+        "dataset_config": dataset_config,
         "subset_seed": int(subset_seed),
         "subset_choice_type": subset_choice_type,
         "subset_rel_size": float(subset_rel_size),
@@ -208,6 +245,24 @@ def build_config(dataset_id: str = "hospital", data_dir: str | None = None, subs
             raise ConfigError(f"--fixed-reg {fixed_reg}: lambda = {fixed_reg} x n_train ({n}) is not a finite "
                               "float64; use a smaller value")
     return config
+
+
+# (inverse_hvp_method, normalized_cross_validation_range) of a --dataset-file: explicit
+# Hessians (the estimator ladder needs them; pass --inverse-hvp-method cg for wide data)
+# and the CV range of the offline datasets.
+FILE_DATASET_SETTINGS: tuple[str, tuple[float, float, int]] = ("explicit", (1e-4, 1e-1, 10))
+
+
+def file_dataset_config(dataset_file: str, data_dir: str | None = None) -> dict[str, Any]:
+    """The ``dataset_config`` of a user's file: its id ``file-{stem}-{sha256[:12]}``, its
+    absolute path and the digest of its content (hashed once, here; the loader checks the
+    file still has it). The path is not part of the results' identity: a moved file with
+    the same content reuses its results (:func:`experiments.common.result_config`)."""
+    path = Path(dataset_file).expanduser().resolve()
+    user_file.file_format(path)
+    sha = user_file.file_sha256(path)
+    return {"dataset_id": user_file.dataset_id_for(path, sha), "center_data": False, "append_bias": False,
+            "data_dir": data_dir, "dataset_file": str(path), "dataset_sha256": sha}
 
 
 MAX_NUM_SUBSETS = 100_000  # a sanity bound: 2 million exact refits are out of reach anyway
@@ -271,6 +326,8 @@ def run_id_from_config(config: dict[str, Any]) -> str:
         rid += f"_{c['tag']}"
     if c.get("dtype", "float64") != "float64":
         rid += f"_{c['dtype']}"
+    if "vocab_filter" in c["dataset_config"]:
+        rid += f"_vocab-{c['dataset_config']['vocab_filter']}"
     return rid
 
 
@@ -301,7 +358,8 @@ def _num_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
+def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
+                       executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
     """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
 
     Each labelling (the single linkage, or one KMeans k) is one task computed on one
@@ -310,9 +368,14 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True) -> list[li
     matrices go to one worker process per CPU, longest first (single linkage, then k =
     128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
     once. The labels are the same either way, bit for bit. If no process can be started,
-    or a worker dies, the missing tasks run in this process.
+    or a worker dies, the missing tasks run in this process. On a Dask cluster
+    (``executor``), each matrix's labellings are one task.
     """
     from experiments import clustering
+
+    if executor is not None and executor.distributed:
+        specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
+        return list(executor.map(execution.call_task, None, specs, "clustering pools", large_specs=True))
 
     parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     order = [(i, p) for j in range(max(map(len, parts), default=0)) for i in range(len(mats))
@@ -324,38 +387,39 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True) -> list[li
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
         try:
-            executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=clustering.init_worker,
-                                           initargs=([np.asarray(M) for M in mats],))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=clustering.init_worker, initargs=([np.asarray(M) for M in mats],))
         except (OSError, RuntimeError) as exc:  # no processes available: run in-process
             logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
-            executor = None
-        if executor is not None:
+            pool = None
+        if pool is not None:
             try:
-                futures = {key: executor.submit(clustering.worker_part, key[0], key[1], n_init, KMEANS_SEED)
+                futures = {key: pool.submit(clustering.worker_part, key[0], key[1], n_init, KMEANS_SEED)
                            for key in order}
                 for key, f in futures.items():
                     done[key] = f.result()
             except (BrokenProcessPool, OSError, RuntimeError) as exc:
                 logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
             finally:
-                executor.shutdown(cancel_futures=True)
+                pool.shutdown(cancel_futures=True)
     for key in order:
         if key not in done:
             done[key] = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
 
 
-def _cluster_pools(mats, n_init: int = 10, parallel: bool = True) -> list[list[np.ndarray]]:
+def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
+                   executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
     """:func:`_cluster_pool` of each matrix in ``mats`` (see :func:`_cluster_labelings`)."""
-    return [_pool_from_labels(lab) for lab in _cluster_labelings(mats, n_init, parallel)]
+    return [_pool_from_labels(lab) for lab in _cluster_labelings(mats, n_init, parallel, executor)]
 
 
-def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True) -> list[list[np.ndarray]]:
+def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True,
+                          executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
     """:func:`_cluster_pools`, reusing the labellings cached in ``cache_dir``
     (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
     if cache_dir is None:
-        return _cluster_pools(mats, n_init, parallel)
+        return _cluster_pools(mats, n_init, parallel, executor)
     from experiments import cluster_cache
     from experiments.clustering import pool_parts
 
@@ -368,7 +432,7 @@ def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool
         logger.info("clustering pools of %d of %d matrices reused from %s", len(mats) - len(missing), len(mats),
                     cache_dir)
     if missing:
-        for i, lab in zip(missing, _cluster_labelings([mats[i] for i in missing], n_init, parallel)):
+        for i, lab in zip(missing, _cluster_labelings([mats[i] for i in missing], n_init, parallel, executor)):
             labels[i] = lab
             cluster_cache.save_labels(cache_dir, keys[i], lab)
     return [_pool_from_labels(lab) for lab in labels]
@@ -547,7 +611,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                     add(f"pos_tail_test-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
         pools = _cached_cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
-                                      self.cluster_cache_dir)
+                                      self.cluster_cache_dir, executor=self.executor)
         for tag, pool in zip(("same_features", "same_grad"), pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:
@@ -567,10 +631,6 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             add("feature_window", o[st:en])
         return {"subset_tags": tags, "subset_indices": subsets}
 
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return [np.asarray(s, dtype=np.int64) for s in self.R["subset_indices"]]
-
     def _cg_preconditioner(self):
         """The Newton-CG preconditioner at theta_hat, built once per process (phases 6, 9)."""
         if getattr(self, "_precond", None) is None:
@@ -578,13 +638,19 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             self._precond = self.influence().preconditioner()
         return self._precond
 
+    def _local_preconditioner(self, explicit: bool):
+        """This process's Newton-CG preconditioner for cg runs (None for explicit runs, and
+        on a cluster, where each worker builds its own once)."""
+        return None if explicit or self.executor.distributed else self._cg_preconditioner()
+
     @phase(6)
     def retrain(self):
         groups = self.subsets
         explicit = self.config["inverse_hvp_method"] == "explicit"
         # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
-        r = self.influence().refit(groups, self.refit_chunk_size(), progress=self.progress,
-                                   preconditioner=None if explicit else self._cg_preconditioner())
+        # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
+        r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
+                                   preconditioner=self._local_preconditioner(explicit))
         res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
                "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
                "subset_refit_hessians": r["hessians"], "subset_refit_hvps": r["hvps"],
@@ -667,9 +733,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
         res = {}
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        out = infl.newton_dparams(groups, G_S, spectrum=explicit and not self.config["skip_hessian_spectrum"],
-                                  progress=self.progress,
-                                  preconditioner=None if explicit else self._cg_preconditioner())
+        out = tasks.newton_groups(self.executor, infl, groups, G_S,
+                                      spectrum=explicit and not self.config["skip_hessian_spectrum"],
+                                      preconditioner=self._local_preconditioner(explicit),
+                                      progress=self.progress)
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
@@ -752,5 +819,4 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 f"{py2_float_str(c['subset_min_rel_size'])}-{py2_float_str(c['subset_max_rel_size'])}")
 
     def plot_all(self, save_and_close: bool = True) -> list[Path]:
-        from experiments.subset_plots import plot_all
         return plot_all(self, save_and_close=save_and_close)

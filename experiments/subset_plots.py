@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.plot import (get_simple_subset_tags, plot_against_subset_size, plot_distribution,
+                              plot_influence_correlation)
+
 logger = logging.getLogger(__name__)
 
 AXIS_LABELS = {
@@ -53,8 +56,6 @@ class _Plotter:
 
     def group_influence(self, kind: str, quantity: str, x, y, xa: str, ya: str) -> None:
         import matplotlib.pyplot as plt
-
-        from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 
         labels = get_simple_subset_tags(self.R["subset_tags"])
         if kind == "self":
@@ -126,7 +127,6 @@ class _Plotter:
     def distribution(self, values, title, xlabel, name):
         import matplotlib.pyplot as plt
 
-        from experiments.plot import plot_distribution
         fig, ax = plt.subplots(1, 1, figsize=(8, 8))
         plot_distribution(ax, np.asarray(values), title=title, subtitle=self.subtitle, xlabel=xlabel,
                           ylabel="Frequency")
@@ -135,7 +135,6 @@ class _Plotter:
     def sizes(self):
         import matplotlib.pyplot as plt
 
-        from experiments.plot import plot_against_subset_size
         R = self.R
         specs = []
         if self.has("subset_self_pred_infl"):

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import scipy.linalg
@@ -44,6 +44,7 @@ import scipy.linalg
 from influence import groups as _groups
 from influence import small_refit as _small
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
+from influence.progress import progress_bar  # noqa: F401  (re-exported: the experiments' bars)
 from influence.refit import make_preconditioner, refit_chunk, refit_chunk_cg
 
 METHODS = ("explicit", "cg", "small")
@@ -313,7 +314,10 @@ class GroupInfluence:
         return self.model._tensors(data, weights)
 
     def _method(self, method):
+        # 'fmin_ncg' (the original's solver) changes only the first-order solves: refits and
+        # Newton changes of such a run take the Newton-CG path, as for 'cg'.
         method = method or self.inverse_hvp_method
+        method = "cg" if method == "fmin_ncg" else method
         _check_choice("method", method, METHODS)
         return method
 
@@ -559,13 +563,6 @@ class GroupInfluence:
         thetas = self.params[None, :] + D
         return (_groups.group_sums_at(self.spec, thetas, Xa, y, groups, what)
                 - _groups.group_sums(groups, np.asarray(before)))
-
-
-def progress_bar(iterable, desc: str, total: int | None = None, progress: bool | None = None):
-    """A tqdm bar that disappears when done; ``progress=None`` lets tqdm decide (off without a TTY)."""
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=False,
-                disable=None if progress is None else not progress)
 
 
 # ----------------------------------------------------------------------------- everything at once

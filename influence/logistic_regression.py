@@ -8,7 +8,7 @@ NumPy arrays (float32 in the float32 mode).
 
 Objective: ``L(theta) = sum_i s_i l_i(theta) + (l2_reg / 2) ||W||^2``, summed (not
 averaged) over examples; biases unregularised. Parameter layout: see
-:mod:`influence.kernels`. Influence sign convention: the change caused by REMOVING a
+:mod:`influence.objective`. Influence sign convention: the change caused by REMOVING a
 group.
 
 Unlike the original (scikit-learn lbfgs, which stops short of the optimum on ill-
@@ -143,6 +143,12 @@ class LogisticRegression:
                 raise ValueError("sample_weights must be finite and >= 0")
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
+
+    def design(self, ds, sample_weights=None):
+        """The engine's inputs on ``ds``: ``(Xa, y, s)`` tensors in the model's dtype, the
+        design with its intercept column, the labels and the sample weights (ones when None),
+        as the batched functions of :mod:`influence.refit` and :mod:`influence.groups` take them."""
+        return self._tensors(ds, sample_weights)
 
     def _objective(self, ds, sample_weights=None, l2_reg=None) -> LogisticObjective:
         """The objective on ``ds`` with these weights and ``l2_reg`` (one problem)."""

@@ -89,7 +89,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
                 cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
-    ``Xa`` is the augmented design (see :func:`influence.kernels.augment`), ``y`` the
+    ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
     regularised full-data Hessian at ``theta_hat`` (computed if not given).
     ``max_memory`` (bytes): the groups are refitted in sub-chunks of

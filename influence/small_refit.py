@@ -12,7 +12,7 @@ Objective of the group-U problem (binary, labels in {0, 1}):
 ``L_{-U}(theta) = sum_{i not in U} s_i l_i(theta) + (l2_reg / 2) ||theta * mask||^2``
 with ``l_i`` the cross-entropy of ``sigma(theta . xa_i)``, ``xa_i`` the (possibly
 augmented) input row and ``mask`` 1 on weights and 0 on the bias (summed loss, bias
-unregularised, as in :mod:`influence.kernels`).
+unregularised, as in :mod:`influence.objective`).
 
 * :func:`refit_binary_groups` minimises ``L_{-U}`` for every group from ``theta_hat``
   by damped Newton iterations and certifies each result by its gradient norm:

@@ -32,7 +32,6 @@ def make_parser():
                    help="weight each vote row by 1/#LFs of its candidate (default)")
     p.add_argument("--no-sample-weights", dest="sample_weights", action="store_false",
                    help="unweighted fits and scores (project addition)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
@@ -42,12 +41,9 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir,
                           save_reduced_dir=args.save_reduced_dir, max_memory=args.max_memory,
                           fit_intercept=args.fit_intercept, sample_weights=args.sample_weights)
-    exp = BabbleReduce(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    R = exp.run(force_refresh=args.force_refresh, invalidate_phase=args.invalidate)
-    print(f"babble_reduce done: {exp.base_dir} | best reg {R['regs'][R['best_i']]:.4g} | "
-          f"{len(R['feature_inds'])} of {R['coefs'].shape[1]} features kept | validation F1 "
-          f"{R['f1s'][1][R['best_i']]:.4f} | reduced matrices in {config['save_reduced_dir']}")
-    return cli.EXIT_OK
+    return cli.run_experiment(BabbleReduce, config, args, certified=False, details=lambda R: (
+        f"best reg {R['regs'][R['best_i']]:.4g} | {len(R['feature_inds'])} of {R['coefs'].shape[1]} features kept "
+        f"| validation F1 {R['f1s'][1][R['best_i']]:.4f} | reduced matrices in {config['save_reduced_dir']}"))
 
 
 def main(argv=None):

@@ -50,7 +50,6 @@ def matmul_peak(n: int = 2048, reps: int = 3) -> float:
 
 
 def load_workload(name: str, data_dir):
-    from datasets.common import DataSet, Datasets
     from datasets.loader import load_dataset
 
     if name == "mnist-scale":  # the fashion_mnist dataset id (data dir's files, else Debian's)
@@ -137,7 +136,7 @@ def run(args):
     rng = np.random.RandomState(args.seed)
     sizes = np.linspace(max(1, int(0.0025 * n)), int(0.25 * n), args.num_groups).astype(int)
     groups = [rng.choice(n, s, replace=False) for s in sizes]
-    Xa, yt, s = model._tensors((X, y))
+    Xa, yt, s = model.design((X, y))
     # Explicit-Hessian Newton up to the model's explicit_max_params, Newton-CG beyond (as
     # ss_logreg's explicit / cg runs). The shared setup at theta_hat (the Hessian, or the
     # CG preconditioner) is computed once per run and timed separately.

@@ -14,19 +14,17 @@ straight line; see ``experiments/counterexamples.py``).
 
 Fixes of the original: the default ``--dataset-id`` is ``ortho2`` (the original's
 default ``hospital`` is not a synthetic dataset and crashed with
-``ValueError('Dataset gauss has not been generated')``); ``--worker`` only prints a
-note, because the file-based task queue was replaced and all work runs in-process.
+``ValueError('Dataset gauss has not been generated')``); ``--worker`` prints the
+``dask worker`` command that replaced the file-based task queue (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
 from experiments import cli
 
-T_START = time.perf_counter()
 
 
 def make_parser():
@@ -38,7 +36,6 @@ def make_parser():
     # Project additions.
     p.add_argument("--float32", action="store_true",
                    help="compute in float32 like the original (run id gets a _float32 suffix)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
@@ -48,15 +45,8 @@ def run(args):
     config = build_config(dataset_id=args.dataset_id, subset_seed=args.subset_seed,
                           max_memory=args.max_memory, master_only=args.no_intermediate_results,
                           dtype="float32" if args.float32 else "float64")
-    exp = Counterexamples(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    R = exp.R
-    ratio, code = cli.certificate(R)
-    print(f"counterexamples done: {exp.base_dir} | {len(R['subset_indices'])} groups, "
-          f"{len(R['cex_tags'])} test points | refit certificate: {int((ratio <= 1).sum())}/{len(ratio)} "
-          f"certified (worst ||grad L_-S||/tol = {ratio.max():.2e}) | wall time "
-          f"{time.perf_counter() - T_START:.1f} s")
-    return code
+    return cli.run_experiment(Counterexamples, config, args, details=lambda R: (
+        f"{len(R['subset_indices'])} groups, {len(R['cex_tags'])} test points"))
 
 
 def main(argv=None):

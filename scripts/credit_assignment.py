@@ -10,14 +10,13 @@ and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_a
     python scripts/credit_assignment.py --data-dir ./data --out-dir ./output --dataset-id mnli \\
         --no-intermediate-results
 
-Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` is
-accepted for compatibility only: the file-based task queue was replaced and all work
-runs in this process.
+Results go to ``{out_dir}/credit_assignment/mnli_sample_weights-None/``. ``--worker`` prints
+the ``dask worker`` command that replaced the file-based task queue; ``--workers N`` or
+``--scheduler-address`` run the fits on Dask (README "Run on a cluster").
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
@@ -37,35 +36,23 @@ def make_parser():
     p.add_argument("--grad-batch-size", type=int, default=400, help="recorded; batching is automatic")
     p.add_argument("--hessian-batch-size", type=int, default=30, help="recorded; batching is automatic")
     # Project additions.
-    p.add_argument("--cv-range", type=float, nargs=3, default=None, metavar=("LOW", "HIGH", "NUM"),
-                   help="normalised regularisation grid (default 1e-4 1e-1 10, as in the original)")
-    p.add_argument("--cv-folds", type=int, default=5, help="contiguous folds (default 5)")
+    cli.add_cv_flags(p)
     p.add_argument("--full-loss-matrices", action="store_true",
                    help="store the original (S, N_train) subset_train_losses matrix")
     p.add_argument("--no-plots", action="store_true", help="phase 9 draws no figures")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
 def run(args):
     from experiments.credit_assignment import CreditAssignment, build_config
 
-    kw = {} if args.cv_range is None else {"cross_validation_range": tuple(args.cv_range)}
     config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
                           inverse_hvp_method=args.inverse_hvp_method, inverse_vp_method=args.inverse_vp_method,
                           grad_batch_size=args.grad_batch_size, hessian_batch_size=args.hessian_batch_size,
-                          master_only=args.no_intermediate_results, cross_validation_folds=args.cv_folds,
-                          store_full_loss_matrices=args.full_loss_matrices, **kw)
-    t0 = time.perf_counter()
-    exp = CreditAssignment(config, out_dir=args.out_dir, progress=False if args.no_progress else None,
-                           plots=not args.no_plots)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    R = exp.R
-    ratio, code = cli.certificate(R)
-    print(f"credit_assignment done: {exp.base_dir} | {len(R['subset_tags'])} workers | l2_reg {R['cv_l2_reg']:.4g} "
-          f"| refit certificate: {int((ratio <= 1).sum())}/{len(ratio)} certified (worst ||grad||/tol = "
-          f"{ratio.max():.2e}) | wall time {time.perf_counter() - t0:.1f} s")
-    return code
+                          master_only=args.no_intermediate_results,
+                          store_full_loss_matrices=args.full_loss_matrices, **cli.cv_settings(args))
+    return cli.run_experiment(CreditAssignment, config, args, plots=not args.no_plots, details=lambda R: (
+        f"{len(R['subset_tags'])} workers | l2_reg {R['cv_l2_reg']:.4g}"))
 
 
 def main(argv=None):

@@ -12,11 +12,11 @@ Examples (run from the repository root):
 
     python scripts/estimator_ladder.py --dataset-id breast_cancer
     python scripts/estimator_ladder.py --dataset-id digits --subset-choice-type range --num-subsets 10
+    python scripts/estimator_ladder.py --dataset-file my_data.csv --num-subsets 10
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit of the
 ``ss_logreg`` run not certified; ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
@@ -37,14 +37,12 @@ def run(args):
 
     config = build_config(config_from_args(args), master_only=args.no_intermediate_results,
                           retime_actual=not args.no_retime_actual)
-    t0 = time.perf_counter()
-    exp = EstimatorLadder(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    R = exp.R
-    costs = ", ".join(f"{e} {float(s) * 1e3:.3g} ms" for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
-    print(f"estimator_ladder done: {exp.base_dir} | {len(R['subset_sizes'])} groups | wall time "
-          f"{time.perf_counter() - t0:.1f} s | per group: {costs}")
-    return cli.certificate(R)[1]
+
+    def costs(R):
+        return ", ".join(f"{e} {float(s) * 1e3:.3g} ms" for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
+
+    return cli.run_experiment(EstimatorLadder, config, args, details=lambda R: (
+        f"{len(R['subset_sizes'])} groups | per group: {costs(R)}"))
 
 
 def main(argv=None):

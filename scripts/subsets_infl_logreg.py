@@ -3,6 +3,7 @@
 Examples (run from the repository root):
 
     python scripts/subsets_infl_logreg.py --dataset-id breast_cancer
+    python scripts/subsets_infl_logreg.py --dataset-file my_data.csv --num-subsets 10
     python scripts/subsets_infl_logreg.py --data-dir ./data --out-dir ./output --dataset-id hospital \\
         --subset-choice-type range --subset-min-rel-size 0.0025 --subset-max-rel-size 0.25 \\
         --num-subsets 100 --max-memory 100000000 --no-intermediate-results
@@ -10,7 +11,6 @@ Examples (run from the repository root):
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
-import time
 
 import _bootstrap  # noqa: F401
 
@@ -24,7 +24,11 @@ matplotlib.use("Agg")
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     cli.add_run_flags(p, max_memory_default=1e9, max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
-    p.add_argument("--dataset-id", type=str, default="hospital")
+    p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
+    p.add_argument("--dataset-file", type=str, default=None,
+                   help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
+                        "or a .csv with 'label' and 'split' (train/test) columns (README \"Ask the question "
+                        "of your own data\"); the run id gets file-{stem}-{sha256[:12]}")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--subset-choice-type", type=str, default="types")
     p.add_argument("--skip-hessian-spectrum", action="store_true")
@@ -34,7 +38,8 @@ def make_parser():
     p.add_argument("--num-subsets", type=int, default=5)
     p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
     p.add_argument("--subset-max-rel-size", type=float, default=0.25)
-    p.add_argument("--inverse-hvp-method", type=str, default=None)
+    p.add_argument("--inverse-hvp-method", type=str, default=None,
+                   help="explicit or cg (default: per dataset); fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
     p.add_argument("--inverse-vp-method", type=str, default=None)
     # Project additions.
     p.add_argument("--float32", action="store_true",
@@ -43,7 +48,9 @@ def make_parser():
                    help="store the original (S, n_t) and (S, n) loss matrices in phase 6")
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
+                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary, spec "
+                        "decision 5) or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p
 
@@ -61,25 +68,19 @@ def config_from_args(args):
         skip_hessian_spectrum=args.skip_hessian_spectrum, tag=args.tag,
         master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
         dtype="float32" if args.float32 else "float64",
-        store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init)
+        store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init,
+        dataset_file=args.dataset_file, spam_vocab_filter=args.spam_vocab_filter)
 
 
 def run(args):
     from experiments.subset_influence import SubsetInfluenceLogreg
 
-    config = config_from_args(args)
-    t0 = time.perf_counter()
-    exp = SubsetInfluenceLogreg(config, out_dir=args.out_dir, progress=False if args.no_progress else None)
-    exp.run_from_cli(args.force_refresh, args.invalidate, args.no_intermediate_results)
-    if not args.no_intermediate_results and not args.no_plots:
-        exp.plot_all(save_and_close=True)
-    R = exp.R
-    ratio, code = cli.certificate(R)
-    print(f"ss_logreg done: {exp.base_dir} | {len(R['subset_tags'])} groups | wall time "
-          f"{time.perf_counter() - t0:.1f} s | refit certificate: worst ||grad L_-U||/tol = {ratio.max():.2e} "
-          f"(max ||grad|| = {R['subset_refit_grad_norm'].max():.2e}; "
-          f"{int((ratio <= 1).sum())}/{len(R['subset_tags'])} certified)")
-    return code
+    def plots(exp):
+        if not args.no_intermediate_results and not args.no_plots:
+            exp.plot_all(save_and_close=True)
+
+    return cli.run_experiment(SubsetInfluenceLogreg, config_from_args(args), args, after=plots, details=lambda R: (
+        f"{len(R['subset_tags'])} groups (max ||grad L_-U|| = {R['subset_refit_grad_norm'].max():.2e})"))
 
 
 def main(argv=None):

@@ -37,6 +37,7 @@ from datasets import storage
 from experiments import counterexamples, credit_assignment, data_valuation, subset_influence
 from experiments.common import DEFAULT_OUT_DIR, REPO_ROOT, ConfigError, py2_float_str
 from experiments.figures.settings import Settings, reg_values
+from datasets.loader import load_supplemental_info
 
 # The paper's range runs (codalab/run_subsets.sh, figures.md §1.4).
 RANGE_SIZES = (0.0025, 0.25)
@@ -313,7 +314,6 @@ def _load_supplement(name: str, data_dir: Path, files: Sequence[Path], command: 
     if absent:
         return None, f"missing supplement {name} ({', '.join(absent)}): run {command}"
     try:
-        from datasets.loader import load_supplemental_info
         with _offline():
             return load_supplemental_info(name, data_dir=data_dir, progress=False), None
     except SUPPLEMENT_ERRORS as exc:

@@ -57,3 +57,18 @@ def test_group_sizes_use_num_train_when_given_and_the_table_otherwise():
     # reduced_cdr's size depends on the CDR database: checked when phase 5 draws the groups.
     assert "reduced_cdr" not in NUM_TRAIN
     build_config(dataset_id="reduced_cdr", subset_rel_size=1.0)
+
+
+def test_spam_vocab_filter_flag():
+    from experiments.subset_influence import build_config, run_id_from_config
+
+    default = build_config(dataset_id="spam", num_subsets=3)
+    assert "vocab_filter" not in default["dataset_config"]
+    assert build_config(dataset_id="spam", num_subsets=3, spam_vocab_filter="lexeme_prob") == default
+    old = build_config(dataset_id="spam", num_subsets=3, spam_vocab_filter="none")
+    assert old["dataset_config"]["vocab_filter"] == "none"
+    assert run_id_from_config(old) == run_id_from_config(default) + "_vocab-none"
+    with pytest.raises(ConfigError, match="--spam-vocab-filter applies to --dataset-id spam only"):
+        build_config(dataset_id="hospital", num_subsets=3, spam_vocab_filter="none")
+    with pytest.raises(ConfigError, match="--spam-vocab-filter must be one of"):
+        build_config(dataset_id="spam", num_subsets=3, spam_vocab_filter="k20000")

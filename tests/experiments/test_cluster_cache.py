@@ -33,9 +33,9 @@ def test_cached_pools_equal_fresh_pools_and_are_reused(tmp_path, monkeypatch):
     asked = []
     real = si._cluster_labelings
 
-    def recording(mats, n_init, parallel=True):
+    def recording(mats, *args, **kwargs):
         asked.append([M.copy() for M in mats])
-        return real(mats, n_init, parallel)
+        return real(mats, *args, **kwargs)
 
     monkeypatch.setattr(si, "_cluster_labelings", recording)
     again = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)

@@ -1,0 +1,232 @@
+"""Task functions of the influence phases and the picklable data they share.
+
+Per-group and per-fit work is a pure module-level function ``fn(data, spec)`` mapped by
+one :class:`experiments.execution.Executor`: ``data`` is the context of one phase
+(:class:`InfluenceContext` for group work, :class:`FitContext` for cross-validation),
+scattered to the workers once; a worker rebuilds the model from it once (TensorFlow
+objects stay out of the pickle), while embedded runs use the experiment's live objects.
+``spec`` is a chunk ``(start, end)`` or a fold. Results come back in submission order, so
+they do not depend on the number of workers or on completion order.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from experiments.execution import Executor
+from influence.group_influence import GroupInfluence
+from influence.logistic_regression import LogisticRegression
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- shared data of a phase
+def _model_config(model: LogisticRegression) -> dict[str, Any]:
+    return {k: v for k, v in model.config.items()}
+
+
+@dataclass
+class InfluenceContext:
+    """Everything the group tasks of a phase share, picklable: the model config, the
+    training design and labels, theta_hat, lambda, sample weights, Hessian, inverse
+    methods, and ``arrays`` (the phase's own: groups, group gradients, target sets, ...).
+
+    :meth:`influence` gives the :class:`~influence.group_influence.GroupInfluence`: the
+    experiment's own (embedded) or one rebuilt once per worker from these fields.
+    """
+
+    model_config: dict[str, Any]
+    x: Any
+    labels: np.ndarray
+    l2_reg: float
+    params: np.ndarray
+    sample_weights: np.ndarray | None = None
+    hessian: np.ndarray | None = None
+    inverse_hvp_method: str = "explicit"
+    inverse_vp_method: str = "cholesky_lu"
+    arrays: dict[str, Any] = field(default_factory=dict)
+    progress: bool | None = False
+    _live: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_influence(cls, infl: GroupInfluence, progress: bool | None = None, preconditioner=None,
+                       **arrays) -> "InfluenceContext":
+        """The context of ``infl`` (its live objects kept for embedded use) plus ``arrays``."""
+        x, labels = (infl.train if isinstance(infl.train, tuple) else (infl.train.x, infl.train.labels))
+        ctx = cls(_model_config(infl.model), x, np.asarray(labels), infl.l2_reg, np.asarray(infl.params),
+                  infl.sample_weights, infl.hessian, infl.inverse_hvp_method, infl.inverse_vp_method,
+                  dict(arrays), progress)
+        ctx._live["influence"] = infl
+        if preconditioner is not None:
+            ctx._live["preconditioner"] = preconditioner
+        return ctx
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_live"] = {}       # TensorFlow objects stay here; workers rebuild them
+        state["progress"] = False  # no bars inside worker tasks
+        return state
+
+    def influence(self) -> GroupInfluence:
+        infl = self._live.get("influence")
+        if infl is None:
+
+            model = LogisticRegression(self.model_config, model_dir=None)
+            infl = GroupInfluence(model, (self.x, self.labels), self.l2_reg, params=self.params,
+                                  sample_weights=self.sample_weights, hessian=self.hessian,
+                                  inverse_hvp_method=self.inverse_hvp_method,
+                                  inverse_vp_method=self.inverse_vp_method)
+            self._live["influence"] = infl
+        return infl
+
+    def preconditioner(self):
+        """The Newton-CG preconditioner at theta_hat (built once per process; deterministic)."""
+        pre = self._live.get("preconditioner")
+        if pre is None:
+            pre = self._live["preconditioner"] = self.influence().preconditioner()
+        return pre
+
+    def groups(self, start: int, end: int) -> list[np.ndarray]:
+        return [np.asarray(g, dtype=np.int64) for g in self.arrays["groups"][start:end]]
+
+
+# Task functions: module level, pure functions of (shared context, chunk bounds).
+def refit_task(ctx: InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Certified exact refits of groups ``start..end-1`` (:meth:`GroupInfluence.refit` on one chunk)."""
+    start, end = span
+    method = ctx.arrays.get("method") or ctx.inverse_hvp_method
+    pre = ctx.preconditioner() if method == "cg" else None
+    return ctx.influence().refit(ctx.groups(start, end), end - start, method=method, progress=False,
+                                 preconditioner=pre)
+
+
+def newton_task(ctx: InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+    """One-step Newton changes of groups ``start..end-1`` (:meth:`GroupInfluence.newton_dparams`)."""
+    start, end = span
+    method = ctx.arrays.get("method") or ctx.inverse_hvp_method
+    pre = ctx.preconditioner() if method == "cg" else None
+    G = np.asarray(ctx.arrays["group_grads"])[start:end]
+    return ctx.influence().newton_dparams(ctx.groups(start, end), G, method=method,
+                                          spectrum=bool(ctx.arrays.get("spectrum", False)),
+                                          progress=ctx.progress, preconditioner=pre)
+
+
+# Newton changes by CG are batched 32 groups at a time (influence.groups.newton_cg): chunks
+# that are multiples of 32 keep every batch, hence every result, as in one call.
+NEWTON_CHUNK = 64
+
+
+def refit_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int,
+                 method: str | None = None, preconditioner=None, desc: str = "exact refits") -> dict[str, np.ndarray]:
+    """:meth:`GroupInfluence.refit` of every group, chunk by chunk on ``executor``.
+
+    The chunks are those of ``refit`` itself (``chunk_size`` groups from the first), each
+    refitted by the same call, so the result equals ``infl.refit(groups, chunk_size)`` bit
+    for bit wherever the chunks run.
+    """
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+    ctx = InfluenceContext.from_influence(infl, executor.progress, preconditioner, groups=list(groups),
+                                          method=method)
+    return executor.map_chunks(refit_task, ctx, len(groups), int(chunk_size), desc)
+
+
+def newton_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], group_grads,
+                  spectrum: bool = False, method: str | None = None, preconditioner=None,
+                  progress: bool | None = None) -> dict[str, np.ndarray]:
+    """:meth:`GroupInfluence.newton_dparams` of every group, chunked on a cluster.
+
+    Embedded it is one call (as before); on a cluster chunks of :data:`NEWTON_CHUNK`
+    groups. Each group's change is computed on its own (explicit: per-group solves with a
+    shared factor; CG: batches of 32 aligned with the chunks), so both agree bit for bit.
+    """
+    S = len(groups)
+    ctx = InfluenceContext.from_influence(infl, progress, preconditioner, groups=list(groups),
+                                          group_grads=np.asarray(group_grads), spectrum=spectrum, method=method)
+    size = NEWTON_CHUNK if executor.distributed else max(S, 1)
+    if S == 0:
+        return newton_task(ctx, (0, 0))
+    return executor.map_chunks(newton_task, ctx, S, size, "Newton changes")
+
+
+# ----------------------------------------------------------------------------- cross-validation
+@dataclass
+class FitContext:
+    """The data of a cross-validation phase, picklable: model config, design, labels,
+    weights, the regularisation grid, the folds and the optional score function (a
+    picklable callable ``score(model) -> float``, e.g. a ``functools.partial`` of a
+    module-level function)."""
+
+    model_config: dict[str, Any]
+    X: Any
+    y: np.ndarray
+    weights: np.ndarray | None
+    regs: np.ndarray
+    folds: list[np.ndarray]
+    warm_start: bool
+    score: Callable[[LogisticRegression], float] | None = None
+    _live: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_live"] = {}
+        return state
+
+    def model(self) -> LogisticRegression:
+        m = self._live.get("model")
+        if m is None:
+
+            m = self._live["model"] = LogisticRegression(self.model_config, model_dir=None)
+        return m
+
+
+def cv_fold_task(ctx: FitContext, spec: tuple[int, Sequence[int]]) -> dict[str, np.ndarray]:
+    """Fits of fold ``k`` for the regularisation indices ``regs`` (one warm-started path, or
+    one cold fit): held-out summed loss, accuracy and score per lambda.
+
+    Every path starts with a cold fit (from zero), so a fold's results do not depend on
+    what the model computed before (the embedded run reuses one model for all folds).
+    """
+    k, reg_idx = spec
+    model = ctx.model()
+    X, y, weights = ctx.X, ctx.y, ctx.weights
+    val = np.asarray(ctx.folds[k])
+    tr = np.setdiff1d(np.arange(len(y)), val)
+    train_k, val_k = (X[tr], y[tr]), (X[val], y[val])
+    w_k = None if weights is None else weights[tr]
+    out = {"loss": np.zeros(len(reg_idx)), "acc": np.zeros(len(reg_idx)), "score": np.zeros(len(reg_idx))}
+    for j, i in enumerate(reg_idx):
+        reg = ctx.regs[i]
+        # QUIRK kept: the full-data lambda is used on (folds-1)/folds of the data.
+        if j == 0 or not ctx.warm_start:
+            model.fit(train_k, w_k, reg)
+        else:
+            model.warm_fit(train_k, w_k, reg)
+        loss = model.get_indiv_loss(val_k)
+        out["loss"][j] = float(np.sum(loss if weights is None else weights[val] * loss))
+        out["acc"][j] = model.get_accuracy(val_k)
+        if ctx.score is not None:
+            out["score"][j] = ctx.score(model)
+    return out
+
+
+def cross_validation_fits(executor: Executor, model: LogisticRegression, X, y, regs, folds, weights=None,
+                          warm_start: bool = False, score=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out ``(losses, accs, scores)``, each (len(regs), len(folds)), of every fit of a
+    cross-validation: one task per fold (a warm-started path) or per (fold, lambda) pair."""
+    ctx = FitContext(_model_config(model), X, np.asarray(y), weights, np.asarray(regs),
+                     [np.asarray(f) for f in folds], bool(warm_start), score)
+    ctx._live["model"] = model
+    R = len(regs)
+    if warm_start:
+        specs = [(k, list(range(R))) for k in range(len(folds))]
+    else:
+        specs = [(k, [i]) for k in range(len(folds)) for i in range(R)]
+    outs = executor.map(cv_fold_task, ctx, specs, "cross-validation fits")
+    losses, accs, scores = (np.zeros((R, len(folds))) for _ in range(3))
+    for (k, idx), o in zip(specs, outs):
+        losses[idx, k], accs[idx, k], scores[idx, k] = o["loss"], o["acc"], o["score"]
+    return losses, accs, scores

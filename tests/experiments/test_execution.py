@@ -1,0 +1,274 @@
+"""Dask execution (experiments/execution.py): embedded and cluster runs agree bit for bit,
+a killed worker changes nothing, an unreachable scheduler is one line (exit 2).
+
+One 2-worker LocalCluster on 127.0.0.1 serves the module (shut down in the fixture's
+finally); the killed-worker test runs last, since the nanny then restarts that worker.
+"""
+import functools
+import os
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from experiments import cli, execution, tasks
+from experiments.common import result_config
+from experiments.counterexamples import Counterexamples
+from experiments.counterexamples import build_config as cex_config
+from experiments.execution import Executor, SchedulerUnreachableError
+from experiments.subset_influence import SubsetInfluenceLogreg, build_config
+from tests.scripts.test_cli_fuzz import load_script
+
+class SmallChunks(SubsetInfluenceLogreg):
+    """ss_logreg with one group per refit task, so that phase 6 is many short tasks."""
+
+    refit_max_chunk = 1
+
+
+def ss_config():
+    return build_config(dataset_id="breast_cancer", num_subsets=4, master_only=True)
+
+
+def run_ss(out_dir, executor=None):
+    exp = SmallChunks(ss_config(), out_dir=out_dir, progress=False)
+    if executor is not None:
+        exp.executor = executor
+    exp.run(save_phase_results=False)
+    return exp.R
+
+
+def run_cex(out_dir, executor=None):
+    exp = Counterexamples(cex_config("ortho2", master_only=True), out_dir=out_dir, progress=False)
+    if executor is not None:
+        exp.executor = executor
+    exp.run(save_phase_results=False)
+    return exp.R
+
+
+def assert_identical(A, B):
+    """Every key of A in B, equal bit for bit (arrays, ragged lists, scalars, None)."""
+    assert sorted(A) == sorted(B)
+    for k in A:
+        a, b = A[k], B[k]
+        if isinstance(a, list):
+            assert len(a) == len(b), k
+            for x, y in zip(a, b):
+                x, y = np.asarray(x), np.asarray(y)
+                assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), k
+        elif a is None:
+            assert b is None, k
+        else:
+            x, y = np.asarray(a), np.asarray(b)
+            assert x.dtype == y.dtype and x.shape == y.shape, k
+            if x.dtype == object:
+                assert x.tolist() == y.tolist(), k
+            else:
+                assert x.tobytes() == y.tobytes(), f"{k} differs between embedded and cluster runs"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ex = Executor(num_workers=2, progress=False)
+    try:
+        ex.client  # noqa: B018 - start the cluster
+        yield ex
+    finally:
+        ex.close()
+
+
+@pytest.fixture(scope="module")
+def ss_embedded(tmp_path_factory):
+    return run_ss(tmp_path_factory.mktemp("embedded"))
+
+
+# ----------------------------------------------------------------------------- embedded
+def test_embedded_is_the_default_and_starts_nothing(tmp_path):
+    exp = SubsetInfluenceLogreg(ss_config(), out_dir=tmp_path)
+    assert exp.executor.mode == "embedded" and not exp.executor.distributed
+    assert exp.executor.client is None
+    assert Executor().map(execution.timed_noop, None, [3, 1, 2]) == [3, 1, 2]
+
+
+def test_execution_settings_are_operational():
+    base = ss_config()
+    for extra in (execution.settings(num_workers=3), execution.settings(scheduler="tcp://10.0.0.1:8786")):
+        cfg = dict(base, **extra)
+        assert extra and result_config(cfg) == result_config(base)
+        assert SubsetInfluenceLogreg(cfg).run_id == SubsetInfluenceLogreg(base).run_id
+    assert execution.settings() == {}
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(num_workers=0), "--workers must be a positive integer"),
+    (dict(num_workers=2, scheduler="tcp://127.0.0.1:1"), "not both"),
+    (dict(scheduler="127.0.0.1:8786"), "tcp://HOST:PORT"),
+    (dict(scheduler="tcp://host"), "tcp://HOST:PORT"),
+])
+def test_bad_execution_settings(kwargs, match):
+    with pytest.raises(execution.ConfigError, match=match):
+        execution.settings(**kwargs)
+
+
+def test_every_experiment_script_takes_the_flags(monkeypatch):
+    monkeypatch.delenv(execution.ENV_SCHEDULER, raising=False)
+    for name in ("subsets_infl_logreg", "counterexamples", "data_valuation", "credit_assignment"):
+        parser = load_script(name).make_parser()
+        args = parser.parse_args(["--workers", "3"])
+        assert execution.settings_from_args(args) == {"num_workers": 3}
+        args = parser.parse_args(["--scheduler-address", "tcp://127.0.0.1:8786"])
+        assert execution.settings_from_args(args) == {"scheduler": "tcp://127.0.0.1:8786"}
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args(["--workers", "2", "--scheduler-address", "tcp://127.0.0.1:8786"])
+        assert exc.value.code == cli.EXIT_USAGE
+    monkeypatch.setenv(execution.ENV_SCHEDULER, "tcp://127.0.0.1:9999")
+    assert execution.settings_from_args(parser.parse_args([])) == {"scheduler": "tcp://127.0.0.1:9999"}
+    assert execution.settings_from_args(parser.parse_args(["--workers", "1"])) == {"num_workers": 1}
+
+
+# ----------------------------------------------------------------------------- determinism
+def task_names(cluster, fn, *args):
+    """``fn(*args)`` and the names of the tasks it ran on the cluster."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    with get_task_stream(cluster.client) as ts:
+        out = fn(*args)
+    return out, {key_split(t["key"]) for t in ts.data}
+
+
+def test_ss_logreg_on_two_workers_equals_embedded(ss_embedded, cluster, tmp_path):
+    assert cluster.mode == "local"
+    R, names = task_names(cluster, run_ss, tmp_path, cluster)
+    assert {"cv_fold_task", "call_task", "refit_task", "newton_task"} <= names  # phases 0, 5, 6, 9
+    assert_identical(ss_embedded, R)
+
+
+def test_counterexamples_on_two_workers_equal_embedded(cluster, tmp_path):
+    R, names = task_names(cluster, run_cex, tmp_path / "b", cluster)
+    assert {"retrain_and_newton_task", "cex_test_infl_task"} <= names  # phases 3, 5
+    assert_identical(run_cex(tmp_path / "a"), R)
+
+
+def test_results_come_back_in_submission_order(cluster):
+    assert cluster.map(execution.timed_noop, np.arange(5), list(range(40))[::-1]) == list(range(40))[::-1]
+
+
+def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
+    """Per-(fold, lambda) tasks and a picklable score (data_valuation's weighted F1)."""
+    from experiments.data_valuation import _weighted_f1
+    from experiments.influence_base import contiguous_folds, cv_regs
+    from influence.logistic_regression import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 4))
+    y = (X @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=120) > 0).astype(np.int64)
+    w = rng.uniform(0.5, 1.5, size=120)
+    score = functools.partial(_weighted_f1, X[:40], y[:40], w[:40])
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": 4, "fit_intercept": True, "num_classes": 2}
+    args = (X, y, cv_regs(120, (1e-4, 1e-1, 3)), contiguous_folds(120, 5), w, False, score)
+    emb = tasks.cross_validation_fits(Executor(), LogisticRegression(cfg), *args)
+    dist = tasks.cross_validation_fits(cluster, LogisticRegression(cfg), *args)
+    for a, b in zip(emb, dist):
+        assert a.shape == (3, 5) and a.tobytes() == b.tobytes()
+    assert np.all(emb[2] > 0)  # the scores were computed
+
+
+def test_an_existing_scheduler_is_used_and_left_running(cluster):
+    address = cluster.client.scheduler.address
+    with Executor(scheduler_address=address, progress=False) as remote:
+        assert remote.mode == "remote"
+        assert remote.map(execution.timed_noop, None, [5, 6]) == [5, 6]
+    assert cluster.map(execution.timed_noop, None, [7]) == [7]  # still up
+
+
+# ----------------------------------------------------------------------------- faults
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_is_a_one_line_user_error(monkeypatch, capsys, tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    t0 = time.perf_counter()
+    with pytest.raises(SchedulerUnreachableError, match=f"cannot reach the Dask scheduler at {address}"):
+        Executor(scheduler_address=address, timeout=1).client  # noqa: B018
+    assert time.perf_counter() - t0 < 30
+    # Through a script: exit 2, one line naming the address (timeout from the environment).
+    monkeypatch.setenv(execution.ENV_TIMEOUT, "1")
+    monkeypatch.setenv(execution.ENV_SCHEDULER, address)
+    module = load_script("counterexamples")
+    assert module.main(["--dataset-id", "fixed", "--out-dir", str(tmp_path),
+                        "--no-intermediate-results", "--no-progress"]) == cli.EXIT_USAGE
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(err) == 1 and address in err[0] and "DASK_SCHEDULER_ADDRESS" in err[0]
+
+
+def test_a_scheduler_without_workers_is_named():
+    from distributed import LocalCluster
+
+    empty = LocalCluster(n_workers=0, host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+    try:
+        with pytest.raises(SchedulerUnreachableError, match=f"{empty.scheduler_address} has no workers.*dask worker"):
+            Executor(scheduler_address=empty.scheduler_address, timeout=0.5).client  # noqa: B018
+    finally:
+        empty.close()
+
+
+def test_worker_flag_prints_the_dask_worker_command(capsys):
+    module = load_script("subsets_infl_logreg")
+    assert module.main(["--worker", "--scheduler-address", "tcp://127.0.0.1:8786"]) == 0
+    out = capsys.readouterr().out
+    assert "dask worker tcp://127.0.0.1:8786 --nworkers 1 --nthreads 1" in out and "PYTHONPATH=" in out
+
+
+def _alive(pid, wait=10.0) -> bool:
+    """Whether process ``pid`` still exists after up to ``wait`` s (its nanny reaps it)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_a_worker_killed_during_phase_6_changes_nothing(ss_embedded, cluster, tmp_path):
+    """SIGKILL one of the two worker processes while refit tasks are running; Dask
+    recomputes its tasks elsewhere and the results equal the embedded run's."""
+    client = cluster.client
+    pids = client.run(os.getpid)
+    killed = {}
+
+    def killer():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed.get("stop"):
+            refits = [f for k, f in list(client.futures.items()) if str(k).startswith("refit_task")]
+            done = sum(f.status == "finished" for f in refits)
+            busy = {w: keys for w, keys in client.processing().items()
+                    if any(str(k).startswith("refit_task") for k in keys)}
+            if busy and done >= len(refits) // 4:  # in the middle of phase 6
+                worker = sorted(busy)[0]
+                os.kill(pids[worker], signal.SIGKILL)
+                killed.update(worker=worker, pid=pids[worker], finished_before=done, tasks=len(refits))
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        R = run_ss(tmp_path, cluster)
+    finally:
+        killed.setdefault("stop", True)
+        thread.join(5)
+    assert "pid" in killed, "no refit task was seen running; the worker was not killed"
+    assert not _alive(killed["pid"])
+    print(f"killed worker {killed['worker']} (pid {killed['pid']}) after {killed['finished_before']} of "
+          f"{killed['tasks']} refit tasks had finished")
+    assert 0 < killed["finished_before"] < killed["tasks"] and killed["tasks"] == len(R["subset_tags"]) > 20
+    assert_identical(ss_embedded, R)
