@@ -51,7 +51,7 @@ import numpy as np
 from datasets import user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
 from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
-from experiments import execution, tasks
+from experiments import cluster_cache, clustering, execution, tasks
 from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
@@ -371,8 +371,6 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     or a worker dies, the missing tasks run in this process. On a Dask cluster
     (``executor``), each matrix's labellings are one task.
     """
-    from experiments import clustering
-
     if executor is not None and executor.distributed:
         specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
         return list(executor.map(execution.call_task, None, specs, "clustering pools", large_specs=True))
@@ -420,11 +418,8 @@ def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool
     (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
     if cache_dir is None:
         return _cluster_pools(mats, n_init, parallel, executor)
-    from experiments import cluster_cache
-    from experiments.clustering import pool_parts
-
     mats = [np.asarray(M) for M in mats]
-    parts = [pool_parts(M.shape[0]) for M in mats]
+    parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
     labels = [cluster_cache.load_labels(cache_dir, k, M.shape[0], len(p)) for M, k, p in zip(mats, keys, parts)]
     missing = [i for i, lab in enumerate(labels) if lab is None]
