@@ -52,7 +52,7 @@ from datasets import user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
 from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, tasks
-from experiments.clustering import cluster_labels_one_thread, pool_parts
+from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
@@ -419,7 +419,7 @@ def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool
     if cache_dir is None:
         return _cluster_pools(mats, n_init, parallel, executor)
     mats = [np.asarray(M) for M in mats]
-    parts = [pool_parts(M.shape[0]) for M in mats]
+    parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
     labels = [cluster_cache.load_labels(cache_dir, k, M.shape[0], len(p)) for M, k, p in zip(mats, keys, parts)]
     missing = [i for i, lab in enumerate(labels) if lab is None]
