@@ -142,9 +142,15 @@ class EstimatorLadder(InfluenceExperiment):
     def groups(self) -> list[np.ndarray]:
         return self.base.subsets
 
-    def _timed(self, name: str, fn):
-        """``fn(groups)`` on every group, timed after an untimed warm-up on the first group
-        (TensorFlow's first calls of an op carry one-off set-up costs)."""
+    def _timed(self, name: str):
+        """The estimator ``influence.estimators.<name>`` on every group, timed after an
+        untimed warm-up on the first group (TensorFlow's first calls of an op carry one-off
+        set-up costs)."""
+        infl, estimator = self.influence(), getattr(est, name)
+
+        def fn(groups):
+            return estimator(infl, groups)
+
         groups = self.groups
         fn(groups[:1])
         t0 = time.perf_counter()
@@ -164,13 +170,11 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(1)
     def first_order(self):
-        infl = self.influence()
-        return self._timed("first_order", lambda g: est.first_order(infl, g))
+        return self._timed("first_order")
 
     @phase(2)
     def newton(self):
-        infl = self.influence()
-        return self._timed("newton", lambda g: est.newton(infl, g))
+        return self._timed("newton")
 
     @phase(3)
     def newton_steps(self):
@@ -203,18 +207,15 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(4)
     def second_order_basu(self):
-        infl = self.influence()
-        return self._timed("second_order_basu", lambda g: est.second_order_basu(infl, g))
+        return self._timed("second_order_basu")
 
     @phase(5)
     def second_order_exact(self):
-        infl = self.influence()
-        return self._timed("second_order_exact", lambda g: est.second_order_exact(infl, g))
+        return self._timed("second_order_exact")
 
     @phase(6)
     def rescaled(self):
-        infl = self.influence()
-        return self._timed("rescaled", lambda g: est.rescaled(infl, g))
+        return self._timed("rescaled")
 
     @phase(7)
     def actual(self):
