@@ -398,29 +398,10 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def map_chunks(fn: Callable[[int, int], dict[str, Any]], n: int, size: int,
-               desc: str | None = None, progress: bool | None = None,
-               executor: Any = None) -> dict[str, Any]:
-    """Apply a pure per-chunk function over ``range(n)`` and collate the results.
-
-    ``fn(start, end)`` returns a dict of arrays for items ``start..end-1``. Results are
-    collated as in the original task queue (spec ``experiments.md`` §7): 1-D arrays are
-    concatenated, others stacked along the first axis; lists are concatenated. If
-    ``executor`` (e.g. a Dask client or ``concurrent.futures`` executor with ``map``) is
-    given, chunks run on it.
-    """
-    from tqdm.auto import tqdm
-
-    spans = chunks(n, size)
-    if executor is not None:
-        outs = list(executor.map(lambda se: fn(*se), spans))
-    else:
-        outs = [fn(s, e) for s, e in tqdm(spans, desc=desc, disable=_progress_disabled(progress),
-                                          unit="chunk", leave=False)]
-    return collate_results(outs)
-
-
 def collate_results(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-chunk result dicts collated as in the original task queue (spec
+    ``experiments.md`` §7): 1-D arrays are concatenated, others stacked along the first
+    axis; lists are concatenated (:meth:`experiments.execution.Executor.map_chunks`)."""
     if not outs:
         return {}
     keys = set(outs[0])
@@ -436,11 +417,6 @@ def collate_results(outs: list[dict[str, Any]]) -> dict[str, Any]:
             arrs = [np.asarray(v) for v in vals]
             collated[k] = np.concatenate(arrs) if arrs[0].ndim == 1 else np.concatenate(arrs, axis=0)
     return collated
-
-
-def _progress_disabled(progress: bool | None) -> bool | None:
-    # None lets tqdm decide (off when stderr is not a TTY).
-    return None if progress is None else not progress
 
 
 def py2_float_str(x: float) -> str:

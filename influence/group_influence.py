@@ -114,15 +114,14 @@ def group_gradient_sums(groups: Sequence[np.ndarray], per_example, weights=None,
     ``per_example``: per-example gradients, array of shape (n, d) (of the loss or of the
     margin). ``weights``: sample weights (n,), or None for ones. The sum is one sparse
     product in float64 (:func:`influence.groups.group_sums`); with ``keep_dtype`` it
-    stays in the dtype of ``per_example`` (:func:`influence.small_refit.group_sums`,
-    float32 sums in the float32 mode, as the original).
+    stays in the dtype of ``per_example`` (float32 sums in the float32 mode, as the
+    original).
     """
     G = _check_2d("per_example", per_example)
     groups = _check_groups(groups, G.shape[0])
     w = _check_weights("weights", weights, G.shape[0])
-    if keep_dtype:
-        return _small.group_sums(groups, G if w is None else w[:, None] * G)
-    return _groups.group_sums(groups, G if w is None else w[:, None] * G)
+    M = G if w is None else w[:, None] * G
+    return _groups.group_sums(groups, M, M.dtype if keep_dtype else np.float64)
 
 
 def self_influence(group_grads, dparams) -> np.ndarray:

@@ -21,8 +21,8 @@ unregularised, as in :mod:`influence.objective`).
 * :func:`group_newton_steps` returns ``(H - H_U)^{-1} g_U`` for every group (the
   paper's one-step Newton approximation), with ``H_U = sum_{i in U} c_i xa_i xa_i^T``,
   by one batched Cholesky solve per chunk.
-* :func:`pad_groups` / :func:`group_sums` turn ragged index groups into padded index
-  arrays, so per-group sums run as one gather.
+* :func:`pad_groups` turns ragged index groups into padded index arrays, so per-group
+  work runs as one gather (per-group sums: :func:`influence.groups.group_sums`).
 
 All computation happens in the requested dtype (float64 by default; float32 reproduces
 the original's single-precision numerics). Results are returned as float64 NumPy
@@ -38,7 +38,6 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from influence.groups import group_sums as _group_sums
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
@@ -92,11 +91,6 @@ def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.nda
         if np.any(srt[:, 1:] == srt[:, :-1]):
             raise ValueError("a group lists the same index twice; groups must be sets of distinct indices")
     return idx, valid
-
-
-def group_sums(groups: Sequence[np.ndarray], M: np.ndarray) -> np.ndarray:
-    """:func:`influence.groups.group_sums` in M's dtype (float32 sums stay float32)."""
-    return _group_sums(groups, M, np.asarray(M).dtype)
 
 
 def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, dtype="float64",

@@ -4,7 +4,8 @@ import pytest
 
 from datasets import storage
 from experiments.common import (ConfigFileError, ConfigMismatchError, Experiment, OutputDirError,
-                                collate_results, map_chunks, phase, py2_float_str)
+                                collate_results, phase, py2_float_str)
+from experiments.execution import Executor
 
 CALLS = []
 
@@ -263,7 +264,7 @@ def test_load_run_verbose_prints_each_file(tmp_path, capsys):
 def test_collate_and_map_chunks():
     def fn(s, e):
         return {"a": np.arange(s, e), "b": np.ones((e - s, 2)) * s, "c": [f"t{i}" for i in range(s, e)]}
-    out = map_chunks(fn, 7, 3, progress=False)
+    out = Executor(progress=False).map_chunks(lambda _, span: fn(*span), None, 7, 3)
     np.testing.assert_array_equal(out["a"], np.arange(7))
     assert out["b"].shape == (7, 2) and out["b"][6, 0] == 6
     assert out["c"] == [f"t{i}" for i in range(7)]

@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.groups import group_sums as sparse_group_sums
-from influence.small_refit import (group_newton_steps, group_sums, pad_groups,
+from influence.small_refit import (group_newton_steps, pad_groups,
                                    refit_binary_groups)
 from influence.solvers import ConvergenceWarning
 from tests.conftest import RTOL_TWO_PATHS, assert_close
@@ -88,7 +88,7 @@ def test_group_newton_steps_equal_direct_solves():
     theta = sk_fit(X, y, LAM)
     H, G = oracle_hessian(X, y, theta, LAM, np.ones(X.shape[1]))
     p = 1 / (1 + np.exp(-X @ theta))
-    G_S = group_sums(groups, G)
+    G_S = sparse_group_sums(groups, G, G.dtype)
     for chunk in (1, 4, 1024):
         out = group_newton_steps(H, X, p * (1 - p), groups, G_S, chunk=chunk)
         for b, idx in enumerate(groups):
@@ -102,9 +102,11 @@ def test_group_newton_steps_equal_direct_solves():
 def test_group_sums_keep_dtype_and_match_sparse_sums():
     X, y, groups = problem()
     G = ((1 / (1 + np.exp(-X[:, 0])) - y)[:, None] * X)
-    assert_close(group_sums(groups, G), sparse_group_sums(groups, G), RTOL_TWO_PATHS, what="group sums")
-    assert group_sums(groups, G.astype(np.float32)).dtype == np.float32
-    assert_close(group_sums(groups, G[:, 0]), [G[g, 0].sum() for g in groups], RTOL_TWO_PATHS, what="1-D")
+    assert_close(sparse_group_sums(groups, G, G.dtype), [G[g].sum(axis=0) for g in groups], RTOL_TWO_PATHS,
+                 what="group sums")
+    G32 = G.astype(np.float32)
+    assert sparse_group_sums(groups, G32, G32.dtype).dtype == np.float32
+    assert_close(sparse_group_sums(groups, G[:, 0]), [G[g, 0].sum() for g in groups], RTOL_TWO_PATHS, what="1-D")
 
 
 def test_float32_refits_converge_close_to_float64():
