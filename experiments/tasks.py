@@ -32,7 +32,8 @@ def _model_config(model: LogisticRegression) -> dict[str, Any]:
 class InfluenceContext:
     """Everything the group tasks of a phase share, picklable: the model config, the
     training design and labels, theta_hat, lambda, sample weights, Hessian, inverse
-    methods, and ``arrays`` (the phase's own: groups, group gradients, target sets, ...).
+    methods, the memory budget (``--max-memory``), and ``arrays`` (the phase's own:
+    groups, group gradients, target sets, ...).
 
     :meth:`influence` gives the :class:`~influence.group_influence.GroupInfluence`: the
     experiment's own (embedded) or one rebuilt once per worker from these fields.
@@ -47,6 +48,7 @@ class InfluenceContext:
     hessian: np.ndarray | None = None
     inverse_hvp_method: str = "explicit"
     inverse_vp_method: str = "cholesky_lu"
+    max_memory: int | None = None
     arrays: dict[str, Any] = field(default_factory=dict)
     progress: bool | None = False
     _live: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -58,7 +60,7 @@ class InfluenceContext:
         x, labels = (infl.train if isinstance(infl.train, tuple) else (infl.train.x, infl.train.labels))
         ctx = cls(_model_config(infl.model), x, np.asarray(labels), infl.l2_reg, np.asarray(infl.params),
                   infl.sample_weights, infl.hessian, infl.inverse_hvp_method, infl.inverse_vp_method,
-                  dict(arrays), progress)
+                  max_memory=infl.max_memory, arrays=dict(arrays), progress=progress)
         ctx._live["influence"] = infl
         if preconditioner is not None:
             ctx._live["preconditioner"] = preconditioner
@@ -73,12 +75,11 @@ class InfluenceContext:
     def influence(self) -> GroupInfluence:
         infl = self._live.get("influence")
         if infl is None:
-
             model = LogisticRegression(self.model_config, model_dir=None)
             infl = GroupInfluence(model, (self.x, self.labels), self.l2_reg, params=self.params,
                                   sample_weights=self.sample_weights, hessian=self.hessian,
                                   inverse_hvp_method=self.inverse_hvp_method,
-                                  inverse_vp_method=self.inverse_vp_method)
+                                  inverse_vp_method=self.inverse_vp_method, max_memory=self.max_memory)
             self._live["influence"] = infl
         return infl
 

@@ -272,3 +272,22 @@ def test_a_worker_killed_during_phase_6_changes_nothing(ss_embedded, cluster, tm
           f"{killed['tasks']} refit tasks had finished")
     assert 0 < killed["finished_before"] < killed["tasks"] and killed["tasks"] == len(R["subset_tags"]) > 20
     assert_identical(ss_embedded, R)
+
+
+def test_a_rebuilt_context_keeps_the_memory_budget():
+    # A worker rebuilds the group-influence API from the pickled context: the run's
+    # --max-memory must reach it, so its refit and evaluation chunks stay bounded too.
+    import pickle
+
+    from influence.group_influence import GroupInfluence
+    from influence.logistic_regression import LogisticRegression
+
+    rng = np.random.RandomState(0)
+    X, y = rng.normal(size=(40, 3)), np.tile([0, 1], 20)
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": 3, "fit_intercept": True, "num_classes": 2}
+    model = LogisticRegression(cfg)
+    model.fit((X, y), None, 1.0)
+    infl = GroupInfluence(model, (X, y), 1.0, max_memory=123_456_789)
+    rebuilt = pickle.loads(pickle.dumps(tasks.InfluenceContext.from_influence(infl))).influence()
+    assert rebuilt is not infl and rebuilt.max_memory == 123_456_789
