@@ -318,9 +318,16 @@ class ExplicitNewton(NewtonStrategy):
 
 class NewtonCG(NewtonStrategy):
     """Inexact Newton: CG (:func:`cg_directions`) on the exact Hessians to the relative
-    residual ``max(min(forcing, sqrt(||grad|| / scale)) * tighten, floor)``, locally
-    superlinear; one CG iteration for the whole batch is two matrix products with the
-    design.
+    residual ``max(min(forcing, max(sqrt(||grad|| / scale), margin * tol / ||grad||)) *
+    tighten, floor)``, locally superlinear; one CG iteration for the whole batch is two
+    matrix products with the design.
+
+    ``margin``: a problem whose gradient norm is above its certificate ``tol`` (known
+    from the first accepted step on) is not asked for a smaller residual than the one
+    that reaches ``margin * tol`` after a full step: the last Newton step of a refit
+    no longer over-solves (on Fashion-MNIST its CG iterations fell from 11-15 to 3-11,
+    17% of all Hessian-vector products). The certificate itself is unchanged: a step
+    that misses it is followed by another Newton step. 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
     None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG
@@ -331,13 +338,15 @@ class NewtonCG(NewtonStrategy):
 
     def __init__(self, preconditioner=None, maxiter: int | None = None, forcing: float = 0.1,
                  floor: float = 1e-15, tighten: bool = True, rebuild_after: int | None = None,
-                 search=certified_step):
+                 search=certified_step, margin: float = 0.1):
         self.preconditioner, self.maxiter, self.forcing, self.floor = preconditioner, maxiter, forcing, floor
         self.tighten_on_failure, self.rebuild_after, self.search = tighten, rebuild_after, search
+        self.margin = margin
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         self.tighten = np.ones(objective.B)
+        self.tols = np.zeros(objective.B)  # the certificates, known after the first step
         if self.maxiter is None:
             self.maxiter = 10 * objective.spec.num_params
 
@@ -346,7 +355,9 @@ class NewtonCG(NewtonStrategy):
         if self.preconditioner is None:
             self.preconditioner = make_preconditioner(objective.spec, Theta[0], objective.Xa, objective.S[:, 0],
                                                       float(objective.l2))
-        eta = np.minimum(self.forcing, np.sqrt(gnorm[a] / self.scale[a])) * self.tighten[a]
+        g, tol = gnorm[a], self.tols[a]
+        enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
+        eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
         obj_a, Th_a = _rows(objective, Theta, a)
         G_a = G if len(a) == objective.B else tf.gather(G, a)
         step_a, cg = cg_directions(obj_a, Th_a, G_a.numpy(), self.preconditioner, np.maximum(eta, self.floor),
@@ -355,6 +366,9 @@ class NewtonCG(NewtonStrategy):
         if self.rebuild_after is not None and cg.iterations.max() > self.rebuild_after:
             self.preconditioner = None
         return step_a if len(a) == objective.B else tf.scatter_nd(a[:, None], step_a, tf.shape(G, out_type=tf.int64))
+
+    def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
+        self.tols = np.asarray(tols, dtype=np.float64)
 
     def rejected(self, active, good) -> np.ndarray:
         failed = active & ~good
@@ -573,11 +587,33 @@ class BlockDiagonalPreconditioner:
         return out.reshape(b, Kr * E)[:, self._perm]
 
 
+class SingleCholeskyPreconditioner(CholeskyPreconditioner):
+    """:class:`CholeskyPreconditioner` whose factor (computed in float64) is stored and
+    applied in float32. Applying a (d, d) factor to a few rows is memory-bound: half the
+    bytes made it twice as fast at d = 7,850 (0.28 s instead of 0.59 s for 16 rows, under load), 20-30%
+    of a Fashion-MNIST refit's time. The preconditioner only steers CG: the float64
+    residuals, Hessian-vector products and the certificate are unchanged (its relative
+    error, about 4e-7 there, cost a CG iteration now and then)."""
+
+    def __init__(self, H, spec: ModelSpec):
+        super().__init__(H, spec)
+        c, lower = self._factor
+        self._factor = (c.astype(np.float32), lower)
+
+    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
+        return self._solve(self._factor, R.T.astype(np.float32), check_finite=False).T.astype(np.float64)
+
+
 PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")
+# From this many parameters on, make_preconditioner's Cholesky factors are applied in
+# float32 (SingleCholeskyPreconditioner); below, applying them costs little next to the
+# Hessian-vector products.
+SINGLE_PRECISION_MIN_PARAMS = 4000
 
 
 def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto",
-                        max_rows: int = 10000, max_params: int = 12000, seed: int = 0):
+                        max_rows: int = 10000, max_params: int = 12000, seed: int = 0,
+                        single: bool | None = None):
     """A fixed preconditioner for :func:`refit_chunk_cg` built at ``theta`` (usually theta_hat).
 
     * ``'hessian'``: Cholesky of the full regularised Hessian (``n d^2`` flops to form);
@@ -588,6 +624,9 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     * ``'block'``: :class:`BlockDiagonalPreconditioner` (``K n E^2``, memory ``K E^2``);
     * ``'auto'``: ``'subsampled'`` (``'hessian'`` when n <= max_rows) up to ``max_params``
       parameters, whose (d, d) factor then fits in about 1 GB; ``'block'`` beyond.
+
+    ``single``: apply a Cholesky factor in float32 (:class:`SingleCholeskyPreconditioner`);
+    None: from :data:`SINGLE_PRECISION_MIN_PARAMS` parameters on.
 
     Only the number of CG iterations depends on the choice, not the certified refits.
     """
@@ -605,4 +644,7 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
         total = s.sum()
         part = s[rows].sum()
         Xn, s = Xn[rows], s[rows] * (total / part if part > 0 else 1.0)
-    return CholeskyPreconditioner(K.hessian_numpy(theta, Xn, s, float(l2_reg), spec), spec)
+    if single is None:
+        single = spec.num_params >= SINGLE_PRECISION_MIN_PARAMS
+    cls = SingleCholeskyPreconditioner if single else CholeskyPreconditioner
+    return cls(K.hessian_numpy(theta, Xn, s, float(l2_reg), spec), spec)

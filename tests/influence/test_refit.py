@@ -246,3 +246,66 @@ def test_make_preconditioner_kinds():
         assert ratio.max() < 1.0, (kind, ratio)
     with pytest.raises(ValueError, match="kind must be one of"):
         make_preconditioner(m.spec, theta, Xa, s, lam, "lissa")
+
+
+def test_newton_cg_margin_does_not_oversolve_the_last_step(monkeypatch):
+    """With ``margin`` the CG residual asked of a problem near its certificate is the one
+    that reaches ``margin * tol`` (not the tighter sqrt rule): fewer Hessian-vector
+    products, the same certified optimum."""
+    import tensorflow as tf
+
+    from influence import newton as N
+    from influence.refit import _setup
+    m, X, y, lam, groups = fitted(3, n=200)
+    theta = m.get_params_flat()
+    Xa, yt, s = m._tensors((X, y))
+    P = N.make_preconditioner(m.spec, theta, Xa, s, lam, "block")
+    asked = []
+    real = N.preconditioned_cg_rows
+
+    def spy(matvec, B, precond, rtol, maxiter):
+        asked.append(np.array(rtol, dtype=float))
+        return real(matvec, B, precond, rtol, maxiter)
+
+    monkeypatch.setattr(N, "preconditioned_cg_rows", spy)
+    runs = {}
+    for margin in (0.0, 0.1):
+        asked.clear()
+        batch, _, Theta, scale = _setup(m.spec, theta, Xa, yt, s, tf.constant(lam, Xa.dtype), groups)
+        strategy = N.NewtonCG(P, margin=margin)
+        res = N.newton_loop(batch, Theta, 1e-12 * scale, strategy, 50, scale=scale, history=True)
+        assert (res.grad_norms <= res.grad_tols).all(), margin
+        runs[margin] = res, [a.copy() for a in asked]
+    (plain, plain_rtol), (lean, lean_rtol) = runs[0.0], runs[0.1]
+    assert lean.hvps.sum() < plain.hvps.sum()
+    # The same first solve (the certificates are not known yet); a looser last one.
+    assert_close(lean_rtol[0], plain_rtol[0], 0)
+    assert lean_rtol[-1].min() > plain_rtol[-1].min()
+    # Both are certified optima of the same strictly convex problems.
+    assert_close(lean.thetas, plain.thetas, 1e-8, what="margin 0.1 vs 0")
+
+
+def test_single_precision_preconditioner(monkeypatch):
+    """The float32-applied factor is close to the float64 one, is chosen from
+    SINGLE_PRECISION_MIN_PARAMS parameters on, and Newton-CG refits with it are the
+    certified optima."""
+    from influence import newton as N
+    from influence.refit import refit_chunk_cg
+    m, X, y, lam, groups = fitted(3, n=200)
+    theta = m.get_params_flat()
+    Xa, yt, s = m._tensors((X, y))
+    R = np.random.RandomState(0).randn(4, m.num_params)
+    P64 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)
+    P32 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=True)
+    assert type(P64) is N.CholeskyPreconditioner and isinstance(P32, N.SingleCholeskyPreconditioner)
+    assert P32(R).dtype == np.float64
+    # float32 factor: rounding of ~6e-8 relative, amplified by the small condition number here.
+    assert_close(P32(R), P64(R), 1e-5, what="float32 vs float64 factor")
+    assert np.abs(P32(R) - P64(R)).max() > 0  # it is float32
+    assert type(N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian")) is N.CholeskyPreconditioner
+    monkeypatch.setattr(N, "SINGLE_PRECISION_MIN_PARAMS", m.num_params)
+    assert isinstance(N.make_preconditioner(m.spec, theta, Xa, s, lam), N.SingleCholeskyPreconditioner)
+    r = refit_chunk_cg(m.spec, theta, Xa, yt, s, lam, groups, preconditioner=P32, rtol=1e-12)
+    ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
+    assert_close(r.thetas, ref.thetas, 1e-8, what="float32-preconditioned Newton-CG vs explicit refits")
