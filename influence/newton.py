@@ -326,7 +326,7 @@ class NewtonCG(NewtonStrategy):
     from the first accepted step on) is not asked for a smaller residual than the one
     that reaches ``margin * tol`` after a full step: the last Newton step of a refit
     no longer over-solves (on Fashion-MNIST its CG iterations fell from 11-15 to 3-11,
-    17% of all Hessian-vector products). The certificate itself is unchanged: a step
+    14-17% of all Hessian-vector products). The certificate itself is unchanged: a step
     that misses it is followed by another Newton step. 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
@@ -589,11 +589,12 @@ class BlockDiagonalPreconditioner:
 
 class SingleCholeskyPreconditioner(CholeskyPreconditioner):
     """:class:`CholeskyPreconditioner` whose factor (computed in float64) is stored and
-    applied in float32. Applying a (d, d) factor to a few rows is memory-bound: half the
-    bytes made it twice as fast at d = 7,850 (0.28 s instead of 0.59 s for 16 rows, under load), 20-30%
-    of a Fashion-MNIST refit's time. The preconditioner only steers CG: the float64
-    residuals, Hessian-vector products and the certificate are unchanged (its relative
-    error, about 4e-7 there, cost a CG iteration now and then)."""
+    applied in float32. Applying a (d, d) factor to a few rows is memory-bound (at
+    d = 7,850 it took 20-30% of a Fashion-MNIST refit's time): half the bytes made it
+    twice as fast (0.28 s instead of 0.59 s for 16 rows, measured under load). The
+    preconditioner only steers CG: the float64 residuals, Hessian-vector products and the
+    certificate are unchanged (its relative error, about 4e-7 there, cost a CG iteration
+    now and then)."""
 
     def __init__(self, H, spec: ModelSpec):
         super().__init__(H, spec)
