@@ -326,8 +326,9 @@ class NewtonCG(NewtonStrategy):
     from the first accepted step on) is not asked for a smaller residual than the one
     that reaches ``margin * tol`` after a full step: the last Newton step of a refit
     no longer over-solves (on Fashion-MNIST its CG iterations fell from 11-15 to 3-11,
-    14-17% of all Hessian-vector products). The certificate itself is unchanged: a step
-    that misses it is followed by another Newton step. 0 turns this off.
+    14-17% of all Hessian-vector products; :func:`influence.refit.refit_chunk_cg` uses
+    0.1). The certificate itself is unchanged: a step that misses it is followed by
+    another Newton step. 0 (the default, e.g. for the model's fit) turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
     None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG
@@ -338,7 +339,7 @@ class NewtonCG(NewtonStrategy):
 
     def __init__(self, preconditioner=None, maxiter: int | None = None, forcing: float = 0.1,
                  floor: float = 1e-15, tighten: bool = True, rebuild_after: int | None = None,
-                 search=certified_step, margin: float = 0.1):
+                 search=certified_step, margin: float = 0.0):
         self.preconditioner, self.maxiter, self.forcing, self.floor = preconditioner, maxiter, forcing, floor
         self.tighten_on_failure, self.rebuild_after, self.search = tighten, rebuild_after, search
         self.margin = margin
@@ -353,8 +354,9 @@ class NewtonCG(NewtonStrategy):
     def directions(self, objective, Theta, G, gnorm, active):
         a = np.flatnonzero(active)
         if self.preconditioner is None:
+            # float64 factor: the model's fit (which builds its own) stays as it was.
             self.preconditioner = make_preconditioner(objective.spec, Theta[0], objective.Xa, objective.S[:, 0],
-                                                      float(objective.l2))
+                                                      float(objective.l2), single=False)
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]

@@ -157,7 +157,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     if split is not None:
         return split
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
-    strategy = NewtonCG(preconditioner, cg_maxiter, forcing)
+    strategy = NewtonCG(preconditioner, cg_maxiter, forcing, margin=0.1)  # no over-solved last step
     res = _refit(batch, Theta, scale, rtol, strategy, max_iter)
     res.hessians = np.zeros(len(groups), dtype=np.int64)
     return res
