@@ -29,6 +29,7 @@ import numpy as np
 from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
 from experiments.execution import Executor
 from experiments.tasks import cross_validation_fits
+from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
@@ -151,7 +152,8 @@ class InfluenceExperiment(Experiment):
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
         sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
         model = self.get_model()
-        explicit = self.inverse_methods()[0] == "explicit"
+        # Explicit Hessians per group, except on the downdate route (no (d, d) per group).
+        explicit = self.inverse_methods()[0] == "explicit" and not uses_downdates(model.spec)
         return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
                                 explicit=explicit, max_items=self.refit_max_chunk)
 
