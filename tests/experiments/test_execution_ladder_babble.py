@@ -13,10 +13,9 @@ from experiments.babble_reduce import BabbleReduce, make_sklearn_model, path_ran
 from experiments.babble_reduce import build_config as br_config
 from experiments.estimator_ladder import EstimatorLadder
 from experiments.estimator_ladder import build_config as ladder_config
-from experiments.execution import Executor
 from experiments.subset_influence import build_config as ss_config
 from tests.experiments.app_fixtures import make_cdr_db
-from tests.experiments.test_execution import assert_identical, task_names
+from tests.experiments.test_execution import assert_identical, cluster, task_names  # noqa: F401 (cluster: fixture)
 from tests.scripts.test_cli_fuzz import load_script
 
 
@@ -27,16 +26,6 @@ class SmallChunks(EstimatorLadder):
 
     def _newton_chunk(self, explicit: bool = True) -> int:
         return 16
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ex = Executor(num_workers=2, progress=False)
-    try:
-        ex.client  # noqa: B018 - start the cluster
-        yield ex
-    finally:
-        ex.close()
 
 
 def without_timings(R):
