@@ -27,8 +27,10 @@ Before the refits it measures that rate (square products of 2048 and of d, the n
 parameters, in NumPy and TensorFlow) and prints a table of the engine's large products
 at the workload's sizes (:func:`product_rates`: the full Hessian as ``get_hessian`` and as
 the Newton-CG preconditioner form it, a batch of Hessian-vector products, a batch of
-gradients), each with its achieved GFLOP/s and its ratio to the best matmul rate (issue
-12 asks for at least 1/2; lower ones are marked). ``--products-only`` stops there.
+gradients), each with its achieved GFLOP/s, per wall second and per CPU second (the
+steadier measure on a shared machine), and its ratio to the 2048^2 matmul rate in the same
+measure (issue 12 asks for at least 1/2; lower ones are marked). ``--products-only``
+stops there.
 Exit codes as every script (0 ok, 1 unexpected failure, 2 bad flag or missing data; ``--debug``).
 """
 import logging
@@ -134,13 +136,16 @@ def product_rates(model, X, y, lam: float, batch: int, seed: int = 0, reps: int 
 
 def print_product_table(products, rates, n: int, E: int, Kr: int, d: int) -> None:
     """The products' achieved rates, per wall second and per CPU second, and their ratios to
-    the best measured matmul rates (the same measure)."""
-    peak, peak_cpu = max(r[2] for r in rates), max(r[3] for r in rates)
+    the matmul rates of the largest square product measured (2048^2, the better of NumPy
+    and TensorFlow in each measure): a sustained rate, where a small d^2 product can run
+    from cache faster than any product streaming the n x E design can."""
+    size = max(r[1] for r in rates)
+    peak, peak_cpu = (max(r[k] for r in rates if r[1] == size) for k in (2, 3))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nload average (1, 5, 15 min): {load} on {os.cpu_count()} cores")
     print("float64 square matrix multiply (best of 5 before and 5 after the products), GFLOP/s and GFLOP per "
           "CPU second: " + ", ".join(f"{lib} {size}^2 {r:.1f} / {rc:.1f}" for lib, size, r, rc in rates))
-    print(f"large products at theta_hat (n={n}, E={E}, K'={Kr}, d={d}), best of 5; ratios to the best matmul "
+    print(f"large products at theta_hat (n={n}, E={E}, K'={Kr}, d={d}), best of 5; ratios to the {size}^2 matmul "
           f"rates ({peak:.1f} GFLOP/s, {peak_cpu:.1f} GFLOP per CPU s); < 1/2 marks a ratio below one half:")
     print(f"{'product':44}{'flops counted':>22}{'GFLOP':>8}{'wall s':>9}{'GFLOP/s':>8}{'ratio':>7}"
           f"{'CPU s':>9}{'GFLOP/CPU s':>12}{'ratio':>7}")
@@ -242,7 +247,7 @@ def run(args):
     # measurements is the closer estimate of what the cores deliver.
     rates = best_rates(rates, matmul_rates((2048, min(model.num_params, 2048))))
     print_product_table(products, rates, n, model.spec.ext_dim, model.spec.num_rows, model.num_params)
-    peak = max(r[2] for r in rates)
+    peak = max(r[2] for r in rates if r[1] == 2048)
     if args.products_only:
         return 0
 
@@ -324,7 +329,7 @@ def run(args):
     print(f"largest parameter difference |theta_sklearn - theta_engine|: {max(base_pdiff):.2e}; "
           f"relative error of sklearn's parameter change: {min(base_err):.2%} - {max(base_err):.2%}")
     print(f"engine: {flops / 1e9:.1f} GFLOP in {t_engine:.2f} s = {flops / t_engine / 1e9:.1f} GFLOP/s "
-          f"({flops / t_engine / 1e9 / peak:.0%} of the best measured matmul rate)")
+          f"({flops / t_engine / 1e9 / peak:.0%} of the measured 2048^2 matmul rate)")
     print(f"all engine refits certified: {bool(all(r.converged.all() for _, r in results))}")
 
 
