@@ -41,6 +41,14 @@ INVERSE_HVP_METHODS = ("explicit", "cg", "fmin_ncg")
 FIT_METHODS = ("auto", "newton", "newton_cg")
 
 
+# Designs kept by LogisticRegression._tensors besides the newest one, in bytes at most.
+CACHE_MAX_BYTES = 2 ** 29
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(int(np.prod(t.shape)) * t.dtype.size for t in tensors)
+
+
 def _to_numpy(x) -> np.ndarray:
     return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
@@ -132,7 +140,16 @@ class LogisticRegression:
             Xa = K.augment(tf.constant(Xd, dtype=self.dtype), self.spec)
             y = tf.constant(labels, dtype=self.dtype if self.spec.binary else tf.int32)
             hit = (Xa, y)
-            self._cache = [(key, (x, labels), hit)] + self._cache[:3]
+            # The last few designs (a fit, then evaluations on train and test), but not
+            # several large ones: cross-validation makes new fold arrays for every fold,
+            # and at MultiNLI size (1.9 GB per design) four kept folds filled the memory.
+            kept, total = [], 0
+            for entry in self._cache[:3]:
+                total += _tensor_bytes(entry[2])
+                if total > CACHE_MAX_BYTES:
+                    break
+                kept.append(entry)
+            self._cache = [(key, (x, labels), hit)] + kept
         Xa, y = hit
         n = int(Xa.shape[0])
         if sample_weights is None:
