@@ -14,9 +14,13 @@ whose default solver was liblinear (tol 1e-4, max_iter 100, intercept_scaling 1;
 intercept is penalised too). The modern equivalent used here is
 ``LogisticRegression(l1_ratio=1.0, solver='liblinear', C=1/reg, fit_intercept=True,
 random_state=RandomState(1))`` (``penalty`` is deprecated since sklearn 1.8 and
-``multi_class`` is gone), built once and refit with ``set_params(C=1/reg)`` along the
-path, so the ten liblinear fits draw successive seeds from one ``RandomState(1)``, as in
-the original. This step is scikit-learn only; it does not use TensorFlow.
+``multi_class`` is gone). The original built it once and refit it with
+``set_params(C=1/reg)`` along the path, so its ten liblinear fits drew successive seeds
+from one ``RandomState(1)``; here each fit is one task of the run's executor
+(:mod:`experiments.execution`: in this process, or on Dask workers with ``--workers`` /
+``--scheduler-address``) and starts from the state that stream had before it
+(:func:`path_random_states`), so the fits are the original's, wherever they run. This
+step is scikit-learn only; it does not use TensorFlow.
 
 Differences from the original (documented in the README):
 
@@ -35,6 +39,7 @@ Differences from the original (documented in the README):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,7 @@ from datasets.babble import save_reduced_cdr_files
 from datasets.common import DEFAULT_DATA_DIR
 from datasets.loader import load_supplemental_info
 from experiments.common import ConfigError, DatasetMixin, Experiment, phase
-from experiments.influence_base import progress_bar
+from experiments.execution import ExecutorMixin
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +94,8 @@ def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_ty
     """The modern equivalent of the original's sklearn 0.20 L1 model (spec §5.2).
 
     ``random_state`` defaults to a fresh ``RandomState(1)``. liblinear draws its seed from
-    it at every ``fit``, so the regularisation path shares one model (and so one
-    ``RandomState(1)``) across all its fits, as the original did.
+    it at every ``fit``; the original shared one model (and so one ``RandomState(1)``)
+    across the fits of its path, which :func:`path_random_states` reproduces per fit.
     """
     from sklearn.linear_model import LogisticRegression as SkLR
     return SkLR(l1_ratio=1.0 if regularization_type == "l1" else 0.0, solver="liblinear", C=1.0 / reg,
@@ -98,7 +103,57 @@ def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_ty
                 random_state=np.random.RandomState(1) if random_state is None else random_state)
 
 
-class BabbleReduce(DatasetMixin, Experiment):
+def path_random_states(num: int) -> list[tuple]:
+    """The state of the original's shared ``RandomState(1)`` before each of ``num`` fits of the
+    path (spec §5.2): every liblinear fit draws one seed from it
+    (``randint(np.iinfo('i').max)`` in scikit-learn's ``_fit_liblinear``), so fit i starts
+    from the state after i draws. Lets each fit run on its own (on any worker) exactly as
+    on the original's sequential path (tests/experiments/test_babble_reduce_dask.py checks
+    the equality against that path)."""
+    stream = np.random.RandomState(1)
+    states = []
+    for _ in range(int(num)):
+        states.append(stream.get_state())
+        stream.randint(np.iinfo("i").max)
+    return states
+
+
+@dataclass
+class L1PathContext:
+    """The data every fit of the path shares (scattered to the workers once): per split
+    ``(x, labels)`` or None, per split the sample weights or None, and the model settings."""
+
+    splits: list[tuple[Any, np.ndarray] | None]
+    weights: list[np.ndarray | None]
+    fit_intercept: bool
+    regularization_type: str
+
+
+def l1_fit_task(ctx: L1PathContext, spec: tuple[float, tuple]) -> dict[str, Any]:
+    """One fit of the path for ``spec = (reg, random_state_state)`` on the train split, and
+    its weighted accuracy and F1 on every split (NaN for an empty one); a pure task of
+    :mod:`experiments.execution`."""
+    from sklearn.metrics import f1_score
+
+    reg, state = spec
+    random_state = np.random.RandomState()
+    random_state.set_state(state)
+    model = make_sklearn_model(reg, ctx.fit_intercept, ctx.regularization_type, random_state=random_state)
+    x, labels = ctx.splits[0]
+    model.fit(x, labels, sample_weight=ctx.weights[0])
+    coef = np.asarray(model.coef_[0], dtype=np.float64)
+    intercept = float(model.intercept_[0]) if ctx.fit_intercept else 0.0
+    accs, f1s = np.full(len(ctx.splits), np.nan), np.full(len(ctx.splits), np.nan)
+    for s, split in enumerate(ctx.splits):
+        if split is None or len(split[1]) == 0:
+            continue
+        accs[s] = model.score(split[0], split[1], sample_weight=ctx.weights[s])
+        f1s[s] = f1_score(split[1], model.predict(split[0]), sample_weight=ctx.weights[s])
+    return {"coef": coef, "intercept": intercept, "nonzeros": int(np.count_nonzero(coef) + (intercept != 0)),
+            "accs": accs, "f1s": f1s}
+
+
+class BabbleReduce(ExecutorMixin, DatasetMixin, Experiment):
     """L1 feature selection on ``cdr`` writing the ``reduced_cdr`` matrices."""
 
     experiment_id = "babble_reduce"
@@ -134,9 +189,6 @@ class BabbleReduce(DatasetMixin, Experiment):
             self._nonfires = load_supplemental_info(ds_id + "_nonfires", data_dir=self.data_dir)
         return self._nonfires
 
-    def _bar(self, iterable, desc, total=None):
-        return progress_bar(iterable, desc, total, self.progress)
-
     def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
             save_phase_results: bool = True) -> dict[str, Any]:
         """As :meth:`Experiment.run`; phase 1 is redone if its output files have disappeared."""
@@ -148,42 +200,29 @@ class BabbleReduce(DatasetMixin, Experiment):
 
     @phase(0)
     def try_regs(self):
-        from sklearn.metrics import f1_score
-
         splits = list(self.datasets)
-        train = splits[0]
-        n = train.num_examples
+        n = splits[0].num_examples
         a, b, num = self.config["initial_reg_range"]
         regs = np.logspace(np.log10(a * n), np.log10(b * n), int(num))
-        F = train.x.shape[1]
-        coefs = np.zeros((len(regs), F))
-        intercepts = np.zeros(len(regs))
-        nonzeros = np.zeros(len(regs), dtype=np.int64)
-        accs = np.zeros((3, len(regs)))
-        f1s = np.zeros((3, len(regs)))
-        weights = self.sample_weights
-        # One model refit with set_params(C=1/reg) along the path, as the original (§5.2):
-        # its RandomState(1) is shared, so fit i runs liblinear with the (i+1)-th seed drawn
-        # from it, not always the first.
-        model = make_sklearn_model(regs[0], self.config["fit_intercept"], self.config["regularization_type"])
-        for i, reg in enumerate(self._bar(regs, "L1 fits")):
-            model.set_params(C=1.0 / reg)
-            model.fit(train.x, train.labels, sample_weight=weights[0])
-            coefs[i] = model.coef_[0]
-            intercepts[i] = model.intercept_[0] if self.config["fit_intercept"] else 0.0
-            nonzeros[i] = int(np.count_nonzero(coefs[i]) + (intercepts[i] != 0))
-            for s, ds in enumerate(splits):
-                if ds is None or ds.num_examples == 0:
-                    accs[s, i] = f1s[s, i] = np.nan
-                    continue
-                accs[s, i] = model.score(ds.x, ds.labels, sample_weight=weights[s])
-                f1s[s, i] = f1_score(ds.labels, model.predict(ds.x), sample_weight=weights[s])
+        ctx = L1PathContext([None if ds is None else (ds.x, ds.labels) for ds in splits], list(self.sample_weights),
+                            self.config["fit_intercept"], self.config["regularization_type"])
+        # One task per regularisation strength, each with the random state its fit had on
+        # the original's path (see path_random_states), so the fits can run anywhere.
+        specs = list(zip(regs, path_random_states(len(regs))))
+        outs = self.executor.map(l1_fit_task, ctx, specs, "L1 fits")
+        coefs = np.stack([o["coef"] for o in outs]) if outs else np.zeros((0, splits[0].x.shape[1]))
+        intercepts = np.array([o["intercept"] for o in outs], dtype=np.float64)
+        nonzeros = np.array([o["nonzeros"] for o in outs], dtype=np.int64)
+        accs = np.stack([o["accs"] for o in outs], axis=1)
+        f1s = np.stack([o["f1s"] for o in outs], axis=1)
+        for i, reg in enumerate(regs):
             logger.info("reg %.4g: %d nonzeros, validation F1 %.4f", reg, nonzeros[i], f1s[1, i])
         if np.all(np.isnan(f1s[1])):
             raise ValueError("the validation split is empty: cannot select the regularisation by validation F1")
         best_i = int(np.nanargmax(f1s[1]))  # first index on ties, as np.argmax
         feature_inds = np.flatnonzero(coefs[best_i])
-        logger.info("best reg %.4g (index %d): %d of %d features kept", regs[best_i], best_i, len(feature_inds), F)
+        logger.info("best reg %.4g (index %d): %d of %d features kept", regs[best_i], best_i, len(feature_inds),
+                    coefs.shape[1])
         return {"best_i": best_i, "feature_inds": feature_inds, "regs": regs, "accs": accs, "coefs": coefs,
                 "intercepts": intercepts, "nonzeros": nonzeros, "f1s": f1s}
 

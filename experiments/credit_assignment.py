@@ -31,6 +31,8 @@ Differences from the original (README):
   (ragged) unless ``store_full_loss_matrices`` (an (S, 392702) matrix per run would
   be tens of GB), with the per-class and total train loss sums phase 8 needs
   (``subset_train_loss_sums`` (S,), ``subset_train_class_loss_sums`` (S, 3)).
+* Fits on large training sets (``NEWTON_CG_MIN_TRAIN``, e.g. MultiNLI's 392,702 points)
+  are Newton-CG instead of explicit-Hessian Newton (same certified optimum, far cheaper).
 * Phase 2: for datasets other than mnli the original picked 3 highest-loss and 3
   unseeded random test points and had no ``fixed_nonfires`` (a later KeyError); only
   mnli is accepted here, and too-small evaluation sets raise a clear error.
@@ -65,6 +67,13 @@ SUMMARY_KEYS = (["cv_l2_reg", "initial_test_losses", "subset_tags", "test_genres
 # Certificates of the exact refits, added to the summary by this project.
 EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters"]
 SETS = ("train", "test", "nonfires")
+# From this many training points on, the fits (cross-validation, phase 1) are Newton-CG
+# (Hessian-vector products, preconditioned by the Hessian of a 10,000-point sample) instead
+# of explicit-Hessian Newton: a (d, d) Hessian costs n d^2 per Newton step, a CG step a few
+# 4 n d. Measured on 40,000 x 600 features, 3 classes (d = 1,803): 7.7 s against 43.1 s of
+# CPU, the same certified optimum to 2.5e-14 relative; at MultiNLI's 392,702 points a
+# Hessian takes minutes. Smaller sets (the tests' bundles) keep the explicit fit.
+NEWTON_CG_MIN_TRAIN = 20_000
 
 
 def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memory: int = int(1e9),
@@ -125,6 +134,12 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
     @property
     def dataset_id(self) -> str:
         return self.config["dataset_config"]["dataset_id"]
+
+    def model_settings(self) -> dict[str, Any]:
+        settings = super().model_settings()
+        if self.num_train >= NEWTON_CG_MIN_TRAIN:
+            settings["fit_method"] = "newton_cg"
+        return settings
 
     def _supplement(self, suffix: str):
         return load_supplemental_info(self.dataset_id + suffix, data_dir=self.data_dir)

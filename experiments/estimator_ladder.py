@@ -13,6 +13,17 @@ group type and group-size decile the accuracy of each estimator against the actu
 ``{out_dir}/estimator_ladder/{ss_logreg run id}/``. ``ss_logreg``'s interface, run ids and
 keys are untouched.
 
+Execution: the per-group work of the estimator phases (first_order, newton, newton_k,
+second_order_*, rescaled, and the actual refits retimed) runs as chunk tasks on the run's
+executor (:mod:`experiments.execution`: in this process by default, on a Dask cluster
+with ``--workers`` / ``--scheduler-address``), with the run's data sent to the workers
+once. The chunks are the same in every mode, so the results do not depend on the number
+of workers (tests/experiments/test_execution_ladder_babble.py: bit for bit). Another
+chunking changes them at rounding level only (batched products and multi-column solves
+round differently): measured on digits, chunks of 16 against 64, at most 3e-13 relative
+(newton_2). The costs are wall times of the whole phase wherever it ran (on a cluster:
+including the scheduling overhead and each worker's first-call set-up).
+
 Targets and forms (mirroring ``ss_logreg``, spec ``ss_logreg.md`` §0):
 
 * every estimator's parameter change D is evaluated non-linearly, ``f(theta_hat + D) - f(theta_hat)``
@@ -49,7 +60,8 @@ import numpy as np
 import scipy.stats
 
 from datasets import storage
-from experiments.common import ConfigError, phase
+from experiments import tasks
+from experiments.common import ConfigError, chunks, phase
 from experiments.influence_base import InfluenceExperiment
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_influence import SubsetInfluenceLogreg, run_id_from_config
@@ -70,6 +82,42 @@ ACCURACY_COLUMNS = ("dataset", "run_id", "group_type", "size_decile", "size_min"
 # (n d^2 flops each); above it, CG on exact Hessian-vector products to a 1e-12 residual.
 NEWTON_EXPLICIT_MAX_PARAMS = 1000
 COST_COLUMNS = ("dataset", "run_id", "estimator", "n_groups", "seconds", "seconds_per_group")
+# Groups per estimator task (phases first_order, newton, second_order_*, rescaled), the same
+# in every execution mode so that the results do not depend on where the tasks run; a
+# multiple of the 64-row batches of the estimators' kernels (group_hvps,
+# third_derivative_contraction), so the batches are those of one call on all groups.
+ESTIMATOR_CHUNK = 64
+
+
+# ----------------------------------------------------------------------------- tasks
+# Pure functions of (the run's shared InfluenceContext, a chunk spec), mapped by the run's
+# executor (experiments.execution): in this process, or on Dask workers that rebuild the
+# group-influence API from the context once (experiments.tasks).
+def estimator_task(ctx: tasks.InfluenceContext, spec: tuple[str, int, int, bool]) -> np.ndarray:
+    """``influence.estimators.<name>`` on groups ``start..end-1`` for ``spec = (name, start,
+    end, reuse)``, float64 (end - start, d). ``rescaled``'s per-point leverage solves do not
+    depend on the groups: with ``reuse`` they are computed once per process and kept with
+    the context (the warm-up passes ``reuse=False``, so the timed run pays for them once)."""
+    name, start, end, reuse = spec
+    infl, groups = ctx.influence(), ctx.groups(start, end)
+    if name == "rescaled":
+        solves = ctx._live.get("leverage_solves") if reuse else None
+        if solves is None:
+            solves = est.point_leverage_solves(infl)
+            if reuse:
+                ctx._live["leverage_solves"] = solves
+        return est.rescaled(infl, groups, solves=solves)
+    return np.asarray(getattr(est, name)(infl, groups), dtype=np.float64)
+
+
+def newton_steps_task(ctx: tasks.InfluenceContext, spec: tuple) -> np.ndarray:
+    """``k`` more Newton steps (:func:`influence.estimators.newton_steps`) for groups
+    ``start..end-1`` in one batch, from the changes ``D0`` (None: from theta_hat), for
+    ``spec = (start, end, k, method, D0)``; float64 (end - start, d)."""
+    start, end, k, method, D0 = spec
+    pre = ctx.preconditioner() if method == "cg" else None
+    return est.newton_steps(ctx.influence(), ctx.groups(start, end), (k,), chunk=max(end - start, 1), start=D0,
+                            method=method, preconditioner=pre)[k]
 
 
 def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_actual: bool = True,
@@ -107,6 +155,9 @@ class EstimatorLadder(InfluenceExperiment):
 
     experiment_id = "estimator_ladder"
 
+    _context = None   # the shared InfluenceContext of the run's tasks (a future on a cluster)
+    estimator_chunk = ESTIMATOR_CHUNK   # hook: groups per estimator task
+
     def __init__(self, config: dict[str, Any], out_dir=None, progress: bool | None = None):
         super().__init__(config, out_dir, progress)
         self._base = None
@@ -125,6 +176,7 @@ class EstimatorLadder(InfluenceExperiment):
         """The ``ss_logreg`` run this ladder reads, run (or resumed from its files) on first use."""
         if self._base is None:
             base = SubsetInfluenceLogreg(self.config["ss_logreg"], out_dir=self.out_dir, progress=self.progress)
+            base.executor = self.executor   # its missing phases run where the ladder's tasks run
             logger.info("reading ss_logreg run %s (running the phases whose results are missing)", base.run_id)
             base.run()
             self._base = base
@@ -142,21 +194,30 @@ class EstimatorLadder(InfluenceExperiment):
     def groups(self) -> list[np.ndarray]:
         return self.base.subsets
 
+    def shared_context(self):
+        """The data of every task of the run (groups, training design, theta_hat, Hessian, ...),
+        built once and sent to the workers once (:meth:`Executor.scatter`)."""
+        if self._context is None:
+            ctx = tasks.InfluenceContext.from_influence(self.influence(), progress=False, groups=self.groups)
+            self._context = self.executor.scatter(ctx)
+        return self._context
+
+    def _map(self, fn, specs, desc: str, large_specs: bool = False) -> np.ndarray:
+        """``fn`` over ``specs`` on the run's executor, the (rows, d) results stacked in order."""
+        outs = self.executor.map(fn, self.shared_context(), specs, desc, large_specs=large_specs)
+        d = self.base.get_model().num_params
+        return np.concatenate(outs) if outs else np.zeros((0, d))
+
     def _timed(self, name: str):
-        """The estimator ``influence.estimators.<name>`` on every group, timed after an
-        untimed warm-up on the first group (TensorFlow's first calls of an op carry one-off
-        set-up costs)."""
-        infl, estimator = self.influence(), getattr(est, name)
-
-        def fn(groups):
-            return estimator(infl, groups)
-
-        groups = self.groups
-        fn(groups[:1])
+        """The estimator ``influence.estimators.<name>`` on every group, in tasks of
+        :attr:`estimator_chunk` groups on the run's executor, timed after an untimed warm-up
+        on the first group (TensorFlow's first calls of an op carry one-off set-up costs)."""
+        S = len(self.groups)
+        self._map(estimator_task, [(name, 0, min(S, 1), False)], f"{name} (warm-up)")
         t0 = time.perf_counter()
-        D = fn(groups)
+        D = self._map(estimator_task, [(name, a, b, True) for a, b in chunks(S, self.estimator_chunk)], name)
         seconds = time.perf_counter() - t0
-        logger.info("%s: %.3f s for %d groups", name, seconds, len(groups))
+        logger.info("%s: %.3f s for %d groups", name, seconds, S)
         return {f"subset_{name}_dparam": np.asarray(D, dtype=np.float64), f"{name}_seconds": float(seconds)}
 
     # ------------------------------------------------------------------ phases
@@ -178,22 +239,21 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(3)
     def newton_steps(self):
-        infl, groups = self.influence(), self.groups
+        S = len(self.groups)
         ks = sorted(int(k) for k in self.config["newton_steps"])
         method = self.config.get("newton_steps_method", "auto")
         if method == "auto":
             method = "explicit" if self.base.get_model().num_params <= NEWTON_EXPLICIT_MAX_PARAMS else "cg"
-        pre = infl.preconditioner() if method == "cg" else None
-        chunk = self._newton_chunk(method == "explicit")
-        est.newton_steps(infl, groups[:1], (1,), method=method, preconditioner=pre)   # warm-up, as in _timed
+        spans = chunks(S, self._newton_chunk(method == "explicit"))
+        self._map(newton_steps_task, [(0, min(S, 1), 1, method, None)], "k-step Newton (warm-up)")  # as in _timed
         # Each k continues the iterates of the previous one, so newton_k's cost is the
         # cumulative time of its k steps from theta_hat.
         res: dict[str, Any] = {}
         D, done, seconds = None, 0, 0.0
         for k in ks:
             t0 = time.perf_counter()
-            D = est.newton_steps(infl, groups, (k - done,), chunk=chunk, start=D, method=method,
-                                 preconditioner=pre)[k - done]
+            specs = [(a, b, k - done, method, None if D is None else D[a:b]) for a, b in spans]
+            D = self._map(newton_steps_task, specs, f"newton_{k}", large_specs=D is not None)
             seconds += time.perf_counter() - t0
             res[f"subset_newton_{k}_dparam"], res[f"newton_{k}_seconds"], done = D, float(seconds), k
         res["newton_steps_method"] = method
@@ -225,11 +285,13 @@ class EstimatorLadder(InfluenceExperiment):
                "subset_refit_grad_norm": np.asarray(self.base.R["subset_refit_grad_norm"]),
                "subset_refit_grad_tol": np.asarray(self.base.R["subset_refit_grad_tol"])}
         if self.config.get("retime_actual", True):
-            infl, groups = self.influence(), self.groups
-            est.actual(infl, groups[:1], 1, progress=False)   # warm-up, as in _timed
+            # ss_logreg's refit tasks (experiments.tasks.refit_task) on the ladder's context.
+            ctx, S = self.shared_context(), len(self.groups)
+            self.executor.map(tasks.refit_task, ctx, [(0, min(S, 1))], "exact refits (warm-up)")  # as in _timed
             t0 = time.perf_counter()
-            D2, _ = est.actual(infl, groups, self.base.refit_chunk_size(), progress=self.progress)
+            r = self.executor.map_chunks(tasks.refit_task, ctx, S, self.base.refit_chunk_size(), "exact refits")
             res["actual_seconds"] = float(time.perf_counter() - t0)
+            D2 = gi.actual_dparams(r["params"], self.base._theta_hat())
             res["actual_retime_max_diff"] = float(np.max(np.abs(D2 - D))) if D.size else 0.0
         return res
 
@@ -330,7 +392,10 @@ class EstimatorLadder(InfluenceExperiment):
     # ------------------------------------------------------------------ run
     def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
             save_phase_results: bool = True) -> dict[str, Any]:
-        R = super().run(force_refresh, invalidate_phase, save_phase_results)
+        try:
+            R = super().run(force_refresh, invalidate_phase, save_phase_results)
+        finally:
+            self._context = None   # the run's executor is closed now
         self.write_tables()
         return R
 

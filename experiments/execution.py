@@ -301,3 +301,38 @@ def measure_overhead(executor: Executor, num_tasks: int = 200) -> float:
     t0 = time.perf_counter()
     executor.map(timed_noop, None, range(num_tasks), "no-op tasks")
     return (time.perf_counter() - t0) / num_tasks
+
+
+# ----------------------------------------------------------------------------- experiments
+class ExecutorMixin:
+    """The run's :class:`Executor` for an :class:`experiments.common.Experiment` (put it first
+    in the bases): built from the config's ``num_workers`` / ``scheduler`` (embedded when
+    neither is set) on first use, or the one assigned to :attr:`executor` (not closed by the
+    experiment). :meth:`run` connects before any phase (an unreachable scheduler stops the
+    run before any work) and shuts down a cluster the run started itself."""
+
+    # Class defaults, so that instances made without __init__ (load_run) work.
+    progress: bool | None = None
+    _executor: Executor | None = None
+    _own_executor = False
+
+    @property
+    def executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = Executor.from_config(self.config, progress=self.progress)
+            self._own_executor = True
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Executor) -> None:
+        self._executor, self._own_executor = value, False
+
+    def run(self, *args, **kwargs):
+        try:
+            if self.executor.distributed:
+                self.executor.client  # noqa: B018 - connect now (SchedulerUnreachableError)
+            return super().run(*args, **kwargs)
+        finally:
+            if self._own_executor and self._executor is not None:
+                self._executor.close()
+                self._executor, self._own_executor = None, False

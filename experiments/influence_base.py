@@ -27,8 +27,9 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
-from experiments.execution import Executor
+from experiments.execution import ExecutorMixin
 from experiments.tasks import cross_validation_fits
+from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
@@ -47,14 +48,12 @@ def contiguous_folds(n: int, folds: int, skip_empty: bool = True) -> list[np.nda
     return [np.arange(k * size, min((k + 1) * size, n)) for k in range(folds) if not skip_empty or k * size < n]
 
 
-class InfluenceExperiment(Experiment):
+class InfluenceExperiment(ExecutorMixin, Experiment):
     """Shared model setup, cross-validation, refit chunking and progress of the influence experiments."""
 
     # Class defaults, so that instances made by ``load_run`` (no __init__) work.
     progress: bool | None = None
     _model = None
-    _executor: Executor | None = None
-    _own_executor = False
     # Hooks: the model has an intercept; the maximum number of groups per refit chunk;
     # the config key of the regularisation the model was fitted with.
     fit_intercept = True
@@ -111,34 +110,6 @@ class InfluenceExperiment(Experiment):
                               sample_weights=self.train_sample_weights(), hessian=self.R.get("hessian"),
                               inverse_hvp_method=ihvp, inverse_vp_method=ivp, max_memory=self.refit_memory())
 
-    # ------------------------------------------------------------------ execution
-    @property
-    def executor(self) -> Executor:
-        """Where per-group and per-fit work runs (:mod:`experiments.execution`): from the
-        config's ``num_workers`` / ``scheduler`` (embedded when neither is set), or the one
-        assigned to this attribute (not closed by the experiment)."""
-        if self._executor is None:
-            self._executor = Executor.from_config(self.config, progress=self.progress)
-            self._own_executor = True
-        return self._executor
-
-    @executor.setter
-    def executor(self, value: Executor) -> None:
-        self._executor, self._own_executor = value, False
-
-    def run(self, *args, **kwargs):
-        """:meth:`Experiment.run` with the cluster (if any) started first, so that an
-        unreachable scheduler stops the run before any work; a local cluster this run
-        started is shut down at the end."""
-        try:
-            if self.executor.distributed:
-                self.executor.client  # noqa: B018 - connect now (SchedulerUnreachableError)
-            return super().run(*args, **kwargs)
-        finally:
-            if self._own_executor and self._executor is not None:
-                self._executor.close()
-                self._executor, self._own_executor = None, False
-
     # ------------------------------------------------------------------ shared machinery
     def _bar(self, iterable, desc, total=None):
         return progress_bar(iterable, desc, total, self.progress)
@@ -151,7 +122,8 @@ class InfluenceExperiment(Experiment):
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
         sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
         model = self.get_model()
-        explicit = self.inverse_methods()[0] == "explicit"
+        # Explicit Hessians per group, except on the downdate route (no (d, d) per group).
+        explicit = self.inverse_methods()[0] == "explicit" and not uses_downdates(model.spec)
         return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
                                 explicit=explicit, max_items=self.refit_max_chunk)
 

@@ -341,20 +341,22 @@ def point_leverage_solves(gi: GroupInfluence, chunk_bytes: int = 2 ** 27) -> tup
     return W, lev
 
 
-def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray]) -> np.ndarray:
+def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> np.ndarray:
     """Rescaled influence functions (Rubinstein and Hopkins, NeurIPS 2025), (S, d).
 
     ``D = sum_{i in U} H^-1 J_i (I - A_i M_i)^-1 r_i`` with ``M_i = J_i^T H^-1 J_i``
     (:func:`point_leverage_solves`): each point's first-order term ``H^-1 J_i r_i`` with its
     leverage divided out. Binary models: ``H^-1 grad l_i / (1 - h_i)`` (rank one). By the
     push-through identity ``(H - J A J^T)^-1 J = H^-1 J (I - A J^T H^-1 J)^-1`` each term
-    is exactly the one-step Newton change of removing point i alone.
+    is exactly the one-step Newton change of removing point i alone. ``solves``: the
+    result of :func:`point_leverage_solves` for ``gi`` when already computed (it does not
+    depend on the groups).
     """
     _check_gi(gi)
     groups = _check_groups(groups, gi.num_train)
     spec = gi.spec
     Xa, _, _ = _design(gi)
-    W, _ = point_leverage_solves(gi)
+    W, _ = point_leverage_solves(gi) if solves is None else solves
     Xn = Xa.numpy().astype(np.float64)
     # J_i w_i in the extended layout is w_i (outer) [x_i; 1]; summed over each group.
     V_ext = (W[:, :, None] * Xn[:, None, :])

@@ -45,7 +45,8 @@ from influence import groups as _groups
 from influence import small_refit as _small
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
 from influence.progress import progress_bar  # noqa: F401  (re-exported: the experiments' bars)
-from influence.refit import make_preconditioner, refit_chunk, refit_chunk_cg
+from influence.downdate import DowndateBasis, uses_downdates
+from influence.refit import downdate_basis, make_preconditioner, refit_chunk, refit_chunk_cg
 
 METHODS = ("explicit", "cg", "small")
 VP_METHODS = ("cholesky", "lu", "cholesky_lu")
@@ -240,7 +241,7 @@ def hessian_norms(dparams, hessian) -> np.ndarray:
     """``sqrt(D_s^T H D_s)`` per row (``*_dparam_hessian_norm``; negative rounding clipped to 0), (S,)."""
     D = _check_2d("dparams", dparams)
     H = _check_2d("hessian", hessian, cols=D.shape[1], rows=D.shape[1])
-    return np.sqrt(np.maximum(np.einsum("sd,de,se->s", D, H, D), 0.0))
+    return np.sqrt(np.maximum(np.einsum("sd,de,se->s", D, H, D, optimize=True), 0.0))
 
 
 def z_norms(zs, hessian) -> dict[str, np.ndarray]:
@@ -298,6 +299,7 @@ class GroupInfluence:
         self.inverse_vp_method = inverse_vp_method
         self.num_train = n
         self.max_memory = None if max_memory is None else int(max_memory)
+        self._basis = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -311,6 +313,15 @@ class GroupInfluence:
 
     def _design(self, data, weights=None):
         return self.model._tensors(data, weights)
+
+    def downdate_basis(self) -> DowndateBasis | None:
+        """The shared :class:`~influence.downdate.DowndateBasis` at ``theta_hat`` of the
+        refits and Newton changes of models that take the downdate route
+        (:func:`influence.downdate.uses_downdates`; None for the others), built once."""
+        if self._basis is None and uses_downdates(self.spec):
+            Xa, _, s = self._design(self.train, self.sample_weights)
+            self._basis = downdate_basis(self.spec, self.params, Xa, s, self.hessian, self.l2_reg)
+        return self._basis
 
     def _method(self, method):
         # 'fmin_ncg' (the original's solver) changes only the first-order solves: refits and
@@ -414,7 +425,7 @@ class GroupInfluence:
         Xa, _, s = self._design(self.train, self.sample_weights)
         if method == "explicit":
             return _groups.newton_explicit(self.spec, self._require_hessian(), self.params, Xa, groups, G,
-                                           spectrum=spectrum, progress=progress)
+                                           spectrum=spectrum, progress=progress, basis=self.downdate_basis())
         Q = _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
                               tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
                               preconditioner=preconditioner if preconditioner is not None else self.preconditioner(),
@@ -496,7 +507,10 @@ class GroupInfluence:
             sel = list(range(start, min(start + chunk_size, S)))
             if method == "explicit":
                 r = refit_chunk(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
-                                hessian_hat=self.hessian, max_memory=self.max_memory, **common)
+                                hessian_hat=self.hessian, max_memory=self.max_memory,
+                                basis=self.downdate_basis(), **common)
+                if uses_downdates(self.spec):
+                    out["hvps"][sel] = r.hvps
             else:
                 r = refit_chunk_cg(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
                                    preconditioner=preconditioner, cg_maxiter=model.config["cg_maxiter"],

@@ -64,6 +64,14 @@ def refit_bytes_per_group(num_params: int, n: int, num_rows: int = 1, explicit: 
     return FLOAT_BYTES * (4 * num_params ** 2 * int(bool(explicit)) + 4 * n * num_rows)
 
 
+def downdate_bytes_per_group(n: int, num_params: int, size: int) -> int:
+    """Working bytes of one group of ``size`` points in a downdate refit chunk
+    (:func:`influence.refit.refit_chunk_downdate`): the factor of its (size, size) Woodbury
+    matrix, four (n,) arrays (weights, logits, residuals, curvature) and about ten (d,)
+    vectors (iterate, gradient, direction, CG vectors)."""
+    return FLOAT_BYTES * (int(size) ** 2 + 4 * n + 10 * num_params)
+
+
 def refit_chunk_size(num_params: int, n: int, max_memory: int | None, num_rows: int = 1,
                      explicit: bool = True, max_items: int = MAX_REFIT_CHUNK) -> int:
     """Groups refitted together within ``max_memory`` (at most ``max_items``, default

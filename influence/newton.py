@@ -34,7 +34,7 @@ import tensorflow as tf
 from influence import objective as K
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.solvers import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors,
-                               preconditioned_cg_rows, solve_with_factors, spd_solve)
+                               preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve)
 
 logger = logging.getLogger(__name__)
 
@@ -385,19 +385,26 @@ class ChordNewton(NewtonStrategy):
     """Newton with factor reuse (the explicit refits, :func:`influence.refit.refit_chunk`).
 
     Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
-    theta_hat. A problem keeps the Cholesky factor of its last Hessian while steps with
+    theta_hat, or of the Hessians at the start when None (the certified fit of large
+    binary models). A problem keeps the Cholesky factor of its last Hessian while steps with
     it cut the gradient norm at least by ``reuse_factor`` (chord steps); when progress
     slows, the next steps are CG on the exact Hessian preconditioned by that same factor;
     when those are slow too (or their CG fails, or a step fails with a stale factor) the
     Hessian is recomputed at the iterate, ``hess_chunk`` problems at a time.
+    ``float32_preconditioner``: the CG steps' triangular solves in float32 (large models).
     """
 
-    def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20):
+    def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
+                 float32_preconditioner: bool = False):
         self.Hs, self.reuse_factor, self.hess_chunk, self.cg_maxiter = start_hessians, reuse_factor, hess_chunk, cg_maxiter
+        self.float32_preconditioner = float32_preconditioner
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         B = objective.B
+        if self.Hs is None:  # no start Hessians given: the Hessians at the start
+            self.Hs = objective.hessians(Theta)
+            self.hessians += 1
         self.Ls, self.ok = cholesky_factors(self.Hs)
         self.fresh = np.ones(B, dtype=bool)     # factor computed at the current iterate
         self.cg_mode = np.zeros(B, dtype=bool)  # next step by CG preconditioned by the factor
@@ -420,6 +427,10 @@ class ChordNewton(NewtonStrategy):
         converged). Relative residual ``min(0.1, sqrt(||grad|| / scale))``."""
         Ls = self.Ls
         Ls_r = tf.gather(Ls, rows) if len(rows) < int(Ls.shape[0]) else Ls
+        if self.float32_preconditioner:
+            # Half the memory traffic of the triangular solves that bound a CG iteration;
+            # the preconditioner stays SPD within about 1e-6 (the steps are certified).
+            Ls_r = tf.cast(Ls_r, tf.float32)
         failed = ~np.asarray(self.ok)[rows]  # identity factors: CG runs unpreconditioned there
         d = int(Ls.shape[-1])
 
@@ -429,6 +440,7 @@ class ChordNewton(NewtonStrategy):
             full = np.zeros((len(rows), d))
             full[idx] = R
             out = tf.linalg.cholesky_solve(Ls_r, tf.constant(full[:, :, None], dtype=Ls_r.dtype))[:, :, 0].numpy()
+            out = out.astype(np.float64)
             out[failed] = full[failed]
             return out[idx]
 
@@ -466,6 +478,89 @@ class ChordNewton(NewtonStrategy):
                 self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
             self.hessians[idx] += 1
             self.fresh[idx] = True
+
+
+class DowndateChord(NewtonStrategy):
+    """:class:`ChordNewton` without a (d, d) matrix per problem (the explicit refits of
+    large binary models, :func:`influence.refit.refit_chunk`).
+
+    The chord matrix of problem b is ``H_hat - H_U`` at theta_hat, applied exactly through
+    the Woodbury identity (:class:`influence.downdate.GroupDowndates`, ``downdates``).
+    Chord steps are kept while they cut the gradient norm by ``reuse_factor``; then CG on
+    the exact Hessian preconditioned by the chord matrix; when that is slow too (or a step
+    fails), the problem gets a fresh explicit Hessian at its iterate and its own Cholesky
+    factor, used as ChordNewton uses its factors (rare: the chord matrix is the exact
+    Hessian at the start).
+    """
+
+    def __init__(self, downdates, reuse_factor: float = 0.25, cg_maxiter: int = 20):
+        self.downdates, self.reuse_factor, self.cg_maxiter = downdates, reuse_factor, cg_maxiter
+
+    def start(self, objective, Theta, G, gnorm, scale) -> None:
+        super().start(objective, Theta, G, gnorm, scale)
+        B = objective.B
+        self.own = {}                           # problem -> Cholesky factor of a fresh Hessian
+        self.fresh = np.ones(B, dtype=bool)     # chord matrix / factor taken at the current iterate
+        self.cg_mode = np.zeros(B, dtype=bool)
+        self.cg_failed = np.zeros(B, dtype=bool)
+        self.retry = np.zeros(B, dtype=bool)
+
+    def _solve(self, R: np.ndarray, rows: np.ndarray, precise: bool = True) -> np.ndarray:
+        """The problems' chord solves for the rows of R (problem ``rows[k]`` for row k);
+        ``precise=False`` for the CG preconditioner (:meth:`GroupDowndates.solve`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        own = np.array([j in self.own for j in rows], dtype=bool)
+        out = np.empty_like(R)
+        if (~own).any():
+            out[~own] = self.downdates.solve(R[~own], rows[~own], precise)
+        for k in np.flatnonzero(own):
+            out[k] = self.own[int(rows[k])](R[k])
+        return out
+
+    def directions(self, objective, Theta, G, gnorm, active):
+        B = objective.B
+        steps = np.zeros((B, objective.spec.num_params))
+        chord = np.flatnonzero(active & ~self.cg_mode)
+        G_np = G.numpy()
+        if chord.size:
+            steps[chord] = self._solve(G_np[chord], chord)
+        cgr = np.flatnonzero(active & self.cg_mode)
+        self.cg_failed = np.zeros(B, dtype=bool)
+        if cgr.size:
+            eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[cgr] / self.scale[cgr])), 1e-15)
+            step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), G_np[cgr],
+                                        lambda R, idx: self._solve(R, cgr[idx], False), eta, self.cg_maxiter)
+            steps[cgr] = step_c.numpy()
+            self.hvps[cgr] += res.iterations
+            self.cg_failed[cgr[~res.converged]] = True
+        # A failed downdate (NaN) leaves a non-finite step: the search rejects it and the
+        # problem gets a fresh Hessian (rejected / update).
+        return tf.constant(steps, dtype=Theta.dtype)
+
+    def rejected(self, active, good) -> np.ndarray:
+        self.retry = active & ~good & ~self.fresh
+        return active & ~good & self.fresh & np.array([j in self.own for j in range(len(good))])
+
+    def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
+        unfinished = good & (gnorm > tols)
+        slow_chord = unfinished & ~self.cg_mode & ((ratio > self.reuse_factor) | (t < 1.0))
+        # CG steps are inexact Newton steps whatever the preconditioner (the gradient norm
+        # may grow on an accepted step far from the optimum, as in any damped Newton
+        # method): only a CG run that did not converge calls for a fresh Hessian (here a
+        # Hessian with its factor costs about a hundred CG iterations).
+        slow_cg = unfinished & self.cg_mode & self.cg_failed
+        # A step that failed with the downdate at the start (fresh, but not an own factor:
+        # e.g. a non-positive-definite downdate) also gets a fresh Hessian.
+        failed_start = active & ~good & self.fresh & np.array([j not in self.own for j in range(objective.B)])
+        need = slow_cg | self.retry | failed_start
+        self.cg_mode = (self.cg_mode | slow_chord) & ~need
+        self.fresh = np.where(good, False, self.fresh)
+        for j in np.flatnonzero(need):  # one (d, d) Hessian at a time
+            H = objective.columns(np.array([j])).hessians(Theta[j:j + 1])[0].numpy()
+            self.own[int(j)] = spd_factor(H)
+            del H
+            self.hessians[j] += 1
+            self.fresh[j] = True
 
 
 # ------------------------------------------------------------------ the loop

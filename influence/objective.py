@@ -359,6 +359,13 @@ def hessian_numpy(theta, Xa: np.ndarray, s: np.ndarray, l2_reg: float, spec: Mod
     return H[np.ix_(perm, perm)] + np.diag(l2_reg * mask)
 
 
+def sparse_gram(Xs, w) -> np.ndarray:
+    """``Xs^T diag(w) Xs`` as a dense float64 array, for a scipy sparse ``Xs`` (n, E) and
+    weights ``w`` (n,): one sparse product, then densified."""
+    import scipy.sparse as sp
+    return np.asarray((Xs.T @ sp.diags(np.asarray(w, dtype=np.float64)) @ Xs).toarray())
+
+
 def one_blas_thread():
     """One OpenBLAS thread for many small products (per-group Hessians, small LAPACK
     solves): on 2 cores shared with TensorFlow's pool, threaded BLAS spent most of its
@@ -425,6 +432,9 @@ class LogisticObjective:
     ``l2``: scalar tensor.
     ``weight_mask`` (1 on regularised coordinates) defaults to the spec's (biases 0).
     ``Xa_np``: optional float64 NumPy copy of Xa, enabling the BLAS syrk Hessians.
+    ``Xa_sparse``: optional float64 scipy CSR copy of Xa (binary models): Hessians are
+    then formed as sparse products ``Xa^T (w * Xa)`` (``nnz`` work per non-zero row pair
+    instead of ``n d^2``: 0.07 s instead of 0.5 s on spam) and densified once.
 
     Batched methods take parameter rows ``Theta`` of shape (B, d) and return tensors:
     ``loss`` (B,), ``gradient`` (B, d), ``curvature``, ``hvp`` (NumPy (b, d)),
@@ -433,8 +443,9 @@ class LogisticObjective:
     ``gauge_c u u^T`` so that the solves are definite.
     """
 
-    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None, weight_mask=None):
+    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None, weight_mask=None, Xa_sparse=None):
         self.spec, self.Xa, self.y, self.l2 = spec, Xa, y, l2
+        self.Xa_sparse = Xa_sparse
         self.s = S if len(S.shape) == 1 else None
         self.S = S[:, None] if len(S.shape) == 1 else S
         self.mask = tf.constant(spec.weight_mask() if weight_mask is None else weight_mask, dtype=Xa.dtype)
@@ -447,10 +458,11 @@ class LogisticObjective:
 
     @classmethod
     def without_groups(cls, spec: ModelSpec, Xa, y, s_base, l2, groups, Xa_np=None,
-                       weight_mask=None) -> "LogisticObjective":
+                       weight_mask=None, Xa_sparse=None) -> "LogisticObjective":
         """The B reduced problems ``L_{-U}`` of the groups (their weights set to zero)."""
         keep = removal_weights(groups, int(Xa.shape[0]))
-        obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask)
+        obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask,
+                  Xa_sparse)
         obj.s_base = s_base
         return obj
 
@@ -487,6 +499,8 @@ class LogisticObjective:
         return total_grad_loss(theta, self.Xa, self.y, self.s, self.l2, self.spec)
 
     def hessian_at(self, theta) -> tf.Tensor:
+        if self.Xa_sparse is not None and self.spec.binary:
+            return self.hessians(theta[None])[0]
         return hessian(theta, self.Xa, self.s, self.l2, self.spec)
 
     def hvp_at(self, theta, V, autodiff: bool = False) -> tf.Tensor:
@@ -499,17 +513,29 @@ class LogisticObjective:
                          for j in range(V.shape[1])], axis=1)
 
     # ------------------------------------------------------------ batched
+    def _x_times(self, T):
+        """``Xa T^T``, (n, m), for rows T (m, E): a sparse product when ``Xa_sparse`` is set."""
+        if self.Xa_sparse is not None:
+            return tf.constant(self.Xa_sparse @ np.asarray(T).T, dtype=self.Xa.dtype)
+        return tf.matmul(self.Xa, T, transpose_b=True)
+
+    def _times_x(self, R):
+        """``R^T Xa``, (m, E), for R (n, m): a sparse product when ``Xa_sparse`` is set."""
+        if self.Xa_sparse is not None:
+            return tf.constant(np.asarray(self.Xa_sparse.T @ np.asarray(R)).T, dtype=self.Xa.dtype)
+        return tf.matmul(R, self.Xa, transpose_a=True)
+
     def logits(self, Theta):
         """Binary: (n, B); multinomial: (n, B, K)."""
         T = tf.reshape(to_ext_batch(Theta, self.spec), [-1, self.spec.ext_dim])
-        Z = tf.matmul(self.Xa, T, transpose_b=True)
+        Z = self._x_times(T) if self.spec.binary else tf.matmul(self.Xa, T, transpose_b=True)
         if self.spec.binary:
             return Z
         return tf.reshape(Z, [-1, self.B, self.spec.num_classes])
 
     def loss(self, Theta):
         """Objective values, (B,)."""
-        if self.s is not None:
+        if self.s is not None and self.Xa_sparse is None:
             return self.loss_at(Theta[0])[None]
         Z = self.logits(Theta)
         if self.spec.binary:
@@ -520,12 +546,12 @@ class LogisticObjective:
 
     def gradient(self, Theta):
         """Gradients, (B, d)."""
-        if self.s is not None:
+        if self.s is not None and self.Xa_sparse is None:
             return self.gradient_at(Theta[0])[None]
         Z = self.logits(Theta)
         if self.spec.binary:
             R = self.S * (tf.sigmoid(Z) - self.y[:, None])        # (n, B)
-            G = tf.matmul(R, self.Xa, transpose_a=True)            # (B, E)
+            G = self._times_x(R)                                   # (B, E)
         else:
             R = self.S[:, :, None] * (tf.nn.softmax(Z, axis=2) - self.Y1[:, None, :])  # (n, B, K)
             G_ext = tf.einsum("nbk,na->bka", R, self.Xa)
@@ -554,8 +580,8 @@ class LogisticObjective:
         V = tf.constant(V, dtype=self.Xa.dtype)
         b, n = int(V.shape[0]), int(self.Xa.shape[0])
         if spec.binary:
-            U = tf.matmul(self.Xa, V, transpose_b=True)                    # (n, b)
-            out = tf.matmul(curv * U, self.Xa, transpose_a=True)           # (b, E)
+            U = self._x_times(V)                                           # (n, b)
+            out = self._times_x(curv * U)                                  # (b, E)
         else:
             Kc, E = spec.num_rows, spec.ext_dim
             Vx = tf.reshape(to_ext_batch(V, spec), [b * Kc, E])
@@ -578,6 +604,10 @@ class LogisticObjective:
         per problem. ``'einsum'`` (binary): one contraction for all B Hessians, the
         fastest for d up to a few hundred and thousands of problems.
         """
+        if self.Xa_sparse is not None and self.spec.binary:
+            W = self.curvature(Theta).numpy()            # (n, B): S * p (1 - p)
+            return tf.constant(np.stack([sparse_gram(self.Xa_sparse, W[:, b]) for b in range(self.B)])
+                               + np.diag(float(self.l2) * self.mask.numpy())[None], dtype=self.Xa.dtype)
         if self.s is not None:
             return gauge_fix(self.hessian_at(Theta[0]), self.spec)[None]
         Z = self.logits(Theta)

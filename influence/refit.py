@@ -35,21 +35,23 @@ import logging
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from influence import objective as K
-from influence.memory import chunk_size, refit_chunk_size
+from influence.downdate import DowndateBasis, GroupDowndates, uses_downdates
+from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
 from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
-                              ChordNewton, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
+                              ChordNewton, DowndateChord, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
 from influence.objective import LogisticObjective, ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
-def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None):
+def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None, Xa_sparse=None):
     """The reduced problems, theta_hat, the starting iterates and the certificate
     scales (:meth:`LogisticObjective.grad_scales`)."""
-    batch = LogisticObjective.without_groups(spec, Xa, y, s_base, l2, groups, Xa_np)
+    batch = LogisticObjective.without_groups(spec, Xa, y, s_base, l2, groups, Xa_np, Xa_sparse=Xa_sparse)
     theta_hat = tf.constant(np.asarray(theta_hat), dtype=Xa.dtype)
     Theta = tf.tile(theta_hat[None, :], [len(groups), 1])
     return batch, theta_hat, Theta, batch.grad_scales()
@@ -86,7 +88,7 @@ def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: boo
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None, basis: DowndateBasis | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
@@ -96,6 +98,12 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
     ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
     about 256 MB).
+
+    Binary models with at least :data:`influence.downdate.DOWNDATE_MIN_PARAMS` parameters
+    take the :class:`~influence.newton.DowndateChord` route instead
+    (:func:`refit_chunk_downdate`): no (d, d) matrix per group. ``basis``: its shared
+    :class:`~influence.downdate.DowndateBasis` (built here when None; build it once with
+    :func:`downdate_basis` when refitting several chunks).
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
@@ -110,6 +118,12 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         if max_memory is not None:
             per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
             hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
+    if uses_downdates(spec):
+        if basis is None:
+            basis = downdate_basis(spec, theta_hat, Xa, s_base, hessian_hat)
+        return _concat([refit_chunk_downdate(spec, theta_hat, Xa, y, s_base, l2, part, basis, rtol, max_iter,
+                                             reuse_factor, cg_maxiter)
+                        for part in split_groups(groups, int(Xa.shape[0]), spec.num_params, max_memory)])
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
@@ -121,6 +135,51 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
     Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
     strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
+    return _refit(batch, Theta, scale, rtol, strategy, max_iter)
+
+
+def downdate_basis(spec: ModelSpec, theta_hat, Xa, s_base, hessian_hat=None, l2_reg=None) -> DowndateBasis:
+    """The :class:`~influence.downdate.DowndateBasis` of a binary model at ``theta_hat``:
+    ``H_hat`` (``hessian_hat``, or formed with ``l2_reg``), the design (kept sparse when it is)
+    and the weighted curvature ``s_i p_i (1 - p_i)``."""
+    dtype = Xa.dtype
+    theta = tf.constant(np.asarray(theta_hat), dtype=dtype)
+    s_base = tf.convert_to_tensor(s_base, dtype=dtype)
+    if hessian_hat is None:
+        hessian_hat = K.hessian(theta, Xa, s_base, tf.constant(float(l2_reg), dtype=dtype), spec)
+    c = (K.curvature(theta, Xa, spec) * s_base).numpy()
+    return DowndateBasis(np.asarray(hessian_hat, dtype=np.float64), Xa.numpy(), c)
+
+
+def split_groups(groups: Sequence[np.ndarray], n: int, num_params: int, max_memory: int | None) -> list[list]:
+    """Consecutive parts of ``groups`` whose downdate working arrays
+    (:func:`influence.memory.downdate_bytes_per_group`) fit in ``max_memory`` together."""
+    if max_memory is None:
+        return [list(groups)]
+    parts, part, used = [], [], 0
+    for g in groups:
+        b = downdate_bytes_per_group(n, num_params, len(g))
+        if part and used + b > max_memory:
+            parts.append(part)
+            part, used = [], 0
+        part.append(g)
+        used += b
+    if used > max_memory:
+        chunk_size(max_memory, used, what="refit group")  # warns once with the amount
+    return parts + [part] if part else parts
+
+
+def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2, groups, basis: DowndateBasis,
+                         rtol: float, max_iter: int, reuse_factor: float = 0.25,
+                         cg_maxiter: int = 20) -> RefitResult:
+    """:func:`refit_chunk` of binary models by :class:`~influence.newton.DowndateChord`: the
+    first direction of group U is ``(H_hat - H_U)^{-1} grad`` by Woodbury on ``basis``
+    (:class:`~influence.downdate.GroupDowndates`), exactly the explicit route's."""
+    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups,
+                                            Xa_sparse=basis.X if sp.issparse(basis.X) else None)
+    # A CG iteration here costs two products with H^{-1} and one Hessian-vector product,
+    # a fresh Hessian with its factor about a hundred of them: CG gets 5x the room.
+    strategy = DowndateChord(GroupDowndates(basis, groups), reuse_factor, 5 * cg_maxiter)
     return _refit(batch, Theta, scale, rtol, strategy, max_iter)
 
 

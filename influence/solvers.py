@@ -87,6 +87,21 @@ def solve_with_factors(L: tf.Tensor, ok, M: tf.Tensor, V: tf.Tensor) -> tf.Tenso
     return X
 
 
+def spd_factor(M: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``V -> M^{-1} V`` for one NumPy matrix M (d, d): SciPy's Cholesky (``cho_factor``),
+    or LU with a logged warning where M is not numerically positive definite (the NumPy
+    side of the one Cholesky-to-LU fall-back)."""
+    import scipy.linalg as sla
+    try:
+        factor = sla.cho_factor(M, lower=True)
+        return lambda V: sla.cho_solve(factor, V)
+    except np.linalg.LinAlgError:
+        logger.warning("Cholesky failed for a %d x %d matrix (not numerically positive definite); "
+                       "falling back to LU", *M.shape)
+        lu = sla.lu_factor(M)
+        return lambda V: sla.lu_solve(lu, V)
+
+
 def spd_solve(M, V):
     """Solve ``M[b] X[b] = V[b]`` (M: (B, d, d), V: (B, d, m) tensors) by Cholesky, with LU
     where the factor is not finite (:func:`solve_with_factors`).
@@ -96,13 +111,7 @@ def spd_solve(M, V):
     overhead (the per-group Newton changes of :func:`influence.groups.newton_explicit`).
     """
     if isinstance(M, np.ndarray):
-        import scipy.linalg as sla
-        try:
-            return sla.cho_solve(sla.cho_factor(M, lower=True), V)
-        except np.linalg.LinAlgError:
-            logger.warning("Cholesky failed for a %d x %d matrix (not numerically positive definite); "
-                           "falling back to LU", *M.shape)
-            return sla.lu_solve(sla.lu_factor(M), V)
+        return spd_factor(M)(V)
     L, ok = cholesky_factors(M)
     return solve_with_factors(L, ok, M, V)
 

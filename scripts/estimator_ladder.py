@@ -6,7 +6,10 @@ adds the estimators first_order, newton, newton_2, newton_3, second_order_basu,
 second_order_exact, rescaled and actual, writing ``accuracy.csv`` and ``cost.csv`` to
 ``{out-dir}/estimator_ladder/{ss_logreg run id}/``. ``--force-refresh``, ``--invalidate``
 and ``--no-intermediate-results`` apply to the ladder's own phases (the ``ss_logreg`` run is
-resumed from its files as they are).
+resumed from its files as they are). ``--workers N`` / ``--scheduler-address`` run the
+per-group work (the ``ss_logreg`` phases it has to run, and the ladder's estimators and
+refits in chunks of groups) on Dask, with results identical to the default run (the
+costs are then the wall times on the cluster).
 
 Examples (run from the repository root):
 

@@ -440,6 +440,21 @@ def test_credit_assignment_actual_and_predicted_agree(mnli):
     assert 1 / 6 < ratio < 1.5
 
 
+def test_credit_assignment_large_training_sets_fit_by_newton_cg(mnli, monkeypatch):
+    """From NEWTON_CG_MIN_TRAIN points on, the fits are Newton-CG: the same certified optimum."""
+    import experiments.credit_assignment as ca_module
+
+    ca, R = mnli["ca"], mnli["ca"].R
+    assert ca.get_model().config["fit_method"] == "auto" and ca.num_train < ca_module.NEWTON_CG_MIN_TRAIN
+    exp = CreditAssignment(ca.config, out_dir=mnli["out_dir"], progress=False, plots=False)
+    monkeypatch.setattr(ca_module, "NEWTON_CG_MIN_TRAIN", ca.num_train)
+    model = exp.get_model()
+    assert model.config["fit_method"] == "newton_cg"
+    fit = model.fit(exp.train, exp.weights("train"), R["cv_l2_reg"])
+    assert fit.converged and fit.grad_norm <= fit.grad_tol
+    assert_close(model.get_params_flat(), R["initial_params"], 1e-9, what="theta_hat by Newton-CG")
+
+
 def test_credit_assignment_script(mnli):
     proc = run_script("credit_assignment.py", "--worker")
     assert proc.returncode == 0 and "task queue was replaced" in proc.stdout

@@ -32,16 +32,22 @@ def test_refit_chunk_size_is_the_one_memory_rule():
 
 
 def test_experiment_chunk_size_follows_max_memory(monkeypatch):
-    class _Model:
-        num_params = 128
+    def model(d):
+        class _Model:
+            num_params = d
 
-        class spec:
-            num_rows = 1
+            class spec:
+                num_rows, binary, num_params = 1, True, d
+        return _Model()
 
-    for budget, want in ((10 ** 8, 64), (8 * (4 * 128 ** 2 + 4 * 20000) * 5, 5)):
+    # Explicit Hessians per group (d = 128), and the downdate route of large binary models
+    # (d = 2,000: no (d, d) per group, only the (n,) arrays in this rule; a budget of four (d, d)
+    # matrices, one explicit group, holds 64 of them).
+    for d, budget, want in ((128, 10 ** 8, 64), (128, 8 * (4 * 128 ** 2 + 4 * 20000) * 5, 5),
+                            (2000, 10 ** 8, 64), (2000, 8 * 4 * 20000 * 5, 5), (2000, 8 * 4 * 2000 ** 2, 64)):
         exp = InfluenceExperiment.__new__(InfluenceExperiment)
         exp.config = {"max_memory": budget}
-        monkeypatch.setattr(InfluenceExperiment, "get_model", lambda self: _Model())
+        monkeypatch.setattr(InfluenceExperiment, "get_model", lambda self, d=d: model(d))
         monkeypatch.setattr(InfluenceExperiment, "inverse_methods", lambda self: ("explicit", "cholesky_lu"))
         monkeypatch.setattr(InfluenceExperiment, "num_train", property(lambda self: 20000))
         assert exp.refit_chunk_size() == want

@@ -10,7 +10,7 @@ import pytest
 from influence import memory
 from influence.logistic_regression import LogisticRegression
 from influence.memory import chunk_size, refit_bytes_per_group, refit_chunk_size
-from influence.refit import refit_chunk, refit_chunk_cg
+from influence.refit import refit_chunk, refit_chunk_cg, split_groups
 from tests.conftest import REPO_ROOT
 
 
@@ -74,9 +74,12 @@ def test_refit_within_max_memory_equals_refits_of_its_sub_chunks(num_classes, en
 _CHILD = r"""
 import os, resource, sys
 import numpy as np
+import influence.downdate as dd
 from influence.logistic_regression import LogisticRegression
-from influence.refit import refit_chunk
-refit, max_memory = sys.argv[1] == "refit", int(sys.argv[2])
+from influence.refit import downdate_basis, refit_chunk
+refit, max_memory, route = sys.argv[1] == "refit", int(sys.argv[2]), sys.argv[3]
+if route == "explicit":
+    dd.DOWNDATE_MIN_PARAMS = 10 ** 9  # keep this binary model on the explicit-Hessian route
 rng = np.random.RandomState(0)
 n, D = 600, 1499
 X = rng.randn(n, D) / np.sqrt(D)
@@ -87,21 +90,24 @@ m = LogisticRegression(cfg)
 m.fit((X, y), None, 1.0)
 H = m.get_hessian((X, y), None, 1.0)
 Xa, yt, s = m._tensors((X, y))
-groups = [rng.choice(n, 5, replace=False) for _ in range(12)]
+groups = [rng.choice(n, 5 if route == "explicit" else 300, replace=False) for _ in range(12)]
+# The downdate route's shared operators (H^-1, the Gram matrix) are data: built in both children.
+basis = downdate_basis(m.spec, m.get_params_flat(), Xa, s, H) if route == "downdate" else None
 if refit:
-    r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 1.0, groups, hessian_hat=H, max_memory=max_memory)
+    r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 1.0, groups, hessian_hat=H, max_memory=max_memory,
+                    basis=basis)
     assert r.converged.all()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
-def _peak_rss(mode, max_memory):
+def _peak_rss(mode, max_memory, route="explicit"):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                # A fixed mmap threshold: glibc otherwise raises it to the size of freed
                # blocks and keeps later (d, d) arrays in the heap, so the peak would count
                # allocator retention rather than the working arrays the budget bounds.
                MALLOC_MMAP_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(max_memory)], cwd=REPO_ROOT, env=env,
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(max_memory), route], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.strip().splitlines()[-1])
@@ -117,6 +123,20 @@ def test_refit_peak_memory_stays_within_max_memory():
     assert refit_chunk_size(d, n, max_memory) == 2
     data = 8 * (n * d + d * d)
     extra = _peak_rss("refit", max_memory) - _peak_rss("base", max_memory)
+    assert extra <= max_memory + data, f"refit used {extra / 1e6:.0f} MB > {(max_memory + data) / 1e6:.0f} MB"
+
+
+def test_downdate_refit_peak_memory_stays_within_max_memory():
+    """The same model on the downdate route (influence/downdate.py), 12 groups of 300
+    points: each group's working arrays are its 300 x 300 factor and a few (n,) and (d,)
+    vectors (downdate_bytes_per_group, about 0.8 MB), so with max_memory = 2 MB the
+    refit runs about two groups at a time; its peak above a child that built the shared
+    operators stays within the budget plus the data it copies (the design)."""
+    max_memory = 2 * 10 ** 6
+    d, n = 1500, 600
+    assert len(split_groups([np.arange(300)] * 12, n, d, max_memory)) == 6
+    data = 8 * n * d
+    extra = _peak_rss("refit", max_memory, "downdate") - _peak_rss("base", max_memory, "downdate")
     assert extra <= max_memory + data, f"refit used {extra / 1e6:.0f} MB > {(max_memory + data) / 1e6:.0f} MB"
 
 

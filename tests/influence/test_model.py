@@ -217,3 +217,21 @@ def test_fmin_ncg_inverse_hvp_is_the_originals_solver(num_classes, fit_intercept
     assert np.max(np.abs(capped - direct)) > 1e3 * RTOL_CG * np.max(np.abs(direct))
     cg = model.get_inverse_hvp(V, dataset=data, sample_weights=s, l2_reg=0.3, inverse_hvp_method="cg")
     assert_close(cg, direct, RTOL_CG, what="plain CG ignores fmin_ncg_maxiter")
+
+
+def test_tensor_cache_keeps_few_large_designs(monkeypatch):
+    """The model's tensor cache keeps up to four designs, but old ones only within
+    CACHE_MAX_BYTES (cross-validation folds at MultiNLI size filled the memory)."""
+    import influence.logistic_regression as lr
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": 3, "fit_intercept": True, "num_classes": 2}
+    m = LogisticRegression(cfg)
+    rng = np.random.RandomState(0)
+    data = [(rng.normal(size=(50, 3)), rng.randint(0, 2, 50)) for _ in range(5)]
+    for ds in data:
+        m._tensors(ds)
+    assert len(m._cache) == 4 and m._cache[0][1][0] is data[-1][0]
+    monkeypatch.setattr(lr, "CACHE_MAX_BYTES", 50 * 4 * 8 + 50 * 8)  # room for one old design
+    for ds in data[:3]:
+        m._tensors(ds)
+    assert len(m._cache) == 2 and m._cache[0][1][0] is data[2][0] and m._cache[1][1][0] is data[1][0]

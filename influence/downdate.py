@@ -1,0 +1,158 @@
+"""Exact inverses of ``H - H_U`` for many groups of a binary model, without a (d, d)
+matrix per group: the Woodbury identity on one shared inverse and one Gram matrix.
+
+Notation as :mod:`influence.groups`: ``H`` is the regularised Hessian at ``theta_hat``,
+``x_i`` the augmented rows of the design, ``c_i = s_i p_i (1 - p_i)`` the weighted
+curvature at ``theta_hat`` and ``A_U`` the rows ``sqrt(c_i) x_i`` of the group U, so that
+the group's Hessian is ``H_U = A_U^T A_U`` and
+
+    (H - A_U^T A_U)^{-1} = H^{-1} + H^{-1} A_U^T C_U^{-1} A_U H^{-1},
+    C_U = I - A_U H^{-1} A_U^T = I - diag(w_U) K[U, U] diag(w_U),
+
+with ``w = sqrt(c)`` and the Gram matrix ``K = X H^{-1} X^T`` (n, n) of the design in the
+metric of ``H^{-1}``. ``K`` is formed once (``n^2 d`` flops, or ``nnz(X) (d + n)`` when the
+design is sparse), after which a group costs its ``|U|^3 / 3`` Cholesky of ``C_U`` and each
+solve two products with ``H^{-1}`` (shared by the whole batch, so one matrix product) and
+two with the group's rows. The direct route, a Cholesky of ``H - H_U`` per group, costs
+``|U| d^2 + d^3 / 3`` and ``d^2`` memory per group: on spam (d = 3,295, groups up to
+1,034 points) 0.2 s and 87 MB per group against a few milliseconds here.
+
+The same matrix gives the spectrum of ``-H^{-1} H_U``: its non-zero eigenvalues are
+minus those of ``I - C_U`` (the ``|U| x |U|`` matrix ``A_U H^{-1} A_U^T``).
+
+Used for models with at least :data:`DOWNDATE_MIN_PARAMS` parameters (the refits of
+:func:`influence.refit.refit_chunk` and the Newton changes of
+:func:`influence.groups.newton_explicit`); below that the per-group factor is cheap and the
+direct routes are kept (their results are the recorded reference).
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+# Models with at least this many parameters use the Woodbury downdates for refits and
+# Newton changes (binary models). Below it a (d, d) Cholesky takes under ~10 ms here.
+DOWNDATE_MIN_PARAMS = 1024
+# A design at most this dense is kept as CSR for the Gram matrix and the group rows.
+SPARSE_MAX_DENSITY = 0.1
+
+
+def uses_downdates(spec) -> bool:
+    """Whether refits and Newton changes of a model of this :class:`ModelSpec` take the
+    downdate route: binary, with at least :data:`DOWNDATE_MIN_PARAMS` parameters."""
+    return bool(spec.binary and spec.num_params >= DOWNDATE_MIN_PARAMS)
+
+
+def sparse_if_sparse(X, max_density: float = SPARSE_MAX_DENSITY):
+    """``X`` as float64 CSR when it is scipy sparse or at most ``max_density`` of it is
+    non-zero, else as a dense float64 array (products with a CSR matrix cost ``nnz``
+    instead of ``n d``)."""
+    if sp.issparse(X):
+        return X.tocsr().astype(np.float64)
+    X = np.asarray(X, dtype=np.float64)
+    nnz = np.count_nonzero(X)
+    return sp.csr_matrix(X) if nnz <= max_density * X.size else X
+
+
+class DowndateBasis:
+    """What every group shares: ``H^{-1}``, ``w = sqrt(c)`` and the Gram matrix ``K``.
+
+    ``H``: (d, d) regularised Hessian at ``theta_hat`` of a binary model (positive definite);
+    ``X``: the augmented design (n, d), dense or scipy sparse; ``c``: (n,) weighted curvature
+    ``s_i p_i (1 - p_i)`` at ``theta_hat``. Keeps ``Hi`` (d, d) and ``K`` (n, n): ``d^2 + n^2``
+    doubles (and an (n, d) intermediate while forming ``K``).
+    """
+
+    def __init__(self, H, X, c):
+        H = np.asarray(H, dtype=np.float64)
+        d = H.shape[0]
+        self.X = sparse_if_sparse(X)
+        if self.X.shape[1] != d:
+            raise ValueError(f"X must have {d} columns (the Hessian's size); got {self.X.shape[1]}")
+        c = np.asarray(c, dtype=np.float64).reshape(-1)
+        if c.shape[0] != self.X.shape[0] or np.any(c < 0) or not np.all(np.isfinite(c)):
+            raise ValueError(f"c must be {self.X.shape[0]} finite non-negative curvatures; got shape {c.shape}")
+        try:
+            factor = sla.cho_factor(H, lower=True, check_finite=True)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError(f"the Hessian (d = {d}) is not positive definite: {exc}") from exc
+        Hi = sla.cho_solve(factor, np.eye(d), check_finite=False)
+        self.Hi = 0.5 * (Hi + Hi.T)  # exactly symmetric
+        self.Hi32 = self.Hi.astype(np.float32)
+        self.w = np.sqrt(c)
+        P = np.asarray(self.X @ self.Hi)          # (n, d): rows x_i^T H^{-1}
+        K = np.asarray(self.X @ P.T) if sp.issparse(self.X) else P @ self.X.T
+        self.K = 0.5 * (K + K.T)
+        self.d, self.n = d, self.X.shape[0]
+
+    def rows(self, idx: np.ndarray):
+        """The group's design rows (CSR or dense)."""
+        return self.X[idx]
+
+    def gram_block(self, idx: np.ndarray) -> np.ndarray:
+        """``A_U H^{-1} A_U^T = diag(w_U) K[U, U] diag(w_U)``, the group's (|U|, |U|) block."""
+        w = self.w[idx]
+        return w[:, None] * self.K[np.ix_(idx, idx)] * w[None, :]
+
+    def spectrum(self, idx: np.ndarray) -> np.ndarray:
+        """The eigenvalues of ``-H^{-1} H_U``, ascending, padded with zeros to length d."""
+        ev = np.clip(np.linalg.eigvalsh(self.gram_block(idx)), 0.0, None)  # PSD: drop -eps noise
+        ev = ev[-self.d:]  # |U| > d: the other |U| - d eigenvalues are zero (rank <= d)
+        vals = np.zeros(self.d)
+        vals[:len(ev)] = -ev
+        return np.sort(vals)
+
+
+class GroupDowndates:
+    """``(H - H_U)^{-1}`` of each group of ``groups`` by the Woodbury identity on a
+    :class:`DowndateBasis`; :meth:`solve` applies them to rows, one group per row.
+
+    ``ok[b]`` is False where ``C_U`` is not numerically positive definite (``H - H_U``
+    singular or indefinite, e.g. a group holding every point of a feature with no
+    regularisation); :meth:`solve` then returns NaN rows, which callers treat as a failed
+    factor.
+    """
+
+    def __init__(self, basis: DowndateBasis, groups):
+        self.basis = basis
+        self.idx = [np.asarray(g, dtype=np.int64) for g in groups]
+        self.rows = [basis.rows(idx) for idx in self.idx]
+        self.factors, self.ok = [], np.ones(len(self.idx), dtype=bool)
+        for b, idx in enumerate(self.idx):
+            C = np.eye(len(idx)) - basis.gram_block(idx)
+            try:
+                self.factors.append(sla.cho_factor(C, lower=True, check_finite=True) if len(idx) else None)
+            except (np.linalg.LinAlgError, ValueError):
+                self.factors.append(None)
+                self.ok[b] = False
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def solve(self, R: np.ndarray, groups: np.ndarray, precise: bool = True) -> np.ndarray:
+        """``(H - H_U_j)^{-1} R[k]`` with ``j = groups[k]``; R: (k, d).
+
+        ``precise=False`` (a preconditioner): the two products with ``H^{-1}`` in float32
+        (half the memory traffic, which bounds them for the few rows of a CG iteration),
+        the rest in float64; an SPD operator within about 1e-6 relative of the exact one.
+
+        ``H^{-1} (r + A_U^T C_U^{-1} A_U H^{-1} r)``: two products with ``H^{-1}`` for the
+        whole batch and, per row, two products with the group's rows and a solve with the
+        factor of ``C_U``. (A sparse product with ``P = X H^{-1}`` in place of the second
+        ``H^{-1}`` product was measured 2.7x slower on spam.)
+        """
+        R = np.asarray(R, dtype=np.float64)
+        w = self.basis.w
+        Hi = self.basis.Hi if precise else self.basis.Hi32
+        U = (R.astype(Hi.dtype) @ Hi).astype(np.float64)  # (k, d): one product for the batch
+        T = R.copy()
+        for k, j in enumerate(np.asarray(groups, dtype=np.int64)):
+            idx = self.idx[j]
+            if not self.ok[j]:
+                T[k] = np.nan
+            elif len(idx):
+                a = w[idx] * np.asarray(self.rows[j] @ U[k]).reshape(-1)
+                z = sla.cho_solve(self.factors[j], a, check_finite=False)
+                T[k] += np.asarray(self.rows[j].T @ (w[idx] * z)).reshape(-1)
+        return (T.astype(Hi.dtype) @ Hi).astype(np.float64)
