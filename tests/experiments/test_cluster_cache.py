@@ -112,3 +112,27 @@ def test_parallel_labellings_of_one_matrix_equal_serial(monkeypatch):
     par = si._cluster_labelings([B], n_init=1, parallel=True)
     ser = si._cluster_labelings([B], n_init=1, parallel=False)
     assert len(par[0]) == 7 and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(par[0], ser[0]))
+
+
+def test_clustering_workers_fit_their_distance_matrices_in_memory():
+    n = 55000  # Fashion-MNIST: one condensed distance matrix is 12.1 GB
+    need = 8 * n * (n - 1) // 2
+    assert si.clustering_workers([n, n], 2, int(23.5e9)) == 1
+    assert si.clustering_workers([n, n], 2, 2 * need) == 2
+    assert si.clustering_workers([n, n], 2, need // 10) == 1   # never fewer than one
+    assert si.clustering_workers([n, n], 2, None) == 2         # unknown memory: as before
+    assert si.clustering_workers([4137, 4137], 2, int(23.5e9)) == 2
+
+
+def test_clustering_runs_in_process_when_memory_is_short(monkeypatch):
+    import concurrent.futures
+
+    def no_pool(*a, **k):
+        raise AssertionError("no worker processes may start when their distances do not fit")
+    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    monkeypatch.setattr(si, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
+    B = np.random.RandomState(2).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
+    short = si._cluster_labelings([B], n_init=1, parallel=True)
+    ser = si._cluster_labelings([B], n_init=1, parallel=False)
+    assert all(np.array_equal(a, b) for a, b in zip(short[0], ser[0]))
