@@ -27,6 +27,8 @@ direct routes are kept (their results are the recorded reference).
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -79,12 +81,17 @@ class DowndateBasis:
             raise ValueError(f"the Hessian (d = {d}) is not positive definite: {exc}") from exc
         Hi = sla.cho_solve(factor, np.eye(d), check_finite=False)
         self.Hi = 0.5 * (Hi + Hi.T)  # exactly symmetric
-        self.Hi32 = self.Hi.astype(np.float32)
         self.w = np.sqrt(c)
         P = np.asarray(self.X @ self.Hi)          # (n, d): rows x_i^T H^{-1}
         K = np.asarray(self.X @ P.T) if sp.issparse(self.X) else P @ self.X.T
         self.K = 0.5 * (K + K.T)
         self.d, self.n = d, self.X.shape[0]
+
+    @cached_property
+    def Hi32(self) -> np.ndarray:
+        """``H^{-1}`` in float32 for preconditioning (built on first use: the Newton changes
+        never need it)."""
+        return self.Hi.astype(np.float32)
 
     def rows(self, idx: np.ndarray):
         """The group's design rows (CSR or dense)."""

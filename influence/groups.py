@@ -29,6 +29,7 @@ from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import cg_directions, make_preconditioner
 from influence.objective import LogisticObjective, ModelSpec, hessian_factor_rows, one_blas_thread, to_ext_batch
+from influence.progress import progress_bar
 from influence.solvers import ConvergenceWarning, spd_solve
 
 
@@ -82,13 +83,11 @@ def _newton_downdate(spec: ModelSpec, basis: DowndateBasis, groups, G_sums, spec
     """Route 2 of :func:`newton_explicit`: the same Woodbury identity through the shared
     inverse and Gram matrix of ``basis`` (:mod:`influence.downdate`), for large binary
     models: groups of 64 at a time, one matrix product with ``H^{-1}`` per batch."""
-    from tqdm.auto import tqdm
-
     S, d = len(groups), spec.num_params
     G_sums = np.asarray(G_sums, dtype=np.float64)
     out = np.zeros((S, d))
     spec_out = np.zeros((S, d)) if spectrum else None
-    for a in tqdm(range(0, S, 64), desc="newton", disable=None if progress is None else not progress, leave=False):
+    for a in progress_bar(range(0, S, 64), "newton", progress=progress):
         part = [np.asarray(g, dtype=np.int64) for g in groups[a:a + 64]]
         down = GroupDowndates(basis, part)
         if not down.ok.all():

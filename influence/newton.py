@@ -381,6 +381,12 @@ class NewtonCG(NewtonStrategy):
         return stalled
 
 
+def _chord_cg_rtol(gnorm, scale):
+    """The relative CG residual of the chord strategies' Newton-CG steps:
+    ``min(0.1, sqrt(||grad|| / scale))``, at least 1e-15."""
+    return np.maximum(np.minimum(0.1, np.sqrt(gnorm / scale)), 1e-15)
+
+
 class ChordNewton(NewtonStrategy):
     """Newton with factor reuse (the explicit refits, :func:`influence.refit.refit_chunk`).
 
@@ -444,7 +450,7 @@ class ChordNewton(NewtonStrategy):
             out[failed] = full[failed]
             return out[idx]
 
-        eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[rows] / self.scale[rows])), 1e-15)
+        eta = _chord_cg_rtol(gnorm[rows], self.scale[rows])
         steps, res = cg_directions(objective.columns(rows), tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
                                    precond, eta, self.cg_maxiter)
         return steps, res.iterations, res.converged
@@ -505,11 +511,15 @@ class DowndateChord(NewtonStrategy):
         self.cg_failed = np.zeros(B, dtype=bool)
         self.retry = np.zeros(B, dtype=bool)
 
+    def _has_own(self, rows) -> np.ndarray:
+        """Which problems of ``rows`` have their own factor (a fresh Hessian's)."""
+        return np.array([int(j) in self.own for j in rows], dtype=bool)
+
     def _solve(self, R: np.ndarray, rows: np.ndarray, precise: bool = True) -> np.ndarray:
         """The problems' chord solves for the rows of R (problem ``rows[k]`` for row k);
         ``precise=False`` for the CG preconditioner (:meth:`GroupDowndates.solve`)."""
         rows = np.asarray(rows, dtype=np.int64)
-        own = np.array([j in self.own for j in rows], dtype=bool)
+        own = self._has_own(rows)
         out = np.empty_like(R)
         if (~own).any():
             out[~own] = self.downdates.solve(R[~own], rows[~own], precise)
@@ -527,7 +537,7 @@ class DowndateChord(NewtonStrategy):
         cgr = np.flatnonzero(active & self.cg_mode)
         self.cg_failed = np.zeros(B, dtype=bool)
         if cgr.size:
-            eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[cgr] / self.scale[cgr])), 1e-15)
+            eta = _chord_cg_rtol(gnorm[cgr], self.scale[cgr])
             step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), G_np[cgr],
                                         lambda R, idx: self._solve(R, cgr[idx], False), eta, self.cg_maxiter)
             steps[cgr] = step_c.numpy()
@@ -539,7 +549,7 @@ class DowndateChord(NewtonStrategy):
 
     def rejected(self, active, good) -> np.ndarray:
         self.retry = active & ~good & ~self.fresh
-        return active & ~good & self.fresh & np.array([j in self.own for j in range(len(good))])
+        return active & ~good & self.fresh & self._has_own(range(len(good)))
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
         unfinished = good & (gnorm > tols)
@@ -551,7 +561,7 @@ class DowndateChord(NewtonStrategy):
         slow_cg = unfinished & self.cg_mode & self.cg_failed
         # A step that failed with the downdate at the start (fresh, but not an own factor:
         # e.g. a non-positive-definite downdate) also gets a fresh Hessian.
-        failed_start = active & ~good & self.fresh & np.array([j not in self.own for j in range(objective.B)])
+        failed_start = active & ~good & self.fresh & ~self._has_own(range(objective.B))
         need = slow_cg | self.retry | failed_start
         self.cg_mode = (self.cg_mode | slow_chord) & ~need
         self.fresh = np.where(good, False, self.fresh)
