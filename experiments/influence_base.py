@@ -106,9 +106,21 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
         """The group-influence API on this run: the model at theta_hat (phase 1), its train set,
         regularisation, sample weights and (if computed) Hessian."""
         ihvp, ivp = self.inverse_methods()
-        return GroupInfluence(self.get_model(), self.train, self.R[self.l2_key], params=self._theta_hat(),
-                              sample_weights=self.train_sample_weights(), hessian=self.R.get("hessian"),
-                              inverse_hvp_method=ihvp, inverse_vp_method=ivp, max_memory=self.refit_memory())
+        settings = (float(self.R[self.l2_key]), ihvp, ivp, self.refit_memory())
+        arrays = (self._theta_hat(), self.train_sample_weights(), self.R.get("hessian"), self.train)
+        cached = getattr(self, "_influence_cache", None)
+        # The same settings and the same arrays (the same objects: the run's results are not
+        # copied between phases) give the same object, so what it builds once per run (the
+        # downdate basis of large binary models: H^-1 and an n x n Gram matrix) is built
+        # once, not once per phase.
+        if cached is not None and cached[0] == settings and all(a is b for a, b in zip(cached[1], arrays)):
+            return cached[2]
+        theta, weights, hessian, train = arrays
+        infl = GroupInfluence(self.get_model(), train, self.R[self.l2_key], params=theta,
+                              sample_weights=weights, hessian=hessian, inverse_hvp_method=ihvp,
+                              inverse_vp_method=ivp, max_memory=settings[3])
+        self._influence_cache = (settings, arrays, infl)
+        return infl
 
     # ------------------------------------------------------------------ shared machinery
     def _bar(self, iterable, desc, total=None):

@@ -118,3 +118,23 @@ def test_influence_hands_the_run_to_the_api():
     assert np.array_equal(infl.params, exp.R["initial_params"]) and infl.hessian is exp.R["hessian"]
     assert exp.refit_chunk_size() == memory.refit_chunk_size(3, 20, 10 ** 9, 1)
     assert infl.max_memory == 10 ** 9
+
+
+def test_influence_is_one_object_per_set_of_inputs():
+    """influence() gives the same GroupInfluence while the run's inputs are the same objects
+    (what it builds once, such as the downdate basis of large binary models, is then built
+    once per run), and a new one when any of them changes."""
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(30, 3))
+    y = (X[:, 0] > 0).astype(np.int64)
+    exp = _Tiny((X, y))
+    exp.R = {exp.l2_key: 0.5, "initial_params": np.zeros(4)}
+    first = exp.influence()
+    assert exp.influence() is first
+    exp.R["hessian"] = np.eye(4)
+    with_h = exp.influence()
+    assert with_h is not first and with_h.hessian is exp.R["hessian"] and exp.influence() is with_h
+    exp.R[exp.l2_key] = 0.25
+    assert exp.influence() is not with_h and exp.influence().l2_reg == 0.25
+    exp.R["initial_params"] = np.ones(4)
+    assert np.array_equal(exp.influence().params, np.ones(4))
