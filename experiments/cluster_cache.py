@@ -15,6 +15,11 @@ Files: ``<cache_dir>/.cluster-labels-<key>.npz`` (keys ``key`` and ``labels_0``,
 is hidden so that result comparisons and listings skip it. A damaged file, a file of
 another key or of other shapes is ignored (with a warning) and rebuilt. Deleting the
 folder is always safe.
+
+While a pool is being built, each finished labelling is also stored on its own
+(``.cluster-labels-<key>-part<j>.npz``, :func:`save_part`), so a run stopped in the middle
+of a long phase 5 (Fashion-MNIST's pools take hours on 2 cores) resumes with the parts it
+had; the part files are removed once the whole pool is stored.
 """
 from __future__ import annotations
 
@@ -75,3 +80,41 @@ def save_labels(cache_dir: str | os.PathLike, key: str, labels) -> None:
         save_arrays(path, key=np.array(key), **{f"labels_{j}": np.asarray(a) for j, a in enumerate(labels)})
     except OSError as exc:
         logger.warning("cannot write the clustering cache %s (%s); continuing without it", path, exc)
+
+
+def part_path(cache_dir: str | os.PathLike, key: str, j: int) -> Path:
+    return Path(cache_dir) / f"{CACHE_PREFIX}{key}-part{int(j)}.npz"
+
+
+def load_part(cache_dir: str | os.PathLike, key: str, j: int, n_rows: int) -> np.ndarray | None:
+    """Labelling ``j`` of the pool ``key`` stored by :func:`save_part`, or ``None`` if absent,
+    damaged or not matching (key, index and shape are checked)."""
+    path = part_path(cache_dir, key, j)
+    arrays = read_cache(path, ["key", "part", "labels"])
+    if arrays is None:
+        return None
+    labels = arrays["labels"]
+    if (str(arrays["key"]) != key or int(arrays["part"]) != int(j) or labels.shape != (n_rows,)
+            or labels.dtype.kind not in "iu"):
+        logger.warning("ignoring cache %s: it does not hold labelling %d of %d rows for its key; "
+                       "rebuilding it", path, j, n_rows)
+        return None
+    return labels
+
+
+def save_part(cache_dir: str | os.PathLike, key: str, j: int, labels) -> None:
+    """Store labelling ``j`` of the pool ``key`` on its own (atomically; only warns on failure)."""
+    path = part_path(cache_dir, key, j)
+    try:
+        save_arrays(path, key=np.array(key), part=np.array(int(j)), labels=np.asarray(labels))
+    except OSError as exc:
+        logger.warning("cannot write the clustering cache %s (%s); continuing without it", path, exc)
+
+
+def remove_parts(cache_dir: str | os.PathLike, key: str, n_parts: int) -> None:
+    """Delete the part files of ``key`` (after the whole pool was stored)."""
+    for j in range(n_parts):
+        try:
+            part_path(cache_dir, key, j).unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("cannot remove %s (%s)", part_path(cache_dir, key, j), exc)

@@ -199,10 +199,23 @@ _WORKER_MATS: list = []
 
 
 def init_worker(mats) -> None:
-    """Initializer of a clustering worker process: keep ``mats`` for :func:`worker_part`."""
+    """Initializer of a clustering worker process: keep ``mats`` for :func:`worker_part_timed`."""
     _WORKER_MATS[:] = list(mats)
 
 
-def worker_part(i: int, part, n_init: int, seed: int) -> np.ndarray:
-    """:func:`cluster_part_one_thread` of the worker's matrix ``i``."""
-    return cluster_part_one_thread(_WORKER_MATS[i], part, n_init, seed)
+def worker_part_timed(i: int, part, n_init: int, seed: int) -> tuple[np.ndarray, float]:
+    """Labelling ``part`` of the worker's matrix ``i`` (:func:`cluster_part_one_thread`) and
+    its wall time in seconds."""
+    return pool_part_task(_WORKER_MATS, (i, part, n_init, seed))
+
+
+def pool_part_task(mats, spec) -> tuple[np.ndarray, float]:
+    """A Dask task of phase 5 (:meth:`experiments.execution.Executor.map`): labelling
+    ``part`` of matrix ``i`` of the scattered ``mats`` for ``spec = (i, part, n_init, seed)``,
+    and its wall time in seconds; the same labels as :func:`cluster_part_one_thread`."""
+    import time
+
+    i, part, n_init, seed = spec
+    t0 = time.perf_counter()
+    labels = cluster_part_one_thread(mats[i], part, n_init, seed)
+    return labels, time.perf_counter() - t0

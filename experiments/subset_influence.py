@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,12 @@ from datasets import user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
 from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, tasks
-from experiments.clustering import cluster_labels_one_thread
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_plots import plot_all
 from influence import group_influence as gi
+from influence.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +384,8 @@ def clustering_workers(rows: list[int], workers: int, available: int | None) -> 
 
 
 def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
-                       executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
+                       executor: execution.Executor | None = None, known: dict | None = None,
+                       on_done=None) -> list[list[np.ndarray]]:
     """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
 
     Each labelling (the single linkage, or one KMeans k) is one task computed on one
@@ -393,40 +395,72 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
     once. The labels are the same either way, bit for bit. If no process can be started,
     or a worker dies, the missing tasks run in this process. On a Dask cluster
-    (``executor``), each matrix's labellings are one task.
-    """
-    if executor is not None and executor.distributed:
-        specs = [(cluster_labels_one_thread, (np.asarray(M), n_init, KMEANS_SEED)) for M in mats]
-        return list(executor.map(execution.call_task, None, specs, "clustering pools", large_specs=True))
+    (``executor``), each labelling is one task (:func:`experiments.clustering.pool_part_task`)
+    and the matrices are scattered to the workers once.
 
+    ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
+    run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
+    A progress bar counts the labellings, and each is logged with its wall time.
+    """
     parts = [clustering.pool_parts(M.shape[0]) for M in mats]
+    # Longest first (single linkage, then k = 128, 64, ...), the matrices alternating; the
+    # pool keeps pool_parts' order whatever order the labellings finish in.
+    longest = [[p for p in ps if p == "single"] + sorted((p for p in ps if p != "single"), reverse=True)
+               for ps in parts]
     order = [(i, p) for j in range(max(map(len, parts), default=0)) for i in range(len(mats))
-             for p in parts[i][j:j + 1]]
-    done: dict[tuple, np.ndarray] = {}
-    workers = clustering_workers([M.shape[0] for M in mats], min(_num_cpus(), len(order)), _available_memory())
-    if parallel and workers > 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
-        try:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=clustering.init_worker, initargs=([np.asarray(M) for M in mats],))
-        except (OSError, RuntimeError) as exc:  # no processes available: run in-process
-            logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
-            pool = None
-        if pool is not None:
+             for p in longest[i][j:j + 1]]
+    done: dict[tuple, np.ndarray] = dict(known or {})
+    todo = [key for key in order if key not in done]
+    bar = progress_bar(None, "clustering pools", total=len(todo))
+
+    def finish(key, labels, seconds):
+        done[key] = labels
+        M = mats[key[0]]
+        what = "single linkage" if key[1] == "single" else f"KMeans k={key[1]}"
+        logger.info("clustering: %s of matrix %d (%d x %d) took %.1f s", what, key[0], M.shape[0],
+                    int(np.prod(M.shape[1:])), seconds)
+        if on_done is not None:
+            on_done(key[0], key[1], labels)
+        bar.update(1)
+
+    if executor is not None and executor.distributed:
+        specs = [(i, p, n_init, KMEANS_SEED) for i, p in todo]
+        results = executor.map(clustering.pool_part_task, [np.asarray(M) for M in mats], specs, "clustering pools")
+        for key, (labels, seconds) in zip(todo, results):
+            finish(key, labels, seconds)
+        bar.close()
+        return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
+
+    workers = clustering_workers([M.shape[0] for M in mats], min(_num_cpus(), len(todo)), _available_memory())
+    try:
+        if todo and parallel and workers > 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+            from concurrent.futures.process import BrokenProcessPool
             try:
-                futures = {key: pool.submit(clustering.worker_part, key[0], key[1], n_init, KMEANS_SEED)
-                           for key in order}
-                for key, f in futures.items():
-                    done[key] = f.result()
-            except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
-            finally:
-                pool.shutdown(cancel_futures=True)
-    for key in order:
-        if key not in done:
-            done[key] = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
+                pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=clustering.init_worker,
+                                           initargs=([np.asarray(M) for M in mats],))
+            except (OSError, RuntimeError) as exc:  # no processes available: run in-process
+                logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
+                pool = None
+            if pool is not None:
+                try:
+                    futures = {pool.submit(clustering.worker_part_timed, key[0], key[1], n_init, KMEANS_SEED): key
+                               for key in todo}
+                    for f in as_completed(futures):
+                        finish(futures[f], *f.result())
+                except (BrokenProcessPool, OSError, RuntimeError) as exc:
+                    logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
+                finally:
+                    pool.shutdown(cancel_futures=True)
+        for key in todo:
+            if key not in done:
+                t0 = time.perf_counter()
+                labels = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
+                finish(key, labels, time.perf_counter() - t0)
+    finally:
+        bar.close()
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
 
 
@@ -451,9 +485,26 @@ def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool
         logger.info("clustering pools of %d of %d matrices reused from %s", len(mats) - len(missing), len(mats),
                     cache_dir)
     if missing:
-        for i, lab in zip(missing, _cluster_labelings([mats[i] for i in missing], n_init, parallel, executor)):
+        # Labellings finished by an earlier, interrupted run (one file per labelling).
+        known = {}
+        for a, i in enumerate(missing):
+            for j, p in enumerate(parts[i]):
+                lab = cluster_cache.load_part(cache_dir, keys[i], j, mats[i].shape[0])
+                if lab is not None:
+                    known[(a, p)] = lab
+        if known:
+            logger.info("clustering: %d labellings reused from an interrupted run in %s", len(known), cache_dir)
+
+        def save_part(a, p, lab):
+            i = missing[a]
+            cluster_cache.save_part(cache_dir, keys[i], parts[i].index(p), lab)
+
+        new = _cluster_labelings([mats[i] for i in missing], n_init, parallel, executor, known=known,
+                                 on_done=save_part)
+        for i, lab in zip(missing, new):
             labels[i] = lab
             cluster_cache.save_labels(cache_dir, keys[i], lab)
+            cluster_cache.remove_parts(cache_dir, keys[i], len(parts[i]))
     return [_pool_from_labels(lab) for lab in labels]
 
 

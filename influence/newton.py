@@ -24,6 +24,7 @@ gradient norm) and :func:`armijo_step` (Armijo on the objective, one problem at 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -717,6 +718,11 @@ PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")
 # float32 (SingleCholeskyPreconditioner); below, applying them costs little next to the
 # Hessian-vector products.
 SINGLE_PRECISION_MIN_PARAMS = 4000
+# Below this many flops (rows x d^2), make_preconditioner forms its Hessian on one BLAS
+# thread: measured by scripts/benchmark_refits.py next to TensorFlow's thread pool, two
+# threads made NumPy's syrk 3x slower on hospital (20,000 x 129, 3.3e8) and 32x slower on
+# digits (1,437 x 650, 6.1e8); at spam's size (4.5e10) one thread was no faster.
+PIN_HESSIAN_MAX_FLOPS = 1e10
 
 
 def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto",
@@ -734,7 +740,10 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
       parameters, whose (d, d) factor then fits in about 1 GB; ``'block'`` beyond.
 
     ``single``: apply a Cholesky factor in float32 (:class:`SingleCholeskyPreconditioner`);
-    None: from :data:`SINGLE_PRECISION_MIN_PARAMS` parameters on.
+    None: from :data:`SINGLE_PRECISION_MIN_PARAMS` parameters on. A Hessian of fewer than
+    :data:`PIN_HESSIAN_MAX_FLOPS` flops is formed on one BLAS thread (faster next to
+    TensorFlow's thread pool; the same factor, tested: OpenBLAS splits syrk's output
+    between threads, not its inner sums).
 
     Only the number of CG iterations depends on the choice, not the certified refits.
     """
@@ -755,4 +764,7 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     if single is None:
         single = spec.num_params >= SINGLE_PRECISION_MIN_PARAMS
     cls = SingleCholeskyPreconditioner if single else CholeskyPreconditioner
-    return cls(K.hessian_numpy(theta, Xn, s, float(l2_reg), spec), spec)
+    small = Xn.shape[0] * float(spec.num_params) ** 2 < PIN_HESSIAN_MAX_FLOPS
+    with K.one_blas_thread() if small else contextlib.nullcontext():
+        H = K.hessian_numpy(theta, Xn, s, float(l2_reg), spec)
+    return cls(H, spec)

@@ -136,3 +136,58 @@ def test_clustering_runs_in_process_when_memory_is_short(monkeypatch):
     short = si._cluster_labelings([B], n_init=1, parallel=True)
     ser = si._cluster_labelings([B], n_init=1, parallel=False)
     assert all(np.array_equal(a, b) for a, b in zip(short[0], ser[0]))
+
+
+def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monkeypatch, caplog):
+    """Each finished labelling is stored at once; a run stopped in the middle of phase 5
+    resumes with them (only the rest is computed), gives the pools of an uninterrupted run,
+    and removes the part files once the whole pools are stored."""
+    from experiments import clustering
+    A, B = _mats()
+    fresh = si._cluster_pools([A, B], n_init=2, parallel=False)
+    real = clustering.cluster_part_one_thread
+    calls = []
+
+    def stops_after_three(M, part, *args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("stopped")
+        calls.append((M.shape[1], part))
+        return real(M, part, *args)
+
+    monkeypatch.setattr(clustering, "cluster_part_one_thread", stops_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    # Longest first, the matrices alternating: A's and B's single linkage, then A's k=128
+    # (A has 300 rows, so k = 4..128 all apply).
+    assert calls == [(4, "single"), (3, "single"), (4, 128)]
+    assert len(_files(tmp_path)) == 3 and all("-part" in f for f in _files(tmp_path))
+
+    calls.clear()
+    monkeypatch.setattr(clustering, "cluster_part_one_thread", lambda M, part, *a: (calls.append(part), real(M, part, *a))[1])
+    with caplog.at_level("INFO"):
+        out = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    assert _same_pools(out, fresh)
+    assert len(calls) == 2 * 7 - 3 and "single" not in calls        # only the missing ones
+    assert "3 labellings reused from an interrupted run" in caplog.text
+    assert "clustering: KMeans k=4 of matrix" in caplog.text        # each part logged with its time
+    assert len(_files(tmp_path)) == 2 and not any("-part" in f for f in _files(tmp_path))
+
+
+def test_damaged_or_foreign_part_files_are_recomputed(tmp_path, caplog):
+    A, _ = _mats()
+    parts = ["single", 4, 8, 16, 32, 64, 128]
+    key = cluster_cache.cache_key(A, parts, 1, si.KMEANS_SEED)
+    good = si._cluster_labelings([A], 1, parallel=False)[0]
+    cluster_cache.save_part(tmp_path, key, 0, good[0])
+    assert np.array_equal(cluster_cache.load_part(tmp_path, key, 0, A.shape[0]), good[0])
+    cluster_cache.part_path(tmp_path, key, 1).write_bytes(b"\0" * 10)             # damaged
+    cluster_cache.save_part(tmp_path, key, 2, good[2][:10])                          # wrong shape
+    cluster_cache.save_part(tmp_path, key, 3, good[3])
+    cluster_cache.part_path(tmp_path, key, 3).rename(cluster_cache.part_path(tmp_path, key, 4))  # wrong index
+    with caplog.at_level("WARNING"):
+        for j in (1, 2, 4):
+            assert cluster_cache.load_part(tmp_path, key, j, A.shape[0]) is None
+    assert "ignoring cache" in caplog.text
+    out = si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    assert _same_pools(out, si._cluster_pools([A], n_init=1, parallel=False))
+    assert not any("-part" in f for f in _files(tmp_path))

@@ -142,7 +142,7 @@ def task_names(cluster, fn, *args):
 def test_ss_logreg_on_two_workers_equals_embedded(ss_embedded, cluster, tmp_path):
     assert cluster.mode == "local"
     R, names = task_names(cluster, run_ss, tmp_path, cluster)
-    assert {"cv_fold_task", "call_task", "refit_task", "newton_task"} <= names  # phases 0, 5, 6, 9
+    assert {"cv_fold_task", "pool_part_task", "refit_task", "newton_task"} <= names  # phases 0, 5, 6, 9
     assert_identical(ss_embedded, R)
 
 

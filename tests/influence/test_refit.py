@@ -309,3 +309,30 @@ def test_single_precision_preconditioner(monkeypatch):
     ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
     assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
     assert_close(r.thetas, ref.thetas, 1e-8, what="float32-preconditioned Newton-CG vs explicit refits")
+
+
+def test_preconditioner_hessian_on_one_blas_thread_when_small(monkeypatch):
+    """make_preconditioner forms a small Hessian (under PIN_HESSIAN_MAX_FLOPS) on one BLAS
+    thread and a large one on the process's threads; the factor is the same either way."""
+    from threadpoolctl import threadpool_info
+
+    from influence import newton as N
+    m, X, y, lam, _ = fitted(3, n=200)
+    theta = m.get_params_flat()
+    Xa, _, s = m._tensors((X, y))
+    seen = []
+    real = N.K.hessian_numpy
+
+    def spy(*args, **kw):
+        seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(N.K, "hessian_numpy", spy)
+    outside = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+    R = np.random.RandomState(0).randn(3, m.num_params)
+    small = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)(R)
+    monkeypatch.setattr(N, "PIN_HESSIAN_MAX_FLOPS", 0.0)  # every Hessian counts as large
+    large = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)(R)
+    assert seen == [1, outside]
+    # 200 x 9 rows: the products are exact up to the summation order, the same here.
+    assert_close(small, large, 1e-13, what="pinned vs unpinned preconditioner")
