@@ -177,6 +177,18 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
     return [cluster_part_one_thread(X, part, n_init, seed) for part in pool_parts(X.shape[0])]
 
 
+def part_memory(X: np.ndarray, part) -> int:
+    """Bytes a labelling of ``X`` allocates beyond ``X`` itself (for scheduling parts side by
+    side): single linkage its condensed float64 distances (``n (n - 1) / 2`` doubles, 12.1 GB
+    at n = 55,000), two 256-row work blocks and a float64 copy of a float32 ``X``; KMeans
+    scikit-learn's copy of ``X`` (``copy_x``) and about four ``(n, k)`` float64 arrays."""
+    n = int(X.shape[0])
+    if part == "single":
+        copy = 0 if X.dtype == np.float64 else 8 * int(np.prod(X.shape))
+        return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy
+    return int(X.nbytes) + 4 * 8 * n * int(part)
+
+
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
     """The labellings of a pool of a matrix with ``n_rows`` rows, in the pool's order:
     ``"single"`` (single linkage), then each KMeans ``k`` of ``ks`` with ``k <= n_rows``."""

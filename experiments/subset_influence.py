@@ -393,8 +393,11 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     (and more than one CPU and at least :data:`PARALLEL_MIN_ROWS` rows), the tasks of all
     matrices go to one worker process per CPU, longest first (single linkage, then k =
     128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
-    once. The labels are the same either way, bit for bit. If no process can be started,
-    or a worker dies, the missing tasks run in this process. On a Dask cluster
+    once. When the memory holds fewer worker processes than CPUs allow
+    (:func:`clustering_workers`: Fashion-MNIST's distances are 12.1 GB a matrix), the
+    labellings run in threads of this process instead, side by side as far as their memory
+    fits (:func:`_threaded_parts`). The labels are the same either way, bit for bit. If no
+    process can be started, or a worker dies, the missing tasks run in this process. On a Dask cluster
     (``executor``), each labelling is one task (:func:`experiments.clustering.pool_part_task`)
     and the matrices are scattered to the workers once.
 
@@ -454,6 +457,14 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                     logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
                 finally:
                     pool.shutdown(cancel_futures=True)
+        rest = [key for key in todo if key not in done]
+        cpus = _num_cpus()
+        if parallel and min(cpus, len(rest)) > 1 and workers <= 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
+            # Not enough memory for a worker process per CPU (each would hold its own copy of
+            # the matrices): threads of this process, as many parts side by side as fit.
+            available = _available_memory()
+            _threaded_parts(mats, rest, n_init, min(cpus, len(rest)),
+                            int(THREAD_MEMORY_SHARE * available) if available is not None else None, finish)
         for key in todo:
             if key not in done:
                 t0 = time.perf_counter()
@@ -462,6 +473,40 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     finally:
         bar.close()
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
+
+
+# Share of MemAvailable that clustering parts run side by side in threads may allocate.
+THREAD_MEMORY_SHARE = 0.85
+
+
+def _threaded_parts(mats, keys, n_init: int, threads: int, budget: int | None, finish) -> None:
+    """Labellings ``keys`` of ``mats`` in ``threads`` threads of this process, longest first,
+    each on one BLAS/OpenMP thread; a part starts only while the parts running alongside it
+    and it fit in ``budget`` bytes (:func:`experiments.clustering.part_memory`; a part alone
+    always runs). ``finish(key, labels, seconds)`` is called in this thread.
+
+    The labels are those of the serial loop bit for bit: each part is the same one-thread
+    computation. The BLAS limit is process-wide, so it is held here for the whole pool
+    (the parts' own limits then restore 1, never the default); OpenMP's is per thread, and
+    each part sets its own (:func:`experiments.clustering.one_thread`).
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    need = {key: clustering.part_memory(mats[key[0]], key[1]) for key in keys}
+    queue, running = list(keys), {}
+    with clustering.one_thread(), ThreadPoolExecutor(max_workers=threads) as pool:
+        while queue or running:
+            used = sum(need[k] for k in running.values())
+            while queue and len(running) < threads:
+                pick = next((k for k in queue if not running or budget is None or used + need[k] <= budget), None)
+                if pick is None:
+                    break
+                queue.remove(pick)
+                used += need[pick]
+                running[pool.submit(clustering.pool_part_task, mats, (pick[0], pick[1], n_init, KMEANS_SEED))] = pick
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in finished:
+                finish(running.pop(f), *f.result())
 
 
 def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,

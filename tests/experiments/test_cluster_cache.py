@@ -191,3 +191,77 @@ def test_damaged_or_foreign_part_files_are_recomputed(tmp_path, caplog):
     out = si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
     assert _same_pools(out, si._cluster_pools([A], n_init=1, parallel=False))
     assert not any("-part" in f for f in _files(tmp_path))
+
+
+def _spy_parts(monkeypatch):
+    """Record, for every labelling, its thread, the BLAS/OpenMP thread counts it ran with
+    and how many parts ran at the same time."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from experiments import clustering
+    log, live, lock = [], [], threading.Lock()
+    real_kmeans, real_single = clustering.kmeans_labels, clustering.single_linkage_fcluster
+
+    def threads_now():
+        return {p["user_api"]: p["num_threads"] for p in threadpool_info()}
+
+    def wrap(real, name):
+        def spy(X, *a, **k):
+            with lock:
+                live.append(name)
+                log.append((name, threading.get_ident(), threads_now(), list(live)))
+            try:
+                return real(X, *a, **k)
+            finally:
+                with lock:
+                    live.remove(name)
+        return spy
+
+    monkeypatch.setattr(clustering, "kmeans_labels", wrap(real_kmeans, "kmeans"))
+    monkeypatch.setattr(clustering, "single_linkage_fcluster", wrap(real_single, "single"))
+    return log
+
+
+def test_threaded_labellings_equal_serial_on_one_thread_each(monkeypatch):
+    """Memory for one worker process only: the labellings run in two threads of this
+    process, each on one BLAS and one OpenMP thread, and equal the serial ones bit for bit."""
+    import threading
+    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    rng = np.random.RandomState(3)
+    A = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 4))
+    B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3)) + rng.randint(0, 3, (si.PARALLEL_MIN_ROWS, 1)) * 3.0
+    ser = si._cluster_labelings([A, B], n_init=1, parallel=False)
+    need = 8 * A.shape[0] * (A.shape[0] - 1) // 2
+    monkeypatch.setattr(si, "_available_memory", lambda: int(1.5 * need))  # one process, many threads
+    log = _spy_parts(monkeypatch)
+    thr = si._cluster_labelings([A, B], n_init=1, parallel=True)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for x, y in zip(thr, ser) for a, b in zip(x, y))
+    assert len(log) == 14
+    assert {t for _, t, _, _ in log} - {threading.get_ident()}, "no labelling ran in a worker thread"
+    assert max(len(live) for *_, live in log) == 2                      # side by side
+    for name, _, threads, _ in log:
+        assert threads.get("blas", 1) == 1 and threads.get("openmp", 1) == 1, (name, threads)
+    # 1.5 distance matrices fit: never two single linkages at once.
+    assert all(live.count("single") <= 1 for *_, live in log)
+
+
+def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
+    """A part starts only while it fits next to the running ones (here only one part at a
+    time fits, so they run one after the other), and the labels are unchanged."""
+    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    B = np.random.RandomState(4).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
+    ser = si._cluster_labelings([B], n_init=1, parallel=False)
+    from experiments import clustering
+    # Processes: one; threads: no two parts fit together (a part alone always runs).
+    small = clustering.part_memory(B, 4) + clustering.part_memory(B, 8)
+    monkeypatch.setattr(si, "_available_memory", lambda: int(small / si.THREAD_MEMORY_SHARE) - 1)
+    log = _spy_parts(monkeypatch)
+    thr = si._cluster_labelings([B], n_init=1, parallel=True)
+    assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))
+    assert len(log) == 7 and max(len(live) for *_, live in log) == 1
+    need = 8 * B.shape[0] * (B.shape[0] - 1) // 2
+    assert clustering.part_memory(B, "single") > need
+    assert clustering.part_memory(B.astype(np.float32), "single") == clustering.part_memory(B, "single") + B.nbytes
+    assert clustering.part_memory(B, 128) == B.nbytes + 4 * 8 * B.shape[0] * 128
