@@ -799,7 +799,8 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         groups = self.subsets
         infl = self.influence()
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
-        P = infl.first_order_dparams(G_S)
+        explicit = self.config["inverse_hvp_method"] == "explicit"
+        P = infl.first_order_dparams(G_S, preconditioner=self._local_preconditioner(explicit))
         res = {"subset_pred_dparam": P, "subset_self_pred_infl": gi.self_influence(G_S, P)}
         if model.spec.binary:
             Gm_S = gi.group_gradient_sums(groups, model.get_indiv_grad_margin(self.train))

@@ -298,3 +298,39 @@ def test_bad_inputs_raise_naming_parameter_rule_and_value(binary):
     cold.set_params_flat(np.zeros(5))
     with pytest.raises(ValueError, match="model must be at its optimum on train"):
         group_influence(cold, train, binary["groups"], LAM, sample_weights=binary["s"])
+
+
+def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(monkeypatch):
+    """'cg' first-order changes go through the Newton solver with empty groups (H^-1 g_U),
+    within --max-memory chunks and with the preconditioner passed in; they equal the
+    explicit solve (multinomial with an intercept: the gauge-fixed inverse)."""
+    from influence import groups as G_mod
+    from influence.newton import make_preconditioner
+    rng = np.random.RandomState(5)
+    n, D, K = 60, 4, 3
+    X = rng.normal(0, 1, (n, D))
+    y = rng.randint(0, K, n)
+    train = (X, y)
+    m = fitted(train, num_classes=K, method="cg")
+    Hm = m.get_hessian(train, None, LAM)
+    groups = [np.sort(rng.choice(n, k, replace=False)) for k in (1, 3, 5, 8, 13)]
+    G_S = gi.group_gradient_sums(groups, m.get_indiv_grad_loss(train))
+    u = m.spec.gauge_vector()
+    exact = np.linalg.lstsq(Hm, G_S.T, rcond=None)[0].T
+    exact -= np.outer(exact @ u, u)
+    chunks = []
+    real = G_mod.cg_directions
+
+    def spy(batch, Theta, *a, **k):
+        chunks.append(int(Theta.shape[0]))
+        return real(batch, Theta, *a, **k)
+
+    monkeypatch.setattr(G_mod, "cg_directions", spy)
+    per_group = 8 * 4 * n * m.spec.num_rows
+    infl = GroupInfluence(m, train, LAM, inverse_hvp_method="cg", max_memory=2 * per_group)
+    Xa, _, s = m._tensors(train)
+    pre = make_preconditioner(m.spec, m.get_params_flat(), Xa, s, LAM, "block")
+    P = infl.first_order_dparams(G_S, preconditioner=pre)
+    assert chunks == [2, 2, 1]               # two groups' work arrays fit in max_memory
+    P -= np.outer(P @ u, u)
+    assert_close(P, exact, RTOL_CG, what="cg first order vs explicit")
