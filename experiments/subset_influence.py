@@ -426,17 +426,19 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
             on_done(key[0], key[1], labels)
         bar.update(1)
 
-    if executor is not None and executor.distributed:
-        specs = [(i, p, n_init, KMEANS_SEED) for i, p in todo]
-        results = executor.map(clustering.pool_part_task, [np.asarray(M) for M in mats], specs, "clustering pools")
-        for key, (labels, seconds) in zip(todo, results):
-            finish(key, labels, seconds)
-        bar.close()
-        return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
-
-    workers = clustering_workers([M.shape[0] for M in mats], min(_num_cpus(), len(todo)), _available_memory())
     try:
-        if todo and parallel and workers > 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
+        if executor is not None and executor.distributed:
+            specs = [(i, p, n_init, KMEANS_SEED) for i, p in todo]
+            results = executor.map(clustering.pool_part_task, [np.asarray(M) for M in mats], specs,
+                                   "clustering pools")
+            for key, (labels, seconds) in zip(todo, results):
+                finish(key, labels, seconds)
+            return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
+
+        cpus, available = _num_cpus(), _available_memory()
+        workers = clustering_workers([M.shape[0] for M in mats], min(cpus, len(todo)), available)
+        parallel = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
+        if todo and parallel and workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
             from concurrent.futures.process import BrokenProcessPool
@@ -458,11 +460,9 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                 finally:
                     pool.shutdown(cancel_futures=True)
         rest = [key for key in todo if key not in done]
-        cpus = _num_cpus()
-        if parallel and min(cpus, len(rest)) > 1 and workers <= 1 and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS:
+        if parallel and min(cpus, len(rest)) > 1 and workers <= 1:
             # Not enough memory for a worker process per CPU (each would hold its own copy of
             # the matrices): threads of this process, as many parts side by side as fit.
-            available = _available_memory()
             _threaded_parts(mats, rest, n_init, min(cpus, len(rest)),
                             int(THREAD_MEMORY_SHARE * available) if available is not None else None, finish)
         for key in todo:

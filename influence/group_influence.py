@@ -356,10 +356,14 @@ class GroupInfluence:
         G = _check_2d("group_grads", group_grads, cols=self.model.num_params)
         if self.inverse_hvp_method != "cg" or len(G) == 0:
             return self.inverse_hvp(G.T).T
+        return self._newton_cg([np.zeros(0, dtype=np.int64)] * len(G), G, preconditioner)
+
+    def _newton_cg(self, groups, G, preconditioner=None) -> np.ndarray:
+        """:func:`influence.groups.newton_cg` on this run (``cg_rtol``, ``cg_maxiter``,
+        ``max_memory``; ``preconditioner`` default :meth:`preconditioner`)."""
         Xa, _, s = self._design(self.train, self.sample_weights)
         config = self.at_optimum().config
-        nothing = [np.zeros(0, dtype=np.int64)] * len(G)
-        return _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, nothing, G,
+        return _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
                                  tol=config["cg_rtol"], maxiter=config["cg_maxiter"],
                                  preconditioner=preconditioner if preconditioner is not None else self.preconditioner(),
                                  max_memory=self.max_memory)
@@ -438,15 +442,11 @@ class GroupInfluence:
                 raise ValueError("spectrum=True needs unit sample weights (influence.groups.newton_explicit); "
                                  "got non-unit sample_weights")
             return {"newton_dparam": self._newton_weighted(groups, G)}
-        Xa, _, s = self._design(self.train, self.sample_weights)
         if method == "explicit":
+            Xa, _, _ = self._design(self.train, self.sample_weights)
             return _groups.newton_explicit(self.spec, self._require_hessian(), self.params, Xa, groups, G,
                                            spectrum=spectrum, progress=progress, basis=self.downdate_basis())
-        Q = _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
-                              tol=model.config["cg_rtol"], maxiter=model.config["cg_maxiter"],
-                              preconditioner=preconditioner if preconditioner is not None else self.preconditioner(),
-                              max_memory=self.max_memory)
-        return {"newton_dparam": Q}
+        return {"newton_dparam": self._newton_cg(groups, G, preconditioner)}
 
     def _weighted(self) -> bool:
         return self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
