@@ -152,8 +152,8 @@ def print_product_table(products, rates, n: int, E: int, Kr: int, d: int) -> Non
     for name, formula, flops, (wall, cpu) in products:
         rate, rate_cpu = flops / wall / 1e9, flops / max(cpu, 1e-9) / 1e9
         flag = "" if rate >= 0.5 * peak and rate_cpu >= 0.5 * peak_cpu else "  < 1/2"
-        print(f"{name:44}{formula:>22}{flops / 1e9:>8.3f}{wall:>9.4f}{rate:>8.1f}{rate / peak:>7.2f}"
-              f"{cpu:>9.4f}{rate_cpu:>12.1f}{rate_cpu / peak_cpu:>7.2f}{flag}")
+        print(f"{name:44}{formula:>22}{flops / 1e9:>8.3f}{wall:>9.2e}{rate:>8.1f}{rate / peak:>7.2f}"
+              f"{cpu:>9.2e}{rate_cpu:>12.1f}{rate_cpu / peak_cpu:>7.2f}{flag}")
 
 
 def load_workload(name: str, data_dir):
