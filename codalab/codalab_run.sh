@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The CodaLab worksheet recipe (spec experiments.md §10), updated for this project.
+# The CodaLab worksheet recipe of the paper, updated for this project (docs/codalab.md).
 #
 #   bash codalab/codalab_run.sh [--image REGISTRY/USER/NAME:TAG]
+#
+# Every bundle it uses is created by it (the uploaded sources, data-*, subsets-*, reg-*,
+# ...) except the pre-processed MultiNLI features, which are the authors' public bundle
+# 0x5258e3771b974983abfb10bfa75e207d, mounted as data-mnli ($INFLUENCE_MNLI_BUNDLE
+# overrides it, e.g. with your own upload of the same files).
 #
 # DRY_RUN=1 (the default) prints the `cl` commands instead of running them; set DRY_RUN=0
 # on a machine with the CodaLab CLI logged in to a worksheet to run them.
 #
 # Every bundle runs in the docker image named by --image (or $INFLUENCE_IMAGE). CodaLab
 # workers pull that image from a registry, so it must be built from this repository's
-# Dockerfile and pushed there first (README, "Running on CodaLab"):
+# Dockerfile and pushed there first (docs/codalab.md, "The docker image"):
 #   docker build -t group-influence .
 #   docker tag group-influence docker.io/USER/group-influence:1.0
 #   docker push docker.io/USER/group-influence:1.0
@@ -19,6 +24,8 @@ cd "$(dirname "$0")/.."
 DRY_RUN="${DRY_RUN:-1}"
 DEFAULT_IMAGE="group-influence:latest"
 IMAGE="${INFLUENCE_IMAGE:-$DEFAULT_IMAGE}"
+# The authors' public CodaLab bundle of the pre-processed MultiNLI features (docs/datasets.md).
+MNLI_BUNDLE="${INFLUENCE_MNLI_BUNDLE:-0x5258e3771b974983abfb10bfa75e207d}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --image) [ $# -ge 2 ] && [ -n "$2" ] || { echo "error: --image needs a value (REGISTRY/USER/NAME:TAG)" >&2; exit 2; }
@@ -71,7 +78,7 @@ for pair in hospital:hospital:data-hospital mnist-small:mnist_small:data-mnist d
 done
 cl run -n counterexamples $SRC "bash codalab/run_counterexamples.sh" "${REQ[@]}"
 cl run -n data-valuation $SRC ":data-babble" "bash codalab/link_data.sh && bash codalab/run_data_valuation.sh" "${REQ[@]}"
-cl run -n credit-assignment $SRC ":data-mnli" "bash codalab/link_data.sh && bash codalab/run_credit_assignment.sh" "${REQ[@]}"
+cl run -n credit-assignment $SRC "data-mnli:$MNLI_BUNDLE" "bash codalab/link_data.sh && bash codalab/run_credit_assignment.sh" "${REQ[@]}"
 cl run -n figures $SRC :subsets-reduced-cdr :subsets-hospital :subsets-mnist :subsets-mnist-small \
   :subsets-animals :subsets-dogfish :subsets-spam :reg-hospital :reg-mnist-small :reg-dogfish :reg-spam \
   :counterexamples :data-valuation :credit-assignment \

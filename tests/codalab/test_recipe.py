@@ -1,5 +1,6 @@
 """The CodaLab recipe and the Dockerfile stay consistent with the project."""
 import re
+import shlex
 import sys
 import subprocess
 
@@ -86,3 +87,63 @@ def test_dockerfile_installs_the_readme_requirements():
     # Every requirement is pinned exactly, so both installs resolve to the same versions.
     reqs = [l for l in (REPO_ROOT / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
     assert reqs and all("==" in l for l in reqs)
+
+
+def recipe_bundles(stdout):
+    """(created, dependencies): the bundle names the dry run creates (``cl upload`` and
+    ``cl run -n``, in order) and, per ``cl run``, its ``key:target`` dependencies."""
+    created, deps = [], {}
+    for line in stdout.splitlines():
+        words = shlex.split(line)
+        if words[:2] == ["cl", "upload"]:
+            created += words[2:]
+        elif words[:2] == ["cl", "run"]:
+            name = words[words.index("-n") + 1]
+            rest = words[words.index("-n") + 2:]
+            command = next(i for i, w in enumerate(rest) if " " in w)  # the quoted command
+            deps[name] = [w.split(":", 1) for w in rest[:command]]
+            created.append(name)
+    return created, deps
+
+
+def test_every_bundle_the_recipe_uses_is_created_by_it_or_documented():
+    out = run_recipe("--image", "docker.io/me/group-influence:1.0", DRY_RUN="1")
+    assert out.returncode == 0, out.stderr
+    created, deps = recipe_bundles(out.stdout)
+    assert created[:6] == ["datasets", "experiments", "influence", "scripts", "codalab", "notebooks"]
+    documented = (REPO_ROOT / "docs" / "codalab.md").read_text()
+    external = []
+    for name, pairs in deps.items():
+        for key, target in pairs:
+            if re.fullmatch(r"0x[0-9a-f]{32}", target):
+                external.append(target)
+                assert target in documented, f"{name}: bundle {target} is not documented in docs/codalab.md"
+            else:
+                # a bundle made earlier by the recipe itself, mounted under its own name
+                assert target in created[:created.index(name)], f"{name} depends on {target}, never created before it"
+                assert key in ("", target), (name, key, target)
+    # The one external bundle: the pre-processed MultiNLI features, mounted as data-mnli.
+    assert external == ["0x5258e3771b974983abfb10bfa75e207d"]
+    assert ["data-mnli", "0x5258e3771b974983abfb10bfa75e207d"] in deps["credit-assignment"]
+    # link_data.sh links that mount as data/multinli_1.0, the folder the mnli loader reads.
+    assert "data-mnli" in (REPO_ROOT / "codalab" / "link_data.sh").read_text()
+    # The bundle can be replaced by one's own upload of the same files.
+    out = run_recipe("--image", "docker.io/me/group-influence:1.0", DRY_RUN="1", INFLUENCE_MNLI_BUNDLE="my-mnli")
+    assert recipe_bundles(out.stdout)[1]["credit-assignment"][-1] == ["data-mnli", "my-mnli"]
+
+
+def test_recipe_points_only_at_files_in_the_repository():
+    text = (REPO_ROOT / "codalab" / "codalab_run.sh").read_text()
+    for ref in re.findall(r"\b((?:docs|codalab|scripts)/[\w./-]+\.(?:md|sh|py))", text):
+        assert (REPO_ROOT / ref).is_file(), ref
+    assert "README" not in text and "spec" not in text
+
+
+def test_docker_build_context_and_worker_imports():
+    ignore = {l.strip().rstrip("/") for l in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+              if l.strip() and not l.startswith("#")}
+    assert {".git", ".venv", "data", "output", "plots", "**/__pycache__", ".pytest_cache"} <= ignore
+    docker = (REPO_ROOT / "Dockerfile").read_text()
+    workdir = re.search(r"^WORKDIR (\S+)", docker, re.M).group(1)
+    # `dask worker` runs from any folder: the packages must be importable through PYTHONPATH.
+    assert re.search(rf"^ENV .*PYTHONPATH={re.escape(workdir)}(\s|$)", docker, re.M)
