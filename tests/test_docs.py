@@ -14,7 +14,7 @@ DESIGN_SECTIONS = [
     "Randomness", "Parallel execution", "Storage format",
 ]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
-FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
 def slug(heading: str) -> str:
@@ -24,7 +24,7 @@ def slug(heading: str) -> str:
 
 def anchors(path):
     text = FENCE.sub("", path.read_text())
-    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+    return {slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.MULTILINE)}
 
 
 def links(path):
@@ -41,7 +41,7 @@ def test_slug_follows_github():
 def test_readme_is_short_and_opens_with_the_two_commands():
     text = (REPO_ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 300
-    first_block = re.search(r"```bash\n(.*?)```", text, re.S)
+    first_block = re.search(r"```bash\n(.*?)```", text, re.DOTALL)
     # Nothing but the title before the first command block.
     assert text[:first_block.start()].strip().startswith("# ") and text[:first_block.start()].count("\n") <= 2
     commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines() if line.strip()]
@@ -70,7 +70,7 @@ def test_no_reference_to_files_users_do_not_have(path):
     text = path.read_text()
     for pattern in (r"\.\./shared", r"STYLE\.md", r"\bthe spec\b", r"\bspec\b.*§", r"\bissue \d+",
                     r"README decision"):
-        assert not re.search(pattern, text, re.I), f"{path.name} matches {pattern!r}"
+        assert not re.search(pattern, text, re.IGNORECASE), f"{path.name} matches {pattern!r}"
     # Every Markdown file named exists (in the repository root, docs/, or at the path given).
     for name in re.findall(r"[\w./-]*\b[\w-]+\.md\b", text):
         assert any((base / name).exists() for base in (REPO_ROOT, REPO_ROOT / "docs", path.parent)), \
@@ -83,7 +83,7 @@ def test_no_reference_to_files_users_do_not_have(path):
 
 def test_design_has_the_cited_sections_in_order():
     text = FENCE.sub("", (REPO_ROOT / "docs" / "design.md").read_text())
-    assert re.findall(r"^## (.+)$", text, re.M) == DESIGN_SECTIONS
+    assert re.findall(r"^## (.+)$", text, re.MULTILINE) == DESIGN_SECTIONS
 
 
 def test_performance_keeps_a_section_for_notes_moved_from_code():

@@ -1,8 +1,8 @@
 """The CodaLab recipe and the Dockerfile stay consistent with the project."""
 import re
 import shlex
-import sys
 import subprocess
+import sys
 
 from tests.conftest import REPO_ROOT
 
@@ -81,7 +81,7 @@ def test_checker_detects_a_bad_flag(tmp_path, monkeypatch):
 def test_dockerfile_installs_the_readme_requirements():
     docker = (REPO_ROOT / "Dockerfile").read_text()
     setup = (REPO_ROOT / "scripts" / "setup_env.sh").read_text()
-    assert re.search(r"^FROM python:3\.11", docker, re.M)
+    assert re.search(r"^FROM python:3\.11", docker, re.MULTILINE)
     assert "COPY requirements.txt" in docker and "pip install --no-cache-dir -r requirements.txt" in docker
     assert "pip install --quiet -r requirements.txt" in setup and "(3, 11)" in setup
     # Every requirement is pinned exactly, so both installs resolve to the same versions.
@@ -144,6 +144,6 @@ def test_docker_build_context_and_worker_imports():
               if l.strip() and not l.startswith("#")}
     assert {".git", ".venv", "data", "output", "plots", "**/__pycache__", ".pytest_cache"} <= ignore
     docker = (REPO_ROOT / "Dockerfile").read_text()
-    workdir = re.search(r"^WORKDIR (\S+)", docker, re.M).group(1)
+    workdir = re.search(r"^WORKDIR (\S+)", docker, re.MULTILINE).group(1)
     # `dask worker` runs from any folder: the packages must be importable through PYTHONPATH.
-    assert re.search(rf"^ENV .*PYTHONPATH={re.escape(workdir)}(\s|$)", docker, re.M)
+    assert re.search(rf"^ENV .*PYTHONPATH={re.escape(workdir)}(\s|$)", docker, re.MULTILINE)
