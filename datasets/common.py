@@ -1,6 +1,7 @@
 """Shared dataset containers and helpers (spec ``datasets.md`` §0)."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -68,14 +69,19 @@ class DataSet:
         x = self._x.tocsr() if sp.issparse(self._x) and not hasattr(self._x, "__getitem__") else self._x
         return DataSet(x[indices], self._labels[indices], rng=rng, seed=seed)
 
+    # clone and the mini-batching below are the original's interface, kept for code written
+    # against it; this suite's computations use whole splits and never call them.
     def clone(self) -> "DataSet":
-        ds = DataSet(self._x, self._labels, rng=self._rng)
-        ds._index_in_epoch = self._index_in_epoch
+        """A DataSet on the same ``x`` and ``labels`` arrays (not copied) with a copy of the
+        batching state (random state, epoch order, position): it then draws the same batches
+        as this one, independently of it."""
+        ds = copy.copy(self)
+        ds._rng = copy.deepcopy(self._rng)
         ds._epoch_indices = self._epoch_indices.copy()
         return ds
 
-    # Mini-batching, kept from the original for interface compatibility.
     def initialize_indices(self) -> None:
+        """Reset the batching state: the next batch starts a new epoch."""
         self._index_in_epoch = self.num_examples
         self._epoch_indices = np.arange(self.num_examples)
 
@@ -88,6 +94,8 @@ class DataSet:
         return take
 
     def next_batch_indices(self, batch_size: int) -> np.ndarray:
+        """The next ``batch_size`` row indices: each epoch is a fresh permutation of the rows
+        drawn from the DataSet's random state, and a batch runs on into the next epoch."""
         if self.num_examples == 0:
             raise ValueError("cannot draw batches from an empty DataSet")
         parts, need = [], batch_size
@@ -98,10 +106,12 @@ class DataSet:
         return np.concatenate(parts)
 
     def next_batch(self, batch_size: int):
+        """``(x[idx], labels[idx])`` for ``idx = next_batch_indices(batch_size)``."""
         idx = self.next_batch_indices(batch_size)
         return self._x[idx], self._labels[idx]
 
     def next_batch_with_indices(self, batch_size: int):
+        """``(x[idx], labels[idx], idx)`` for ``idx = next_batch_indices(batch_size)``."""
         idx = self.next_batch_indices(batch_size)
         return self._x[idx], self._labels[idx], idx
 
@@ -185,7 +195,7 @@ SPLIT_NAMES = ("train", "validation", "test")
 _CHECK_BLOCK = 1 << 22
 
 
-def _first_nonfinite(values: np.ndarray) -> tuple[int, int]:
+def first_nonfinite(values: np.ndarray) -> tuple[int, int]:
     """``(count, first flat index)`` of the non-finite entries of a 1-D or 2-D array (count 0: none)."""
     flat = values.reshape(-1) if values.flags.c_contiguous else np.ravel(values)
     count, first = 0, -1
@@ -207,7 +217,7 @@ def _check_x(name: str, split: str, x) -> None:
     if sp.issparse(x):
         # Only the stored values can be non-finite: check .data, then locate the first one.
         m = x if x.format in ("csr", "csc", "coo") else x.tocsr()
-        count, k = _first_nonfinite(np.asarray(m.data))
+        count, k = first_nonfinite(np.asarray(m.data))
         if count:
             if m.format == "coo":
                 row, col = int(m.row[k]), int(m.col[k])
@@ -216,7 +226,7 @@ def _check_x(name: str, split: str, x) -> None:
                 inner = int(m.indices[k])
                 row, col = (outer, inner) if m.format == "csr" else (inner, outer)
     else:
-        count, k = _first_nonfinite(np.asarray(x))
+        count, k = first_nonfinite(np.asarray(x))
         if count:
             row, col = divmod(k, x.shape[1])
     if count:
@@ -231,7 +241,7 @@ def _check_labels(name: str, split: str, labels: np.ndarray) -> None:
     if labels.dtype.kind not in "biuf":
         raise DatasetValidationError(f"{where} must be numeric class indices; got dtype {labels.dtype}")
     if labels.dtype.kind == "f":
-        count, k = _first_nonfinite(labels)
+        count, k = first_nonfinite(labels)
         if count:
             raise DatasetValidationError(f"{where} have {count} non-finite value(s) (NaN or infinite); "
                                          f"the first is at index {k}")

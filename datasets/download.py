@@ -115,14 +115,6 @@ def _mismatches(path: Path, expected: dict[str, str]) -> dict[str, str]:
     return bad
 
 
-def verify_file(path: str | os.PathLike, sha256: str | None = None, md5: str | None = None) -> bool:
-    """True if ``path`` exists and matches every given digest (True if none is given)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    return not _mismatches(path, _expected_digests(sha256, md5))
-
-
 # --------------------------------------------------------------------------- fetching
 def _use_progress_bar(progress: bool, total: int | None) -> bool:
     if not progress:

@@ -487,7 +487,7 @@ class Counterexamples(InfluenceExperiment):
                                                         "subset_newton_pred_dparam")})
         res = self.executor.map_chunks(cex_test_infl_task, ctx, len(self.subsets), EVAL_CHUNK, "cex test influences")
         # Linear influences at theta_hat: dparam . grad f_t (spec §2.8).
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         cex = self._cex()
         grad_loss = model.get_indiv_grad_loss(cex)
         grad_margin = model.get_indiv_grad_margin(cex)

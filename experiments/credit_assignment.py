@@ -40,7 +40,6 @@ Differences from the original (README):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,6 @@ NEWTON_CG_MIN_TRAIN = 20_000
 
 def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memory: int = int(1e9),
                  inverse_hvp_method: str | None = None, inverse_vp_method: str | None = None,
-                 grad_batch_size: int | None = 400, hessian_batch_size: int | None = 30,
                  master_only: bool = False, cross_validation_range=(1e-4, 1e-1, 10),
                  cross_validation_folds: int = 5, store_full_loss_matrices: bool = False) -> dict[str, Any]:
     """The config dict of spec §3.1 (``cross_validation_*`` may be narrowed for quick runs)."""
@@ -90,9 +88,6 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
     if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
         raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
     check_positive_int("--max-memory", max_memory)
-    for name, v in (("--grad-batch-size", grad_batch_size), ("--hessian-batch-size", hessian_batch_size)):
-        if v is not None:
-            check_positive_int(name, v)
     return {
         "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
                            "data_dir": data_dir},
@@ -102,8 +97,6 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
         "inverse_vp_method": inverse_vp_method or "cholesky_lu",
         "max_memory": int(max_memory),
         "sample_weights": None,
-        "grad_batch_size": grad_batch_size,
-        "hessian_batch_size": hessian_batch_size,
         "master_only": bool(master_only),
         "store_full_loss_matrices": bool(store_full_loss_matrices),
     }
@@ -221,7 +214,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
     def hessian(self):
         if self.config["inverse_hvp_method"] != "explicit":
             return {"hessian": None}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, self.weights("train"), self.R["cv_l2_reg"])}
 
     @phase(4)
@@ -248,7 +241,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
 
     @phase(5)
     def all_and_fixed_test_and_nonfire_influence(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         infl = self.influence()
         groups = self.subsets
         G_S = infl.gradient_sums(self.train, groups, self.weights("train"))  # (S, d)
@@ -370,7 +363,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
                 if f"{t}_{name}_actl_infl" in R:
                     figs.append((f"{t}-{name}_loss", f"{t} {name}", R[f"{t}_{name}_actl_infl"],
                                  R[f"{t}_{name}_pred_infl"]))
-        for fname, title, x, y in self._bar(figs, "plots"):
+        for fname, title, x, y in self.progress_bar(figs, "plots"):
             fig, ax = plt.subplots(figsize=(6, 6))
             plot_influence_correlation(ax, x, y, label=labels, title="Group influence on " + title,
                                        subtitle=self.dataset_id)
@@ -380,6 +373,3 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
 
     def summary_keys(self) -> list[str]:
         return SUMMARY_KEYS + EXTRA_SUMMARY_KEYS
-
-    def plot_paths(self) -> list[Path]:
-        return sorted((self.base_dir / "plots").glob("*.png"))

@@ -84,7 +84,7 @@ def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, m
     return config
 
 
-def _weighted_f1(x, labels, weights, model) -> float:
+def weighted_f1(x, labels, weights, model) -> float:
     """Weighted F1 of ``model``'s predictions (P(y=1) > 0.5) on ``(x, labels)``."""
     from sklearn.metrics import f1_score
 
@@ -162,7 +162,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
         # QUIRK kept (test leakage): the fold model is scored on the TEST set. A partial of
         # a module-level function, so that the fits can run on Dask workers.
-        test_f1 = functools.partial(_weighted_f1, self.test.x, self.test.labels, self.weights[2])
+        test_f1 = functools.partial(weighted_f1, self.test.x, self.test.labels, self.weights[2])
         cv = self.cross_validate(X, y, regs, folds, weights=w, score=test_f1)
         cv_f1s = cv["cv_scores"]
         best = int(np.argmax(cv_f1s))
@@ -183,7 +183,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         res["initial_params"] = model.get_params_flat()
         res["initial_fit_grad_norm"] = fit.grad_norm
         res["initial_fit_iters"] = fit.iterations
-        res["initial_test_f1"] = float(_weighted_f1(self.test.x, self.test.labels, self.weights[2], model))
+        res["initial_test_f1"] = float(weighted_f1(self.test.x, self.test.labels, self.weights[2], model))
         print(f"Test F1: {res['initial_test_f1']}")
         return res
 
@@ -198,12 +198,12 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     @phase(3)
     def hessian(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, self.weights[0], self.R["cv_l2_reg"])}
 
     @phase(4)
     def all_and_fixed_test_and_nonfire_influence(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         G = np.asarray(self.R["train_grad_loss"])
         test, wt, w_tr = self.test, self.weights[2], self.weights[0]
         fixed = np.asarray(self.R["fixed_test"])
@@ -266,7 +266,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     @phase(7)
     def compute_self_pred_infl(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         s = self.weights[0]
         groups = self.subsets
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]), s)

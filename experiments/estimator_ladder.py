@@ -101,11 +101,8 @@ def estimator_task(ctx: tasks.InfluenceContext, spec: tuple[str, int, int, bool]
     name, start, end, reuse = spec
     infl, groups = ctx.influence(), ctx.groups(start, end)
     if name == "rescaled":
-        solves = ctx._live.get("leverage_solves") if reuse else None
-        if solves is None:
-            solves = est.point_leverage_solves(infl)
-            if reuse:
-                ctx._live["leverage_solves"] = solves
+        solves = (ctx.per_process("leverage_solves", lambda: est.point_leverage_solves(infl)) if reuse
+                  else est.point_leverage_solves(infl))
         return est.rescaled(infl, groups, solves=solves)
     return np.asarray(getattr(est, name)(infl, groups), dtype=np.float64)
 
@@ -279,7 +276,7 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(7)
     def actual(self):
-        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base._theta_hat())
+        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base.theta_hat())
         res = {"subset_actual_dparam": D, "actual_seconds": float("nan"), "actual_retime_max_diff": float("nan"),
                # ss_logreg's certificates of these refits (the script's exit code).
                "subset_refit_grad_norm": np.asarray(self.base.R["subset_refit_grad_norm"]),
@@ -291,7 +288,7 @@ class EstimatorLadder(InfluenceExperiment):
             t0 = time.perf_counter()
             r = self.executor.map_chunks(tasks.refit_task, ctx, S, self.base.refit_chunk_size(), "exact refits")
             res["actual_seconds"] = float(time.perf_counter() - t0)
-            D2 = gi.actual_dparams(r["params"], self.base._theta_hat())
+            D2 = gi.actual_dparams(r["params"], self.base.theta_hat())
             res["actual_retime_max_diff"] = float(np.max(np.abs(D2 - D))) if D.size else 0.0
         return res
 
@@ -313,7 +310,7 @@ class EstimatorLadder(InfluenceExperiment):
                 init_m = np.asarray(b.R["initial_test_margins"])[fixed]
                 res[f"subset_fixed_test_{e}_margin_infl"] = infl.param_influence(D, test_fixed, init_m, "margin")
             res[f"subset_self_{e}_infl"] = infl.self_param_influence(D, groups, init_train, "loss")
-        T, Tm = b._fixed_test_grads()
+        T, Tm = b.fixed_test_grads()
         G_S = gi.group_gradient_sums(groups, np.asarray(b.R["train_grad_loss"]))
         for e in LINEAR_ESTIMATORS:
             D = np.asarray(self.R[f"subset_{e}_dparam"])

@@ -282,14 +282,7 @@ def _is_future(x) -> bool:
     return type(x).__name__ == "Future" and type(x).__module__.startswith("distributed")
 
 
-# ----------------------------------------------------------------------------- plain function tasks
-def call_task(data, spec: tuple[Callable, tuple]) -> Any:
-    """``fn(*args)`` for ``spec = (fn, args)``: a task whose inputs are all in its spec (e.g.
-    one clustering pool; ``data`` is unused)."""
-    fn, args = spec
-    return fn(*args)
-
-
+# ----------------------------------------------------------------------------- overhead
 def timed_noop(data, spec) -> float:
     """A task that does nothing (for measuring the per-task overhead); returns its spec."""
     return spec

@@ -129,7 +129,7 @@ def _bounds(v: np.ndarray) -> tuple[float, float]:
     return (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
 
 
-def _limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
+def data_limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
     """``((min_x, max_x), (min_y, max_y))``: the data ranges before zoom and padding.
 
     Each range spans the finite values; with ``equal`` both become their union; with
@@ -289,7 +289,7 @@ def plot_influence_correlation(ax, x, y, label=None, alpha=0.5, size=5, colors=N
     x, y = x[perm], y[perm]
     point_colors = _take(point_colors, perm, n)
 
-    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
+    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced)
     xlim, ylim = _pad(min_x, max_x, PADDING), _pad(min_y, max_y, PADDING)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
@@ -541,7 +541,7 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length; got {x.size} and {y.size}")
     n = x.size
-    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
+    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced)
     min_x, max_x = _zoom(min_x, max_x, shrinkx, anchor)
     min_y, max_y = _zoom(min_y, max_y, shrinky, anchor)
     xl, yl = _pad(min_x, max_x, padx), _pad(min_y, max_y, pady)

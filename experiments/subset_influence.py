@@ -646,11 +646,13 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def hessian(self):
         if self.config["inverse_hvp_method"] != "explicit":
             return {"hessian": None}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, None, self.R["cv_l2_reg"])}
 
-    def _fixed_test_grads(self):
-        model = self._at_theta_hat()
+    def fixed_test_grads(self):
+        """Per-example loss gradients of the fixed test points at theta_hat, and (binary models)
+        their margin gradients (None otherwise)."""
+        model = self.model_at_theta_hat()
         fixed = self.test.subset(np.asarray(self.R["fixed_test"]))
         T = model.get_indiv_grad_loss(fixed)
         Tm = model.get_indiv_grad_margin(fixed) if model.spec.binary else None
@@ -659,7 +661,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     @phase(4)
     def fixed_test_influence(self):
         G = np.asarray(self.R["train_grad_loss"])
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         infl = self.influence()
         res = {"fixed_test_pred_infl": infl.first_order_influence(G, T).T}
         if Tm is not None:
@@ -795,7 +797,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(7)
     def compute_self_pred_infl(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         groups = self.subsets
         infl = self.influence()
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
@@ -843,7 +845,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def newton(self):
         if not newton_enabled(self.config):
             return {}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         groups = self.subsets
         infl = self.influence()
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
@@ -856,7 +858,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         res["subset_newton_dparam"] = Q
         res["subset_self_newton_infl"] = gi.self_influence(G_S, Q)
         res["subset_fixed_test_newton_infl"] = gi.target_influence(Q, T)
@@ -875,7 +877,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         infl = self.influence()
         thetas = np.asarray(self.R["subset_refit_params"])
         return {
-            "subset_dparam": gi.actual_dparams(thetas, self._theta_hat()),
+            "subset_dparam": gi.actual_dparams(thetas, self.theta_hat()),
             "subset_train_accuracy": infl.accuracies(thetas, self.train),
             "subset_test_accuracy": infl.accuracies(thetas, self.test),
         }
@@ -895,7 +897,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(13)
     def z_norms(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         if self.config["skip_z_norms"] or not model.spec.binary:
             return {}
         Z = model.get_zs(self.train)

@@ -31,7 +31,7 @@ def noop_overhead(executor, num_tasks: int) -> float:
 def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: int, l2_per_n: float, seed: int):
     from datasets.loader import load_dataset
     from experiments.tasks import InfluenceContext, refit_task
-    from experiments.influence_base import refit_chunk_size
+    from influence.memory import refit_chunk_size
     from influence.group_influence import GroupInfluence
     from influence.logistic_regression import LogisticRegression
 
@@ -48,7 +48,7 @@ def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: i
     rng = np.random.RandomState(seed)
     sizes = np.linspace(int(0.0025 * n), int(0.25 * n), num_groups).astype(int)
     groups = [rng.choice(n, s, replace=False) for s in rng.permutation(sizes)]
-    chunk = refit_chunk_size(model.num_params, n)
+    chunk = refit_chunk_size(model.num_params, n, None)  # no memory bound: chunks of MAX_REFIT_CHUNK (64) groups
     spans = [(a, min(a + chunk, num_groups)) for a in range(0, num_groups, chunk)]
     ctx = InfluenceContext.from_influence(infl, groups=groups)
     out = {"n": n, "d": model.num_params, "chunk": chunk, "tasks": len(spans)}

@@ -158,7 +158,7 @@ def test_results_come_back_in_submission_order(cluster):
 
 def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
     """Per-(fold, lambda) tasks and a picklable score (data_valuation's weighted F1)."""
-    from experiments.data_valuation import _weighted_f1
+    from experiments.data_valuation import weighted_f1
     from experiments.influence_base import contiguous_folds, cv_regs
     from influence.logistic_regression import LogisticRegression
 
@@ -166,7 +166,7 @@ def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
     X = rng.normal(size=(120, 4))
     y = (X @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=120) > 0).astype(np.int64)
     w = rng.uniform(0.5, 1.5, size=120)
-    score = functools.partial(_weighted_f1, X[:40], y[:40], w[:40])
+    score = functools.partial(weighted_f1, X[:40], y[:40], w[:40])
     cfg = LogisticRegression.default_config()
     cfg["arch"] = {"input_dim": 4, "fit_intercept": True, "num_classes": 2}
     args = (X, y, cv_regs(120, (1e-4, 1e-1, 3)), contiguous_folds(120, 5), w, False, score)
