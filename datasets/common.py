@@ -192,15 +192,15 @@ class DatasetValidationError(ValueError):
 SPLIT_NAMES = ("train", "validation", "test")
 # Elements checked per block, so that a large dense x (mnli: 392,702 x 600) never needs
 # a full boolean copy.
-_CHECK_BLOCK = 1 << 22
+CHECK_BLOCK = 1 << 22
 
 
 def first_nonfinite(values: np.ndarray) -> tuple[int, int]:
     """``(count, first flat index)`` of the non-finite entries of a 1-D or 2-D array (count 0: none)."""
     flat = values.reshape(-1) if values.flags.c_contiguous else np.ravel(values)
     count, first = 0, -1
-    for start in range(0, flat.size, _CHECK_BLOCK):
-        block = flat[start:start + _CHECK_BLOCK]
+    for start in range(0, flat.size, CHECK_BLOCK):
+        block = flat[start:start + CHECK_BLOCK]
         if np.isfinite(block).all():  # the fast path: one reduction, no index search
             continue
         bad = np.flatnonzero(~np.isfinite(block))

@@ -179,6 +179,11 @@ class EstimatorLadder(InfluenceExperiment):
             self._base = base
         return self._base
 
+    @base.setter
+    def base(self, run: SubsetInfluenceLogreg) -> None:
+        """Read ``run`` (an ``ss_logreg`` run with its results) instead of running one."""
+        self._base = run
+
     def check_inputs(self) -> None:
         """The ladder's input is the ``ss_logreg`` run (and its data): run or resume it before
         anything of the ladder is written, so that bad data leave no ladder folder behind."""
