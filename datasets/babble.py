@@ -64,8 +64,16 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from datasets.common import (DataSet, DatasetIntegrityError, Datasets, get_dataset_dir, load_sparse,
-                             read_cache, read_sparse_cache, save_sparse)
+from datasets.common import (
+    DataSet,
+    DatasetIntegrityError,
+    Datasets,
+    get_dataset_dir,
+    load_sparse,
+    read_cache,
+    read_sparse_cache,
+    save_sparse,
+)
 from datasets.download import file_digest, maybe_download
 from datasets.storage import load_arrays, save_arrays
 

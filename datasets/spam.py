@@ -1,11 +1,13 @@
-"""``spam``: Enron-Spam, preprocessed "Enron1" (spec ``datasets.md`` §2; paper: "Enron").
+"""``spam``: Enron-Spam, preprocessed "Enron1" (paper: "Enron"; see docs/design.md,
+'Datasets and preprocessing').
 
-Preprocessing (§2, in order): read every file of ``enron1/spam`` then of ``enron1/ham``
+Preprocessing, in order: read every file of ``enron1/spam`` then of ``enron1/ham``
 (bytes decoded as latin-1); lemmatise each document with spaCy keeping alphabetic,
-non-stop, in-vocabulary tokens (see the vocabulary filter below); labels 1 = spam, 0 = ham (float64); shuffle the (document, label) list
-with ``RandomState(0)``; the first ``int(0.8 n)`` documents are train, none validation,
-the rest test; a ``CountVectorizer(min_df=5)`` vocabulary fitted on the train documents
-gives dense int64 count matrices.
+non-stop, in-vocabulary tokens (see the vocabulary filter below); labels 1 = spam, 0 = ham
+(float64); shuffle the (document, label) list with ``RandomState(0)``; the first
+``int(0.8 n)`` documents are train, none validation, the rest test; a
+``CountVectorizer(min_df=5)`` vocabulary fitted on the train documents gives dense int64
+count matrices.
 
 Result on the full corpus: train (4137, V), validation (0, V), test (1035, V), where the
 vocabulary size V depends on the spaCy pipeline and the vocabulary filter (V = 3,294 with

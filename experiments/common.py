@@ -469,7 +469,7 @@ class DatasetMixin:
 
     def check_inputs(self) -> None:
         """Load (and so check: :func:`datasets.common.validate_datasets`) the datasets."""
-        self.datasets
+        _ = self.datasets
 
     @property
     def datasets(self):

@@ -41,8 +41,8 @@ import numpy as np
 
 from datasets.common import DataSet, Datasets
 from datasets.loader import load_supplemental_info
-from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
 from experiments import tasks
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation

@@ -65,9 +65,7 @@ from experiments.common import ConfigError, chunks, phase
 from experiments.influence_base import InfluenceExperiment
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_influence import SubsetInfluenceLogreg, run_id_from_config
-from influence import estimators as est
-from influence import group_influence as gi
-from influence import memory
+from influence import estimators as est, group_influence as gi, memory
 
 logger = logging.getLogger(__name__)
 

@@ -50,8 +50,7 @@ from typing import Any
 import numpy as np
 
 from datasets import user_file
-from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
-from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
+from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER, VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, tasks
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plot import (get_simple_subset_tags, plot_against_subset_size, plot_distribution,
-                              plot_influence_correlation)
+from experiments.plot import (
+    get_simple_subset_tags,
+    plot_against_subset_size,
+    plot_distribution,
+    plot_influence_correlation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,8 @@ class _Plotter:
         # 1. self influence.
         for q, suf in qs:
             if self.has(f"subset_self_actl{suf}", f"subset_self_pred{suf}"):
-                self.group_influence("self", q, R[f"subset_self_actl{suf}"], R[f"subset_self_pred{suf}"], "actl", "pred")
+                self.group_influence("self", q, R[f"subset_self_actl{suf}"], R[f"subset_self_pred{suf}"],
+                                     "actl", "pred")
         # 2. fixed test points.
         for j, idx in enumerate(fixed):
             for q, suf in qs:

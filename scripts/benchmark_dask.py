@@ -31,9 +31,9 @@ def noop_overhead(executor, num_tasks: int) -> float:
 def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: int, l2_per_n: float, seed: int):
     from datasets.loader import load_dataset
     from experiments.tasks import InfluenceContext, refit_task
-    from influence.memory import refit_chunk_size
     from influence.group_influence import GroupInfluence
     from influence.logistic_regression import LogisticRegression
+    from influence.memory import refit_chunk_size
 
     train = load_dataset("hospital", data_dir=data_dir).train
     X, y = np.asarray(train.x, dtype=np.float64), np.asarray(train.labels)
@@ -107,9 +107,9 @@ def main(argv=None):
                   f"({per_e:.2f} s/task, {r['embedded_s'] / args.hospital_groups * 1e3:.1f} ms/group); "
                   f"{args.workers} workers: first pass (workers import TensorFlow, rebuild the model) "
                   f"{r['cluster_cold_s']:.1f} s, then {r['cluster_s']:.1f} s ({per_c:.2f} s/task wall, "
-                  f"speed-up {r['embedded_s'] / r['cluster_s']:.2f}x; compute {r['task_compute_s']:.2f} s per task on a "
-                  f"one-thread worker, Dask overhead {1e3 * r['overhead_s']:.0f} ms per task); identical bits: {r['identical']}; "
-                  f"certified: {r['certified']}")
+                  f"speed-up {r['embedded_s'] / r['cluster_s']:.2f}x; compute {r['task_compute_s']:.2f} s per task "
+                  f"on a one-thread worker, Dask overhead {1e3 * r['overhead_s']:.0f} ms per task); "
+                  f"identical bits: {r['identical']}; certified: {r['certified']}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def matmul_rates(sizes, reps: int = 5) -> list[tuple[str, int, float, float]]:
     for n in sorted({int(m) for m in sizes}):
         a = np.random.RandomState(0).standard_normal((n, n))
         at = tf.constant(a)
-        for lib, fn in (("numpy", lambda: a @ a), ("tensorflow", lambda: tf.matmul(at, at).numpy())):
+        for lib, fn in (("numpy", lambda a=a: a @ a), ("tensorflow", lambda at=at: tf.matmul(at, at).numpy())):
             wall, cpu = best_seconds(fn, reps)
             rows.append((lib, n, 2.0 * n ** 3 / wall / 1e9, 2.0 * n ** 3 / max(cpu, 1e-9) / 1e9))
     return rows

@@ -26,7 +26,6 @@ import _bootstrap  # noqa: F401
 from experiments import cli
 
 
-
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     cli.add_run_flags(p, data_dir=False, max_memory_help="bytes (recorded in the config; unused, as in the original)")

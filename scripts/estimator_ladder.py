@@ -42,7 +42,8 @@ def run(args):
                           retime_actual=not args.no_retime_actual)
 
     def costs(R):
-        return ", ".join(f"{e} {float(s) * 1e3:.3g} ms" for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
+        return ", ".join(f"{e} {float(s) * 1e3:.3g} ms"
+                         for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
 
     return cli.run_experiment(EstimatorLadder, config, args, details=lambda R: (
         f"{len(R['subset_sizes'])} groups | per group: {costs(R)}"))

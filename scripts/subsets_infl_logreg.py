@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    cli.add_run_flags(p, max_memory_default=1e9, max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
+    cli.add_run_flags(p, max_memory_default=1e9,
+                      max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
     p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
     p.add_argument("--dataset-file", type=str, default=None,
                    help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
@@ -39,7 +40,8 @@ def make_parser():
     p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
     p.add_argument("--subset-max-rel-size", type=float, default=0.25)
     p.add_argument("--inverse-hvp-method", type=str, default=None,
-                   help="explicit or cg (default: per dataset); fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
+                   help="explicit or cg (default: per dataset); "
+                        "fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
     p.add_argument("--inverse-vp-method", type=str, default=None)
     # Project additions.
     p.add_argument("--float32", action="store_true",

@@ -30,7 +30,8 @@ def assert_close(actual, desired, rtol, atol=0.0, what=""):
     actual, desired = np.asarray(actual), np.asarray(desired)
     scale = np.max(np.abs(desired)) if desired.size else 0.0
     err = np.max(np.abs(actual - desired)) if desired.size else 0.0
-    assert err <= rtol * scale + atol, f"{what}: max abs error {err:.3e} > rtol {rtol:g} * scale {scale:.3e} + atol {atol:g}"
+    assert err <= rtol * scale + atol, \
+        f"{what}: max abs error {err:.3e} > rtol {rtol:g} * scale {scale:.3e} + atol {atol:g}"
 
 
 @pytest.fixture(scope="session")

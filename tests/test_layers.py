@@ -154,7 +154,8 @@ def _own_module_names(tree) -> set[str]:
             for a in node.names:
                 if a.name.split(".")[0] in OWN_TOP_LEVEL:
                     names.add(a.asname or a.name.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] in OWN_TOP_LEVEL:
+        elif (isinstance(node, ast.ImportFrom) and node.level == 0
+              and (node.module or "").split(".")[0] in OWN_TOP_LEVEL):
             names.update(a.asname or a.name for a in node.names)
     return names
 

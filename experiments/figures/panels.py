@@ -29,8 +29,14 @@ import numpy as np
 
 from experiments import plot
 from experiments.common import py2_float_str
-from experiments.figures.runs import (LoadedRun, MNLI_NONFIRES_GENRES, MNLI_TEST_GENRES, load_cdr_labeling_info,
-                                      load_mnli_train_genres, reg_sweep_message)
+from experiments.figures.runs import (
+    MNLI_NONFIRES_GENRES,
+    MNLI_TEST_GENRES,
+    LoadedRun,
+    load_cdr_labeling_info,
+    load_mnli_train_genres,
+    reg_sweep_message,
+)
 from experiments.figures.settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 
 REG_SLOTS = np.logspace(-7, 2, 10)              # the table's columns (spearmans[row][col][10])

@@ -34,10 +34,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from datasets import storage
+from datasets.loader import load_supplemental_info
 from experiments import counterexamples, credit_assignment, data_valuation, subset_influence
 from experiments.common import DEFAULT_OUT_DIR, REPO_ROOT, ConfigError, py2_float_str
 from experiments.figures.settings import Settings, reg_values
-from datasets.loader import load_supplemental_info
 
 # The paper's range runs (codalab/run_subsets.sh, figures.md §1.4).
 RANGE_SIZES = (0.0025, 0.25)

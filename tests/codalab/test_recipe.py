@@ -1,7 +1,7 @@
 """The CodaLab recipe and the Dockerfile stay consistent with the project."""
 import re
-import sys
 import subprocess
+import sys
 
 from tests.conftest import REPO_ROOT
 
@@ -84,5 +84,5 @@ def test_dockerfile_installs_the_readme_requirements():
     assert "COPY requirements.txt" in docker and "pip install --no-cache-dir -r requirements.txt" in docker
     assert "pip install --quiet -r requirements.txt" in setup and "(3, 11)" in setup
     # Every requirement is pinned exactly, so both installs resolve to the same versions.
-    reqs = [l for l in (REPO_ROOT / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
-    assert reqs and all("==" in l for l in reqs)
+    reqs = [r for r in (REPO_ROOT / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
+    assert reqs and all("==" in r for r in reqs)

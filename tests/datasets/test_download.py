@@ -10,8 +10,14 @@ import zipfile
 import pytest
 
 from datasets import download
-from datasets.download import (ChecksumMismatchError, DataUnavailableError, DownloadError, download_all,
-                               extract_archive, maybe_download)
+from datasets.download import (
+    ChecksumMismatchError,
+    DataUnavailableError,
+    DownloadError,
+    download_all,
+    extract_archive,
+    maybe_download,
+)
 from tests.datasets.helpers import REAL_FETCH, no_temp_files, write_tar_gz
 
 DATA = bytes(range(256)) * 9000  # 2.3 MB: large enough for the progress-bar code path
@@ -246,7 +252,8 @@ def test_zip_member_limits_refuse_large_and_bomb_like_members(tmp_path):
         info = zf.getinfo("big.bin")
         with pytest.raises(download.ArchiveLimitError, match=r"expands \d+:1 .*decompression bomb"):
             download.read_zip_member(zf, info, str(archive))
-        with pytest.raises(download.ArchiveLimitError, match="would expand to 4194304 bytes, more than the limit of 1000"):
+        with pytest.raises(download.ArchiveLimitError,
+                           match="would expand to 4194304 bytes, more than the limit of 1000"):
             download.read_zip_member(zf, info, str(archive), max_bytes=1000, max_ratio=1e9)
         assert download.read_zip_member(zf, info, str(archive), max_ratio=1e9) == bytes(4 << 20)
 

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import common, hospital
-from datasets import download
+from datasets import common, download, hospital
 from datasets.download import ArchiveLimitError, DataUnavailableError
 from datasets.loader import load_dataset
 from tests.datasets.helpers import FileServer, real_archive

@@ -102,7 +102,8 @@ def test_one_class_is_refused():
 @pytest.mark.parametrize("labels, match", [
     (np.array([0, 1, 0.5, 1, 1, 0]), r"train labels must be integers .* 1 are not, the first at index 2"),
     (np.array([0, 1, 0, np.nan, 1, np.inf]), r"train labels have 2 non-finite value\(s\).*first is at index 3"),
-    (np.array([0, 1, -1, 1, -1, 0]), r"train labels must be class indices 0..K-1; 2 are negative, the first at index 2"),
+    (np.array([0, 1, -1, 1, -1, 0]),
+     r"train labels must be class indices 0..K-1; 2 are negative, the first at index 2"),
     (np.array(["a", "b", "a", "b", "a", "b"]), r"train labels must be numeric class indices; got dtype <U1"),
 ])
 def test_labels_must_be_finite_non_negative_integers(labels, match):

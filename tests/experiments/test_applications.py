@@ -22,17 +22,16 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 from datasets import storage
-from experiments.babble_reduce import BabbleReduce
-from experiments.babble_reduce import ConfigError as BRConfigError
-from experiments.babble_reduce import build_config as br_config
-from experiments.babble_reduce import run_id_from_config as br_run_id
-from experiments.credit_assignment import (EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, CreditAssignment)
-from experiments.credit_assignment import build_config as ca_config
-from experiments.data_valuation import ACTL_PRED_KEYS, ConfigError, DataValuation, FIXED_TEST
-from experiments.data_valuation import build_config as dv_config
+from experiments.babble_reduce import (
+    BabbleReduce,
+    ConfigError as BRConfigError,
+    build_config as br_config,
+    run_id_from_config as br_run_id,
+)
+from experiments.credit_assignment import EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, CreditAssignment, build_config as ca_config
+from experiments.data_valuation import ACTL_PRED_KEYS, FIXED_TEST, ConfigError, DataValuation, build_config as dv_config
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
-from tests.experiments.app_fixtures import (CDR_LF_IDS, MNLI_NOISY_WORKER, MNLI_WORKERS, make_cdr_db,
-                                            make_mnli_files)
+from tests.experiments.app_fixtures import CDR_LF_IDS, MNLI_NOISY_WORKER, MNLI_WORKERS, make_cdr_db, make_mnli_files
 
 DV_CV = (1e-3, 1e-2, 2)      # narrowed grids keep the suite fast; the code path is the paper's
 CA_CV = (1e-1, 1e-1, 1)
@@ -265,7 +264,10 @@ def test_data_valuation_refits_are_certified_and_keep_unnormalised_weights(cdr):
     cand = np.array([c for c, _, _ in votes if split[c] == 0])
     for k, g in enumerate(R["subset_indices"]):
         theta = R["subset_refit_params"][k]
-        grad = lambda w: Xa.T @ (w * (sigmoid(Xa @ theta) - y)) + R["cv_l2_reg"] * mask * theta  # noqa: E731
+
+        def grad(w, theta=theta):
+            return Xa.T @ (w * (sigmoid(Xa @ theta) - y)) + R["cv_l2_reg"] * mask * theta
+
         kept = s.copy()
         kept[g] = 0.0
         assert np.linalg.norm(grad(kept)) <= 1e-9 * np.abs(kept) @ np.linalg.norm(Xa, axis=1)

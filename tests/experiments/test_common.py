@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from datasets import storage
-from experiments.common import (ConfigFileError, ConfigMismatchError, Experiment, OutputDirError,
-                                collate_results, phase, py2_float_str)
+from experiments.common import (
+    ConfigFileError,
+    ConfigMismatchError,
+    Experiment,
+    OutputDirError,
+    collate_results,
+    phase,
+    py2_float_str,
+)
 from experiments.execution import Executor
 
 CALLS = []

@@ -3,7 +3,6 @@ import collections
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +10,17 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from datasets import storage
-from experiments.counterexamples import (AVG_KS, DATASET_IDS, SUMMARY_KEYS, ConfigError,
-                                         Counterexamples, build_config, find_adversarial_test,
-                                         generate_datasets, pick_subsets)
+from experiments.counterexamples import (
+    AVG_KS,
+    DATASET_IDS,
+    SUMMARY_KEYS,
+    ConfigError,
+    Counterexamples,
+    build_config,
+    find_adversarial_test,
+    generate_datasets,
+    pick_subsets,
+)
 from tests.conftest import REPO_ROOT, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 
 # Spec §2.3 table: N_train, D, #subsets, K set of phase 4.

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from experiments.common import ConfigMismatchError
-from experiments.estimator_ladder import (ACCURACY_COLUMNS, COST_COLUMNS, ESTIMATORS, EstimatorLadder,
-                                          accuracy_stats, build_config, size_deciles)
+from experiments.estimator_ladder import (
+    ACCURACY_COLUMNS,
+    COST_COLUMNS,
+    ESTIMATORS,
+    EstimatorLadder,
+    accuracy_stats,
+    build_config,
+    size_deciles,
+)
 from experiments.subset_influence import build_config as ss_build_config
 from tests.conftest import RTOL_CG, RTOL_TWO_PATHS, assert_close
 from tests.scripts.test_cli_fuzz import load_script

@@ -1,8 +1,9 @@
 """Dask execution (experiments/execution.py): embedded and cluster runs agree bit for bit,
 a killed worker changes nothing, an unreachable scheduler is one line (exit 2).
 
-One 2-worker LocalCluster on 127.0.0.1 serves the module (shut down in the fixture's
-finally); the killed-worker test runs last, since the nanny then restarts that worker.
+One 2-worker LocalCluster on 127.0.0.1 serves the module (the ``cluster`` fixture of
+tests/experiments/conftest.py, shut down in its finally); the killed-worker test runs
+last, since the nanny then restarts that worker.
 """
 import functools
 import os
@@ -16,11 +17,11 @@ import pytest
 
 from experiments import cli, execution, tasks
 from experiments.common import result_config
-from experiments.counterexamples import Counterexamples
-from experiments.counterexamples import build_config as cex_config
+from experiments.counterexamples import Counterexamples, build_config as cex_config
 from experiments.execution import Executor, SchedulerUnreachableError
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 from tests.scripts.test_cli_fuzz import load_script
+
 
 class SmallChunks(SubsetInfluenceLogreg):
     """ss_logreg with one group per refit task, so that phase 6 is many short tasks."""
@@ -67,16 +68,6 @@ def assert_identical(A, B):
                 assert x.tolist() == y.tolist(), k
             else:
                 assert x.tobytes() == y.tobytes(), f"{k} differs between embedded and cluster runs"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ex = Executor(num_workers=2, progress=False)
-    try:
-        ex.client  # noqa: B018 - start the cluster
-        yield ex
-    finally:
-        ex.close()
 
 
 @pytest.fixture(scope="module")

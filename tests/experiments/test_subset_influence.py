@@ -8,8 +8,14 @@ import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from experiments.common import ConfigMismatchError
-from experiments.subset_influence import (EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, ConfigError,
-                                          SubsetInfluenceLogreg, build_config, run_id_from_config)
+from experiments.subset_influence import (
+    EXTRA_SUMMARY_KEYS,
+    SUMMARY_KEYS,
+    ConfigError,
+    SubsetInfluenceLogreg,
+    build_config,
+    run_id_from_config,
+)
 from influence import objective as K
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
 
@@ -37,7 +43,8 @@ PAPER_RANGE = dict(subset_choice_type="range", subset_min_rel_size=0.0025, subse
     (dict(dataset_id="mnist", inverse_hvp_method="explicit", **PAPER_RANGE),
      "mnist_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"),
     (dict(dataset_id="hospital", tag="foo"), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_foo"),
-    (dict(dataset_id="hospital", tag="foo", fixed_reg=0.001), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_rel-reg-0.001"),
+    (dict(dataset_id="hospital", tag="foo", fixed_reg=0.001),
+     "hospital_ihvp-explicit_seed-0_size-0.1_num-5_rel-reg-0.001"),
     (dict(dataset_id="hospital", dtype="float32"), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_float32"),
 ])
 def test_run_ids_match_the_original(kwargs, run_id):
@@ -127,7 +134,9 @@ def test_group_counts_tags_and_sizes(binary_run):
     for t, count in [("random", num), ("random_same_class", num), ("neg_tail_test", 6 * num),
                      ("pos_tail_test", 6 * num), ("same_features", num), ("same_grad", num), ("feature_window", num)]:
         assert simple.count(t) == count, t
-    by_tag = lambda t: [np.asarray(i) for tag, i in zip(simple, idx) if tag == t]
+    def by_tag(t):
+        return [np.asarray(i) for tag, i in zip(simple, idx) if tag == t]
+
     for t in ("random", "same_features", "same_grad", "feature_window"):
         assert [len(i) for i in by_tag(t)] == list(sizes), t
     labels = exp.train.labels

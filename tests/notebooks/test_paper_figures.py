@@ -30,9 +30,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from experiments import figures as fd
-from experiments import plot
 from datasets import storage
+from experiments import figures as fd, plot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "paper-figures.ipynb"
@@ -478,8 +477,7 @@ def test_registry_run_ids_are_the_experiments(spec, experiment_id, run_id):
 
 
 def test_registry_run_ids_equal_the_experiment_classes_for_the_same_settings():
-    from experiments import counterexamples as cex
-    from experiments import subset_influence as si
+    from experiments import counterexamples as cex, subset_influence as si
 
     for ds in ("breast_cancer", "digits", "dogfish", "spam", "animals"):
         for num, reg in ((30, None), (10, 0.01), (10, 100.0)):
