@@ -1,4 +1,4 @@
-"""Shared dataset containers and helpers (spec ``datasets.md`` §0)."""
+"""Shared dataset containers and helpers."""
 from __future__ import annotations
 
 import copy
@@ -139,7 +139,7 @@ def _dense(x) -> np.ndarray:
 
 
 def center_data(datasets: Datasets) -> Datasets:
-    """Subtract the train column mean from every split (spec ``datasets.md`` §0.2).
+    """Subtract the train column mean from every split (as the original).
 
     Sparse x is densified. ``None`` splits stay ``None``.
     """
@@ -165,21 +165,22 @@ def append_bias(datasets: Datasets) -> Datasets:
 
 # --------------------------------------------------------------------------- integrity
 class DatasetIntegrityError(ValueError):
-    """Raw data does not have the structure or size the spec states (``datasets.md``)."""
+    """Raw data does not have the structure or size its loader expects (see docs/design.md,
+    'Datasets and preprocessing')."""
 
 
 def check_expected(what: str, got, expected, strict: bool = True) -> None:
     """Raise :class:`DatasetIntegrityError` (or only warn if not ``strict``) when ``got != expected``.
 
-    The spec marks some sizes "verify" (they are turned into runtime checks here);
-    inferred sizes are only warned about, so that smaller, format-exact test files load.
+    Sizes the original's data are known to have are checked (``strict``); sizes that were
+    only inferred are warned about, so that smaller, format-exact test files load.
     """
     if got == expected:
         return
     message = f"{what}: expected {expected}, got {got}"
     if strict:
         raise DatasetIntegrityError(message + " (corrupt or different raw data?)")
-    logger.warning("%s (the spec's size is inferred; continuing)", message)
+    logger.warning("%s (an inferred size; continuing)", message)
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,4 +1,4 @@
-"""Verified, atomic downloads and archive extraction (spec ``datasets.md`` §0.1, §9).
+"""Verified, atomic downloads and archive extraction.
 
 The original fetched with ``urllib.urlretrieve`` straight to the final name, with no
 checksum, so an interrupted download was later treated as complete. Here:

@@ -1,9 +1,9 @@
 """Generated MultiNLI bundles in the exact format :mod:`datasets.mnli` reads, at any size.
 
-The pre-processed bundle (CodaLab ``0x5258e3771b974983abfb10bfa75e207d``, spec
-``datasets.md`` §7) and its annotator files are not reachable offline, so the real-size
-credit-assignment run is measured on files generated here. :func:`write_mnli_bundle`
-writes into ``{data_dir}/multinli_1.0/``:
+The pre-processed bundle (CodaLab ``0x5258e3771b974983abfb10bfa75e207d``; see
+docs/design.md, 'Datasets and preprocessing') and its annotator files are not reachable
+offline, so the real-size credit-assignment run is measured on files generated here.
+:func:`write_mnli_bundle` writes into ``{data_dir}/multinli_1.0/``:
 
 * ``mnli.npz``: ``x0`` float32 (num_train, num_columns), ``lab0`` int64, ``x2`` float32
   (num_test, num_columns), ``lab2`` int64 (the loader keeps the first 600 columns; the

@@ -1,4 +1,4 @@
-"""A user's own data from one file: ``--dataset-file`` (issue 13 item 5).
+"""A user's own data from one file: ``--dataset-file``.
 
 Two formats, chosen by the file's suffix:
 
