@@ -1,11 +1,11 @@
-"""Clusterings used to build the ``same_features`` / ``same_grad`` groups (ss_logreg §3 phase 5).
+"""Clusterings used to build the ``same_features`` / ``same_grad`` groups (ss_logreg's phase 5).
 
 :func:`single_linkage_fcluster` is ``scipy.cluster.hierarchy.fclusterdata(X, 1)`` (single
 linkage, Euclidean, ``'inconsistent'`` criterion, t = 1, depth 2) with the pairwise
-distances computed by blocked matrix products instead of ``pdist`` (about 10x faster).
+distances computed by blocked matrix products instead of ``pdist`` (faster).
 For integer-valued features (hospital, spam counts) the products are exact, so the
 distances are bit-identical to ``pdist``; otherwise they agree to rounding, and the tree
-is the same up to exact ties (as with fastcluster, spec §6 E11).
+is the same up to exact ties (as with fastcluster).
 
 :func:`cluster_labels_one_thread` adds the KMeans fits and runs everything on one
 thread (BLAS and OpenMP), so a pool does not depend on the machine's core count and

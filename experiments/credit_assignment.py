@@ -1,6 +1,6 @@
-"""``credit_assignment``: influence of MultiNLI crowd workers (spec ``experiments.md`` §3).
+"""``credit_assignment``: influence of MultiNLI crowd workers .
 
-Data (``datasets.md`` §7): ``mnli`` train (first 600 feature columns, 3 classes: 0 =
+Data (docs/design.md, 'Datasets and preprocessing'): ``mnli`` train (first 600 feature columns, 3 classes: 0 =
 entailment, 1 = neutral, 2 = contradiction), test = dev-matched, and the "nonfires"
 = dev-mismatched (the name is reused from the CDR code). Groups: one per crowd worker
 (``sentence2_author`` of the train examples, ``mnli_ids[0]``), in ``np.unique`` order,
@@ -79,7 +79,7 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
                  inverse_hvp_method: str | None = None, inverse_vp_method: str | None = None,
                  master_only: bool = False, cross_validation_range=(1e-4, 1e-1, 10),
                  cross_validation_folds: int = 5, store_full_loss_matrices: bool = False) -> dict[str, Any]:
-    """The config dict of spec §3.1 (``cross_validation_*`` may be narrowed for quick runs)."""
+    """The original's config dict (``cross_validation_*`` may be narrowed for quick runs)."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {DATASET_IDS} (the only one with fixed test points "
                           f"and genres); got {dataset_id!r}")
@@ -206,7 +206,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         for key, name in (("fixed_test", "test"), ("fixed_nonfires", "nonfires")):
             n = self.dataset(name).num_examples
             if res[key].max() >= n:
-                raise ValueError(f"{key} {res[key].tolist()} (spec §3.4) needs at least {res[key].max() + 1} "
+                raise ValueError(f"{key} {res[key].tolist()} needs at least {res[key].max() + 1} "
                                  f"{name} points; this {name} set has {n}: is it the real MultiNLI data?")
         return res
 

@@ -1,6 +1,6 @@
-"""``data_valuation``: influence of CDR labelling functions as data sources (spec ``experiments.md`` §4).
+"""``data_valuation``: influence of CDR labelling functions as data sources.
 
-Data (``datasets.md`` §6): ``reduced_cdr`` train rows are (candidate, firing LF) pairs
+Data (docs/design.md, 'Datasets and preprocessing'): ``reduced_cdr`` train rows are (candidate, firing LF) pairs
 labelled with that LF's vote; test rows are test candidates with gold labels; the
 ``nonfires`` are gold-labelled candidates no LF fired on. With ``--sample-weights``
 (the paper run ``reduced_cdr_sample_weights-True``) each train row weighs
@@ -67,7 +67,7 @@ ACTL_PRED_KEYS.remove("subset_self_pred_margin_infl")
 def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, max_memory: int = int(1e9),
                  sample_weights: bool = False, balance_test: bool | None = None,
                  cross_validation_range=(1e-4, 1e-1, 10), cross_validation_folds: int = 5) -> dict[str, Any]:
-    """The config dict of spec §4.1 (``cross_validation_*`` may be narrowed for quick runs)."""
+    """The original's config dict (``cross_validation_*`` may be narrowed for quick runs)."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {DATASET_IDS}; got {dataset_id!r}")
     check_positive_int("--max-memory", max_memory)
@@ -192,7 +192,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         fixed = FIXED_TEST_BALANCED if self.config.get("balance_test") else FIXED_TEST
         n_t = self.test.num_examples
         if max(fixed) >= n_t:
-            raise ValueError(f"the fixed test points {fixed} (spec §4.4) need at least {max(fixed) + 1} test "
+            raise ValueError(f"the fixed test points {fixed} need at least {max(fixed) + 1} test "
                              f"points; this test set has {n_t}: is it the real reduced_cdr data?")
         return {"fixed_test": np.array(fixed, dtype=np.int64)}
 
@@ -308,7 +308,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     # ------------------------------------------------------------------ plots (not a phase)
     def plot_all(self, num_nonfires: int = 15, save_and_close: bool = True) -> list[Path]:
-        """The original's ``plot_all`` (spec §4.5); the script does not call it."""
+        """The original's ``plot_all``; the script does not call it."""
         import matplotlib.pyplot as plt
 
 

@@ -1,4 +1,4 @@
-"""``estimator_ladder``: an accuracy ladder of group-effect estimators against certified refits (issue 13).
+"""``estimator_ladder``: an accuracy ladder of group-effect estimators against certified refits.
 
 It reads a finished ``ss_logreg`` run (its groups, theta-hat, Hessian and certified actual
 effects; running it first when its results are missing) and adds, for every group, the
@@ -20,11 +20,10 @@ with ``--workers`` / ``--scheduler-address``), with the run's data sent to the w
 once. The chunks are the same in every mode, so the results do not depend on the number
 of workers (tests/experiments/test_execution_ladder_babble.py: bit for bit). Another
 chunking changes them at rounding level only (batched products and multi-column solves
-round differently): measured on digits, chunks of 16 against 64, at most 3e-13 relative
-(newton_2). The costs are wall times of the whole phase wherever it ran (on a cluster:
+round differently). The costs are wall times of the whole phase wherever it ran (on a cluster:
 including the scheduling overhead and each worker's first-call set-up).
 
-Targets and forms (mirroring ``ss_logreg``, spec ``ss_logreg.md`` §0):
+Targets and forms (mirroring ``ss_logreg``; see docs/design.md, 'Result keys'):
 
 * every estimator's parameter change D is evaluated non-linearly, ``f(theta_hat + D) - f(theta_hat)``
   (form ``param``: ``ss_logreg``'s ``pparam`` / ``nparam`` for ``first_order`` / ``newton``;

@@ -1,4 +1,5 @@
-"""Where per-group and per-fit work runs: in this process or on a Dask cluster (README decision 7).
+"""Where per-group and per-fit work runs: in this process or on a Dask cluster (see
+docs/design.md, 'Parallel execution').
 
 One :class:`Executor`, three modes:
 

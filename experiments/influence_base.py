@@ -36,7 +36,8 @@ from influence.progress import progress_bar
 
 
 def cv_regs(n: int, cv_range) -> np.ndarray:
-    """``logspace(log10(low n), log10(high n), num)`` (spec ``ss_logreg.md`` §3 phase 0, ``experiments.md`` §3-§4)."""
+    """``logspace(log10(low n), log10(high n), num)``: the regularisation grid of every
+    cross-validation, as in the original."""
     a, b, num = cv_range
     return np.logspace(np.log10(a * n), np.log10(b * n), int(num))
 

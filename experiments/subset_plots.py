@@ -1,8 +1,7 @@
-"""``plot_all`` of the ss_logreg experiment (spec ``ss_logreg.md`` §5).
+"""``plot_all`` of the ss_logreg experiment: the original's figures of a run.
 
 Every figure is 8x8 in, saved as PNG (bbox tight) under ``{run_dir}/plots/``. A figure
-whose keys are missing is skipped (the original crashed on master-only runs, README
-decision 8). ``_imbalanced`` copies with unequal axes are added where the value ranges
+whose keys are missing is skipped (the original crashed on master-only runs). ``_imbalanced`` copies with unequal axes are added where the value ranges
 differ by more than 10x (or one is below 1e-9).
 """
 from __future__ import annotations
@@ -162,5 +161,5 @@ class _Plotter:
 
 
 def plot_all(exp, save_and_close: bool = True) -> list[Path]:
-    """Draw every figure of spec §5 for a finished ss_logreg run; returns the files."""
+    """Draw every figure of the original's ``plot_all`` for a finished ss_logreg run; returns the files."""
     return _Plotter(exp, save_and_close).run()

@@ -1,4 +1,4 @@
-"""What the paper-figures notebook ``notebooks/paper-figures.ipynb`` needs (spec ``figures.md``).
+"""What the paper-figures notebook ``notebooks/paper-figures.ipynb`` needs.
 
 The notebook loads runs and builds panels with this package (imported as ``fd``) and
 draws them with :mod:`experiments.plot`. Modules:

@@ -389,7 +389,7 @@ def test_credit_assignment_keys_and_shapes(mnli):
     assert R["nonfires_predictions"].shape == (9832, 3)
     assert R["subset_test_losses"].shape == (S, 9815) and R["subset_nonfires_losses"].shape == (S, 9832)
     assert [len(v) for v in R["subset_train_losses"]] == [len(g) for g in R["subset_indices"]]
-    # --no-intermediate-results summary (spec §3.1)
+    # --no-intermediate-results summary
     path = mnli["ca"].save_summary(mnli["ca"].summary_keys())
     summary, _ = storage.load_result(path)
     assert set(summary) == set(SUMMARY_KEYS + EXTRA_SUMMARY_KEYS)

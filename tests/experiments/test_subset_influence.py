@@ -113,7 +113,7 @@ def multi_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wellcond_run(tmp_path_factory):
-    """Well-conditioned setting of spec §7 D: lambda = 0.01 n (via --fixed-reg)."""
+    """Well-conditioned setting of the original D: lambda = 0.01 n (via --fixed-reg)."""
     return _finished_run(tmp_path_factory, "ss_wc", dataset_id="synthetic_binary", subset_choice_type="range",
                          num_subsets=3, fixed_reg=0.01)
 
@@ -129,7 +129,7 @@ def test_group_counts_tags_and_sizes(binary_run):
     n, num = exp.num_train, 6
     sizes = np.linspace(int(n * 0.0025), int(n * 0.25), num).astype(int)
     tags, idx = R["subset_tags"], R["subset_indices"]
-    assert len(tags) == len(idx) == 17 * num  # binary: nothing is skipped (spec §4)
+    assert len(tags) == len(idx) == 17 * num  # binary: nothing is skipped
     simple = [t.split("-")[0] for t in tags]
     for t, count in [("random", num), ("random_same_class", num), ("neg_tail_test", 6 * num),
                      ("pos_tail_test", 6 * num), ("same_features", num), ("same_grad", num), ("feature_window", num)]:
@@ -187,7 +187,7 @@ def test_linear_algebra_invariants(binary_run):
     sums = np.array([R["fixed_test_pred_infl"][:, i].sum(1) for i in groups])
     assert_close(R["subset_fixed_test_pred_infl"], sums, RTOL_TWO_PATHS, what="sum of individual")
     assert_close(R["subset_fixed_test_pred_infl"], R["subset_pred_dparam"] @ T.T, 1e-9, what="grad . p")
-    # Loss/margin identity for binary models (spec §3 phase 4).
+    # Loss/margin identity for binary models.
     mt = np.asarray(R["initial_test_margins"])[R["fixed_test"]]
     factor = -1.0 / (1.0 + np.exp(mt))
     assert_close(R["fixed_test_pred_infl"], factor[:, None] * R["fixed_test_pred_margin_infl"], RTOL_TWO_PATHS)
@@ -409,7 +409,7 @@ def test_plot_all_writes_the_spec_files(binary_run):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_hospital_end_to_end_on_the_real_archive(shared_data, tmp_path):
-    """The real UCI archive through the real loader and a small range run (spec §7 E.30)."""
+    """The real UCI archive through the real loader and a small range run."""
     import shutil
     (tmp_path / "data" / "hospital").mkdir(parents=True)
     shutil.copy(shared_data / "hospital" / "dataset_diabetes.zip", tmp_path / "data" / "hospital")

@@ -1,7 +1,7 @@
 """The paper-figures notebook against small fake-but-well-formed output folders.
 
 The folders are written with :mod:`datasets.storage` (``save_result`` /
-``save_json``) using the spec's exact key names and shapes:
+``save_json``) using the original's exact key names and shapes:
 
 * ``ss_logreg`` master-only summaries (ss_logreg.md §1.5): a binary run with all 15
   keys (hospital), a multiclass run with 10 (mnist), a normal run with phase files
