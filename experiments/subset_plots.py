@@ -1,8 +1,9 @@
 """``plot_all`` of the ss_logreg experiment: the original's figures of a run.
 
 Every figure is 8x8 in, saved as PNG (bbox tight) under ``{run_dir}/plots/``. A figure
-whose keys are missing is skipped (the original crashed on master-only runs). ``_imbalanced`` copies with unequal axes are added where the value ranges
-differ by more than 10x (or one is below 1e-9).
+whose keys are missing is skipped (the original crashed on master-only runs).
+``_imbalanced`` copies with unequal axes are added where the value ranges differ by
+more than 10x (or one is below 1e-9).
 """
 from __future__ import annotations
 
