@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CodaLab worksheet recipe (spec experiments.md §10), updated for this project.
+# The original's CodaLab worksheet recipe, updated for this project.
 #
 #   bash codalab/codalab_run.sh [--image REGISTRY/USER/NAME:TAG]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Main ss_logreg run of the paper for one dataset (spec experiments.md §10).
+# Main ss_logreg run of the paper for one dataset (as in the original CodaLab worksheet).
 # Usage: bash codalab/run_subsets.sh DATASET_ID
 set -euo pipefail
 ID="$1"

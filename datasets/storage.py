@@ -5,7 +5,8 @@ in the destination folder, flush and fsync it, then ``os.replace`` it over the f
 name), so a crash mid-write never leaves a truncated or half-written result behind.
 
 Result dictionaries are stored as ``.npz`` archives that load with
-``allow_pickle=False`` (README decision 3 of the spec):
+``allow_pickle=False``, so results are safe to load from others (see docs/design.md,
+'Storage format'):
 
 * numpy arrays and Python/numpy scalars are stored as arrays; 0-d arrays load back as
   Python scalars, as in the original framework;

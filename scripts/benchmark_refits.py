@@ -29,7 +29,7 @@ at the workload's sizes (:func:`product_rates`: the full Hessian as ``get_hessia
 the Newton-CG preconditioner form it, a batch of Hessian-vector products, a batch of
 gradients), each with its achieved GFLOP/s, per wall second and per CPU second (the
 steadier measure on a shared machine), and its ratio to the 2048^2 matmul rate in the same
-measure (issue 12 asks for at least 1/2; lower ones are marked). ``--products-only``
+measure (ratios below 1/2 are marked: the target for a product the engine relies on). ``--products-only``
 stops there.
 Exit codes as every script (0 ok, 1 unexpected failure, 2 bad flag or missing data; ``--debug``).
 """

@@ -1,6 +1,6 @@
 """Influence of MultiNLI crowd workers: the ``credit_assignment`` experiment.
 
-Spec ``experiments.md`` §3. Needs the pre-processed MultiNLI files in
+Needs the pre-processed MultiNLI files in
 ``{data_dir}/multinli_1.0/`` (CodaLab bundle 0x5258e3771b974983abfb10bfa75e207d):
 ``mnli.npz``, ``mnli_nonfires.npz``, ``mnli_genres.npz``, ``mnli_nonfires_genres.npz``
 and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_annotators.jsonl``

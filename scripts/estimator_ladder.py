@@ -1,4 +1,4 @@
-"""The accuracy ladder of group-effect estimators against certified refits (``estimator_ladder``, issue 13).
+"""The accuracy ladder of group-effect estimators against certified refits (``estimator_ladder``).
 
 Takes the dataset and group flags of ``scripts/subsets_infl_logreg.py`` (the same parser),
 reads the matching ``ss_logreg`` run (running it first when its results are missing) and

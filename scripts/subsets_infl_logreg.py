@@ -1,4 +1,4 @@
-"""Group influence in logistic regression: the ``ss_logreg`` experiment (spec ss_logreg.md).
+"""Group influence in logistic regression: the ``ss_logreg`` experiment.
 
 Examples (run from the repository root):
 
@@ -51,8 +51,8 @@ def make_parser():
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
     p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
-                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary, spec "
-                        "decision 5) or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
+                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary) "
+                        "or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p
 

@@ -1,4 +1,6 @@
-"""Shared tolerances (see ../shared/STYLE.md) and fixtures."""
+"""Shared tolerances and fixtures.
+
+Each tolerance is the float64 one for its kind of check; a test that loosens one says why."""
 import os
 from pathlib import Path
 

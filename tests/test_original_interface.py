@@ -5,7 +5,7 @@ against an independent oracle. This is the one list of them:
 
 * ``datasets.common.DataSet``: ``clone``, ``initialize_indices``, ``next_batch_indices``,
   ``next_batch``, ``next_batch_with_indices`` (the original's mini-batching);
-* ``experiments.common.benchmark`` (the original's ``experiments/benchmark.py`` timer);
+* ``experiments.common.benchmark`` (the original's timer);
 * the flags ``--grad-batch-size`` and ``--hessian-batch-size`` of
   ``scripts/credit_assignment.py``: batch sizes here follow ``--max-memory``, so the flags
   are refused in one line (exit code 2) instead of being silently ignored.

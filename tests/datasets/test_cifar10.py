@@ -1,4 +1,4 @@
-"""cifar10 / cifar10_small (spec datasets.md §4) on a generated python-pickle tar.gz."""
+"""cifar10 / cifar10_small on a generated python-pickle tar.gz."""
 import os
 import pickle
 

@@ -1,4 +1,4 @@
-"""Fault injection on the data files, through the scripts in a subprocess (issue 14, items 1, 3, 6, 9).
+"""Fault injection on the data files, through the scripts in a subprocess.
 
 Each scenario damages a file under a fresh ``--data-dir`` and checks the exit code and the
 exact message (or the clean recovery). No network: ``INFLUENCE_OFFLINE=1``.

@@ -1,4 +1,4 @@
-"""dogfish / animals (spec datasets.md §5) on generated Inception-feature npz files."""
+"""dogfish / animals on generated Inception-feature npz files."""
 import logging
 
 import numpy as np

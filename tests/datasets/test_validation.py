@@ -1,4 +1,4 @@
-"""Data checks on load (validate_datasets) and damaged caches treated as missing (issue 14)."""
+"""Data checks on load (validate_datasets) and damaged caches treated as missing."""
 import logging
 import os
 

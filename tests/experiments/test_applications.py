@@ -1,4 +1,4 @@
-"""The application experiments (spec experiments.md §3-§5) end to end on generated raw files.
+"""The application experiments (credit_assignment, data_valuation, babble_reduce) end to end on generated raw files.
 
 Neither the Babble Labble CDR database nor the MultiNLI bundle is reachable offline, so
 :mod:`tests.experiments.app_fixtures` writes small files in their exact formats. The
@@ -152,7 +152,7 @@ def test_babble_reduce_path_shares_one_random_state_as_the_original(cdr, tmp_pat
 
 
 def test_babble_reduce_without_sample_weights_runs_unweighted(cdr, tmp_path):
-    # The original crashed here (BUG, spec §5.1): now an unweighted run.
+    # The original crashed here (it indexed None): now an unweighted run.
     exp = BabbleReduce(br_config(data_dir=str(cdr["data_dir"]), sample_weights=False,
                                  save_reduced_dir=str(tmp_path / "reduced")), out_dir=tmp_path, progress=False)
     R = exp.run()

@@ -1,4 +1,4 @@
-"""The fast single-linkage clustering and the clustered-group pools (ss_logreg §3 phase 5)."""
+"""The fast single-linkage clustering and the clustered-group pools (ss_logreg's phase 5)."""
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fclusterdata

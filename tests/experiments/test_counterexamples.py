@@ -1,4 +1,4 @@
-"""The counterexamples experiment (spec experiments.md §2, §13) against independent oracles."""
+"""The counterexamples experiment against independent oracles."""
 import collections
 import os
 import subprocess
@@ -23,7 +23,7 @@ from experiments.counterexamples import (
 )
 from tests.conftest import REPO_ROOT, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 
-# Spec §2.3 table: N_train, D, #subsets, K set of phase 4.
+# The original's datasets: N_train, D, #subsets, K set of phase 4.
 TABLE = {
     "gauss": (40, 5, 10700, (2, 5, 10, 15)),
     "fixed": (8, 2, 84, (1, 2, 4, 6)),

@@ -1,4 +1,4 @@
-"""The original's public API for notebooks (spec figures.md, "Runs are loaded with ..."):
+"""The original's public API for notebooks (how the figures notebook loads runs):
 ``<ExperimentClass>.load_run(run_id, out_dir=..., phase_indices=[...], verbose=False)``,
 then ``E.R``, ``E.config``, ``E.num_train`` and ``E.get_simple_subset_tags()``."""
 import numpy as np

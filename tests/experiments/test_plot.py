@@ -1,4 +1,4 @@
-"""Plot helpers (spec experiments.md §9 and figures.md §1.0), on the Agg backend."""
+"""Plot helpers of plot_all and the figures notebook, on the Agg backend."""
 import re
 import warnings
 

@@ -86,7 +86,7 @@ def test_bad_configs_fail_when_built(kwargs, match):
 
 
 def test_rng_fingerprints_of_the_random_groups():
-    # spec §3 phase 5: legacy RandomState(0).choice(n, s, replace=False) draws.
+    # Phase 5's random groups: legacy RandomState(0).choice(n, s, replace=False) draws, as the original.
     assert list(np.random.RandomState(0).choice(20000, 50, replace=False)[:8]) == [
         19134, 4981, 16643, 19117, 5306, 230, 3148, 11525]
     assert list(np.random.RandomState(0).choice(1800, 4, replace=False)) == [597, 831, 1174, 467]
@@ -260,7 +260,7 @@ def test_small_groups_actual_close_to_newton_and_first_order(wellcond_run):
     actl, pred, newt = (np.asarray(R[k])[small] for k in
                         ("subset_self_actl_infl", "subset_self_pred_infl", "subset_self_newton_infl"))
     big = np.abs(actl) > 1e-8
-    # The spec's 5 % bound (§7 D.23) is for n = 2000; on this n = 600 set the removed
+    # The original's 5 % bound is for n = 2000; on this n = 600 set the removed
     # point's own loss has a second-order error of order its leverage (up to ~8 % here),
     # which the one-step Newton approximation removes: Newton must meet 5 %, first
     # order 10 %, and Newton must be at least as close in 90 % of the groups.
@@ -369,7 +369,7 @@ def test_resume_after_interruption_gives_identical_results(binary_run, tmp_path,
     for key in ("subset_newton_dparam", "subset_fixed_test_actl_infl", "subset_self_pparam_infl"):
         assert_close(R[key], binary_run.R[key], 0, what=key)
     with pytest.raises(ConfigMismatchError, match="--force-refresh"):
-        # inverse_vp_method is not in the run id (spec QUIRK: such runs shared a folder).
+        # inverse_vp_method is not in the run id (a quirk kept: such runs shared a folder).
         SubsetInfluenceLogreg(dict(cfg, inverse_vp_method="lu"), out_dir=tmp_path).check_config()
 
 
@@ -402,7 +402,7 @@ def test_plot_all_writes_the_spec_files(binary_run):
         expected |= {f"fixed-test-{idx}_{q}_{pair}.png" for q in ("loss", "margin")
                      for pair in ("actl-pred", "actl-newton", "pred-newton", "actl-pparam", "actl-nparam")}
         expected.add(f"sizes_fixed-test-{idx}_loss.png")
-    assert base == expected and len(base) == 77  # spec §5: 77 base files for binary explicit range
+    assert base == expected and len(base) == 77  # the original's 77 base files for a binary explicit range run
     assert all((binary_run.base_dir / "plots" / n).stat().st_size > 0 for n in names)
 
 

@@ -3,7 +3,7 @@
 The folders are written with :mod:`datasets.storage` (``save_result`` /
 ``save_json``) using the original's exact key names and shapes:
 
-* ``ss_logreg`` master-only summaries (ss_logreg.md §1.5): a binary run with all 15
+* ``ss_logreg`` master-only summaries: a binary run with all 15
   keys (hospital), a multiclass run with 10 (mnist), a normal run with phase files
   (breast_cancer), and a run that is missing (spam); part of hospital's
   regularisation sweep;
@@ -243,7 +243,7 @@ def executed(fake_outputs, tmp_path_factory):
     """Run the notebook once against the fake outputs; returns (notebook, plot_dir, stdout).
 
     It runs as a user runs it: ``scripts/run_figures.py`` without flags, the folders
-    given only by ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` (issue 14: the flags'
+    given only by ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` (the flags'
     defaults used to override them), on a kernel that runs this interpreter.
     """
     import nbformat
@@ -454,7 +454,7 @@ def test_env_settings(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- the run registry
-# The run ids of figures.md §1.0 and §1.4, written out.
+# The run ids the paper's figures read, written out.
 SPEC_RUN_IDS = [
     (fd.ss_logreg_run("hospital", 100), "ss_logreg", "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"),
     (fd.ss_logreg_run("mnist", 100), "ss_logreg", "mnist_ihvp-cg_seed-0_sizes-0.0025-0.25_num-100"),
