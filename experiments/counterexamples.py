@@ -31,8 +31,7 @@ the diffuse cloud of the published figure comes from float32 rounding in the ori
 (TensorFlow 1 float32 gradients, Hessian and Cholesky), which the least-squares
 construction amplifies. Both variants are produced here: run id ``gauss4`` (float64,
 the default: the straight line) and ``gauss4_float32`` (``--float32``: the float32
-numerics of the original, a scattered cloud; measured here Spearman 0.18, ranges
-about [-3.1, 2.8] x [-3.7, 1.5]). The float32 variant is an emulation (this project's
+numerics of the original, a scattered cloud). The float32 variant is an emulation (this project's
 float32 kernels), not the original TF 1 code: the test point has norm ~1e11 and the
 influences are float32 dot products of size ~1 cancelling terms of size ~1e7, so the
 cloud depends on rounding and summation order and matches the published one in
