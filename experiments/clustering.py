@@ -171,7 +171,7 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
 
     One thread makes the labels independent of the core count (sklearn's OpenMP
     reductions sum the centres in a thread-dependent order, which changes labels); a
-    second thread gains little (docs/performance.md).
+    second thread gains little.
     """
     return [cluster_part_one_thread(X, part, n_init, seed) for part in pool_parts(X.shape[0])]
 
