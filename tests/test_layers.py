@@ -4,9 +4,12 @@
 ``codalab/``: no import of our own packages runs upward, none hides inside a function (a
 lazy import is how a cycle is usually dodged), and nothing outside ``scripts/_bootstrap.py``
 edits ``sys.path`` on import. No module outside ``influence/`` touches the model's private
-tensors (``_tensors``).
+tensors (``_tensors``), and no module at all (package code, scripts, the notebook, tests)
+uses a ``_private`` name of another module (the rule is stated in the comment before
+``PRIVATE_SCOPE``).
 """
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -205,8 +208,6 @@ def private_uses(tree, own: set[str], defined_elsewhere: set[str]):
 
 
 def _notebook_source(path: Path) -> str:
-    import json
-
     cells = json.loads(path.read_text())["cells"]
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     # IPython magics and shell escapes are not Python.
