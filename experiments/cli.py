@@ -44,8 +44,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ConfigMismatchError
                                                 storage.StorageError, DownloadError)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# What --worker prints (run_cli handles --worker before the script's body).
-WORKER_NOTICE = execution.worker_notice()
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,6 @@ ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 ENV_TIMEOUT = "INFLUENCE_DASK_TIMEOUT"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 WORKER_PLACEHOLDER = "tcp://SCHEDULER_HOST:8786"
-MODES = ("embedded", "local", "remote")
 
 
 class SchedulerUnreachableError(ConfigError):
