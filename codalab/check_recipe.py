@@ -6,6 +6,7 @@ Reads ``codalab/*.sh``, joins continued lines, finds each ``python scripts/NAME.
 and ``bash codalab/NAME.sh`` reference, and checks the script exists and that every
 ``--flag`` appears in the script's ``--help`` output.
 """
+import functools
 import re
 import subprocess
 import sys
@@ -15,14 +16,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CODALAB = REPO_ROOT / "codalab"
 
 
-def script_flags(script: Path, cache={}) -> set[str]:
-    if script not in cache:
-        out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                             cwd=REPO_ROOT, timeout=300)
-        if out.returncode != 0:
-            raise RuntimeError(f"{script.name} --help failed: {out.stderr[-500:]}")
-        cache[script] = set(re.findall(r"--[a-z0-9][a-z0-9-]*", out.stdout))
-    return cache[script]
+@functools.cache
+def script_flags(script: Path) -> set[str]:
+    """The ``--flags`` in ``script --help`` (run once per script)."""
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"{script.name} --help failed: {out.stderr[-500:]}")
+    return set(re.findall(r"--[a-z0-9][a-z0-9-]*", out.stdout))
 
 
 def check() -> list[str]:

@@ -4,5 +4,5 @@ Use :func:`datasets.loader.load_dataset` and :func:`datasets.loader.load_supplem
 Modules: ``common`` (DataSet, Datasets, helpers), ``download`` (verified atomic downloads),
 ``hospital``, ``spam``, ``mnist``, ``cifar10``, ``processed_animals`` (dogfish, animals),
 ``babble`` (cdr, reduced_cdr and supplements), ``mnli``, ``sklearn_data``, ``synthetic``;
-``safe_pickle`` reads third-party pickles without running code. Spec: ``datasets.md``.
+``safe_pickle`` reads third-party pickles without running code. See docs/design.md, 'Datasets and preprocessing'.
 """

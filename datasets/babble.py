@@ -1,8 +1,9 @@
-"""``cdr``, ``reduced_cdr`` and the CDR supplements: Babble Labble CDR (spec ``datasets.md`` §6).
+"""``cdr``, ``reduced_cdr`` and the CDR supplements: Babble Labble CDR (see docs/design.md,
+'Datasets and preprocessing').
 
 Source: the Snorkel/Babble Labble SQLite database ``babble/cdr.db`` (CodaLab bundle
 ``0x38e021ee339a4f6aa21d9c4a16c1b7ee``). Tables and the columns used, read **by name**
-(the original assumed positional column orders in places; §6 port note):
+(the original assumed positional column orders in places):
 
 * ``candidate(id, split)``: split 0 = train, 1 = dev, 2 = test;
 * ``label(value, candidate_id, key_id)``: one row per labelling-function (LF) vote,
@@ -13,13 +14,13 @@ Source: the Snorkel/Babble Labble SQLite database ``babble/cdr.db`` (CodaLab bun
 "Table order" below is the order of a full scan of the table (``SELECT ... FROM t NOT
 INDEXED``, i.e. the original's ``select *``), never an index order.
 
-``cdr`` (§6.1): train/validation rows are the ``label`` rows of split-0/1 candidates, in
+``cdr``: train/validation rows are the ``label`` rows of split-0/1 candidates, in
 table order (a candidate labelled by k LFs appears k times) with label (vote + 1) / 2;
 test has one row per split-2 candidate, in candidate-table order, labelled (gold + 1) / 2
 (joined on candidate id). ``x`` is a float32 CSR matrix of width ``max(feature.key_id)``
 holding each row's candidate features. Sparse x is only meant for ``babble_reduce``.
 
-Supplements (§6.3), all aligned with those rows:
+Supplements, all aligned with those rows:
 
 * ``cdr_weights``: ``[w_train, w_dev, w_test]`` float64; a row of a candidate with k
   votes weighs 1/k; test weights are ones.
@@ -40,7 +41,7 @@ Caches in ``babble/`` (no pickle; ragged per-split lists become one key per spli
 ``columns``) and ``cdr_gold_labels.npz`` (``gold_labels``, ``columns``) instead of the
 original's pandas pickles. One pass over the database writes all of them.
 
-``reduced_cdr`` (§6.2) needs the output of the ``babble_reduce`` experiment, written with
+``reduced_cdr`` needs the output of the ``babble_reduce`` experiment, written with
 :func:`save_reduced_cdr` (format below); it is densified and cached as
 ``babble/reduced_cdr.npz`` / ``babble/reduced_cdr_nonfires.npz`` together with the
 sha256 of the file they came from, so a newer ``babble_reduce`` output is never masked by
@@ -64,8 +65,16 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from datasets.common import (DataSet, DatasetIntegrityError, Datasets, get_dataset_dir, load_sparse,
-                             read_cache, read_sparse_cache, save_sparse)
+from datasets.common import (
+    DataSet,
+    DatasetIntegrityError,
+    Datasets,
+    get_dataset_dir,
+    load_sparse,
+    read_cache,
+    read_sparse_cache,
+    save_sparse,
+)
 from datasets.download import file_digest, maybe_download
 from datasets.storage import load_arrays, save_arrays
 
@@ -238,7 +247,7 @@ def build_caches(babble_dir: Path, tables: BabbleTables, name: str = "cdr") -> N
     features = _feature_matrix(t, index)
     vote_rows = index.rows(t.label_candidate, "label.candidate_id")
     vote_split = t.candidate_split[vote_rows]
-    # Each vote row of a candidate with k votes weighs 1/k (§6.3 cdr_weights).
+    # Each vote row of a candidate with k votes weighs 1/k (``cdr_weights``).
     _, inverse, counts = np.unique(t.label_candidate, return_inverse=True, return_counts=True)
     vote_weight = 1.0 / counts[inverse.reshape(-1)]
 
@@ -280,7 +289,7 @@ def build_caches(babble_dir: Path, tables: BabbleTables, name: str = "cdr") -> N
     save_arrays(paths["nonfires_labels"], labels=nonfires_labels.astype(np.float64))
     save_arrays(paths["LF_labels"], LF_labels=lf_labels, columns=np.array(["value", "candidate_id", "key_id"]))
     save_arrays(paths["gold_labels"], gold_labels=gold_labels, columns=np.array(["value", "candidate_id"]))
-    # Written last: its presence marks the cdr cache as complete (§6.1 step 7).
+    # Written last: its presence marks the cdr cache as complete.
     save_arrays(paths["labels"], **{f"labels_{s}": labels[s].astype(np.float64) for s in SPLITS})
     logger.info("%s: train %s, dev %s, test %s, nonfires %s, %d features; caches written to %s", name,
                 xs[0].shape[0], xs[1].shape[0], xs[2].shape[0], nonfires_x.shape[0], features.shape[1], babble_dir)
@@ -300,7 +309,7 @@ def _compare_with_positional_gold(t: BabbleTables, joined: np.ndarray) -> None:
 
     The original took ``gold_label`` rows with ``candidate_id >= min(test id)`` ordered by
     candidate id and paired them with the test candidates by position; here they are
-    joined on candidate id (§6 port note). Both agree on a well-formed database.
+    joined on candidate id. Both agree on a well-formed database.
     """
     if not np.any(t.candidate_split == 2):
         return

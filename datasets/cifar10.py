@@ -1,4 +1,4 @@
-"""``cifar10`` and ``cifar10_small`` (spec ``datasets.md`` §4; not used in the paper runs).
+"""``cifar10`` and ``cifar10_small`` (see docs/design.md, 'Datasets and preprocessing'; not used in the paper runs).
 
 Raw file: ``cifar10/cifar-10-python.tar.gz`` (MD5 c58f30108f718f92721af3b95e74349a),
 extracted to ``cifar10/cifar-10-batches-py/`` (``data_batch_1`` ... ``data_batch_5``,

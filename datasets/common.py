@@ -1,6 +1,7 @@
-"""Shared dataset containers and helpers (spec ``datasets.md`` §0)."""
+"""Shared dataset containers and helpers."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -68,14 +69,19 @@ class DataSet:
         x = self._x.tocsr() if sp.issparse(self._x) and not hasattr(self._x, "__getitem__") else self._x
         return DataSet(x[indices], self._labels[indices], rng=rng, seed=seed)
 
+    # clone and the mini-batching below are the original's interface, kept for code written
+    # against it; this suite's computations use whole splits and never call them.
     def clone(self) -> "DataSet":
-        ds = DataSet(self._x, self._labels, rng=self._rng)
-        ds._index_in_epoch = self._index_in_epoch
+        """A DataSet on the same ``x`` and ``labels`` arrays (not copied) with a copy of the
+        batching state (random state, epoch order, position): it then draws the same batches
+        as this one, independently of it."""
+        ds = copy.copy(self)
+        ds._rng = copy.deepcopy(self._rng)
         ds._epoch_indices = self._epoch_indices.copy()
         return ds
 
-    # Mini-batching, kept from the original for interface compatibility.
     def initialize_indices(self) -> None:
+        """Reset the batching state: the next batch starts a new epoch."""
         self._index_in_epoch = self.num_examples
         self._epoch_indices = np.arange(self.num_examples)
 
@@ -88,6 +94,8 @@ class DataSet:
         return take
 
     def next_batch_indices(self, batch_size: int) -> np.ndarray:
+        """The next ``batch_size`` row indices: each epoch is a fresh permutation of the rows
+        drawn from the DataSet's random state, and a batch runs on into the next epoch."""
         if self.num_examples == 0:
             raise ValueError("cannot draw batches from an empty DataSet")
         parts, need = [], batch_size
@@ -98,10 +106,12 @@ class DataSet:
         return np.concatenate(parts)
 
     def next_batch(self, batch_size: int):
+        """``(x[idx], labels[idx])`` for ``idx = next_batch_indices(batch_size)``."""
         idx = self.next_batch_indices(batch_size)
         return self._x[idx], self._labels[idx]
 
     def next_batch_with_indices(self, batch_size: int):
+        """``(x[idx], labels[idx], idx)`` for ``idx = next_batch_indices(batch_size)``."""
         idx = self.next_batch_indices(batch_size)
         return self._x[idx], self._labels[idx], idx
 
@@ -129,7 +139,7 @@ def _dense(x) -> np.ndarray:
 
 
 def center_data(datasets: Datasets) -> Datasets:
-    """Subtract the train column mean from every split (spec ``datasets.md`` §0.2).
+    """Subtract the train column mean from every split (as the original).
 
     Sparse x is densified. ``None`` splits stay ``None``.
     """
@@ -155,21 +165,22 @@ def append_bias(datasets: Datasets) -> Datasets:
 
 # --------------------------------------------------------------------------- integrity
 class DatasetIntegrityError(ValueError):
-    """Raw data does not have the structure or size the spec states (``datasets.md``)."""
+    """Raw data does not have the structure or size its loader expects (see docs/design.md,
+    'Datasets and preprocessing')."""
 
 
 def check_expected(what: str, got, expected, strict: bool = True) -> None:
     """Raise :class:`DatasetIntegrityError` (or only warn if not ``strict``) when ``got != expected``.
 
-    The spec marks some sizes "verify" (they are turned into runtime checks here);
-    inferred sizes are only warned about, so that smaller, format-exact test files load.
+    Sizes the original's data are known to have are checked (``strict``); sizes that were
+    only inferred are warned about, so that smaller, format-exact test files load.
     """
     if got == expected:
         return
     message = f"{what}: expected {expected}, got {got}"
     if strict:
         raise DatasetIntegrityError(message + " (corrupt or different raw data?)")
-    logger.warning("%s (the spec's size is inferred; continuing)", message)
+    logger.warning("%s (an inferred size; continuing)", message)
 
 
 # --------------------------------------------------------------------------- validation
@@ -182,15 +193,15 @@ class DatasetValidationError(ValueError):
 SPLIT_NAMES = ("train", "validation", "test")
 # Elements checked per block, so that a large dense x (mnli: 392,702 x 600) never needs
 # a full boolean copy.
-_CHECK_BLOCK = 1 << 22
+CHECK_BLOCK = 1 << 22
 
 
-def _first_nonfinite(values: np.ndarray) -> tuple[int, int]:
+def first_nonfinite(values: np.ndarray) -> tuple[int, int]:
     """``(count, first flat index)`` of the non-finite entries of a 1-D or 2-D array (count 0: none)."""
     flat = values.reshape(-1) if values.flags.c_contiguous else np.ravel(values)
     count, first = 0, -1
-    for start in range(0, flat.size, _CHECK_BLOCK):
-        block = flat[start:start + _CHECK_BLOCK]
+    for start in range(0, flat.size, CHECK_BLOCK):
+        block = flat[start:start + CHECK_BLOCK]
         if np.isfinite(block).all():  # the fast path: one reduction, no index search
             continue
         bad = np.flatnonzero(~np.isfinite(block))
@@ -207,7 +218,7 @@ def _check_x(name: str, split: str, x) -> None:
     if sp.issparse(x):
         # Only the stored values can be non-finite: check .data, then locate the first one.
         m = x if x.format in ("csr", "csc", "coo") else x.tocsr()
-        count, k = _first_nonfinite(np.asarray(m.data))
+        count, k = first_nonfinite(np.asarray(m.data))
         if count:
             if m.format == "coo":
                 row, col = int(m.row[k]), int(m.col[k])
@@ -216,7 +227,7 @@ def _check_x(name: str, split: str, x) -> None:
                 inner = int(m.indices[k])
                 row, col = (outer, inner) if m.format == "csr" else (inner, outer)
     else:
-        count, k = _first_nonfinite(np.asarray(x))
+        count, k = first_nonfinite(np.asarray(x))
         if count:
             row, col = divmod(k, x.shape[1])
     if count:
@@ -231,7 +242,7 @@ def _check_labels(name: str, split: str, labels: np.ndarray) -> None:
     if labels.dtype.kind not in "biuf":
         raise DatasetValidationError(f"{where} must be numeric class indices; got dtype {labels.dtype}")
     if labels.dtype.kind == "f":
-        count, k = _first_nonfinite(labels)
+        count, k = first_nonfinite(labels)
         if count:
             raise DatasetValidationError(f"{where} have {count} non-finite value(s) (NaN or infinite); "
                                          f"the first is at index {k}")

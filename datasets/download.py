@@ -1,4 +1,4 @@
-"""Verified, atomic downloads and archive extraction (spec ``datasets.md`` §0.1, §9).
+"""Verified, atomic downloads and archive extraction.
 
 The original fetched with ``urllib.urlretrieve`` straight to the final name, with no
 checksum, so an interrupted download was later treated as complete. Here:
@@ -113,14 +113,6 @@ def _mismatches(path: Path, expected: dict[str, str]) -> dict[str, str]:
         if got != want:
             bad[algorithm] = got
     return bad
-
-
-def verify_file(path: str | os.PathLike, sha256: str | None = None, md5: str | None = None) -> bool:
-    """True if ``path`` exists and matches every given digest (True if none is given)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    return not _mismatches(path, _expected_digests(sha256, md5))
 
 
 # --------------------------------------------------------------------------- fetching

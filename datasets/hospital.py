@@ -1,8 +1,8 @@
-"""``hospital``: UCI "Diabetes 130-US hospitals for years 1999-2008" (spec ``datasets.md`` §1).
+"""``hospital``: UCI "Diabetes 130-US hospitals for years 1999-2008" (see docs/design.md, 'Datasets and preprocessing').
 
 The paper calls it "Diabetes". Label 1 = readmitted within 30 days (``<30``), 0 otherwise.
 
-Preprocessing (§1, in order): 8 numeric columns, then 31 categorical columns one-hot
+Preprocessing, in order: 8 numeric columns, then 31 categorical columns one-hot
 encoded with sorted categories (one indicator for binary variables, one constant column
 for single-category variables); ``RandomState(2)`` shuffles the positive then the negative
 indices; train = first 10,000 of each (pos then neg, then shuffled); test = the rest (pos
@@ -13,9 +13,10 @@ with 1,357 positives, labels int64 0/1. Cached as ``hospital/hospital.npz`` (key
 ``X_train``, ``Y_train`` (+1/-1 int8), ``lr_Y_train`` (0/1), ``X_test``, ``Y_test``,
 ``lr_Y_test``); a cache hit does not touch the CSV.
 
-Modernisation (README decision 6): pandas >= 2 reads the literal ``None`` (meaning "not
-measured" in ``max_glu_serum`` and ``A1Cresult``) as NaN, which would drop a category
-and give 125 features; the CSV is read with ``keep_default_na=False``.
+Modernisation (docs/design.md, 'Where this suite differs from the original'):
+pandas >= 2 reads the literal ``None`` (meaning "not measured" in ``max_glu_serum`` and
+``A1Cresult``) as NaN, which would drop a category and give 125 features; the CSV is
+read with ``keep_default_na=False``.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ ARCHIVE_NAME = "dataset_diabetes.zip"
 ARCHIVE_URLS = ("https://archive.ics.uci.edu/ml/machine-learning-databases/00296/dataset_diabetes.zip",)
 # sha256 of the archive published with the test data (../shared/data/SHA256SUMS).
 ARCHIVE_SHA256 = "3a17a3b55b6dd4a1926703185c0ad8e2ed30bc8e2f9b927cdd1000b733d1de8e"
-# The current UCI page serves a differently laid out archive (§1): search it for the CSV.
+# The current UCI page serves a differently laid out archive: search it for the CSV.
 CURRENT_UCI_URL = ("https://archive.ics.uci.edu/static/public/296/"
                    "diabetes+130-us+hospitals+for+years+1999-2008.zip")
 CURRENT_UCI_NAME = "diabetes+130-us+hospitals+for+years+1999-2008.zip"
@@ -69,19 +70,19 @@ LABEL_COLUMN = "readmitted"
 SPLIT_SEED = 2
 NUM_TRAIN_PER_CLASS = 10_000
 
-# Sizes the spec asks to verify (§1 "Shapes"); checked when the full CSV is processed.
+# Sizes of the original's data; checked when the full CSV is processed.
 EXPECTED_ROWS = 101_766
 EXPECTED_FEATURES = 127
 EXPECTED_POSITIVES = 11_357
 
 
 def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``diabetic_data.csv`` keeping ``None`` and ``?`` as strings (decision 6)."""
+    """Read ``diabetic_data.csv`` keeping ``None`` and ``?`` as strings (see the module docstring)."""
     return pd.read_csv(path, keep_default_na=False)
 
 
 def featurize(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Steps 3-5 of §1: ``(X, Y)`` with X a float32 frame and Y int8 in {+1, -1}.
+    """Feature columns and labels: ``(X, Y)`` with X a float32 frame and Y int8 in {+1, -1}.
 
     Y = +1 for ``readmitted == '<30'`` (code 0 of the sorted categories
     ``['<30', '>30', 'NO']``), -1 otherwise.
@@ -93,7 +94,7 @@ def featurize(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     for name in CATEGORICAL_COLUMNS:
         cat = pd.Categorical(df[name])
         # A binary variable keeps one indicator (the second sorted category, e.g.
-        # change_No); 1 or >= 3 categories keep one column per category (§1 step 4).
+        # change_No); 1 or >= 3 categories keep one column per category.
         dummies = pd.get_dummies(cat, prefix=name, drop_first=len(cat.categories) == 2)
         dummies.index = df.index
         parts.append(dummies.astype(np.float32))
@@ -107,7 +108,7 @@ def featurize(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 
 def split_indices(Y: np.ndarray, num_train_per_class: int = NUM_TRAIN_PER_CLASS,
                   seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Step 7 of §1: ``(train_idx, test_idx)`` from one ``RandomState(seed)``, in this call order."""
+    """The train/test split: ``(train_idx, test_idx)`` from one ``RandomState(seed)``, in this call order."""
     rng = np.random.RandomState(seed)
     pos_idx = np.where(Y == 1)[0]
     neg_idx = np.where(Y == -1)[0]
@@ -125,7 +126,7 @@ def split_indices(Y: np.ndarray, num_train_per_class: int = NUM_TRAIN_PER_CLASS,
 
 
 def process_hospital(df: pd.DataFrame, num_train_per_class: int = NUM_TRAIN_PER_CLASS) -> dict[str, np.ndarray]:
-    """All of §1 on a data frame; returns the cache arrays (``CACHE_KEYS``)."""
+    """All of the preprocessing on a data frame; returns the cache arrays (``CACHE_KEYS``)."""
     X, Y = featurize(df)
     train_idx, test_idx = split_indices(Y, num_train_per_class)
     values = X.to_numpy(dtype=np.float32)
@@ -186,7 +187,7 @@ def ensure_csv(dataset_dir: Path, progress: bool = True) -> Path:
 
     Tries the historic archive (sha256-verified), then the current UCI archive (no
     published digest: its CSV is compared with the known CSV digest and the processed
-    data is checked against the spec's sizes).
+    data is checked against the original's sizes).
     """
     csv_path = dataset_dir / CSV_RELPATH
     if csv_path.is_file():
@@ -221,7 +222,7 @@ def load_hospital(data_dir=None, force_refresh: bool = False, progress: bool = T
         digest = file_digest(csv_path)
         if digest != CSV_SHA256:
             logger.warning("%s differs from the known release (sha256 %s); relying on the size "
-                           "checks of the spec", csv_path, digest)
+                           "checks", csv_path, digest)
         df = read_csv(csv_path)
         check_expected(f"number of rows of {csv_path}", len(df), EXPECTED_ROWS)
         arrays = process_hospital(df)

@@ -1,4 +1,4 @@
-"""The dataset registry (spec ``datasets.md`` §0.4).
+"""The dataset registry (see docs/design.md, 'Datasets and preprocessing').
 
 ``DATASETS`` maps every dataset id of the original registry (plus the offline datasets
 added by this project) to its loader; ``SUPPLEMENTS`` maps supplement ids to theirs.
@@ -67,7 +67,7 @@ SUPPLEMENTS: dict[str, Callable[..., Any]] = {
 
 # Ids that need no download and no files: usable on a machine with no network.
 OFFLINE_DATASETS = ("breast_cancer", "digits", "synthetic_binary", "synthetic_multiclass")
-# The ids of the original release's registry (§0.4), in its order.
+# The ids of the original release's registry, in its order.
 ORIGINAL_DATASETS = ("mnist", "mnist_small", "spam", "hospital", "cifar10", "cifar10_small", "cdr",
                      "reduced_cdr", "mnli", "dogfish", "animals")
 
@@ -81,7 +81,7 @@ def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool =
     """Load ``dataset_id`` (downloading and caching under ``data_dir`` if needed).
 
     ``center_data`` subtracts the train column means, then ``append_bias`` appends a
-    column of ones (in that order, §0.4); both densify sparse x. The loaded data are
+    column of ones (in that order, as the original); both densify sparse x. The loaded data are
     checked first (:func:`datasets.common.validate_datasets`: finite values, integer
     labels, at least two training classes, consistent shapes), so a bad dataset stops
     with :class:`datasets.common.DatasetValidationError` before anything uses it.

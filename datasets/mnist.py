@@ -1,4 +1,4 @@
-"""``mnist`` and ``mnist_small`` (spec ``datasets.md`` §3).
+"""``mnist`` and ``mnist_small`` (see docs/design.md, 'Datasets and preprocessing').
 
 Raw files: the four gzipped IDX files of MNIST under ``mnist/``, verified by their
 published MD5s and fetched from yann.lecun.com or its usual mirrors.
@@ -49,7 +49,7 @@ TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
-# Published MD5s [external, §3]; file sizes 9,912,422 / 28,881 / 1,648,877 / 4,542 bytes.
+# The MD5s published with the files; file sizes 9,912,422 / 28,881 / 1,648,877 / 4,542 bytes.
 FILES_MD5 = {
     TRAIN_IMAGES: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     TRAIN_LABELS: "d53e105ee54ea40749a09fcbcd1e9432",
@@ -121,7 +121,7 @@ def ensure_files(dataset_dir: Path, progress: bool = True) -> dict[str, Path]:
 
 def load_mnist_from_dir(directory: str | os.PathLike, validation_size: int = DEFAULT_VALIDATION_SIZE,
                         expected_sizes: bool = False) -> Datasets:
-    """Parse the four IDX files in ``directory`` into train / validation / test (§3).
+    """Parse the four IDX files in ``directory`` into train / validation / test.
 
     Images become float32 pixel / 255, flattened to (n, rows * cols); labels stay uint8.
     """
@@ -161,7 +161,7 @@ def small_indices(n_train: int, seed: int = 0) -> np.ndarray:
     """Training rows kept by ``mnist_small``: ``RandomState(seed).shuffle(arange(n_train))[:n_train // 10]``.
 
     For ``n_train = 55000``, ``seed = 0`` the first ten are 2921, 53711, 27402, 14832,
-    49726, 10701, 24413, 18057, 52822, 24651 (§3).
+    49726, 10701, 24413, 18057, 52822, 24651.
     """
     perm = np.arange(n_train)
     np.random.RandomState(seed).shuffle(perm)

@@ -1,4 +1,4 @@
-"""``mnli`` and its supplements: MultiNLI with pre-computed features (spec ``datasets.md`` §7).
+"""``mnli`` and its supplements: MultiNLI with pre-computed features (see docs/design.md, 'Datasets and preprocessing').
 
 The features were computed outside the original repository; the files come from the
 CodaLab bundle ``0x5258e3771b974983abfb10bfa75e207d`` (the original symlinked it as

@@ -1,9 +1,9 @@
 """Generated MultiNLI bundles in the exact format :mod:`datasets.mnli` reads, at any size.
 
-The pre-processed bundle (CodaLab ``0x5258e3771b974983abfb10bfa75e207d``, spec
-``datasets.md`` §7) and its annotator files are not reachable offline, so the real-size
-credit-assignment run is measured on files generated here. :func:`write_mnli_bundle`
-writes into ``{data_dir}/multinli_1.0/``:
+The pre-processed bundle (CodaLab ``0x5258e3771b974983abfb10bfa75e207d``; see
+docs/design.md, 'Datasets and preprocessing') and its annotator files are not reachable
+offline, so the real-size credit-assignment run is measured on files generated here.
+:func:`write_mnli_bundle` writes into ``{data_dir}/multinli_1.0/``:
 
 * ``mnli.npz``: ``x0`` float32 (num_train, num_columns), ``lab0`` int64, ``x2`` float32
   (num_test, num_columns), ``lab2`` int64 (the loader keeps the first 600 columns; the
@@ -245,7 +245,8 @@ class _Generator:
             yield block.astype(np.float32)
 
 
-def _jsonl(path: Path, labels, genres, authors, unlabelled: int, rng: np.random.RandomState, prefix: str) -> None:
+def write_annotator_jsonl(path: Path, labels, genres, authors, unlabelled: int, rng: np.random.RandomState,
+                          prefix: str) -> None:
     """MultiNLI-style lines; ``unlabelled`` extra ``-`` lines are interleaved at random positions."""
     n = len(labels)
     extra = np.sort(rng.choice(n + unlabelled, unlabelled, replace=False)) if unlabelled else np.zeros(0, int)
@@ -309,11 +310,13 @@ def write_mnli_bundle(data_dir=None, spec: BundleSpec = BundleSpec()) -> dict:
         _write_npz(tmp / mnli.GENRES_FILE, genres=genres)
         _write_npz(tmp / mnli.NONFIRES_GENRES_FILE, genres=gen.nonfires_genres)
         logger.info("writing the annotator files")
-        _jsonl(tmp / mnli.TRAIN_ANNOTATORS, gen.lab0, gen.train_genres, gen.ids[gen.train_worker], 0, gen.rng, "t")
-        _jsonl(tmp / mnli.MATCHED_ANNOTATORS, gen.lab2, gen.test_genres, gen.test_authors,
-               unlabelled_count(s.num_test, sum(REAL_TEST_CLASSES), REAL_TEST_UNLABELLED), gen.rng, "m")
-        _jsonl(tmp / mnli.MISMATCHED_ANNOTATORS, gen.labn, gen.nonfires_genres, gen.nonfires_authors,
-               unlabelled_count(s.num_nonfires, sum(REAL_NONFIRES_CLASSES), REAL_NONFIRES_UNLABELLED), gen.rng, "x")
+        write_annotator_jsonl(tmp / mnli.TRAIN_ANNOTATORS, gen.lab0, gen.train_genres, gen.ids[gen.train_worker],
+                              0, gen.rng, "t")
+        write_annotator_jsonl(tmp / mnli.MATCHED_ANNOTATORS, gen.lab2, gen.test_genres, gen.test_authors,
+                              unlabelled_count(s.num_test, sum(REAL_TEST_CLASSES), REAL_TEST_UNLABELLED), gen.rng, "m")
+        write_annotator_jsonl(tmp / mnli.MISMATCHED_ANNOTATORS, gen.labn, gen.nonfires_genres, gen.nonfires_authors,
+                              unlabelled_count(s.num_nonfires, sum(REAL_NONFIRES_CLASSES), REAL_NONFIRES_UNLABELLED),
+                              gen.rng, "x")
         folder.mkdir(exist_ok=True)
         for cache in (mnli.IDS_CACHE, mnli.NONFIRES_IDS_CACHE):
             (folder / cache).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""``dogfish`` and ``animals``: pre-computed Inception-v3 features (spec ``datasets.md`` §5).
+"""``dogfish`` and ``animals``: pre-computed Inception-v3 features (see docs/design.md, 'Datasets and preprocessing').
 
 Raw files under ``processed_animals/``: ``{name}_900_300_inception_features_{train,test}.npz``
 with keys ``inception_features_val`` (float (n, 2048)) and ``labels`` (cast to uint8),

@@ -1,8 +1,8 @@
 """Read the two third-party pickle formats the datasets come in, without running code.
 
 Two raw inputs are pickles we do not produce: the CIFAR-10 "python version" batches
-(spec ``datasets.md`` §4: dicts of ``b'data'``/``b'labels'``) and object arrays inside
-the MultiNLI bundle's ``.npz`` files (§7: ``genres`` and, from the original code,
+(dicts of ``b'data'``/``b'labels'``) and object arrays inside the MultiNLI bundle's
+``.npz`` files (``genres`` and, from the original code,
 ``ids`` are per-split lists). ``pickle.load`` on such files would execute any callable a
 tampered file names. :class:`RestrictedUnpickler` instead resolves only the few globals
 needed to rebuild numpy arrays, dtypes and scalars (plus ``_codecs.encode``, which

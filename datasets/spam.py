@@ -1,17 +1,20 @@
-"""``spam``: Enron-Spam, preprocessed "Enron1" (spec ``datasets.md`` §2; paper: "Enron").
+"""``spam``: Enron-Spam, preprocessed "Enron1" (paper: "Enron"; see docs/design.md,
+'Datasets and preprocessing').
 
-Preprocessing (§2, in order): read every file of ``enron1/spam`` then of ``enron1/ham``
+Preprocessing, in order: read every file of ``enron1/spam`` then of ``enron1/ham``
 (bytes decoded as latin-1); lemmatise each document with spaCy keeping alphabetic,
-non-stop, in-vocabulary tokens (see the vocabulary filter below); labels 1 = spam, 0 = ham (float64); shuffle the (document, label) list
-with ``RandomState(0)``; the first ``int(0.8 n)`` documents are train, none validation,
-the rest test; a ``CountVectorizer(min_df=5)`` vocabulary fitted on the train documents
-gives dense int64 count matrices.
+non-stop, in-vocabulary tokens (see the vocabulary filter below); labels 1 = spam, 0 = ham
+(float64); shuffle the (document, label) list with ``RandomState(0)``; the first
+``int(0.8 n)`` documents are train, none validation, the rest test; a
+``CountVectorizer(min_df=5)`` vocabulary fitted on the train documents gives dense int64
+count matrices.
 
 Result on the full corpus: train (4137, V), validation (0, V), test (1035, V), where the
 vocabulary size V depends on the spaCy pipeline and the vocabulary filter (V = 3,294 with
 the defaults below, as in the paper).
 
-Modernisation (README decision 5), documented deviations from the original:
+Modernisation (docs/design.md, 'Where this suite differs from the original'), deviations
+from the original:
 
 * File names are read in sorted order (the original used ``os.listdir`` order, which is
   filesystem-dependent and cannot be recovered).
@@ -57,7 +60,7 @@ logger = logging.getLogger(__name__)
 SUBDIR = "spam"
 ARCHIVE_NAME = "enron1.tar.gz"
 # The AUEB host is also reachable as www2.aueb.gr; plain http because other projects
-# report a broken TLS certificate there (§2). The sha256 guards the bytes either way.
+# report a broken TLS certificate there. The sha256 guards the bytes either way.
 ARCHIVE_URLS = (
     "http://www.aueb.gr/users/ion/data/enron-spam/preprocessed/enron1.tar.gz",
     "http://www2.aueb.gr/users/ion/data/enron-spam/preprocessed/enron1.tar.gz",
@@ -65,7 +68,7 @@ ARCHIVE_URLS = (
 ARCHIVE_SHA256 = "fc85a8d3fa5e9845a7ee572de3e92ae057f7c2be06171818539ef0983da89ad8"
 SOURCE = "Enron-Spam preprocessed Enron1, Metsis, Androutsopoulos and Paliouras 2006"
 CORPUS_DIR = "enron1"
-CLASS_DIRS = (("spam", 1.0), ("ham", 0.0))  # read order and label (§2 steps 2, 4)
+CLASS_DIRS = (("spam", 1.0), ("ham", 0.0))  # read order and label
 SHUFFLE_SEED = 0
 TRAIN_FRACTION = 0.8
 VALID_FRACTION = 0.0
@@ -73,7 +76,7 @@ MIN_DF = 5
 CACHE_KEYS = tuple(f"X_{s}_{part}" for s in ("train", "valid", "test")
                    for part in ("data", "indices", "indptr", "shape")) + ("Y_train", "Y_valid", "Y_test")
 
-# The vocabulary filter of README decision 5 (see the module docstring).
+# The vocabulary filter that replaces the original lexicon (see the module docstring).
 LEXEME_PROB_TABLE = "lexeme_prob"  # spacy_lookups_data.en["lexeme_prob"]: en_lexeme_prob.json(.gz)
 VOCAB_FILTERS = ("lexeme_prob", "none")
 DEFAULT_VOCAB_FILTER = "lexeme_prob"
@@ -125,7 +128,7 @@ _NLP_CACHE: dict = {}
 
 
 def make_nlp():
-    """Build the spaCy pipeline of README decision 5; returns ``(nlp, tag)``.
+    """Build the spaCy pipeline (see the module docstring); returns ``(nlp, tag)``.
 
     The pipeline is built once per process (loading takes a second or two).
     """
@@ -203,7 +206,7 @@ def lemmatize(texts: Sequence[str], nlp, progress: bool = True, keep: frozenset 
     """Each text reduced to the lemmas of its kept tokens, space-joined.
 
     A token is kept when it is alphabetic and not a stop word and, if ``keep`` is given,
-    its text or its lowercase form is in ``keep`` (the word list of README decision 5).
+    its text or its lowercase form is in ``keep`` (the word list of the vocabulary filter).
     """
     from tqdm import tqdm
 
@@ -252,7 +255,7 @@ def shuffle_permutation(n: int, seed: int = SHUFFLE_SEED) -> np.ndarray:
 
 def process_spam_texts(texts: Sequence[str], labels: np.ndarray, nlp, progress: bool = True,
                        keep: frozenset | None = None) -> dict[str, np.ndarray]:
-    """§2 steps 3-7 on raw documents; returns the cache arrays (and ``vocabulary``).
+    """Lemmatise, filter, shuffle, split and vectorise raw documents; returns the cache arrays (and ``vocabulary``).
 
     ``keep`` is the word list of the vocabulary filter (:func:`keep_words`).
     """
@@ -263,7 +266,7 @@ def process_spam_texts(texts: Sequence[str], labels: np.ndarray, nlp, progress: 
 
 
 def vectorize(docs: Sequence[str], labels: np.ndarray) -> dict[str, np.ndarray]:
-    """§2 steps 5-7 on lemmatised documents: shuffle, split, ``CountVectorizer(min_df=5)``."""
+    """The steps after lemmatisation: shuffle, split, ``CountVectorizer(min_df=5)``."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     n = len(docs)

@@ -5,7 +5,8 @@ in the destination folder, flush and fsync it, then ``os.replace`` it over the f
 name), so a crash mid-write never leaves a truncated or half-written result behind.
 
 Result dictionaries are stored as ``.npz`` archives that load with
-``allow_pickle=False`` (README decision 3 of the spec):
+``allow_pickle=False``, so results are safe to load from others (see docs/design.md,
+'Storage format'):
 
 * numpy arrays and Python/numpy scalars are stored as arrays; 0-d arrays load back as
   Python scalars, as in the original framework;
@@ -72,12 +73,12 @@ _NOT_DAMAGE = (FileNotFoundError, PermissionError, IsADirectoryError)
 # Temporary files of atomic_write: ".{name}.{host}.{pid}.{random}.tmp" in the destination
 # folder, so that a later run can tell its own dead temporaries from live ones.
 _TMP_SUFFIX = ".tmp"
-_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 _LEGACY_TMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's
 STALE_TMP_AGE = 3600.0  # seconds without a write after which any temporary is dead
 
 
-def _host() -> str:
+def host_name() -> str:
     return socket.gethostname().replace(".", "_") or "host"
 
 
@@ -85,7 +86,7 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
     """Create ``path``'s temporary with mode 0o666 filtered by the umask (mkstemp would
     force 0o600: results shared on a cluster must be readable as the umask says)."""
     for _ in range(100):
-        tmp = path.parent / f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        tmp = path.parent / f".{path.name}.{host_name()}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
         except FileExistsError:
@@ -140,9 +141,9 @@ def remove_stale_temporaries(folder: str | os.PathLike, max_age: float = STALE_T
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    host, now = _host(), time.time()
+    host, now = host_name(), time.time()
     for tmp in folder.glob(f".*{_TMP_SUFFIX}"):
-        ours, legacy = _TMP_NAME.match(tmp.name), _LEGACY_TMP_NAME.match(tmp.name)
+        ours, legacy = TMP_NAME.match(tmp.name), _LEGACY_TMP_NAME.match(tmp.name)
         if not (ours or legacy):
             continue
         try:
@@ -297,10 +298,6 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     path = Path(path)
     with _open_npz(path) as npz:
         return decode_result(npz)
-
-
-def result_exists(path: str | os.PathLike) -> bool:
-    return Path(path).is_file()
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,4 +1,4 @@
-"""A user's own data from one file: ``--dataset-file`` (issue 13 item 5).
+"""A user's own data from one file: ``--dataset-file``.
 
 Two formats, chosen by the file's suffix:
 
@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.common import DataSet, Datasets, DatasetValidationError, _first_nonfinite, validate_datasets
+from datasets.common import DataSet, Datasets, DatasetValidationError, first_nonfinite, validate_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def _check_x(path, raw: _Raw, name: str) -> np.ndarray:
         _fail(path, f"{name} must be 2-D (n_samples, n_features); got shape {x.shape}")
     if x.shape[1] == 0:
         _fail(path, f"{name} has no features (shape {x.shape})")
-    count, k = _first_nonfinite(x)
+    count, k = first_nonfinite(x)
     if count:
         row, col = divmod(k, x.shape[1])
         _fail(path, f"{name} has {count} NaN or infinite value(s); the first is at {_where(raw, name, row, col)}")
@@ -276,7 +276,7 @@ def _check_vector(path, raw: _Raw, name: str, n_rows: int, what: str) -> np.ndar
     if v.shape[0] != n_rows:
         _fail(path, f"{x_name} has {n_rows} rows but {name} has {v.shape[0]} {what}; they must be equal")
     if v.dtype.kind == "f":
-        count, k = _first_nonfinite(v)
+        count, k = first_nonfinite(v)
         if count:
             _fail(path, f"{name} has {count} NaN or infinite value(s); the first is at {_where(raw, name, k)}")
     return v

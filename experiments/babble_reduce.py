@@ -1,7 +1,7 @@
-"""``babble_reduce``: L1 feature selection that produces ``reduced_cdr`` (spec ``experiments.md`` §5).
+"""``babble_reduce``: L1 feature selection that produces ``reduced_cdr``.
 
 On the sparse ``cdr`` dataset (one training row per labelling-function vote, see
-``datasets.md`` §6) phase 0 fits scikit-learn's L1-penalised logistic regression for ten
+docs/design.md, 'Datasets and preprocessing') phase 0 fits scikit-learn's L1-penalised logistic regression for ten
 regularisation strengths ``reg`` in ``logspace(log10(1e-4 N), log10(1e-1 N), 10)``
 (``C = 1 / reg``, N = #train rows) with the train sample weights, and keeps the
 non-zero coefficients of the fit with the best **validation** F1 (the validation labels
@@ -9,7 +9,7 @@ are LF votes, not gold labels, as in the original). Phase 1 writes the train,
 validation, test and nonfires matrices restricted to those columns through
 :func:`datasets.babble.save_reduced_cdr_files`, where ``reduced_cdr`` reads them.
 
-Model (§5.2): the original used sklearn 0.20's ``LogisticRegression(penalty='l1')``,
+Model: the original used sklearn 0.20's ``LogisticRegression(penalty='l1')``,
 whose default solver was liblinear (tol 1e-4, max_iter 100, intercept_scaling 1; the
 intercept is penalised too). The modern equivalent used here is
 ``LogisticRegression(l1_ratio=1.0, solver='liblinear', C=1/reg, fit_intercept=True,
@@ -61,7 +61,7 @@ SPLIT_NAMES = ("train", "validation", "test")
 def build_config(dataset_id: str = "cdr", data_dir: str | None = None, save_reduced_dir: str | None = None,
                  max_memory: int = int(1e9), fit_intercept: bool = True, sample_weights: bool = True,
                  regularization_type: str = "l1") -> dict[str, Any]:
-    """The config dict of spec §5.1. ``save_reduced_dir`` defaults to ``{data_dir}/babble``."""
+    """The original's config dict. ``save_reduced_dir`` defaults to ``{data_dir}/babble``."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {DATASET_IDS}; got {dataset_id!r} "
                           "(the original raised KeyError here)")
@@ -91,7 +91,7 @@ def run_id_from_config(config: dict[str, Any]) -> str:
 
 def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_type: str = "l1",
                        random_state: np.random.RandomState | None = None):
-    """The modern equivalent of the original's sklearn 0.20 L1 model (spec §5.2).
+    """The modern equivalent of the original's sklearn 0.20 L1 model.
 
     ``random_state`` defaults to a fresh ``RandomState(1)``. liblinear draws its seed from
     it at every ``fit``; the original shared one model (and so one ``RandomState(1)``)
@@ -105,7 +105,7 @@ def make_sklearn_model(reg: float, fit_intercept: bool = True, regularization_ty
 
 def path_random_states(num: int) -> list[tuple]:
     """The state of the original's shared ``RandomState(1)`` before each of ``num`` fits of the
-    path (spec §5.2): every liblinear fit draws one seed from it
+    path: every liblinear fit draws one seed from it
     (``randint(np.iinfo('i').max)`` in scikit-learn's ``_fit_liblinear``), so fit i starts
     from the state after i draws. Lets each fit run on its own (on any worker) exactly as
     on the original's sequential path (tests/experiments/test_babble_reduce_dask.py checks
@@ -178,7 +178,7 @@ class BabbleReduce(ExecutorMixin, DatasetMixin, Experiment):
                 ds_id = self.config["dataset_config"]["dataset_id"]
                 self._weights = list(load_supplemental_info(ds_id + "_weights", data_dir=self.data_dir))
             else:
-                # The original crashed here (BUG, spec §5.1); unweighted instead.
+                # The original crashed here (it indexed None); unweighted instead.
                 self._weights = [None, None, None]
         return self._weights
 

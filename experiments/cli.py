@@ -44,8 +44,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, ConfigMismatchError
                                                 storage.StorageError, DownloadError)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# What --worker prints (run_cli handles --worker before the script's body).
-WORKER_NOTICE = execution.worker_notice()
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +119,8 @@ def run_cli(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace]
     """Parse ``argv``, run ``body(args)`` and return the exit code (see the module docstring).
 
     With ``--worker`` (kept from the original), it prints the ``dask worker`` command for
-    ``--scheduler-address`` (:func:`experiments.execution.worker_notice`) and returns 0. ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
+    ``--scheduler-address`` (:func:`experiments.execution.worker_notice`) and returns 0.
+    ``body`` returns an exit code (``None`` means 0); logging goes to stderr at
     ``log_level`` unless ``configure`` is false. Usage errors return 2, user errors
     print ``error: <one line>`` and return 2, other exceptions print one line and return 1;
     with ``--debug`` the traceback is printed as well.

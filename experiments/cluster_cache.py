@@ -1,6 +1,6 @@
 """A cache of phase 5's clustering labellings, keyed by exactly what they depend on.
 
-A pool's labellings (single linkage, then KMeans for k = 4..128; ss_logreg §3 phase 5)
+A pool's labellings (single linkage, then KMeans for k = 4..128; ss_logreg's phase 5)
 depend only on the matrix (dtype, shape and bytes), KMeans' ``n_init`` and seed, the
 k's, the clustering code (:data:`CLUSTERING_VERSION`, raised whenever
 :mod:`experiments.clustering` changes its results) and the numpy / scipy / scikit-learn

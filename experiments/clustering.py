@@ -1,11 +1,11 @@
-"""Clusterings used to build the ``same_features`` / ``same_grad`` groups (ss_logreg §3 phase 5).
+"""Clusterings used to build the ``same_features`` / ``same_grad`` groups (ss_logreg's phase 5).
 
 :func:`single_linkage_fcluster` is ``scipy.cluster.hierarchy.fclusterdata(X, 1)`` (single
 linkage, Euclidean, ``'inconsistent'`` criterion, t = 1, depth 2) with the pairwise
-distances computed by blocked matrix products instead of ``pdist`` (about 10x faster).
+distances computed by blocked matrix products instead of ``pdist`` (faster).
 For integer-valued features (hospital, spam counts) the products are exact, so the
 distances are bit-identical to ``pdist``; otherwise they agree to rounding, and the tree
-is the same up to exact ties (as with fastcluster, spec §6 E11).
+is the same up to exact ties (as with fastcluster).
 
 :func:`cluster_labels_one_thread` adds the KMeans fits and runs everything on one
 thread (BLAS and OpenMP), so a pool does not depend on the machine's core count and
@@ -30,8 +30,7 @@ def condensed_euclidean(X: np.ndarray, block: int = 256) -> np.ndarray:
     bit for bit for any ``block``; otherwise it agrees with it to rounding, and is the
     same for block sizes that are multiples of each other and of the BLAS kernel's
     unroll (every row then meets the same kernel: a test checks 256 against 2,048; 1 or
-    7 change last bits). Blocks of 256 rows keep the elementwise passes in cache: on
-    hospital's 20,000 x 128 gradients 1.6x faster than the earlier 2,048 (same bits).
+    7 change last bits). Blocks of 256 rows keep the elementwise passes in cache.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     n = X.shape[0]
@@ -171,8 +170,8 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
     """``[single_linkage_fcluster(X, 1)] + kmeans_labels(X)``, on one BLAS/OpenMP thread.
 
     One thread makes the labels independent of the core count (sklearn's OpenMP
-    reductions sum the centres in a thread-dependent order, which changes labels) and
-    costs little: on hospital, two threads made KMeans only 10-15% faster.
+    reductions sum the centres in a thread-dependent order, which changes labels); a
+    second thread gains little.
     """
     return [cluster_part_one_thread(X, part, n_init, seed) for part in pool_parts(X.shape[0])]
 

@@ -1,4 +1,5 @@
-"""The experiment framework (spec ``experiments.md`` §0).
+"""The experiment framework (see docs/design.md, 'Storage format' and
+docs/design.md, 'Run ids and configs').
 
 An :class:`Experiment` has a fixed ``experiment_id`` and a ``run_id`` derived from its
 config; its results live in ``{out_dir}/{experiment_id}/{run_id}/``. Methods decorated
@@ -6,7 +7,7 @@ with :func:`phase` run in increasing index order; each returns a dict saved as
 ``result_{index}-{name}.npz`` (atomically, without pickle: see
 :mod:`datasets.storage`). All results are merged into the flat dict ``self.R``.
 
-Differences from the original, each a fix of a spec QUIRK/BUG:
+Differences from the original, each a fix of one of its quirks or bugs:
 
 * The config is saved as ``config.json``. A rerun whose saved config differs (in a key
   that can change results) refuses with :class:`ConfigMismatchError` unless
@@ -23,11 +24,12 @@ Differences from the original, each a fix of a spec QUIRK/BUG:
   :class:`ConfigFileError`, which names the file and the way out (``--force-refresh``).
 * Temporary files that a killed run left in the run folder are removed by the next run.
 * In "no intermediate results" (master-only) mode no phase file is read, so stale files
-  of an earlier run cannot override fresh in-memory results (spec ss_logreg §8 item 11).
+  of an earlier run cannot override fresh in-memory results.
 * ``load_phases`` looks phases up by their index, not by list position.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -399,9 +401,9 @@ def chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def collate_results(outs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-chunk result dicts collated as in the original task queue (spec
-    ``experiments.md`` §7): 1-D arrays are concatenated, others stacked along the first
-    axis; lists are concatenated (:meth:`experiments.execution.Executor.map_chunks`)."""
+    """Per-chunk result dicts collated as in the original task queue: 1-D arrays are
+    concatenated, others stacked along the first axis; lists are concatenated
+    (:meth:`experiments.execution.Executor.map_chunks`)."""
     if not outs:
         return {}
     keys = set(outs[0])
@@ -420,7 +422,7 @@ def collate_results(outs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def py2_float_str(x: float) -> str:
-    """Python 2.7 ``str(float)``: 12 significant digits (spec ``ss_logreg.md`` §2.2).
+    """Python 2.7 ``str(float)``: 12 significant digits (the original's run ids were built with it).
 
     Used in run ids, tags and plot subtitles so that run ids equal the original's for
     every value (e.g. ``1e-07``, ``0.0001``, ``1.0``, ``1e+11``, ``0.3`` for 0.1+0.2).
@@ -443,18 +445,15 @@ def py2_float_str(x: float) -> str:
     return fixed + "0" if fixed.endswith(".") else fixed
 
 
+@contextlib.contextmanager
 def benchmark(task: str):
-    """Context manager printing ``"{task}..."`` and ``"{task} took {t} seconds."``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def _cm():
-        print(f"{task}...", flush=True)
-        t0 = time.perf_counter()
-        yield
-        print(f"{task} took {time.perf_counter() - t0} seconds.", flush=True)
-
-    return _cm()
+    """Context manager printing ``"{task}..."`` on entry and ``"{task} took {t} seconds."`` on a
+    normal exit (nothing more if the block raises). The original's timing helper, kept for
+    code written against it; this suite's phases record their times in ``Experiment.timings``."""
+    print(f"{task}...", flush=True)
+    t0 = time.perf_counter()
+    yield
+    print(f"{task} took {time.perf_counter() - t0} seconds.", flush=True)
 
 
 class DatasetMixin:
@@ -471,7 +470,7 @@ class DatasetMixin:
 
     def check_inputs(self) -> None:
         """Load (and so check: :func:`datasets.common.validate_datasets`) the datasets."""
-        self.datasets
+        _ = self.datasets
 
     @property
     def datasets(self):

@@ -1,6 +1,6 @@
 """``counterexamples``: synthetic constructions behind the paper's theory (Figure 4).
 
-Spec ``experiments.md`` §2 (and §13 for the numerics). Eight small synthetic datasets
+Eight small synthetic datasets
 (``gauss``, ``fixed``, ``repeats``, ``gauss2``, ``gauss3``, ``gauss4``, ``ortho2``,
 ``gauss5``) are always generated together from one seeded ``RandomState`` (phase 0);
 the run id selects one of them. On it a binary logistic regression without intercept is
@@ -13,13 +13,13 @@ constructs 1,027 adversarial test points from the pairs (a_S, b_S) and phase 5
 evaluates the linear and the non-linear influences of every group on them.
 
 Run id: the dataset id, e.g. ``ortho2``, ``gauss4``; with the float32 mode the suffix
-``_float32`` is added (README decision 1: the mode is recorded in ``config.json`` and
-named in the run id only when it is not the default). As in the original the seed is
-not part of the run id (spec QUIRK); a rerun with another seed in the same folder is
+``_float32`` is added (the mode is recorded in ``config.json`` and named in the run id
+only when it is not the default; see docs/design.md, 'Run ids and configs'). As in the original the seed is
+not part of the run id (a quirk kept); a rerun with another seed in the same folder is
 refused unless ``--force-refresh`` is given.
 
-Figure 4, left panel, and precision (spec §13)
------------------------------------------------
+Figure 4, left panel, and precision
+----------------------------------
 The paper's left panel scatters, for the test point ``lstsq_uv_K-120_gauss[2]`` of
 ``gauss4``, the Newton margin influence against the first-order one over the 120 groups
 of ``cex_lstsq_uv_K-120_subsets``. Because of the ``+1e-4`` in ``subset_cos_dparam``
@@ -31,15 +31,14 @@ the diffuse cloud of the published figure comes from float32 rounding in the ori
 (TensorFlow 1 float32 gradients, Hessian and Cholesky), which the least-squares
 construction amplifies. Both variants are produced here: run id ``gauss4`` (float64,
 the default: the straight line) and ``gauss4_float32`` (``--float32``: the float32
-numerics of the original, a scattered cloud; measured here Spearman 0.18, ranges
-about [-3.1, 2.8] x [-3.7, 1.5]). The float32 variant is an emulation (this project's
+numerics of the original, a scattered cloud). The float32 variant is an emulation (this project's
 float32 kernels), not the original TF 1 code: the test point has norm ~1e11 and the
 influences are float32 dot products of size ~1 cancelling terms of size ~1e7, so the
 cloud depends on rounding and summation order and matches the published one in
 character, not point for point. The right panel (``ortho2``, ``cex_one``) is the same
-cone in both precisions (Spearman 0.972, the table of spec §13).
+cone in both precisions.
 
-Also note (spec §2.7 says the ``lstsq_uv_K-{D//2}_gauss`` fit is exact when 2K <= D):
+Also note (the original's ``lstsq_uv_K-{D//2}_gauss`` fit is meant to be exact when 2K <= D):
 that holds only when ``A = [a_E; b_E]`` has full row rank. Without an intercept
 ``g_i`` is parallel to ``x_i``, so every row of A lies in the span of ``H^-1 x_i`` over
 the points of the selected groups, and the selected pairs share points: with seed 0,
@@ -52,11 +51,11 @@ Behaviour kept from the original, on purpose
 * ``subset_cos_dparam = a.b / (||a|| ||b|| + 1e-4)`` (QUIRK): the ``1e-4`` dominates
   when ``||a|| ||b|| << 1e-4``, so "lowest cosine" ranks tiny changes first.
 * The ``+axis/2`` block of a Gaussian mixture gets label 0; ``repeats`` draws an unused
-  ``axis``; the RNG call order of phase 0 and phase 4 is exactly the spec's.
+  ``axis``; the RNG call order of phase 0 and phase 4 is exactly the original's.
 
-Differences from the original, each documented in the README
-------------------------------------------------------------
-* Engine (README decisions 1-2): float64 by default, float32 as a setting. The fit is
+Differences from the original (see docs/design.md, 'Where this suite differs from the original')
+------------------------------------------------------------------------------------------------
+* Engine (docs/design.md, 'Certified fits and refits'): float64 by default, float32 as a setting. The fit is
   a certified Newton fit (not scikit-learn lbfgs), and the actual refits are batched
   certified Newton refits from theta_hat (:mod:`influence.small_refit`) rather than
   lbfgs warm fits chained from the previous group. Phase 3 adds the keys
@@ -68,8 +67,8 @@ Differences from the original, each documented in the README
 * Not a deviation: ``np.linalg.lstsq`` is called with ``rcond=None``, as the original
   did (singular values below ``eps * max(M, N)`` times the largest are dropped). In
   float64 gauss4's K = 120 matrix has numerically zero singular values (rows ``a_S`` and
-  ``b_S`` agree to ~1e-3); the cutoff drops them and gives the straight line of spec
-  §13, while in float32 rounding noise lifts them (~4e-9 of the largest) above the
+  ``b_S`` agree to ~1e-3); the cutoff drops them and gives the straight line of the
+  float64 panel, while in float32 rounding noise lifts them (~4e-9 of the largest) above the
   cutoff, which gives the published scatter.
 * Sorting uses a stable sort, so equal keys (the identical groups of ``fixed``) are
   ordered by group index; the original's quicksort order of ties is not reproducible.
@@ -80,8 +79,8 @@ Differences from the original, each documented in the README
   below 1e-6 of its scale, the project's float32 default), so the actual change of a
   group whose removal moves the optimum by less than that is reported as 0.
 * The file-based task queue is gone: phases 3 and 5 map pure chunk functions in
-  process (README decision 7).
-* The dead plotting methods (spec §2.9, BUG) are not ported.
+  process or on Dask workers (docs/design.md, 'Parallel execution').
+* The original's dead plotting methods (they crashed) are not ported.
 """
 from __future__ import annotations
 
@@ -102,7 +101,7 @@ DATASET_IDS = ("gauss", "fixed", "repeats", "gauss2", "gauss3", "gauss4", "ortho
 DEFAULT_DATASET_ID = "ortho2"
 DTYPES = ("float64", "float32")
 L2_REG_PER_POINT = 1e-3
-# (size_min, size_max) of the itertools.combinations groups (spec §2.5); others: (2, 3).
+# (size_min, size_max) of the itertools.combinations groups; others: (2, 3).
 SUBSET_SIZES = {"gauss2": (2, 2), "gauss3": (2, 2), "gauss4": (2, 2), "gauss": (1, 3), "gauss5": (1, 1)}
 DEFAULT_SUBSET_SIZES = (2, 3)
 COS_EPS = 1e-4                         # QUIRK of subset_cos_dparam, kept
@@ -123,7 +122,7 @@ SUMMARY_KEYS = ["cex_tags", "cex_lstsq_uv_K-120_subsets", "cex_subset_test_pred_
 
 def build_config(dataset_id: str = DEFAULT_DATASET_ID, subset_seed: int = 0, max_memory: int = int(1e9),
                  master_only: bool = False, dtype: str = "float64") -> dict[str, Any]:
-    """The config of spec §2.1 plus this project's ``dtype`` setting."""
+    """The original's config plus this project's ``dtype`` setting."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {', '.join(DATASET_IDS)}; got {dataset_id!r} "
                           "(the original's default 'hospital' is not a synthetic id)")
@@ -146,7 +145,7 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 
 def generate_datasets(seed: int = 0) -> dict[str, Any]:
-    """All eight datasets of spec §2.3 from one ``RandomState(seed)``, in its call order.
+    """All eight datasets of the original from one ``RandomState(seed)``, in its call order.
 
     Returns ``{name}_train_X``, ``{name}_train_Y``, ``{name}_test_X``, ``{name}_test_Y``
     (float64 X; float Y except ``fixed``, whose Y is int), ``repeats_N_unique`` and
@@ -197,7 +196,7 @@ def generate_datasets(seed: int = 0) -> dict[str, Any]:
         if norm < 1e-3:
             continue
         basis = np.vstack([basis, v / norm])
-    rng.normal(0, 1, (D,))  # 'axis': unused, but it consumes the RNG (spec §2.3)
+    rng.normal(0, 1, (D,))  # 'axis': unused, but it consumes the RNG
     Y_unique = rng.randint(0, 2, (N_unique,))
     reps = np.repeat(np.arange(N_unique), np.arange(1, N_unique + 1))
     X = np.vstack([basis[reps], rng.normal(0, 0.1, (N_random, D))])
@@ -232,7 +231,7 @@ def generate_datasets(seed: int = 0) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- phase 2 (pure)
 def pick_subsets(dataset_id: str, R: dict[str, Any]) -> list[np.ndarray]:
-    """The removed groups of spec §2.5, as int64 index arrays in the original's order."""
+    """The removed groups of the original, as int64 index arrays in the original's order."""
     if dataset_id == "repeats":
         groups = []
         for i in range(int(R["repeats_N_unique"])):
@@ -257,12 +256,12 @@ def lstsq_ks(D: int) -> tuple[int, ...]:
 
 
 def find_adversarial_test(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """The counterexample test set of spec §2.7 from first-order / Newton changes.
+    """The counterexample test set of the original from first-order / Newton changes.
 
     ``a``, ``b``: arrays of shape (S, D), ``a[s] = H^-1 g_S`` and
     ``b[s] = (H - H_S)^-1 g_S``. Every point has label 1 except ``cex_random``; with no
     intercept its margin gradient is x, so ``a.x`` / ``b.x`` are the first-order /
-    Newton margin influences. Draws from a fresh ``RandomState(seed)`` in the spec's
+    Newton margin influences. Draws from a fresh ``RandomState(seed)`` in the original's
     order. Returns the phase-4 keys (``cex_X`` as float64).
     """
     a, b = np.asarray(a), np.asarray(b)
@@ -372,7 +371,7 @@ class Counterexamples(InfluenceExperiment):
     """First-order vs one-step Newton group influence on adversarial test points."""
 
     experiment_id = "counterexamples"
-    fit_intercept = False   # binary, no intercept (spec §2.4)
+    fit_intercept = False   # binary, no intercept
     refit_max_chunk = REFIT_CHUNK
     l2_key = "l2_reg"
     _data = None
@@ -486,8 +485,8 @@ class Counterexamples(InfluenceExperiment):
             **{key: np.asarray(self.R[key]) for key in ("subset_dparam", "subset_pred_dparam",
                                                         "subset_newton_pred_dparam")})
         res = self.executor.map_chunks(cex_test_infl_task, ctx, len(self.subsets), EVAL_CHUNK, "cex test influences")
-        # Linear influences at theta_hat: dparam . grad f_t (spec §2.8).
-        model = self._at_theta_hat()
+        # Linear influences at theta_hat: dparam . grad f_t.
+        model = self.model_at_theta_hat()
         cex = self._cex()
         grad_loss = model.get_indiv_grad_loss(cex)
         grad_margin = model.get_indiv_grad_margin(cex)

@@ -1,6 +1,6 @@
-"""``credit_assignment``: influence of MultiNLI crowd workers (spec ``experiments.md`` §3).
+"""``credit_assignment``: influence of MultiNLI crowd workers .
 
-Data (``datasets.md`` §7): ``mnli`` train (first 600 feature columns, 3 classes: 0 =
+Data (docs/design.md, 'Datasets and preprocessing'): ``mnli`` train (first 600 feature columns, 3 classes: 0 =
 entailment, 1 = neutral, 2 = contradiction), test = dev-matched, and the "nonfires"
 = dev-mismatched (the name is reused from the CDR code). Groups: one per crowd worker
 (``sentence2_author`` of the train examples, ``mnli_ids[0]``), in ``np.unique`` order,
@@ -40,14 +40,13 @@ Differences from the original (README):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datasets.loader import load_supplemental_info
-from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
 from experiments import tasks
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
@@ -70,18 +69,16 @@ SETS = ("train", "test", "nonfires")
 # From this many training points on, the fits (cross-validation, phase 1) are Newton-CG
 # (Hessian-vector products, preconditioned by the Hessian of a 10,000-point sample) instead
 # of explicit-Hessian Newton: a (d, d) Hessian costs n d^2 per Newton step, a CG step a few
-# 4 n d. Measured on 40,000 x 600 features, 3 classes (d = 1,803): 7.7 s against 43.1 s of
-# CPU, the same certified optimum to 2.5e-14 relative; at MultiNLI's 392,702 points a
-# Hessian takes minutes. Smaller sets (the tests' bundles) keep the explicit fit.
+# 4 n d, and both reach the same certified optimum. Smaller sets (the tests' bundles) keep
+# the explicit fit.
 NEWTON_CG_MIN_TRAIN = 20_000
 
 
 def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memory: int = int(1e9),
                  inverse_hvp_method: str | None = None, inverse_vp_method: str | None = None,
-                 grad_batch_size: int | None = 400, hessian_batch_size: int | None = 30,
                  master_only: bool = False, cross_validation_range=(1e-4, 1e-1, 10),
                  cross_validation_folds: int = 5, store_full_loss_matrices: bool = False) -> dict[str, Any]:
-    """The config dict of spec §3.1 (``cross_validation_*`` may be narrowed for quick runs)."""
+    """The original's config dict (``cross_validation_*`` may be narrowed for quick runs)."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {DATASET_IDS} (the only one with fixed test points "
                           f"and genres); got {dataset_id!r}")
@@ -90,9 +87,6 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
     if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
         raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
     check_positive_int("--max-memory", max_memory)
-    for name, v in (("--grad-batch-size", grad_batch_size), ("--hessian-batch-size", hessian_batch_size)):
-        if v is not None:
-            check_positive_int(name, v)
     return {
         "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
                            "data_dir": data_dir},
@@ -102,8 +96,6 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
         "inverse_vp_method": inverse_vp_method or "cholesky_lu",
         "max_memory": int(max_memory),
         "sample_weights": None,
-        "grad_batch_size": grad_batch_size,
-        "hessian_batch_size": hessian_batch_size,
         "master_only": bool(master_only),
         "store_full_loss_matrices": bool(store_full_loss_matrices),
     }
@@ -213,7 +205,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         for key, name in (("fixed_test", "test"), ("fixed_nonfires", "nonfires")):
             n = self.dataset(name).num_examples
             if res[key].max() >= n:
-                raise ValueError(f"{key} {res[key].tolist()} (spec §3.4) needs at least {res[key].max() + 1} "
+                raise ValueError(f"{key} {res[key].tolist()} needs at least {res[key].max() + 1} "
                                  f"{name} points; this {name} set has {n}: is it the real MultiNLI data?")
         return res
 
@@ -221,7 +213,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
     def hessian(self):
         if self.config["inverse_hvp_method"] != "explicit":
             return {"hessian": None}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, self.weights("train"), self.R["cv_l2_reg"])}
 
     @phase(4)
@@ -248,7 +240,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
 
     @phase(5)
     def all_and_fixed_test_and_nonfire_influence(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         infl = self.influence()
         groups = self.subsets
         G_S = infl.gradient_sums(self.train, groups, self.weights("train"))  # (S, d)
@@ -370,7 +362,7 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
                 if f"{t}_{name}_actl_infl" in R:
                     figs.append((f"{t}-{name}_loss", f"{t} {name}", R[f"{t}_{name}_actl_infl"],
                                  R[f"{t}_{name}_pred_infl"]))
-        for fname, title, x, y in self._bar(figs, "plots"):
+        for fname, title, x, y in self.progress_bar(figs, "plots"):
             fig, ax = plt.subplots(figsize=(6, 6))
             plot_influence_correlation(ax, x, y, label=labels, title="Group influence on " + title,
                                        subtitle=self.dataset_id)
@@ -380,6 +372,3 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
 
     def summary_keys(self) -> list[str]:
         return SUMMARY_KEYS + EXTRA_SUMMARY_KEYS
-
-    def plot_paths(self) -> list[Path]:
-        return sorted((self.base_dir / "plots").glob("*.png"))

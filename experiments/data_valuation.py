@@ -1,6 +1,6 @@
-"""``data_valuation``: influence of CDR labelling functions as data sources (spec ``experiments.md`` §4).
+"""``data_valuation``: influence of CDR labelling functions as data sources.
 
-Data (``datasets.md`` §6): ``reduced_cdr`` train rows are (candidate, firing LF) pairs
+Data (docs/design.md, 'Datasets and preprocessing'): ``reduced_cdr`` train rows are (candidate, firing LF) pairs
 labelled with that LF's vote; test rows are test candidates with gold labels; the
 ``nonfires`` are gold-labelled candidates no LF fired on. With ``--sample-weights``
 (the paper run ``reduced_cdr_sample_weights-True``) each train row weighs
@@ -41,8 +41,8 @@ import numpy as np
 
 from datasets.common import DataSet, Datasets
 from datasets.loader import load_supplemental_info
-from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
 from experiments import tasks
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
@@ -67,7 +67,7 @@ ACTL_PRED_KEYS.remove("subset_self_pred_margin_infl")
 def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, max_memory: int = int(1e9),
                  sample_weights: bool = False, balance_test: bool | None = None,
                  cross_validation_range=(1e-4, 1e-1, 10), cross_validation_folds: int = 5) -> dict[str, Any]:
-    """The config dict of spec §4.1 (``cross_validation_*`` may be narrowed for quick runs)."""
+    """The original's config dict (``cross_validation_*`` may be narrowed for quick runs)."""
     if dataset_id not in DATASET_IDS:
         raise ConfigError(f"--dataset-id must be one of {DATASET_IDS}; got {dataset_id!r}")
     check_positive_int("--max-memory", max_memory)
@@ -84,7 +84,7 @@ def build_config(dataset_id: str = "reduced_cdr", data_dir: str | None = None, m
     return config
 
 
-def _weighted_f1(x, labels, weights, model) -> float:
+def weighted_f1(x, labels, weights, model) -> float:
     """Weighted F1 of ``model``'s predictions (P(y=1) > 0.5) on ``(x, labels)``."""
     from sklearn.metrics import f1_score
 
@@ -162,7 +162,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
         # QUIRK kept (test leakage): the fold model is scored on the TEST set. A partial of
         # a module-level function, so that the fits can run on Dask workers.
-        test_f1 = functools.partial(_weighted_f1, self.test.x, self.test.labels, self.weights[2])
+        test_f1 = functools.partial(weighted_f1, self.test.x, self.test.labels, self.weights[2])
         cv = self.cross_validate(X, y, regs, folds, weights=w, score=test_f1)
         cv_f1s = cv["cv_scores"]
         best = int(np.argmax(cv_f1s))
@@ -183,7 +183,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         res["initial_params"] = model.get_params_flat()
         res["initial_fit_grad_norm"] = fit.grad_norm
         res["initial_fit_iters"] = fit.iterations
-        res["initial_test_f1"] = float(_weighted_f1(self.test.x, self.test.labels, self.weights[2], model))
+        res["initial_test_f1"] = float(weighted_f1(self.test.x, self.test.labels, self.weights[2], model))
         print(f"Test F1: {res['initial_test_f1']}")
         return res
 
@@ -192,18 +192,18 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         fixed = FIXED_TEST_BALANCED if self.config.get("balance_test") else FIXED_TEST
         n_t = self.test.num_examples
         if max(fixed) >= n_t:
-            raise ValueError(f"the fixed test points {fixed} (spec §4.4) need at least {max(fixed) + 1} test "
+            raise ValueError(f"the fixed test points {fixed} need at least {max(fixed) + 1} test "
                              f"points; this test set has {n_t}: is it the real reduced_cdr data?")
         return {"fixed_test": np.array(fixed, dtype=np.int64)}
 
     @phase(3)
     def hessian(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, self.weights[0], self.R["cv_l2_reg"])}
 
     @phase(4)
     def all_and_fixed_test_and_nonfire_influence(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         G = np.asarray(self.R["train_grad_loss"])
         test, wt, w_tr = self.test, self.weights[2], self.weights[0]
         fixed = np.asarray(self.R["fixed_test"])
@@ -266,7 +266,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     @phase(7)
     def compute_self_pred_infl(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         s = self.weights[0]
         groups = self.subsets
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]), s)
@@ -308,7 +308,7 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     # ------------------------------------------------------------------ plots (not a phase)
     def plot_all(self, num_nonfires: int = 15, save_and_close: bool = True) -> list[Path]:
-        """The original's ``plot_all`` (spec §4.5); the script does not call it."""
+        """The original's ``plot_all``; the script does not call it."""
         import matplotlib.pyplot as plt
 
 

@@ -1,4 +1,4 @@
-"""``estimator_ladder``: an accuracy ladder of group-effect estimators against certified refits (issue 13).
+"""``estimator_ladder``: an accuracy ladder of group-effect estimators against certified refits.
 
 It reads a finished ``ss_logreg`` run (its groups, theta-hat, Hessian and certified actual
 effects; running it first when its results are missing) and adds, for every group, the
@@ -20,11 +20,10 @@ with ``--workers`` / ``--scheduler-address``), with the run's data sent to the w
 once. The chunks are the same in every mode, so the results do not depend on the number
 of workers (tests/experiments/test_execution_ladder_babble.py: bit for bit). Another
 chunking changes them at rounding level only (batched products and multi-column solves
-round differently): measured on digits, chunks of 16 against 64, at most 3e-13 relative
-(newton_2). The costs are wall times of the whole phase wherever it ran (on a cluster:
+round differently). The costs are wall times of the whole phase wherever it ran (on a cluster:
 including the scheduling overhead and each worker's first-call set-up).
 
-Targets and forms (mirroring ``ss_logreg``, spec ``ss_logreg.md`` §0):
+Targets and forms (mirroring ``ss_logreg``; see docs/design.md, 'Result keys'):
 
 * every estimator's parameter change D is evaluated non-linearly, ``f(theta_hat + D) - f(theta_hat)``
   (form ``param``: ``ss_logreg``'s ``pparam`` / ``nparam`` for ``first_order`` / ``newton``;
@@ -65,9 +64,7 @@ from experiments.common import ConfigError, chunks, phase
 from experiments.influence_base import InfluenceExperiment
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_influence import SubsetInfluenceLogreg, run_id_from_config
-from influence import estimators as est
-from influence import group_influence as gi
-from influence import memory
+from influence import estimators as est, group_influence as gi, memory
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +98,8 @@ def estimator_task(ctx: tasks.InfluenceContext, spec: tuple[str, int, int, bool]
     name, start, end, reuse = spec
     infl, groups = ctx.influence(), ctx.groups(start, end)
     if name == "rescaled":
-        solves = ctx._live.get("leverage_solves") if reuse else None
-        if solves is None:
-            solves = est.point_leverage_solves(infl)
-            if reuse:
-                ctx._live["leverage_solves"] = solves
+        solves = (ctx.per_process("leverage_solves", lambda: est.point_leverage_solves(infl)) if reuse
+                  else est.point_leverage_solves(infl))
         return est.rescaled(infl, groups, solves=solves)
     return np.asarray(getattr(est, name)(infl, groups), dtype=np.float64)
 
@@ -181,6 +175,11 @@ class EstimatorLadder(InfluenceExperiment):
             base.run()
             self._base = base
         return self._base
+
+    @base.setter
+    def base(self, run: SubsetInfluenceLogreg) -> None:
+        """Read ``run`` (an ``ss_logreg`` run with its results) instead of running one."""
+        self._base = run
 
     def check_inputs(self) -> None:
         """The ladder's input is the ``ss_logreg`` run (and its data): run or resume it before
@@ -279,7 +278,7 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(7)
     def actual(self):
-        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base._theta_hat())
+        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base.theta_hat())
         res = {"subset_actual_dparam": D, "actual_seconds": float("nan"), "actual_retime_max_diff": float("nan"),
                # ss_logreg's certificates of these refits (the script's exit code).
                "subset_refit_grad_norm": np.asarray(self.base.R["subset_refit_grad_norm"]),
@@ -291,7 +290,7 @@ class EstimatorLadder(InfluenceExperiment):
             t0 = time.perf_counter()
             r = self.executor.map_chunks(tasks.refit_task, ctx, S, self.base.refit_chunk_size(), "exact refits")
             res["actual_seconds"] = float(time.perf_counter() - t0)
-            D2 = gi.actual_dparams(r["params"], self.base._theta_hat())
+            D2 = gi.actual_dparams(r["params"], self.base.theta_hat())
             res["actual_retime_max_diff"] = float(np.max(np.abs(D2 - D))) if D.size else 0.0
         return res
 
@@ -313,7 +312,7 @@ class EstimatorLadder(InfluenceExperiment):
                 init_m = np.asarray(b.R["initial_test_margins"])[fixed]
                 res[f"subset_fixed_test_{e}_margin_infl"] = infl.param_influence(D, test_fixed, init_m, "margin")
             res[f"subset_self_{e}_infl"] = infl.self_param_influence(D, groups, init_train, "loss")
-        T, Tm = b._fixed_test_grads()
+        T, Tm = b.fixed_test_grads()
         G_S = gi.group_gradient_sums(groups, np.asarray(b.R["train_grad_loss"]))
         for e in LINEAR_ESTIMATORS:
             D = np.asarray(self.R[f"subset_{e}_dparam"])

@@ -1,4 +1,5 @@
-"""Where per-group and per-fit work runs: in this process or on a Dask cluster (README decision 7).
+"""Where per-group and per-fit work runs: in this process or on a Dask cluster (see
+docs/design.md, 'Parallel execution').
 
 One :class:`Executor`, three modes:
 
@@ -53,7 +54,6 @@ ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 ENV_TIMEOUT = "INFLUENCE_DASK_TIMEOUT"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 WORKER_PLACEHOLDER = "tcp://SCHEDULER_HOST:8786"
-MODES = ("embedded", "local", "remote")
 
 
 class SchedulerUnreachableError(ConfigError):
@@ -282,14 +282,7 @@ def _is_future(x) -> bool:
     return type(x).__name__ == "Future" and type(x).__module__.startswith("distributed")
 
 
-# ----------------------------------------------------------------------------- plain function tasks
-def call_task(data, spec: tuple[Callable, tuple]) -> Any:
-    """``fn(*args)`` for ``spec = (fn, args)``: a task whose inputs are all in its spec (e.g.
-    one clustering pool; ``data`` is unused)."""
-    fn, args = spec
-    return fn(*args)
-
-
+# ----------------------------------------------------------------------------- overhead
 def timed_noop(data, spec) -> float:
     """A task that does nothing (for measuring the per-task overhead); returns its spec."""
     return spec

@@ -11,8 +11,7 @@
   (:meth:`~InfluenceExperiment.cross_validate`; ``ss_logreg`` warm-starts along the path);
 * the refit chunk size (:meth:`~InfluenceExperiment.refit_chunk_size`, one rule:
   :func:`influence.memory.refit_chunk_size`, sized from `--max-memory`);
-* progress bars (:func:`progress_bar`) and the config error
-  (:class:`experiments.common.ConfigError`).
+* progress bars (:meth:`~InfluenceExperiment.progress_bar`, honouring the run's ``progress``).
 
 A new influence experiment derives from :class:`InfluenceExperiment` (plus
 :class:`experiments.common.DatasetMixin` when it reads a registered dataset), sets
@@ -26,17 +25,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigError: the one config error)
+from experiments.common import Experiment
 from experiments.execution import ExecutorMixin
 from experiments.tasks import cross_validation_fits
 from influence.downdate import uses_downdates
-from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
+from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
+from influence.progress import progress_bar
 
 
 def cv_regs(n: int, cv_range) -> np.ndarray:
-    """``logspace(log10(low n), log10(high n), num)`` (spec ``ss_logreg.md`` §3 phase 0, ``experiments.md`` §3-§4)."""
+    """``logspace(log10(low n), log10(high n), num)``: the regularisation grid of every
+    cross-validation, as in the original."""
     a, b, num = cv_range
     return np.logspace(np.log10(a * n), np.log10(b * n), int(num))
 
@@ -86,12 +87,14 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
             self._model = LogisticRegression(cfg, model_dir=None, random_state=self.model_random_state())
         return self._model
 
-    def _theta_hat(self) -> np.ndarray:
+    def theta_hat(self) -> np.ndarray:
+        """The fitted parameters of phase 1 (``R['initial_params']``), flat."""
         return np.asarray(self.R["initial_params"])
 
-    def _at_theta_hat(self) -> LogisticRegression:
+    def model_at_theta_hat(self) -> LogisticRegression:
+        """The run's model with its parameters set to :meth:`theta_hat`."""
         model = self.get_model()
-        model.set_params_flat(self._theta_hat())
+        model.set_params_flat(self.theta_hat())
         return model
 
     def train_sample_weights(self):
@@ -107,7 +110,7 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
         regularisation, sample weights and (if computed) Hessian."""
         ihvp, ivp = self.inverse_methods()
         settings = (float(self.R[self.l2_key]), ihvp, ivp, self.refit_memory())
-        arrays = (self._theta_hat(), self.train_sample_weights(), self.R.get("hessian"), self.train)
+        arrays = (self.theta_hat(), self.train_sample_weights(), self.R.get("hessian"), self.train)
         cached = getattr(self, "_influence_cache", None)
         # The same settings and the same arrays (the same objects: the run's results are not
         # copied between phases) give the same object, so what it builds once per run (the
@@ -123,7 +126,8 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
         return infl
 
     # ------------------------------------------------------------------ shared machinery
-    def _bar(self, iterable, desc, total=None):
+    def progress_bar(self, iterable, desc, total=None):
+        """:func:`influence.progress.progress_bar` over ``iterable``, on or off as the run's ``progress``."""
         return progress_bar(iterable, desc, total, self.progress)
 
     def refit_memory(self) -> int:

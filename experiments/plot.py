@@ -1,7 +1,6 @@
 """Plot helpers shared by the experiments' ``plot_all`` and the paper-figures notebook.
 
-Spec ``experiments.md`` §9 (the original's ``experiments/plot.py``) and ``figures.md``
-§1 (the notebook's own helpers). Two families:
+The original's plot helpers and the paper-figures notebook's own. Two families:
 
 * ``plot_all`` helpers, with the original's signatures: :func:`plot_distribution`,
   :func:`generate_color_cycle`, :func:`plot_influence_correlation`,
@@ -17,7 +16,7 @@ Conventions: in every scatter x is the **actual** effect (or the reference quant
 and y the **predicted** one; all correlations are Spearman's rho (there is no Pearson
 in the paper). Functions draw on a given ``Axes`` and never save or close figures.
 
-Fixes and deviations from the original, per README decision 8:
+Fixes and deviations from the original (see docs/design.md, 'Where this suite differs from the original'):
 
 * ``balanced=True`` crashed in ``plot_influence_correlation``
   (``np.max(np.abs(minX), np.abs(maxX))`` passes the second value as the axis); here
@@ -28,8 +27,8 @@ Fixes and deviations from the original, per README decision 8:
 * Degenerate inputs (empty, constant) do not crash: limits get a small pad and the
   Spearman value is NaN (scipy would warn and return NaN for constant input).
 * ``warn_if_hidden`` uses ``int`` (``np.int`` is gone in NumPy >= 1.24).
-* Unseeded shuffles of the notebook (``tail_first``) use ``RandomState(0)`` (README
-  decision 4).
+* Unseeded shuffles of the notebook (``tail_first``) use ``RandomState(0)`` (see
+  docs/design.md, 'Randomness').
 """
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 # --------------------------------------------------------------------------- constants
-# Subset (group) types of ss_logreg and their tab10 colour index (figures.md §1.0).
+# Subset (group) types of ss_logreg and their tab10 colour index (the notebook's colours).
 SUBSET_TAG_COLOR_INDEX = {
     "pos_tail_test": 0,
     "neg_tail_test": 1,
@@ -129,7 +128,7 @@ def _bounds(v: np.ndarray) -> tuple[float, float]:
     return (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
 
 
-def _limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
+def data_limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
     """``((min_x, max_x), (min_y, max_y))``: the data ranges before zoom and padding.
 
     Each range spans the finite values; with ``equal`` both become their union; with
@@ -289,7 +288,7 @@ def plot_influence_correlation(ax, x, y, label=None, alpha=0.5, size=5, colors=N
     x, y = x[perm], y[perm]
     point_colors = _take(point_colors, perm, n)
 
-    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
+    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced)
     xlim, ylim = _pad(min_x, max_x, PADDING), _pad(min_y, max_y, PADDING)
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
@@ -337,7 +336,7 @@ def plot_against_subset_size(ax, subset_tags, subset_indices, value, title="", s
 
 # --------------------------------------------------------------------------- paper-figure style
 def set_paper_style() -> None:
-    """The notebook's style (figures.md §1.0, cell 1), in the original's call order."""
+    """The notebook's style (its first cell), in the original's call order."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -380,7 +379,7 @@ def tail_first(subset_tags: Iterable[str], seed: int = 0) -> np.ndarray:
     """Drawing order: tail groups first (beneath), then the others; each block shuffled.
 
     Returns an int64 permutation of ``range(len(subset_tags))``. The notebook's
-    ``np.random.shuffle`` was unseeded; here ``RandomState(seed)`` (README decision 4).
+    ``np.random.shuffle`` was unseeded; here ``RandomState(seed)`` (docs/design.md, 'Randomness').
     """
     simple = get_simple_subset_tags(subset_tags)
     rng = np.random.RandomState(seed)
@@ -515,7 +514,7 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
                            shrinkx=None, shrinky=None, anchor="min", padx=PADDING, pady=PADDING,
                            xlim=None, ylim=None, show_diagonal=True, show_x_axis=False, scientific=True,
                            order=None, warn_hidden=True, zorder=3):
-    """The notebook's group scatter: x = actual effect, y = prediction (figures.md §1.0).
+    """The notebook's group scatter: x = actual effect, y = prediction.
 
     Parameters
     ----------
@@ -541,7 +540,7 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length; got {x.size} and {y.size}")
     n = x.size
-    (min_x, max_x), (min_y, max_y) = _limits(x, y, equal, balanced)
+    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced)
     min_x, max_x = _zoom(min_x, max_x, shrinkx, anchor)
     min_y, max_y = _zoom(min_y, max_y, shrinky, anchor)
     xl, yl = _pad(min_x, max_x, padx), _pad(min_y, max_y, pady)

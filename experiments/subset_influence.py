@@ -1,9 +1,9 @@
-"""``ss_logreg``: group influence in logistic regression (spec ``ss_logreg.md``).
+"""``ss_logreg``: group influence in logistic regression (see docs/design.md, 'Phases of ss_logreg').
 
-Phases 0-14 keep the original's names, result keys and meanings. Differences, each
-documented in the README:
+Phases 0-14 keep the original's names, result keys and meanings. Differences (see
+docs/design.md, 'Where this suite differs from the original'):
 
-* Fits and refits reach a certified optimum (README decision 2): refits are batched
+* Fits and refits reach a certified optimum (docs/design.md, 'Certified fits and refits'): refits are batched
   Newton solves warm-started from theta_hat (:mod:`influence.refit`; explicit Hessians
   for ``explicit`` runs, preconditioned Newton-CG for ``cg`` runs), and phase 6 adds
   the keys ``subset_refit_grad_norm``, ``subset_refit_grad_tol``, ``subset_refit_iters``,
@@ -12,25 +12,25 @@ documented in the README:
   Phase 1 adds ``initial_params``, ``initial_fit_grad_norm``, ``initial_fit_iters``.
 * Phase 0 fits each fold along the regularisation path, the first fit cold and each
   later one warm-started from the previous lambda's optimum; all are certified, so only
-  the optimisation path differs from the spec's cold fits.
-* Phase 6 stores, by default, only the columns later used (spec §6 E13):
+  the optimisation path differs from the original's cold fits.
+* Phase 6 stores, by default, only the columns later used:
   ``subset_test_losses``/``subset_test_margins`` have shape (S, 6) (fixed test points
   in ``fixed_test`` order) and ``subset_train_losses``/``subset_train_margins`` are
   ragged (group s: values at ``subset_indices[s]``). ``store_full_loss_matrices``
   restores the original (S, n_t) / (S, n) matrices.
-* Phase 9 uses Woodbury / direct solves and the smaller symmetric eigenproblem (E4, E5);
+* Phase 9 uses Woodbury / direct solves and the smaller symmetric eigenproblem;
   ``subset_hessian_spectrum`` holds the eigenvalues of ``-H^{-1} H_U`` sorted ascending
   (real, stored as complex128 as in the original; LAPACK's order cannot be matched).
 * The Newton approximation is also computed for ``cg`` runs, by CG on ``H - H_U``
   (config key ``newton_for_cg``; ``skip_newton`` keeps the original's value), so their
   summaries also hold the ``nparam`` keys.
-* Unseeded draws of the original are seeded (README decision 4): KMeans uses
+* Unseeded draws of the original are seeded (docs/design.md, 'Randomness'): KMeans uses
   ``random_state=KMEANS_SEED`` (0) with ``n_init=10`` and ``algorithm='elkan'`` (sklearn
   0.20's choice for dense data), on one thread so that the clusters do not depend on
   the core count; test points of datasets without a
   frozen list draw from ``RandomState(FIXED_TEST_SEED)`` (0); reduced_cdr's fixed test
   points are frozen to the paper run's ``[2702, 1756, 1755, 1115, 4039, 1155]``.
-* Crashes of the original are fixed (README decision 8): unknown dataset ids, choice
+* Crashes of the original are fixed: unknown dataset ids, choice
   types, inverse methods and ``num_subsets < 3`` are rejected with clear errors when the
   config is built; ``plot_all`` skips figures whose keys are missing.
 * Added offline datasets (not in the original's tables): ``fashion_mnist`` (``cg`` and
@@ -50,8 +50,7 @@ from typing import Any
 import numpy as np
 
 from datasets import user_file
-from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER
-from datasets.spam import VOCAB_FILTERS as SPAM_VOCAB_FILTERS
+from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER, VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, tasks
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
@@ -89,7 +88,7 @@ FIXED_TEST: dict[str, list[int]] = {
     "dogfish": [300, 339, 222, 520, 323, 182],
     "animals": [684, 850, 1492, 2380, 1539, 1267],
     "cifar10": [3629, 1019, 5259, 1082, 4237, 6811],
-    # Frozen to the paper run's draw (documented deviation, spec §3 phase 2).
+    # Frozen to the paper run's draw (the original drew them unseeded; see docs/design.md, 'Randomness').
     "reduced_cdr": [2702, 1756, 1755, 1115, 4039, 1155],
 }
 
@@ -121,7 +120,8 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
                  kmeans_n_init: int = 10, num_train: int | None = None,
                  dataset_file: str | None = None, spam_vocab_filter: str | None = None) -> dict[str, Any]:
-    """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
+    """The config dict of the original's flags (plus this project's settings; see
+    docs/design.md, 'Run ids and configs').
 
     Every rule on the flags is checked here, before anything runs, including the group
     sizes (:func:`check_group_sizes`), which need the number of training points: pass
@@ -135,7 +135,7 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
 
     ``spam_vocab_filter`` (``--spam-vocab-filter``, spam only): the Enron token filter of
-    :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: spec decision 5, the
+    :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: the
     paper's vocabulary size) or ``'none'`` (every alphabetic non-stop lemma, the earlier
     rule; the run id gets a ``_vocab-none`` suffix).
     """
@@ -225,8 +225,7 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
         config["normalized_cross_validation_range"] = (float(fixed_reg), float(fixed_reg), 1)
     else:
         config["normalized_cross_validation_range"] = cv_range
-    # Project settings (README decision 1: float32 is recorded, and named in the run id
-    # only when on).
+    # Project settings (float32 is recorded, and named in the run id only when on).
     config["dtype"] = dtype
     config["store_full_loss_matrices"] = bool(store_full_loss_matrices)
     # The original skipped the Newton approximation for cg runs (skip_newton above keeps
@@ -268,7 +267,7 @@ def file_dataset_config(dataset_file: str, data_dir: str | None = None) -> dict[
 
 MAX_NUM_SUBSETS = 100_000  # a sanity bound: 2 million exact refits are out of reach anyway
 
-# Training-set sizes fixed by the loaders (spec datasets.md; tests check them against the
+# Training-set sizes fixed by the loaders (tests check them against the
 # loaders where the data are present), so that build_config can check the group sizes
 # without loading the data. reduced_cdr is absent: its size depends on the CDR database.
 NUM_TRAIN: dict[str, int] = {
@@ -593,10 +592,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         n = self.num_train
         regs = cv_regs(n, self.config["normalized_cross_validation_range"])
         # Every fold of range(folds), warm-started along the regularisation path: the
-        # first fit of a fold is cold (from zero, as in the spec); each later one starts
-        # at the previous lambda's optimum. Every fit is certified to the same
-        # gradient-norm tolerance, so only the optimisation path changes (README
-        # decision 2), and it takes fewer Newton iterations.
+        # first fit of a fold is cold (from zero, as in the original); each later one
+        # starts at the previous lambda's optimum. Every fit is certified to the same
+        # gradient-norm tolerance, so only the optimisation path changes (see
+        # docs/design.md, 'Certified fits and refits'), and it takes fewer Newton iterations.
         folds = contiguous_folds(n, self.config["cross_validation_folds"], skip_empty=False)
         cv = self.cross_validate(X, y, regs, folds, warm_start=True)
         best = int(np.argmax(cv["cv_accs"]))  # accuracy, not loss; first index on ties
@@ -646,11 +645,13 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def hessian(self):
         if self.config["inverse_hvp_method"] != "explicit":
             return {"hessian": None}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         return {"hessian": model.get_hessian(self.train, None, self.R["cv_l2_reg"])}
 
-    def _fixed_test_grads(self):
-        model = self._at_theta_hat()
+    def fixed_test_grads(self):
+        """Per-example loss gradients of the fixed test points at theta_hat, and (binary models)
+        their margin gradients (None otherwise)."""
+        model = self.model_at_theta_hat()
         fixed = self.test.subset(np.asarray(self.R["fixed_test"]))
         T = model.get_indiv_grad_loss(fixed)
         Tm = model.get_indiv_grad_margin(fixed) if model.spec.binary else None
@@ -659,7 +660,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     @phase(4)
     def fixed_test_influence(self):
         G = np.asarray(self.R["train_grad_loss"])
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         infl = self.influence()
         res = {"fixed_test_pred_infl": infl.first_order_influence(G, T).T}
         if Tm is not None:
@@ -795,7 +796,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(7)
     def compute_self_pred_infl(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         groups = self.subsets
         infl = self.influence()
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
@@ -843,7 +844,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def newton(self):
         if not newton_enabled(self.config):
             return {}
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         groups = self.subsets
         infl = self.influence()
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
@@ -856,7 +857,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         res["subset_newton_dparam"] = Q
         res["subset_self_newton_infl"] = gi.self_influence(G_S, Q)
         res["subset_fixed_test_newton_infl"] = gi.target_influence(Q, T)
@@ -875,7 +876,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         infl = self.influence()
         thetas = np.asarray(self.R["subset_refit_params"])
         return {
-            "subset_dparam": gi.actual_dparams(thetas, self._theta_hat()),
+            "subset_dparam": gi.actual_dparams(thetas, self.theta_hat()),
             "subset_train_accuracy": infl.accuracies(thetas, self.train),
             "subset_test_accuracy": infl.accuracies(thetas, self.test),
         }
@@ -895,7 +896,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(13)
     def z_norms(self):
-        model = self._at_theta_hat()
+        model = self.model_at_theta_hat()
         if self.config["skip_z_norms"] or not model.spec.binary:
             return {}
         Z = model.get_zs(self.train)

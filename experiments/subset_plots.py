@@ -1,9 +1,9 @@
-"""``plot_all`` of the ss_logreg experiment (spec ``ss_logreg.md`` §5).
+"""``plot_all`` of the ss_logreg experiment: the original's figures of a run.
 
 Every figure is 8x8 in, saved as PNG (bbox tight) under ``{run_dir}/plots/``. A figure
-whose keys are missing is skipped (the original crashed on master-only runs, README
-decision 8). ``_imbalanced`` copies with unequal axes are added where the value ranges
-differ by more than 10x (or one is below 1e-9).
+whose keys are missing is skipped (the original crashed on master-only runs).
+``_imbalanced`` copies with unequal axes are added where the value ranges differ by
+more than 10x (or one is below 1e-9).
 """
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.plot import (get_simple_subset_tags, plot_against_subset_size, plot_distribution,
-                              plot_influence_correlation)
+from experiments.plot import (
+    get_simple_subset_tags,
+    plot_against_subset_size,
+    plot_distribution,
+    plot_influence_correlation,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +83,8 @@ class _Plotter:
         # 1. self influence.
         for q, suf in qs:
             if self.has(f"subset_self_actl{suf}", f"subset_self_pred{suf}"):
-                self.group_influence("self", q, R[f"subset_self_actl{suf}"], R[f"subset_self_pred{suf}"], "actl", "pred")
+                self.group_influence("self", q, R[f"subset_self_actl{suf}"], R[f"subset_self_pred{suf}"],
+                                     "actl", "pred")
         # 2. fixed test points.
         for j, idx in enumerate(fixed):
             for q, suf in qs:
@@ -157,5 +162,5 @@ class _Plotter:
 
 
 def plot_all(exp, save_and_close: bool = True) -> list[Path]:
-    """Draw every figure of spec §5 for a finished ss_logreg run; returns the files."""
+    """Draw every figure of the original's ``plot_all`` for a finished ss_logreg run; returns the files."""
     return _Plotter(exp, save_and_close).run()

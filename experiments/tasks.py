@@ -83,12 +83,17 @@ class InfluenceContext:
             self._live["influence"] = infl
         return infl
 
+    def per_process(self, key: str, build: Callable[[], Any]) -> Any:
+        """``build()``, computed once per process for this context and kept under ``key``
+        with its live objects (never pickled: each worker builds its own)."""
+        value = self._live.get(key)
+        if value is None:
+            value = self._live[key] = build()
+        return value
+
     def preconditioner(self):
         """The Newton-CG preconditioner at theta_hat (built once per process; deterministic)."""
-        pre = self._live.get("preconditioner")
-        if pre is None:
-            pre = self._live["preconditioner"] = self.influence().preconditioner()
-        return pre
+        return self.per_process("preconditioner", lambda: self.influence().preconditioner())
 
     def groups(self, start: int, end: int) -> list[np.ndarray]:
         return [np.asarray(g, dtype=np.int64) for g in self.arrays["groups"][start:end]]

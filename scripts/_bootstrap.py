@@ -8,8 +8,9 @@ errors. ``TF_CPP_MIN_LOG_LEVEL=3`` (set only if the user has not set it, and inh
 the figures notebook's kernel) silences the C++ log after start-up; the lines TensorFlow
 writes before its logger is initialised ignore that variable, so the import of
 ``tensorflow`` (and its CUDA probe, made right after it) runs with file descriptor 2
-captured, and every line that is not one of the known start-up notices is written back. ``--debug`` on the command line (or
-``INFLUENCE_TF_NOISE=1``) leaves everything as TensorFlow prints it.
+captured, and every line that is not one of the known start-up notices is written back.
+``--debug`` on the command line (or ``INFLUENCE_TF_NOISE=1``) leaves everything as
+TensorFlow prints it.
 """
 import contextlib
 import importlib.abc

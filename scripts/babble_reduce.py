@@ -1,6 +1,6 @@
 """L1 feature selection on CDR that writes the ``reduced_cdr`` matrices: the ``babble_reduce`` experiment.
 
-Spec ``experiments.md`` §5. Needs the Babble Labble CDR SQLite database
+Needs the Babble Labble CDR SQLite database
 ``{data_dir}/babble/cdr.db`` (CodaLab bundle 0x38e021ee339a4f6aa21d9c4a16c1b7ee; fetched
 automatically when the network is available). Paper run (``codalab/prepare_babble.sh``):
 

@@ -31,9 +31,9 @@ def noop_overhead(executor, num_tasks: int) -> float:
 def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: int, l2_per_n: float, seed: int):
     from datasets.loader import load_dataset
     from experiments.tasks import InfluenceContext, refit_task
-    from experiments.influence_base import refit_chunk_size
     from influence.group_influence import GroupInfluence
     from influence.logistic_regression import LogisticRegression
+    from influence.memory import refit_chunk_size
 
     train = load_dataset("hospital", data_dir=data_dir).train
     X, y = np.asarray(train.x, dtype=np.float64), np.asarray(train.labels)
@@ -48,7 +48,7 @@ def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: i
     rng = np.random.RandomState(seed)
     sizes = np.linspace(int(0.0025 * n), int(0.25 * n), num_groups).astype(int)
     groups = [rng.choice(n, s, replace=False) for s in rng.permutation(sizes)]
-    chunk = refit_chunk_size(model.num_params, n)
+    chunk = refit_chunk_size(model.num_params, n, None)  # no memory bound: chunks of MAX_REFIT_CHUNK (64) groups
     spans = [(a, min(a + chunk, num_groups)) for a in range(0, num_groups, chunk)]
     ctx = InfluenceContext.from_influence(infl, groups=groups)
     out = {"n": n, "d": model.num_params, "chunk": chunk, "tasks": len(spans)}
@@ -107,9 +107,9 @@ def main(argv=None):
                   f"({per_e:.2f} s/task, {r['embedded_s'] / args.hospital_groups * 1e3:.1f} ms/group); "
                   f"{args.workers} workers: first pass (workers import TensorFlow, rebuild the model) "
                   f"{r['cluster_cold_s']:.1f} s, then {r['cluster_s']:.1f} s ({per_c:.2f} s/task wall, "
-                  f"speed-up {r['embedded_s'] / r['cluster_s']:.2f}x; compute {r['task_compute_s']:.2f} s per task on a "
-                  f"one-thread worker, Dask overhead {1e3 * r['overhead_s']:.0f} ms per task); identical bits: {r['identical']}; "
-                  f"certified: {r['certified']}")
+                  f"speed-up {r['embedded_s'] / r['cluster_s']:.2f}x; compute {r['task_compute_s']:.2f} s per task "
+                  f"on a one-thread worker, Dask overhead {1e3 * r['overhead_s']:.0f} ms per task); "
+                  f"identical bits: {r['identical']}; certified: {r['certified']}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Counterexamples for first-order vs Newton group influence: the ``counterexamples`` experiment.
 
-Spec ``experiments.md`` §2; the paper's Figure 4 reads the summaries of ``gauss4`` (left
+The paper's Figure 4 reads the summaries of ``gauss4`` (left
 panel) and ``ortho2`` (right panel). Examples (run from the repository root):
 
     python scripts/counterexamples.py --dataset-id ortho2 --no-intermediate-results
@@ -24,7 +24,6 @@ certified (README "What happens when things go wrong"); ``--debug`` shows traceb
 import _bootstrap  # noqa: F401
 
 from experiments import cli
-
 
 
 def make_parser():

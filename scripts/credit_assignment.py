@@ -1,6 +1,6 @@
 """Influence of MultiNLI crowd workers: the ``credit_assignment`` experiment.
 
-Spec ``experiments.md`` §3. Needs the pre-processed MultiNLI files in
+Needs the pre-processed MultiNLI files in
 ``{data_dir}/multinli_1.0/`` (CodaLab bundle 0x5258e3771b974983abfb10bfa75e207d):
 ``mnli.npz``, ``mnli_nonfires.npz``, ``mnli_genres.npz``, ``mnli_nonfires_genres.npz``
 and the annotator files ``multinli_1.0_{train,dev_matched,dev_mismatched}_with_annotators.jsonl``
@@ -33,8 +33,11 @@ def make_parser():
     p.add_argument("--dataset-id", type=str, default="mnli")
     p.add_argument("--inverse-hvp-method", type=str, default=None)
     p.add_argument("--inverse-vp-method", type=str, default=None)
-    p.add_argument("--grad-batch-size", type=int, default=400, help="recorded; batching is automatic")
-    p.add_argument("--hessian-batch-size", type=int, default=30, help="recorded; batching is automatic")
+    # The original's batch sizes of its float32 gradient and Hessian sums: refused when given
+    # (run() says so in one line), as batch sizes here follow --max-memory.
+    p.add_argument("--grad-batch-size", type=int, default=None, help="not supported: batch sizes follow --max-memory")
+    p.add_argument("--hessian-batch-size", type=int, default=None,
+                   help="not supported: batch sizes follow --max-memory")
     # Project additions.
     cli.add_cv_flags(p)
     p.add_argument("--full-loss-matrices", action="store_true",
@@ -44,11 +47,14 @@ def make_parser():
 
 
 def run(args):
+    from experiments.common import ConfigError
     from experiments.credit_assignment import CreditAssignment, build_config
 
+    for flag, value in (("--grad-batch-size", args.grad_batch_size), ("--hessian-batch-size", args.hessian_batch_size)):
+        if value is not None:
+            raise ConfigError(f"{flag} is not supported (batch sizes follow --max-memory); got {value}")
     config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
                           inverse_hvp_method=args.inverse_hvp_method, inverse_vp_method=args.inverse_vp_method,
-                          grad_batch_size=args.grad_batch_size, hessian_batch_size=args.hessian_batch_size,
                           master_only=args.no_intermediate_results,
                           store_full_loss_matrices=args.full_loss_matrices, **cli.cv_settings(args))
     return cli.run_experiment(CreditAssignment, config, args, plots=not args.no_plots, details=lambda R: (

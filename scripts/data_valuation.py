@@ -1,6 +1,6 @@
 """Influence of CDR labelling functions as data sources: the ``data_valuation`` experiment.
 
-Spec ``experiments.md`` §4. Needs ``reduced_cdr``: run ``scripts/babble_reduce.py`` first
+Needs ``reduced_cdr``: run ``scripts/babble_reduce.py`` first
 (it needs the Babble Labble CDR database ``{data_dir}/babble/cdr.db``). Paper run
 (``codalab/run_data_valuation.sh``):
 
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    # The original has no --worker or --no-intermediate-results here (spec experiments.md §4).
+    # The original has no --worker or --no-intermediate-results here.
     cli.add_run_flags(p, worker=False, no_intermediate_results=False,
                       max_memory_help="bytes; bounds the refit batch size")
     p.add_argument("--dataset-id", type=str, default="reduced_cdr")

@@ -1,4 +1,4 @@
-"""The accuracy ladder of group-effect estimators against certified refits (``estimator_ladder``, issue 13).
+"""The accuracy ladder of group-effect estimators against certified refits (``estimator_ladder``).
 
 Takes the dataset and group flags of ``scripts/subsets_infl_logreg.py`` (the same parser),
 reads the matching ``ss_logreg`` run (running it first when its results are missing) and
@@ -42,7 +42,8 @@ def run(args):
                           retime_actual=not args.no_retime_actual)
 
     def costs(R):
-        return ", ".join(f"{e} {float(s) * 1e3:.3g} ms" for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
+        return ", ".join(f"{e} {float(s) * 1e3:.3g} ms"
+                         for e, s in zip(R["cost_estimator"], R["cost_seconds_per_group"]))
 
     return cli.run_experiment(EstimatorLadder, config, args, details=lambda R: (
         f"{len(R['subset_sizes'])} groups | per group: {costs(R)}"))

@@ -3,7 +3,7 @@
     python scripts/load_all_datasets.py [--data-dir DIR] [--center-data] [--append-bias]
         [--dataset-ids ID ...] [--supplement-ids ID ... | --supplement-ids none]
 
-Spec ``datasets.md`` §0.5 and ``experiments.md`` §6.3. Omitting ``--dataset-ids`` (or
+Omitting ``--dataset-ids`` (or
 giving it no ids) loads every registered dataset; likewise for ``--supplement-ids``;
 ``none`` loads nothing of that kind. For each dataset it prints
 ``{id}: train={shape}, val={shape}, test={shape}``. Unknown ids print
@@ -14,7 +14,7 @@ everything requested loaded (unknown ids are only reported, as in the original);
 some failed for missing or damaged data (an input error, as for every script); 1 if some
 failed unexpectedly. ``--debug`` logs the traceback of each failure.
 
-Fixed from the original (README decision 8): with a flag omitted its default was
+Fixed from the original: with a flag omitted its default was
 ``None`` and ``len(None)`` crashed, so the bare command never ran.
 """
 from __future__ import annotations

@@ -14,11 +14,11 @@ lognormal(sigma 1.4) sizes. Sizes, worker distribution and features:
         --dataset-id mnli --no-intermediate-results
 
 Existing files of the bundle in that folder are replaced (the annotator caches too).
-About 1 minute and 2.3 GB of disk at the real size.
+About 2.3 GB of disk at the real size.
 """
-import _bootstrap  # noqa: F401
-
 import time
+
+import _bootstrap  # noqa: F401
 
 from experiments import cli
 

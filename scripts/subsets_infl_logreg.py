@@ -1,4 +1,4 @@
-"""Group influence in logistic regression: the ``ss_logreg`` experiment (spec ss_logreg.md).
+"""Group influence in logistic regression: the ``ss_logreg`` experiment.
 
 Examples (run from the repository root):
 
@@ -23,7 +23,8 @@ matplotlib.use("Agg")
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    cli.add_run_flags(p, max_memory_default=1e9, max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
+    cli.add_run_flags(p, max_memory_default=1e9,
+                      max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
     p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
     p.add_argument("--dataset-file", type=str, default=None,
                    help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
@@ -39,7 +40,8 @@ def make_parser():
     p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
     p.add_argument("--subset-max-rel-size", type=float, default=0.25)
     p.add_argument("--inverse-hvp-method", type=str, default=None,
-                   help="explicit or cg (default: per dataset); fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
+                   help="explicit or cg (default: per dataset); "
+                        "fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
     p.add_argument("--inverse-vp-method", type=str, default=None)
     # Project additions.
     p.add_argument("--float32", action="store_true",
@@ -49,8 +51,8 @@ def make_parser():
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
     p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
-                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary, spec "
-                        "decision 5) or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
+                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary) "
+                        "or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
     p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
     return p
 

@@ -1,4 +1,6 @@
-"""Shared tolerances (see ../shared/STYLE.md) and fixtures."""
+"""Shared tolerances and fixtures.
+
+Each tolerance is the float64 one for its kind of check; a test that loosens one says why."""
 import os
 from pathlib import Path
 
@@ -30,7 +32,8 @@ def assert_close(actual, desired, rtol, atol=0.0, what=""):
     actual, desired = np.asarray(actual), np.asarray(desired)
     scale = np.max(np.abs(desired)) if desired.size else 0.0
     err = np.max(np.abs(actual - desired)) if desired.size else 0.0
-    assert err <= rtol * scale + atol, f"{what}: max abs error {err:.3e} > rtol {rtol:g} * scale {scale:.3e} + atol {atol:g}"
+    assert err <= rtol * scale + atol, \
+        f"{what}: max abs error {err:.3e} > rtol {rtol:g} * scale {scale:.3e} + atol {atol:g}"
 
 
 @pytest.fixture(scope="session")

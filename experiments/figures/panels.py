@@ -1,4 +1,4 @@
-"""Panels of each paper figure, built from loaded runs (spec ``figures.md`` §1.1).
+"""Panels of each paper figure, built from loaded runs.
 
 Each builder selects the result keys and the fixed test column of one figure and
 returns :class:`experiments.plot.Panel` grids, which :func:`experiments.plot.plot_panel_grid`
@@ -29,8 +29,14 @@ import numpy as np
 
 from experiments import plot
 from experiments.common import py2_float_str
-from experiments.figures.runs import (LoadedRun, MNLI_NONFIRES_GENRES, MNLI_TEST_GENRES, load_cdr_labeling_info,
-                                      load_mnli_train_genres, reg_sweep_message)
+from experiments.figures.runs import (
+    MNLI_NONFIRES_GENRES,
+    MNLI_TEST_GENRES,
+    LoadedRun,
+    load_cdr_labeling_info,
+    load_mnli_train_genres,
+    reg_sweep_message,
+)
 from experiments.figures.settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 
 REG_SLOTS = np.logspace(-7, 2, 10)              # the table's columns (spearmans[row][col][10])
@@ -65,7 +71,7 @@ def rho_table(rhos, row_labels: Sequence[str], col_titles: Sequence[str]):
 
 # --------------------------------------------------------------------------- cell 6: the fixed test points
 def fixed_test_column(run: LoadedRun, dataset_id: str, which: str = "max") -> int:
-    """The column of ``fixed_test`` a figure plots (figures.md §1.0).
+    """The column of ``fixed_test`` a figure plots.
 
     The paper's table for its datasets; otherwise (or if the table's column does not
     exist) the highest-loss fixed test point (``'max'``) or the one with loss rank
@@ -303,7 +309,7 @@ def mnli_size_panel(run: LoadedRun) -> "plot.Panel":
 
 
 def mnli_genre_effect(run: LoadedRun):
-    """``(matrix, row_labels)`` of figures.md §1.1 #10, or ``(None, message)``.
+    """``(matrix, row_labels)`` of the MultiNLI genre-effect figure, or ``(None, message)``.
 
     Rows: the 10 genres in the notebook's order; columns: workers sorted by their mean
     influence over verbatim, government, travel, letters and oup.

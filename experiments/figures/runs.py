@@ -4,7 +4,7 @@ Every run a figure reads is a :class:`RunSpec`: an experiment class, the keyword
 arguments of its module's ``build_config`` and the script that makes it. The run id is
 the experiment's own (``ExperimentClass(build_config(**arguments)).run_id``) and the
 command line is built from the same arguments, so neither can drift from the
-experiment. The registry's runs are those of figures.md §1.4:
+experiment. The registry's runs are those the paper's figures read:
 
 * ``ss_logreg`` range runs (0.25 %-25 % groups, ``--max-memory 100000000``,
   master-only), one per dataset, and the ``--fixed-reg`` sweep of Figure 3;
@@ -34,12 +34,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from datasets import storage
+from datasets.loader import load_supplemental_info
 from experiments import counterexamples, credit_assignment, data_valuation, subset_influence
 from experiments.common import DEFAULT_OUT_DIR, REPO_ROOT, ConfigError, py2_float_str
 from experiments.figures.settings import Settings, reg_values
-from datasets.loader import load_supplemental_info
 
-# The paper's range runs (codalab/run_subsets.sh, figures.md §1.4).
+# The paper's range runs (codalab/run_subsets.sh).
 RANGE_SIZES = (0.0025, 0.25)
 PAPER_MAX_MEMORY = 100_000_000
 
@@ -238,7 +238,7 @@ def load(spec: RunSpec, settings: Settings, verbose: bool = True) -> LoadedRun:
 
 def load_ss_logreg(settings: Settings, dataset_id: str, num_subsets: int | None = None,
                    fixed_reg: float | None = None, verbose: bool = True) -> LoadedRun:
-    """A ``ss_logreg`` range run (the 15 summary keys of ss_logreg.md §1.5, plus ``subset_indices``)."""
+    """A ``ss_logreg`` range run (the 15 summary keys of its master-only mode, plus ``subset_indices``)."""
     num = settings.num_subsets if num_subsets is None else num_subsets
     return load(ss_logreg_run(dataset_id, num, fixed_reg), settings, verbose)
 
@@ -248,7 +248,7 @@ def load_main_runs(settings: Settings, datasets: Sequence[str] | None = None) ->
 
 
 def load_reg_sweep(settings: Settings, dataset_id: str) -> list[tuple[float, LoadedRun]]:
-    """The ``--fixed-reg`` runs of one dataset (7 values, figures.md §1.4); quiet."""
+    """The ``--fixed-reg`` runs of one dataset (7 values); quiet."""
     return [(r, load_ss_logreg(settings, dataset_id, settings.reg_num_subsets, r, verbose=False))
             for r in reg_values(dataset_id)]
 

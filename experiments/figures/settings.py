@@ -45,11 +45,11 @@ DATASET_NAMES = {
     "breast_cancer": "Breast cancer",
     "digits": "Digits",
 }
-# Column of ``fixed_test`` plotted per dataset (figures.md §1.0).
+# Column of ``fixed_test`` plotted per dataset (as in the paper's figures).
 FIXED_TEST_IDX = {"hospital": 2, "spam": 5, "dogfish": 2, "mnist_small": 2, "mnist": 1, "reduced_cdr": 2}
 FIXED_TEST_IDX_MEDIAN = {"hospital": 3, "spam": 4, "dogfish": 3, "mnist_small": 5, "mnist": 3, "reduced_cdr": 5}
 
-# The regularisation sweep (figures.md §1.4): 7 of the 10 ``--fixed-reg`` values per dataset.
+# The regularisation sweep of the paper's figures: 7 of the 10 ``--fixed-reg`` values per dataset.
 REG_ALL = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 REG_VALUES = {"hospital": REG_ALL[3:]}          # 1e-4 ... 100
 DEFAULT_REG_VALUES = REG_ALL[:7]                # 1e-7 ... 0.1

@@ -85,8 +85,8 @@ def test_dockerfile_installs_the_readme_requirements():
     assert "COPY requirements.txt" in docker and "pip install --no-cache-dir -r requirements.txt" in docker
     assert "pip install --quiet -r requirements.txt" in setup and "(3, 11)" in setup
     # Every requirement is pinned exactly, so both installs resolve to the same versions.
-    reqs = [l for l in (REPO_ROOT / "requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
-    assert reqs and all("==" in l for l in reqs)
+    reqs = [r for r in (REPO_ROOT / "requirements.txt").read_text().splitlines() if r and not r.startswith("#")]
+    assert reqs and all("==" in r for r in reqs)
 
 
 def recipe_bundles(stdout):
@@ -140,8 +140,8 @@ def test_recipe_points_only_at_files_in_the_repository():
 
 
 def test_docker_build_context_and_worker_imports():
-    ignore = {l.strip().rstrip("/") for l in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-              if l.strip() and not l.startswith("#")}
+    ignore = {r.strip().rstrip("/") for r in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+              if r.strip() and not r.startswith("#")}
     assert {".git", ".venv", "data", "output", "plots", "**/__pycache__", ".pytest_cache"} <= ignore
     docker = (REPO_ROOT / "Dockerfile").read_text()
     workdir = re.search(r"^WORKDIR (\S+)", docker, re.MULTILINE).group(1)

@@ -1,4 +1,4 @@
-"""cdr, reduced_cdr and the CDR supplements (spec datasets.md §6) on a generated Snorkel database.
+"""cdr, reduced_cdr and the CDR supplements on a generated Snorkel database.
 
 The database uses Snorkel's column orders (``candidate_id, key_id, value``), not the
 (value, candidate_id, key_id) order the original assumed in loops, so reading columns by

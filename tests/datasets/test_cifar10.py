@@ -1,4 +1,4 @@
-"""cifar10 / cifar10_small (spec datasets.md §4) on a generated python-pickle tar.gz."""
+"""cifar10 / cifar10_small on a generated python-pickle tar.gz."""
 import os
 import pickle
 
@@ -21,7 +21,7 @@ def batch_bytes(data: np.ndarray, labels: list[int], name: bytes) -> bytes:
 def make_archive(path, per_batch=4, n_test=6, seed=0):
     rng = np.random.RandomState(seed)
     files, raw = {}, {}
-    for i, name in enumerate(cifar10.TRAIN_BATCHES):
+    for name in cifar10.TRAIN_BATCHES:
         data = rng.randint(0, 256, (per_batch, 3072)).astype(np.uint8)
         labels = [int(v) for v in rng.randint(0, 10, per_batch)]
         files[f"{cifar10.BATCHES_DIR}/{name}"] = batch_bytes(data, labels, name.encode())

@@ -1,4 +1,4 @@
-"""Fault injection on the data files, through the scripts in a subprocess (issue 14, items 1, 3, 6, 9).
+"""Fault injection on the data files, through the scripts in a subprocess.
 
 Each scenario damages a file under a fresh ``--data-dir`` and checks the exit code and the
 exact message (or the clean recovery). No network: ``INFLUENCE_OFFLINE=1``.
@@ -94,7 +94,8 @@ def test_truncated_hospital_cache_is_rebuilt_offline(tmp_path):
     # `truncate -s 20000000 D/hospital/hospital.npz`, then load hospital offline.
     data_dir = tmp_path / "D"
     (data_dir / "hospital").mkdir(parents=True)
-    (data_dir / "hospital" / hospital.ARCHIVE_NAME).write_bytes(real_archive("hospital/dataset_diabetes.zip").read_bytes())
+    archive = real_archive("hospital/dataset_diabetes.zip")
+    (data_dir / "hospital" / hospital.ARCHIVE_NAME).write_bytes(archive.read_bytes())
     assert load_hospital(data_dir).returncode == 0
     cache = data_dir / "hospital" / hospital.CACHE_NAME
     os.truncate(cache, 20_000_000)

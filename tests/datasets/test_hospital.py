@@ -1,4 +1,4 @@
-"""hospital (spec datasets.md §1): real UCI archive end to end, plus small frames for the rules."""
+"""hospital: real UCI archive end to end, plus small frames for the rules."""
 import io
 import logging
 import os
@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets import common, hospital
-from datasets import download
+from datasets import common, download, hospital
 from datasets.download import ArchiveLimitError, DataUnavailableError
 from datasets.loader import load_dataset
 from tests.datasets.helpers import FileServer, real_archive
@@ -43,7 +42,7 @@ def test_literal_none_is_a_category_only_with_keep_default_na(tmp_path):
     small_frame().to_csv(csv, index=False)
     kept = hospital.read_csv(csv)
     assert set(kept["max_glu_serum"]) == {"None", ">200", "Norm", ">300"}
-    # The pandas >= 2 pitfall this guards against (README decision 6).
+    # The pandas >= 2 pitfall this guards against (reading the literal None as NaN).
     default = pd.read_csv(csv)
     assert default["max_glu_serum"].isna().any()
     X, _ = hospital.featurize(kept)
@@ -82,7 +81,7 @@ def test_split_shuffles_positives_then_negatives_with_randomstate_2():
     assert len(train) == 20 and len(test) == 55
     assert (Y[train] == 1).sum() == 10 and (Y[test] == 1).sum() == 20
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(75))
-    # Independent derivation of the call order of §1 step 7.
+    # Independent derivation of the call order of the train/test split.
     rng = np.random.RandomState(2)
     pos, neg = np.where(Y == 1)[0], np.where(Y == -1)[0]
     rng.shuffle(pos)

@@ -1,4 +1,4 @@
-"""scripts/load_all_datasets.py (spec datasets.md §0.5, experiments.md §6.3)."""
+"""scripts/load_all_datasets.py."""
 import importlib.util
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""The registry (spec datasets.md §0.4) and the common helpers (§0.2)."""
+"""The registry and the common helpers."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,7 +16,7 @@ SPEC_SUPPLEMENTS = {
 def test_registry_has_every_id_of_the_original():
     assert set(loader.ORIGINAL_DATASETS) <= set(loader.DATASETS)
     assert set(loader.SUPPLEMENTS) == SPEC_SUPPLEMENTS
-    # Experiments build supplement ids by concatenation (§0.4).
+    # Experiments build supplement ids by concatenation.
     for suffix in ("_weights", "_nonfires", "_LFs", "_labeling_info"):
         assert "reduced_cdr" + suffix in loader.SUPPLEMENTS
     for suffix in ("_ids", "_genres", "_nonfires", "_nonfires_genres"):

@@ -1,4 +1,4 @@
-"""mnist / mnist_small (spec datasets.md §3) on generated gzipped IDX files; Fashion-MNIST at scale."""
+"""mnist / mnist_small on generated gzipped IDX files; Fashion-MNIST at scale."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""mnli and its supplements (spec datasets.md §7) on generated bundle files."""
+"""mnli and its supplements on generated bundle files."""
 import json
 
 import numpy as np

@@ -92,7 +92,7 @@ def test_an_interrupted_generation_leaves_the_folder_as_it_was(small, monkeypatc
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mnli_bundle, "_jsonl", fail)
+    monkeypatch.setattr(mnli_bundle, "write_annotator_jsonl", fail)
     with pytest.raises(OSError, match="disk full"):
         write_mnli_bundle(data_dir, BundleSpec(**{**SMALL.__dict__, "seed": 9}))
     assert digests(data_dir / "multinli_1.0") == before

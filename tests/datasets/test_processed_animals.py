@@ -1,4 +1,4 @@
-"""dogfish / animals (spec datasets.md §5) on generated Inception-feature npz files."""
+"""dogfish / animals on generated Inception-feature npz files."""
 import logging
 
 import numpy as np
@@ -32,7 +32,7 @@ def test_loads_features_labels_uint8_no_validation(tmp_path, data_dir, server, c
     assert np.array_equal(ds.train.x, x_tr) and np.array_equal(ds.test.x, x_te)
     assert ds.train.labels.dtype == np.uint8 and np.array_equal(ds.test.labels, y_te)
     assert (data_dir / "processed_animals" / train_name).is_file()
-    # Smaller than the spec's sizes: a warning, not an error (those sizes are partly inferred).
+    # Smaller than the original's sizes: a warning, not an error (those sizes are partly inferred).
     assert "training rows: expected" in caplog.text
 
 

@@ -1,4 +1,4 @@
-"""spam (spec datasets.md §2): seeded shuffle, spaCy rule, cache naming, real Enron1 archive."""
+"""spam: seeded shuffle, spaCy rule, cache naming, real Enron1 archive."""
 import numpy as np
 import pytest
 

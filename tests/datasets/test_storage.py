@@ -65,8 +65,8 @@ def test_temporary_name_records_host_and_pid(tmp_path):
     with storage.atomic_write(tmp_path / "r.npz") as f:
         seen = [p.name for p in tmp_path.iterdir()]
         f.write(b"x")
-    assert len(seen) == 1 and storage._TMP_NAME.match(seen[0])
-    assert f".{storage._host()}.{os.getpid()}." in seen[0]
+    assert len(seen) == 1 and storage.TMP_NAME.match(seen[0])
+    assert f".{storage.host_name()}.{os.getpid()}." in seen[0]
     assert storage.remove_stale_temporaries(tmp_path) == []
 
 
@@ -158,7 +158,7 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     dead_pid = int(dead.stdout)
-    host = storage._host()
+    host = storage.host_name()
     files = {
         "dead_writer": f".result_6-retrain.npz.{host}.{dead_pid}.0123abcd.tmp",
         "live_writer": f".result_7-x.npz.{host}.{os.getpid()}.0123abcd.tmp",

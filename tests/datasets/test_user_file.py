@@ -1,4 +1,4 @@
-"""A user's own data file (``--dataset-file``, issue 13 item 5): formats, label mapping,
+"""A user's own data file (``--dataset-file``): formats, label mapping,
 dataset ids, and one exact one-line message per bad input."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data checks on load (validate_datasets) and damaged caches treated as missing (issue 14)."""
+"""Data checks on load (validate_datasets) and damaged caches treated as missing."""
 import logging
 import os
 
@@ -60,7 +60,7 @@ def test_float64_values_beyond_float32_become_infinite_and_are_caught():
 
 
 def test_non_finite_found_across_check_blocks(monkeypatch):
-    monkeypatch.setattr(common, "_CHECK_BLOCK", 4)  # 18 values in 5 blocks
+    monkeypatch.setattr(common, "CHECK_BLOCK", 4)  # 18 values in 5 blocks
     x = good_x()
     x[3, 0] = x[5, 2] = np.nan  # flat indices 9 and 17: second-to-last and last block
     with pytest.raises(DatasetValidationError, match=r"2 non-finite value\(s\).*row 3, column 0"):
@@ -102,7 +102,8 @@ def test_one_class_is_refused():
 @pytest.mark.parametrize("labels, match", [
     (np.array([0, 1, 0.5, 1, 1, 0]), r"train labels must be integers .* 1 are not, the first at index 2"),
     (np.array([0, 1, 0, np.nan, 1, np.inf]), r"train labels have 2 non-finite value\(s\).*first is at index 3"),
-    (np.array([0, 1, -1, 1, -1, 0]), r"train labels must be class indices 0..K-1; 2 are negative, the first at index 2"),
+    (np.array([0, 1, -1, 1, -1, 0]),
+     r"train labels must be class indices 0..K-1; 2 are negative, the first at index 2"),
     (np.array(["a", "b", "a", "b", "a", "b"]), r"train labels must be numeric class indices; got dtype <U1"),
 ])
 def test_labels_must_be_finite_non_negative_integers(labels, match):
@@ -114,8 +115,11 @@ def test_shapes_must_agree():
     ds = make(good_x(), Y, good_x(d=4), Y)
     with pytest.raises(DatasetValidationError, match="'shapes': test x has 4 features but train x has 3"):
         validate_datasets(ds, "shapes")
-    broken = DataSet(good_x(), Y)
-    broken._labels = Y[:5]  # DataSet refuses this itself; a loader could still build it by hand
+
+    class Broken(DataSet):  # DataSet refuses this itself; a loader could still build it by hand
+        labels = property(lambda self: Y[:5])
+
+    broken = Broken(good_x(), Y)
     with pytest.raises(DatasetValidationError, match="'shapes': train x has 6 rows but there are 5 labels"):
         validate_datasets(Datasets(broken, None, DataSet(good_x(), Y)), "shapes")
     with pytest.raises(DatasetValidationError, match="'shapes': validation x has 2 features"):

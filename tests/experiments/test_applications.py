@@ -1,4 +1,4 @@
-"""The application experiments (spec experiments.md §3-§5) end to end on generated raw files.
+"""The application experiments (credit_assignment, data_valuation, babble_reduce) end to end on generated raw files.
 
 Neither the Babble Labble CDR database nor the MultiNLI bundle is reachable offline, so
 :mod:`tests.experiments.app_fixtures` writes small files in their exact formats. The
@@ -22,17 +22,16 @@ import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 from datasets import storage
-from experiments.babble_reduce import BabbleReduce
-from experiments.babble_reduce import ConfigError as BRConfigError
-from experiments.babble_reduce import build_config as br_config
-from experiments.babble_reduce import run_id_from_config as br_run_id
-from experiments.credit_assignment import (EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, CreditAssignment)
-from experiments.credit_assignment import build_config as ca_config
-from experiments.data_valuation import ACTL_PRED_KEYS, ConfigError, DataValuation, FIXED_TEST
-from experiments.data_valuation import build_config as dv_config
+from experiments.babble_reduce import (
+    BabbleReduce,
+    ConfigError as BRConfigError,
+    build_config as br_config,
+    run_id_from_config as br_run_id,
+)
+from experiments.credit_assignment import EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, CreditAssignment, build_config as ca_config
+from experiments.data_valuation import ACTL_PRED_KEYS, FIXED_TEST, ConfigError, DataValuation, build_config as dv_config
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
-from tests.experiments.app_fixtures import (CDR_LF_IDS, MNLI_NOISY_WORKER, MNLI_WORKERS, make_cdr_db,
-                                            make_mnli_files)
+from tests.experiments.app_fixtures import CDR_LF_IDS, MNLI_NOISY_WORKER, MNLI_WORKERS, make_cdr_db, make_mnli_files
 
 DV_CV = (1e-3, 1e-2, 2)      # narrowed grids keep the suite fast; the code path is the paper's
 CA_CV = (1e-1, 1e-1, 1)
@@ -153,7 +152,7 @@ def test_babble_reduce_path_shares_one_random_state_as_the_original(cdr, tmp_pat
 
 
 def test_babble_reduce_without_sample_weights_runs_unweighted(cdr, tmp_path):
-    # The original crashed here (BUG, spec §5.1): now an unweighted run.
+    # The original crashed here (it indexed None): now an unweighted run.
     exp = BabbleReduce(br_config(data_dir=str(cdr["data_dir"]), sample_weights=False,
                                  save_reduced_dir=str(tmp_path / "reduced")), out_dir=tmp_path, progress=False)
     R = exp.run()
@@ -265,7 +264,10 @@ def test_data_valuation_refits_are_certified_and_keep_unnormalised_weights(cdr):
     cand = np.array([c for c, _, _ in votes if split[c] == 0])
     for k, g in enumerate(R["subset_indices"]):
         theta = R["subset_refit_params"][k]
-        grad = lambda w: Xa.T @ (w * (sigmoid(Xa @ theta) - y)) + R["cv_l2_reg"] * mask * theta  # noqa: E731
+
+        def grad(w, theta=theta):
+            return Xa.T @ (w * (sigmoid(Xa @ theta) - y)) + R["cv_l2_reg"] * mask * theta
+
         kept = s.copy()
         kept[g] = 0.0
         assert np.linalg.norm(grad(kept)) <= 1e-9 * np.abs(kept) @ np.linalg.norm(Xa, axis=1)
@@ -387,7 +389,7 @@ def test_credit_assignment_keys_and_shapes(mnli):
     assert R["nonfires_predictions"].shape == (9832, 3)
     assert R["subset_test_losses"].shape == (S, 9815) and R["subset_nonfires_losses"].shape == (S, 9832)
     assert [len(v) for v in R["subset_train_losses"]] == [len(g) for g in R["subset_indices"]]
-    # --no-intermediate-results summary (spec §3.1)
+    # --no-intermediate-results summary
     path = mnli["ca"].save_summary(mnli["ca"].summary_keys())
     summary, _ = storage.load_result(path)
     assert set(summary) == set(SUMMARY_KEYS + EXTRA_SUMMARY_KEYS)

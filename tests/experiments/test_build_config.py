@@ -1,4 +1,4 @@
-"""Every rule on the flags of ss_logreg is checked when the config is built (issue 14 item 4),
+"""Every rule on the flags of ss_logreg is checked when the config is built,
 including the group sizes, from the known number of training points."""
 import pytest
 
@@ -13,7 +13,7 @@ def test_known_training_sizes_match_the_loaders(dataset_id):
 
 
 def test_known_training_size_of_hospital(shared_data, tmp_path):
-    """hospital's size is fixed by its loader (spec datasets.md §2: 10,000 per class)."""
+    """hospital's size is fixed by its loader (10,000 per class)."""
     import shutil
 
     archive = shared_data / "hospital" / "dataset_diabetes.zip"

@@ -3,8 +3,7 @@ for exactly the same inputs, damaged files rebuilt, results bitwise identical.""
 import numpy as np
 import pytest
 
-from experiments import cluster_cache
-from experiments import subset_influence as si
+from experiments import cluster_cache, subset_influence as si
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 
 
@@ -163,7 +162,8 @@ def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monke
     assert len(_files(tmp_path)) == 3 and all("-part" in f for f in _files(tmp_path))
 
     calls.clear()
-    monkeypatch.setattr(clustering, "cluster_part_one_thread", lambda M, part, *a: (calls.append(part), real(M, part, *a))[1])
+    monkeypatch.setattr(clustering, "cluster_part_one_thread",
+                        lambda M, part, *a: (calls.append(part), real(M, part, *a))[1])
     with caplog.at_level("INFO"):
         out = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
     assert _same_pools(out, fresh)

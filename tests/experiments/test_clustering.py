@@ -1,11 +1,10 @@
-"""The fast single-linkage clustering and the clustered-group pools (ss_logreg §3 phase 5)."""
+"""The fast single-linkage clustering and the clustered-group pools (ss_logreg's phase 5)."""
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fclusterdata
 from scipy.spatial.distance import pdist
 
-from experiments.clustering import (condensed_euclidean, single_linkage_fcluster,
-                                    single_linkage_fcluster_one_thread)
+from experiments.clustering import condensed_euclidean, single_linkage_fcluster, single_linkage_fcluster_one_thread
 from experiments.subset_influence import _cluster_pool, _cluster_pools
 
 

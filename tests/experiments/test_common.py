@@ -3,8 +3,15 @@ import numpy as np
 import pytest
 
 from datasets import storage
-from experiments.common import (ConfigFileError, ConfigMismatchError, Experiment, OutputDirError,
-                                collate_results, phase, py2_float_str)
+from experiments.common import (
+    ConfigFileError,
+    ConfigMismatchError,
+    Experiment,
+    OutputDirError,
+    collate_results,
+    phase,
+    py2_float_str,
+)
 from experiments.execution import Executor
 
 CALLS = []
@@ -238,7 +245,7 @@ def test_stale_temporaries_removed_by_the_next_run(tmp_path, caplog):
     base = _base(tmp_path)
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout)
-    stale = base / f".result_2-total.npz.{storage._host()}.{dead}.00ff00ff.tmp"
+    stale = base / f".result_2-total.npz.{storage.host_name()}.{dead}.00ff00ff.tmp"
     stale.write_bytes(b"half a file")
     Toy({"seed": 0}, out_dir=tmp_path).run()
     assert not stale.exists()

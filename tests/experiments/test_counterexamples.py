@@ -1,9 +1,8 @@
-"""The counterexamples experiment (spec experiments.md §2, §13) against independent oracles."""
+"""The counterexamples experiment against independent oracles."""
 import collections
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +10,20 @@ from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from datasets import storage
-from experiments.counterexamples import (AVG_KS, DATASET_IDS, SUMMARY_KEYS, ConfigError,
-                                         Counterexamples, build_config, find_adversarial_test,
-                                         generate_datasets, pick_subsets)
+from experiments.counterexamples import (
+    AVG_KS,
+    DATASET_IDS,
+    SUMMARY_KEYS,
+    ConfigError,
+    Counterexamples,
+    build_config,
+    find_adversarial_test,
+    generate_datasets,
+    pick_subsets,
+)
 from tests.conftest import REPO_ROOT, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 
-# Spec §2.3 table: N_train, D, #subsets, K set of phase 4.
+# The original's datasets: N_train, D, #subsets, K set of phase 4.
 TABLE = {
     "gauss": (40, 5, 10700, (2, 5, 10, 15)),
     "fixed": (8, 2, 84, (1, 2, 4, 6)),
@@ -99,7 +106,7 @@ def test_seed0_facts(datasets):
 
 
 def test_gauss_follows_the_spec_construction_bit_for_bit(datasets):
-    """An independent transcription of spec §2.3 item 1 (mixture with the +axis/2 block labelled 0)."""
+    """An independent transcription of the original item 1 (mixture with the +axis/2 block labelled 0)."""
     rng = np.random.RandomState(0)
     sep = rng.normal(0, 1, (5,))
     sep /= np.linalg.norm(sep)
@@ -243,7 +250,7 @@ def test_singleton_newton_is_first_order_over_one_minus_leverage(tmp_path):
 
 
 def _lstsq_targets(seed, D):
-    """The phase-4 draws of spec §2.7, in its order: per K, (100, 2) then (100, 2K)."""
+    """The phase-4 draws of the original, in its order: per K, (100, 2) then (100, 2K)."""
     rng = np.random.RandomState(seed)
     out = {}
     for K in (D // 2, D, 2 * D, 3 * D):
@@ -331,7 +338,7 @@ def test_linear_and_evaluated_influences(ortho2):
 
 
 def test_ortho2_cone_matches_spec_13(ortho2):
-    """Figure 4, right panel: the cex_one point, per block (spec §13 table)."""
+    """Figure 4, right panel: the cex_one point, per block."""
     R = ortho2.R
     j = R["cex_tags"].index("cex_one")
     P = R["cex_subset_test_pred_margin_infl"][:, j]
@@ -369,7 +376,7 @@ def test_float32_and_float64_differ_only_where_expected(gauss2_both):
 
 
 def test_gauss4_left_panel_is_a_line_in_float64(tmp_path):
-    """Figure 4, left panel (spec §13): in float64 the test point gives a straight line."""
+    """Figure 4, left panel: in float64 the test point gives a straight line."""
     exp = run("gauss4", tmp_path)
     R = exp.R
     assert len(exp.subsets) == 7140
@@ -389,7 +396,7 @@ def test_gauss4_left_panel_is_a_line_in_float64(tmp_path):
     points = np.unique(np.concatenate([exp.subsets[i] for i in E30]))
     A = np.vstack([R["subset_pred_dparam"][E30], R["subset_newton_pred_dparam"][E30]])
     assert np.linalg.matrix_rank(A) == len(points) < 60
-    # The master-only summary holds exactly the spec's keys.
+    # The master-only summary holds exactly the original's keys.
     path = exp.save_summary(exp.summary_keys())
     summary, _ = storage.load_result(path)
     assert sorted(summary) == sorted(SUMMARY_KEYS)
@@ -398,7 +405,7 @@ def test_gauss4_left_panel_is_a_line_in_float64(tmp_path):
 
 @pytest.mark.slow
 def test_gauss4_left_panel_scatters_in_float32(tmp_path):
-    """With the original's float32 numerics the same construction gives a cloud (spec §13)."""
+    """With the original's float32 numerics the same construction gives a cloud."""
     exp = run("gauss4", tmp_path, dtype="float32")
     R = exp.R
     E = R["cex_lstsq_uv_K-120_subsets"]

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from experiments.common import ConfigMismatchError
-from experiments.estimator_ladder import (ACCURACY_COLUMNS, COST_COLUMNS, ESTIMATORS, EstimatorLadder,
-                                          accuracy_stats, build_config, size_deciles)
+from experiments.estimator_ladder import (
+    ACCURACY_COLUMNS,
+    COST_COLUMNS,
+    ESTIMATORS,
+    EstimatorLadder,
+    accuracy_stats,
+    build_config,
+    size_deciles,
+)
 from experiments.subset_influence import build_config as ss_build_config
 from tests.conftest import RTOL_CG, RTOL_TWO_PATHS, assert_close
 from tests.scripts.test_cli_fuzz import load_script
@@ -110,7 +117,7 @@ def test_resume_summary_and_config_guard(ladder, tmp_path):
     cfg = build_config(ss_build_config(**SS_ARGS), master_only=True)
     summ = EstimatorLadder(cfg, out_dir=ladder.out_dir, progress=False)
     summ.out_dir = tmp_path
-    summ._base = ladder.base
+    summ.base = ladder.base
     summ.run_from_cli(no_intermediate_results=True)
     files = sorted(p.name for p in summ.base_dir.iterdir())
     assert files == ["accuracy.csv", "config.json", "cost.csv", "result_summary.npz"]
@@ -224,7 +231,7 @@ def test_notebook_ladder_figure(ladder, tmp_path, capsys):
 def test_k_step_newton_by_cg(ladder, tmp_path):
     assert ladder.R["newton_steps_method"] == "explicit"    # d = 31
     cg = EstimatorLadder(build_config(ss_build_config(**SS_ARGS), newton_steps_method="cg"), out_dir=tmp_path)
-    cg._base = ladder.base
+    cg.base = ladder.base
     cg.run()
     assert cg.R["newton_steps_method"] == "cg"
     for k in (2, 3):

@@ -1,8 +1,9 @@
 """Dask execution (experiments/execution.py): embedded and cluster runs agree bit for bit,
 a killed worker changes nothing, an unreachable scheduler is one line (exit 2).
 
-One 2-worker LocalCluster on 127.0.0.1 serves the module (shut down in the fixture's
-finally); the killed-worker test runs last, since the nanny then restarts that worker.
+One 2-worker LocalCluster on 127.0.0.1 serves the module (the ``cluster`` fixture of
+tests/experiments/conftest.py, shut down in its finally); the killed-worker test runs
+last, since the nanny then restarts that worker.
 """
 import functools
 import os
@@ -16,11 +17,11 @@ import pytest
 
 from experiments import cli, execution, tasks
 from experiments.common import result_config
-from experiments.counterexamples import Counterexamples
-from experiments.counterexamples import build_config as cex_config
+from experiments.counterexamples import Counterexamples, build_config as cex_config
 from experiments.execution import Executor, SchedulerUnreachableError
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 from tests.scripts.test_cli_fuzz import load_script
+
 
 class SmallChunks(SubsetInfluenceLogreg):
     """ss_logreg with one group per refit task, so that phase 6 is many short tasks."""
@@ -67,16 +68,6 @@ def assert_identical(A, B):
                 assert x.tolist() == y.tolist(), k
             else:
                 assert x.tobytes() == y.tobytes(), f"{k} differs between embedded and cluster runs"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ex = Executor(num_workers=2, progress=False)
-    try:
-        ex.client  # noqa: B018 - start the cluster
-        yield ex
-    finally:
-        ex.close()
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +149,7 @@ def test_results_come_back_in_submission_order(cluster):
 
 def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
     """Per-(fold, lambda) tasks and a picklable score (data_valuation's weighted F1)."""
-    from experiments.data_valuation import _weighted_f1
+    from experiments.data_valuation import weighted_f1
     from experiments.influence_base import contiguous_folds, cv_regs
     from influence.logistic_regression import LogisticRegression
 
@@ -166,7 +157,7 @@ def test_cold_fit_cross_validation_with_a_score_on_two_workers(cluster):
     X = rng.normal(size=(120, 4))
     y = (X @ np.array([1.0, -2.0, 0.5, 0.0]) + rng.normal(size=120) > 0).astype(np.int64)
     w = rng.uniform(0.5, 1.5, size=120)
-    score = functools.partial(_weighted_f1, X[:40], y[:40], w[:40])
+    score = functools.partial(weighted_f1, X[:40], y[:40], w[:40])
     cfg = LogisticRegression.default_config()
     cfg["arch"] = {"input_dim": 4, "fit_intercept": True, "num_classes": 2}
     args = (X, y, cv_regs(120, (1e-4, 1e-1, 3)), contiguous_folds(120, 5), w, False, score)

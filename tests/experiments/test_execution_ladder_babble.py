@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 
 from experiments import execution
-from experiments.babble_reduce import BabbleReduce, make_sklearn_model, path_random_states
-from experiments.babble_reduce import build_config as br_config
-from experiments.estimator_ladder import EstimatorLadder
-from experiments.estimator_ladder import build_config as ladder_config
+from experiments.babble_reduce import BabbleReduce, build_config as br_config, make_sklearn_model, path_random_states
+from experiments.estimator_ladder import EstimatorLadder, build_config as ladder_config
 from experiments.subset_influence import build_config as ss_config
 from tests.experiments.app_fixtures import make_cdr_db
-from tests.experiments.test_execution import assert_identical, cluster, task_names  # noqa: F401 (cluster: fixture)
+from tests.experiments.test_execution import assert_identical, task_names
 from tests.scripts.test_cli_fuzz import load_script
 
 

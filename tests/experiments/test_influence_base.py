@@ -6,8 +6,8 @@ from experiments.counterexamples import Counterexamples
 from experiments.credit_assignment import CreditAssignment
 from experiments.data_valuation import DataValuation
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
-from influence import memory
 from experiments.subset_influence import SubsetInfluenceLogreg
+from influence import memory
 from influence.group_influence import GroupInfluence
 
 

@@ -1,11 +1,10 @@
-"""The original's public API for notebooks (spec figures.md, "Runs are loaded with ..."):
+"""The original's public API for notebooks (how the figures notebook loads runs):
 ``<ExperimentClass>.load_run(run_id, out_dir=..., phase_indices=[...], verbose=False)``,
 then ``E.R``, ``E.config``, ``E.num_train`` and ``E.get_simple_subset_tags()``."""
 import numpy as np
 import pytest
 
-from experiments.counterexamples import Counterexamples
-from experiments.counterexamples import build_config as cex_config
+from experiments.counterexamples import Counterexamples, build_config as cex_config
 from experiments.subset_influence import SUMMARY_KEYS, SubsetInfluenceLogreg, build_config
 
 SIMPLE_TAGS = {"random", "random_same_class", "neg_tail_test", "pos_tail_test", "same_features", "same_grad",

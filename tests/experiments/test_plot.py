@@ -1,4 +1,4 @@
-"""Plot helpers (spec experiments.md §9 and figures.md §1.0), on the Agg backend."""
+"""Plot helpers of plot_all and the figures notebook, on the Agg backend."""
 import re
 import warnings
 
@@ -250,14 +250,14 @@ def test_plot_group_correlation_limits_diagonal_and_rho(xy):
 ])
 def test_limits_helper_is_the_range_rule_of_both_scatters(equal, balanced, expect):
     x, y = np.array([-1.0, 2.0, np.nan, 0.5]), np.array([0.5, 4.0, 1.0, np.inf])   # non-finite values ignored
-    assert plot._limits(x, y, equal, balanced) == expect
+    assert plot.data_limits(x, y, equal, balanced) == expect
     # Both scatter functions pad the same ranges by 5 %.
     for draw in (plot.plot_influence_correlation, plot.plot_group_correlation):
         ax = _ax()
         draw(ax, x, y, equal=equal, balanced=balanced)
         for lim, (lo, hi) in zip((ax.get_xlim(), ax.get_ylim()), expect):
             assert lim == pytest.approx((lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)), rel=1e-12)
-    assert plot._limits(np.array([]), np.array([np.nan]), True, True) == ((0.0, 0.0), (0.0, 0.0))
+    assert plot.data_limits(np.array([]), np.array([np.nan]), True, True) == ((0.0, 0.0), (0.0, 0.0))
 
 
 @pytest.mark.parametrize("anchor, expect", [("min", (0.0, 4.0)), ("max", (6.0, 10.0)), ("mid", (3.0, 7.0))])

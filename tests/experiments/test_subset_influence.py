@@ -8,8 +8,14 @@ import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from experiments.common import ConfigMismatchError
-from experiments.subset_influence import (EXTRA_SUMMARY_KEYS, SUMMARY_KEYS, ConfigError,
-                                          SubsetInfluenceLogreg, build_config, run_id_from_config)
+from experiments.subset_influence import (
+    EXTRA_SUMMARY_KEYS,
+    SUMMARY_KEYS,
+    ConfigError,
+    SubsetInfluenceLogreg,
+    build_config,
+    run_id_from_config,
+)
 from influence import objective as K
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
 
@@ -37,7 +43,8 @@ PAPER_RANGE = dict(subset_choice_type="range", subset_min_rel_size=0.0025, subse
     (dict(dataset_id="mnist", inverse_hvp_method="explicit", **PAPER_RANGE),
      "mnist_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"),
     (dict(dataset_id="hospital", tag="foo"), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_foo"),
-    (dict(dataset_id="hospital", tag="foo", fixed_reg=0.001), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_rel-reg-0.001"),
+    (dict(dataset_id="hospital", tag="foo", fixed_reg=0.001),
+     "hospital_ihvp-explicit_seed-0_size-0.1_num-5_rel-reg-0.001"),
     (dict(dataset_id="hospital", dtype="float32"), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_float32"),
 ])
 def test_run_ids_match_the_original(kwargs, run_id):
@@ -79,7 +86,7 @@ def test_bad_configs_fail_when_built(kwargs, match):
 
 
 def test_rng_fingerprints_of_the_random_groups():
-    # spec §3 phase 5: legacy RandomState(0).choice(n, s, replace=False) draws.
+    # Phase 5's random groups: legacy RandomState(0).choice(n, s, replace=False) draws, as the original.
     assert list(np.random.RandomState(0).choice(20000, 50, replace=False)[:8]) == [
         19134, 4981, 16643, 19117, 5306, 230, 3148, 11525]
     assert list(np.random.RandomState(0).choice(1800, 4, replace=False)) == [597, 831, 1174, 467]
@@ -106,7 +113,7 @@ def multi_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wellcond_run(tmp_path_factory):
-    """Well-conditioned setting of spec §7 D: lambda = 0.01 n (via --fixed-reg)."""
+    """Well-conditioned setting of the original D: lambda = 0.01 n (via --fixed-reg)."""
     return _finished_run(tmp_path_factory, "ss_wc", dataset_id="synthetic_binary", subset_choice_type="range",
                          num_subsets=3, fixed_reg=0.01)
 
@@ -122,12 +129,14 @@ def test_group_counts_tags_and_sizes(binary_run):
     n, num = exp.num_train, 6
     sizes = np.linspace(int(n * 0.0025), int(n * 0.25), num).astype(int)
     tags, idx = R["subset_tags"], R["subset_indices"]
-    assert len(tags) == len(idx) == 17 * num  # binary: nothing is skipped (spec §4)
+    assert len(tags) == len(idx) == 17 * num  # binary: nothing is skipped
     simple = [t.split("-")[0] for t in tags]
     for t, count in [("random", num), ("random_same_class", num), ("neg_tail_test", 6 * num),
                      ("pos_tail_test", 6 * num), ("same_features", num), ("same_grad", num), ("feature_window", num)]:
         assert simple.count(t) == count, t
-    by_tag = lambda t: [np.asarray(i) for tag, i in zip(simple, idx) if tag == t]
+    def by_tag(t):
+        return [np.asarray(i) for tag, i in zip(simple, idx) if tag == t]
+
     for t in ("random", "same_features", "same_grad", "feature_window"):
         assert [len(i) for i in by_tag(t)] == list(sizes), t
     labels = exp.train.labels
@@ -178,7 +187,7 @@ def test_linear_algebra_invariants(binary_run):
     sums = np.array([R["fixed_test_pred_infl"][:, i].sum(1) for i in groups])
     assert_close(R["subset_fixed_test_pred_infl"], sums, RTOL_TWO_PATHS, what="sum of individual")
     assert_close(R["subset_fixed_test_pred_infl"], R["subset_pred_dparam"] @ T.T, 1e-9, what="grad . p")
-    # Loss/margin identity for binary models (spec §3 phase 4).
+    # Loss/margin identity for binary models.
     mt = np.asarray(R["initial_test_margins"])[R["fixed_test"]]
     factor = -1.0 / (1.0 + np.exp(mt))
     assert_close(R["fixed_test_pred_infl"], factor[:, None] * R["fixed_test_pred_margin_infl"], RTOL_TWO_PATHS)
@@ -251,7 +260,7 @@ def test_small_groups_actual_close_to_newton_and_first_order(wellcond_run):
     actl, pred, newt = (np.asarray(R[k])[small] for k in
                         ("subset_self_actl_infl", "subset_self_pred_infl", "subset_self_newton_infl"))
     big = np.abs(actl) > 1e-8
-    # The spec's 5 % bound (§7 D.23) is for n = 2000; on this n = 600 set the removed
+    # The original's 5 % bound is for n = 2000; on this n = 600 set the removed
     # point's own loss has a second-order error of order its leverage (up to ~8 % here),
     # which the one-step Newton approximation removes: Newton must meet 5 %, first
     # order 10 %, and Newton must be at least as close in 90 % of the groups.
@@ -360,7 +369,7 @@ def test_resume_after_interruption_gives_identical_results(binary_run, tmp_path,
     for key in ("subset_newton_dparam", "subset_fixed_test_actl_infl", "subset_self_pparam_infl"):
         assert_close(R[key], binary_run.R[key], 0, what=key)
     with pytest.raises(ConfigMismatchError, match="--force-refresh"):
-        # inverse_vp_method is not in the run id (spec QUIRK: such runs shared a folder).
+        # inverse_vp_method is not in the run id (a quirk kept: such runs shared a folder).
         SubsetInfluenceLogreg(dict(cfg, inverse_vp_method="lu"), out_dir=tmp_path).check_config()
 
 
@@ -393,14 +402,14 @@ def test_plot_all_writes_the_spec_files(binary_run):
         expected |= {f"fixed-test-{idx}_{q}_{pair}.png" for q in ("loss", "margin")
                      for pair in ("actl-pred", "actl-newton", "pred-newton", "actl-pparam", "actl-nparam")}
         expected.add(f"sizes_fixed-test-{idx}_loss.png")
-    assert base == expected and len(base) == 77  # spec §5: 77 base files for binary explicit range
+    assert base == expected and len(base) == 77  # the original's 77 base files for a binary explicit range run
     assert all((binary_run.base_dir / "plots" / n).stat().st_size > 0 for n in names)
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_hospital_end_to_end_on_the_real_archive(shared_data, tmp_path):
-    """The real UCI archive through the real loader and a small range run (spec §7 E.30)."""
+    """The real UCI archive through the real loader and a small range run."""
     import shutil
     (tmp_path / "data" / "hospital").mkdir(parents=True)
     shutil.copy(shared_data / "hospital" / "dataset_diabetes.zip", tmp_path / "data" / "hospital")

@@ -1,9 +1,9 @@
 """The paper-figures notebook against small fake-but-well-formed output folders.
 
 The folders are written with :mod:`datasets.storage` (``save_result`` /
-``save_json``) using the spec's exact key names and shapes:
+``save_json``) using the original's exact key names and shapes:
 
-* ``ss_logreg`` master-only summaries (ss_logreg.md §1.5): a binary run with all 15
+* ``ss_logreg`` master-only summaries: a binary run with all 15
   keys (hospital), a multiclass run with 10 (mnist), a normal run with phase files
   (breast_cancer), and a run that is missing (spam); part of hospital's
   regularisation sweep;
@@ -30,9 +30,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from experiments import figures as fd
-from experiments import plot
 from datasets import storage
+from experiments import figures as fd, plot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO_ROOT / "notebooks" / "paper-figures.ipynb"
@@ -244,7 +243,7 @@ def executed(fake_outputs, tmp_path_factory):
     """Run the notebook once against the fake outputs; returns (notebook, plot_dir, stdout).
 
     It runs as a user runs it: ``scripts/run_figures.py`` without flags, the folders
-    given only by ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` (issue 14: the flags'
+    given only by ``INFLUENCE_OUT_DIR`` / ``INFLUENCE_PLOT_DIR`` (the flags'
     defaults used to override them), on a kernel that runs this interpreter.
     """
     import nbformat
@@ -455,7 +454,7 @@ def test_env_settings(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- the run registry
-# The run ids of figures.md §1.0 and §1.4, written out.
+# The run ids the paper's figures read, written out.
 SPEC_RUN_IDS = [
     (fd.ss_logreg_run("hospital", 100), "ss_logreg", "hospital_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-100"),
     (fd.ss_logreg_run("mnist", 100), "ss_logreg", "mnist_ihvp-cg_seed-0_sizes-0.0025-0.25_num-100"),
@@ -478,8 +477,7 @@ def test_registry_run_ids_are_the_experiments(spec, experiment_id, run_id):
 
 
 def test_registry_run_ids_equal_the_experiment_classes_for_the_same_settings():
-    from experiments import counterexamples as cex
-    from experiments import subset_influence as si
+    from experiments import counterexamples as cex, subset_influence as si
 
     for ds in ("breast_cancer", "digits", "dogfish", "spam", "animals"):
         for num, reg in ((30, None), (10, 0.01), (10, 100.0)):

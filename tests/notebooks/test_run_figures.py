@@ -1,4 +1,4 @@
-"""``scripts/run_figures.py``: which folders the notebook gets (issue 14).
+"""``scripts/run_figures.py``: which folders the notebook gets.
 
 ``--out-dir`` / ``--plot-dir`` win only when given; otherwise ``INFLUENCE_OUT_DIR`` /
 ``INFLUENCE_PLOT_DIR`` select the folders (as the README says), else ``<repo>/output``

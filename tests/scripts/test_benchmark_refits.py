@@ -1,4 +1,4 @@
-"""scripts/benchmark_refits.py: the matmul rates and the table of large products (issue 12)."""
+"""scripts/benchmark_refits.py: the matmul rates and the table of large products."""
 from tests.scripts.test_cli_fuzz import load_script
 
 

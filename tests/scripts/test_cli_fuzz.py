@@ -138,7 +138,8 @@ def test_random_flags_in_subprocesses(tmp_path):
         argv += ["--dataset-id", "nope"] if done < 3 else ["--dataset-id", "breast_cancer", "--num-subsets", "3",
                                                          "--subset-rel-size", "1.0"]
         proc = run_real("subsets_infl_logreg", argv, tmp_path)
-        check_outcome(proc.returncode, "\n".join(l for l in proc.stderr.splitlines() if " INFO " not in l), argv)
+        errors = "\n".join(line for line in proc.stderr.splitlines() if " INFO " not in line)
+        check_outcome(proc.returncode, errors, argv)
         assert proc.returncode == 2
         done += 1
 

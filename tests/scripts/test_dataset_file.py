@@ -1,4 +1,4 @@
-"""``--dataset-file`` end to end (issue 13 item 5): ``scripts/subsets_infl_logreg.py`` and
+"""``--dataset-file`` end to end: ``scripts/subsets_infl_logreg.py`` and
 ``scripts/estimator_ladder.py`` on a user's .npz and .csv made from breast_cancer, run ids
 from the file's name and content, and every bad input refused in one line with exit 2 and
 nothing written."""

@@ -223,7 +223,7 @@ def test_truncated_phase_file_is_recomputed_and_stale_temporary_removed(referenc
     reference = final_arrays(run_dir)
     target = run_dir / "result_6-retrain.npz"
     os.truncate(target, target.stat().st_size // 2)  # as `truncate -s` does
-    stale = run_dir / f".result_7-compute_self_pred_infl.npz.{storage._host()}.{dead_pid()}.0badf00d.tmp"
+    stale = run_dir / f".result_7-compute_self_pred_infl.npz.{storage.host_name()}.{dead_pid()}.0badf00d.tmp"
     stale.write_bytes(b"PK\x03\x04 the start of a write that was killed")
     proc = run_script(SCRIPT, SS_ARGS + ["--out-dir", out])
     assert proc.returncode == 0, proc.stderr[-3000:]

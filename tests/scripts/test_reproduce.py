@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-from experiments import figures as fd
 from datasets import storage
+from experiments import figures as fd
 from tests.conftest import REPO_ROOT
 from tests.experiments.app_fixtures import make_cdr_db, make_mnli_files
 

@@ -1,0 +1,15 @@
+"""Fixtures shared by the experiment tests."""
+import pytest
+
+from experiments.execution import Executor
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-worker Dask LocalCluster on 127.0.0.1 for the module, shut down afterwards."""
+    ex = Executor(num_workers=2, progress=False)
+    try:
+        ex.client  # noqa: B018 - start the cluster
+        yield ex
+    finally:
+        ex.close()
