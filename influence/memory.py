@@ -57,9 +57,8 @@ def format_bytes(n: float) -> str:
 
 def refit_bytes_per_group(num_params: int, n: int, num_rows: int = 1, explicit: bool = True) -> int:
     """Working bytes of one group in a refit chunk: with explicit Hessians, four (d, d)
-    matrices (Hessian, factor, and the NumPy and TensorFlow copies of a fresh Hessian;
-    measured: a chunk of B groups of a d = 1,500 model peaks at about (4 B + 1) d^2
-    doubles) and four (n, K') arrays (weights, logits, residuals, curvature); without
+    matrices (Hessian, factor, and the NumPy and TensorFlow copies of a fresh Hessian)
+    and four (n, K') arrays (weights, logits, residuals, curvature); without
     (Newton-CG), the (n, K') arrays only."""
     return FLOAT_BYTES * (4 * num_params ** 2 * int(bool(explicit)) + 4 * n * num_rows)
 

@@ -52,7 +52,7 @@ def _problem(num_classes, n=80, D=5, seed=0):
 @pytest.mark.parametrize("engine", ["explicit", "cg"])
 def test_refit_within_max_memory_equals_refits_of_its_sub_chunks(num_classes, engine):
     m, X, y, groups = _problem(num_classes)
-    Xa, yt, s = m._tensors((X, y))
+    Xa, yt, s = m.design((X, y))
     theta = m.get_params_flat()
     n, d = len(y), m.num_params
     per = refit_bytes_per_group(d, n, m.spec.num_rows, engine == "explicit")
@@ -89,7 +89,7 @@ cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": 2}
 m = LogisticRegression(cfg)
 m.fit((X, y), None, 1.0)
 H = m.get_hessian((X, y), None, 1.0)
-Xa, yt, s = m._tensors((X, y))
+Xa, yt, s = m.design((X, y))
 groups = [rng.choice(n, 5 if route == "explicit" else 300, replace=False) for _ in range(12)]
 # The downdate route's shared operators (H^-1, the Gram matrix) are data: built in both children.
 basis = downdate_basis(m.spec, m.get_params_flat(), Xa, s, H) if route == "downdate" else None
@@ -142,7 +142,7 @@ def test_downdate_refit_peak_memory_stays_within_max_memory():
 
 def test_one_group_over_budget_warns_once_with_the_amount_and_goes_on(caplog):
     m, X, y, groups = _problem(2)
-    Xa, yt, s = m._tensors((X, y))
+    Xa, yt, s = m.design((X, y))
     per = refit_bytes_per_group(m.num_params, len(y))
     memory._warned.discard("refit group")
     with caplog.at_level(logging.WARNING, logger="influence.memory"):

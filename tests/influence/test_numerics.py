@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from influence.logistic_regression import LogisticRegression
-from influence.solvers import NotPositiveDefiniteError, conjugate_gradient, inverse_vp
+from influence.numerics import NotPositiveDefiniteError, conjugate_gradient, inverse_vp
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
 
 
