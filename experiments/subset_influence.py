@@ -58,6 +58,7 @@ from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_plots import plot_all
 from influence import group_influence as gi
+from influence.logistic_regression import INVERSE_HVP_METHODS
 from influence.numerics import INVERSE_VP_METHODS
 from influence.progress import progress_bar
 
@@ -177,7 +178,7 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     if subset_min_rel_size > subset_max_rel_size:
         raise ConfigError(f"--subset-min-rel-size ({subset_min_rel_size}) must be <= "
                           f"--subset-max-rel-size ({subset_max_rel_size})")
-    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg", "fmin_ncg"):
+    if inverse_hvp_method is not None and inverse_hvp_method not in INVERSE_HVP_METHODS:
         raise ConfigError(f"--inverse-hvp-method must be 'explicit', 'cg' or 'fmin_ncg' (cg's first-order solves "
                           f"by the original's scipy fmin_ncg); got {inverse_hvp_method!r}")
     if inverse_vp_method is not None and inverse_vp_method not in INVERSE_VP_METHODS:

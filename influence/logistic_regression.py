@@ -151,7 +151,7 @@ class LogisticRegression:
             hit = (Xa, y)
             # The last few designs (a fit, then evaluations on train and test), but not
             # several large ones: cross-validation makes new fold arrays for every fold,
-            # and at MultiNLI size (1.9 GB per design) four kept folds filled the memory.
+            # and kept folds of a large design would fill the memory.
             kept, total = [], 0
             for entry in self._cache[:3]:
                 total += _tensor_bytes(entry[2])
@@ -171,6 +171,11 @@ class LogisticRegression:
                 raise ValueError("sample_weights must be finite and >= 0")
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
+
+    @property
+    def cached_inputs(self) -> list:
+        """The ``x`` arrays whose design tensors :meth:`design` keeps, newest first."""
+        return [ref[0] for _, ref, _ in self._cache]
 
     def _objective(self, ds, sample_weights=None, l2_reg=None) -> LogisticObjective:
         """The objective on ``ds`` with these weights and ``l2_reg`` (one problem); large

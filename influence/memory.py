@@ -17,7 +17,8 @@ FLOAT_BYTES = 8
 # batched products stop gaining beyond this).
 MAX_REFIT_CHUNK = 64
 
-_warned: set[str] = set()
+# The kinds of item (``what``) already warned about: one warning each per process.
+WARNED: set[str] = set()
 
 
 def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | None = None,
@@ -38,8 +39,8 @@ def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | Non
     if int(max_memory) != max_memory or max_memory < 1:
         raise ValueError(f"max_memory must be a positive integer number of bytes; got {max_memory!r}")
     fit = int(max_memory) // int(bytes_per_item)
-    if fit < 1 and warn and what not in _warned:
-        _warned.add(what)
+    if fit < 1 and warn and what not in WARNED:
+        WARNED.add(what)
         logger.warning("one %s needs about %s of working memory, more than max_memory = %s; "
                        "going on one at a time", what, format_bytes(bytes_per_item), format_bytes(max_memory))
     if max_items is not None:

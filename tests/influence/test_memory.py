@@ -23,7 +23,7 @@ def test_chunk_size_rule_and_one_warning(caplog):
     assert per == 8 * (4 * 100 ** 2 + 4 * 1000 * 3)
     assert refit_chunk_size(100, 1000, 5 * per + 1, 3) == 5
     assert refit_chunk_size(100, 1000, 5 * per + 1, 3, explicit=False) == (5 * per + 1) // (8 * 4 * 1000 * 3)
-    memory._warned.discard("test item")
+    memory.WARNED.discard("test item")
     with caplog.at_level(logging.WARNING, logger="influence.memory"):
         assert chunk_size(10, 2_500_000_000, what="test item") == 1
         assert chunk_size(10, 2_500_000_000, what="test item") == 1
@@ -144,7 +144,7 @@ def test_one_group_over_budget_warns_once_with_the_amount_and_goes_on(caplog):
     m, X, y, groups = _problem(2)
     Xa, yt, s = m.design((X, y))
     per = refit_bytes_per_group(m.num_params, len(y))
-    memory._warned.discard("refit group")
+    memory.WARNED.discard("refit group")
     with caplog.at_level(logging.WARNING, logger="influence.memory"):
         r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 0.5, groups, max_memory=per // 2)
     msgs = [rec.getMessage() for rec in caplog.records if "refit group" in rec.getMessage()]

@@ -239,8 +239,8 @@ def test_tensor_cache_keeps_few_large_designs(monkeypatch):
     data = [(rng.normal(size=(50, 3)), rng.randint(0, 2, 50)) for _ in range(5)]
     for ds in data:
         m.design(ds)
-    assert len(m._cache) == 4 and m._cache[0][1][0] is data[-1][0]
+    assert len(m.cached_inputs) == 4 and m.cached_inputs[0] is data[-1][0]
     monkeypatch.setattr(lr, "CACHE_MAX_BYTES", 50 * 4 * 8 + 50 * 8)  # room for one old design
     for ds in data[:3]:
         m.design(ds)
-    assert len(m._cache) == 2 and m._cache[0][1][0] is data[2][0] and m._cache[1][1][0] is data[1][0]
+    assert len(m.cached_inputs) == 2 and m.cached_inputs[0] is data[2][0] and m.cached_inputs[1] is data[1][0]
