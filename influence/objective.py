@@ -539,7 +539,7 @@ class LogisticObjective:
                         H[b] = _sparse_gram(self.Xa_sparse, W[:, b])
                     elif spec.binary:
                         Zb = Xn * np.sqrt(W[:, b])[:, None]
-                        np.matmul(Zb.T, Zb, out=H[b])
+                        np.matmul(Zb.T, Zb, out=H[b])  # BLAS syrk
                     else:
                         H[b] = _multinomial_gram_syrk(W[:, b], Xn, S[:, b], spec)
             diag = np.arange(spec.num_params)
@@ -569,17 +569,22 @@ class LogisticObjective:
         in place, without a second (B, d, d) array)."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         c = self._unit_curvature(self.logits(theta[None]))[:, 0]
-        if spec.binary and self.hessian_method() == "syrk":
-            Z = self.Xa_np * np.sqrt((c * s_base).numpy())[:, None]
+        how = self.hessian_method()
+        if spec.binary and how in ("syrk", "sparse"):
+            w = (c * s_base).numpy()
+            Z = None if how == "sparse" else self.Xa_np * np.sqrt(w)[:, None]
             out = np.empty((len(groups), spec.num_params, spec.num_params))
             M = None if minuend is None else np.asarray(minuend.numpy(), dtype=np.float64)
             with one_blas_thread():
                 for b, idx in enumerate(groups):
-                    Zb = Z[np.asarray(idx, dtype=np.int64)]
-                    if M is None:
-                        np.matmul(Zb.T, Zb, out=out[b])
+                    idx = np.asarray(idx, dtype=np.int64)
+                    if how == "sparse":
+                        out[b] = _sparse_gram(self.Xa_sparse[idx], w[idx])
                     else:
-                        np.subtract(M, Zb.T @ Zb, out=out[b])
+                        Zb = Z[idx]
+                        np.matmul(Zb.T, Zb, out=out[b])  # BLAS syrk
+                    if M is not None:
+                        np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)
         H_U = []
         for idx in groups:
