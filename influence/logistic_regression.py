@@ -414,8 +414,9 @@ class LogisticRegression:
 
         scale_ref = self.grad_scale(ds, sample_weights)
         if method == "newton" and uses_downdates(spec):
-            # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3, so it is reused while it cuts the gradient norm fourfold
-            # (chord steps), then preconditions CG (influence.newton.ChordNewton).
+            # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3, so it is
+            # reused while it cuts the gradient norm fourfold (chord steps), then
+            # preconditions CG (influence.newton.ChordNewton).
             strategy = ChordNewton(None, float32_preconditioner=True)
         elif method == "newton":
             strategy = ExplicitNewton(search=armijo_step)

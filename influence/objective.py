@@ -277,7 +277,7 @@ class LogisticObjective:
 
     @classmethod
     def without_groups(cls, spec: ModelSpec, Xa, y, s_base, l2, groups, Xa_np=None,
-                       weight_mask=None, Xa_sparse=None) -> "LogisticObjective":
+                       weight_mask=None, Xa_sparse=None) -> LogisticObjective:
         """The B reduced problems ``L_{-U}`` of the groups (their weights set to zero)."""
         keep = removal_weights(groups, int(Xa.shape[0]))
         obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask,
@@ -285,7 +285,7 @@ class LogisticObjective:
         obj.s_base = s_base
         return obj
 
-    def columns(self, cols) -> "LogisticObjective":
+    def columns(self, cols) -> LogisticObjective:
         """The sub-batch of problems ``cols`` (an int array), sharing the data tensors."""
         _ = self.gauge_c  # a sub-batch keeps its parent's gauge constant
         sub = LogisticObjective.__new__(LogisticObjective)

@@ -153,7 +153,7 @@ def test_batched_spd_solve_falls_back_only_where_cholesky_fails(caplog):
     M = np.stack([good, bad, good + np.eye(5)])
     Vb = np.stack([V, V, V])
     with caplog.at_level(logging.WARNING, logger="influence.numerics"):
-        L, ok = cholesky_factors(tf.constant(M))
+        _, ok = cholesky_factors(tf.constant(M))
         X = spd_solve(tf.constant(M), tf.constant(Vb)).numpy()
     assert list(np.asarray(ok)) == [True, False, True]
     assert "Cholesky failed for 1 of 3 matrices" in caplog.text
@@ -180,7 +180,8 @@ def test_in_float32_applies_an_operator_in_single_precision():
 
 
 def test_dtype_and_array_helpers():
-    assert tf_dtype("float32") is tf.float32 and tf_dtype(np.float64) is tf.float64 and tf_dtype(tf.float32) is tf.float32
+    assert tf_dtype("float32") is tf.float32 and tf_dtype(np.float64) is tf.float64
+    assert tf_dtype(tf.float32) is tf.float32
     for bad in ("float16", tf.int32, "nonsense"):
         with pytest.raises(ValueError, match="dtype must be float64 or float32; got"):
             tf_dtype(bad)
