@@ -568,10 +568,9 @@ class LogisticObjective:
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
         in place, without a second (B, d, d) array)."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
-        c = self._unit_curvature(self.logits(theta[None]))[:, 0]
         how = self.hessian_method()
         if spec.binary and how in ("syrk", "sparse"):
-            w = (c * s_base).numpy()
+            w = (self._unit_curvature(self.logits(theta[None]))[:, 0] * s_base).numpy()
             Z = None if how == "sparse" else self.Xa_np * np.sqrt(w)[:, None]
             out = np.empty((len(groups), spec.num_params, spec.num_params))
             M = None if minuend is None else np.asarray(minuend.numpy(), dtype=np.float64)
@@ -589,7 +588,10 @@ class LogisticObjective:
         H_U = []
         for idx in groups:
             idx = np.asarray(idx, dtype=np.int64)
-            X_U, s_U, c_U = tf.gather(Xa, idx), tf.gather(s_base, idx), tf.gather(c, idx)
+            X_U, s_U = tf.gather(Xa, idx), tf.gather(s_base, idx)
+            # The group's curvature from its own rows' logits (as the group's Hessian alone).
+            group = LogisticObjective(spec, X_U)
+            c_U = group._unit_curvature(group.logits(theta[None]))[:, 0]
             if spec.binary:
                 H_U.append(_binary_gram_tf(X_U, (s_U * c_U)[:, None])[0])
             else:
