@@ -231,13 +231,13 @@ def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 
     for start in range(0, Thetas.shape[0], chunk):
         T = tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype)
         if what == "loss":
-            val = obj.per_example_losses(T)                              # (n, b)
+            val = obj.per_example_losses(T)                              # (b, n)
         elif what == "margin":
             val = obj.margins(T)
         elif spec.binary:
-            val = tf.cast(tf.cast(obj.logits(T) > 0, Xa.dtype) == obj.y[:, None], Xa.dtype)
+            val = tf.transpose(tf.cast(tf.cast(obj.logits(T) > 0, Xa.dtype) == obj.y[:, None], Xa.dtype))
         else:
-            val = tf.cast(tf.equal(tf.argmax(obj.logits(T), axis=2, output_type=tf.int32),
-                                   tf.cast(y, tf.int32)[:, None]), Xa.dtype)
-        out.append(tf.transpose(val).numpy())
+            val = tf.transpose(tf.cast(tf.equal(tf.argmax(obj.logits(T), axis=2, output_type=tf.int32),
+                                                tf.cast(y, tf.int32)[:, None]), Xa.dtype))
+        out.append(val.numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, int(Xa.shape[0])))

@@ -262,7 +262,7 @@ class LogisticRegression:
     # ------------------------------------------------------------ values
     def get_indiv_loss(self, ds, **kw) -> np.ndarray:
         """Unweighted loss of every example, shape (n,)."""
-        return self._out(self._objective(ds).per_example_losses(self._theta()[None])[:, 0])
+        return self._out(self._objective(ds).per_example_losses(self._theta()[None])[0])
 
     def get_total_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> float:
         return float(self._objective(ds, sample_weights, l2_reg).loss_at(self._theta()))
@@ -363,7 +363,7 @@ class LogisticRegression:
 
     def get_indiv_margin(self, ds, **kw) -> np.ndarray:
         """Binary margins ``(2y - 1)(w.x + b)``, shape (n,)."""
-        return self._out(self._objective(ds).margins(self._theta()[None])[:, 0])
+        return self._out(self._objective(ds).margins(self._theta()[None])[0])
 
     def get_indiv_grad_margin(self, ds, **kw) -> np.ndarray:
         """Binary margin gradients ``(2y - 1)[x; 1]``, shape (n, num_params)."""

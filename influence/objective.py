@@ -330,10 +330,12 @@ class LogisticObjective:
             return self._x_times(T)
         return tf.reshape(tf.matmul(self.Xa, T, transpose_b=True), [int(self.Xa.shape[0]), -1, self.spec.num_classes])
 
-    def _losses(self, Z):
-        """Unweighted cross-entropy of every example from the logits Z, (n, B)."""
+    def _losses(self, Z, per_row: bool = False):
+        """Unweighted cross-entropy of every example from the logits Z, (n, B); binary with
+        ``per_row``: from the transposed logits, (B, n) (TensorFlow's vectorised softplus
+        rounds by memory layout, so each caller keeps one layout)."""
         if self.spec.binary:
-            return tf.nn.softplus(Z) - self.y[:, None] * Z
+            return tf.nn.softplus(Z) - (self.y[None, :] if per_row else self.y[:, None]) * Z
         return tf.reduce_logsumexp(Z, axis=2) - tf.reduce_sum(Z * self.Y1[:, None, :], axis=2)
 
     def _residual(self, Z):
@@ -351,8 +353,11 @@ class LogisticObjective:
         return tf.nn.softmax(Z, axis=2)
 
     def per_example_losses(self, Theta):
-        """Unweighted cross-entropy of every example at each row of Theta, (n, B)."""
-        return self._losses(self.logits(Theta))
+        """Unweighted cross-entropy of every example at each row of Theta, (B, n)."""
+        Z = self.logits(Theta)
+        if self.spec.binary:
+            return self._losses(tf.transpose(Z), per_row=True)
+        return tf.transpose(self._losses(Z))
 
     def residual(self, Theta):
         """Unweighted ``dl_i / dz`` at each row of Theta: binary ``sigma - y`` (n, B);
@@ -376,9 +381,9 @@ class LogisticObjective:
         return tf.nn.softmax(Z, axis=2)
 
     def margins(self, Theta):
-        """Binary margins ``(2y - 1)(w.x + b)`` at each row of Theta, (n, B)."""
+        """Binary margins ``(2y - 1)(w.x + b)`` at each row of Theta, (B, n)."""
         self.require_binary("margins")
-        return (2.0 * self.y[:, None] - 1.0) * self.logits(Theta)
+        return (2.0 * self.y[None, :] - 1.0) * tf.transpose(self.logits(Theta))
 
     def margin_gradients(self):
         """Binary margin gradients ``(2y - 1)[x; 1]`` (they do not depend on theta), (n, d)."""
@@ -425,8 +430,11 @@ class LogisticObjective:
     def curvature(self, Theta):
         """Weighted curvature at each row of Theta, for :meth:`hvp`: binary
         ``S * sigma (1 - sigma)`` (n, B); multinomial probabilities (n, B, K)."""
-        c = self._unit_curvature(self.logits(Theta))
-        return self.S * c if self.spec.binary else c
+        Z = self.logits(Theta)
+        if self.spec.binary:
+            p = tf.sigmoid(Z)
+            return self.S * p * (1.0 - p)
+        return tf.nn.softmax(Z, axis=2)
 
     def hessian_factor_rows(self, theta) -> tf.Tensor:
         """Rows Z with ``Z^T Z`` the unregularised Hessian at one parameter vector (B = 1).

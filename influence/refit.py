@@ -147,7 +147,7 @@ def downdate_basis(spec: ModelSpec, theta_hat, Xa, s_base, hessian_hat=None, l2_
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     if hessian_hat is None:
         hessian_hat = LogisticObjective(spec, Xa, None, s_base, float(l2_reg)).hessian_at(theta)
-    c = LogisticObjective(spec, Xa, None, s_base).curvature(theta[None])[:, 0].numpy()
+    c = (LogisticObjective(spec, Xa).curvature(theta[None])[:, 0] * s_base).numpy()
     return DowndateBasis(np.asarray(hessian_hat, dtype=np.float64), Xa.numpy(), c)
 
 
