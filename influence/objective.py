@@ -433,7 +433,7 @@ class LogisticObjective:
         Z = self.logits(Theta)
         if self.spec.binary:
             p = tf.sigmoid(Z)
-            return self.S * p * (1.0 - p)
+            return self.S * (p * (1.0 - p))
         return tf.nn.softmax(Z, axis=2)
 
     def hessian_factor_rows(self, theta) -> tf.Tensor:
