@@ -6,8 +6,6 @@ formula is in :mod:`influence.group_influence`.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from experiments.common import ConfigError
 
 
@@ -32,7 +30,3 @@ def check_folds(value) -> int:
     if folds < 2:
         raise ConfigError(f"--cv-folds must be >= 2 (a fold model needs training rows); got {value!r}")
     return folds
-
-
-def dense(x) -> np.ndarray:
-    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)

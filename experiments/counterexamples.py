@@ -94,12 +94,12 @@ from experiments import tasks
 from experiments.common import ConfigError, phase
 from experiments.influence_base import InfluenceExperiment
 from influence import group_influence as gi
+from influence.numerics import DTYPES
 
 logger = logging.getLogger(__name__)
 
 DATASET_IDS = ("gauss", "fixed", "repeats", "gauss2", "gauss3", "gauss4", "ortho2", "gauss5")
 DEFAULT_DATASET_ID = "ortho2"
-DTYPES = ("float64", "float32")
 L2_REG_PER_POINT = 1e-3
 # (size_min, size_max) of the itertools.combinations groups; others: (2, 3).
 SUBSET_SIZES = {"gauss2": (2, 2), "gauss3": (2, 2), "gauss4": (2, 2), "gauss": (1, 3), "gauss5": (1, 1)}
@@ -132,7 +132,7 @@ def build_config(dataset_id: str = DEFAULT_DATASET_ID, subset_seed: int = 0, max
     if int(max_memory) != max_memory or max_memory < 1:
         raise ConfigError(f"--max-memory must be a positive integer number of bytes; got {max_memory!r}")
     if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES}; got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {tuple(DTYPES)}; got {dtype!r}")
     return {"dataset_id": dataset_id, "seed": int(subset_seed), "max_memory": int(max_memory),
             "master_only": bool(master_only), "dtype": dtype}
 

@@ -51,6 +51,7 @@ from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
+from influence.numerics import INVERSE_VP_METHODS
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ def build_config(dataset_id: str = "mnli", data_dir: str | None = None, max_memo
                           f"and genres); got {dataset_id!r}")
     if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg"):
         raise ConfigError(f"--inverse-hvp-method must be 'explicit' or 'cg'; got {inverse_hvp_method!r}")
-    if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
-        raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
+    if inverse_vp_method is not None and inverse_vp_method not in INVERSE_VP_METHODS:
+        raise ConfigError(f"--inverse-vp-method must be one of {', '.join(INVERSE_VP_METHODS)}; got {inverse_vp_method!r}")
     check_positive_int("--max-memory", max_memory)
     return {
         "dataset_config": {"dataset_id": dataset_id, "center_data": False, "append_bias": False,

@@ -42,11 +42,12 @@ import numpy as np
 from datasets.common import DataSet, Datasets
 from datasets.loader import load_supplemental_info
 from experiments import tasks
-from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int, dense
+from experiments.app_common import ConfigError, check_cv_range, check_folds, check_positive_int
 from experiments.common import DatasetMixin, phase
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags, plot_influence_correlation
 from influence import group_influence as gi
+from influence.numerics import densify
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +118,13 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
 
     def load_datasets(self):
         # float 0./1. labels -> int64 (the model wants integer classes)
-        return Datasets(*(DataSet(dense(d.x), d.labels.astype(np.int64)) for d in super().load_datasets()))
+        return Datasets(*(DataSet(densify(d.x), d.labels.astype(np.int64)) for d in super().load_datasets()))
 
     @property
     def nonfires(self):
         if self._nonfires is None:
             nf = self._supplement("_nonfires")
-            self._nonfires = DataSet(dense(nf.x), nf.labels.astype(np.int64))
+            self._nonfires = DataSet(densify(nf.x), nf.labels.astype(np.int64))
         return self._nonfires
 
     @property

@@ -29,7 +29,7 @@ and results are those of the in-process code, bit for bit.
 
 Workers are started with one BLAS/OpenMP thread (Dask's nanny sets ``OMP_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` to 1); the per-group kernels already run
-their BLAS calls on one thread (:func:`influence.newton.one_blas_thread`), so results
+their BLAS calls on one thread (:func:`influence.numerics.one_blas_thread`), so results
 match the embedded run bit for bit (tests/experiments/test_execution.py).
 """
 from __future__ import annotations

@@ -57,6 +57,8 @@ from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_plots import plot_all
 from influence import group_influence as gi
+from influence.logistic_regression import INVERSE_HVP_METHODS
+from influence.numerics import INVERSE_VP_METHODS
 from influence.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -176,11 +178,11 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     if subset_min_rel_size > subset_max_rel_size:
         raise ConfigError(f"--subset-min-rel-size ({subset_min_rel_size}) must be <= "
                           f"--subset-max-rel-size ({subset_max_rel_size})")
-    if inverse_hvp_method is not None and inverse_hvp_method not in ("explicit", "cg", "fmin_ncg"):
+    if inverse_hvp_method is not None and inverse_hvp_method not in INVERSE_HVP_METHODS:
         raise ConfigError(f"--inverse-hvp-method must be 'explicit', 'cg' or 'fmin_ncg' (cg's first-order solves "
                           f"by the original's scipy fmin_ncg); got {inverse_hvp_method!r}")
-    if inverse_vp_method is not None and inverse_vp_method not in ("cholesky", "lu", "cholesky_lu"):
-        raise ConfigError(f"--inverse-vp-method must be one of cholesky, lu, cholesky_lu; got {inverse_vp_method!r}")
+    if inverse_vp_method is not None and inverse_vp_method not in INVERSE_VP_METHODS:
+        raise ConfigError(f"--inverse-vp-method must be one of {', '.join(INVERSE_VP_METHODS)}; got {inverse_vp_method!r}")
     if fixed_reg is not None and not (fixed_reg > 0 and math.isfinite(fixed_reg)):
         raise ConfigError(f"--fixed-reg must be a positive number; got {fixed_reg!r}")
     if dtype not in ("float64", "float32"):

@@ -14,8 +14,7 @@ metric of ``H^{-1}``. ``K`` is formed once (``n^2 d`` flops, or ``nnz(X) (d + n)
 design is sparse), after which a group costs its ``|U|^3 / 3`` Cholesky of ``C_U`` and each
 solve two products with ``H^{-1}`` (shared by the whole batch, so one matrix product) and
 two with the group's rows. The direct route, a Cholesky of ``H - H_U`` per group, costs
-``|U| d^2 + d^3 / 3`` and ``d^2`` memory per group: on spam (d = 3,295, groups up to
-1,034 points) 0.2 s and 87 MB per group against a few milliseconds here.
+``|U| d^2 + d^3 / 3`` flops and ``d^2`` memory per group.
 
 The same matrix gives the spectrum of ``-H^{-1} H_U``: its non-zero eigenvalues are
 minus those of ``I - C_U`` (the ``|U| x |U|`` matrix ``A_U H^{-1} A_U^T``).
@@ -33,8 +32,10 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from influence.numerics import in_float32, try_cholesky
+
 # Models with at least this many parameters use the Woodbury downdates for refits and
-# Newton changes (binary models). Below it a (d, d) Cholesky takes under ~10 ms here.
+# Newton changes (binary models). Below it a (d, d) Cholesky per group is cheap.
 DOWNDATE_MIN_PARAMS = 1024
 # A design at most this dense is kept as CSR for the Gram matrix and the group rows.
 SPARSE_MAX_DENSITY = 0.1
@@ -75,10 +76,9 @@ class DowndateBasis:
         c = np.asarray(c, dtype=np.float64).reshape(-1)
         if c.shape[0] != self.X.shape[0] or np.any(c < 0) or not np.all(np.isfinite(c)):
             raise ValueError(f"c must be {self.X.shape[0]} finite non-negative curvatures; got shape {c.shape}")
-        try:
-            factor = sla.cho_factor(H, lower=True, check_finite=True)
-        except np.linalg.LinAlgError as exc:
-            raise ValueError(f"the Hessian (d = {d}) is not positive definite: {exc}") from exc
+        factor = try_cholesky(H)
+        if factor is None:
+            raise ValueError(f"the Hessian (d = {d}) is not positive definite (or not finite)")
         Hi = sla.cho_solve(factor, np.eye(d), check_finite=False)
         self.Hi = 0.5 * (Hi + Hi.T)  # exactly symmetric
         self.w = np.sqrt(c)
@@ -127,12 +127,8 @@ class GroupDowndates:
         self.rows = [basis.rows(idx) for idx in self.idx]
         self.factors, self.ok = [], np.ones(len(self.idx), dtype=bool)
         for b, idx in enumerate(self.idx):
-            C = np.eye(len(idx)) - basis.gram_block(idx)
-            try:
-                self.factors.append(sla.cho_factor(C, lower=True, check_finite=True) if len(idx) else None)
-            except (np.linalg.LinAlgError, ValueError):
-                self.factors.append(None)
-                self.ok[b] = False
+            self.factors.append(try_cholesky(np.eye(len(idx)) - basis.gram_block(idx)) if len(idx) else None)
+            self.ok[b] = not len(idx) or self.factors[-1] is not None
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -141,18 +137,20 @@ class GroupDowndates:
         """``(H - H_U_j)^{-1} R[k]`` with ``j = groups[k]``; R: (k, d).
 
         ``precise=False`` (a preconditioner): the two products with ``H^{-1}`` in float32
-        (half the memory traffic, which bounds them for the few rows of a CG iteration),
-        the rest in float64; an SPD operator within about 1e-6 relative of the exact one.
+        (:func:`influence.numerics.in_float32`), the rest in float64.
 
         ``H^{-1} (r + A_U^T C_U^{-1} A_U H^{-1} r)``: two products with ``H^{-1}`` for the
         whole batch and, per row, two products with the group's rows and a solve with the
-        factor of ``C_U``. (A sparse product with ``P = X H^{-1}`` in place of the second
-        ``H^{-1}`` product was measured 2.7x slower on spam.)
+        factor of ``C_U``.
         """
         R = np.asarray(R, dtype=np.float64)
         w = self.basis.w
         Hi = self.basis.Hi if precise else self.basis.Hi32
-        U = (R.astype(Hi.dtype) @ Hi).astype(np.float64)  # (k, d): one product for the batch
+
+        def times_hi(A):
+            return A @ Hi if precise else in_float32(lambda A32: A32 @ Hi, A)
+
+        U = times_hi(R)  # (k, d): one product for the batch
         T = R.copy()
         for k, j in enumerate(np.asarray(groups, dtype=np.int64)):
             idx = self.idx[j]
@@ -162,4 +160,4 @@ class GroupDowndates:
                 a = w[idx] * np.asarray(self.rows[j] @ U[k]).reshape(-1)
                 z = sla.cho_solve(self.factors[j], a, check_finite=False)
                 T[k] += np.asarray(self.rows[j].T @ (w[idx] * z)).reshape(-1)
-        return (T.astype(Hi.dtype) @ Hi).astype(np.float64)
+        return times_hi(T)

@@ -54,11 +54,11 @@ import numpy as np
 import scipy.special
 import tensorflow as tf
 
-from influence import objective as K
 from influence.group_influence import GroupInfluence, _check_2d, _check_groups
 from influence.groups import group_sums, incidence
 from influence.newton import ExplicitNewton, NewtonCG, certify, gradient_norm_backtracking, newton_loop
-from influence.objective import LogisticObjective, ModelSpec
+from influence.numerics import to_numpy
+from influence.objective import LogisticObjective, ModelSpec, from_ext_batch, to_ext_batch
 
 ESTIMATORS = ("first_order", "newton", "newton_2", "newton_3", "second_order_basu", "second_order_exact",
               "rescaled", "actual")
@@ -137,21 +137,21 @@ def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V, chunk: int = 
     (memory O(n chunk K')).
     """
     V = np.asarray(V, dtype=np.float64)
-    Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
-    s = np.asarray(s.numpy() if hasattr(s, "numpy") else s, dtype=np.float64).reshape(-1)
+    Xn = to_numpy(Xa, np.float64)
+    s = to_numpy(s, np.float64).reshape(-1)
     theta_t = tf.constant(np.asarray(theta, dtype=np.float64))
-    Z = K.logits(theta_t, tf.constant(Xn), spec).numpy()
+    Z = LogisticObjective(spec, tf.constant(Xn)).logits(theta_t[None])[:, 0].numpy()
     P = scipy.special.expit(Z) if spec.binary else scipy.special.softmax(Z, axis=1)[:, None, :]
     out = np.zeros_like(V)
     for a in range(0, V.shape[0], chunk):
-        V_ext = K.to_ext_batch(tf.constant(V[a:a + chunk]), spec).numpy()     # (b, K', E)
+        V_ext = to_ext_batch(tf.constant(V[a:a + chunk]), spec).numpy()     # (b, K', E)
         U = np.einsum("ne,bke->nbk", Xn, V_ext)                                # logit changes (n, b, K')
         if spec.binary:
             t = (s * P * (1.0 - P) * (1.0 - 2.0 * P))[:, None, None] * U ** 2
         else:
             Dv = U - np.sum(P * U, axis=2, keepdims=True)
             t = s[:, None, None] * P * (Dv ** 2 - np.sum(P * Dv ** 2, axis=2, keepdims=True))
-        out[a:a + chunk] = K.from_ext_batch(tf.constant(np.einsum("nbk,ne->bke", t, Xn)), spec).numpy()
+        out[a:a + chunk] = from_ext_batch(tf.constant(np.einsum("nbk,ne->bke", t, Xn)), spec).numpy()
     return out
 
 
@@ -321,8 +321,9 @@ def point_leverage_solves(gi: GroupInfluence, chunk_bytes: int = 2 ** 27) -> tup
     inv = spec.ext_inverse_permutation()
     Hinv_ext = Hinv[np.ix_(inv, inv)].reshape(Kr, E, Kr, E)
     # The engine's residual (p - onehot(y), or sigma - y) and curvature per point.
-    R = K._residual(theta, Xa, y, spec).numpy().reshape(len(Xn), Kr) * s_np[:, None]
-    C = K.curvature(theta, Xa, spec).numpy()
+    obj = LogisticObjective(spec, Xa, y)
+    R = obj.residual(theta[None]).numpy().reshape(len(Xn), Kr) * s_np[:, None]
+    C = obj.curvature(theta[None])[:, 0].numpy()
     n = len(Xn)
     W = np.zeros((n, Kr))
     lev = np.zeros((n, Kr, Kr))
@@ -360,7 +361,7 @@ def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> n
     Xn = Xa.numpy().astype(np.float64)
     # J_i w_i in the extended layout is w_i (outer) [x_i; 1]; summed over each group.
     V_ext = (W[:, :, None] * Xn[:, None, :])
-    V = K.from_ext_batch(tf.constant(V_ext), spec).numpy()                  # (n, d)
+    V = from_ext_batch(tf.constant(V_ext), spec).numpy()                  # (n, d)
     return _no_gauge(gi.inverse_hvp(group_sums(groups, V).T).T, spec)
 
 

@@ -44,12 +44,12 @@ import scipy.linalg
 from influence import groups as _groups
 from influence import small_refit as _small
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
+from influence.numerics import INVERSE_VP_METHODS, densify, xy
 from influence.progress import progress_bar  # noqa: F401  (re-exported: the experiments' bars)
 from influence.downdate import DowndateBasis, uses_downdates
 from influence.refit import downdate_basis, make_preconditioner, refit_chunk, refit_chunk_cg
 
 METHODS = ("explicit", "cg", "small")
-VP_METHODS = ("cholesky", "lu", "cholesky_lu")
 WHATS = ("loss", "margin", "correct")
 TARGETS = ("params", "self_loss", "self_margin", "test_losses", "test_margins", "test_loss_sum")
 ESTIMATORS = ("pred", "newton", "actl")
@@ -97,14 +97,8 @@ def _check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}")
 
 
-def _xy(data):
-    if isinstance(data, tuple) and len(data) == 2:
-        return data
-    return data.x, data.labels
-
-
 def _num_rows(data) -> int:
-    return int(_xy(data)[0].shape[0])
+    return int(xy(data)[0].shape[0])
 
 
 # ----------------------------------------------------------------------------- pure formulas
@@ -286,7 +280,7 @@ class GroupInfluence:
             hessian = _check_2d("hessian", hessian, cols=d, rows=d)
         method = inverse_hvp_method or model.config["inverse_hvp_method"]
         _check_choice("inverse_hvp_method", method, INVERSE_HVP_METHODS)
-        _check_choice("inverse_vp_method", inverse_vp_method, VP_METHODS)
+        _check_choice("inverse_vp_method", inverse_vp_method, INVERSE_VP_METHODS)
         if max_memory is not None and (int(max_memory) != max_memory or max_memory < 1):
             raise ValueError(f"max_memory must be None or a positive integer number of bytes; got {max_memory!r}")
         self.model = model
@@ -312,7 +306,7 @@ class GroupInfluence:
         return self.model
 
     def _design(self, data, weights=None):
-        return self.model._tensors(data, weights)
+        return self.model.design(data, weights)
 
     def downdate_basis(self) -> DowndateBasis | None:
         """The shared :class:`~influence.downdate.DowndateBasis` at ``theta_hat`` of the
@@ -388,7 +382,7 @@ class GroupInfluence:
         chunks of ``chunk``, so the (n, d) matrix of per-example gradients is never formed
         (MultiNLI: 392,702 x 1,803).
         """
-        X, y = _xy(data)
+        X, y = xy(data)
         n = X.shape[0]
         sets = _check_groups([np.asarray(s, dtype=np.int64) for s in index_sets], n)
         w = _check_weights("weights", weights, n)
@@ -457,7 +451,7 @@ class GroupInfluence:
         # hess l_i, then (H - H_U)^-1 g_U by the configured explicit solve.
         model = self.at_optimum()
         H = self._require_hessian()
-        X, y = _xy(self.train)
+        X, y = xy(self.train)
         y = np.asarray(y).reshape(-1)
         out = np.zeros((len(groups), model.num_params))
         for k, g in enumerate(groups):
@@ -476,8 +470,7 @@ class GroupInfluence:
         """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
         if not self.spec.binary:
             raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
-        X = _xy(self.train)[0]
-        X = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
+        X = densify(xy(self.train)[0])
         p = self.at_optimum().get_predictions(X)[:, 1] if probabilities else None
         if self.spec.fit_intercept:
             X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
@@ -507,7 +500,7 @@ class GroupInfluence:
         common = dict(rtol=model.fit_rtol, max_iter=model.config["max_newton_iter"])
         if method == "small":
             X, _ = self._small_design(probabilities=False)
-            y = np.asarray(_xy(self.train)[1]).reshape(-1)
+            y = np.asarray(xy(self.train)[1]).reshape(-1)
             mask = self.spec.weight_mask() if self.spec.fit_intercept else None
             spans = [(a, min(a + chunk_size, S)) for a in range(0, S, chunk_size)]
             for a, b in progress_bar(spans, "exact refits", progress=progress):

@@ -28,9 +28,9 @@ from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import cg_directions, make_preconditioner
-from influence.objective import LogisticObjective, ModelSpec, hessian_factor_rows, one_blas_thread, to_ext_batch
+from influence.objective import LogisticObjective, ModelSpec
 from influence.progress import progress_bar
-from influence.solvers import ConvergenceWarning, spd_solve
+from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
 
 
 def incidence(groups: Sequence[np.ndarray], n: int, dtype=np.float64) -> sp.csr_matrix:
@@ -116,7 +116,7 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
     except np.linalg.LinAlgError as exc:
         raise ValueError("the Hessian is not positive definite; cannot compute Newton changes") from exc
     # All factor rows at once: row blocks of Z belong to the points, in order.
-    Z_all = hessian_factor_rows(spec, tf.convert_to_tensor(theta, dtype=Xa.dtype), Xa).numpy()
+    Z_all = LogisticObjective(spec, Xa).hessian_factor_rows(tf.convert_to_tensor(theta, dtype=Xa.dtype)).numpy()
     rows_per_point = 1 if spec.binary else spec.num_rows
     d = spec.num_params
     S = len(groups)
@@ -197,12 +197,6 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
     return out
 
 
-def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
-    """(B, d) parameter rows → (B*K', E) rows ``[w_k; b_k]`` (K' = 1 for binary)."""
-    Thetas = tf.convert_to_tensor(Thetas)
-    return tf.reshape(to_ext_batch(Thetas, spec), [int(Thetas.shape[0]) * spec.num_rows, spec.ext_dim])
-
-
 def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",
                   chunk: int = 64, max_memory: int | None = None) -> np.ndarray:
     """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,).
@@ -229,29 +223,21 @@ def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 
     chunk = eval_chunk_size(int(Xa.shape[0]), spec.num_rows, max_memory, chunk)
     Thetas = np.asarray(Thetas)
     out = []
+    allowed = ("loss", "margin", "correct") if spec.binary else ("loss", "correct")
+    if what not in allowed:
+        raise ValueError(f"what must be one of {allowed} for {'binary' if spec.binary else 'multinomial'} models; "
+                         f"got {what!r}")
+    obj = LogisticObjective(spec, Xa, y)
     for start in range(0, Thetas.shape[0], chunk):
-        T = params_to_ext(tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype), spec)
-        Z = tf.matmul(Xa, T, transpose_b=True)  # (n, b*K')
-        b = Thetas[start:start + chunk].shape[0]
-        if spec.binary:
-            Z = tf.transpose(Z)  # (b, n)
-            yy = tf.cast(y, Z.dtype)[None, :]
-            if what == "loss":
-                val = tf.nn.softplus(Z) - yy * Z
-            elif what == "margin":
-                val = (2.0 * yy - 1.0) * Z
-            elif what == "correct":
-                val = tf.cast(tf.cast(Z > 0, Z.dtype) == yy, Z.dtype)
-            else:
-                raise ValueError(f"what must be 'loss', 'margin' or 'correct'; got {what!r}")
+        T = tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype)
+        if what == "loss":
+            val = obj.per_example_losses(T)                              # (b, n)
+        elif what == "margin":
+            val = obj.margins(T)
+        elif spec.binary:
+            val = tf.transpose(tf.cast(tf.cast(obj.logits(T) > 0, Xa.dtype) == obj.y[:, None], Xa.dtype))
         else:
-            Z = tf.transpose(tf.reshape(Z, [-1, b, spec.num_rows]), [1, 0, 2])  # (b, n, K)
-            yi = tf.cast(y, tf.int32)
-            if what == "loss":
-                val = tf.reduce_logsumexp(Z, axis=2) - tf.gather(Z, tf.tile(yi[None], [b, 1]), axis=2, batch_dims=2)
-            elif what == "correct":
-                val = tf.cast(tf.equal(tf.argmax(Z, axis=2, output_type=tf.int32), yi[None]), Z.dtype)
-            else:
-                raise ValueError(f"what must be 'loss' or 'correct' for multinomial models; got {what!r}")
+            val = tf.transpose(tf.cast(tf.equal(tf.argmax(obj.logits(T), axis=2, output_type=tf.int32),
+                                                tf.cast(y, tf.int32)[:, None]), Xa.dtype))
         out.append(val.numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, int(Xa.shape[0])))

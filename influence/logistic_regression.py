@@ -1,8 +1,9 @@
 """L2-regularised logistic regression with influence quantities (TensorFlow 2).
 
 The interface keeps the method names of the original release (``get_indiv_loss``,
-``get_total_grad_loss``, ``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...;
-spec ``experiments.md`` §1.4). They take a dataset (anything with ``x`` and ``labels``, or
+``get_total_grad_loss``, ``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...).
+Every value is :class:`~influence.objective.LogisticObjective` evaluated at the model's one
+parameter vector. They take a dataset (anything with ``x`` and ``labels``, or
 an ``(x, labels)`` tuple), optional sample weights and ``l2_reg``, and return float64
 NumPy arrays (float32 in the float32 mode).
 
@@ -27,21 +28,19 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from influence import objective as K
-from influence.objective import LogisticObjective, ModelSpec
 from influence.downdate import sparse_if_sparse, uses_downdates
 from influence.newton import ChordNewton, ExplicitNewton, FitResult, NewtonCG, armijo_step, certify, newton_loop
-from influence.solvers import conjugate_gradient, inverse_vp
+from influence.numerics import DTYPES, conjugate_gradient, densify, inverse_vp, to_numpy, xy
+from influence.objective import LogisticObjective, ModelSpec, augment, gauge_fix, gauge_fix_hvp, to_ext_batch
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float64": tf.float64, "float32": tf.float32}
 DEFAULT_FIT_RTOL = {"float64": 1e-12, "float32": 1e-6}
 INVERSE_HVP_METHODS = ("explicit", "cg", "fmin_ncg")
 FIT_METHODS = ("auto", "newton", "newton_cg")
 
 
-# Designs kept by LogisticRegression._tensors besides the newest one, in bytes at most.
+# Designs kept by LogisticRegression.design besides the newest one, in bytes at most.
 CACHE_MAX_BYTES = 2 ** 29
 
 
@@ -49,12 +48,25 @@ def _tensor_bytes(tensors) -> int:
     return sum(int(np.prod(t.shape)) * t.dtype.size for t in tensors)
 
 
-def _to_numpy(x) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+# The original release's default_config keys that this implementation does not read: its
+# fits are certified Newton fits (no TensorFlow initialisation, no L-BFGS) and its products
+# are not split by these batch sizes. Kept so that configs written for the original work.
+ORIGINAL_UNREAD_CONFIG = {
+    "tf_init_seed": 0,
+    "indiv_grad_method": "batched",
+    "loss_batch_size": 4096,
+    "grad_batch_size": 4096,
+    "hessian_batch_size": 256,
+    "max_lbfgs_iter": 2048,
+    "hvp_batch_size": 8192,
+}
 
 
 class LogisticRegression:
-    """Binary or multinomial logistic regression, ``config`` as in :meth:`default_config`."""
+    """Binary or multinomial logistic regression, ``config`` as in :meth:`default_config`.
+
+    ``model_dir`` and ``random_state`` keep the original's signature: nothing is written
+    (influence/ does no I/O) and the fits are deterministic."""
 
     def __init__(self, config: dict[str, Any], model_dir: str | os.PathLike | None = None,
                  random_state=None):
@@ -79,9 +91,7 @@ class LogisticRegression:
                               bool(arch["fit_intercept"]), self.dtype)
         self.fit_rtol = float(config["fit_rtol"] if config["fit_rtol"] is not None
                               else DEFAULT_FIT_RTOL[config["dtype"]])
-        # Kept for the original's signature; nothing is written there (influence/ does no I/O).
         self.model_dir = model_dir
-        self.random_state = random_state
         self._states: dict[str, np.ndarray] = {}
         self._cache: list[tuple[Any, Any, tuple]] = []
         self._sparse_key, self._sparse = None, None
@@ -91,16 +101,11 @@ class LogisticRegression:
     # ------------------------------------------------------------------ config
     @staticmethod
     def default_config() -> dict[str, Any]:
-        """The original's defaults (``experiments.md`` §1.4) plus this project's settings."""
+        """The original release's defaults (:data:`ORIGINAL_UNREAD_CONFIG` among them) plus
+        this project's settings."""
         return {
-            "tf_init_seed": 0,
-            "indiv_grad_method": "batched",
-            "loss_batch_size": 4096,
-            "grad_batch_size": 4096,
-            "hessian_batch_size": 256,
-            "max_lbfgs_iter": 2048,
+            **ORIGINAL_UNREAD_CONFIG,
             "inverse_hvp_method": "explicit",
-            "hvp_batch_size": 8192,
             "fmin_ncg_avextol": 1e-8,
             "fmin_ncg_maxiter": 256,
             # Project settings.
@@ -117,7 +122,7 @@ class LogisticRegression:
     @staticmethod
     def infer_arch(ds) -> dict[str, Any]:
         """``input_dim`` from x, ``num_classes`` from the labels, ``fit_intercept=False``."""
-        x, labels = _xy(ds)
+        x, labels = xy(ds)
         return {"input_dim": int(x.shape[1]), "fit_intercept": False,
                 "num_classes": int(len(np.unique(labels)))}
 
@@ -126,23 +131,27 @@ class LogisticRegression:
         return self.spec.num_params
 
     # -------------------------------------------------------------- tensors
-    def _tensors(self, ds, sample_weights=None):
-        x, labels = _xy(ds)
+    def design(self, ds, sample_weights=None):
+        """The engine's inputs on ``ds``: ``(Xa, y, s)`` tensors in the model's dtype, the
+        design with its intercept column, the labels and the sample weights (ones when None),
+        as the batched functions of :mod:`influence.refit` and :mod:`influence.groups` take them.
+        The last few designs are kept (by the identity of ``x`` and ``labels``)."""
+        x, labels = xy(ds)
         key = (id(x), id(labels))
         hit = next((t for (k, ref, t) in self._cache if k == key and ref[0] is x and ref[1] is labels), None)
         if hit is None:
             if labels.size and not np.all(np.isin(np.unique(labels), np.arange(self.spec.num_classes))):
                 raise ValueError(f"labels must be integers in [0, {self.spec.num_classes - 1}]; "
                                  f"got values {np.unique(labels)[:10]}")
-            Xd = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+            Xd = densify(x)
             if Xd.shape[1] != self.spec.input_dim:
                 raise ValueError(f"x must have input_dim={self.spec.input_dim} columns; got {Xd.shape[1]}")
-            Xa = K.augment(tf.constant(Xd, dtype=self.dtype), self.spec)
+            Xa = augment(tf.constant(Xd, dtype=self.dtype), self.spec)
             y = tf.constant(labels, dtype=self.dtype if self.spec.binary else tf.int32)
             hit = (Xa, y)
             # The last few designs (a fit, then evaluations on train and test), but not
             # several large ones: cross-validation makes new fold arrays for every fold,
-            # and at MultiNLI size (1.9 GB per design) four kept folds filled the memory.
+            # and kept folds of a large design would fill the memory.
             kept, total = [], 0
             for entry in self._cache[:3]:
                 total += _tensor_bytes(entry[2])
@@ -163,16 +172,15 @@ class LogisticRegression:
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
 
-    def design(self, ds, sample_weights=None):
-        """The engine's inputs on ``ds``: ``(Xa, y, s)`` tensors in the model's dtype, the
-        design with its intercept column, the labels and the sample weights (ones when None),
-        as the batched functions of :mod:`influence.refit` and :mod:`influence.groups` take them."""
-        return self._tensors(ds, sample_weights)
+    @property
+    def cached_inputs(self) -> list:
+        """The ``x`` arrays whose design tensors :meth:`design` keeps, newest first."""
+        return [ref[0] for _, ref, _ in self._cache]
 
     def _objective(self, ds, sample_weights=None, l2_reg=None) -> LogisticObjective:
         """The objective on ``ds`` with these weights and ``l2_reg`` (one problem); large
         binary models on a sparse design get its CSR copy (sparse Hessians)."""
-        Xa, y, s = self._tensors(ds, sample_weights)
+        Xa, y, s = self.design(ds, sample_weights)
         return LogisticObjective(self.spec, Xa, y, s, self._l2(l2_reg), Xa_sparse=self._sparse_design(Xa))
 
     def _sparse_design(self, Xa):
@@ -190,7 +198,7 @@ class LogisticRegression:
         return tf.constant(self.params if params is None else params, dtype=self.dtype)
 
     def _out(self, t) -> np.ndarray:
-        return np.asarray(_to_numpy(t), dtype=self.np_dtype)
+        return to_numpy(t, self.np_dtype)
 
     def _l2(self, l2_reg):
         if l2_reg is None:
@@ -212,7 +220,7 @@ class LogisticRegression:
 
     def get_coef_intercept(self) -> tuple[np.ndarray, np.ndarray]:
         """scikit-learn style ``coef_`` (K', D) and ``intercept_`` (K',)."""
-        ext = K.to_ext(self._theta(), self.spec).numpy()
+        ext = to_ext_batch(self._theta()[None], self.spec)[0].numpy()
         D = self.spec.input_dim
         coef = ext[:, :D]
         intercept = ext[:, D] if self.spec.fit_intercept else np.zeros(self.spec.num_rows)
@@ -220,7 +228,7 @@ class LogisticRegression:
 
     def save(self, state_id: str) -> None:
         """Keep the current parameters as ``state_id`` (in memory; the original wrote a TF
-        checkpoint, spec ``experiments.md`` §1.1). Files are the caller's business:
+        checkpoint). Files are the caller's business:
         :meth:`get_state` returns the arrays to store (``datasets.storage``)."""
         self._states[state_id] = self.params.copy()
 
@@ -253,16 +261,15 @@ class LogisticRegression:
 
     # ------------------------------------------------------------ values
     def get_indiv_loss(self, ds, **kw) -> np.ndarray:
-        Xa, y, _ = self._tensors(ds)
-        return self._out(K.indiv_loss(self._theta(), Xa, y, self.spec))
+        """Unweighted loss of every example, shape (n,)."""
+        return self._out(self._objective(ds).per_example_losses(self._theta()[None])[0])
 
     def get_total_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> float:
         return float(self._objective(ds, sample_weights, l2_reg).loss_at(self._theta()))
 
     def get_indiv_grad_loss(self, ds, **kw) -> np.ndarray:
         """Unweighted per-example gradients, shape (n, num_params)."""
-        Xa, y, _ = self._tensors(ds)
-        return self._out(K.indiv_grad_loss(self._theta(), Xa, y, self.spec))
+        return self._out(self._objective(ds).per_example_gradients(self._theta()))
 
     def get_total_grad_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> np.ndarray:
         """``sum_i s_i grad l_i (+ l2_reg * W)``, shape (num_params,)."""
@@ -295,11 +302,11 @@ class LogisticRegression:
         """``H^{-1} V`` with H the regularised Hessian at the current parameters.
 
         ``'explicit'``: solve with ``hessian_reg`` (computed from ``dataset`` if not
-        given). ``'cg'``: plain conjugate gradient (:func:`influence.solvers.conjugate_gradient`,
+        given). ``'cg'``: plain conjugate gradient (:func:`influence.numerics.conjugate_gradient`,
         all columns together) with Hessian-vector products on ``dataset``, to the
         relative residual ``config['cg_rtol']`` (1e-10); it does not read the
-        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver (spec
-        ``experiments.md`` §1.3): ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
+        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver:
+        ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
         from 0, one column at a time, with ``avextol = config['fmin_ncg_avextol']``
         (1e-8) and ``maxiter = config['fmin_ncg_maxiter']`` (256).
         """
@@ -311,7 +318,7 @@ class LogisticRegression:
                 if dataset is None:
                     raise ValueError("inverse_hvp_method='explicit' needs hessian_reg or dataset")
                 hessian_reg = self.get_hessian(dataset, sample_weights, l2_reg)
-            M = K.gauge_fix(tf.constant(np.asarray(hessian_reg), dtype=self.dtype), self.spec)
+            M = gauge_fix(tf.constant(np.asarray(hessian_reg), dtype=self.dtype), self.spec)
             return self._out(inverse_vp(M, tf.constant(np.asarray(V), dtype=self.dtype), inverse_vp_method))
         if dataset is None:
             raise ValueError(f"inverse_hvp_method={method!r} needs the dataset")
@@ -347,39 +354,38 @@ class LogisticRegression:
         """``P -> (H + gauge) P`` for P of shape (d, m), the operator of the CG solvers."""
         obj = self._objective(dataset, sample_weights, l2_reg)
         theta = self._theta()
-        # Gauge constant for multinomial models with intercepts (see ModelSpec.has_gauge).
-        c = tf.reduce_sum(obj.s) / self.spec.num_rows + obj.l2
         autodiff = self.config["hvp_method"] == "autodiff"
 
         def matvec(P):
-            return K.gauge_fix_hvp(P, obj.hvp_at(theta, P, autodiff), c, self.spec)
+            return gauge_fix_hvp(P, obj.hvp_at(theta, P, autodiff), obj.gauge_c, self.spec)
 
         return matvec
 
     def get_indiv_margin(self, ds, **kw) -> np.ndarray:
-        Xa, y, _ = self._tensors(ds)
-        return self._out(K.indiv_margin(self._theta(), Xa, y, self.spec))
+        """Binary margins ``(2y - 1)(w.x + b)``, shape (n,)."""
+        return self._out(self._objective(ds).margins(self._theta()[None])[0])
 
     def get_indiv_grad_margin(self, ds, **kw) -> np.ndarray:
-        Xa, y, _ = self._tensors(ds)
-        return self._out(K.indiv_grad_margin(Xa, y, self.spec))
+        """Binary margin gradients ``(2y - 1)[x; 1]``, shape (n, num_params)."""
+        return self._out(self._objective(ds).margin_gradients())
 
     def get_total_grad_margin(self, ds, sample_weights=None, **kw) -> np.ndarray:
-        Xa, y, s = self._tensors(ds, sample_weights)
-        return self._out(tf.linalg.matvec(K.indiv_grad_margin(Xa, y, self.spec), s, transpose_a=True))
+        obj = self._objective(ds, sample_weights)
+        return self._out(tf.linalg.matvec(obj.margin_gradients(), obj.S[:, 0], transpose_a=True))
 
     def get_zs(self, ds, **kw) -> np.ndarray:
-        Xa, _, _ = self._tensors(ds)
-        return self._out(K.zs(self._theta(), Xa, self.spec))
+        """Binary rows ``sqrt(sigma (1 - sigma)) [x; 1]``: ``Z^T Z`` is the unregularised Hessian."""
+        obj = self._objective(ds)
+        obj.require_binary("get_zs")
+        return self._out(obj.hessian_factor_rows(self._theta()))
 
     def get_predictions(self, X) -> np.ndarray:
         """Softmax probabilities, shape (n, num_classes)."""
-        X = np.asarray(X.toarray() if hasattr(X, "toarray") else X)
-        Xa = K.augment(tf.constant(X, dtype=self.dtype), self.spec)
-        return self._out(K.probabilities(self._theta(), Xa, self.spec))
+        Xa = augment(tf.constant(densify(X), dtype=self.dtype), self.spec)
+        return self._out(LogisticObjective(self.spec, Xa).probabilities(self._theta()[None])[:, 0])
 
     def get_accuracy(self, ds, **kw) -> float:
-        x, labels = _xy(ds)
+        x, labels = xy(ds)
         if len(labels) == 0:
             return float("nan")
         return float(np.mean(np.argmax(self.get_predictions(x), axis=1) == labels))
@@ -387,7 +393,7 @@ class LogisticRegression:
     # ------------------------------------------------------------ fitting
     def grad_scale(self, ds, sample_weights=None) -> float:
         """``sum_i s_i ||[x_i; 1]||``: bounds the norm of the data term's gradient."""
-        Xa, _, s = self._tensors(ds, sample_weights)
+        Xa, _, s = self.design(ds, sample_weights)
         return float(tf.reduce_sum(s * tf.norm(Xa, axis=1)))
 
     def fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:
@@ -408,9 +414,9 @@ class LogisticRegression:
 
         scale_ref = self.grad_scale(ds, sample_weights)
         if method == "newton" and uses_downdates(spec):
-            # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3 (about
-            # 0.5 s on spam), so it is reused while it cuts the gradient norm fourfold
-            # (chord steps), then preconditions CG (influence.newton.ChordNewton).
+            # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3, so it is
+            # reused while it cuts the gradient norm fourfold (chord steps), then
+            # preconditions CG (influence.newton.ChordNewton).
             strategy = ChordNewton(None, float32_preconditioner=True)
         elif method == "newton":
             strategy = ExplicitNewton(search=armijo_step)
@@ -431,10 +437,3 @@ class LogisticRegression:
         self.last_fit = result
         return result
 
-
-def _xy(ds):
-    if isinstance(ds, tuple) and len(ds) == 2:
-        x, labels = ds
-    else:
-        x, labels = ds.x, ds.labels
-    return x, np.asarray(labels).reshape(-1)

@@ -17,7 +17,8 @@ FLOAT_BYTES = 8
 # batched products stop gaining beyond this).
 MAX_REFIT_CHUNK = 64
 
-_warned: set[str] = set()
+# The kinds of item (``what``) already warned about: one warning each per process.
+WARNED: set[str] = set()
 
 
 def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | None = None,
@@ -38,8 +39,8 @@ def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | Non
     if int(max_memory) != max_memory or max_memory < 1:
         raise ValueError(f"max_memory must be a positive integer number of bytes; got {max_memory!r}")
     fit = int(max_memory) // int(bytes_per_item)
-    if fit < 1 and warn and what not in _warned:
-        _warned.add(what)
+    if fit < 1 and warn and what not in WARNED:
+        WARNED.add(what)
         logger.warning("one %s needs about %s of working memory, more than max_memory = %s; "
                        "going on one at a time", what, format_bytes(bytes_per_item), format_bytes(max_memory))
     if max_items is not None:
@@ -57,9 +58,8 @@ def format_bytes(n: float) -> str:
 
 def refit_bytes_per_group(num_params: int, n: int, num_rows: int = 1, explicit: bool = True) -> int:
     """Working bytes of one group in a refit chunk: with explicit Hessians, four (d, d)
-    matrices (Hessian, factor, and the NumPy and TensorFlow copies of a fresh Hessian;
-    measured: a chunk of B groups of a d = 1,500 model peaks at about (4 B + 1) d^2
-    doubles) and four (n, K') arrays (weights, logits, residuals, curvature); without
+    matrices (Hessian, factor, and the NumPy and TensorFlow copies of a fresh Hessian)
+    and four (n, K') arrays (weights, logits, residuals, curvature); without
     (Newton-CG), the (n, K') arrays only."""
     return FLOAT_BYTES * (4 * num_params ** 2 * int(bool(explicit)) + 4 * n * num_rows)
 

@@ -9,7 +9,7 @@ floating-point floor) stops. The way pyDVL puts inverse-HVP strategies behind on
 operator, the strategies share one interface (:class:`NewtonStrategy`):
 
 * :class:`ExplicitNewton`: a fresh Hessian at every iterate, solved by Cholesky with the
-  one LU fall-back (:func:`influence.solvers.spd_solve`); the certified fit and the
+  one LU fall-back (:func:`influence.numerics.spd_solve`); the certified fit and the
   small-problem refits.
 * :class:`ChordNewton`: the factor of the Hessian at an earlier iterate, reused while it
   cuts the gradient norm fourfold (chord steps), then CG on the exact Hessian
@@ -34,8 +34,8 @@ import tensorflow as tf
 
 from influence import objective as K
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
-from influence.solvers import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors,
-                               preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve)
+from influence.numerics import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors, one_blas_thread,
+                                preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve, to_numpy)
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def certify(grad_norms, grad_tols, what: str = "refits", iterations=None, stalle
 
 def cg_directions(objective: LogisticObjective, Theta, G, precond, rtol, maxiter):
     """Directions ``A_j^{-1} G[j]`` for each problem j of the batch, by preconditioned
-    CG (:func:`influence.solvers.preconditioned_cg_rows`) on the exact Hessians at
+    CG (:func:`influence.numerics.preconditioned_cg_rows`) on the exact Hessians at
     ``Theta[j]`` (:meth:`LogisticObjective.hvp`), gauge component removed. G: (B, d)
     NumPy. Returns (directions as a (B, d) tensor, the CG result)."""
     curv = objective.curvature(Theta)
@@ -667,9 +667,9 @@ class BlockDiagonalPreconditioner:
     def __init__(self, spec: ModelSpec, theta, Xa, s, l2_reg):
         import scipy.linalg
         self.spec = spec
-        Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
+        Xn = to_numpy(Xa, np.float64)
         theta = tf.convert_to_tensor(np.asarray(theta, dtype=np.float64))
-        c = K.curvature(theta, tf.constant(Xn), spec).numpy()
+        c = LogisticObjective(spec, tf.constant(Xn)).curvature(theta[None])[:, 0].numpy()
         s = np.asarray(s, dtype=np.float64).reshape(-1)
         W = (s * c)[:, None] if spec.binary else s[:, None] * c * (1.0 - c)   # (n, K')
         E = spec.ext_dim
@@ -749,8 +749,8 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     """
     if kind not in PRECONDITIONERS:
         raise ValueError(f"kind must be one of {PRECONDITIONERS}; got {kind!r}")
-    Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
-    s = np.asarray(s.numpy() if hasattr(s, "numpy") else s, dtype=np.float64).reshape(-1)
+    Xn = to_numpy(Xa, np.float64)
+    s = to_numpy(s, np.float64).reshape(-1)
     n = Xn.shape[0]
     if kind == "auto":
         kind = "block" if spec.num_params > max_params else ("hessian" if n <= max_rows else "subsampled")
@@ -765,6 +765,8 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
         single = spec.num_params >= SINGLE_PRECISION_MIN_PARAMS
     cls = SingleCholeskyPreconditioner if single else CholeskyPreconditioner
     small = Xn.shape[0] * float(spec.num_params) ** 2 < PIN_HESSIAN_MAX_FLOPS
-    with K.one_blas_thread() if small else contextlib.nullcontext():
-        H = K.hessian_numpy(theta, Xn, s, float(l2_reg), spec)
+    with one_blas_thread() if small else contextlib.nullcontext():
+        obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xn)
+        H = obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
+                         as_numpy=True, pin_blas=False)[0]
     return cls(H, spec)

@@ -1,14 +1,16 @@
-"""The objective of L2-regularised logistic regression: loss, gradient, Hessian, HVP,
-curvature and the multinomial gauge, for one parameter vector or a batch of them.
+"""The objective of L2-regularised logistic regression and all its derivatives, for one
+parameter vector or a batch of them: :class:`LogisticObjective`.
 
-Like scikit-learn's ``LinearModelLoss`` (``linear_model/_linear_loss.py``), one object,
-:class:`LogisticObjective`, owns every derivative; the Newton loop
-(:mod:`influence.newton`) and :class:`~influence.logistic_regression.LogisticRegression`
-are handed its methods. The single-vector kernels below are pure functions of tensors
-(the object's single-vector methods call them); the batched methods evaluate B
-problems that share the data and differ in their sample weights (the columns of S).
+Like scikit-learn's ``LinearModelLoss`` (``linear_model/_linear_loss.py``), one object owns
+the loss, its gradient (with :meth:`LogisticObjective.loss_gradient` sharing the logits),
+the Hessian (one routine, :meth:`LogisticObjective.hessians`, whose strategies are chosen in
+:meth:`LogisticObjective.hessian_method`), Hessian-vector products and the curvature; the
+Newton loop (:mod:`influence.newton`) and
+:class:`~influence.logistic_regression.LogisticRegression` are handed its methods. It
+evaluates B problems that share the data and differ in their sample weights (the columns
+of S); one parameter vector is the batch of one.
 
-Conventions (spec ``experiments.md`` §1):
+Conventions (see docs/design.md, 'Objective and conventions'):
 
 * Objective: ``L(theta) = sum_i s_i * l_i(theta) + (l2_reg / 2) * ||W||^2``: summed over
   examples (not averaged), with sample weights ``s_i``; biases are never regularised.
@@ -18,16 +20,25 @@ Conventions (spec ``experiments.md`` §1):
   biases; ``theta = [vec(W) (class-major: row k = class k); b_0..b_{K-1}]``.
 * Margin (binary only): ``m = (2y - 1) (w.x + b)``.
 
-All kernels take tensors of the model dtype (float64 by default) and return tensors. The
-"extended" layout used internally augments x with a trailing 1 (when there is an
-intercept) so that class k's parameters are the row ``[w_k; b_k]``.
+Tensors are of the model dtype (float64 by default). The "extended" layout augments x
+with a trailing 1 (when there is an intercept) so that class k's parameters are the row
+``[w_k; b_k]``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
+
+from influence.numerics import one_blas_thread
+
+# Strategies of LogisticObjective.hessians (chosen in LogisticObjective.hessian_method).
+HESSIAN_METHODS = ("auto", "sparse", "syrk", "einsum", "matmul")
+# Bytes of the row blocks the multinomial Hessians are formed from.
+HESSIAN_BLOCK_BYTES = 2 ** 28
 
 
 @dataclass(frozen=True)
@@ -111,190 +122,6 @@ def augment(X: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     return tf.concat([X, tf.ones([tf.shape(X)[0], 1], dtype=X.dtype)], axis=1)
 
 
-def to_ext(theta: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
-    """Parameters as a (K', E) matrix of rows ``[w_k; b_k]`` (K' = 1 for binary)."""
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(theta, [spec.num_rows, spec.ext_dim])
-    K, D = spec.num_rows, spec.input_dim
-    W = tf.reshape(theta[:K * D], [K, D])
-    b = tf.reshape(theta[K * D:], [K, 1])
-    return tf.concat([W, b], axis=1)
-
-
-def from_ext(theta_ext: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
-    """Inverse of :func:`to_ext`: (K', E) → flat parameter vector."""
-    if spec.binary or not spec.fit_intercept:
-        return tf.reshape(theta_ext, [-1])
-    D = spec.input_dim
-    return tf.concat([tf.reshape(theta_ext[:, :D], [-1]), theta_ext[:, D]], axis=0)
-
-
-def logits(theta: tf.Tensor, Xa: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
-    """Binary: ``w.x + b`` of shape (n,). Multinomial: (n, K)."""
-    T = to_ext(theta, spec)
-    Z = tf.matmul(Xa, T, transpose_b=True)
-    return Z[:, 0] if spec.binary else Z
-
-
-def probabilities(theta, Xa, spec) -> tf.Tensor:
-    """Softmax probabilities of every class, shape (n, K)."""
-    Z = logits(theta, Xa, spec)
-    if spec.binary:
-        p1 = tf.sigmoid(Z)
-        return tf.stack([1.0 - p1, p1], axis=1)
-    return tf.nn.softmax(Z, axis=1)
-
-
-def _residual(theta, Xa, y, spec):
-    """Binary: sigma(z) - y, shape (n,). Multinomial: softmax - onehot, (n, K)."""
-    Z = logits(theta, Xa, spec)
-    if spec.binary:
-        return tf.sigmoid(Z) - y
-    return tf.nn.softmax(Z, axis=1) - tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Z.dtype)
-
-
-def indiv_loss(theta, Xa, y, spec) -> tf.Tensor:
-    """Unweighted cross-entropy of every example, shape (n,)."""
-    Z = logits(theta, Xa, spec)
-    if spec.binary:
-        return tf.nn.softplus(Z) - y * Z
-    return tf.reduce_logsumexp(Z, axis=1) - tf.gather(Z, tf.cast(y, tf.int32), axis=1, batch_dims=1)
-
-
-def l2_penalty(theta, l2_reg, spec) -> tf.Tensor:
-    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
-    return 0.5 * l2_reg * tf.reduce_sum(mask * theta * theta)
-
-
-def total_loss(theta, Xa, y, s, l2_reg, spec) -> tf.Tensor:
-    """``sum_i s_i l_i + l2_reg/2 ||W||^2`` (a scalar)."""
-    return tf.reduce_sum(s * indiv_loss(theta, Xa, y, spec)) + l2_penalty(theta, l2_reg, spec)
-
-
-def indiv_grad_loss(theta, Xa, y, spec) -> tf.Tensor:
-    """Unweighted per-example gradients, shape (n, d), parameter layout."""
-    R = _residual(theta, Xa, y, spec)
-    if spec.binary:
-        return R[:, None] * Xa
-    n = tf.shape(Xa)[0]
-    G_ext = R[:, :, None] * Xa[:, None, :]  # (n, K, E)
-    G_ext = tf.reshape(G_ext, [n, spec.num_params])
-    return tf.gather(G_ext, spec.ext_permutation(), axis=1)
-
-
-def total_grad_loss(theta, Xa, y, s, l2_reg, spec) -> tf.Tensor:
-    """``sum_i s_i grad l_i + l2_reg * W`` (shape (d,))."""
-    R = _residual(theta, Xa, y, spec)
-    if spec.binary:
-        g = tf.linalg.matvec(Xa, s * R, transpose_a=True)
-    else:
-        g_ext = tf.matmul(s[:, None] * R, Xa, transpose_a=True)  # (K, E)
-        g = from_ext(g_ext, spec)
-    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
-    return g + l2_reg * mask * theta
-
-
-def curvature(theta, Xa, spec) -> tf.Tensor:
-    """Per-example curvature: binary sigma(1-sigma), shape (n,); multinomial p, (n, K)."""
-    Z = logits(theta, Xa, spec)
-    if spec.binary:
-        p = tf.sigmoid(Z)
-        return p * (1.0 - p)
-    return tf.nn.softmax(Z, axis=1)
-
-
-def hessian(theta, Xa, s, l2_reg, spec) -> tf.Tensor:
-    """``sum_i s_i hess l_i + l2_reg * I_w`` (shape (d, d), parameter layout)."""
-    c = curvature(theta, Xa, spec)
-    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
-    if spec.binary:
-        H = tf.matmul(Xa, (s * c)[:, None] * Xa, transpose_a=True)
-    else:
-        H = _multinomial_hessian_from_probs(c, Xa, s, spec)
-    return H + tf.linalg.diag(l2_reg * mask)
-
-
-def _multinomial_hessian_from_probs(P, Xa, s, spec, max_block_bytes: int = 2 ** 28) -> tf.Tensor:
-    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout.
-
-    One matrix product ``Xa^T [A_i kron xa_i]_i`` per block of rows, so the work runs at
-    matrix-multiply speed; rows are processed in blocks to bound memory.
-    """
-    K, E = spec.num_rows, spec.ext_dim
-    n = int(Xa.shape[0])
-    rows_per_block = max(1, int(max_block_bytes // (K * K * E * Xa.dtype.size)))
-    H_ext = tf.zeros([E, K * K * E], dtype=Xa.dtype)
-    eye = tf.eye(K, dtype=P.dtype)
-    for start in range(0, n, rows_per_block):
-        Pb, Xb, sb = P[start:start + rows_per_block], Xa[start:start + rows_per_block], s[start:start + rows_per_block]
-        # A[i, k, l] = s_i (p_ik delta_kl - p_ik p_il)
-        A = sb[:, None, None] * (Pb[:, :, None] * eye[None] - Pb[:, :, None] * Pb[:, None, :])
-        big = tf.reshape(A[:, :, :, None] * Xb[:, None, None, :], [-1, K * K * E])
-        H_ext += tf.matmul(Xb, big, transpose_a=True)  # (E_a, (k, l, E_b))
-    H_ext = tf.reshape(tf.transpose(tf.reshape(H_ext, [E, K, K, E]), [1, 0, 2, 3]), [K * E, K * E])
-    perm = spec.ext_permutation()
-    return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
-
-
-def hvp(theta, V, Xa, s, l2_reg, spec) -> tf.Tensor:
-    """Closed-form Hessian-vector products ``H V`` for V of shape (d,) or (d, m)."""
-    squeeze = len(V.shape) == 1
-    if squeeze:
-        V = V[:, None]
-    c = curvature(theta, Xa, spec)
-    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
-    if spec.binary:
-        U = tf.matmul(Xa, V)  # (n, m)
-        out = tf.matmul(Xa, (s * c)[:, None] * U, transpose_a=True)
-    else:
-        K, E = spec.num_rows, spec.ext_dim
-        m = tf.shape(V)[1]
-        V_ext = tf.reshape(tf.gather(V, spec.ext_inverse_permutation(), axis=0), [K, E, m])
-        U = tf.einsum("na,kam->nkm", Xa, V_ext)
-        P = c
-        T = s[:, None, None] * P[:, :, None] * (U - tf.reduce_sum(P[:, :, None] * U, axis=1, keepdims=True))
-        out_ext = tf.reshape(tf.einsum("na,nkm->kam", Xa, T), [K * E, m])
-        out = tf.gather(out_ext, spec.ext_permutation(), axis=0)
-    out = out + l2_reg * mask[:, None] * V
-    return out[:, 0] if squeeze else out
-
-
-def autodiff_hvp(theta, v, Xa, y, s, l2_reg, spec) -> tf.Tensor:
-    """``H v`` by double backpropagation through :func:`total_loss` (used by CG)."""
-    theta = tf.convert_to_tensor(theta)
-    with tf.GradientTape() as outer:
-        outer.watch(theta)
-        with tf.GradientTape() as inner:
-            inner.watch(theta)
-            f = total_loss(theta, Xa, y, s, l2_reg, spec)
-        g = inner.gradient(f, theta)
-        gv = tf.reduce_sum(g * tf.stop_gradient(v))
-    return outer.gradient(gv, theta)
-
-
-def indiv_margin(theta, Xa, y, spec) -> tf.Tensor:
-    """Binary margins ``(2y - 1)(w.x + b)``, shape (n,)."""
-    _require_binary(spec, "margins")
-    return (2.0 * y - 1.0) * logits(theta, Xa, spec)
-
-
-def indiv_grad_margin(Xa, y, spec) -> tf.Tensor:
-    """Binary margin gradients ``(2y - 1)[x; 1]``, shape (n, d)."""
-    _require_binary(spec, "margin gradients")
-    return (2.0 * y - 1.0)[:, None] * Xa
-
-
-def zs(theta, Xa, spec) -> tf.Tensor:
-    """Rows ``sqrt(sigma(1-sigma)) [x; 1]`` so that ``Z^T Z`` is the unregularised Hessian."""
-    _require_binary(spec, "get_zs")
-    return tf.sqrt(curvature(theta, Xa, spec))[:, None] * Xa
-
-
-def _require_binary(spec: ModelSpec, what: str) -> None:
-    if not spec.binary:
-        raise ValueError(f"{what} are defined for binary models only; got num_classes={spec.num_classes}")
-
-
 def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     """``H + c u u^T`` along the flat direction ``u`` (see :attr:`ModelSpec.has_gauge`).
 
@@ -327,53 +154,6 @@ def project_out_gauge(V: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     return V - u[:, None] * tf.reduce_sum(u[:, None] * V, axis=0, keepdims=True)
 
 
-def hessian_numpy(theta, Xa: np.ndarray, s: np.ndarray, l2_reg: float, spec: ModelSpec,
-                  chunk_bytes: int = 2 ** 28) -> np.ndarray:
-    """:func:`hessian` in NumPy through symmetric rank-k updates (BLAS syrk).
-
-    Multinomial: ``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` is the block
-    diagonal ``Xa^T diag(s p_k) Xa`` minus ``Z^T Z`` with rows ``z_i = [sqrt(s_i) p_ik xa_i]_k``;
-    ``Z^T Z`` costs ``n (K E)^2`` flops, half of a general product, and is formed from
-    blocks of rows of at most ``chunk_bytes``. Returns a float64 array of shape (d, d).
-    """
-    Xa = np.asarray(Xa, dtype=np.float64)
-    s = np.asarray(s, dtype=np.float64).reshape(-1)
-    c = curvature(tf.constant(np.asarray(theta, dtype=np.float64)), tf.constant(Xa), spec).numpy()
-    n, E = Xa.shape
-    mask = spec.weight_mask()
-    if spec.binary:
-        Z = Xa * np.sqrt(s * c)[:, None]
-        return Z.T @ Z + np.diag(l2_reg * mask)
-    Kc = spec.num_rows
-    H = np.zeros((Kc * E, Kc * E))
-    rows = max(1, int(chunk_bytes // (8 * Kc * E)))
-    for st in range(0, n, rows):
-        Xb, Pb, sb = Xa[st:st + rows], c[st:st + rows], s[st:st + rows]
-        Z = (Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]   # (m, K, E)
-        Z = Z.reshape(len(Xb), Kc * E)
-        H -= Z.T @ Z
-        for k in range(Kc):
-            Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
-            H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
-    perm = spec.ext_permutation()
-    return H[np.ix_(perm, perm)] + np.diag(l2_reg * mask)
-
-
-def sparse_gram(Xs, w) -> np.ndarray:
-    """``Xs^T diag(w) Xs`` as a dense float64 array, for a scipy sparse ``Xs`` (n, E) and
-    weights ``w`` (n,): one sparse product, then densified."""
-    import scipy.sparse as sp
-    return np.asarray((Xs.T @ sp.diags(np.asarray(w, dtype=np.float64)) @ Xs).toarray())
-
-
-def one_blas_thread():
-    """One OpenBLAS thread for many small products (per-group Hessians, small LAPACK
-    solves): on 2 cores shared with TensorFlow's pool, threaded BLAS spent most of its
-    time spin-waiting (a 128 x 128 Cholesky took 10 ms instead of 0.3 ms)."""
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def to_ext_batch(Theta, spec: ModelSpec) -> tf.Tensor:
     """(B, d) parameter rows → (B, K', E) extended layout."""
     B = tf.shape(Theta)[0]
@@ -393,25 +173,6 @@ def from_ext_batch(T, spec: ModelSpec) -> tf.Tensor:
     return tf.concat([tf.reshape(T[:, :, :D], [B, -1]), T[:, :, D]], axis=1)
 
 
-def hessian_factor_rows(spec: ModelSpec, theta, Xa_U) -> tf.Tensor:
-    """Rows Z_U with ``Z_U^T Z_U = H_U`` (unregularised Hessian of the given points).
-
-    Binary: ``sqrt(sigma(1 - sigma)) [x; 1]`` (one row per point). Multinomial:
-    ``A_i = diag(p_i) - p_i p_i^T = R_i R_i^T`` with ``R_i = diag(sqrt p_i) - p_i sqrt(p_i)^T``;
-    row (i, c) has ``R_i[k, c] x_i`` in class k's weight block and ``R_i[k, c]`` in bias k
-    (K rows per point).
-    """
-    if spec.binary:
-        return zs(theta, Xa_U, spec)
-    P = curvature(theta, Xa_U, spec)  # (m, K) probabilities
-    sq = tf.sqrt(P)
-    R = tf.linalg.diag(sq) - P[:, :, None] * sq[:, None, :]  # (m, k, c)
-    rows_ext = R[:, :, :, None] * Xa_U[:, None, None, :]     # (m, k, c, E)
-    m = tf.shape(Xa_U)[0]
-    rows_ext = tf.reshape(tf.transpose(rows_ext, [0, 2, 1, 3]), [m * spec.num_rows, spec.num_params])
-    return tf.gather(rows_ext, spec.ext_permutation(), axis=1)
-
-
 def removal_weights(groups, n: int) -> np.ndarray:
     """0/1 float64 array of shape (n, B): column b is 0 on group b's points, 1 elsewhere."""
     keep = np.ones((n, len(groups)))
@@ -420,45 +181,103 @@ def removal_weights(groups, n: int) -> np.ndarray:
     return keep
 
 
+
+def _binary_gram_tf(X, W) -> tf.Tensor:
+    """``X^T diag(W[:, b]) X`` for every column b of W (n, B): one product with an (n, B E) block."""
+    E, B = int(X.shape[1]), int(W.shape[1])
+    big = tf.reshape(W[:, :, None] * X[:, None, :], [-1, B * E])
+    return tf.transpose(tf.reshape(tf.matmul(X, big, transpose_a=True), [E, B, E]), [1, 0, 2])
+
+
+def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
+    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout.
+
+    One matrix product ``X^T [A_i kron xa_i]_i`` per block of rows, so the work runs at
+    matrix-multiply speed; rows are processed in blocks to bound memory.
+    """
+    K, E = spec.num_rows, spec.ext_dim
+    n = int(X.shape[0])
+    rows_per_block = max(1, int(HESSIAN_BLOCK_BYTES // (K * K * E * X.dtype.size)))
+    H_ext = tf.zeros([E, K * K * E], dtype=X.dtype)
+    eye = tf.eye(K, dtype=P.dtype)
+    for start in range(0, n, rows_per_block):
+        Pb, Xb, sb = P[start:start + rows_per_block], X[start:start + rows_per_block], s[start:start + rows_per_block]
+        # A[i, k, l] = s_i (p_ik delta_kl - p_ik p_il)
+        A = sb[:, None, None] * (Pb[:, :, None] * eye[None] - Pb[:, :, None] * Pb[:, None, :])
+        big = tf.reshape(A[:, :, :, None] * Xb[:, None, None, :], [-1, K * K * E])
+        H_ext += tf.matmul(Xb, big, transpose_a=True)  # (E_a, (k, l, E_b))
+    H_ext = tf.reshape(tf.transpose(tf.reshape(H_ext, [E, K, K, E]), [1, 0, 2, 3]), [K * E, K * E])
+    perm = spec.ext_permutation()
+    return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
+
+
+def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk):
+    the block diagonal ``X^T diag(s p_k) X`` minus ``Z^T Z`` with rows
+    ``z_i = [sqrt(s_i) p_ik xa_i]_k`` (``n (K E)^2`` flops, half of a general product)."""
+    n, E = X.shape
+    Kc = spec.num_rows
+    H = np.zeros((Kc * E, Kc * E))
+    rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
+    for st in range(0, n, rows):
+        Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
+        Z = ((Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]).reshape(len(Xb), Kc * E)
+        H -= Z.T @ Z
+        for k in range(Kc):
+            Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
+            H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+    perm = spec.ext_permutation()
+    return H[np.ix_(perm, perm)]
+
+
+def _sparse_gram(Xs, w) -> np.ndarray:
+    """``Xs^T diag(w) Xs`` as a dense float64 array for a scipy sparse ``Xs`` (n, E): one
+    sparse product (``nnz`` work per non-zero row pair instead of ``n E^2``), then densified."""
+    return np.asarray((Xs.T @ sp.diags(np.asarray(w, dtype=np.float64)) @ Xs).toarray())
+
+
 class LogisticObjective:
     """``L_b(theta) = sum_i S[i, b] l_i(theta) + (l2_reg / 2) ||mask * theta||^2`` for the
     B columns of the sample-weight matrix S, and all its derivatives.
 
     ``Xa``: augmented design (:func:`augment`), tensor of shape (n, E); ``y``: labels
-    (float 0/1 for binary, int classes for multinomial; None when only curvature-based
-    quantities are needed); ``S``: weights, tensor of shape (n, B) or (n,) (then B = 1
-    and the single-vector methods ``*_at`` apply; ``loss``, ``gradient`` and ``hessians``
-    then evaluate them, so a batch of one is the single-vector problem bit for bit);
-    ``l2``: scalar tensor.
-    ``weight_mask`` (1 on regularised coordinates) defaults to the spec's (biases 0).
-    ``Xa_np``: optional float64 NumPy copy of Xa, enabling the BLAS syrk Hessians.
-    ``Xa_sparse``: optional float64 scipy CSR copy of Xa (binary models): Hessians are
-    then formed as sparse products ``Xa^T (w * Xa)`` (``nnz`` work per non-zero row pair
-    instead of ``n d^2``: 0.07 s instead of 0.5 s on spam) and densified once.
+    (0/1 for binary, int classes for multinomial; None when only curvature-based
+    quantities are needed); ``S``: weights, tensor of shape (n, B) or (n,) (B = 1), None
+    for unit weights (B = 1); ``l2``: scalar. ``weight_mask`` (1 on regularised
+    coordinates) defaults to the spec's (biases 0). ``Xa_np``: optional float64 NumPy copy
+    of Xa (the BLAS syrk Hessians); ``Xa_sparse``: optional float64 scipy CSR copy of Xa
+    (binary models: sparse products for logits, gradients, HVPs and Hessians).
 
-    Batched methods take parameter rows ``Theta`` of shape (B, d) and return tensors:
-    ``loss`` (B,), ``gradient`` (B, d), ``curvature``, ``hvp`` (NumPy (b, d)),
-    ``hessians`` (B, d, d). A multinomial model with intercepts is flat along the gauge
-    direction (:attr:`ModelSpec.has_gauge`); ``hvp`` and ``hessians`` add
+    Batched methods take parameter rows ``Theta`` of shape (B, d): ``loss`` (B,),
+    ``gradient`` (B, d), ``loss_gradient`` (both from one set of logits), ``curvature``,
+    ``hvp`` (NumPy (b, d)), ``hessians`` (B, d, d). The ``*_at`` methods take one parameter
+    vector of a problem with B = 1. A multinomial model with intercepts is flat along the
+    gauge direction (:attr:`ModelSpec.has_gauge`); ``hvp`` and ``hessians`` add
     ``gauge_c u u^T`` so that the solves are definite.
     """
 
-    def __init__(self, spec: ModelSpec, Xa, y, S, l2, Xa_np=None, weight_mask=None, Xa_sparse=None):
-        self.spec, self.Xa, self.y, self.l2 = spec, Xa, y, l2
-        self.Xa_sparse = Xa_sparse
-        self.s = S if len(S.shape) == 1 else None
+    def __init__(self, spec: ModelSpec, Xa, y=None, S=None, l2=0.0, Xa_np=None, weight_mask=None,
+                 Xa_sparse=None):
+        self.spec, self.Xa = spec, Xa
+        self.l2 = l2 if tf.is_tensor(l2) else tf.constant(float(l2), dtype=Xa.dtype)
+        self.Xa_np, self.Xa_sparse = Xa_np, Xa_sparse
+        if S is None:
+            S = tf.ones([int(Xa.shape[0]), 1], dtype=Xa.dtype)
         self.S = S[:, None] if len(S.shape) == 1 else S
-        self.mask = tf.constant(spec.weight_mask() if weight_mask is None else weight_mask, dtype=Xa.dtype)
         self.B = int(self.S.shape[1])
-        self.Xa_np = Xa_np
+        self.mask = tf.constant(spec.weight_mask() if weight_mask is None else weight_mask, dtype=Xa.dtype)
         self.s_base = None
         self._gauge_c = None
-        if not spec.binary and y is not None:
+        self.y = self.Y1 = None
+        if y is not None and spec.binary:
+            self.y = tf.cast(y, Xa.dtype)
+        elif y is not None:
+            self.y = y
             self.Y1 = tf.one_hot(tf.cast(y, tf.int32), spec.num_classes, dtype=Xa.dtype)  # (n, K)
 
     @classmethod
     def without_groups(cls, spec: ModelSpec, Xa, y, s_base, l2, groups, Xa_np=None,
-                       weight_mask=None, Xa_sparse=None) -> "LogisticObjective":
+                       weight_mask=None, Xa_sparse=None) -> LogisticObjective:
         """The B reduced problems ``L_{-U}`` of the groups (their weights set to zero)."""
         keep = removal_weights(groups, int(Xa.shape[0]))
         obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask,
@@ -466,14 +285,13 @@ class LogisticObjective:
         obj.s_base = s_base
         return obj
 
-    def columns(self, cols) -> "LogisticObjective":
+    def columns(self, cols) -> LogisticObjective:
         """The sub-batch of problems ``cols`` (an int array), sharing the data tensors."""
         _ = self.gauge_c  # a sub-batch keeps its parent's gauge constant
         sub = LogisticObjective.__new__(LogisticObjective)
         sub.__dict__.update(self.__dict__)
         sub.S = tf.gather(self.S, cols, axis=1)
         sub.B = len(cols)
-        sub.s = None
         return sub
 
     @property
@@ -491,28 +309,7 @@ class LogisticObjective:
         row_norms = tf.norm(tf.cast(self.Xa, tf.float64), axis=1)
         return tf.maximum(tf.linalg.matvec(tf.cast(self.S, tf.float64), row_norms, transpose_a=True), 1.0).numpy()
 
-    # ------------------------------------------------------- one vector (B = 1)
-    def loss_at(self, theta) -> tf.Tensor:
-        return total_loss(theta, self.Xa, self.y, self.s, self.l2, self.spec)
-
-    def gradient_at(self, theta) -> tf.Tensor:
-        return total_grad_loss(theta, self.Xa, self.y, self.s, self.l2, self.spec)
-
-    def hessian_at(self, theta) -> tf.Tensor:
-        if self.Xa_sparse is not None and self.spec.binary:
-            return self.hessians(theta[None])[0]
-        return hessian(theta, self.Xa, self.s, self.l2, self.spec)
-
-    def hvp_at(self, theta, V, autodiff: bool = False) -> tf.Tensor:
-        """``H V`` for V of shape (d,) or (d, m); ``autodiff`` by double backprop (per column)."""
-        if not autodiff:
-            return hvp(theta, V, self.Xa, self.s, self.l2, self.spec)
-        if len(V.shape) == 1:
-            return autodiff_hvp(theta, V, self.Xa, self.y, self.s, self.l2, self.spec)
-        return tf.stack([autodiff_hvp(theta, V[:, j], self.Xa, self.y, self.s, self.l2, self.spec)
-                         for j in range(V.shape[1])], axis=1)
-
-    # ------------------------------------------------------------ batched
+    # ------------------------------------------------------------ products with the design
     def _x_times(self, T):
         """``Xa T^T``, (n, m), for rows T (m, E): a sparse product when ``Xa_sparse`` is set."""
         if self.Xa_sparse is not None:
@@ -525,63 +322,145 @@ class LogisticObjective:
             return tf.constant(np.asarray(self.Xa_sparse.T @ np.asarray(R)).T, dtype=self.Xa.dtype)
         return tf.matmul(R, self.Xa, transpose_a=True)
 
+    # ------------------------------------------------------------ per-example quantities
     def logits(self, Theta):
-        """Binary: (n, B); multinomial: (n, B, K)."""
+        """Binary: ``w.x + b``, (n, B); multinomial: (n, B, K)."""
         T = tf.reshape(to_ext_batch(Theta, self.spec), [-1, self.spec.ext_dim])
-        Z = self._x_times(T) if self.spec.binary else tf.matmul(self.Xa, T, transpose_b=True)
         if self.spec.binary:
-            return Z
-        return tf.reshape(Z, [-1, self.B, self.spec.num_classes])
+            return self._x_times(T)
+        return tf.reshape(tf.matmul(self.Xa, T, transpose_b=True), [int(self.Xa.shape[0]), -1, self.spec.num_classes])
+
+    def _losses(self, Z, per_row: bool = False):
+        """Unweighted cross-entropy of every example from the logits Z, (n, B); binary with
+        ``per_row``: from the transposed logits, (B, n) (TensorFlow's vectorised softplus
+        rounds by memory layout, so each caller keeps one layout)."""
+        if self.spec.binary:
+            return tf.nn.softplus(Z) - (self.y[None, :] if per_row else self.y[:, None]) * Z
+        return tf.reduce_logsumexp(Z, axis=2) - tf.reduce_sum(Z * self.Y1[:, None, :], axis=2)
+
+    def _residual(self, Z):
+        """``dl_i / dz`` from the logits Z: binary ``sigma(z) - y`` (n, B); multinomial
+        ``softmax(z) - onehot(y)`` (n, B, K)."""
+        if self.spec.binary:
+            return tf.sigmoid(Z) - self.y[:, None]
+        return tf.nn.softmax(Z, axis=2) - self.Y1[:, None, :]
+
+    def _unit_curvature(self, Z):
+        """Binary ``sigma (1 - sigma)`` (n, B); multinomial the probabilities (n, B, K)."""
+        if self.spec.binary:
+            p = tf.sigmoid(Z)
+            return p * (1.0 - p)
+        return tf.nn.softmax(Z, axis=2)
+
+    def per_example_losses(self, Theta):
+        """Unweighted cross-entropy of every example at each row of Theta, (B, n)."""
+        Z = self.logits(Theta)
+        if self.spec.binary:
+            return self._losses(tf.transpose(Z), per_row=True)
+        return tf.transpose(self._losses(Z))
+
+    def residual(self, Theta):
+        """Unweighted ``dl_i / dz`` at each row of Theta: binary ``sigma - y`` (n, B);
+        multinomial ``softmax - onehot(y)`` (n, B, K)."""
+        return self._residual(self.logits(Theta))
+
+    def per_example_gradients(self, theta):
+        """Unweighted gradient of every example's loss at one parameter vector, (n, d)."""
+        R = self.residual(theta[None])[:, 0]
+        if self.spec.binary:
+            return R[:, None] * self.Xa
+        G_ext = tf.reshape(R[:, :, None] * self.Xa[:, None, :], [-1, self.spec.num_params])
+        return tf.gather(G_ext, self.spec.ext_permutation(), axis=1)
+
+    def probabilities(self, Theta):
+        """Probabilities of every class at each row of Theta, (n, B, K)."""
+        Z = self.logits(Theta)
+        if self.spec.binary:
+            p1 = tf.sigmoid(Z)
+            return tf.stack([1.0 - p1, p1], axis=2)
+        return tf.nn.softmax(Z, axis=2)
+
+    def margins(self, Theta):
+        """Binary margins ``(2y - 1)(w.x + b)`` at each row of Theta, (B, n)."""
+        self.require_binary("margins")
+        return (2.0 * self.y[None, :] - 1.0) * tf.transpose(self.logits(Theta))
+
+    def margin_gradients(self):
+        """Binary margin gradients ``(2y - 1)[x; 1]`` (they do not depend on theta), (n, d)."""
+        self.require_binary("margin gradients")
+        return (2.0 * self.y - 1.0)[:, None] * self.Xa
+
+    def require_binary(self, what: str) -> None:
+        if not self.spec.binary:
+            raise ValueError(f"{what} are defined for binary models only; got num_classes={self.spec.num_classes}")
+
+    # ------------------------------------------------------------ loss and gradient
+    def loss_gradient(self, Theta, loss: bool = True, gradient: bool = True):
+        """``(L_b(Theta[b]), grad L_b(Theta[b]))`` for every problem: (B,) and (B, d), from one
+        set of logits (None for a part not asked for)."""
+        Z = self.logits(Theta)
+        f = g = None
+        if loss:
+            f = (tf.reduce_sum(self.S * self._losses(Z), axis=0)
+                 + 0.5 * self.l2 * tf.reduce_sum(self.mask * Theta * Theta, axis=1))
+        if gradient:
+            R = self._residual(Z)
+            if self.spec.binary:
+                G = self._times_x(self.S * R)                                  # (B, E)
+            else:
+                G = from_ext_batch(tf.einsum("nbk,na->bka", self.S[:, :, None] * R, self.Xa), self.spec)
+            g = G + self.l2 * self.mask * Theta
+        return f, g
 
     def loss(self, Theta):
         """Objective values, (B,)."""
-        if self.s is not None and self.Xa_sparse is None:
-            return self.loss_at(Theta[0])[None]
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            losses = tf.nn.softplus(Z) - self.y[:, None] * Z
-        else:
-            losses = tf.reduce_logsumexp(Z, axis=2) - tf.reduce_sum(Z * self.Y1[:, None, :], axis=2)
-        return tf.reduce_sum(self.S * losses, axis=0) + 0.5 * self.l2 * tf.reduce_sum(self.mask * Theta * Theta, axis=1)
+        return self.loss_gradient(Theta, gradient=False)[0]
 
     def gradient(self, Theta):
         """Gradients, (B, d)."""
-        if self.s is not None and self.Xa_sparse is None:
-            return self.gradient_at(Theta[0])[None]
-        Z = self.logits(Theta)
-        if self.spec.binary:
-            R = self.S * (tf.sigmoid(Z) - self.y[:, None])        # (n, B)
-            G = self._times_x(R)                                   # (B, E)
-        else:
-            R = self.S[:, :, None] * (tf.nn.softmax(Z, axis=2) - self.Y1[:, None, :])  # (n, B, K)
-            G_ext = tf.einsum("nbk,na->bka", R, self.Xa)
-            G = from_ext_batch(G_ext, self.spec)
-        return G + self.l2 * self.mask * Theta
+        return self.loss_gradient(Theta, loss=False)[1]
 
+    def loss_at(self, theta) -> tf.Tensor:
+        return self.loss(theta[None])[0]
+
+    def gradient_at(self, theta) -> tf.Tensor:
+        return self.gradient(theta[None])[0]
+
+    # ------------------------------------------------------------ curvature and HVPs
     def curvature(self, Theta):
         """Weighted curvature at each row of Theta, for :meth:`hvp`: binary
         ``S * sigma (1 - sigma)`` (n, B); multinomial probabilities (n, B, K)."""
         Z = self.logits(Theta)
         if self.spec.binary:
             p = tf.sigmoid(Z)
-            return self.S * p * (1.0 - p)
+            return self.S * (p * (1.0 - p))
         return tf.nn.softmax(Z, axis=2)
 
-    def hvp(self, curv, V, rows=None) -> np.ndarray:
-        """``A_j V[k]`` for ``j = rows[k]``: regularised Hessians (gauge-fixed with
-        ``gauge_c u u^T``) at the iterates ``curv`` was computed at. V: (b, d) NumPy.
+    def hessian_factor_rows(self, theta) -> tf.Tensor:
+        """Rows Z with ``Z^T Z`` the unregularised Hessian at one parameter vector (B = 1).
 
-        Two matrix products over the whole batch: ``Xa V_ext^T`` (n, b K') and
-        ``T^T Xa`` (b K', E)."""
+        Binary: ``sqrt(s sigma (1 - sigma)) [x; 1]`` (one row per point). Multinomial:
+        ``A_i = diag(p_i) - p_i p_i^T = R_i R_i^T`` with ``R_i = diag(sqrt p_i) - p_i sqrt(p_i)^T``;
+        row (i, c) has ``sqrt(s_i) R_i[k, c] x_i`` in class k's weight block and
+        ``sqrt(s_i) R_i[k, c]`` in bias k (K rows per point).
+        """
+        c = self.curvature(theta[None])[:, 0]
+        if self.spec.binary:
+            return tf.sqrt(c)[:, None] * self.Xa
+        sq = tf.sqrt(c)
+        R = (tf.linalg.diag(sq) - c[:, :, None] * sq[:, None, :]) * tf.sqrt(self.S[:, 0])[:, None, None]
+        rows_ext = R[:, :, :, None] * self.Xa[:, None, None, :]     # (n, k, c, E)
+        n = tf.shape(self.Xa)[0]
+        rows_ext = tf.reshape(tf.transpose(rows_ext, [0, 2, 1, 3]), [n * self.spec.num_rows, self.spec.num_params])
+        return tf.gather(rows_ext, self.spec.ext_permutation(), axis=1)
+
+    def _hvp(self, curv, S, V, gauge: bool):
+        """``A_j V[k]`` (tensor (b, d)) for the curvature columns ``curv`` and weights S of
+        the rows of V (or one column for all of them): two products with the design."""
         spec = self.spec
-        S = self.S
-        if rows is not None and len(rows) < self.B:
-            curv, S = tf.gather(curv, rows, axis=1), tf.gather(S, rows, axis=1)
-        V = tf.constant(V, dtype=self.Xa.dtype)
         b, n = int(V.shape[0]), int(self.Xa.shape[0])
         if spec.binary:
-            U = self._x_times(V)                                           # (n, b)
-            out = self._times_x(curv * U)                                  # (b, E)
+            out = self._times_x(curv * self._x_times(V))                      # (b, E)
         else:
             Kc, E = spec.num_rows, spec.ext_dim
             Vx = tf.reshape(to_ext_batch(V, spec), [b * Kc, E])
@@ -589,53 +468,107 @@ class LogisticObjective:
             T = S[:, :, None] * curv * (U - tf.reduce_sum(curv * U, axis=2, keepdims=True))
             out = tf.matmul(tf.reshape(T, [n, b * Kc]), self.Xa, transpose_a=True)
             out = from_ext_batch(tf.reshape(out, [b, Kc, E]), spec)
-            if spec.has_gauge:
+            if gauge and spec.has_gauge:
                 u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
                 out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
-        return (out + self.l2 * self.mask * V).numpy()
+        return out + self.l2 * self.mask * V
 
-    def hessians(self, Theta, method: str = "auto"):
-        """Regularised Hessians at each row of Theta, (B, d, d), gauge-fixed.
+    def hvp(self, curv, V, rows=None) -> np.ndarray:
+        """``A_j V[k]`` for ``j = rows[k]``: regularised Hessians (gauge-fixed with
+        ``gauge_c u u^T``) at the iterates ``curv`` (:meth:`curvature`) was computed at.
+        V: (b, d) NumPy. Two matrix products over the whole batch."""
+        S = self.S
+        if rows is not None and len(rows) < self.B:
+            curv, S = tf.gather(curv, rows, axis=1), tf.gather(S, rows, axis=1)
+        return self._hvp(curv, S, tf.constant(V, dtype=self.Xa.dtype), gauge=True).numpy()
 
-        ``method='auto'``: binary float64 with ``Xa_np``: per-problem BLAS syrk
-        ``Z_b^T Z_b``, ``Z_b = sqrt(w_b) Xa`` (half the flops of a general product,
-        one BLAS thread, see :func:`one_blas_thread`); binary otherwise: one product
-        with an (n, B E) block; multinomial: :func:`_multinomial_hessian_from_probs`
-        per problem. ``'einsum'`` (binary): one contraction for all B Hessians, the
-        fastest for d up to a few hundred and thousands of problems.
+    def hvp_at(self, theta, V, autodiff: bool = False) -> tf.Tensor:
+        """``H V`` (no gauge term) at one parameter vector for V of shape (d,) or (d, m);
+        ``autodiff``: by double backpropagation through :meth:`loss_at`, one column at a time."""
+        squeeze = len(V.shape) == 1
+        Vr = V[None] if squeeze else tf.transpose(V)                           # (m, d)
+        if autodiff:
+            out = tf.stack([self._autodiff_hvp(theta, Vr[j]) for j in range(Vr.shape[0])])
+        else:
+            out = self._hvp(self.curvature(theta[None]), self.S, Vr, gauge=False)
+        return out[0] if squeeze else tf.transpose(out)
+
+    def _autodiff_hvp(self, theta, v):
+        theta = tf.convert_to_tensor(theta)
+        with tf.GradientTape() as outer:
+            outer.watch(theta)
+            with tf.GradientTape() as inner:
+                inner.watch(theta)
+                f = self.loss_at(theta)
+            gv = tf.reduce_sum(inner.gradient(f, theta) * tf.stop_gradient(v))
+        return outer.gradient(gv, theta)
+
+    # ------------------------------------------------------------ Hessians
+    def hessian_method(self, method: str = "auto") -> str:
+        """The Hessian strategy of :meth:`hessians` (the one place it is chosen).
+
+        ``'sparse'`` (binary, ``Xa_sparse``): sparse products ``Xa^T (w * Xa)``, densified
+        once; ``'syrk'`` (``Xa_np``, float64): per-problem NumPy symmetric rank-k updates
+        (half the flops of a general product); ``'einsum'`` (binary): one contraction for
+        all B Hessians, fast for d up to a few hundred and thousands of problems;
+        ``'matmul'``: TensorFlow products (binary: one with an (n, B E) block; multinomial:
+        blocks of rows per problem). ``'auto'``: ``'sparse'``, else ``'syrk'`` for binary
+        float64 models with ``Xa_np``, else ``'matmul'``.
         """
-        if self.Xa_sparse is not None and self.spec.binary:
-            W = self.curvature(Theta).numpy()            # (n, B): S * p (1 - p)
-            return tf.constant(np.stack([sparse_gram(self.Xa_sparse, W[:, b]) for b in range(self.B)])
-                               + np.diag(float(self.l2) * self.mask.numpy())[None], dtype=self.Xa.dtype)
-        if self.s is not None:
-            return gauge_fix(self.hessian_at(Theta[0]), self.spec)[None]
-        Z = self.logits(Theta)
-        eye = tf.linalg.diag(self.l2 * self.mask)
-        if self.spec.binary:
-            p = tf.sigmoid(Z)
-            W = self.S * p * (1.0 - p)                              # (n, B)
-            if method == "einsum":
-                # Measured faster than a reshaped matmul or a batched matmul on this CPU
-                # build of TensorFlow.
-                return tf.einsum("nk,ni,nj->kij", W, self.Xa, self.Xa) + eye
-            if self.Xa_np is not None:
-                Wn = np.sqrt(W.numpy())
-                Hs = np.empty((self.B, self.spec.ext_dim, self.spec.ext_dim))
-                eye_np = eye.numpy()
-                with one_blas_thread():
-                    for b in range(self.B):
-                        Zb = self.Xa_np * Wn[:, b:b + 1]
-                        np.add(Zb.T @ Zb, eye_np, out=Hs[b])  # in place: one (B, d, d) copy less
-                return tf.constant(Hs, dtype=self.Xa.dtype)
-            E = self.spec.ext_dim
-            big = tf.reshape(W[:, :, None] * self.Xa[:, None, :], [-1, self.B * E])
-            Hs = tf.transpose(tf.reshape(tf.matmul(self.Xa, big, transpose_a=True), [E, self.B, E]), [1, 0, 2])
-            return Hs + eye
-        P = tf.nn.softmax(Z, axis=2)
-        Hs = tf.stack([_multinomial_hessian_from_probs(P[:, b], self.Xa, self.S[:, b], self.spec)
-                       for b in range(self.B)])
-        return gauge_fix(Hs + eye, self.spec)
+        if method not in HESSIAN_METHODS:
+            raise ValueError(f"hessian method must be one of {HESSIAN_METHODS}; got {method!r}")
+        binary = self.spec.binary
+        if method in ("sparse", "einsum") and not binary:
+            raise ValueError(f"hessian method {method!r} is for binary models only")
+        if method != "auto":
+            return method
+        if binary and self.Xa_sparse is not None:
+            return "sparse"
+        if binary and self.Xa_np is not None and self.Xa.dtype == tf.float64:
+            return "syrk"
+        return "matmul"
+
+    def hessians(self, Theta, method: str = "auto", gauge: bool = True, as_numpy: bool = False,
+                 pin_blas: bool = True):
+        """Regularised Hessians at each row of Theta, (B, d, d), by the strategy
+        :meth:`hessian_method` picks; gauge-fixed (:func:`gauge_fix`) unless ``gauge`` is
+        False. ``as_numpy``: a float64 NumPy array (no tensor copy of a large matrix).
+        ``pin_blas``: the syrk products on one BLAS thread (:func:`one_blas_thread`)."""
+        how = self.hessian_method(method)
+        spec = self.spec
+        curv = self.curvature(Theta)
+        if how in ("sparse", "syrk"):
+            Xn = self.Xa_np if self.Xa_np is not None else self.Xa.numpy()
+            W, S = curv.numpy(), self.S.numpy()
+            H = np.empty((W.shape[1], spec.num_params, spec.num_params))
+            with one_blas_thread() if pin_blas else contextlib.nullcontext():
+                for b in range(W.shape[1]):
+                    if how == "sparse":
+                        H[b] = _sparse_gram(self.Xa_sparse, W[:, b])
+                    elif spec.binary:
+                        Zb = Xn * np.sqrt(W[:, b])[:, None]
+                        np.matmul(Zb.T, Zb, out=H[b])  # BLAS syrk
+                    else:
+                        H[b] = _multinomial_gram_syrk(W[:, b], Xn, S[:, b], spec)
+            diag = np.arange(spec.num_params)
+            H[:, diag, diag] += float(self.l2) * self.mask.numpy()
+            if as_numpy and not (gauge and spec.has_gauge):
+                return H
+            H = tf.constant(H, dtype=self.Xa.dtype)
+        else:
+            if how == "einsum":
+                H = tf.einsum("nk,ni,nj->kij", curv, self.Xa, self.Xa)
+            elif spec.binary:
+                H = _binary_gram_tf(self.Xa, curv)
+            else:
+                H = tf.stack([_multinomial_gram_tf(curv[:, b], self.Xa, self.S[:, b], spec) for b in range(self.B)])
+            H = H + tf.linalg.diag(self.l2 * self.mask)
+        H = gauge_fix(H, spec) if gauge else H
+        return H.numpy() if as_numpy else H
+
+    def hessian_at(self, theta) -> tf.Tensor:
+        """The regularised Hessian at one parameter vector (B = 1), without the gauge term."""
+        return self.hessians(theta[None], gauge=False)[0]
 
     def group_hessians(self, theta, groups, minuend=None):
         """Unregularised Hessians ``H_U`` of the groups under the base weights
@@ -643,21 +576,32 @@ class LogisticObjective:
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
         in place, without a second (B, d, d) array)."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
-        if spec.binary and self.Xa_np is not None:
-            c = curvature(theta, Xa, spec) * s_base
-            Z = self.Xa_np * np.sqrt(c.numpy())[:, None]
+        how = self.hessian_method()
+        if spec.binary and how in ("syrk", "sparse"):
+            w = (self._unit_curvature(self.logits(theta[None]))[:, 0] * s_base).numpy()
+            Z = None if how == "sparse" else self.Xa_np * np.sqrt(w)[:, None]
             out = np.empty((len(groups), spec.num_params, spec.num_params))
             M = None if minuend is None else np.asarray(minuend.numpy(), dtype=np.float64)
             with one_blas_thread():
                 for b, idx in enumerate(groups):
-                    Zb = Z[np.asarray(idx, dtype=np.int64)]
-                    if M is None:
-                        out[b] = Zb.T @ Zb  # BLAS syrk
+                    idx = np.asarray(idx, dtype=np.int64)
+                    if how == "sparse":
+                        out[b] = _sparse_gram(self.Xa_sparse[idx], w[idx])
                     else:
-                        np.subtract(M, Zb.T @ Zb, out=out[b])
+                        Zb = Z[idx]
+                        np.matmul(Zb.T, Zb, out=out[b])  # BLAS syrk
+                    if M is not None:
+                        np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)
         H_U = []
         for idx in groups:
             idx = np.asarray(idx, dtype=np.int64)
-            H_U.append(hessian(theta, tf.gather(Xa, idx), tf.gather(s_base, idx), tf.constant(0.0, Xa.dtype), spec))
+            X_U, s_U = tf.gather(Xa, idx), tf.gather(s_base, idx)
+            # The group's curvature from its own rows' logits (as the group's Hessian alone).
+            group = LogisticObjective(spec, X_U)
+            c_U = group._unit_curvature(group.logits(theta[None]))[:, 0]
+            if spec.binary:
+                H_U.append(_binary_gram_tf(X_U, (s_U * c_U)[:, None])[0])
+            else:
+                H_U.append(_multinomial_gram_tf(c_U, X_U, s_U, spec))
         return tf.stack(H_U) if minuend is None else minuend[None] - tf.stack(H_U)

@@ -110,7 +110,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
     if hessian_hat is None:
-        hessian_hat = K.hessian(tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2, spec)
+        hessian_hat = LogisticObjective(spec, Xa, None, s_base, l2).hessian_at(tf.constant(np.asarray(theta_hat), dtype=dtype))
     if hess_chunk is None:
         # Full Hessians of several groups are formed together from an (n, b*E) block;
         # bound that block to ~256 MB (and, per Hessian with its factor, by max_memory).
@@ -146,8 +146,8 @@ def downdate_basis(spec: ModelSpec, theta_hat, Xa, s_base, hessian_hat=None, l2_
     theta = tf.constant(np.asarray(theta_hat), dtype=dtype)
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     if hessian_hat is None:
-        hessian_hat = K.hessian(theta, Xa, s_base, tf.constant(float(l2_reg), dtype=dtype), spec)
-    c = (K.curvature(theta, Xa, spec) * s_base).numpy()
+        hessian_hat = LogisticObjective(spec, Xa, None, s_base, float(l2_reg)).hessian_at(theta)
+    c = (LogisticObjective(spec, Xa).curvature(theta[None])[:, 0] * s_base).numpy()
     return DowndateBasis(np.asarray(hessian_hat, dtype=np.float64), Xa.numpy(), c)
 
 
@@ -190,7 +190,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG.
 
     Each Newton step solves ``(H_{-U}(theta) + gauge) p = grad L_{-U}(theta)`` by
-    preconditioned CG (:func:`influence.solvers.preconditioned_cg_rows`) to the relative
+    preconditioned CG (:func:`influence.numerics.preconditioned_cg_rows`) to the relative
     residual ``min(forcing, sqrt(||grad|| / scale))`` (an inexact Newton method, locally
     superlinear), where one CG iteration for the whole chunk is two matrix products with
     the design. The same step acceptance and gradient-norm certificate as

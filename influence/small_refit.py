@@ -41,11 +41,9 @@ import tensorflow as tf
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
-from influence.solvers import spd_solve
+from influence.numerics import spd_solve, tf_dtype
 
 logger = logging.getLogger(__name__)
-
-_DTYPES = {"float64": tf.float64, "float32": tf.float32}
 
 
 @dataclass
@@ -57,17 +55,6 @@ class SmallRefitResult:
     grad_tols: np.ndarray    # the certificate each was checked against
     iterations: np.ndarray   # accepted Newton iterations
     converged: np.ndarray    # bool: grad_norms <= grad_tols
-
-
-def _tf_dtype(dtype) -> tf.DType:
-    if isinstance(dtype, tf.DType):
-        if dtype not in (tf.float64, tf.float32):
-            raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
-        return dtype
-    key = np.dtype(dtype).name
-    if key not in _DTYPES:
-        raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
-    return _DTYPES[key]
 
 
 def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +92,7 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
     back to LU with a logged warning. ``chunk`` groups at a time, fewer to keep their
     (d, d) matrices and gathered rows within ``max_memory`` bytes.
     """
-    tdt = _tf_dtype(dtype)
+    tdt = tf_dtype(dtype)
     H = np.asarray(H)
     Xa = np.asarray(Xa)
     G_sums = np.asarray(G_sums)
@@ -155,11 +142,11 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     where decreases of the objective fall below its rounding). A group that cannot
     decrease its gradient norm any more (the floating-point floor) stops; groups not
     certified after ``max_iter`` iterations are reported with a
-    :class:`influence.solvers.ConvergenceWarning`. ``chunk`` groups are refitted
+    :class:`influence.numerics.ConvergenceWarning`. ``chunk`` groups are refitted
     together, fewer to keep their work arrays within ``max_memory`` bytes
     (:func:`influence.memory.refit_bytes_per_group`).
     """
-    tdt = _tf_dtype(dtype)
+    tdt = tf_dtype(dtype)
     Xa = np.asarray(Xa)
     if Xa.ndim != 2:
         raise ValueError(f"Xa must be 2-D (n, d); got shape {Xa.shape}")

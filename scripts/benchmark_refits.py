@@ -86,7 +86,7 @@ def product_rates(model, X, y, lam: float, batch: int, seed: int = 0, reps: int 
     * the full Hessian ``Xa^T D Xa`` as :meth:`LogisticRegression.get_hessian` forms it
       (TensorFlow: one general product, ``2 n E^2`` flops binary; multinomial
       ``Xa^T [A_i kron xa_i]_i``, ``2 n E (K E)^2 / E = 2 n K^2 E^2``);
-    * the full Hessian by :func:`influence.objective.hessian_numpy` (BLAS syrk: ``n E^2``
+    * the full Hessian by :meth:`LogisticObjective.hessians` with ``method='syrk'`` (BLAS syrk: ``n E^2``
       binary; multinomial ``n (K E)^2 + K n E^2``), the Newton-CG preconditioner's;
     * ``batch`` Hessian-vector products in one call (:meth:`LogisticObjective.hvp`: two
       design products, ``4 n E K'`` flops per vector);
@@ -96,7 +96,8 @@ def product_rates(model, X, y, lam: float, batch: int, seed: int = 0, reps: int 
     """
     import tensorflow as tf
 
-    from influence.objective import LogisticObjective, hessian_numpy, one_blas_thread
+    from influence.numerics import one_blas_thread
+    from influence.objective import LogisticObjective
 
     spec = model.spec
     n, E, Kr = X.shape[0], spec.ext_dim, spec.num_rows
@@ -108,13 +109,18 @@ def product_rates(model, X, y, lam: float, batch: int, seed: int = 0, reps: int 
     t = best_seconds(lambda: model.get_hessian((X, y), None, lam), reps)   # (wall, cpu)
     rows.append(("full Hessian, TensorFlow (get_hessian)",
                  "2 n E^2" if spec.binary else "2 n K^2 E^2", (2.0 if spec.binary else 2.0 * Kr * Kr) * n * E * E, t))
-    Xa_np, s_np = Xa.numpy(), s.numpy()
     syrk = ("n E^2" if spec.binary else "n K^2 E^2 + K n E^2",
             n * E * E if spec.binary else n * (Kr * E) ** 2 + Kr * n * E * E)
-    t = best_seconds(lambda: hessian_numpy(theta, Xa_np, s_np, lam, spec), reps)
-    rows.append(("full Hessian, NumPy syrk (hessian_numpy)", *syrk, t))
+    obj_np = LogisticObjective(spec, Xa, yt, s, l2, Xa_np=Xa.numpy())
+    theta_row = tf.constant(theta[None, :], dtype=Xa.dtype)
+
+    def hessian_syrk():
+        return obj_np.hessians(theta_row, method="syrk", gauge=False, as_numpy=True, pin_blas=False)
+
+    t = best_seconds(hessian_syrk, reps)
+    rows.append(("full Hessian, NumPy syrk (hessians, 'syrk')", *syrk, t))
     with one_blas_thread():   # NumPy's BLAS threads compete with TensorFlow's pool for 2 cores
-        t = best_seconds(lambda: hessian_numpy(theta, Xa_np, s_np, lam, spec), reps)
+        t = best_seconds(hessian_syrk, reps)
     rows.append(("  the same, one BLAS thread", *syrk, t))
     obj = LogisticObjective(spec, Xa, yt, s, l2)
     curv = obj.curvature(tf.constant(theta[None, :], dtype=Xa.dtype))

@@ -18,6 +18,7 @@ from experiments.subset_influence import (
 )
 from influence import objective as K
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import reference_loss
 
 PAPER_RANGE = dict(subset_choice_type="range", subset_min_rel_size=0.0025, subset_max_rel_size=0.25,
                    num_subsets=100, max_memory=100000000, master_only=True)
@@ -228,7 +229,7 @@ def test_stored_newton_change_is_one_exact_newton_step(binary_run):
         w[np.asarray(R["subset_indices"][s])] = 0.0
         with tf.GradientTape() as t2:
             with tf.GradientTape() as t1:
-                f = K.total_loss(theta, Xa, y, tf.constant(w), tf.constant(R["cv_l2_reg"], tf.float64), m.spec)
+                f = reference_loss(theta, Xa, y, tf.constant(w), R["cv_l2_reg"], m.spec)
             g = t1.gradient(f, theta)
         Hr = t2.jacobian(g, theta).numpy()
         step = -np.linalg.solve(Hr, g.numpy())

@@ -15,3 +15,40 @@ def gaussian_classes(num_classes, fit_intercept=True, n=50, D=5, seed=3):
     cfg = LogisticRegression.default_config()
     cfg["arch"] = {"input_dim": D, "fit_intercept": fit_intercept, "num_classes": num_classes}
     return LogisticRegression(cfg), X, y, rng
+
+
+def reference_losses(theta, Xa, y, spec):
+    """Unweighted cross-entropy of every example by TensorFlow's own cross-entropy ops, an
+    oracle independent of :class:`influence.objective.LogisticObjective`: binary logits
+    ``[x; 1] . theta``; multinomial logits ``X W^T + b`` with ``theta = [vec(W); b]``."""
+    import tensorflow as tf
+
+    if spec.binary:
+        z = tf.linalg.matvec(Xa, theta)
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(y, z.dtype), logits=z)
+    K, D = spec.num_classes, spec.input_dim
+    W = tf.reshape(theta[:K * D], [K, D])
+    Z = tf.matmul(Xa[:, :D], W, transpose_b=True)
+    if spec.fit_intercept:
+        Z = Z + theta[K * D:][None, :]
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=Z)
+
+
+def reference_loss(theta, Xa, y, s, l2, spec):
+    """``sum_i s_i l_i + l2 / 2 ||W||^2`` from :func:`reference_losses` (biases unregularised)."""
+    import tensorflow as tf
+
+    mask = tf.constant(spec.weight_mask(), dtype=theta.dtype)
+    return tf.reduce_sum(s * reference_losses(theta, Xa, y, spec)) + 0.5 * l2 * tf.reduce_sum(mask * theta * theta)
+
+
+def reference_hessian(theta, Xa, y, s, l2, spec) -> np.ndarray:
+    """The Hessian of :func:`reference_loss` by automatic differentiation (a float64 array)."""
+    import tensorflow as tf
+
+    theta = tf.Variable(theta)
+    with tf.GradientTape() as t2:
+        with tf.GradientTape() as t1:
+            f = reference_loss(theta, Xa, y, s, l2, spec)
+        g = t1.gradient(f, theta)
+    return t2.jacobian(g, theta).numpy()

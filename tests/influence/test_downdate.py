@@ -78,7 +78,7 @@ def test_newton_routes_agree(downdate_route):
     """Route 2 (shared Gram matrix) of newton_explicit equals routes 0/1 (per-group solves)."""
     m, X, y, lam, groups = sparse_problem()
     H, Xa, c = _dense_pieces(m, X, y, lam)
-    Xt, _, _ = m._tensors((X, y))
+    Xt, _, _ = m.design((X, y))
     grads = np.random.RandomState(2).normal(size=(len(groups), H.shape[0]))
     old = G.newton_explicit(m.spec, H, m.get_params_flat(), Xt, groups, grads, spectrum=True)
     new = G.newton_explicit(m.spec, H, m.get_params_flat(), Xt, groups, grads, spectrum=True,
@@ -90,7 +90,7 @@ def test_newton_routes_agree(downdate_route):
 
 def test_sparse_products_equal_dense_products():
     m, X, y, lam, groups = sparse_problem()
-    Xt, yt, s = m._tensors((X, y))
+    Xt, yt, s = m.design((X, y))
     Xs = sparse_if_sparse(Xt.numpy(), max_density=1.0)
     assert sp.issparse(Xs)
     l2 = tf.constant(lam, dtype=tf.float64)
@@ -110,7 +110,7 @@ def test_downdate_refits_are_certified_exact_refits(downdate_route):
     m, X, y, lam, groups = sparse_problem()
     theta = m.get_params_flat()
     H = m.get_hessian((X, y), None, lam)
-    Xt, yt, s = m._tensors((X, y))
+    Xt, yt, s = m.design((X, y))
     r = refit_chunk(m.spec, theta, Xt, yt, s, lam, groups, hessian_hat=H, rtol=1e-12)
     assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
     assert r.hvps.sum() > 0 and r.hessians.sum() == 0  # CG steps preconditioned by the downdates, no fresh Hessian
@@ -128,7 +128,7 @@ def test_downdate_refits_are_certified_exact_refits(downdate_route):
 def test_failed_downdate_falls_back_to_a_fresh_hessian(downdate_route, monkeypatch):
     m, X, y, lam, groups = sparse_problem()
     theta = m.get_params_flat()
-    Xt, yt, s = m._tensors((X, y))
+    Xt, yt, s = m.design((X, y))
     want = refit_chunk(m.spec, theta, Xt, yt, s, lam, groups, rtol=1e-12)
     init = GroupDowndates.__init__
 

@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 
 from influence import estimators as est
-from influence import objective as K
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from tests.conftest import RTOL_AUTODIFF, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import reference_loss
 
 # Central second differences of certified fits (rtol 1e-14) with step h = 1e-3: the
 # truncation error is h^2 theta''''/12 ~ 1e-7 relative on these problems and the rounding
@@ -143,7 +143,7 @@ def test_third_derivative_contraction_matches_autodiff(num_classes, fit_intercep
                 t2.watch(theta)
                 with tf.GradientTape() as t1:
                     t1.watch(theta)
-                    f = K.total_loss(theta, Xa, y, s, tf.constant(0.0, tf.float64), spec)
+                    f = reference_loss(theta, Xa, y, s, 0.0, spec)
                 gv = tf.reduce_sum(t1.gradient(f, theta) * v)
             vhv = tf.reduce_sum(t2.gradient(gv, theta) * v)
         assert_close(got[b], t3.gradient(vhv, theta).numpy(), RTOL_AUTODIFF, what=f"T[v, v] row {b}")

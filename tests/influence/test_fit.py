@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.logistic_regression import LogisticRegression
-from influence.solvers import ConvergenceWarning
+from influence.numerics import ConvergenceWarning
 from tests.conftest import RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import gaussian_classes
 

@@ -328,7 +328,7 @@ def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(
     monkeypatch.setattr(G_mod, "cg_directions", spy)
     per_group = 8 * 4 * n * m.spec.num_rows
     infl = GroupInfluence(m, train, LAM, inverse_hvp_method="cg", max_memory=2 * per_group)
-    Xa, _, s = m._tensors(train)
+    Xa, _, s = m.design(train)
     pre = make_preconditioner(m.spec, m.get_params_flat(), Xa, s, LAM, "block")
     P = infl.first_order_dparams(G_S, preconditioner=pre)
     assert chunks == [2, 2, 1]               # two groups' work arrays fit in max_memory

@@ -23,7 +23,7 @@ def test_chunk_size_rule_and_one_warning(caplog):
     assert per == 8 * (4 * 100 ** 2 + 4 * 1000 * 3)
     assert refit_chunk_size(100, 1000, 5 * per + 1, 3) == 5
     assert refit_chunk_size(100, 1000, 5 * per + 1, 3, explicit=False) == (5 * per + 1) // (8 * 4 * 1000 * 3)
-    memory._warned.discard("test item")
+    memory.WARNED.discard("test item")
     with caplog.at_level(logging.WARNING, logger="influence.memory"):
         assert chunk_size(10, 2_500_000_000, what="test item") == 1
         assert chunk_size(10, 2_500_000_000, what="test item") == 1
@@ -52,7 +52,7 @@ def _problem(num_classes, n=80, D=5, seed=0):
 @pytest.mark.parametrize("engine", ["explicit", "cg"])
 def test_refit_within_max_memory_equals_refits_of_its_sub_chunks(num_classes, engine):
     m, X, y, groups = _problem(num_classes)
-    Xa, yt, s = m._tensors((X, y))
+    Xa, yt, s = m.design((X, y))
     theta = m.get_params_flat()
     n, d = len(y), m.num_params
     per = refit_bytes_per_group(d, n, m.spec.num_rows, engine == "explicit")
@@ -89,7 +89,7 @@ cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": 2}
 m = LogisticRegression(cfg)
 m.fit((X, y), None, 1.0)
 H = m.get_hessian((X, y), None, 1.0)
-Xa, yt, s = m._tensors((X, y))
+Xa, yt, s = m.design((X, y))
 groups = [rng.choice(n, 5 if route == "explicit" else 300, replace=False) for _ in range(12)]
 # The downdate route's shared operators (H^-1, the Gram matrix) are data: built in both children.
 basis = downdate_basis(m.spec, m.get_params_flat(), Xa, s, H) if route == "downdate" else None
@@ -142,9 +142,9 @@ def test_downdate_refit_peak_memory_stays_within_max_memory():
 
 def test_one_group_over_budget_warns_once_with_the_amount_and_goes_on(caplog):
     m, X, y, groups = _problem(2)
-    Xa, yt, s = m._tensors((X, y))
+    Xa, yt, s = m.design((X, y))
     per = refit_bytes_per_group(m.num_params, len(y))
-    memory._warned.discard("refit group")
+    memory.WARNED.discard("refit group")
     with caplog.at_level(logging.WARNING, logger="influence.memory"):
         r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 0.5, groups, max_memory=per // 2)
     msgs = [rec.getMessage() for rec in caplog.records if "refit group" in rec.getMessage()]

@@ -6,6 +6,7 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence import objective as K
 from influence.logistic_regression import LogisticRegression
+from tests.influence.problems import reference_hessian, reference_loss, reference_losses
 from tests.conftest import (ATOL_PREDICT, RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS,
                             assert_close)
 
@@ -29,11 +30,11 @@ def make_problem(num_classes, fit_intercept, n=40, D=4, seed=0):
 
 def autodiff_total_grad_and_hessian(model, data, s, l2):
     X, y = data
-    Xa, yt, st = model._tensors(data, s)
+    Xa, yt, st = model.design(data, s)
     theta = tf.Variable(model.params)
     with tf.GradientTape() as t2:
         with tf.GradientTape() as t1:
-            f = K.total_loss(theta, Xa, yt, st, tf.constant(l2, tf.float64), model.spec)
+            f = reference_loss(theta, Xa, yt, st, l2, model.spec)
         g = t1.gradient(f, theta)
     H = t2.jacobian(g, theta)
     return g.numpy(), H.numpy()
@@ -48,10 +49,10 @@ def test_gradient_and_hessian_match_autodiff(num_classes, fit_intercept):
     assert_close(model.get_hessian(data, s, l2), H_ad, RTOL_AUTODIFF, what="hessian")
     # Per-example gradients: autodiff of each example's loss.
     X, y = data
-    Xa, yt, _ = model._tensors(data)
+    Xa, yt, _ = model.design(data)
     theta = tf.Variable(model.params)
     with tf.GradientTape() as t:
-        losses = K.indiv_loss(theta, Xa, yt, model.spec)
+        losses = reference_losses(theta, Xa, yt, model.spec)
     G_ad = t.jacobian(losses, theta).numpy()
     assert_close(model.get_indiv_grad_loss(data), G_ad, RTOL_AUTODIFF, what="indiv grads")
 
@@ -188,16 +189,24 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @pytest.mark.parametrize("num_classes,fit_intercept", [(2, True), (3, True), (4, False)])
-def test_numpy_syrk_hessian_equals_tensorflow_hessian(num_classes, fit_intercept):
+def test_numpy_syrk_hessian_equals_tensorflow_hessian(num_classes, fit_intercept, monkeypatch):
+    """The 'syrk' and 'matmul' strategies of LogisticObjective.hessians against each other
+    and against the autodiff Hessian of an independent loss."""
     spec = K.ModelSpec(5, num_classes, fit_intercept)
     rng = np.random.RandomState(0)
-    Xa = K.augment(tf.constant(rng.randn(40, 5)), spec).numpy()
+    Xa = K.augment(tf.constant(rng.randn(40, 5)), spec)
+    y = rng.randint(0, num_classes, 40)
     theta = rng.randn(spec.num_params)
     s = rng.uniform(0.5, 2.0, 40)
-    # A tiny chunk forces several row blocks.
-    H_np = K.hessian_numpy(theta, Xa, s, 0.3, spec, chunk_bytes=8 * spec.num_params * 7)
-    H_tf = K.hessian(tf.constant(theta), tf.constant(Xa), tf.constant(s), tf.constant(0.3, tf.float64), spec)
-    assert_close(H_np, H_tf.numpy(), RTOL_TWO_PATHS, what="syrk Hessian")
+    # Tiny row blocks force several of them on both routes.
+    monkeypatch.setattr(K, "HESSIAN_BLOCK_BYTES", 8 * spec.num_params * num_classes * 7)
+    obj = K.LogisticObjective(spec, Xa, None, tf.constant(s), 0.3, Xa_np=Xa.numpy())
+    Theta = tf.constant(theta)[None]
+    H_np = obj.hessians(Theta, method="syrk", gauge=False, as_numpy=True)[0]
+    H_tf = obj.hessians(Theta, method="matmul", gauge=False)[0].numpy()
+    assert_close(H_np, H_tf, RTOL_TWO_PATHS, what="syrk Hessian")
+    H_ad = reference_hessian(tf.constant(theta), Xa, y, tf.constant(s), 0.3, spec)
+    assert_close(H_tf, H_ad, RTOL_AUTODIFF, what="Hessian vs autodiff")
 
 
 @pytest.mark.parametrize("num_classes,fit_intercept", [(2, True), (3, False)])
@@ -229,9 +238,9 @@ def test_tensor_cache_keeps_few_large_designs(monkeypatch):
     rng = np.random.RandomState(0)
     data = [(rng.normal(size=(50, 3)), rng.randint(0, 2, 50)) for _ in range(5)]
     for ds in data:
-        m._tensors(ds)
-    assert len(m._cache) == 4 and m._cache[0][1][0] is data[-1][0]
+        m.design(ds)
+    assert len(m.cached_inputs) == 4 and m.cached_inputs[0] is data[-1][0]
     monkeypatch.setattr(lr, "CACHE_MAX_BYTES", 50 * 4 * 8 + 50 * 8)  # room for one old design
     for ds in data[:3]:
-        m._tensors(ds)
-    assert len(m._cache) == 2 and m._cache[0][1][0] is data[2][0] and m._cache[1][1][0] is data[1][0]
+        m.design(ds)
+    assert len(m.cached_inputs) == 2 and m.cached_inputs[0] is data[2][0] and m.cached_inputs[1] is data[1][0]

@@ -1,13 +1,19 @@
-"""Inverse-HVP solvers: residuals, LU fall-back, CG, and the leverage closed form."""
+"""Numerics: the explicit solves with their LU fall-back, CG, the leverage closed form,
+the float32 application and the array helpers."""
 import logging
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import tensorflow as tf
 
 from influence.logistic_regression import LogisticRegression
-from influence.solvers import NotPositiveDefiniteError, conjugate_gradient, inverse_vp
+from influence.numerics import (NotPositiveDefiniteError, cholesky_factors, conjugate_gradient, densify, in_float32,
+                                inverse_vp, spd_factor, spd_solve, tf_dtype, to_numpy, try_cholesky, xy)
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
+
+# Two LAPACK solves of a well-conditioned 5 x 5 system (condition number < 100).
+RTOL_SOLVE_ORACLE = 1e-12
 
 
 def spd(d=6, seed=0):
@@ -102,3 +108,85 @@ def test_multinomial_with_intercept_solves_on_the_range():
     for method in ("explicit", "cg"):
         out = m.get_inverse_hvp(G, hessian_reg=H, dataset=(X, y), l2_reg=0.5, inverse_hvp_method=method)
         assert_close(out, np.linalg.pinv(H) @ G, RTOL_CG, what=method)
+
+
+# --- the SPD solve's one failure policy and the helpers ---------------------------------
+
+def indefinite(d=5, seed=3):
+    """A symmetric matrix with one negative eigenvalue and a right-hand side."""
+    rng = np.random.RandomState(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    M = Q @ np.diag([2.0, 1.0, 0.5, 3.0, -0.7]) @ Q.T
+    return 0.5 * (M + M.T), rng.normal(size=(d, 2))
+
+
+def test_spd_factor_solves_by_cholesky_and_falls_back_to_lu_with_a_warning(caplog):
+    import scipy.linalg as sla
+
+    M, V = spd(5, 2)
+    with caplog.at_level(logging.WARNING, logger="influence.numerics"):
+        X = spd_factor(M)(V)
+    assert "falling back to LU" not in caplog.text
+    assert np.linalg.norm(M @ X - V) / np.linalg.norm(V) <= RESID_SOLVE
+    M, V = indefinite()
+    with caplog.at_level(logging.WARNING, logger="influence.numerics"):
+        X = spd_factor(M)(V)
+    assert "falling back to LU" in caplog.text
+    assert_close(X, sla.solve(M, V), RTOL_SOLVE_ORACLE, what="LU fall-back vs scipy.linalg.solve")
+
+
+def test_try_cholesky_reports_failure_as_none():
+    M, _ = spd(5, 4)
+    L = try_cholesky(M)
+    assert L is not None
+    lower = np.tril(L[0])
+    assert_close(lower @ lower.T, M, RTOL_SOLVE_ORACLE, what="L L^T")
+    assert try_cholesky(indefinite()[0]) is None
+    bad = M.copy()
+    bad[0, 0] = np.nan
+    assert try_cholesky(bad) is None
+
+
+def test_batched_spd_solve_falls_back_only_where_cholesky_fails(caplog):
+    good, _ = spd(5, 6)
+    bad, V = indefinite()
+    M = np.stack([good, bad, good + np.eye(5)])
+    Vb = np.stack([V, V, V])
+    with caplog.at_level(logging.WARNING, logger="influence.numerics"):
+        _, ok = cholesky_factors(tf.constant(M))
+        X = spd_solve(tf.constant(M), tf.constant(Vb)).numpy()
+    assert list(np.asarray(ok)) == [True, False, True]
+    assert "Cholesky failed for 1 of 3 matrices" in caplog.text
+    for b in range(3):
+        assert np.linalg.norm(M[b] @ X[b] - V) / np.linalg.norm(V) <= RESID_SOLVE, b
+    # One NumPy matrix goes to SciPy's LAPACK through the same policy.
+    assert_close(spd_solve(bad, V), np.linalg.solve(bad, V), RTOL_SOLVE_ORACLE, what="NumPy route")
+
+
+def test_in_float32_applies_an_operator_in_single_precision():
+    rng = np.random.RandomState(7)
+    A = rng.normal(size=(40, 40))
+    R = rng.normal(size=(3, 40))
+    seen = []
+
+    def apply(R32):
+        seen.append(R32.dtype)
+        return R32 @ A.astype(np.float32)
+
+    out = in_float32(apply, R)
+    assert seen == [np.float32] and out.dtype == np.float64
+    # float32 rounding: within a few float32 epsilons of the float64 product.
+    assert_close(out, R @ A, 1e-5, atol=1e-5, what="float32 product")
+
+
+def test_dtype_and_array_helpers():
+    assert tf_dtype("float32") is tf.float32 and tf_dtype(np.float64) is tf.float64
+    assert tf_dtype(tf.float32) is tf.float32
+    for bad in ("float16", tf.int32, "nonsense"):
+        with pytest.raises(ValueError, match="dtype must be float64 or float32; got"):
+            tf_dtype(bad)
+    S = sp.random(6, 4, density=0.5, format="csr", random_state=0)
+    assert np.array_equal(densify(S), S.toarray()) and not sp.issparse(densify(S))
+    assert np.array_equal(to_numpy(tf.constant([1.0, 2.0]), np.float32), np.array([1.0, 2.0], dtype=np.float32))
+    x, labels = xy((S, [[1], [0], [1], [0], [1], [1]]))
+    assert x is S and labels.shape == (6,)

@@ -1,29 +1,39 @@
-"""Linear solvers and the certified Newton optimiser.
+"""Numerical building blocks shared by the package: dtypes, array conversions, the SPD
+solve with its one failure policy, the float32 application of a factor, and CG.
 
-* :func:`inverse_vp` solves ``M X = V`` for an explicit symmetric matrix ``M`` by
-  Cholesky (``'cholesky'``), LU (``'lu'``, TensorFlow Probability) or Cholesky with an
-  explicit finiteness check and a logged fall-back to LU (``'cholesky_lu'``).
-  ``tf.linalg.cholesky`` may return NaN instead of raising on a matrix that is not
-  positive definite (tensorflow issues 61916, 62451), hence the explicit check.
+* Dtypes: :data:`DTYPES` (the model dtypes by name) and :func:`tf_dtype`.
+* Conversions: :func:`to_numpy` (a tensor or array as a NumPy array), :func:`densify`
+  (a scipy sparse matrix as a dense array), :func:`xy` (a dataset's ``(x, labels)``).
+* The SPD solve (:func:`spd_solve`, :func:`spd_factor`, :func:`cholesky_factors` with
+  :func:`solve_with_factors`, :func:`try_cholesky`): Cholesky, a check that the factor is
+  finite, and where it is not, LU with a logged warning. ``tf.linalg.cholesky`` may return
+  NaN instead of raising on a matrix that is not positive definite (tensorflow issues
+  61916, 62451), hence the explicit check. :func:`inverse_vp` solves ``M X = V`` by one of
+  :data:`INVERSE_VP_METHODS`.
+* :func:`in_float32`: a linear operator (a factor, an inverse) applied in float32, for
+  preconditioners.
 * :func:`conjugate_gradient` solves ``A X = B`` column by column (vectorised) given a
-  function computing ``A V``.
-* :func:`preconditioned_cg_rows` solves one system per row of a batch (the Newton-CG
-  directions of :mod:`influence.newton`).
-* :func:`cholesky_factors` / :func:`solve_with_factors` / :func:`spd_solve`: the one
-  Cholesky-to-LU fall-back for batches of explicit matrices.
+  function computing ``A V``; :func:`preconditioned_cg_rows` solves one system per row of a
+  batch (the Newton-CG directions of :mod:`influence.newton`).
 """
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
 import tensorflow as tf
+from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
 
+DTYPES = {"float64": tf.float64, "float32": tf.float32}
+# Explicit solves of ``M X = V``: Cholesky (fails on a matrix that is not positive
+# definite), LU, or Cholesky with the LU fall-back.
 INVERSE_VP_METHODS = ("cholesky", "lu", "cholesky_lu")
 
 
@@ -35,27 +45,87 @@ class ConvergenceWarning(UserWarning):
     """An iterative solver stopped before reaching its tolerance."""
 
 
-def _as_matrix(V):
-    V = tf.convert_to_tensor(V)
-    return (V[:, None], True) if len(V.shape) == 1 else (V, False)
+def tf_dtype(dtype) -> tf.DType:
+    """The TensorFlow dtype of ``dtype`` (a name of :data:`DTYPES`, a NumPy dtype or a
+    ``tf.DType``); float64 and float32 only."""
+    if isinstance(dtype, tf.DType):
+        key = dtype.name
+    else:
+        try:
+            key = np.dtype(dtype).name
+        except TypeError:
+            key = None
+    if key not in DTYPES:
+        raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
+    return DTYPES[key]
 
 
-def cholesky_factor(M: tf.Tensor) -> tf.Tensor:
-    """Lower Cholesky factor of ``M``; raises :class:`NotPositiveDefiniteError` on failure."""
+def to_numpy(x, dtype=None) -> np.ndarray:
+    """A tensor or array-like as a NumPy array (cast to ``dtype`` when given)."""
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype=dtype)
+
+
+def densify(x) -> np.ndarray:
+    """A scipy sparse matrix as a dense array; anything else as ``np.asarray``."""
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def xy(ds) -> tuple:
+    """``(x, labels)`` of a dataset (anything with ``x`` and ``labels``, or an ``(x, labels)``
+    tuple); the labels as a 1-d array."""
+    if isinstance(ds, tuple) and len(ds) == 2:
+        x, labels = ds
+    else:
+        x, labels = ds.x, ds.labels
+    return x, np.asarray(labels).reshape(-1)
+
+
+def one_blas_thread():
+    """A context with one BLAS thread, for many small products (per-group Hessians, small
+    LAPACK solves) next to TensorFlow's thread pool, where threaded BLAS spends its time
+    spin-waiting for the other cores."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:
+    """``apply`` (a linear operator held in float32: a Cholesky factor, an inverse) on R in
+    float32, result in float64. Half the memory traffic of the float64 product, which bounds
+    applying a (d, d) factor to a few rows; the operator stays SPD within about 1e-6
+    relative, so it serves as a preconditioner (the residuals and certificates stay float64)."""
+    return np.asarray(apply(np.asarray(R, dtype=np.float32)), dtype=np.float64)
+
+
+# ------------------------------------------------------------- the SPD solve
+
+def _warn_lu(count: int, total: int, shape) -> None:
+    logger.warning("Cholesky failed for %d of %d matrices of shape %s (not numerically positive definite); "
+                   "falling back to LU", count, total, tuple(shape))
+
+
+def try_cholesky(M: np.ndarray):
+    """SciPy's lower Cholesky factor (``cho_factor``) of one NumPy matrix, or None where M is
+    not numerically positive definite or not finite (the caller decides the fall-back)."""
     try:
-        L = tf.linalg.cholesky(M)
-    except tf.errors.InvalidArgumentError as exc:  # some builds raise instead of NaN
-        raise NotPositiveDefiniteError(f"Cholesky failed: {exc.message}") from exc
-    if not bool(tf.reduce_all(tf.math.is_finite(L))):
-        raise NotPositiveDefiniteError("Cholesky produced non-finite values: the matrix is not positive definite")
-    return L
+        factor = sla.cho_factor(M, lower=True, check_finite=True)
+    except (np.linalg.LinAlgError, ValueError):
+        return None
+    return factor if np.all(np.isfinite(factor[0])) else None
+
+
+def spd_factor(M: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``V -> M^{-1} V`` for one NumPy matrix M (d, d): Cholesky (:func:`try_cholesky`), or
+    LU with a logged warning where M is not numerically positive definite."""
+    factor = try_cholesky(M)
+    if factor is not None:
+        return lambda V: sla.cho_solve(factor, V)
+    _warn_lu(1, 1, M.shape)
+    lu = sla.lu_factor(M)
+    return lambda V: sla.lu_solve(lu, V)
 
 
 def lu_solve(M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
-    import tensorflow_probability as tfp  # lazy: TFP adds seconds to import time
-
     lower_upper, perm = tf.linalg.lu(M)
-    return tfp.math.lu_solve(lower_upper, perm, V)
+    return tf.linalg.lu_solve(lower_upper, perm, V)
 
 
 def cholesky_factors(M: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -74,32 +144,15 @@ def cholesky_factors(M: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def solve_with_factors(L: tf.Tensor, ok, M: tf.Tensor, V: tf.Tensor) -> tf.Tensor:
     """``M[b]^{-1} V[b]`` for V of shape (B, d, m), by the factors of
-    :func:`cholesky_factors`, and by LU (with a logged warning) where ``ok`` is False:
-    the one Cholesky-to-LU fall-back of the package."""
+    :func:`cholesky_factors`, and by LU (with a logged warning) where ``ok`` is False."""
     X = tf.linalg.cholesky_solve(L, V)
     ok = np.asarray(ok)
     if not ok.all():
         bad = np.flatnonzero(~ok)
-        logger.warning("Cholesky failed for %d of %d matrices (not numerically positive definite); "
-                       "falling back to LU", len(bad), len(ok))
+        _warn_lu(len(bad), len(ok), M.shape[1:])
         fixed = tf.stack([lu_solve(M[b], V[b]) for b in bad])
         X = tf.tensor_scatter_nd_update(X, bad[:, None], fixed)
     return X
-
-
-def spd_factor(M: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """``V -> M^{-1} V`` for one NumPy matrix M (d, d): SciPy's Cholesky (``cho_factor``),
-    or LU with a logged warning where M is not numerically positive definite (the NumPy
-    side of the one Cholesky-to-LU fall-back)."""
-    import scipy.linalg as sla
-    try:
-        factor = sla.cho_factor(M, lower=True)
-        return lambda V: sla.cho_solve(factor, V)
-    except np.linalg.LinAlgError:
-        logger.warning("Cholesky failed for a %d x %d matrix (not numerically positive definite); "
-                       "falling back to LU", *M.shape)
-        lu = sla.lu_factor(M)
-        return lambda V: sla.lu_solve(lu, V)
 
 
 def spd_solve(M, V):
@@ -107,8 +160,7 @@ def spd_solve(M, V):
     where the factor is not finite (:func:`solve_with_factors`).
 
     A single NumPy matrix M (d, d) with V (d,) or (d, m) is solved with SciPy's LAPACK
-    (``cho_factor``, LU on failure), which at small sizes beats TensorFlow's per-call
-    overhead (the per-group Newton changes of :func:`influence.groups.newton_explicit`).
+    (:func:`spd_factor`), which at small sizes beats TensorFlow's per-call overhead.
     """
     if isinstance(M, np.ndarray):
         return spd_factor(M)(V)
@@ -117,17 +169,22 @@ def spd_solve(M, V):
 
 
 def inverse_vp(M, V, method: str = "cholesky") -> tf.Tensor:
-    """Solve ``M X = V``; V has shape (d,) or (d, m). Returns a tensor shaped like V."""
+    """Solve ``M X = V`` by one of :data:`INVERSE_VP_METHODS`; V has shape (d,) or (d, m).
+    Returns a tensor shaped like V. ``'cholesky'`` raises :class:`NotPositiveDefiniteError`
+    where M is not numerically positive definite; ``'cholesky_lu'`` falls back to LU."""
     if method not in INVERSE_VP_METHODS:
         raise ValueError(f"inverse_vp_method must be one of {INVERSE_VP_METHODS}; got {method!r}")
     M = tf.convert_to_tensor(M)
-    V, squeeze = _as_matrix(tf.cast(V, M.dtype))
+    V = tf.cast(V, M.dtype)
+    squeeze = len(V.shape) == 1
+    V = V[:, None] if squeeze else V
     if method == "lu":
         X = lu_solve(M, V)
-    elif method == "cholesky":
-        X = tf.linalg.cholesky_solve(cholesky_factor(M), V)
     else:
-        X = spd_solve(M[None], V[None])[0]
+        L, ok = cholesky_factors(M[None])
+        if method == "cholesky" and not bool(ok[0]):
+            raise NotPositiveDefiniteError("Cholesky failed: the matrix is not numerically positive definite")
+        X = solve_with_factors(L, ok, M[None], V[None])[0]
     return X[:, 0] if squeeze else X
 
 
@@ -147,10 +204,12 @@ def conjugate_gradient(matvec: Callable[[tf.Tensor], tf.Tensor], B, tol: float =
     together (one ``matvec`` on a (d, m) block per iteration). A column stops updating
     once ``||b - A x|| <= tol * ||b||``.
     """
-    B, squeeze = _as_matrix(B)
+    B = tf.convert_to_tensor(B)
+    squeeze = len(B.shape) == 1
+    B = B[:, None] if squeeze else B
     d = int(B.shape[0])
     maxiter = maxiter if maxiter is not None else 10 * d
-    X = tf.zeros_like(B) if x0 is None else _as_matrix(tf.cast(x0, B.dtype))[0]
+    X = tf.zeros_like(B) if x0 is None else tf.reshape(tf.cast(x0, B.dtype), B.shape)
     R = B - matvec(X) if x0 is not None else B
     P = R
     rs = tf.reduce_sum(R * R, axis=0)

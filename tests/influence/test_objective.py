@@ -1,0 +1,84 @@
+"""LogisticObjective against an independent loss (TensorFlow's cross-entropy ops) and its
+autodiff and finite-difference derivatives; the Hessian strategies against each other."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+
+from influence.objective import LogisticObjective, ModelSpec, augment
+from tests.conftest import RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import reference_hessian, reference_loss
+
+CASES = [(2, True), (2, False), (3, True), (4, False)]
+
+
+def problem(num_classes, fit_intercept, n=30, D=4, B=3, seed=0):
+    """A spec, an objective of B weight columns and B parameter rows near zero."""
+    rng = np.random.RandomState(seed)
+    spec = ModelSpec(D, num_classes, fit_intercept)
+    Xa = augment(tf.constant(rng.normal(size=(n, D))), spec)
+    y = rng.randint(0, num_classes, n)
+    S = tf.constant(rng.uniform(0.0, 2.0, (n, B)))
+    Theta = tf.constant(rng.normal(0, 0.5, (B, spec.num_params)))
+    return spec, Xa, y, S, Theta
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", CASES)
+def test_loss_gradient_matches_autodiff_of_an_independent_loss(num_classes, fit_intercept):
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept)
+    obj = LogisticObjective(spec, Xa, y, S, 0.7)
+    f, g = obj.loss_gradient(Theta)
+    for b in range(obj.B):
+        theta = tf.Variable(Theta[b])
+        with tf.GradientTape() as tape:
+            f_ref = reference_loss(theta, Xa, y, S[:, b], 0.7, spec)
+        assert_close(f[b].numpy(), f_ref.numpy(), RTOL_TWO_PATHS, what=f"loss {b}")
+        assert_close(g[b].numpy(), tape.gradient(f_ref, theta).numpy(), RTOL_AUTODIFF, what=f"gradient {b}")
+    # The separate calls are the two halves of the combined one.
+    assert_close(obj.loss(Theta).numpy(), f.numpy(), 1e-15, what="loss()")
+    assert_close(obj.gradient(Theta).numpy(), g.numpy(), 1e-15, what="gradient()")
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", CASES)
+def test_gradient_matches_central_finite_differences(num_classes, fit_intercept):
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, B=1)
+    obj = LogisticObjective(spec, Xa, y, S[:, 0], 0.7)
+    theta = Theta[0]
+    g = obj.gradient_at(theta).numpy()
+    rng = np.random.RandomState(5)
+    h = 1e-5
+    for _ in range(3):
+        v = tf.constant(rng.normal(size=spec.num_params))
+        fd = (obj.loss_at(theta + h * v) - obj.loss_at(theta - h * v)).numpy() / (2 * h)
+        assert_close(fd, g @ v.numpy(), RTOL_FD, what="directional derivative")
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", CASES)
+def test_hessian_strategies_match_autodiff(num_classes, fit_intercept):
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept)
+    methods = ["matmul", "syrk"] + (["einsum", "sparse"] if spec.binary else [])
+    obj = LogisticObjective(spec, Xa, y, S, 0.7, Xa_np=Xa.numpy(), Xa_sparse=sp.csr_matrix(Xa.numpy()))
+    want = [reference_hessian(Theta[b], Xa, y, S[:, b], 0.7, spec) for b in range(obj.B)]
+    for method in methods:
+        H = obj.hessians(Theta, method=method, gauge=False).numpy()
+        for b in range(obj.B):
+            assert_close(H[b], want[b], RTOL_AUTODIFF, what=f"{method} Hessian {b}")
+    # Closed-form and autodiff Hessian-vector products at one parameter vector.
+    one = LogisticObjective(spec, Xa, y, S[:, 0], 0.7)
+    V = tf.constant(np.random.RandomState(1).normal(size=(spec.num_params, 2)))
+    for autodiff in (False, True):
+        assert_close(one.hvp_at(Theta[0], V, autodiff).numpy(), want[0] @ V.numpy(), RTOL_AUTODIFF,
+                     what=f"hvp_at autodiff={autodiff}")
+
+
+def test_hessian_strategy_is_chosen_in_one_place():
+    spec, Xa, y, S, _ = problem(2, True)
+    Xs = sp.csr_matrix(Xa.numpy())
+    assert LogisticObjective(spec, Xa, y, S, 0.7).hessian_method() == "matmul"
+    assert LogisticObjective(spec, Xa, y, S, 0.7, Xa_np=Xa.numpy()).hessian_method() == "syrk"
+    assert LogisticObjective(spec, Xa, y, S, 0.7, Xa_np=Xa.numpy(), Xa_sparse=Xs).hessian_method() == "sparse"
+    with pytest.raises(ValueError, match="hessian method must be one of"):
+        LogisticObjective(spec, Xa, y, S, 0.7).hessian_method("qr")
+    spec3, Xa3, y3, S3, _ = problem(3, True)
+    with pytest.raises(ValueError, match="'einsum' is for binary models only"):
+        LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method("einsum")
