@@ -30,9 +30,10 @@ from experiments.common import ConfigError, Experiment  # noqa: F401  (ConfigErr
 from experiments.execution import ExecutorMixin
 from experiments.tasks import cross_validation_fits
 from influence.downdate import uses_downdates
-from influence.group_influence import GroupInfluence, progress_bar  # noqa: F401  (progress_bar: shared)
+from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
+from influence.progress import progress_bar
 
 
 def cv_regs(n: int, cv_range) -> np.ndarray:
