@@ -57,7 +57,7 @@ import tensorflow as tf
 from influence import objective as K
 from influence.group_influence import GroupInfluence, check_2d, check_groups
 from influence.groups import group_sums, incidence
-from influence.newton import ExplicitNewton, NewtonCG, certify, gradient_norm_backtracking, newton_loop
+from influence.newton import ExplicitNewton, NewtonCG, RefitResult, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
 
 ESTIMATORS = ("first_order", "newton", "newton_2", "newton_3", "second_order_basu", "second_order_exact",
@@ -365,13 +365,13 @@ def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> n
 
 
 def actual(gi: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int = 64, method: str | None = None,
-           progress: bool | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           progress: bool | None = None) -> tuple[np.ndarray, RefitResult]:
     """``theta_{-U} - theta_hat`` from certified refits (:meth:`GroupInfluence.refit`), and the
-    refit certificates (``grad_norm``, ``grad_tol``, ``converged``, ...)."""
+    refits with their certificates (``grad_norms``, ``grad_tols``, ``converged``, ...)."""
     _check_gi(gi)
     groups = check_groups(groups, gi.num_train)
     r = gi.refit(groups, chunk_size, method=method, progress=progress)
-    return r["params"] - np.asarray(gi.params, dtype=np.float64)[None, :], r
+    return r.thetas - np.asarray(gi.params, dtype=np.float64)[None, :], r
 
 
 def weighted_refit(gi: GroupInfluence, weights, rtol: float = 1e-14, max_iter: int = 100,

@@ -62,6 +62,7 @@ def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.nda
     entries are 0) and ``valid`` (bool array of the same shape). Raises ``ValueError``
     if an index is outside ``[0, n)`` or a group repeats an index.
     """
+    B = len(groups)
     lens = np.array([len(g) for g in groups], dtype=np.int64)
     m = int(lens.max()) if B else 0
     idx = np.zeros((B, m), dtype=np.int64)
