@@ -402,12 +402,6 @@ class NewtonCG(NewtonStrategy):
         return stalled
 
 
-def _chord_cg_rtol(gnorm, scale):
-    """The relative CG residual of the chord strategies' Newton-CG steps:
-    ``min(0.1, sqrt(||grad|| / scale))``, at least 1e-15."""
-    return np.maximum(np.minimum(0.1, np.sqrt(gnorm / scale)), 1e-15)
-
-
 class Chord(NewtonStrategy):
     """Newton with a reused chord matrix per problem (the explicit refits).
 
@@ -459,7 +453,7 @@ class Chord(NewtonStrategy):
         cgr = np.flatnonzero(active & self.cg_mode)
         self.cg_failed = np.zeros(objective.B, dtype=bool)
         if cgr.size:
-            eta = _chord_cg_rtol(gnorm[cgr], self.scale[cgr])
+            eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[cgr] / self.scale[cgr])), 1e-15)  # relative residual
             step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), tf.gather(G, cgr).numpy(),
                                         self.preconditioner(cgr), eta, self.cg_maxiter)
             step = tf.tensor_scatter_nd_update(step, cgr[:, None], step_c)

@@ -36,23 +36,17 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from influence.logistic_regression import DTYPES
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, RefitResult, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
 from influence.solvers import spd_solve
 
-_DTYPES = {"float64": tf.float64, "float32": tf.float32}
-
-
 def _tf_dtype(dtype) -> tf.DType:
-    if isinstance(dtype, tf.DType):
-        if dtype not in (tf.float64, tf.float32):
-            raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
-        return dtype
-    key = np.dtype(dtype).name
-    if key not in _DTYPES:
+    key = dtype.name if isinstance(dtype, tf.DType) else np.dtype(dtype).name
+    if key not in DTYPES:
         raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
-    return _DTYPES[key]
+    return DTYPES[key]
 
 
 def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
