@@ -279,7 +279,7 @@ class EstimatorLadder(InfluenceExperiment):
 
     @phase(7)
     def actual(self):
-        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base._theta_hat())
+        D = gi.actual_dparams(np.asarray(self.base.R["subset_refit_params"]), self.base.theta_hat())
         res = {"subset_actual_dparam": D, "actual_seconds": float("nan"), "actual_retime_max_diff": float("nan"),
                # ss_logreg's certificates of these refits (the script's exit code).
                "subset_refit_grad_norm": np.asarray(self.base.R["subset_refit_grad_norm"]),
@@ -291,7 +291,7 @@ class EstimatorLadder(InfluenceExperiment):
             t0 = time.perf_counter()
             r = tasks.map_refits(self.executor, ctx, S, self.base.refit_chunk_size())
             res["actual_seconds"] = float(time.perf_counter() - t0)
-            D2 = gi.actual_dparams(r.thetas, self.base._theta_hat())
+            D2 = gi.actual_dparams(r.thetas, self.base.theta_hat())
             res["actual_retime_max_diff"] = float(np.max(np.abs(D2 - D))) if D.size else 0.0
         return res
 
@@ -313,7 +313,7 @@ class EstimatorLadder(InfluenceExperiment):
                 init_m = np.asarray(b.R["initial_test_margins"])[fixed]
                 res[f"subset_fixed_test_{e}_margin_infl"] = infl.param_influence(D, test_fixed, init_m, "margin")
             res[f"subset_self_{e}_infl"] = infl.self_param_influence(D, groups, init_train, "loss")
-        T, Tm = b._fixed_test_grads()
+        T, Tm = b.fixed_test_grads()
         G_S = gi.group_gradient_sums(groups, np.asarray(b.R["train_grad_loss"]))
         for e in LINEAR_ESTIMATORS:
             D = np.asarray(self.R[f"subset_{e}_dparam"])

@@ -87,12 +87,13 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
             self._model = LogisticRegression(cfg, model_dir=None, random_state=self.model_random_state())
         return self._model
 
-    def _theta_hat(self) -> np.ndarray:
+    def theta_hat(self) -> np.ndarray:
+        """The fitted parameters of phase 0 (``initial_params``)."""
         return np.asarray(self.R["initial_params"])
 
     def _at_theta_hat(self) -> LogisticRegression:
         model = self.get_model()
-        model.set_params_flat(self._theta_hat())
+        model.set_params_flat(self.theta_hat())
         return model
 
     def train_sample_weights(self):
@@ -108,7 +109,7 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
         regularisation, sample weights and (if computed) Hessian."""
         ihvp, ivp = self.inverse_methods()
         settings = (float(self.R[self.l2_key]), ihvp, ivp, self.refit_memory())
-        arrays = (self._theta_hat(), self.train_sample_weights(), self.R.get("hessian"), self.train)
+        arrays = (self.theta_hat(), self.train_sample_weights(), self.R.get("hessian"), self.train)
         cached = getattr(self, "_influence_cache", None)
         # The same settings and the same arrays (the same objects: the run's results are not
         # copied between phases) give the same object, so what it builds once per run (the

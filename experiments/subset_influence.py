@@ -649,7 +649,8 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         model = self._at_theta_hat()
         return {"hessian": model.get_hessian(self.train, None, self.R["cv_l2_reg"])}
 
-    def _fixed_test_grads(self):
+    def fixed_test_grads(self):
+        """Loss and (binary) margin gradients of the fixed test points at theta_hat."""
         model = self._at_theta_hat()
         fixed = self.test.subset(np.asarray(self.R["fixed_test"]))
         T = model.get_indiv_grad_loss(fixed)
@@ -659,7 +660,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     @phase(4)
     def fixed_test_influence(self):
         G = np.asarray(self.R["train_grad_loss"])
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         infl = self.influence()
         res = {"fixed_test_pred_infl": infl.first_order_influence(G, T).T}
         if Tm is not None:
@@ -856,7 +857,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)
-        T, Tm = self._fixed_test_grads()
+        T, Tm = self.fixed_test_grads()
         res["subset_newton_dparam"] = Q
         res["subset_self_newton_infl"] = gi.self_influence(G_S, Q)
         res["subset_fixed_test_newton_infl"] = gi.target_influence(Q, T)
@@ -875,7 +876,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         infl = self.influence()
         thetas = np.asarray(self.R["subset_refit_params"])
         return {
-            "subset_dparam": gi.actual_dparams(thetas, self._theta_hat()),
+            "subset_dparam": gi.actual_dparams(thetas, self.theta_hat()),
             "subset_train_accuracy": infl.accuracies(thetas, self.train),
             "subset_test_accuracy": infl.accuracies(thetas, self.test),
         }
