@@ -775,7 +775,7 @@ class ChordSolvePreconditioner(Preconditioner):
 PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")
 # Below this many flops (rows x d^2), make_preconditioner forms its Hessian on one BLAS
 # thread: next to TensorFlow's thread pool, threaded BLAS on such small products mostly
-# waits for its threads (docs/performance.md).
+# waits for its threads.
 PIN_HESSIAN_MAX_FLOPS = 1e10
 
 

@@ -161,8 +161,8 @@ def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, grou
     for part in split_groups(groups, int(Xa.shape[0]), spec.num_params, max_memory):
         batch, _, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, part,
                                         Xa_sparse=basis.X if sp.issparse(basis.X) else None)
-        # A CG iteration here costs two products with H^{-1} and one Hessian-vector product,
-        # a fresh Hessian with its factor about a hundred of them: CG gets 5x the room.
+        # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
+        # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
         strategy = DowndateChord(GroupDowndates(basis, part), reuse_factor, 5 * cg_maxiter)
         results.append(_refit(batch, Theta, scale, rtol, strategy, max_iter))
     return RefitResult.concat(results)
