@@ -51,8 +51,8 @@ from influence.progress import progress_bar
 from influence.refit import downdate_basis
 from influence.routes import ROUTE_METHODS as METHODS
 from influence.routes import NewtonChangeRoute, RefitRoute, choose_routes
+from influence.solvers import INVERSE_VP_METHODS
 
-VP_METHODS = ("cholesky", "lu", "cholesky_lu")
 WHATS = ("loss", "margin", "correct")
 TARGETS = ("params", "self_loss", "self_margin", "test_losses", "test_margins", "test_loss_sum")
 ESTIMATORS = ("pred", "newton", "actl")
@@ -291,7 +291,7 @@ class GroupInfluence:
             hessian = check_2d("hessian", hessian, cols=d, rows=d)
         method = inverse_hvp_method or model.config["inverse_hvp_method"]
         _check_choice("inverse_hvp_method", method, INVERSE_HVP_METHODS)
-        _check_choice("inverse_vp_method", inverse_vp_method, VP_METHODS)
+        _check_choice("inverse_vp_method", inverse_vp_method, INVERSE_VP_METHODS)
         if max_memory is not None and (int(max_memory) != max_memory or max_memory < 1):
             raise ValueError(f"max_memory must be None or a positive integer number of bytes; got {max_memory!r}")
         self.model = model

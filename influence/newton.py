@@ -28,7 +28,6 @@ float32 rule (:func:`use_float32`); :func:`make_preconditioner` chooses the fixe
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -40,9 +39,6 @@ from influence import objective as K
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.solvers import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors,
                                preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve)
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class FitResult:

@@ -32,7 +32,6 @@ running the one Newton loop (:func:`influence.newton.newton_loop`) with its stra
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
@@ -44,9 +43,6 @@ from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
 from influence.newton import ChordNewton, DowndateChord, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
-
-logger = logging.getLogger(__name__)
-
 
 def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None, Xa_sparse=None):
     """The reduced problems, theta_hat, the starting iterates and the certificate
