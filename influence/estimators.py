@@ -93,10 +93,6 @@ def _no_gauge(D: np.ndarray, spec: ModelSpec) -> np.ndarray:
     return D - np.outer(D @ u, u) if spec.has_gauge else D
 
 
-def _weights(gi: GroupInfluence) -> np.ndarray:
-    return np.ones(gi.num_train) if gi.sample_weights is None else np.asarray(gi.sample_weights, dtype=np.float64)
-
-
 # ----------------------------------------------------------------------------- derivative kernels
 def group_hvps(spec: ModelSpec, theta, Xa, s, groups: Sequence[np.ndarray], V, chunk: int = 64) -> np.ndarray:
     """``H_U V[b]`` for each group b: its unregularised Hessian at ``theta`` times row b of V.
@@ -242,7 +238,7 @@ def curvature_terms(gi: GroupInfluence, groups: Sequence[np.ndarray], first) -> 
 
 def removed_fraction(gi: GroupInfluence, groups: Sequence[np.ndarray]) -> np.ndarray:
     """``p = sum_{i in U} s_i / sum_i s_i`` per group (|U| / |S| with unit weights), (S,)."""
-    w = _weights(gi)
+    w = np.ones(gi.num_train) if gi.sample_weights is None else np.asarray(gi.sample_weights, dtype=np.float64)
     return np.array([w[g].sum() for g in groups]) / w.sum()
 
 

@@ -491,11 +491,9 @@ class GroupInfluence:
 
     def accuracies(self, thetas, data) -> np.ndarray:
         """Accuracy on ``data`` at each row of ``thetas``, (S,)."""
-        T = check_2d("thetas", thetas, cols=self.model.num_params)
-        Xa, y, _ = self.design(data)
-        # Chunk by chunk: the full (S, n_test) 0/1 matrix can be large.
-        return np.concatenate([_groups.batch_eval(self.spec, T[i:i + 64], Xa, y, "correct").mean(axis=1)
-                               for i in range(0, T.shape[0], 64)] or [np.zeros(0)])
+        # Block by block: the full (S, n) 0/1 matrix can be large.
+        return np.concatenate([v.mean(axis=1) for _, v in self.evaluate_blocks(thetas, data, "correct")]
+                              or [np.zeros(0)])
 
     def param_influence(self, dparams, data, before, what: str = "loss", chunk: int = 64) -> np.ndarray:
         """Non-linear influence ``f(theta_hat + D_s) - f(theta_hat)`` on every point of ``data``, (S, n).

@@ -181,12 +181,6 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
     return out
 
 
-def params_to_ext(Thetas, spec: ModelSpec) -> tf.Tensor:
-    """(B, d) parameter rows → (B*K', E) rows ``[w_k; b_k]`` (K' = 1 for binary)."""
-    Thetas = tf.convert_to_tensor(Thetas)
-    return tf.reshape(to_ext_batch(Thetas, spec), [int(Thetas.shape[0]) * spec.num_rows, spec.ext_dim])
-
-
 def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",
                   chunk: int = 64, max_memory: int | None = None) -> np.ndarray:
     """``sum_{i in U_s} q_i(Thetas[s])`` for every group s (q = loss or margin), shape (S,).
@@ -214,9 +208,9 @@ def batch_eval(spec: ModelSpec, Thetas, Xa, y, what: str = "loss", chunk: int = 
     Thetas = np.asarray(Thetas)
     out = []
     for start in range(0, Thetas.shape[0], chunk):
-        T = params_to_ext(tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype), spec)
-        Z = tf.matmul(Xa, T, transpose_b=True)  # (n, b*K')
         b = Thetas[start:start + chunk].shape[0]
+        T = to_ext_batch(tf.constant(Thetas[start:start + chunk], dtype=Xa.dtype), spec)  # (b, K', E)
+        Z = tf.matmul(Xa, tf.reshape(T, [b * spec.num_rows, spec.ext_dim]), transpose_b=True)  # (n, b*K')
         if spec.binary:
             Z = tf.transpose(Z)  # (b, n)
             yy = tf.cast(y, Z.dtype)[None, :]
