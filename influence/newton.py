@@ -659,10 +659,11 @@ def use_float32(num_params: int) -> bool:
 
 
 class Preconditioner:
-    """A fixed SPD approximation ``M`` of the inverse Hessians of a batch of problems:
+    """A fixed SPD approximation ``M_j`` of the Hessian of each problem j of a batch:
     ``precond(R, rows)`` returns the float64 rows ``M_j^{-1} R[k]`` (``j = rows[k]``; one
     shared ``M`` ignores ``rows``). The factors are computed in float64 when the object is
-    built and applied in float32 when ``float32`` is set (:func:`use_float32`)."""
+    built (the fit) and applied by :meth:`solve`, in float32 when ``float32`` is set
+    (:func:`use_float32`)."""
 
     float32 = False
 

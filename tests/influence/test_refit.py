@@ -339,3 +339,36 @@ def test_preconditioner_hessian_on_one_blas_thread_when_small(monkeypatch):
     assert seen == [1, outside]
     # 200 x 9 rows: the products are exact up to the summation order, the same here.
     assert_close(small, large, 1e-13, what="pinned vs unpinned preconditioner")
+
+
+def test_chord_preconditioners_follow_the_one_float32_rule(monkeypatch):
+    """The chord strategies' CG preconditioners (each problem's own factor) solve with the
+    problem's matrix, in float32 from FLOAT32_MIN_PARAMS parameters on, and pass the rows of
+    a failed factor through unchanged; refits with the float32 rule are the certified optima."""
+    import tensorflow as tf
+
+    from influence import newton as N
+    from influence.solvers import cholesky_factors
+    rng = np.random.RandomState(0)
+    A = rng.randn(4, 6, 6)
+    H = A @ np.transpose(A, (0, 2, 1)) + 6 * np.eye(6)
+    H[2] = -np.eye(6)  # not positive definite: its factor fails
+    Ls, ok = cholesky_factors(tf.constant(H))
+    problems, rows = np.array([3, 2, 0]), np.array([0, 2, 1])
+    R = rng.randn(3, 6)
+    exact = np.array([np.linalg.solve(H[problems[r]], R[k]) for k, r in enumerate(rows)])
+    exact[rows == 1] = R[rows == 1]  # problem 2's failed factor: unpreconditioned
+    for float32, rtol in ((False, RTOL_TWO_PATHS), (True, 1e-5)):  # float32: ~6e-8 x the condition number
+        P = N.BatchedCholeskyPreconditioner(Ls, ok, problems, float32)
+        out = P(R, rows)
+        assert out.dtype == np.float64 and P.float32 == float32
+        assert_close(out, exact, rtol, what=f"float32={float32}")
+    m, X, y, lam, groups = fitted(3)
+    theta = m.get_params_flat()
+    Xa, yt, s = m._tensors((X, y))
+    ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    monkeypatch.setattr(N, "FLOAT32_MIN_PARAMS", m.num_params)
+    assert N.use_float32(m.num_params) and not N.use_float32(m.num_params - 1)
+    r = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    assert r.converged.all()
+    assert_close(r.thetas, ref.thetas, 1e-8, what="float32 vs float64 chord preconditioners")
