@@ -342,10 +342,10 @@ def retrain_and_newton_task(ctx: tasks.InfluenceContext, span: tuple[int, int]) 
     return {
         "subset_pred_dparam": np.asarray(pred, dtype=np_dtype),
         "subset_newton_pred_dparam": newton.astype(np_dtype),
-        "subset_dparam": gi.actual_dparams(refit["params"], ctx.params).astype(np_dtype),
-        "subset_refit_grad_norm": refit["grad_norm"],
-        "subset_refit_grad_tol": refit["grad_tol"],
-        "subset_refit_iters": refit["iters"],
+        "subset_dparam": gi.actual_dparams(refit.thetas, ctx.params).astype(np_dtype),
+        "subset_refit_grad_norm": refit.grad_norms,
+        "subset_refit_grad_tol": refit.grad_tols,
+        "subset_refit_iters": refit.iterations,
     }
 
 

@@ -276,15 +276,15 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         K = infl.spec.num_classes
         # The explicit-Hessian refit engine, whatever the inverse-HVP method.
         r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
-        res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
-               "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
-               "subset_refit_converged": r["converged"]}
+        res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
+               "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
+               "subset_refit_converged": r.converged}
         for name in ("test", "nonfires"):
-            res[f"subset_{name}_losses"] = infl.evaluate(r["params"], self.dataset(name), "loss")
+            res[f"subset_{name}_losses"] = infl.evaluate(r.thetas, self.dataset(name), "loss")
         labels, w = self.train.labels, self.weights("train")
         full = self.config.get("store_full_loss_matrices", False)
         own, sums, class_sums, rows = [], np.zeros(len(groups)), np.zeros((len(groups), K)), []
-        for start, block in infl.evaluate_blocks(r["params"], self.train, "loss", block=16):  # (b, n)
+        for start, block in infl.evaluate_blocks(r.thetas, self.train, "loss", block=16):  # (b, n)
             sums[start:start + 16] = gi.weighted_sums(block, w)
             for c in range(K):
                 class_sums[start:start + 16, c] = gi.weighted_sums(block, w, labels == c)

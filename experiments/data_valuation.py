@@ -257,12 +257,12 @@ class DataValuation(DatasetMixin, InfluenceExperiment):
         groups = self.subsets
         # QUIRK kept: the group's rows get weight 0, the other rows keep 1/#LF (not renormalised).
         r = tasks.refit_groups(self.executor, infl, groups, self.refit_chunk_size(), method="explicit")
-        res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
-               "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
-               "subset_refit_converged": r["converged"]}
+        res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
+               "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
+               "subset_refit_converged": r.converged}
         for name, ds in (("train", self.train), ("test", self.test), ("nonfires", self.nonfires)):
-            res[f"subset_{name}_losses"] = infl.evaluate(r["params"], ds, "loss")
-            res[f"subset_{name}_margins"] = infl.evaluate(r["params"], ds, "margin")
+            res[f"subset_{name}_losses"] = infl.evaluate(r.thetas, ds, "loss")
+            res[f"subset_{name}_margins"] = infl.evaluate(r.thetas, ds, "margin")
         return res
 
     @phase(7)

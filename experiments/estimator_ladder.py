@@ -288,9 +288,9 @@ class EstimatorLadder(InfluenceExperiment):
             ctx, S = self.shared_context(), len(self.groups)
             self.executor.map(tasks.refit_task, ctx, [(0, min(S, 1))], "exact refits (warm-up)")  # as in _timed
             t0 = time.perf_counter()
-            r = self.executor.map_chunks(tasks.refit_task, ctx, S, self.base.refit_chunk_size(), "exact refits")
+            r = tasks.map_refits(self.executor, ctx, S, self.base.refit_chunk_size())
             res["actual_seconds"] = float(time.perf_counter() - t0)
-            D2 = gi.actual_dparams(r["params"], self.base.theta_hat())
+            D2 = gi.actual_dparams(r.thetas, self.base.theta_hat())
             res["actual_retime_max_diff"] = float(np.max(np.abs(D2 - D))) if D.size else 0.0
         return res
 

@@ -769,11 +769,11 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
         r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
                                    preconditioner=self._local_preconditioner(explicit))
-        res = {"subset_refit_params": r["params"], "subset_refit_grad_norm": r["grad_norm"],
-               "subset_refit_grad_tol": r["grad_tol"], "subset_refit_iters": r["iters"],
-               "subset_refit_hessians": r["hessians"], "subset_refit_hvps": r["hvps"],
-               "subset_refit_converged": r["converged"]}
-        res.update(self._losses_after_refit(r["params"], groups))
+        res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
+               "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
+               "subset_refit_hessians": r.hessians, "subset_refit_hvps": r.hvps,
+               "subset_refit_converged": r.converged}
+        res.update(self._losses_after_refit(r.thetas, groups))
         return res
 
     def _losses_after_refit(self, thetas, groups):

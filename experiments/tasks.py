@@ -16,9 +16,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from experiments.common import chunks
 from experiments.execution import Executor
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
+from influence.newton import RefitResult
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +102,7 @@ class InfluenceContext:
 
 
 # Task functions: module level, pure functions of (shared context, chunk bounds).
-def refit_task(ctx: InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
+def refit_task(ctx: InfluenceContext, span: tuple[int, int]) -> RefitResult:
     """Certified exact refits of groups ``start..end-1`` (:meth:`GroupInfluence.refit` on one chunk)."""
     start, end = span
     method = ctx.arrays.get("method") or ctx.inverse_hvp_method
@@ -125,8 +127,16 @@ def newton_task(ctx: InfluenceContext, span: tuple[int, int]) -> dict[str, np.nd
 NEWTON_CHUNK = 64
 
 
+def map_refits(executor: Executor, ctx: InfluenceContext, n: int, chunk_size: int,
+               desc: str = "exact refits") -> RefitResult:
+    """:func:`refit_task` over the chunks of ``chunk_size`` of the context's ``n`` groups, as one result."""
+    if n == 0:
+        return RefitResult.empty(len(ctx.params))
+    return RefitResult.concat(executor.map(refit_task, ctx, chunks(n, int(chunk_size)), desc))
+
+
 def refit_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int,
-                 method: str | None = None, preconditioner=None, desc: str = "exact refits") -> dict[str, np.ndarray]:
+                 method: str | None = None, preconditioner=None, desc: str = "exact refits") -> RefitResult:
     """:meth:`GroupInfluence.refit` of every group, chunk by chunk on ``executor``.
 
     The chunks are those of ``refit`` itself (``chunk_size`` groups from the first), each
@@ -137,7 +147,7 @@ def refit_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.n
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
     ctx = InfluenceContext.from_influence(infl, executor.progress, preconditioner, groups=list(groups),
                                           method=method)
-    return executor.map_chunks(refit_task, ctx, len(groups), int(chunk_size), desc)
+    return map_refits(executor, ctx, len(groups), chunk_size, desc)
 
 
 def newton_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], group_grads,

@@ -9,7 +9,7 @@ engine: the objective (:class:`influence.objective.LogisticObjective`), the one 
 (:class:`influence.group_influence.GroupInfluence`, whose first-order solves, Newton
 changes and certified refits they call).
 
-Notation (README "The model", spec ``ss_logreg.md`` §0): the summed, unnormalised
+Notation (docs/design.md, 'Objective and conventions'): the summed, unnormalised
 objective ``L(theta) = sum_i s_i l_i(theta) + (lambda/2) ||W||^2``, ``theta_hat`` its
 optimum, ``H`` its (regularised, gauge-fixed) Hessian at ``theta_hat``; for a group U,
 ``g_U = sum_{i in U} s_i grad l_i(theta_hat)``, ``H_U = sum_{i in U} s_i hess l_i(theta_hat)``
@@ -54,9 +54,9 @@ import numpy as np
 import scipy.special
 import tensorflow as tf
 
-from influence.group_influence import GroupInfluence, _check_2d, _check_groups
+from influence.group_influence import GroupInfluence, check_2d, check_groups
 from influence.groups import group_sums, incidence
-from influence.newton import ExplicitNewton, NewtonCG, certify, gradient_norm_backtracking, newton_loop
+from influence.newton import ExplicitNewton, NewtonCG, RefitResult, certify, gradient_norm_backtracking, newton_loop
 from influence.numerics import to_numpy
 from influence.objective import LogisticObjective, ModelSpec, from_ext_batch, to_ext_batch
 
@@ -65,9 +65,9 @@ ESTIMATORS = ("first_order", "newton", "newton_2", "newton_3", "second_order_bas
 
 
 # ----------------------------------------------------------------------------- helpers
-def _design(gi: GroupInfluence):
+def train_design(gi: GroupInfluence):
     """The augmented training design ``Xa`` (n, E), labels and sample weights (tensors)."""
-    return gi._design(gi.train, gi.sample_weights)
+    return gi.design(gi.train, gi.sample_weights)
 
 
 def _check_gi(gi) -> None:
@@ -78,23 +78,19 @@ def _check_gi(gi) -> None:
 def _group_grads(gi: GroupInfluence, groups, group_grads) -> np.ndarray:
     if group_grads is None:
         return gi.gradient_sums(gi.train, groups, gi.sample_weights)
-    return _check_2d("group_grads", group_grads, cols=gi.model.num_params, rows=len(groups))
+    return check_2d("group_grads", group_grads, cols=gi.model.num_params, rows=len(groups))
 
 
 def _first(gi: GroupInfluence, groups, group_grads, first) -> np.ndarray:
     if first is None:
         return gi.first_order_dparams(_group_grads(gi, groups, group_grads))
-    return _check_2d("first", first, cols=gi.model.num_params, rows=len(groups))
+    return check_2d("first", first, cols=gi.model.num_params, rows=len(groups))
 
 
 def _no_gauge(D: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Rows without their component along the flat direction (multinomial with intercepts)."""
     u = spec.gauge_vector()
     return D - np.outer(D @ u, u) if spec.has_gauge else D
-
-
-def _weights(gi: GroupInfluence) -> np.ndarray:
-    return np.ones(gi.num_train) if gi.sample_weights is None else np.asarray(gi.sample_weights, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- derivative kernels
@@ -159,7 +155,7 @@ def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V, chunk: int = 
 def first_order(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None) -> np.ndarray:
     """``H^-1 g_U`` per group (the paper's ``pred``, ``subset_pred_dparam``), (S, d)."""
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     return gi.first_order_dparams(_group_grads(gi, groups, group_grads))
 
 
@@ -167,7 +163,7 @@ def newton(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None, m
            preconditioner=None) -> np.ndarray:
     """``(H - H_U)^-1 g_U`` per group (the paper's ``newton``, ``subset_newton_dparam``), (S, d)."""
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     G = _group_grads(gi, groups, group_grads)
     return gi.newton_dparams(groups, G, method=method, preconditioner=preconditioner)["newton_dparam"]
 
@@ -200,7 +196,7 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     step is too costly (``n d^2`` flops each); same step rule.
     """
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     ks = sorted({int(k) for k in steps})
     if not ks or ks[0] < 1 or any(int(k) != k for k in steps):
         raise ValueError(f"steps must be positive integers; got {list(steps)!r}")
@@ -211,12 +207,12 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     if method == "cg" and preconditioner is None:
         preconditioner = gi.preconditioner()
     spec = gi.spec
-    Xa, y, s = _design(gi)
+    Xa, y, s = train_design(gi)
     l2 = tf.constant(float(gi.l2_reg), dtype=Xa.dtype)
     Xa_np = Xa.numpy() if spec.binary and Xa.dtype == tf.float64 else None
     theta_hat = np.asarray(gi.params, dtype=np.float64)
     D0 = np.zeros((len(groups), spec.num_params)) if start is None else \
-        _check_2d("start", start, cols=spec.num_params, rows=len(groups))
+        check_2d("start", start, cols=spec.num_params, rows=len(groups))
     out = {k: np.zeros((len(groups), spec.num_params)) for k in ks}
     for a in range(0, len(groups), chunk):
         part = groups[a:a + chunk]
@@ -235,14 +231,14 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
 def curvature_terms(gi: GroupInfluence, groups: Sequence[np.ndarray], first) -> dict[str, np.ndarray]:
     """The second-order pieces at ``theta_hat`` for each group, from ``first = H^-1 g_U`` (S, d):
     ``hu_first`` = ``H_U theta'(0)`` and ``third`` = ``T[theta'(0), theta'(0)]`` (both (S, d))."""
-    Xa, _, s = _design(gi)
+    Xa, _, s = train_design(gi)
     return {"hu_first": group_hvps(gi.spec, gi.params, Xa, s, groups, first),
             "third": third_derivative_contraction(gi.spec, gi.params, Xa, s, first)}
 
 
 def removed_fraction(gi: GroupInfluence, groups: Sequence[np.ndarray]) -> np.ndarray:
     """``p = sum_{i in U} s_i / sum_i s_i`` per group (|U| / |S| with unit weights), (S,)."""
-    w = _weights(gi)
+    w = np.ones(gi.num_train) if gi.sample_weights is None else np.asarray(gi.sample_weights, dtype=np.float64)
     return np.array([w[g].sum() for g in groups]) / w.sum()
 
 
@@ -267,12 +263,12 @@ def second_order_basu(gi: GroupInfluence, groups: Sequence[np.ndarray], group_gr
     not in ``t``, without ``T[theta', theta']``: compare :func:`second_order_exact`.
     """
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     P1 = _first(gi, groups, group_grads, first)
     p = removed_fraction(gi, groups)
     if np.any(p >= 1):
         raise ValueError(f"every group must leave some training weight (p = |U|/|S| < 1); got max p = {p.max()}")
-    Xa, _, s = _design(gi)
+    Xa, _, s = train_design(gi)
     pair = gi.inverse_hvp(group_hvps(gi.spec, gi.params, Xa, s, groups, P1).T).T   # H^-1 H_U H^-1 g_U
     D = ((1.0 - 2.0 * p)[:, None] * P1 + pair) / ((1.0 - p) ** 2)[:, None]
     return _no_gauge(D, gi.spec)
@@ -288,7 +284,7 @@ def second_order_exact(gi: GroupInfluence, groups: Sequence[np.ndarray], group_g
     Basu form leaves out).
     """
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     P1 = _first(gi, groups, group_grads, first)
     c = curvature_terms(gi, groups, P1)
     return _no_gauge(P1 + gi.inverse_hvp((c["hu_first"] - 0.5 * c["third"]).T).T, gi.spec)
@@ -298,7 +294,7 @@ def path_second_derivative(gi: GroupInfluence, groups: Sequence[np.ndarray], gro
                            first=None) -> np.ndarray:
     """``theta''(0) = H^-1 (2 H_U theta'(0) - T[theta'(0), theta'(0)])`` of the removal path, (S, d)."""
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     P1 = _first(gi, groups, group_grads, first)
     c = curvature_terms(gi, groups, P1)
     return _no_gauge(gi.inverse_hvp((2.0 * c["hu_first"] - c["third"]).T).T, gi.spec)
@@ -313,7 +309,7 @@ def point_leverage_solves(gi: GroupInfluence, chunk_bytes: int = 2 ** 27) -> tup
     """
     spec = gi.spec
     Kr, E, d = spec.num_rows, spec.ext_dim, spec.num_params
-    Xa, y, s = _design(gi)
+    Xa, y, s = train_design(gi)
     theta = tf.constant(np.asarray(gi.params, dtype=np.float64), dtype=Xa.dtype)
     Xn = Xa.numpy().astype(np.float64)
     s_np = s.numpy().astype(np.float64)
@@ -354,9 +350,9 @@ def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> n
     depend on the groups).
     """
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     spec = gi.spec
-    Xa, _, _ = _design(gi)
+    Xa, _, _ = train_design(gi)
     W, _ = point_leverage_solves(gi) if solves is None else solves
     Xn = Xa.numpy().astype(np.float64)
     # J_i w_i in the extended layout is w_i (outer) [x_i; 1]; summed over each group.
@@ -366,13 +362,13 @@ def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> n
 
 
 def actual(gi: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int = 64, method: str | None = None,
-           progress: bool | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           progress: bool | None = None) -> tuple[np.ndarray, RefitResult]:
     """``theta_{-U} - theta_hat`` from certified refits (:meth:`GroupInfluence.refit`), and the
-    refit certificates (``grad_norm``, ``grad_tol``, ``converged``, ...)."""
+    refits with their certificates (``grad_norms``, ``grad_tols``, ``converged``, ...)."""
     _check_gi(gi)
-    groups = _check_groups(groups, gi.num_train)
+    groups = check_groups(groups, gi.num_train)
     r = gi.refit(groups, chunk_size, method=method, progress=progress)
-    return r["params"] - np.asarray(gi.params, dtype=np.float64)[None, :], r
+    return r.thetas - np.asarray(gi.params, dtype=np.float64)[None, :], r
 
 
 def weighted_refit(gi: GroupInfluence, weights, rtol: float = 1e-14, max_iter: int = 100,
@@ -388,7 +384,7 @@ def weighted_refit(gi: GroupInfluence, weights, rtol: float = 1e-14, max_iter: i
     if Wt.ndim != 2 or Wt.shape[0] != gi.num_train:
         raise ValueError(f"weights must have shape ({gi.num_train}, B); got {Wt.shape}")
     spec = gi.spec
-    Xa, y, _ = _design(gi)
+    Xa, y, _ = train_design(gi)
     l2 = tf.constant(float(gi.l2_reg), dtype=Xa.dtype)
     obj = LogisticObjective(spec, Xa, y, tf.constant(Wt, dtype=Xa.dtype), l2)
     Theta = tf.tile(tf.constant(np.asarray(gi.params, dtype=np.float64)[None, :], dtype=Xa.dtype), [Wt.shape[1], 1])

@@ -1,10 +1,10 @@
 """One group-influence API: first-order, one-step Newton and actual effects of removing groups.
 
 Every influence formula behind a result key of the experiments lives in exactly one
-function of this module (the README's table "Where each result key is computed" names
-it); the experiments only choose groups, targets, phases and files.
+function of this module (docs/design.md, 'Result keys'); the experiments only choose
+groups, targets, phases and files.
 
-Notation (spec ``ss_logreg.md`` §0, README "The model"): ``L(theta) = sum_i s_i l_i(theta)
+Notation (docs/design.md, 'Objective and conventions'): ``L(theta) = sum_i s_i l_i(theta)
 + (l2_reg / 2) ||W||^2`` summed over examples, ``theta_hat`` its optimum, ``H`` the
 regularised Hessian at ``theta_hat``. For a group ``U`` (an index array) with sample
 weights ``s``: ``g_U = sum_{i in U} s_i grad l_i(theta_hat)`` and ``H_U`` the group's
@@ -14,8 +14,10 @@ Estimators of the parameter change, one per column of the paper's figures:
 
 * ``pred`` (first order): ``H^-1 g_U``;
 * ``newton`` (one-step Newton): ``(H - H_U)^-1 g_U``;
-* ``actl`` (actual): ``theta_{-U} - theta_hat`` from a certified exact refit
-  (:mod:`influence.refit`, :mod:`influence.small_refit`).
+* ``actl`` (actual): ``theta_{-U} - theta_hat`` from a certified exact refit.
+
+The Newton changes and the refits each have several routes, chosen once from the model
+and the method (:meth:`GroupInfluence.routes`, :mod:`influence.routes`).
 
 Targets: a differentiable quantity ``f`` (test losses, test margins, weighted sums of
 them, the group's own loss, the parameters). The linear influence of a parameter change
@@ -42,21 +44,23 @@ import numpy as np
 import scipy.linalg
 
 from influence import groups as _groups
-from influence import small_refit as _small
-from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
-from influence.numerics import INVERSE_VP_METHODS, densify, xy
-from influence.progress import progress_bar  # noqa: F401  (re-exported: the experiments' bars)
 from influence.downdate import DowndateBasis, uses_downdates
-from influence.refit import downdate_basis, make_preconditioner, refit_chunk, refit_chunk_cg
+from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
+from influence.newton import RefitResult, make_preconditioner
+from influence.progress import progress_bar
+from influence.refit import downdate_basis
+from influence.routes import ROUTE_METHODS as METHODS
+from influence.routes import NewtonChangeRoute, RefitRoute, choose_routes
+from influence.numerics import INVERSE_VP_METHODS, xy
 
-METHODS = ("explicit", "cg", "small")
 WHATS = ("loss", "margin", "correct")
 TARGETS = ("params", "self_loss", "self_margin", "test_losses", "test_margins", "test_loss_sum")
 ESTIMATORS = ("pred", "newton", "actl")
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_2d(name: str, A, cols: int | None = None, rows: int | None = None) -> np.ndarray:
+def check_2d(name: str, A, cols: int | None = None, rows: int | None = None) -> np.ndarray:
+    """``A`` as a 2-D array, with ``cols`` columns and ``rows`` rows when given; else ValueError."""
     A = np.asarray(A)
     if A.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array; got shape {A.shape}")
@@ -67,7 +71,8 @@ def _check_2d(name: str, A, cols: int | None = None, rows: int | None = None) ->
     return A
 
 
-def _check_groups(groups, n: int | None = None) -> list[np.ndarray]:
+def check_groups(groups, n: int | None = None) -> list[np.ndarray]:
+    """``groups`` as a list of 1-D integer index arrays with indices in ``[0, n)``; else ValueError."""
     if isinstance(groups, np.ndarray) and groups.dtype != object and groups.ndim == 1:
         raise ValueError("groups must be a sequence of index arrays (one per group); got a single 1-D array")
     out = []
@@ -112,8 +117,8 @@ def group_gradient_sums(groups: Sequence[np.ndarray], per_example, weights=None,
     stays in the dtype of ``per_example`` (float32 sums in the float32 mode, as the
     original).
     """
-    G = _check_2d("per_example", per_example)
-    groups = _check_groups(groups, G.shape[0])
+    G = check_2d("per_example", per_example)
+    groups = check_groups(groups, G.shape[0])
     w = _check_weights("weights", weights, G.shape[0])
     M = G if w is None else w[:, None] * G
     return _groups.group_sums(groups, M, M.dtype if keep_dtype else np.float64)
@@ -126,8 +131,8 @@ def self_influence(group_grads, dparams) -> np.ndarray:
     the group's parameter change (first-order ``H^-1 g_U`` gives ``subset_self_pred_infl``,
     Newton gives ``subset_self_newton_infl``).
     """
-    G = _check_2d("group_grads", group_grads)
-    D = _check_2d("dparams", dparams)
+    G = check_2d("group_grads", group_grads)
+    D = check_2d("dparams", dparams)
     if G.shape != D.shape:
         raise ValueError(f"group_grads and dparams must have the same shape; got {G.shape} and {D.shape}")
     return np.einsum("sd,sd->s", G, D)
@@ -139,8 +144,8 @@ def target_influence(dparams, target_grads) -> np.ndarray:
     ``dparams`` (S, d): one parameter change per group; ``target_grads`` (m, d): the
     gradient at ``theta_hat`` of each target.
     """
-    D = _check_2d("dparams", dparams)
-    T = _check_2d("target_grads", target_grads, cols=D.shape[1])
+    D = check_2d("dparams", dparams)
+    T = check_2d("target_grads", target_grads, cols=D.shape[1])
     return D @ T.T
 
 
@@ -149,14 +154,14 @@ def point_influence_group_sums(groups: Sequence[np.ndarray], point_influence, we
 
     ``point_influence``: array of shape (m, n) (m targets) or (n,) (one target), entry
     ``[j, i]`` the first-order influence of training point i on target j. Returns (S, m)
-    or (S,). Equals ``grad f . H^-1 g_U`` by the symmetry of H (spec ``ss_logreg.md`` §3
-    phase 8).
+    or (S,). Equals ``grad f . H^-1 g_U`` by the symmetry of H (docs/design.md, 'Phases of
+    ss_logreg').
     """
     P = np.asarray(point_influence)
     if P.ndim not in (1, 2):
         raise ValueError(f"point_influence must be 1-D (n,) or 2-D (m, n); got shape {P.shape}")
     n = P.shape[-1]
-    groups = _check_groups(groups, n)
+    groups = check_groups(groups, n)
     w = _check_weights("weights", weights, n)
     if P.ndim == 2:
         return _groups.group_sums(groups, P.T if w is None else w[:, None] * P.T)
@@ -165,7 +170,7 @@ def point_influence_group_sums(groups: Sequence[np.ndarray], point_influence, we
 
 def weighted_gradient_sum(per_example, weights, index=None) -> np.ndarray:
     """Gradient of a weighted sum of per-example quantities ``sum_{i in index} w_i grad q_i``, (d,)."""
-    G = _check_2d("per_example", per_example)
+    G = check_2d("per_example", per_example)
     w = _check_weights("weights", weights, G.shape[0])
     if index is None:
         return w @ G
@@ -183,7 +188,7 @@ def change(after, before) -> np.ndarray:
 
 def weighted_sums(values, weights, index=None) -> np.ndarray:
     """``sum_{i in index} w_i values[:, i]`` per row, (S,): a weighted-sum target from per-point values."""
-    V = _check_2d("values", values)
+    V = check_2d("values", values)
     w = _check_weights("weights", weights, V.shape[1])
     if index is None:
         return V @ w
@@ -208,7 +213,7 @@ def self_actual(after_own: Sequence[np.ndarray], before, groups: Sequence[np.nda
     sum of the differences ``w_U . (after - before_U)``.
     """
     before = np.asarray(before)
-    groups = _check_groups(groups, before.shape[0])
+    groups = check_groups(groups, before.shape[0])
     if len(after_own) != len(groups):
         raise ValueError(f"after_own must hold one array per group ({len(groups)}); got {len(after_own)}")
     w = _check_weights("weights", weights, before.shape[0])
@@ -219,7 +224,7 @@ def self_actual(after_own: Sequence[np.ndarray], before, groups: Sequence[np.nda
 
 def actual_dparams(thetas, theta_hat) -> np.ndarray:
     """Actual parameter changes ``theta_{-U} - theta_hat`` (float64), shape (S, d)."""
-    T = _check_2d("thetas", thetas)
+    T = check_2d("thetas", thetas)
     t = np.asarray(theta_hat, dtype=np.float64).reshape(-1)
     if t.shape[0] != T.shape[1]:
         raise ValueError(f"theta_hat must have length {T.shape[1]}; got {t.shape[0]}")
@@ -228,20 +233,20 @@ def actual_dparams(thetas, theta_hat) -> np.ndarray:
 
 def l2_norms(rows) -> np.ndarray:
     """Euclidean norm of each row (``subset_grad_loss_l2_norm``, ``*_dparam_l2_norm``), (S,)."""
-    return np.linalg.norm(_check_2d("rows", rows), axis=1)
+    return np.linalg.norm(check_2d("rows", rows), axis=1)
 
 
 def hessian_norms(dparams, hessian) -> np.ndarray:
     """``sqrt(D_s^T H D_s)`` per row (``*_dparam_hessian_norm``; negative rounding clipped to 0), (S,)."""
-    D = _check_2d("dparams", dparams)
-    H = _check_2d("hessian", hessian, cols=D.shape[1], rows=D.shape[1])
+    D = check_2d("dparams", dparams)
+    H = check_2d("hessian", hessian, cols=D.shape[1], rows=D.shape[1])
     return np.sqrt(np.maximum(np.einsum("sd,de,se->s", D, H, D, optimize=True), 0.0))
 
 
 def z_norms(zs, hessian) -> dict[str, np.ndarray]:
     """``z_norms`` = ``||z_i||`` and ``z_hessian_norms`` = ``sqrt(z_i^T H^-1 z_i)`` (one triangular solve)."""
-    Z = _check_2d("zs", zs)
-    H = _check_2d("hessian", hessian, cols=Z.shape[1], rows=Z.shape[1])
+    Z = check_2d("zs", zs)
+    H = check_2d("hessian", hessian, cols=Z.shape[1], rows=Z.shape[1])
     L = np.linalg.cholesky(H)
     W = scipy.linalg.solve_triangular(L, Z.T, lower=True)
     return {"z_norms": np.linalg.norm(Z, axis=1), "z_hessian_norms": np.linalg.norm(W, axis=0)}
@@ -277,7 +282,7 @@ class GroupInfluence:
         if params.shape != (d,):
             raise ValueError(f"params must have shape ({d},); got {params.shape}")
         if hessian is not None:
-            hessian = _check_2d("hessian", hessian, cols=d, rows=d)
+            hessian = check_2d("hessian", hessian, cols=d, rows=d)
         method = inverse_hvp_method or model.config["inverse_hvp_method"]
         _check_choice("inverse_hvp_method", method, INVERSE_HVP_METHODS)
         _check_choice("inverse_vp_method", inverse_vp_method, INVERSE_VP_METHODS)
@@ -305,25 +310,41 @@ class GroupInfluence:
         self.model.set_params_flat(self.params)
         return self.model
 
-    def _design(self, data, weights=None):
+    def design(self, data, weights=None):
+        """The model's tensors of ``data``: augmented design, labels, sample weights."""
         return self.model.design(data, weights)
+
+    def train_xy(self):
+        """The training inputs and labels."""
+        return xy(self.train)
+
+    def require_hessian(self) -> np.ndarray:
+        """The regularised Hessian at ``theta_hat`` (the explicit and small routes need it)."""
+        if self.hessian is None:
+            raise ValueError("hessian is required for the 'explicit' and 'small' methods; pass the "
+                             "regularised Hessian at theta_hat to GroupInfluence")
+        return self.hessian
 
     def downdate_basis(self) -> DowndateBasis | None:
         """The shared :class:`~influence.downdate.DowndateBasis` at ``theta_hat`` of the
         refits and Newton changes of models that take the downdate route
         (:func:`influence.downdate.uses_downdates`; None for the others), built once."""
         if self._basis is None and uses_downdates(self.spec):
-            Xa, _, s = self._design(self.train, self.sample_weights)
+            Xa, _, s = self.design(self.train, self.sample_weights)
             self._basis = downdate_basis(self.spec, self.params, Xa, s, self.hessian, self.l2_reg)
         return self._basis
 
-    def _method(self, method):
-        # 'fmin_ncg' (the original's solver) changes only the first-order solves: refits and
-        # Newton changes of such a run take the Newton-CG path, as for 'cg'.
+    def routes(self, method: str | None = None, preconditioner=None) -> tuple[NewtonChangeRoute, RefitRoute]:
+        """The Newton-change and refit routes of this model for ``method`` (default the
+        inverse-HVP method; ``'fmin_ncg'``, the original's solver, changes only the
+        first-order solves and takes the Newton-CG routes), chosen by
+        :func:`influence.routes.choose_routes`."""
         method = method or self.inverse_hvp_method
         method = "cg" if method == "fmin_ncg" else method
         _check_choice("method", method, METHODS)
-        return method
+        weighted = self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
+        newton, refit = choose_routes(self.spec, method, weighted)
+        return newton(self, preconditioner), refit(self, preconditioner)
 
     # ------------------------------------------------------------------ first order
     def inverse_hvp(self, V) -> np.ndarray:
@@ -340,27 +361,17 @@ class GroupInfluence:
     def first_order_dparams(self, group_grads, preconditioner=None) -> np.ndarray:
         """First-order parameter changes ``H^-1 g_U`` (``subset_pred_dparam``), shape (S, d).
 
-        With ``'cg'`` these are the Newton solver's changes for groups that remove nothing
-        from the Hessian (``H^-1 g_U``: :func:`influence.groups.newton_cg` with empty groups),
-        preconditioned (``preconditioner``, default :meth:`preconditioner`), to the same
-        relative residual ``cg_rtol``, in chunks within ``max_memory``. Plain CG on all
-        columns at once needed (n, K, S) work arrays (7.2 GB for Fashion-MNIST's 1,640
-        groups, more than the machine had) and hundreds of iterations per column.
+        With ``'cg'`` these are the Newton-CG route's changes for groups that remove nothing
+        from the Hessian (:class:`influence.routes.CGNewton` with empty groups), preconditioned
+        (``preconditioner``, default :meth:`preconditioner`), to the same relative residual
+        ``cg_rtol``, in chunks within ``max_memory``: plain CG on all columns at once would need
+        (n, K, S) work arrays.
         """
-        G = _check_2d("group_grads", group_grads, cols=self.model.num_params)
+        G = check_2d("group_grads", group_grads, cols=self.model.num_params)
         if self.inverse_hvp_method != "cg" or len(G) == 0:
             return self.inverse_hvp(G.T).T
-        return self._newton_cg([np.zeros(0, dtype=np.int64)] * len(G), G, preconditioner)
-
-    def _newton_cg(self, groups, G, preconditioner=None) -> np.ndarray:
-        """:func:`influence.groups.newton_cg` on this run (``cg_rtol``, ``cg_maxiter``,
-        ``max_memory``; ``preconditioner`` default :meth:`preconditioner`)."""
-        Xa, _, s = self._design(self.train, self.sample_weights)
-        config = self.at_optimum().config
-        return _groups.newton_cg(self.spec, self.params, Xa, s, self.l2_reg, groups, G,
-                                 tol=config["cg_rtol"], maxiter=config["cg_maxiter"],
-                                 preconditioner=preconditioner if preconditioner is not None else self.preconditioner(),
-                                 max_memory=self.max_memory)
+        newton, _ = self.routes("cg", preconditioner)
+        return newton.changes([np.zeros(0, dtype=np.int64)] * len(G), G)["newton_dparam"]
 
     def first_order_influence(self, grads, target_grads) -> np.ndarray:
         """``grads_r . H^-1 grad f_t`` for every row r of ``grads`` and target t, shape (R, m).
@@ -370,8 +381,8 @@ class GroupInfluence:
         transpose); with group gradient sums (S, d) it is each group's. ``H^-1`` is
         applied once per target (one multi-column solve).
         """
-        G = _check_2d("grads", grads, cols=self.model.num_params)
-        T = _check_2d("target_grads", target_grads, cols=self.model.num_params)
+        G = check_2d("grads", grads, cols=self.model.num_params)
+        T = check_2d("target_grads", target_grads, cols=self.model.num_params)
         return G @ self.inverse_hvp(T.T)
 
     def gradient_sums(self, data, index_sets: Sequence[np.ndarray], weights=None, margin: bool = False,
@@ -379,12 +390,11 @@ class GroupInfluence:
         """``sum_{i in T} w_i grad q_i(theta_hat)`` for every index set T, shape (len(index_sets), d).
 
         q is the loss (or, with ``margin``, the margin) on ``data``. Rows are processed in
-        chunks of ``chunk``, so the (n, d) matrix of per-example gradients is never formed
-        (MultiNLI: 392,702 x 1,803).
+        chunks of ``chunk``, so the (n, d) matrix of per-example gradients is never formed.
         """
         X, y = xy(data)
         n = X.shape[0]
-        sets = _check_groups([np.asarray(s, dtype=np.int64) for s in index_sets], n)
+        sets = check_groups([np.asarray(s, dtype=np.int64) for s in index_sets], n)
         w = _check_weights("weights", weights, n)
         if int(chunk) != chunk or chunk < 1:
             raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
@@ -401,158 +411,73 @@ class GroupInfluence:
 
     # ------------------------------------------------------------------ Newton
     def preconditioner(self):
-        """The shared Newton-CG preconditioner at ``theta_hat`` (:func:`influence.refit.make_preconditioner`).
+        """The shared Newton-CG preconditioner at ``theta_hat`` (:func:`influence.newton.make_preconditioner`).
 
         Build it once and pass it to :meth:`newton_dparams` and :meth:`refit` for ``cg``.
         """
-        Xa, _, s = self._design(self.train, self.sample_weights)
+        Xa, _, s = self.design(self.train, self.sample_weights)
         return make_preconditioner(self.spec, self.params, Xa, s, self.l2_reg)
 
     def newton_dparams(self, groups: Sequence[np.ndarray], group_grads, method: str | None = None,
                        spectrum: bool = False, progress: bool | None = None,
                        preconditioner=None) -> dict[str, np.ndarray]:
-        """One-step Newton changes ``(H - H_U)^-1 g_U`` (``subset_newton_dparam``).
-
-        ``method``: ``'explicit'`` (Woodbury or direct Cholesky per group,
-        :func:`influence.groups.newton_explicit`; with ``spectrum`` also the eigenvalues of
-        ``-H^-1 H_U``), ``'cg'`` (batched preconditioned CG, :func:`influence.groups.newton_cg`)
-        or ``'small'`` (binary models with few parameters: batched Cholesky of all
-        ``H - H_U`` in the model's dtype, :func:`influence.small_refit.group_newton_steps`).
-        Default: the inverse-HVP method. Returns ``newton_dparam`` (S, d) and, for
-        ``'explicit'`` with ``spectrum``, ``spectrum`` (S, d).
+        """One-step Newton changes ``(H - H_U)^-1 g_U`` (``subset_newton_dparam``) by the route
+        of :meth:`routes` (:mod:`influence.routes`): ``'explicit'`` (per-group Woodbury or
+        Cholesky, or downdates; with ``spectrum`` also the eigenvalues of ``-H^-1 H_U``),
+        ``'cg'`` (batched preconditioned CG) or ``'small'`` (binary models with few
+        parameters: batched Cholesky in the model's dtype). Default: the inverse-HVP method.
+        Returns ``newton_dparam`` (S, d) and, for ``'explicit'`` with ``spectrum``,
+        ``spectrum`` (S, d).
         """
-        method = self._method(method)
-        groups = _check_groups(groups, self.num_train)
-        G = _check_2d("group_grads", group_grads, cols=self.model.num_params, rows=len(groups))
-        model = self.at_optimum()
-        if method == "small":
-            X, p = self._small_design()
-            c = p * (1 - p) if self.sample_weights is None else self.sample_weights * p * (1 - p)
-            H = self._require_hessian()
-            return {"newton_dparam": _small.group_newton_steps(H, X, c, groups, G, dtype=model.config["dtype"],
-                                                               chunk=max(1, len(groups)))}
-        if method == "explicit" and self._weighted():
-            if spectrum:
-                raise ValueError("spectrum=True needs unit sample weights (influence.groups.newton_explicit); "
-                                 "got non-unit sample_weights")
-            return {"newton_dparam": self._newton_weighted(groups, G)}
-        if method == "explicit":
-            Xa, _, _ = self._design(self.train, self.sample_weights)
-            return _groups.newton_explicit(self.spec, self._require_hessian(), self.params, Xa, groups, G,
-                                           spectrum=spectrum, progress=progress, basis=self.downdate_basis())
-        return {"newton_dparam": self._newton_cg(groups, G, preconditioner)}
-
-    def _weighted(self) -> bool:
-        return self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
-
-    def _newton_weighted(self, groups, G) -> np.ndarray:
-        # influence.groups.newton_explicit forms H_U from unweighted curvature rows, so
-        # groups with non-unit sample weights are solved directly: H_U = sum_{i in U} s_i
-        # hess l_i, then (H - H_U)^-1 g_U by the configured explicit solve.
-        model = self.at_optimum()
-        H = self._require_hessian()
-        X, y = xy(self.train)
-        y = np.asarray(y).reshape(-1)
-        out = np.zeros((len(groups), model.num_params))
-        for k, g in enumerate(groups):
-            H_U = model.get_hessian((X[g], y[g]), self.sample_weights[g], 0.0)
-            out[k] = model.get_inverse_hvp(G[k], hessian_reg=H - H_U, inverse_hvp_method="explicit",
-                                           inverse_vp_method=self.inverse_vp_method)
-        return out
-
-    def _require_hessian(self) -> np.ndarray:
-        if self.hessian is None:
-            raise ValueError("hessian is required for the 'explicit' and 'small' methods; pass the "
-                             "regularised Hessian at theta_hat to GroupInfluence")
-        return self.hessian
-
-    def _small_design(self, probabilities: bool = True):
-        """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
-        if not self.spec.binary:
-            raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
-        X = densify(xy(self.train)[0])
-        p = self.at_optimum().get_predictions(X)[:, 1] if probabilities else None
-        if self.spec.fit_intercept:
-            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
-        return X, p
+        groups = check_groups(groups, self.num_train)
+        G = check_2d("group_grads", group_grads, cols=self.model.num_params, rows=len(groups))
+        newton, _ = self.routes(method, preconditioner)
+        self.at_optimum()
+        return newton.changes(groups, G, spectrum=spectrum, progress=progress)
 
     # ------------------------------------------------------------------ actual effect
     def refit(self, groups: Sequence[np.ndarray], chunk_size: int, method: str | None = None,
-              progress: bool | None = None, preconditioner=None) -> dict[str, np.ndarray]:
+              progress: bool | None = None, preconditioner=None) -> RefitResult:
         """Certified exact refits without each group (its sample weights set to 0), from ``theta_hat``.
 
-        ``method``: ``'explicit'`` (:func:`influence.refit.refit_chunk`), ``'cg'``
-        (:func:`influence.refit.refit_chunk_cg`) or ``'small'`` (binary, few parameters:
-        :func:`influence.small_refit.refit_binary_groups`); default the inverse-HVP
-        method. ``chunk_size`` groups are refitted together. Returns ``params`` (S, d),
-        ``grad_norm``, ``grad_tol`` (the certificate ``||grad L_{-U}|| <= grad_tol``),
-        ``iters``, ``hessians``, ``hvps`` and ``converged`` (S,).
+        ``method``: ``'explicit'``, ``'cg'`` or ``'small'`` (binary, few parameters), the
+        route of :meth:`routes`; default the inverse-HVP method. ``chunk_size`` groups are
+        refitted together. Returns one :class:`influence.newton.RefitResult`: ``thetas``
+        (S, d), ``grad_norms``, ``grad_tols`` (the certificate ``||grad L_{-U}|| <= grad_tol``),
+        ``iterations``, ``hessians``, ``hvps`` and ``converged`` (S,).
         """
-        method = self._method(method)
-        groups = _check_groups(groups, self.num_train)
+        groups = check_groups(groups, self.num_train)
         if int(chunk_size) != chunk_size or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}")
+        _, route = self.routes(method, preconditioner)
         model = self.at_optimum()
-        S, d = len(groups), model.num_params
-        out = {"params": np.zeros((S, d)), "grad_norm": np.zeros(S), "grad_tol": np.zeros(S),
-               "iters": np.zeros(S, dtype=np.int64), "hessians": np.zeros(S, dtype=np.int64),
-               "hvps": np.zeros(S, dtype=np.int64), "converged": np.zeros(S, dtype=bool)}
-        common = dict(rtol=model.fit_rtol, max_iter=model.config["max_newton_iter"])
-        if method == "small":
-            X, _ = self._small_design(probabilities=False)
-            y = np.asarray(xy(self.train)[1]).reshape(-1)
-            mask = self.spec.weight_mask() if self.spec.fit_intercept else None
-            spans = [(a, min(a + chunk_size, S)) for a in range(0, S, chunk_size)]
-            for a, b in progress_bar(spans, "exact refits", progress=progress):
-                r = _small.refit_binary_groups(X, y, self.sample_weights, self.l2_reg, groups[a:b], self.params,
-                                               weight_mask=mask, dtype=model.config["dtype"], chunk=b - a, **common)
-                out["params"][a:b], out["grad_norm"][a:b], out["grad_tol"][a:b] = r.thetas, r.grad_norms, r.grad_tols
-                out["iters"][a:b], out["converged"][a:b] = r.iterations, r.converged
-            return out
-        Xa, y, s = self._design(self.train, self.sample_weights)
-        if method == "cg" and preconditioner is None:
-            preconditioner = self.preconditioner()
-        for start in progress_bar(range(0, S, chunk_size), "exact refits", math.ceil(S / chunk_size), progress):
-            sel = list(range(start, min(start + chunk_size, S)))
-            if method == "explicit":
-                r = refit_chunk(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
-                                hessian_hat=self.hessian, max_memory=self.max_memory,
-                                basis=self.downdate_basis(), **common)
-                if uses_downdates(self.spec):
-                    out["hvps"][sel] = r.hvps
-            else:
-                r = refit_chunk_cg(self.spec, self.params, Xa, y, s, self.l2_reg, [groups[i] for i in sel],
-                                   preconditioner=preconditioner, cg_maxiter=model.config["cg_maxiter"],
-                                   max_memory=self.max_memory, **common)
-                out["hvps"][sel] = r.hvps
-            out["params"][sel] = r.thetas
-            out["grad_norm"][sel] = r.grad_norms
-            out["grad_tol"][sel] = r.grad_tols
-            out["iters"][sel] = r.iterations
-            out["hessians"][sel] = r.hessians
-            out["converged"][sel] = r.converged
-        return out
+        S = len(groups)
+        if S == 0:
+            return RefitResult.empty(model.num_params)
+        spans = range(0, S, chunk_size)
+        return RefitResult.concat([route.refit(groups[a:a + chunk_size])
+                                   for a in progress_bar(spans, "exact refits", len(spans), progress)])
 
     # ------------------------------------------------------------------ evaluation at many parameters
     def evaluate(self, thetas, data, what: str = "loss", chunk: int = 64) -> np.ndarray:
         """Per-example losses, margins (binary) or 0/1 correctness on ``data`` at each row of
         ``thetas``, shape (S, n) (:func:`influence.groups.batch_eval`)."""
         _check_choice("what", what, WHATS)
-        T = _check_2d("thetas", thetas, cols=self.model.num_params)
-        Xa, y, _ = self._design(data)
+        T = check_2d("thetas", thetas, cols=self.model.num_params)
+        Xa, y, _ = self.design(data)
         return _groups.batch_eval(self.spec, T, Xa, y, what, chunk=chunk, max_memory=self.max_memory)
 
     def evaluate_blocks(self, thetas, data, what: str = "loss", block: int = 64):
         """:meth:`evaluate` in blocks of ``block`` parameter rows: yields ``(start, values)``."""
         _check_choice("what", what, WHATS)
-        T = _check_2d("thetas", thetas, cols=self.model.num_params)
-        Xa, y, _ = self._design(data)
+        T = check_2d("thetas", thetas, cols=self.model.num_params)
+        Xa, y, _ = self.design(data)
         for start in range(0, T.shape[0], block):
             yield start, _groups.batch_eval(self.spec, T[start:start + block], Xa, y, what)
 
     def evaluate_own(self, thetas, groups: Sequence[np.ndarray], what: str = "loss", block: int = 64):
         """Per group s, the training values at its own points at ``thetas[s]`` (ragged list)."""
-        groups = _check_groups(groups, self.num_train)
+        groups = check_groups(groups, self.num_train)
         vals = []
         for start, values in self.evaluate_blocks(thetas, self.train, what, block):
             vals.extend(values[b, np.asarray(groups[start + b])] for b in range(values.shape[0]))
@@ -560,11 +485,9 @@ class GroupInfluence:
 
     def accuracies(self, thetas, data) -> np.ndarray:
         """Accuracy on ``data`` at each row of ``thetas``, (S,)."""
-        T = _check_2d("thetas", thetas, cols=self.model.num_params)
-        Xa, y, _ = self._design(data)
-        # Chunk by chunk: the full (S, n_test) 0/1 matrix would be 1.1 GB for hospital.
-        return np.concatenate([_groups.batch_eval(self.spec, T[i:i + 64], Xa, y, "correct").mean(axis=1)
-                               for i in range(0, T.shape[0], 64)] or [np.zeros(0)])
+        # Block by block: the full (S, n) 0/1 matrix can be large.
+        return np.concatenate([v.mean(axis=1) for _, v in self.evaluate_blocks(thetas, data, "correct")]
+                              or [np.zeros(0)])
 
     def param_influence(self, dparams, data, before, what: str = "loss", chunk: int = 64) -> np.ndarray:
         """Non-linear influence ``f(theta_hat + D_s) - f(theta_hat)`` on every point of ``data``, (S, n).
@@ -572,16 +495,16 @@ class GroupInfluence:
         ``before``: the values at ``theta_hat`` (n,). With the first-order / Newton /
         actual changes as ``dparams`` this gives the ``pparam`` / ``nparam`` / ``actl`` keys.
         """
-        D = _check_2d("dparams", dparams, cols=self.model.num_params)
+        D = check_2d("dparams", dparams, cols=self.model.num_params)
         thetas = self.params[None, :] + D
         return self.evaluate(thetas, data, what, chunk=chunk) - np.asarray(before)[None, :]
 
     def self_param_influence(self, dparams, groups: Sequence[np.ndarray], before, what: str = "loss") -> np.ndarray:
         """``sum_{i in U_s} (q_i(theta_hat + D_s)) - sum_{i in U_s} q_i(theta_hat)`` per group, (S,)."""
-        D = _check_2d("dparams", dparams, cols=self.model.num_params)
-        groups = _check_groups(groups, self.num_train)
+        D = check_2d("dparams", dparams, cols=self.model.num_params)
+        groups = check_groups(groups, self.num_train)
         _check_choice("what", what, WHATS)
-        Xa, y, _ = self._design(self.train)
+        Xa, y, _ = self.design(self.train)
         thetas = self.params[None, :] + D
         return (_groups.group_sums_at(self.spec, thetas, Xa, y, groups, what)
                 - _groups.group_sums(groups, np.asarray(before)))
@@ -594,7 +517,7 @@ class GroupInfluenceResult:
     ``refit``: the certificates of the exact refits (see :meth:`GroupInfluence.refit`)."""
 
     estimates: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    refit: dict[str, np.ndarray] = field(default_factory=dict)
+    refit: RefitResult | None = None
 
 
 def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarray], l2_reg,
@@ -622,7 +545,7 @@ def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarra
         if not model.spec.binary:
             raise ValueError("margin targets need a binary model")
     n = _num_rows(train)
-    groups = _check_groups(groups, n)
+    groups = check_groups(groups, n)
     w = _check_weights("sample_weights", sample_weights, n)
     fit_norm = float(np.linalg.norm(model.get_total_grad_loss(train, w, l2_reg)))
     tol = model.fit_rtol * max(model.grad_scale(train, w), 1.0)
@@ -646,7 +569,7 @@ def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarra
         D["newton"] = gi.newton_dparams(groups, G_S, method=method, progress=progress)["newton_dparam"]
     if "actl" in estimators:
         result.refit = gi.refit(groups, chunk_size, method=method, progress=progress)
-        D["actl"] = actual_dparams(result.refit["params"], gi.params)
+        D["actl"] = actual_dparams(result.refit.thetas, gi.params)
     test_grads = {}
     if test is not None:
         test_grads = {"test_losses": (m.get_indiv_grad_loss(test), "loss"),
@@ -662,7 +585,7 @@ def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarra
                 what = "loss" if t == "self_loss" else "margin"
                 if e == "actl":
                     before = m.get_indiv_loss(train) if what == "loss" else m.get_indiv_margin(train)
-                    after = gi.evaluate_own(result.refit["params"], groups, what)
+                    after = gi.evaluate_own(result.refit.thetas, groups, what)
                     est[e] = self_actual(after, before, groups, w)
                 else:
                     est[e] = self_influence(G_S if what == "loss" else Gm_S, Delta)
@@ -670,7 +593,7 @@ def group_influence(model: LogisticRegression, train, groups: Sequence[np.ndarra
                 T, what = test_grads[t]
                 if e == "actl":
                     before = m.get_indiv_loss(test) if what == "loss" else m.get_indiv_margin(test)
-                    vals = change(gi.evaluate(result.refit["params"], test, what), before)
+                    vals = change(gi.evaluate(result.refit.thetas, test, what), before)
                     est[e] = weighted_sums(vals, np.ones(vals.shape[1])) if t == "test_loss_sum" else vals
                 else:
                     vals = target_influence(Delta, T)

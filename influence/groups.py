@@ -1,16 +1,16 @@
-"""Group influence quantities by exact cheaper identities (spec ``ss_logreg.md`` §6).
+"""Group influence quantities by exact cheaper identities.
 
 Notation: H is the regularised Hessian at ``theta_hat`` (gauge-fixed for multinomial
 models with intercepts, see :attr:`ModelSpec.has_gauge`), ``H = L L^T`` its Cholesky
 factor, ``g_U`` the sum of the group's per-example gradients and ``H_U = Z_U^T Z_U`` the
 group's unregularised Hessian.
 
-* E2: group sums for all groups at once through a sparse incidence matrix.
-* E4: the Newton change ``(H - H_U)^{-1} g_U`` by the Woodbury identity
+* Group sums for all groups at once through a sparse incidence matrix.
+* The Newton change ``(H - H_U)^{-1} g_U`` by the Woodbury identity
   ``L^{-T}(u + Y (I - C)^{-1} Y^T u)`` with ``Y = L^{-1} Z_U^T``, ``C = Y^T Y``,
   ``u = L^{-1} g_U`` when ``r = rank(Z_U) < d``, and by a direct Cholesky of
   ``H - Z_U^T Z_U`` otherwise.
-* E5: the spectrum of ``-H^{-1} H_U`` from the smaller symmetric eigenproblem
+* The spectrum of ``-H^{-1} H_U`` from the smaller symmetric eigenproblem
   (``C`` of size r, or ``L^{-1} H_U L^{-T}`` of size d), padded with zeros to length d.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import tensorflow as tf
 
@@ -55,35 +56,21 @@ def group_sums(groups: Sequence[np.ndarray], M: np.ndarray, dtype=np.float64) ->
     return np.asarray(B @ M.reshape(M.shape[0], -1)).reshape((len(groups),) + M.shape[1:])
 
 
-def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray], G_sums,
-                    spectrum: bool = True, inverse_vp_method: str = "cholesky_lu",
-                    progress=None, basis: DowndateBasis | None = None) -> dict[str, np.ndarray]:
-    """Newton changes ``(H - H_U)^{-1} g_U`` and, optionally, the spectra of ``-H^{-1}H_U``.
-
-    ``H``: (d, d) regularised Hessian at ``theta`` (not gauge-fixed; fixed here).
-    ``G_sums``: (S, d) group gradient sums. Returns ``newton_dparam`` (S, d), with
-    ``spectrum`` the eigenvalues of ``-H^{-1} H_U`` as ``spectrum`` (S, d) sorted
-    ascending (real, in (-1, 0]), and ``route`` (S,): 0 = Woodbury, 1 = direct, 2 = Woodbury
-    through a shared Gram matrix (``basis``, a :class:`~influence.downdate.DowndateBasis`:
-    :func:`_newton_downdate`, large binary models).
-
-    The per-group work is small dense linear algebra (d x d or r x r), done with
-    LAPACK through scipy: at these sizes per-call overhead, not flops, dominates. It
-    runs with one BLAS thread: multi-threaded OpenBLAS on 128 x 128 problems spends its
-    time waking and spin-waiting threads (a 128 x 128 Cholesky took 10 ms instead of
-    0.3 ms on 2 cores next to TensorFlow's thread pool).
-    """
-    if basis is not None:
-        return _newton_downdate(spec, basis, groups, G_sums, spectrum, progress)
-    with one_blas_thread():
-        return _newton_explicit(spec, H, theta, Xa, groups, G_sums, spectrum, progress)
+def per_core_map(fn, items) -> list:
+    """``[fn(x) for x in items]`` on one thread per core, each with one BLAS thread: the
+    one pool of the package, for many independent small LAPACK calls (LAPACK releases the
+    GIL), which beat threaded LAPACK on one matrix at a time."""
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(fn, items))
 
 
-def _newton_downdate(spec: ModelSpec, basis: DowndateBasis, groups, G_sums, spectrum, progress):
-    """Route 2 of :func:`newton_explicit`: the same Woodbury identity through the shared
-    inverse and Gram matrix of ``basis`` (:mod:`influence.downdate`), for large binary
-    models: groups of 64 at a time, one matrix product with ``H^{-1}`` per batch."""
-    S, d = len(groups), spec.num_params
+def newton_downdate(basis: DowndateBasis, groups: Sequence[np.ndarray], G_sums, spectrum: bool = False,
+                    progress=None) -> dict[str, np.ndarray]:
+    """:func:`newton_explicit` through the shared inverse and Gram matrix of ``basis``
+    (:mod:`influence.downdate`, large binary models): the same Woodbury identity, groups
+    of 64 at a time, one matrix product with ``H^{-1}`` per batch; the spectra are the
+    groups' symmetric eigenproblems (:meth:`DowndateBasis.spectrum`), one per core."""
+    S, d = len(groups), basis.d
     G_sums = np.asarray(G_sums, dtype=np.float64)
     out = np.zeros((S, d))
     spec_out = np.zeros((S, d)) if spectrum else None
@@ -95,69 +82,66 @@ def _newton_downdate(spec: ModelSpec, basis: DowndateBasis, groups, G_sums, spec
                              f"{(a + np.flatnonzero(~down.ok)).tolist()}; cannot compute Newton changes")
         out[a:a + len(part)] = down.solve(G_sums[a:a + len(part)], np.arange(len(part)))
         if spectrum:
-            # Symmetric eigenproblems of the groups (sum |U|^3, 4/3 |U|^3 flops each, mostly
-            # BLAS-2): one per core with one BLAS thread each, which beats threaded LAPACK
-            # on one matrix at a time (LAPACK releases the GIL).
-            with one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                spec_out[a:a + len(part)] = list(pool.map(basis.spectrum, part))
-    result = {"newton_dparam": out, "route": np.full(S, 2, dtype=np.int64)}
-    if spectrum:
-        result["spectrum"] = spec_out
-    return result
+            spec_out[a:a + len(part)] = per_core_map(basis.spectrum, part)
+    return {"newton_dparam": out, "spectrum": spec_out} if spectrum else {"newton_dparam": out}
 
 
-def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, progress):
-    import scipy.linalg as sla
-    from tqdm.auto import tqdm
+def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray], G_sums,
+                    spectrum: bool = False, progress=None) -> dict[str, np.ndarray]:
+    """Newton changes ``(H - H_U)^{-1} g_U`` and, optionally, the spectra of ``-H^{-1}H_U``.
 
-    Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=Xa.dtype), spec).numpy().astype(np.float64)
-    try:
-        L = np.linalg.cholesky(Ht)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError("the Hessian is not positive definite; cannot compute Newton changes") from exc
-    # All factor rows at once: row blocks of Z belong to the points, in order.
-    Z_all = LogisticObjective(spec, Xa).hessian_factor_rows(tf.convert_to_tensor(theta, dtype=Xa.dtype)).numpy()
-    rows_per_point = 1 if spec.binary else spec.num_rows
-    d = spec.num_params
-    S = len(groups)
-    out = np.zeros((S, d))
-    spec_out = np.zeros((S, d)) if spectrum else None
-    route = np.zeros(S, dtype=np.int64)
-    G_sums = np.asarray(G_sums, dtype=np.float64)
-    u_gauge = spec.gauge_vector()
-    for s in tqdm(range(S), desc="newton", disable=None if progress is None else not progress, leave=False):
-        idx = np.asarray(groups[s], dtype=np.int64)
-        if rows_per_point > 1:
-            idx = (idx[:, None] * rows_per_point + np.arange(rows_per_point)[None, :]).ravel()
-        Z = Z_all[idx]  # (r, d)
-        r = Z.shape[0]
-        g = G_sums[s]
-        if r < d:
-            u = sla.solve_triangular(L, g, lower=True)
-            Y = sla.solve_triangular(L, Z.T, lower=True)  # (d, r)
-            C = Y.T @ Y
-            w = np.linalg.solve(np.eye(r) - C, Y.T @ u)
-            x = sla.solve_triangular(L, u + Y @ w, lower=True, trans="T")
+    ``H``: (d, d) regularised Hessian at ``theta`` (not gauge-fixed; fixed here); ``H_U``
+    is formed from the unweighted curvature rows (unit sample weights). ``G_sums``: (S, d)
+    group gradient sums. Returns ``newton_dparam`` (S, d) and, with ``spectrum``, the
+    eigenvalues of ``-H^{-1} H_U`` as ``spectrum`` (S, d) sorted ascending (real, in (-1, 0]).
+    A group of r < d factor rows takes the Woodbury identity, a larger one a direct
+    Cholesky of ``H - H_U``.
+
+    The per-group work is small dense linear algebra (d x d or r x r), done with LAPACK
+    through SciPy on one BLAS thread (:func:`influence.numerics.one_blas_thread`).
+    """
+    with one_blas_thread():
+        Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=Xa.dtype), spec).numpy().astype(np.float64)
+        try:
+            L = np.linalg.cholesky(Ht)
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("the Hessian is not positive definite; cannot compute Newton changes") from exc
+        # All factor rows at once: row blocks of Z belong to the points, in order.
+        Z_all = LogisticObjective(spec, Xa).hessian_factor_rows(tf.convert_to_tensor(theta, dtype=Xa.dtype)).numpy()
+        rows_per_point = 1 if spec.binary else spec.num_rows
+        d = spec.num_params
+        out = np.zeros((len(groups), d))
+        spec_out = np.zeros((len(groups), d)) if spectrum else None
+        G_sums = np.asarray(G_sums, dtype=np.float64)
+        u_gauge = spec.gauge_vector()
+        for s in progress_bar(range(len(groups)), "newton", progress=progress):
+            idx = np.asarray(groups[s], dtype=np.int64)
+            if rows_per_point > 1:
+                idx = (idx[:, None] * rows_per_point + np.arange(rows_per_point)[None, :]).ravel()
+            Z = Z_all[idx]  # (r, d)
+            r = Z.shape[0]
+            g = G_sums[s]
+            if r < d:
+                u = sla.solve_triangular(L, g, lower=True)
+                Y = sla.solve_triangular(L, Z.T, lower=True)  # (d, r)
+                C = Y.T @ Y
+                w = np.linalg.solve(np.eye(r) - C, Y.T @ u)
+                x = sla.solve_triangular(L, u + Y @ w, lower=True, trans="T")
+                if spectrum:
+                    ev = np.linalg.eigvalsh(C)
+            else:
+                H_U = Z.T @ Z  # the one O(r d^2) product; everything else is O(d^3)
+                x = spd_solve(Ht - H_U, g)
+                if spectrum:
+                    W = sla.solve_triangular(L, H_U, lower=True)
+                    ev = np.linalg.eigvalsh(sla.solve_triangular(L, W.T, lower=True))
+            out[s] = x - u_gauge * (u_gauge @ x)
             if spectrum:
-                ev = np.linalg.eigvalsh(C)
-        else:
-            route[s] = 1
-            H_U = Z.T @ Z  # the one O(r d^2) product; everything else is O(d^3)
-            M = Ht - H_U
-            x = spd_solve(M, g)
-            if spectrum:
-                W = sla.solve_triangular(L, H_U, lower=True)
-                ev = np.linalg.eigvalsh(sla.solve_triangular(L, W.T, lower=True))
-        out[s] = x - u_gauge * (u_gauge @ x)
-        if spectrum:
-            vals = np.zeros(d)
-            ev = np.clip(ev, 0.0, None)  # eigenvalues of a PSD matrix; drop -eps noise
-            vals[:len(ev)] = -ev
-            spec_out[s] = np.sort(vals)
-    result = {"newton_dparam": out, "route": route}
-    if spectrum:
-        result["spectrum"] = spec_out
-    return result
+                vals = np.zeros(d)
+                ev = np.clip(ev, 0.0, None)  # eigenvalues of a PSD matrix; drop -eps noise
+                vals[:len(ev)] = -ev
+                spec_out[s] = np.sort(vals)
+    return {"newton_dparam": out, "spectrum": spec_out} if spectrum else {"newton_dparam": out}
 
 
 def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
@@ -166,7 +150,7 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
     """Newton changes ``(H - H_U)^{-1} g_U`` by preconditioned CG, batched over groups.
 
     One CG iteration for a chunk of groups is two matrix products with the design
-    (:meth:`influence.refit._Batch.hvp`); ``preconditioner`` is shared by all groups
+    (:meth:`influence.objective.LogisticObjective.hvp`); ``preconditioner`` is shared by all groups
     (default :func:`influence.newton.make_preconditioner` at ``theta``). Each solve
     stops at relative residual ``tol``. At most ``chunk`` groups at a time, fewer when
     their (n, K') work arrays would exceed ``max_memory`` bytes.

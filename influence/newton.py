@@ -11,9 +11,9 @@ operator, the strategies share one interface (:class:`NewtonStrategy`):
 * :class:`ExplicitNewton`: a fresh Hessian at every iterate, solved by Cholesky with the
   one LU fall-back (:func:`influence.numerics.spd_solve`); the certified fit and the
   small-problem refits.
-* :class:`ChordNewton`: the factor of the Hessian at an earlier iterate, reused while it
-  cuts the gradient norm fourfold (chord steps), then CG on the exact Hessian
-  preconditioned by that factor, then a fresh Hessian (the explicit refits).
+* :class:`Chord` (:class:`ChordNewton`, :class:`DowndateChord`): the Hessian at an earlier
+  iterate, reused while it cuts the gradient norm fourfold (chord steps), then CG on the
+  exact Hessian preconditioned by it, then a fresh Hessian (the explicit refits).
 * :class:`NewtonCG`: CG on exact Hessian-vector products with a fixed preconditioner
   (:func:`make_preconditioner`), to an inexact-Newton forcing tolerance (models too
   large for explicit Hessians; also the one-step Newton approximations by CG).
@@ -21,24 +21,24 @@ operator, the strategies share one interface (:class:`NewtonStrategy`):
 Step rules: :func:`certified_step` (full step if it cuts the gradient norm by 10 %,
 else Armijo on the objective), :func:`gradient_norm_backtracking` (backtracking on the
 gradient norm) and :func:`armijo_step` (Armijo on the objective, one problem at a time).
+
+Preconditioners of the CG steps share one interface (:class:`Preconditioner`) and one
+float32 rule (:func:`use_float32`); :func:`make_preconditioner` chooses the fixed one.
 """
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 import tensorflow as tf
 
 from influence import objective as K
-from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.numerics import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors, one_blas_thread,
                                 preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve, to_numpy)
-
-logger = logging.getLogger(__name__)
-
+from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 
 @dataclass
 class FitResult:
@@ -67,6 +67,23 @@ class RefitResult:
     hvps: np.ndarray | None = None  # Hessian-vector products spent in CG
     history: list | None = None     # gradient norms (B,) after each accepted iteration
     stalled: np.ndarray | None = None  # bool: stopped at the floating-point floor
+
+    @classmethod
+    def empty(cls, d: int) -> "RefitResult":
+        """The result of no problems."""
+        ints, flags = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+        return cls(np.zeros((0, d)), np.zeros(0), np.zeros(0), ints, ints, flags, np.zeros((0, d)), flags, ints)
+
+    @classmethod
+    def concat(cls, results: list["RefitResult"]) -> "RefitResult":
+        """One result from the results of consecutive chunks of problems (no history)."""
+        if len(results) == 1:
+            return results[0]
+        fields = {}
+        for name in cls.__dataclass_fields__:
+            parts = [getattr(r, name) for r in results]
+            fields[name] = None if any(p is None for p in parts) or name == "history" else np.concatenate(parts)
+        return cls(**fields)
 
 
 def certify(grad_norms, grad_tols, what: str = "refits", iterations=None, stalled=None,
@@ -326,9 +343,8 @@ class NewtonCG(NewtonStrategy):
     ``margin``: a problem whose gradient norm is above its certificate ``tol`` (known
     from the first accepted step on) is not asked for a smaller residual than the one
     that reaches ``margin * tol`` after a full step: the last Newton step of a refit
-    no longer over-solves (on Fashion-MNIST its CG iterations fell from 11-15 to 3-11,
-    14-17% of all Hessian-vector products; :func:`influence.refit.refit_chunk_cg` uses
-    0.1). The certificate itself is unchanged: a step that misses it is followed by
+    does not over-solve (:func:`influence.refit.refit_chunk_cg` uses 0.1). The
+    certificate itself is unchanged: a step that misses it is followed by
     another Newton step. 0 (the default, e.g. for the model's fit) turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
@@ -357,7 +373,7 @@ class NewtonCG(NewtonStrategy):
         if self.preconditioner is None:
             # float64 factor: the model's fit (which builds its own) stays as it was.
             self.preconditioner = make_preconditioner(objective.spec, Theta[0], objective.Xa, objective.S[:, 0],
-                                                      float(objective.l2), single=False)
+                                                      float(objective.l2), float32=False)
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
@@ -382,96 +398,124 @@ class NewtonCG(NewtonStrategy):
         return stalled
 
 
-def _chord_cg_rtol(gnorm, scale):
-    """The relative CG residual of the chord strategies' Newton-CG steps:
-    ``min(0.1, sqrt(||grad|| / scale))``, at least 1e-15."""
-    return np.maximum(np.minimum(0.1, np.sqrt(gnorm / scale)), 1e-15)
+class Chord(NewtonStrategy):
+    """Newton with a reused chord matrix per problem (the explicit refits).
 
-
-class ChordNewton(NewtonStrategy):
-    """Newton with factor reuse (the explicit refits, :func:`influence.refit.refit_chunk`).
-
-    Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
-    theta_hat, or of the Hessians at the start when None (the certified fit of large
-    binary models). A problem keeps the Cholesky factor of its last Hessian while steps with
-    it cut the gradient norm at least by ``reuse_factor`` (chord steps); when progress
-    slows, the next steps are CG on the exact Hessian preconditioned by that same factor;
-    when those are slow too (or their CG fails, or a step fails with a stale factor) the
-    Hessian is recomputed at the iterate, ``hess_chunk`` problems at a time.
-    ``float32_preconditioner``: the CG steps' triangular solves in float32 (large models).
+    A problem keeps its chord matrix (the Hessian at an earlier iterate, or ``H_hat - H_U``
+    at theta_hat) while steps with it cut the gradient norm at least by ``reuse_factor``
+    (chord steps); when progress slows, the next steps are CG on the exact Hessian
+    preconditioned by that same matrix (:meth:`preconditioner`); when those are slow too,
+    or their CG fails, or a step fails with a stale matrix, the problem gets a fresh
+    Hessian at its iterate (:meth:`refresh`). Subclasses say how the chord matrix is held
+    and solved (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
     """
 
-    def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
-                 float32_preconditioner: bool = False):
-        self.Hs, self.reuse_factor, self.hess_chunk, self.cg_maxiter = start_hessians, reuse_factor, hess_chunk, cg_maxiter
+    def __init__(self, reuse_factor: float = 0.25, cg_maxiter: int = 20, float32_preconditioner: bool | None = None):
+        self.reuse_factor, self.cg_maxiter = reuse_factor, cg_maxiter
         self.float32_preconditioner = float32_preconditioner
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         B = objective.B
-        if self.Hs is None:  # no start Hessians given: the Hessians at the start
-            self.Hs = objective.hessians(Theta)
-            self.hessians += 1
-        self.Ls, self.ok = cholesky_factors(self.Hs)
-        self.fresh = np.ones(B, dtype=bool)     # factor computed at the current iterate
-        self.cg_mode = np.zeros(B, dtype=bool)  # next step by CG preconditioned by the factor
+        if self.float32_preconditioner is None:
+            self.float32_preconditioner = use_float32(objective.spec.num_params)
+        self.fresh = np.ones(B, dtype=bool)     # chord matrix taken at the current iterate
+        self.cg_mode = np.zeros(B, dtype=bool)  # next step by CG preconditioned by the chord matrix
         self.cg_failed = np.zeros(B, dtype=bool)
+        self.retry = np.zeros(B, dtype=bool)
+
+    def chord_steps(self, objective, G, rows: np.ndarray) -> tf.Tensor:
+        """(B, d) steps whose rows ``rows`` are the chord solves of G's (others arbitrary)."""
+        raise NotImplementedError
+
+    def preconditioner(self, rows: np.ndarray) -> "Preconditioner":
+        """The chord matrices of the problems ``rows`` as a CG preconditioner."""
+        raise NotImplementedError
+
+    def refresh(self, objective, Theta, rows: np.ndarray) -> None:
+        """Fresh Hessians (and their factors) at ``Theta`` for the problems ``rows``."""
+        raise NotImplementedError
+
+    def exact_chords(self, B: int) -> np.ndarray:
+        """Problems whose fresh chord matrix is an exact Hessian: a failed step there is the floor."""
+        return np.ones(B, dtype=bool)
+
+    def slow_cg(self, ratio, t) -> np.ndarray:
+        """CG-mode problems that call for a fresh Hessian after an accepted step."""
+        return self.cg_failed
 
     def directions(self, objective, Theta, G, gnorm, active):
-        step = _project_rows(solve_with_factors(self.Ls, self.ok, self.Hs, G[:, :, None])[:, :, 0], objective.spec)
+        step = self.chord_steps(objective, G, np.flatnonzero(active & ~self.cg_mode))
         cgr = np.flatnonzero(active & self.cg_mode)
         self.cg_failed = np.zeros(objective.B, dtype=bool)
         if cgr.size:
-            step_c, its, conv = self._factor_cg_steps(objective, Theta, G, gnorm, cgr)
+            eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[cgr] / self.scale[cgr])), 1e-15)  # relative residual
+            step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), tf.gather(G, cgr).numpy(),
+                                        self.preconditioner(cgr), eta, self.cg_maxiter)
             step = tf.tensor_scatter_nd_update(step, cgr[:, None], step_c)
-            self.hvps[cgr] += its
-            self.cg_failed[cgr[~conv]] = True
+            self.hvps[cgr] += res.iterations
+            self.cg_failed[cgr[~res.converged]] = True
+        # A failed chord solve (NaN) leaves a non-finite step: the search rejects it and the
+        # problem gets a fresh Hessian (rejected / update).
         return tf.where(active[:, None], step, tf.zeros_like(step))
 
-    def _factor_cg_steps(self, objective, Theta, G, gnorm, rows):
-        """Newton directions at ``Theta[rows]`` by CG on the exact Hessians, each
-        preconditioned by the problem's own (stale) factor; returns (steps, iterations,
-        converged). Relative residual ``min(0.1, sqrt(||grad|| / scale))``."""
-        Ls = self.Ls
-        Ls_r = tf.gather(Ls, rows) if len(rows) < int(Ls.shape[0]) else Ls
-        if self.float32_preconditioner:
-            # Half the memory traffic of the triangular solves that bound a CG iteration;
-            # the preconditioner stays SPD within about 1e-6 (the steps are certified).
-            Ls_r = tf.cast(Ls_r, tf.float32)
-        failed = ~np.asarray(self.ok)[rows]  # identity factors: CG runs unpreconditioned there
-        d = int(Ls.shape[-1])
-
-        def precond(R, idx):
-            # All rows in one batched solve (reading the factors once) rather than a gather
-            # of the factors of the rows still iterating, which would copy them.
-            full = np.zeros((len(rows), d))
-            full[idx] = R
-            out = tf.linalg.cholesky_solve(Ls_r, tf.constant(full[:, :, None], dtype=Ls_r.dtype))[:, :, 0].numpy()
-            out = out.astype(np.float64)
-            out[failed] = full[failed]
-            return out[idx]
-
-        eta = _chord_cg_rtol(gnorm[rows], self.scale[rows])
-        steps, res = cg_directions(objective.columns(rows), tf.gather(Theta, rows), tf.gather(G, rows).numpy(),
-                                   precond, eta, self.cg_maxiter)
-        return steps, res.iterations, res.converged
-
     def rejected(self, active, good) -> np.ndarray:
-        # A failed step with a stale factor gets a fresh Hessian and another try; only a
-        # failure with a fresh Hessian means the floating-point floor.
+        # A failed step with a stale chord matrix gets a fresh Hessian and another try; only
+        # a failure with a fresh exact Hessian means the floating-point floor.
         self.retry = active & ~good & ~self.fresh
-        return active & ~good & self.fresh
+        return active & ~good & self.fresh & self.exact_chords(len(good))
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
         unfinished = good & (gnorm > tols)
         slow_chord = unfinished & ~self.cg_mode & ((ratio > self.reuse_factor) | (t < 1.0))
-        slow_cg = unfinished & self.cg_mode & ((ratio > 0.5) | (t < 1.0) | self.cg_failed)
-        need = slow_cg | self.retry
+        slow_cg = unfinished & self.cg_mode & self.slow_cg(ratio, t)
+        # A step that failed with a fresh chord matrix that is not an exact Hessian (e.g. a
+        # downdate that is not positive definite) also gets a fresh Hessian.
+        failed_start = active & ~good & self.fresh & ~self.exact_chords(objective.B)
+        need = slow_cg | self.retry | failed_start
         self.cg_mode = (self.cg_mode | slow_chord) & ~need
         self.fresh = np.where(good, False, self.fresh)
-        for idx in np.array_split(np.flatnonzero(need), max(1, int(np.ceil(need.sum() / self.hess_chunk)))):
-            if len(idx) == 0:
-                continue
+        rows = np.flatnonzero(need)
+        if rows.size:
+            self.refresh(objective, Theta, rows)
+            self.hessians[rows] += 1
+            self.fresh[rows] = True
+
+
+class ChordNewton(Chord):
+    """:class:`Chord` with a Cholesky factor per problem (the explicit refits,
+    :func:`influence.refit.refit_chunk`, and the fit of large binary models).
+
+    Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
+    theta_hat, or of the Hessians at the start when None. CG steps are also taken when a
+    chord step cuts the gradient norm by less than half; fresh Hessians are formed
+    ``hess_chunk`` problems at a time.
+    """
+
+    def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
+                 float32_preconditioner: bool | None = None):
+        super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
+        self.Hs, self.hess_chunk = start_hessians, hess_chunk
+
+    def start(self, objective, Theta, G, gnorm, scale) -> None:
+        super().start(objective, Theta, G, gnorm, scale)
+        if self.Hs is None:  # no start Hessians given: the Hessians at the start
+            self.Hs = objective.hessians(Theta)
+            self.hessians += 1
+        self.Ls, self.ok = cholesky_factors(self.Hs)
+
+    def chord_steps(self, objective, G, rows):
+        # All problems in one batched solve (the inactive rows are masked by the caller).
+        return _project_rows(solve_with_factors(self.Ls, self.ok, self.Hs, G[:, :, None])[:, :, 0], objective.spec)
+
+    def preconditioner(self, rows):
+        return BatchedCholeskyPreconditioner(self.Ls, self.ok, rows, self.float32_preconditioner)
+
+    def slow_cg(self, ratio, t):
+        return (ratio > 0.5) | (t < 1.0) | self.cg_failed
+
+    def refresh(self, objective, Theta, rows):
+        for idx in np.array_split(rows, max(1, int(np.ceil(len(rows) / self.hess_chunk)))):
             if len(idx) == objective.B:
                 # Every problem at once: replace instead of scattering (no (B, d, d) copies).
                 self.Hs = self.Ls = None
@@ -483,96 +527,57 @@ class ChordNewton(NewtonStrategy):
                 self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
                 self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
                 self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
-            self.hessians[idx] += 1
-            self.fresh[idx] = True
 
 
-class DowndateChord(NewtonStrategy):
-    """:class:`ChordNewton` without a (d, d) matrix per problem (the explicit refits of
-    large binary models, :func:`influence.refit.refit_chunk`).
+class DowndateChord(Chord):
+    """:class:`Chord` without a (d, d) matrix per problem (the explicit refits of large
+    binary models, :func:`influence.refit.refit_chunk_downdate`).
 
     The chord matrix of problem b is ``H_hat - H_U`` at theta_hat, applied exactly through
-    the Woodbury identity (:class:`influence.downdate.GroupDowndates`, ``downdates``).
-    Chord steps are kept while they cut the gradient norm by ``reuse_factor``; then CG on
-    the exact Hessian preconditioned by the chord matrix; when that is slow too (or a step
-    fails), the problem gets a fresh explicit Hessian at its iterate and its own Cholesky
-    factor, used as ChordNewton uses its factors (rare: the chord matrix is the exact
-    Hessian at the start).
+    the Woodbury identity (:class:`influence.downdate.GroupDowndates`, ``downdates``). A
+    problem that needs a fresh Hessian gets its own Cholesky factor, used from then on as
+    :class:`ChordNewton` uses its factors (rare: the chord matrix is the exact Hessian at
+    the start).
     """
 
-    def __init__(self, downdates, reuse_factor: float = 0.25, cg_maxiter: int = 20):
-        self.downdates, self.reuse_factor, self.cg_maxiter = downdates, reuse_factor, cg_maxiter
+    def __init__(self, downdates, reuse_factor: float = 0.25, cg_maxiter: int = 20,
+                 float32_preconditioner: bool | None = None):
+        super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
+        self.downdates = downdates
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
-        B = objective.B
-        self.own = {}                           # problem -> Cholesky factor of a fresh Hessian
-        self.fresh = np.ones(B, dtype=bool)     # chord matrix / factor taken at the current iterate
-        self.cg_mode = np.zeros(B, dtype=bool)
-        self.cg_failed = np.zeros(B, dtype=bool)
-        self.retry = np.zeros(B, dtype=bool)
+        self.own = {}  # problem -> solve with the Cholesky factor of a fresh Hessian
 
-    def _has_own(self, rows) -> np.ndarray:
-        """Which problems of ``rows`` have their own factor (a fresh Hessian's)."""
-        return np.array([int(j) in self.own for j in rows], dtype=bool)
+    def exact_chords(self, B):
+        return np.array([j in self.own for j in range(B)], dtype=bool)
 
-    def _solve(self, R: np.ndarray, rows: np.ndarray, precise: bool = True) -> np.ndarray:
+    def solve(self, R: np.ndarray, rows: np.ndarray, float32: bool = False) -> np.ndarray:
         """The problems' chord solves for the rows of R (problem ``rows[k]`` for row k);
-        ``precise=False`` for the CG preconditioner (:meth:`GroupDowndates.solve`)."""
+        ``float32``: the downdates' products with ``H^{-1}`` in float32 (a preconditioner)."""
         rows = np.asarray(rows, dtype=np.int64)
-        own = self._has_own(rows)
+        own = np.array([int(j) in self.own for j in rows], dtype=bool)
         out = np.empty_like(R)
         if (~own).any():
-            out[~own] = self.downdates.solve(R[~own], rows[~own], precise)
+            out[~own] = self.downdates.solve(R[~own], rows[~own], not float32)
         for k in np.flatnonzero(own):
             out[k] = self.own[int(rows[k])](R[k])
         return out
 
-    def directions(self, objective, Theta, G, gnorm, active):
-        B = objective.B
-        steps = np.zeros((B, objective.spec.num_params))
-        chord = np.flatnonzero(active & ~self.cg_mode)
-        G_np = G.numpy()
-        if chord.size:
-            steps[chord] = self._solve(G_np[chord], chord)
-        cgr = np.flatnonzero(active & self.cg_mode)
-        self.cg_failed = np.zeros(B, dtype=bool)
-        if cgr.size:
-            eta = _chord_cg_rtol(gnorm[cgr], self.scale[cgr])
-            step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), G_np[cgr],
-                                        lambda R, idx: self._solve(R, cgr[idx], False), eta, self.cg_maxiter)
-            steps[cgr] = step_c.numpy()
-            self.hvps[cgr] += res.iterations
-            self.cg_failed[cgr[~res.converged]] = True
-        # A failed downdate (NaN) leaves a non-finite step: the search rejects it and the
-        # problem gets a fresh Hessian (rejected / update).
-        return tf.constant(steps, dtype=Theta.dtype)
+    def chord_steps(self, objective, G, rows):
+        steps = np.zeros((objective.B, objective.spec.num_params))
+        if rows.size:
+            steps[rows] = self.solve(G.numpy()[rows], rows)
+        return tf.constant(steps, dtype=G.dtype)
 
-    def rejected(self, active, good) -> np.ndarray:
-        self.retry = active & ~good & ~self.fresh
-        return active & ~good & self.fresh & self._has_own(range(len(good)))
+    def preconditioner(self, rows):
+        return ChordSolvePreconditioner(self.solve, rows, self.float32_preconditioner)
 
-    def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
-        unfinished = good & (gnorm > tols)
-        slow_chord = unfinished & ~self.cg_mode & ((ratio > self.reuse_factor) | (t < 1.0))
-        # CG steps are inexact Newton steps whatever the preconditioner (the gradient norm
-        # may grow on an accepted step far from the optimum, as in any damped Newton
-        # method): only a CG run that did not converge calls for a fresh Hessian (here a
-        # Hessian with its factor costs about a hundred CG iterations).
-        slow_cg = unfinished & self.cg_mode & self.cg_failed
-        # A step that failed with the downdate at the start (fresh, but not an own factor:
-        # e.g. a non-positive-definite downdate) also gets a fresh Hessian.
-        failed_start = active & ~good & self.fresh & ~self._has_own(range(objective.B))
-        need = slow_cg | self.retry | failed_start
-        self.cg_mode = (self.cg_mode | slow_chord) & ~need
-        self.fresh = np.where(good, False, self.fresh)
-        for j in np.flatnonzero(need):  # one (d, d) Hessian at a time
+    def refresh(self, objective, Theta, rows):
+        for j in rows:  # one (d, d) Hessian at a time
             H = objective.columns(np.array([j])).hessians(Theta[j:j + 1])[0].numpy()
             self.own[int(j)] = spd_factor(H)
             del H
-            self.hessians[j] += 1
-            self.fresh[j] = True
-
 
 # ------------------------------------------------------------------ the loop
 
@@ -637,25 +642,61 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
 
 # ------------------------------------------------------------------ preconditioners
 
-class CholeskyPreconditioner:
-    """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
-    Cholesky factor: ``precond(R)`` solves ``M Z^T = R^T`` for the rows of R."""
+# The one float32 rule of the preconditioners: from this many parameters on, their factors
+# (or the downdates' products with H^{-1}) are applied in float32. Applying a (d, d) factor
+# to the few rows of a CG iteration is bound by memory traffic, which float32 halves; the
+# preconditioner only steers CG (the float64 residuals, Hessian-vector products and
+# certificates are unchanged), and its relative error of about 1e-6 costs at most an
+# occasional CG iteration. Below this size applying it costs little next to the
+# Hessian-vector products.
+FLOAT32_MIN_PARAMS = 1024
 
-    def __init__(self, H, spec: ModelSpec):
-        import scipy.linalg
+
+def use_float32(num_params: int) -> bool:
+    """Whether a preconditioner of a model with ``num_params`` parameters is applied in
+    float32 (:data:`FLOAT32_MIN_PARAMS`)."""
+    return num_params >= FLOAT32_MIN_PARAMS
+
+
+class Preconditioner:
+    """A fixed SPD approximation ``M_j`` of the Hessian of each problem j of a batch:
+    ``precond(R, rows)`` returns the float64 rows ``M_j^{-1} R[k]`` (``j = rows[k]``; one
+    shared ``M`` ignores ``rows``). The factors are computed in float64 when the object is
+    built (the fit) and applied by :meth:`solve`, in float32 when ``float32`` is set
+    (:func:`use_float32`)."""
+
+    float32 = False
+
+    @property
+    def dtype(self):
+        return np.float32 if self.float32 else np.float64
+
+    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
+        return np.asarray(self.solve(np.asarray(R), rows), dtype=np.float64)
+
+    def solve(self, R: np.ndarray, rows) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CholeskyPreconditioner(Preconditioner):
+    """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
+    Cholesky factor."""
+
+    def __init__(self, H, spec: ModelSpec, float32: bool | None = None):
         H = K.gauge_fix(tf.convert_to_tensor(np.asarray(H, dtype=np.float64)), spec).numpy()
         try:
-            self._factor = scipy.linalg.cho_factor(H, lower=True, check_finite=True)
+            c, lower = scipy.linalg.cho_factor(H, lower=True, check_finite=True)
         except np.linalg.LinAlgError as exc:
             raise NotPositiveDefiniteError(
                 f"the preconditioner Hessian (shape {H.shape}) is not positive definite: {exc}") from exc
-        self._solve = scipy.linalg.cho_solve
+        self.float32 = use_float32(spec.num_params) if float32 is None else float32
+        self._factor = (c.astype(self.dtype, copy=False), lower)
 
-    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
-        return self._solve(self._factor, R.T, check_finite=False).T
+    def solve(self, R, rows):
+        return scipy.linalg.cho_solve(self._factor, R.T.astype(self.dtype, copy=False), check_finite=False).T
 
 
-class BlockDiagonalPreconditioner:
+class BlockDiagonalPreconditioner(Preconditioner):
     """The class-diagonal blocks of the regularised Hessian at one parameter vector.
 
     Block k (size E) is ``Xa^T diag(s p_k (1 - p_k)) Xa + l2 I_w``, the Hessian with the
@@ -664,10 +705,10 @@ class BlockDiagonalPreconditioner:
     default for models too large for explicit Hessians.
     """
 
-    def __init__(self, spec: ModelSpec, theta, Xa, s, l2_reg):
-        import scipy.linalg
+    def __init__(self, spec: ModelSpec, theta, Xa, s, l2_reg, float32: bool | None = None):
         self.spec = spec
-        Xn = to_numpy(Xa, np.float64)
+        self.float32 = use_float32(spec.num_params) if float32 is None else float32
+        Xn = np.asarray(Xa.numpy() if hasattr(Xa, "numpy") else Xa, dtype=np.float64)
         theta = tf.convert_to_tensor(np.asarray(theta, dtype=np.float64))
         c = LogisticObjective(spec, tf.constant(Xn)).curvature(theta[None])[:, 0].numpy()
         s = np.asarray(s, dtype=np.float64).reshape(-1)
@@ -682,68 +723,75 @@ class BlockDiagonalPreconditioner:
             # A tiny diagonal shift keeps the factor defined when a block is singular
             # (l2_reg = 0, a constant feature); a preconditioner need not be exact.
             Hk[np.diag_indices(E)] += 1e-12 * max(float(np.trace(Hk)) / E, 1e-300)
-            self._factors.append(scipy.linalg.cho_factor(Hk, lower=True))
-        self._solve = scipy.linalg.cho_solve
+            c, lower = scipy.linalg.cho_factor(Hk, lower=True)
+            self._factors.append((c.astype(self.dtype, copy=False), lower))
         self._inv, self._perm = spec.ext_inverse_permutation(), spec.ext_permutation()
 
-    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
+    def solve(self, R, rows):
         b, Kr, E = R.shape[0], self.spec.num_rows, self.spec.ext_dim
-        R_ext = R[:, self._inv].reshape(b, Kr, E)
+        R_ext = R[:, self._inv].reshape(b, Kr, E).astype(self.dtype, copy=False)
         out = np.empty_like(R_ext)
         for k, f in enumerate(self._factors):
-            out[:, k] = self._solve(f, R_ext[:, k].T, check_finite=False).T
+            out[:, k] = scipy.linalg.cho_solve(f, R_ext[:, k].T, check_finite=False).T
         return out.reshape(b, Kr * E)[:, self._perm]
 
 
-class SingleCholeskyPreconditioner(CholeskyPreconditioner):
-    """:class:`CholeskyPreconditioner` whose factor (computed in float64) is stored and
-    applied in float32. Applying a (d, d) factor to a few rows is memory-bound (at
-    d = 7,850 it took 20-30% of a Fashion-MNIST refit's time): half the bytes made it
-    twice as fast (0.28 s instead of 0.59 s for 16 rows, measured under load). The
-    preconditioner only steers CG: the float64 residuals, Hessian-vector products and the
-    certificate are unchanged (its relative error, about 4e-7 there, cost a CG iteration
-    now and then)."""
+class BatchedCholeskyPreconditioner(Preconditioner):
+    """Each problem's own Cholesky factor (the stale factors of :class:`ChordNewton`):
+    ``Ls`` (B, d, d) with ``ok`` (B,) False where the factor failed (CG then runs
+    unpreconditioned there), for the problems ``problems``."""
 
-    def __init__(self, H, spec: ModelSpec):
-        super().__init__(H, spec)
-        c, lower = self._factor
-        self._factor = (c.astype(np.float32), lower)
+    def __init__(self, Ls, ok, problems: np.ndarray, float32: bool):
+        self.float32 = float32
+        Ls = tf.gather(Ls, problems) if len(problems) < int(Ls.shape[0]) else Ls
+        self.Ls = tf.cast(Ls, tf.float32) if float32 else Ls
+        self.failed = ~np.asarray(ok)[problems]
 
-    def __call__(self, R: np.ndarray, rows=None) -> np.ndarray:
-        return self._solve(self._factor, R.T.astype(np.float32), check_finite=False).T.astype(np.float64)
+    def solve(self, R, rows):
+        # All problems in one batched solve (reading the factors once) rather than a
+        # gather of the factors of the rows still iterating, which would copy them.
+        full = np.zeros((len(self.failed), int(self.Ls.shape[-1])))
+        full[rows] = R
+        out = tf.linalg.cholesky_solve(self.Ls, tf.constant(full[:, :, None], dtype=self.Ls.dtype))[:, :, 0].numpy()
+        out = out.astype(np.float64)
+        out[self.failed] = full[self.failed]
+        return out[rows]
+
+
+class ChordSolvePreconditioner(Preconditioner):
+    """The chord solves ``solve(R, problems, float32)`` of :class:`DowndateChord` for the
+    problems ``problems`` (their products with ``H^{-1}`` in float32 when ``float32``)."""
+
+    def __init__(self, solve, problems: np.ndarray, float32: bool):
+        self._solve, self.problems, self.float32 = solve, problems, float32
+
+    def solve(self, R, rows):
+        return self._solve(np.asarray(R, dtype=np.float64), self.problems[rows], self.float32)
 
 
 PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")
-# From this many parameters on, make_preconditioner's Cholesky factors are applied in
-# float32 (SingleCholeskyPreconditioner); below, applying them costs little next to the
-# Hessian-vector products.
-SINGLE_PRECISION_MIN_PARAMS = 4000
 # Below this many flops (rows x d^2), make_preconditioner forms its Hessian on one BLAS
-# thread: measured by scripts/benchmark_refits.py next to TensorFlow's thread pool, two
-# threads made NumPy's syrk 3x slower on hospital (20,000 x 129, 3.3e8) and 32x slower on
-# digits (1,437 x 650, 6.1e8); at spam's size (4.5e10) one thread was no faster.
+# thread: next to TensorFlow's thread pool, threaded BLAS on such small products mostly
+# waits for its threads.
 PIN_HESSIAN_MAX_FLOPS = 1e10
 
 
 def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto",
                         max_rows: int = 10000, max_params: int = 12000, seed: int = 0,
-                        single: bool | None = None):
-    """A fixed preconditioner for :func:`refit_chunk_cg` built at ``theta`` (usually theta_hat).
+                        float32: bool | None = None) -> Preconditioner:
+    """The one choice of the fixed preconditioner of the Newton-CG routes, built at ``theta``
+    (usually theta_hat).
 
     * ``'hessian'``: Cholesky of the full regularised Hessian (``n d^2`` flops to form);
     * ``'subsampled'``: Cholesky of the Hessian of ``max_rows`` training points drawn
-      with ``seed``, reweighted to the total weight (``max_rows d^2``): on 55,000
-      Fashion-MNIST points with d = 7,850, 10,000 rows cut the Hessian-vector products
-      per refit tenfold against ``'block'``;
+      with ``seed``, reweighted to the total weight (``max_rows d^2``);
     * ``'block'``: :class:`BlockDiagonalPreconditioner` (``K n E^2``, memory ``K E^2``);
     * ``'auto'``: ``'subsampled'`` (``'hessian'`` when n <= max_rows) up to ``max_params``
       parameters, whose (d, d) factor then fits in about 1 GB; ``'block'`` beyond.
 
-    ``single``: apply a Cholesky factor in float32 (:class:`SingleCholeskyPreconditioner`);
-    None: from :data:`SINGLE_PRECISION_MIN_PARAMS` parameters on. A Hessian of fewer than
-    :data:`PIN_HESSIAN_MAX_FLOPS` flops is formed on one BLAS thread (faster next to
-    TensorFlow's thread pool; the same factor, tested: OpenBLAS splits syrk's output
-    between threads, not its inner sums).
+    ``float32``: apply the factors in float32; None: :func:`use_float32`. A Hessian of
+    fewer than :data:`PIN_HESSIAN_MAX_FLOPS` flops is formed on one BLAS thread (the same
+    factor: OpenBLAS splits syrk's output between threads, not its inner sums).
 
     Only the number of CG iterations depends on the choice, not the certified refits.
     """
@@ -755,18 +803,15 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     if kind == "auto":
         kind = "block" if spec.num_params > max_params else ("hessian" if n <= max_rows else "subsampled")
     if kind == "block":
-        return BlockDiagonalPreconditioner(spec, theta, Xn, s, l2_reg)
+        return BlockDiagonalPreconditioner(spec, theta, Xn, s, l2_reg, float32)
     if kind == "subsampled" and n > max_rows:
         rows = np.sort(np.random.RandomState(seed).choice(n, max_rows, replace=False))
         total = s.sum()
         part = s[rows].sum()
         Xn, s = Xn[rows], s[rows] * (total / part if part > 0 else 1.0)
-    if single is None:
-        single = spec.num_params >= SINGLE_PRECISION_MIN_PARAMS
-    cls = SingleCholeskyPreconditioner if single else CholeskyPreconditioner
     small = Xn.shape[0] * float(spec.num_params) ** 2 < PIN_HESSIAN_MAX_FLOPS
     with one_blas_thread() if small else contextlib.nullcontext():
         obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xn)
         H = obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
                          as_numpy=True, pin_blas=False)[0]
-    return cls(H, spec)
+    return CholeskyPreconditioner(H, spec, float32)

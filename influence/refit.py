@@ -23,15 +23,15 @@ Speed comes from three exact devices:
   slow too is the Hessian recomputed. Small groups therefore converge without ever
   forming a full-data Hessian.
 
-The work on a chunk of groups is the pure function :func:`refit_chunk`, so a
-distributed engine can map it over chunks. Both engines run the one Newton loop
-(:func:`influence.newton.newton_loop`): :func:`refit_chunk` with the
-:class:`~influence.newton.ChordNewton` strategy, :func:`refit_chunk_cg` with
-:class:`~influence.newton.NewtonCG`.
+The work on a chunk of groups is a pure function of the chunk, one per route, each
+running the one Newton loop (:func:`influence.newton.newton_loop`) with its strategy:
+:func:`refit_chunk` (:class:`~influence.newton.ChordNewton`), :func:`refit_chunk_downdate`
+(:class:`~influence.newton.DowndateChord`, large binary models) and :func:`refit_chunk_cg`
+(:class:`~influence.newton.NewtonCG`). The route is chosen in one place,
+:func:`influence.routes.choose_routes`.
 """
 from __future__ import annotations
 
-import logging
 from typing import Sequence
 
 import numpy as np
@@ -39,14 +39,10 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from influence import objective as K
-from influence.downdate import DowndateBasis, GroupDowndates, uses_downdates
+from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
-from influence.newton import (PRECONDITIONERS, BlockDiagonalPreconditioner, CholeskyPreconditioner,  # noqa: F401
-                              ChordNewton, DowndateChord, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop)
+from influence.newton import ChordNewton, DowndateChord, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
-
-logger = logging.getLogger(__name__)
-
 
 def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None, Xa_sparse=None):
     """The reduced problems, theta_hat, the starting iterates and the certificate
@@ -63,17 +59,6 @@ def _refit(batch, Theta, scale, rtol, strategy, max_iter) -> RefitResult:
     return res
 
 
-def _concat(results: list[RefitResult]) -> RefitResult:
-    """One result from the results of consecutive sub-chunks."""
-    if len(results) == 1:
-        return results[0]
-    fields = {}
-    for name in RefitResult.__dataclass_fields__:
-        parts = [getattr(r, name) for r in results]
-        fields[name] = None if any(p is None for p in parts) or name == "history" else np.concatenate(parts)
-    return RefitResult(**fields)
-
-
 def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
     """``refit`` over sub-chunks of ``groups`` that fit in ``max_memory``; None when the
     whole chunk fits (the caller then refits it at once)."""
@@ -82,13 +67,14 @@ def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: boo
     size = refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, explicit)
     if len(groups) <= size:
         return None
-    return _concat([refit(spec=spec, Xa=Xa, groups=groups[i:i + size], **kw) for i in range(0, len(groups), size)])
+    return RefitResult.concat([refit(spec=spec, Xa=Xa, groups=groups[i:i + size], **kw)
+                               for i in range(0, len(groups), size)])
 
 
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20, max_memory: int | None = None, basis: DowndateBasis | None = None) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
@@ -98,12 +84,6 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
     ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
     about 256 MB).
-
-    Binary models with at least :data:`influence.downdate.DOWNDATE_MIN_PARAMS` parameters
-    take the :class:`~influence.newton.DowndateChord` route instead
-    (:func:`refit_chunk_downdate`): no (d, d) matrix per group. ``basis``: its shared
-    :class:`~influence.downdate.DowndateBasis` (built here when None; build it once with
-    :func:`downdate_basis` when refitting several chunks).
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
@@ -118,12 +98,6 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         if max_memory is not None:
             per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
             hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
-    if uses_downdates(spec):
-        if basis is None:
-            basis = downdate_basis(spec, theta_hat, Xa, s_base, hessian_hat)
-        return _concat([refit_chunk_downdate(spec, theta_hat, Xa, y, s_base, l2, part, basis, rtol, max_iter,
-                                             reuse_factor, cg_maxiter)
-                        for part in split_groups(groups, int(Xa.shape[0]), spec.num_params, max_memory)])
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
@@ -169,18 +143,25 @@ def split_groups(groups: Sequence[np.ndarray], n: int, num_params: int, max_memo
     return parts + [part] if part else parts
 
 
-def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2, groups, basis: DowndateBasis,
-                         rtol: float, max_iter: int, reuse_factor: float = 0.25,
-                         cg_maxiter: int = 20) -> RefitResult:
-    """:func:`refit_chunk` of binary models by :class:`~influence.newton.DowndateChord`: the
-    first direction of group U is ``(H_hat - H_U)^{-1} grad`` by Woodbury on ``basis``
-    (:class:`~influence.downdate.GroupDowndates`), exactly the explicit route's."""
-    batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups,
-                                            Xa_sparse=basis.X if sp.issparse(basis.X) else None)
-    # A CG iteration here costs two products with H^{-1} and one Hessian-vector product,
-    # a fresh Hessian with its factor about a hundred of them: CG gets 5x the room.
-    strategy = DowndateChord(GroupDowndates(basis, groups), reuse_factor, 5 * cg_maxiter)
-    return _refit(batch, Theta, scale, rtol, strategy, max_iter)
+def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups, basis: DowndateBasis,
+                         rtol: float = 1e-12, max_iter: int = 50, reuse_factor: float = 0.25,
+                         cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
+    """:func:`refit_chunk` of large binary models by :class:`~influence.newton.DowndateChord`:
+    no (d, d) matrix per group; the first direction of group U is ``(H_hat - H_U)^{-1} grad``
+    by Woodbury on ``basis`` (:class:`~influence.downdate.GroupDowndates`, built once with
+    :func:`downdate_basis`), exactly the explicit route's. The groups are refitted in parts
+    whose working arrays fit in ``max_memory`` (:func:`split_groups`)."""
+    s_base = tf.convert_to_tensor(s_base, dtype=Xa.dtype)
+    l2 = tf.constant(float(l2_reg), dtype=Xa.dtype)
+    results = []
+    for part in split_groups(groups, int(Xa.shape[0]), spec.num_params, max_memory):
+        batch, _, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, part,
+                                        Xa_sparse=basis.X if sp.issparse(basis.X) else None)
+        # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
+        # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
+        strategy = DowndateChord(GroupDowndates(basis, part), reuse_factor, 5 * cg_maxiter)
+        results.append(_refit(batch, Theta, scale, rtol, strategy, max_iter))
+    return RefitResult.concat(results)
 
 
 def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],

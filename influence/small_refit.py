@@ -1,8 +1,8 @@
 """Exact refits and Newton steps for many small groups of a binary logistic regression.
 
 Specialised, fully vectorised paths for problems with few parameters (d up to a few
-hundred) and thousands of groups, such as the counterexamples (spec ``experiments.md``
-§2: 7,140 pair removals with n = 120, d = 60). :func:`influence.refit.refit_chunk`
+hundred) and thousands of groups, such as the counterexamples (all pair removals of a
+small training set). :func:`influence.refit.refit_chunk`
 forms each group's Hessian ``H_U`` in a Python loop and reuses stale Cholesky factors
 to save full-data Hessians; at this size the per-group Python overhead dominates, so
 here every iteration forms all B reduced Hessians with one matrix product and takes a
@@ -31,30 +31,16 @@ arrays (exact casts in float32 mode).
 from __future__ import annotations
 
 import functools
-import logging
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
-from influence.newton import ExplicitNewton, certify, gradient_norm_backtracking, newton_loop
+from influence.newton import ExplicitNewton, RefitResult, certify, gradient_norm_backtracking, newton_loop
 from influence.objective import LogisticObjective, ModelSpec
 from influence.numerics import spd_solve, tf_dtype
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SmallRefitResult:
-    """Per-group outcome of :func:`refit_binary_groups` (arrays of length B unless noted)."""
-
-    thetas: np.ndarray       # (B, d) refitted parameters
-    grad_norms: np.ndarray   # ||grad L_{-U}|| at the returned parameters
-    grad_tols: np.ndarray    # the certificate each was checked against
-    iterations: np.ndarray   # accepted Newton iterations
-    converged: np.ndarray    # bool: grad_norms <= grad_tols
 
 
 def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +113,7 @@ def group_newton_steps(H, Xa, curvature, groups: Sequence[np.ndarray], G_sums, d
 def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarray], theta_hat,
                         weight_mask=None, rtol: float = 1e-12, max_iter: int = 50, dtype="float64",
                         chunk: int = 1024, max_halvings: int = 40,
-                        max_memory: int | None = None) -> SmallRefitResult:
+                        max_memory: int | None = None) -> RefitResult:
     """Certified exact refits of a binary logistic regression without each group.
 
     ``Xa``: float array of shape (n, d) (augment with a ones column for an intercept);
@@ -174,41 +160,31 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
 
     if max_memory is not None:
         chunk = chunk_size(max_memory, refit_bytes_per_group(d, n), chunk, what="refit group")
-    B = len(groups)
-    thetas = np.zeros((B, d))
-    gnorms, gtols = np.zeros(B), np.zeros(B)
-    iters = np.zeros(B, dtype=np.int64)
     X_t = tf.constant(Xa, dtype=tdt)
     y_t = tf.constant(y, dtype=tdt)
     row_norms = np.linalg.norm(Xa.astype(np.float64), axis=1)
     l2 = tf.constant(float(l2_reg), dtype=tdt)
     spec = ModelSpec(d, 2, False, tdt)
-    for start in range(0, B, chunk):
+    strategy = ExplicitNewton("einsum", functools.partial(gradient_norm_backtracking, max_halvings=max_halvings))
+    results = []
+    for start in range(0, len(groups), chunk):
         part = groups[start:start + chunk]
-        b = len(part)
         idx, valid = pad_groups(part, n)
-        keep = np.ones((n, b))
-        keep[idx[valid], np.repeat(np.arange(b), valid.sum(axis=1))] = 0.0
+        keep = np.ones((n, len(part)))
+        keep[idx[valid], np.repeat(np.arange(len(part)), valid.sum(axis=1))] = 0.0
         S_np = s_base[:, None] * keep
         # The certificate scale of LogisticObjective.grad_scales, summed by NumPy: the
         # saved counterexample tolerances were computed so (TensorFlow's sum differs in
         # the last bit).
         scale = np.maximum(S_np.T @ row_norms, 1.0)
-        tols = rtol * scale
         obj = LogisticObjective(spec, X_t, y_t, tf.constant(S_np, dtype=tdt), l2, weight_mask=mask)
-        res = _newton_chunk(obj, theta_hat, scale, tols, max_iter, max_halvings)
-        sl = slice(start, start + b)
-        thetas[sl], gnorms[sl], iters[sl] = res
-        gtols[sl] = tols
-    converged = certify(gnorms, gtols, stacklevel=2)
-    return SmallRefitResult(thetas, gnorms, gtols, iters, converged)
-
-
-def _newton_chunk(obj: LogisticObjective, theta_hat, scale, tols, max_iter, max_halvings):
-    """Damped Newton on the b problems of one chunk (see :func:`refit_binary_groups`):
-    the one Newton loop with fresh Hessians (one einsum for the batch) and backtracking
-    on the gradient norm."""
-    Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=obj.Xa.dtype), [obj.B, 1])
-    strategy = ExplicitNewton("einsum", functools.partial(gradient_norm_backtracking, max_halvings=max_halvings))
-    res = newton_loop(obj, Theta, tols, strategy, max_iter, scale=scale)
-    return res.thetas.astype(np.float64), res.grad_norms.astype(np.float64), res.iterations
+        Theta = tf.tile(tf.constant(theta_hat[None, :], dtype=tdt), [obj.B, 1])
+        res = newton_loop(obj, Theta, rtol * scale, strategy, max_iter, scale=scale)
+        res.thetas, res.grad_norms = res.thetas.astype(np.float64), res.grad_norms.astype(np.float64)
+        res.first_steps = res.first_steps.astype(np.float64)
+        results.append(res)
+    if not results:
+        return RefitResult.empty(d)
+    out = RefitResult.concat(results)
+    out.converged = certify(out.grad_norms, out.grad_tols, stacklevel=2)
+    return out

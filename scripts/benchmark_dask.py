@@ -76,8 +76,8 @@ def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: i
     out["task_compute_s"] = float(np.mean(compute))
     workers = len(executor_cluster.client.scheduler_info()["workers"])
     out["overhead_s"] = (out["cluster_s"] * workers - float(np.sum(compute))) / len(spans)
-    out["identical"] = all(a[k].tobytes() == b[k].tobytes() for a, b in zip(emb, dist) for k in a)
-    out["certified"] = all(np.all(r["grad_norm"] <= r["grad_tol"]) for r in emb)
+    out["identical"] = all(a.thetas.tobytes() == b.thetas.tobytes() for a, b in zip(emb, dist))
+    out["certified"] = all(np.all(r.grad_norms <= r.grad_tols) for r in emb)
     return out
 
 

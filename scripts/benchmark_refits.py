@@ -230,7 +230,8 @@ def run(args):
     from sklearn.linear_model import LogisticRegression as SkLR
 
     from influence.logistic_regression import LogisticRegression
-    from influence.refit import make_preconditioner, refit_chunk, refit_chunk_cg
+    from influence.newton import make_preconditioner
+    from influence.refit import refit_chunk, refit_chunk_cg
 
     train, label = load_workload(args.workload, args.data_dir)
     X = np.asarray(train.x, dtype=np.float64)

@@ -104,10 +104,6 @@ ALLOWED_PRIVATE_MODULES = {"_bootstrap"}
 # its tests by the one rewriting it). Each entry is (file, name). Empty this list as those
 # branches are merged: the test then holds every module to the rule.
 KNOWN_PRIVATE_USES = {
-    ('influence/estimators.py', '_check_2d'),
-    ('influence/estimators.py', '_check_groups'),
-    ('influence/estimators.py', '_residual'),
-    ('influence/group_influence.py', '_tensors'),
     ('tests/experiments/test_cluster_cache.py', '_available_memory'),
     ('tests/experiments/test_cluster_cache.py', '_cached_cluster_pools'),
     ('tests/experiments/test_cluster_cache.py', '_cluster_labelings'),
@@ -115,15 +111,6 @@ KNOWN_PRIVATE_USES = {
     ('tests/experiments/test_cluster_cache.py', '_num_cpus'),
     ('tests/experiments/test_clustering.py', '_cluster_pool'),
     ('tests/experiments/test_clustering.py', '_cluster_pools'),
-    ('tests/influence/test_downdate.py', '_tensors'),
-    ('tests/influence/test_estimators.py', '_design'),
-    ('tests/influence/test_group_influence.py', '_tensors'),
-    ('tests/influence/test_memory.py', '_tensors'),
-    ('tests/influence/test_memory.py', '_warned'),
-    ('tests/influence/test_model.py', '_cache'),
-    ('tests/influence/test_model.py', '_tensors'),
-    ('tests/influence/test_refit.py', '_setup'),
-    ('tests/influence/test_refit.py', '_tensors'),
 }
 
 

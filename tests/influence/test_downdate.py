@@ -16,7 +16,7 @@ from influence.downdate import DowndateBasis, GroupDowndates, sparse_if_sparse
 from influence.logistic_regression import LogisticRegression
 from influence.memory import downdate_bytes_per_group
 from influence.objective import LogisticObjective
-from influence.refit import refit_chunk, split_groups
+from influence.refit import downdate_basis, refit_chunk_downdate, split_groups
 from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 
@@ -74,16 +74,14 @@ def test_spectrum_equals_dense_eigenvalues():
         assert_close(basis.spectrum(idx), want, 1e-10)
 
 
-def test_newton_routes_agree(downdate_route):
-    """Route 2 (shared Gram matrix) of newton_explicit equals routes 0/1 (per-group solves)."""
+def test_newton_routes_agree():
+    """newton_downdate (shared Gram matrix) equals newton_explicit (per-group solves)."""
     m, X, y, lam, groups = sparse_problem()
     H, Xa, c = _dense_pieces(m, X, y, lam)
     Xt, _, _ = m.design((X, y))
     grads = np.random.RandomState(2).normal(size=(len(groups), H.shape[0]))
     old = G.newton_explicit(m.spec, H, m.get_params_flat(), Xt, groups, grads, spectrum=True)
-    new = G.newton_explicit(m.spec, H, m.get_params_flat(), Xt, groups, grads, spectrum=True,
-                            basis=DowndateBasis(H, Xa, c))
-    assert (new["route"] == 2).all() and (old["route"] != 2).all()
+    new = G.newton_downdate(DowndateBasis(H, Xa, c), groups, grads, spectrum=True)
     assert_close(new["newton_dparam"], old["newton_dparam"], RTOL_TWO_PATHS)
     assert_close(new["spectrum"], old["spectrum"], 1e-10)
 
@@ -106,12 +104,12 @@ def test_sparse_products_equal_dense_products():
                  1e-13)
 
 
-def test_downdate_refits_are_certified_exact_refits(downdate_route):
+def test_downdate_refits_are_certified_exact_refits():
     m, X, y, lam, groups = sparse_problem()
     theta = m.get_params_flat()
     H = m.get_hessian((X, y), None, lam)
     Xt, yt, s = m.design((X, y))
-    r = refit_chunk(m.spec, theta, Xt, yt, s, lam, groups, hessian_hat=H, rtol=1e-12)
+    r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, downdate_basis(m.spec, theta, Xt, s, H), rtol=1e-12)
     assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
     assert r.hvps.sum() > 0 and r.hessians.sum() == 0  # CG steps preconditioned by the downdates, no fresh Hessian
     resid = m.get_total_grad_loss((X, y), None, lam)
@@ -125,18 +123,19 @@ def test_downdate_refits_are_certified_exact_refits(downdate_route):
             assert_close(r.first_steps[b], np.linalg.solve(H - H_U, Gi[idx].sum(0) - resid), 1e-10)
 
 
-def test_failed_downdate_falls_back_to_a_fresh_hessian(downdate_route, monkeypatch):
+def test_failed_downdate_falls_back_to_a_fresh_hessian(monkeypatch):
     m, X, y, lam, groups = sparse_problem()
     theta = m.get_params_flat()
     Xt, yt, s = m.design((X, y))
-    want = refit_chunk(m.spec, theta, Xt, yt, s, lam, groups, rtol=1e-12)
+    basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
+    want = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
     init = GroupDowndates.__init__
 
     def broken(self, basis, grps):
         init(self, basis, grps)
         self.ok[1] = False  # as if C_U were not positive definite
     monkeypatch.setattr(GroupDowndates, "__init__", broken)
-    r = refit_chunk(m.spec, theta, Xt, yt, s, lam, groups, rtol=1e-12)
+    r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
     assert r.converged.all() and r.hessians[1] >= 1 and r.hessians[0] == 0
     assert_close(r.thetas, want.thetas, 1e-9)
 

@@ -131,7 +131,7 @@ def test_basu_p_factors_matter():
 def test_third_derivative_contraction_matches_autodiff(num_classes, fit_intercept):
     gi, rng = make_gi(num_classes, weights=True, fit_intercept=fit_intercept)
     spec = gi.spec
-    Xa, y, s = est._design(gi)
+    Xa, y, s = est.train_design(gi)
     V = rng.normal(0, 1, (3, spec.num_params))
     got = est.third_derivative_contraction(spec, gi.params, Xa, s, V)
     theta = tf.constant(gi.params)
@@ -168,7 +168,7 @@ def test_second_order_terms_match_finite_differences_of_the_removal_path(small):
     assert_close(est.second_order_exact(gi, groups), first + 0.5 * d2, RTOL_TWO_PATHS,
                  what="exact = theta' + theta''/2")
     # Without the third-derivative term the second derivative is far outside the tolerance.
-    Xa, _, s = est._design(gi)
+    Xa, _, s = est.train_design(gi)
     third = gi.inverse_hvp(est.third_derivative_contraction(gi.spec, gi.params, Xa, s, first).T).T
     assert np.abs(third).max() > 1e3 * RTOL_FD_PATH * np.abs(fd2).max()
 
@@ -177,7 +177,7 @@ def test_second_order_terms_match_finite_differences_of_the_removal_path(small):
 def test_k_step_newton_converges_quadratically_to_the_actual_effect(small):
     gi, groups = small
     actual, cert = est.actual(gi, groups)
-    assert cert["converged"].all()
+    assert cert.converged.all()
     steps = est.newton_steps(gi, groups, (1, 2, 3))
     assert_close(steps[1], est.newton(gi, groups), 1e-9, what="first iterate = newton")  # up to grad L(theta_hat)
     e = np.array([np.linalg.norm(steps[k] - actual, axis=1) for k in (1, 2, 3)])   # (3, S)

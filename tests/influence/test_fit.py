@@ -1,5 +1,4 @@
 """Certified fits against scikit-learn and the optimality condition."""
-import warnings
 
 import numpy as np
 import pytest
@@ -7,7 +6,7 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.logistic_regression import LogisticRegression
 from influence.numerics import ConvergenceWarning
-from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.conftest import assert_close
 from tests.influence.problems import gaussian_classes
 
 

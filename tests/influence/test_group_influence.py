@@ -174,13 +174,13 @@ def test_multinomial_newton_and_first_order():
 @pytest.mark.parametrize("method", ["explicit", "cg", "small"])
 def test_refits_match_sklearn_and_are_certified(binary, method):
     r = binary["infl"].refit(binary["groups"], chunk_size=4, method=method, progress=False)
-    assert r["converged"].all() and (r["grad_norm"] <= r["grad_tol"]).all()
-    A = gi.actual_dparams(r["params"], binary["theta"])
+    assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
+    A = gi.actual_dparams(r.thetas, binary["theta"])
     X, y = binary["train"]
     for k, g in enumerate(binary["groups"]):
         # sklearn at tol 1e-14 against a certified optimum: agreement to ~1e-8 relative.
-        assert_close(r["params"][k], sk_refit(X, y, binary["s"], g), 1e-7, what=f"{method} group {k}")
-    assert_close(A, r["params"] - binary["theta"][None], RTOL_TWO_PATHS)
+        assert_close(r.thetas[k], sk_refit(X, y, binary["s"], g), 1e-7, what=f"{method} group {k}")
+    assert_close(A, r.thetas - binary["theta"][None], RTOL_TWO_PATHS)
 
 
 def test_actual_changes_of_targets(binary):
@@ -191,25 +191,25 @@ def test_actual_changes_of_targets(binary):
     X, y = binary["train"]
     Xt, yt = test
     loss = lambda th, A, b: np.logaddexp(0, A @ th[:-1] + th[-1]) - b * (A @ th[:-1] + th[-1])  # noqa: E731
-    after = np.array([loss(th, Xt, yt) for th in r["params"]])
-    D = gi.change(infl.evaluate(r["params"], test, "loss"), m.get_indiv_loss(test))
+    after = np.array([loss(th, Xt, yt) for th in r.thetas])
+    D = gi.change(infl.evaluate(r.thetas, test, "loss"), m.get_indiv_loss(test))
     assert_close(D, after - loss(binary["theta"], Xt, yt)[None], 1e-12)
-    assert_close(infl.param_influence(gi.actual_dparams(r["params"], binary["theta"]), test,
+    assert_close(infl.param_influence(gi.actual_dparams(r.thetas, binary["theta"]), test,
                                       m.get_indiv_loss(test)), D, 1e-12)
     w = np.ones(len(y)) if s is None else s
-    own = infl.evaluate_own(r["params"], groups, "loss")
+    own = infl.evaluate_own(r.thetas, groups, "loss")
     expect = np.array([w[g] @ (loss(th, X[g], y[g]) - loss(binary["theta"], X[g], y[g]))
-                       for th, g in zip(r["params"], groups)])
+                       for th, g in zip(r.thetas, groups)])
     assert_close(gi.self_actual(own, m.get_indiv_loss((X, y)), groups, w), expect, 1e-10)
     unweighted = np.array([loss(th, X[g], y[g]).sum() - loss(binary["theta"], X[g], y[g]).sum()
-                           for th, g in zip(r["params"], groups)])
+                           for th, g in zip(r.thetas, groups)])
     assert_close(gi.self_actual(own, m.get_indiv_loss((X, y)), groups), unweighted, 1e-10)
-    sums = np.array([loss(th, X, y) @ w for th in r["params"]])
+    sums = np.array([loss(th, X, y) @ w for th in r.thetas])
     assert_close(gi.weighted_sum_change(sums, m.get_indiv_loss((X, y)), w),
-                 gi.weighted_sums(gi.change(infl.evaluate(r["params"], (X, y)), m.get_indiv_loss((X, y))), w),
+                 gi.weighted_sums(gi.change(infl.evaluate(r.thetas, (X, y)), m.get_indiv_loss((X, y))), w),
                  1e-10)
-    acc = infl.accuracies(r["params"], test)
-    assert_close(acc, [np.mean(((Xt @ th[:-1] + th[-1]) > 0) == yt) for th in r["params"]], 0.0)
+    acc = infl.accuracies(r.thetas, test)
+    assert_close(acc, [np.mean(((Xt @ th[:-1] + th[-1]) > 0) == yt) for th in r.thetas], 0.0)
 
 
 def test_group_influence_in_one_call():
@@ -232,7 +232,7 @@ def test_group_influence_in_one_call():
         H_U = Xa[g].T @ ((s[g] * p[g] * (1 - p[g]))[:, None] * Xa[g])
         assert_close(est["params"]["pred"][k], np.linalg.solve(H, g_U), 1e-9, what=f"pred {k}")
         assert_close(est["params"]["newton"][k], np.linalg.solve(H - H_U, g_U), 1e-9, what=f"newton {k}")
-    assert res.refit["converged"].all()
+    assert res.refit.converged.all()
 
 
 def test_z_norms_and_l2_norms(binary):

@@ -76,7 +76,7 @@ import os, resource, sys
 import numpy as np
 import influence.downdate as dd
 from influence.logistic_regression import LogisticRegression
-from influence.refit import downdate_basis, refit_chunk
+from influence.refit import downdate_basis, refit_chunk, refit_chunk_downdate
 refit, max_memory, route = sys.argv[1] == "refit", int(sys.argv[2]), sys.argv[3]
 if route == "explicit":
     dd.DOWNDATE_MIN_PARAMS = 10 ** 9  # keep this binary model on the explicit-Hessian route
@@ -94,8 +94,9 @@ groups = [rng.choice(n, 5 if route == "explicit" else 300, replace=False) for _ 
 # The downdate route's shared operators (H^-1, the Gram matrix) are data: built in both children.
 basis = downdate_basis(m.spec, m.get_params_flat(), Xa, s, H) if route == "downdate" else None
 if refit:
-    r = refit_chunk(m.spec, m.get_params_flat(), Xa, yt, s, 1.0, groups, hessian_hat=H, max_memory=max_memory,
-                    basis=basis)
+    args = (m.spec, m.get_params_flat(), Xa, yt, s, 1.0, groups)
+    r = (refit_chunk(*args, hessian_hat=H, max_memory=max_memory) if basis is None
+         else refit_chunk_downdate(*args, basis, max_memory=max_memory))
     assert r.converged.all()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """

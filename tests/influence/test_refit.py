@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression as SkLR
 
-from influence.logistic_regression import LogisticRegression
 from influence.refit import refit_chunk
 from tests.conftest import RTOL_AUTODIFF, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import gaussian_classes, reference_hessian
@@ -26,7 +25,6 @@ def test_batched_refits_equal_independent_fits(num_classes):
     # Slow chord steps switched some groups to Newton-CG steps preconditioned by their
     # stale factor (these fixtures need no fresh Hessian at all).
     assert r.hvps.sum() > 0
-    D = X.shape[1]
     for b, idx in enumerate(groups):
         keep = np.setdiff1d(np.arange(len(y)), idx)
         sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])
@@ -170,8 +168,7 @@ def test_preconditioned_cg_rows_solves_each_row_with_its_own_operator():
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_block_diagonal_preconditioner_inverts_the_class_blocks(num_classes):
-    from influence import objective as K
-    from influence.refit import BlockDiagonalPreconditioner
+    from influence.newton import BlockDiagonalPreconditioner
     m, X, y, lam, _ = fitted(num_classes)
     Xa, _, s = m.design((X, y))
     theta = m.get_params_flat()
@@ -195,7 +192,8 @@ def test_block_diagonal_preconditioner_inverts_the_class_blocks(num_classes):
 @pytest.mark.parametrize("num_classes,weighted", [(2, False), (3, False), (3, True)])
 @pytest.mark.parametrize("precond", ["block", "cholesky"])
 def test_newton_cg_refits_equal_explicit_refits(num_classes, weighted, precond):
-    from influence.refit import CholeskyPreconditioner, refit_chunk_cg
+    from influence.newton import CholeskyPreconditioner
+    from influence.refit import refit_chunk_cg
     m, X, y, lam, groups = fitted(num_classes)
     w = np.random.RandomState(3).uniform(0.5, 2.0, len(y)) if weighted else None
     if weighted:
@@ -223,7 +221,7 @@ def test_newton_cg_refits_equal_explicit_refits(num_classes, weighted, precond):
 
 def test_make_preconditioner_kinds():
     """Each kind is SPD and close to H^{-1}; 'hessian' is exact; bad kinds are rejected."""
-    from influence.refit import make_preconditioner
+    from influence.newton import make_preconditioner
     m, X, y, lam, _ = fitted(3, n=200)
     Xa, _, s = m.design((X, y))
     theta = m.get_params_flat()
@@ -253,7 +251,7 @@ def test_newton_cg_margin_does_not_oversolve_the_last_step(monkeypatch):
     import tensorflow as tf
 
     from influence import newton as N
-    from influence.refit import _setup
+    from influence.objective import LogisticObjective
     m, X, y, lam, groups = fitted(3, n=200)
     theta = m.get_params_flat()
     Xa, yt, s = m.design((X, y))
@@ -269,7 +267,8 @@ def test_newton_cg_margin_does_not_oversolve_the_last_step(monkeypatch):
     runs = {}
     for margin in (0.0, 0.1):
         asked.clear()
-        batch, _, Theta, scale = _setup(m.spec, theta, Xa, yt, s, tf.constant(lam, Xa.dtype), groups)
+        batch = LogisticObjective.without_groups(m.spec, Xa, yt, s, tf.constant(lam, Xa.dtype), groups)
+        Theta, scale = tf.tile(tf.constant(theta)[None], [len(groups), 1]), batch.grad_scales()
         strategy = N.NewtonCG(P, margin=margin)
         res = N.newton_loop(batch, Theta, 1e-12 * scale, strategy, 50, scale=scale, history=True)
         assert (res.grad_norms <= res.grad_tols).all(), margin
@@ -285,24 +284,25 @@ def test_newton_cg_margin_does_not_oversolve_the_last_step(monkeypatch):
 
 def test_single_precision_preconditioner(monkeypatch):
     """The float32-applied factor is close to the float64 one, is chosen from
-    SINGLE_PRECISION_MIN_PARAMS parameters on, and Newton-CG refits with it are the
-    certified optima."""
+    FLOAT32_MIN_PARAMS parameters on (the one rule, use_float32), and Newton-CG refits with
+    it are the certified optima."""
     from influence import newton as N
     from influence.refit import refit_chunk_cg
     m, X, y, lam, groups = fitted(3, n=200)
     theta = m.get_params_flat()
     Xa, yt, s = m.design((X, y))
     R = np.random.RandomState(0).randn(4, m.num_params)
-    P64 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)
-    P32 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=True)
-    assert type(P64) is N.CholeskyPreconditioner and isinstance(P32, N.SingleCholeskyPreconditioner)
+    P64 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", float32=False)
+    P32 = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", float32=True)
+    assert isinstance(P64, N.CholeskyPreconditioner) and not P64.float32 and P32.float32
     assert P32(R).dtype == np.float64
     # float32 factor: rounding of ~6e-8 relative, amplified by the small condition number here.
     assert_close(P32(R), P64(R), 1e-5, what="float32 vs float64 factor")
     assert np.abs(P32(R) - P64(R)).max() > 0  # it is float32
-    assert type(N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian")) is N.CholeskyPreconditioner
-    monkeypatch.setattr(N, "SINGLE_PRECISION_MIN_PARAMS", m.num_params)
-    assert isinstance(N.make_preconditioner(m.spec, theta, Xa, s, lam), N.SingleCholeskyPreconditioner)
+    assert not N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian").float32
+    monkeypatch.setattr(N, "FLOAT32_MIN_PARAMS", m.num_params)
+    for kind in ("hessian", "block"):
+        assert N.make_preconditioner(m.spec, theta, Xa, s, lam, kind).float32, kind
     r = refit_chunk_cg(m.spec, theta, Xa, yt, s, lam, groups, preconditioner=P32, rtol=1e-12)
     ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
     assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
@@ -328,9 +328,42 @@ def test_preconditioner_hessian_on_one_blas_thread_when_small(monkeypatch):
     monkeypatch.setattr(N.LogisticObjective, "hessians", spy)
     outside = max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
     R = np.random.RandomState(0).randn(3, m.num_params)
-    small = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)(R)
+    small = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", float32=False)(R)
     monkeypatch.setattr(N, "PIN_HESSIAN_MAX_FLOPS", 0.0)  # every Hessian counts as large
-    large = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", single=False)(R)
+    large = N.make_preconditioner(m.spec, theta, Xa, s, lam, "hessian", float32=False)(R)
     assert seen == [1, outside]
     # 200 x 9 rows: the products are exact up to the summation order, the same here.
     assert_close(small, large, 1e-13, what="pinned vs unpinned preconditioner")
+
+
+def test_chord_preconditioners_follow_the_one_float32_rule(monkeypatch):
+    """The chord strategies' CG preconditioners (each problem's own factor) solve with the
+    problem's matrix, in float32 from FLOAT32_MIN_PARAMS parameters on, and pass the rows of
+    a failed factor through unchanged; refits with the float32 rule are the certified optima."""
+    import tensorflow as tf
+
+    from influence import newton as N
+    from influence.numerics import cholesky_factors
+    rng = np.random.RandomState(0)
+    A = rng.randn(4, 6, 6)
+    H = A @ np.transpose(A, (0, 2, 1)) + 6 * np.eye(6)
+    H[2] = -np.eye(6)  # not positive definite: its factor fails
+    Ls, ok = cholesky_factors(tf.constant(H))
+    problems, rows = np.array([3, 2, 0]), np.array([0, 2, 1])
+    R = rng.randn(3, 6)
+    exact = np.array([np.linalg.solve(H[problems[r]], R[k]) for k, r in enumerate(rows)])
+    exact[rows == 1] = R[rows == 1]  # problem 2's failed factor: unpreconditioned
+    for float32, rtol in ((False, RTOL_TWO_PATHS), (True, 1e-5)):  # float32: ~6e-8 x the condition number
+        P = N.BatchedCholeskyPreconditioner(Ls, ok, problems, float32)
+        out = P(R, rows)
+        assert out.dtype == np.float64 and P.float32 == float32
+        assert_close(out, exact, rtol, what=f"float32={float32}")
+    m, X, y, lam, groups = fitted(3)
+    theta = m.get_params_flat()
+    Xa, yt, s = m.design((X, y))
+    ref = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    monkeypatch.setattr(N, "FLOAT32_MIN_PARAMS", m.num_params)
+    assert N.use_float32(m.num_params) and not N.use_float32(m.num_params - 1)
+    r = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    assert r.converged.all()
+    assert_close(r.thetas, ref.thetas, 1e-8, what="float32 vs float64 chord preconditioners")

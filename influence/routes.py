@@ -1,0 +1,208 @@
+"""The routes of the one-step Newton changes and of the certified refits, as strategies.
+
+Both computations have several exact routes whose cost depends on the model: per-group
+dense solves, Woodbury downdates of a shared inverse (large binary models), batched
+preconditioned CG (models too large for explicit Hessians) and fully batched small
+problems. Like the Newton solvers of scikit-learn's ``linear_model/_glm`` and pyDVL's
+influence operators, each route is a small class with one method:
+
+* :class:`NewtonChangeRoute`: ``changes(groups, G)`` returns ``newton_dparam``
+  ``(H - H_U)^-1 g_U`` (S, d) and, where the route has them, the spectra of ``-H^-1 H_U``;
+* :class:`RefitRoute`: ``refit(groups)`` returns the certified refits of one chunk of
+  groups as an :class:`influence.newton.RefitResult`.
+
+:func:`choose_routes` picks both from the model and the method, in one place. A route is
+built on a :class:`influence.group_influence.GroupInfluence` (the model at its optimum,
+its data and configuration) and an optional shared Newton-CG preconditioner.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from influence import groups as G
+from influence.downdate import uses_downdates
+from influence.newton import RefitResult
+from influence.numerics import densify
+from influence.objective import ModelSpec
+from influence.refit import refit_chunk, refit_chunk_cg, refit_chunk_downdate
+from influence.small_refit import group_newton_steps, refit_binary_groups
+
+
+class _Route:
+    def __init__(self, gi, preconditioner=None):
+        self.gi, self._preconditioner = gi, preconditioner
+
+    @property
+    def preconditioner(self):
+        """The shared Newton-CG preconditioner (:meth:`GroupInfluence.preconditioner`), built on first use."""
+        if self._preconditioner is None:
+            self._preconditioner = self.gi.preconditioner()
+        return self._preconditioner
+
+    def small_design(self, probabilities: bool = True):
+        """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
+        gi = self.gi
+        if not gi.spec.binary:
+            raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
+        X = gi.train_xy()[0]
+        X = densify(X)
+        p = gi.at_optimum().get_predictions(X)[:, 1] if probabilities else None
+        if gi.spec.fit_intercept:
+            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+        return X, p
+
+
+# ----------------------------------------------------------------------------- Newton changes
+class NewtonChangeRoute(_Route):
+    """One-step Newton changes ``(H - H_U)^-1 g_U`` of groups; ``spectrum`` asks for the
+    eigenvalues of ``-H^-1 H_U`` too (ignored by routes without them, unless they refuse)."""
+
+    def changes(self, groups: Sequence[np.ndarray], G_sums, spectrum: bool = False,
+                progress: bool | None = None) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class PerGroupNewton(NewtonChangeRoute):
+    """Woodbury or a direct Cholesky per group (:func:`influence.groups.newton_explicit`)."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        gi = self.gi
+        Xa, _, _ = gi.design(gi.train, gi.sample_weights)
+        return G.newton_explicit(gi.spec, gi.require_hessian(), gi.params, Xa, groups, G_sums,
+                                 spectrum=spectrum, progress=progress)
+
+
+class DowndateNewton(NewtonChangeRoute):
+    """Woodbury on the shared downdate basis (:func:`influence.groups.newton_downdate`)."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        return G.newton_downdate(self.gi.downdate_basis(), groups, G_sums, spectrum, progress)
+
+
+class WeightedNewton(NewtonChangeRoute):
+    """Non-unit sample weights: ``H_U = sum_{i in U} s_i hess l_i`` formed per group and
+    ``(H - H_U)^-1 g_U`` by the configured explicit solve (no spectra)."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        if spectrum:
+            raise ValueError("spectrum=True needs unit sample weights (influence.groups.newton_explicit); "
+                             "got non-unit sample_weights")
+        gi = self.gi
+        model = gi.at_optimum()
+        H = gi.require_hessian()
+        X, y = gi.train_xy()
+        y = np.asarray(y).reshape(-1)
+        out = np.zeros((len(groups), model.num_params))
+        for k, g in enumerate(groups):
+            H_U = model.get_hessian((X[g], y[g]), gi.sample_weights[g], 0.0)
+            out[k] = model.get_inverse_hvp(G_sums[k], hessian_reg=H - H_U, inverse_hvp_method="explicit",
+                                           inverse_vp_method=gi.inverse_vp_method)
+        return {"newton_dparam": out}
+
+
+class CGNewton(NewtonChangeRoute):
+    """Batched preconditioned CG (:func:`influence.groups.newton_cg`) to ``cg_rtol``, in
+    chunks within ``max_memory``; with empty groups these are the first-order changes."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        gi = self.gi
+        Xa, _, s = gi.design(gi.train, gi.sample_weights)
+        config = gi.at_optimum().config
+        return {"newton_dparam": G.newton_cg(gi.spec, gi.params, Xa, s, gi.l2_reg, groups, G_sums,
+                                             tol=config["cg_rtol"], maxiter=config["cg_maxiter"],
+                                             preconditioner=self.preconditioner, max_memory=gi.max_memory)}
+
+
+class BatchedCholeskyNewton(NewtonChangeRoute):
+    """Binary models with few parameters: every ``H - H_U`` at once, batched Cholesky in
+    the model's dtype (:func:`influence.small_refit.group_newton_steps`)."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        gi = self.gi
+        X, p = self.small_design()
+        c = p * (1 - p) if gi.sample_weights is None else gi.sample_weights * p * (1 - p)
+        return {"newton_dparam": group_newton_steps(gi.require_hessian(), X, c, groups, G_sums,
+                                                    dtype=gi.model.config["dtype"], chunk=max(1, len(groups)))}
+
+
+# ----------------------------------------------------------------------------- refits
+class RefitRoute(_Route):
+    """Certified exact refits without each group of one chunk, from ``theta_hat``."""
+
+    def refit(self, groups: Sequence[np.ndarray]) -> RefitResult:
+        raise NotImplementedError
+
+    def _common(self):
+        gi = self.gi
+        Xa, y, s = gi.design(gi.train, gi.sample_weights)
+        return (gi.spec, gi.params, Xa, y, s, gi.l2_reg), dict(rtol=gi.model.fit_rtol,
+                                                                max_iter=gi.model.config["max_newton_iter"])
+
+
+class ChordRefit(RefitRoute):
+    """Explicit Hessians with factor reuse (:func:`influence.refit.refit_chunk`). Its CG
+    steps are not counted in ``hvps`` (0: the count is that of the Newton-CG routes)."""
+
+    def refit(self, groups):
+        args, common = self._common()
+        r = refit_chunk(*args, groups, hessian_hat=self.gi.hessian, max_memory=self.gi.max_memory, **common)
+        r.hvps = np.zeros(len(groups), dtype=np.int64)
+        return r
+
+
+class DowndateRefit(RefitRoute):
+    """Large binary models: chord steps through Woodbury downdates (:func:`influence.refit.refit_chunk_downdate`)."""
+
+    def refit(self, groups):
+        args, common = self._common()
+        return refit_chunk_downdate(*args, groups, self.gi.downdate_basis(), max_memory=self.gi.max_memory, **common)
+
+
+class NewtonCGRefit(RefitRoute):
+    """Batched preconditioned Newton-CG (:func:`influence.refit.refit_chunk_cg`)."""
+
+    def refit(self, groups):
+        args, common = self._common()
+        return refit_chunk_cg(*args, groups, preconditioner=self.preconditioner,
+                              cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.gi.max_memory, **common)
+
+
+class SmallRefit(RefitRoute):
+    """Binary models with few parameters: all reduced Hessians of a chunk in one product
+    (:func:`influence.small_refit.refit_binary_groups`)."""
+
+    def refit(self, groups):
+        gi = self.gi
+        X, _ = self.small_design(probabilities=False)
+        y = np.asarray(gi.train_xy()[1]).reshape(-1)
+        mask = gi.spec.weight_mask() if gi.spec.fit_intercept else None
+        _, common = self._common()
+        return refit_binary_groups(X, y, gi.sample_weights, gi.l2_reg, groups, gi.params, weight_mask=mask,
+                                   dtype=gi.model.config["dtype"], chunk=len(groups), **common)
+
+
+# ----------------------------------------------------------------------------- the one choice
+ROUTE_METHODS = ("explicit", "cg", "small")
+
+
+def choose_routes(spec: ModelSpec, method: str, weighted: bool) -> tuple[type[NewtonChangeRoute], type[RefitRoute]]:
+    """The Newton-change route and the refit route of a model for ``method``:
+
+    * ``'cg'``: :class:`CGNewton`, :class:`NewtonCGRefit`;
+    * ``'small'``: :class:`BatchedCholeskyNewton`, :class:`SmallRefit` (binary models);
+    * ``'explicit'``: refits by :class:`DowndateRefit` for models that take the downdates
+      (:func:`influence.downdate.uses_downdates`), else :class:`ChordRefit`; Newton changes
+      by :class:`WeightedNewton` with non-unit sample weights (``weighted``), else
+      :class:`DowndateNewton` or :class:`PerGroupNewton` as the refits.
+    """
+    if method not in ROUTE_METHODS:
+        raise ValueError(f"method must be one of {ROUTE_METHODS}; got {method!r}")
+    if method == "cg":
+        return CGNewton, NewtonCGRefit
+    if method == "small":
+        return BatchedCholeskyNewton, SmallRefit
+    downdates = uses_downdates(spec)
+    newton = WeightedNewton if weighted else (DowndateNewton if downdates else PerGroupNewton)
+    return newton, (DowndateRefit if downdates else ChordRefit)
