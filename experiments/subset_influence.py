@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,6 @@ from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_plots import plot_all
 from influence import group_influence as gi
-from influence.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -348,39 +346,8 @@ def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     return _cluster_pools([X], n_init, parallel=False)[0]
 
 
-# Below this many rows a pool takes well under a second: not worth starting processes.
+# Below this many rows a pool takes well under a second: not worth running parts side by side.
 PARALLEL_MIN_ROWS = 2000
-
-
-def _num_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def clustering_workers(rows: list[int], workers: int, available: int | None) -> int:
-    """Worker processes for the clustering pools: at most ``workers``, and no more than the
-    single-linkage distance matrices (``n (n - 1) / 2`` doubles each, the largest part of a
-    pool: 12.1 GB at n = 55,000) that fit side by side in ``available`` bytes (at least
-    one: then the pools run one part at a time). Fashion-MNIST's two pools in parallel
-    needed about 32 GB on a 23.5 GB machine."""
-    if available is None or not rows:
-        return max(1, workers)
-    need = 8 * max(n * (n - 1) // 2 for n in rows)
-    return max(1, min(workers, available // max(need, 1)))
 
 
 def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
@@ -388,18 +355,16 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                        on_done=None) -> list[list[np.ndarray]]:
     """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
 
-    Each labelling (the single linkage, or one KMeans k) is one task computed on one
-    thread (:func:`experiments.clustering.cluster_part_one_thread`). With ``parallel``
-    (and more than one CPU and at least :data:`PARALLEL_MIN_ROWS` rows), the tasks of all
-    matrices go to one worker process per CPU, longest first (single linkage, then k =
-    128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
-    once. When the memory holds fewer worker processes than CPUs allow
-    (:func:`clustering_workers`: Fashion-MNIST's distances are 12.1 GB a matrix), the
-    labellings run in threads of this process instead, side by side as far as their memory
-    fits (:func:`_threaded_parts`). The labels are the same either way, bit for bit. If no
-    process can be started, or a worker dies, the missing tasks run in this process. On a Dask cluster
-    (``executor``), each labelling is one task (:func:`experiments.clustering.pool_part_task`)
-    and the matrices are scattered to the workers once.
+    Each labelling (the single linkage, or one KMeans k) is one task of the run's
+    executor (:func:`experiments.clustering.pool_part_task`, computed on one thread, so
+    the labels do not depend on where it runs), submitted longest first (single linkage,
+    then k = 128, 64, ...; the matrices alternating) so that the workers stay busy to the
+    end. On a Dask cluster the matrices are scattered to the workers once. Embedded
+    (``executor`` None or embedded), with ``parallel`` and at least
+    :data:`PARALLEL_MIN_ROWS` rows, the labellings run side by side in threads of this
+    process as far as CPUs and memory allow
+    (:func:`experiments.clustering.part_memory`: Fashion-MNIST's distances are 12.1 GB a
+    matrix); otherwise one after the other. The labels are the same either way, bit for bit.
 
     ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
     run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
@@ -414,9 +379,10 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
              for p in longest[i][j:j + 1]]
     done: dict[tuple, np.ndarray] = dict(known or {})
     todo = [key for key in order if key not in done]
-    bar = progress_bar(None, "clustering pools", total=len(todo))
+    mats = [np.asarray(M) for M in mats]
 
-    def finish(key, labels, seconds):
+    def finish(index, result):
+        key, (labels, seconds) = todo[index], result
         done[key] = labels
         M = mats[key[0]]
         what = "single linkage" if key[1] == "single" else f"KMeans k={key[1]}"
@@ -424,89 +390,14 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                     int(np.prod(M.shape[1:])), seconds)
         if on_done is not None:
             on_done(key[0], key[1], labels)
-        bar.update(1)
 
-    try:
-        if executor is not None and executor.distributed:
-            specs = [(i, p, n_init, KMEANS_SEED) for i, p in todo]
-            results = executor.map(clustering.pool_part_task, [np.asarray(M) for M in mats], specs,
-                                   "clustering pools")
-            for key, (labels, seconds) in zip(todo, results):
-                finish(key, labels, seconds)
-            return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
-
-        cpus, available = _num_cpus(), _available_memory()
-        workers = clustering_workers([M.shape[0] for M in mats], min(cpus, len(todo)), available)
-        parallel = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
-        if todo and parallel and workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            from concurrent.futures.process import BrokenProcessPool
-            try:
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=clustering.init_worker,
-                                           initargs=([np.asarray(M) for M in mats],))
-            except (OSError, RuntimeError) as exc:  # no processes available: run in-process
-                logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
-                pool = None
-            if pool is not None:
-                try:
-                    futures = {pool.submit(clustering.worker_part_timed, key[0], key[1], n_init, KMEANS_SEED): key
-                               for key in todo}
-                    for f in as_completed(futures):
-                        finish(futures[f], *f.result())
-                except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                    logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
-                finally:
-                    pool.shutdown(cancel_futures=True)
-        rest = [key for key in todo if key not in done]
-        if parallel and min(cpus, len(rest)) > 1 and workers <= 1:
-            # Not enough memory for a worker process per CPU (each would hold its own copy of
-            # the matrices): threads of this process, as many parts side by side as fit.
-            _threaded_parts(mats, rest, n_init, min(cpus, len(rest)),
-                            int(THREAD_MEMORY_SHARE * available) if available is not None else None, finish)
-        for key in todo:
-            if key not in done:
-                t0 = time.perf_counter()
-                labels = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
-                finish(key, labels, time.perf_counter() - t0)
-    finally:
-        bar.close()
+    if todo:
+        executor = executor if executor is not None else execution.Executor()
+        side_by_side = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
+        memory = [clustering.part_memory(mats[i], p) for i, p in todo] if side_by_side else None
+        executor.map(clustering.pool_part_task, mats, [(i, p, n_init, KMEANS_SEED) for i, p in todo],
+                     "clustering pools", memory=memory, on_result=finish)
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
-
-
-# Share of MemAvailable that clustering parts run side by side in threads may allocate.
-THREAD_MEMORY_SHARE = 0.85
-
-
-def _threaded_parts(mats, keys, n_init: int, threads: int, budget: int | None, finish) -> None:
-    """Labellings ``keys`` of ``mats`` in ``threads`` threads of this process, longest first,
-    each on one BLAS/OpenMP thread; a part starts only while the parts running alongside it
-    and it fit in ``budget`` bytes (:func:`experiments.clustering.part_memory`; a part alone
-    always runs). ``finish(key, labels, seconds)`` is called in this thread.
-
-    The labels are those of the serial loop bit for bit: each part is the same one-thread
-    computation. The BLAS limit is process-wide, so it is held here for the whole pool
-    (the parts' own limits then restore 1, never the default); OpenMP's is per thread, and
-    each part sets its own (:func:`experiments.clustering.one_thread`).
-    """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    need = {key: clustering.part_memory(mats[key[0]], key[1]) for key in keys}
-    queue, running = list(keys), {}
-    with clustering.one_thread(), ThreadPoolExecutor(max_workers=threads) as pool:
-        while queue or running:
-            used = sum(need[k] for k in running.values())
-            while queue and len(running) < threads:
-                pick = next((k for k in queue if not running or budget is None or used + need[k] <= budget), None)
-                if pick is None:
-                    break
-                queue.remove(pick)
-                used += need[pick]
-                running[pool.submit(clustering.pool_part_task, mats, (pick[0], pick[1], n_init, KMEANS_SEED))] = pick
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in finished:
-                finish(running.pop(f), *f.result())
 
 
 def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
@@ -571,6 +462,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         if os.environ.get("INFLUENCE_CLUSTER_CACHE", "1").strip().lower() in ("0", "off", "no", "false"):
             return None
         return Path(self.out_dir) / ".cache"
+
+    def scratch_dirs(self) -> list[Path]:
+        """The clustering cache, whose temporaries a killed run leaves like the run folder's."""
+        return [] if self.cluster_cache_dir is None else [self.cluster_cache_dir]
 
     @property
     def run_id(self) -> str:
