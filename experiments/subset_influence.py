@@ -118,7 +118,8 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
                  kmeans_n_init: int = 10, num_train: int | None = None,
-                 dataset_file: str | None = None, spam_vocab_filter: str | None = None) -> dict[str, Any]:
+                 dataset_file: str | None = None, spam_vocab_filter: str | None = None,
+                 standardize: bool = False) -> dict[str, Any]:
     """The config dict of spec ``ss_logreg.md`` §1.2-1.4 (plus this project's settings).
 
     Every rule on the flags is checked here, before anything runs, including the group
@@ -130,7 +131,10 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     together with ``dataset_id``) names a user's ``.npz`` or ``.csv`` file
     (:mod:`datasets.user_file`): the dataset id becomes ``file-{stem}-{sha256[:12]}`` of
     the file's name and content (:func:`file_dataset_config`), with the settings of
-    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
+    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file. A file
+    with a feature beyond :data:`datasets.user_file.MAX_ABS_FEATURE` in magnitude is
+    refused when the run starts, unless ``standardize`` (``--standardize``, files only)
+    standardises its columns (run id suffix ``_standardized``).
 
     ``spam_vocab_filter`` (``--spam-vocab-filter``, spam only): the Enron token filter of
     :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: spec decision 5, the
@@ -145,10 +149,15 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
         dataset_id = dataset_config["dataset_id"]
         if num_train is None:
             num_train = user_file.num_train(dataset_file)
+        if standardize:
+            dataset_config["standardize"] = True  # absent otherwise: earlier configs and run ids unchanged
     else:
         dataset_id = "hospital" if dataset_id is None else dataset_id
         dataset_config = {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
                           "data_dir": data_dir}
+        if standardize:
+            raise ConfigError(f"--standardize applies to --dataset-file only (registered datasets are used as "
+                              f"published); got --dataset-id {dataset_id!r}")
     if spam_vocab_filter is not None:
         if dataset_id != "spam":
             raise ConfigError(f"--spam-vocab-filter applies to --dataset-id spam only; got --dataset-id {dataset_id!r}")
@@ -327,6 +336,8 @@ def run_id_from_config(config: dict[str, Any]) -> str:
         rid += f"_{c['dtype']}"
     if "vocab_filter" in c["dataset_config"]:
         rid += f"_vocab-{c['dataset_config']['vocab_filter']}"
+    if c["dataset_config"].get("standardize"):
+        rid += "_standardized"
     return rid
 
 
