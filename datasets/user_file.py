@@ -315,17 +315,20 @@ def _check_labels(path, raw: _Raw, name: str, n_rows: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _check_scale(path, raw: _Raw, name: str, x: np.ndarray) -> None:
+def _check_scale(path, raw: _Raw, name: str, x: np.ndarray, standardized: bool = False) -> None:
     """Refuse a feature of magnitude above :data:`MAX_ABS_FEATURE` (one line: where, the
     value, the remedy)."""
     big = np.flatnonzero(np.abs(x) > MAX_ABS_FEATURE)
     if big.size:
         k = int(big[np.argmax(np.abs(x.ravel()[big]))])
         row, col = divmod(k, x.shape[1])
+        remedy = ("even after --standardize (the training mean and standard deviation): the test values lie "
+                  "far outside the training range of that column; fix or drop the column" if standardized else
+                  "standardise the columns (subtract the mean, divide by the standard deviation) or rerun with "
+                  "--standardize")
         _fail(path, f"{name} column {col} holds {_show(x.ravel()[k])} at {_where(raw, name, row, col)} "
                     f"({big.size} value(s) beyond 2**26 = {MAX_ABS_FEATURE:.3g} in magnitude), which makes the "
-                    "Hessian numerically singular and overflows the loss; standardise the columns (subtract "
-                    "the mean, divide by the standard deviation) or rerun with --standardize")
+                    f"Hessian numerically singular and overflows the loss; {remedy}")
 
 
 def standardized(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -347,8 +350,8 @@ def check_arrays(path, raw: _Raw, standardize: bool = False) -> tuple[Datasets, 
         _fail(path, f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}; they must be equal")
     if standardize:
         X_train, X_test = standardized(X_train, X_test)
-    _check_scale(path, raw, "X_train", X_train)
-    _check_scale(path, raw, "X_test", X_test)
+    _check_scale(path, raw, "X_train", X_train, standardize)
+    _check_scale(path, raw, "X_test", X_test, standardize)
     y_train = _check_labels(path, raw, "y_train", X_train.shape[0])
     y_test = _check_labels(path, raw, "y_test", X_test.shape[0])
     classes = np.unique(y_train)

@@ -153,6 +153,15 @@ def test_a_badly_scaled_file_runs_with_standardize_and_no_warnings(arrays, tmp_p
     proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, *FLAGS])
     assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(f"error: {data}: X_train column 2 holds")
     assert len(error_lines(proc.stderr)) == 1 and "Warning" not in proc.stderr and not out.exists()
+    # Standardising a column that is constant in training leaves the test values ~1e30 away.
+    proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, "--standardize", *FLAGS])
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(f"error: {data}: X_test column 2 holds")
+    assert "even after --standardize" in proc.stderr and not out.exists()
+    # A column in other units (x 1e27 in both sets) runs cleanly once standardised.
+    scaled = {**arrays, "X_train": arrays["X_train"].copy(), "X_test": arrays["X_test"].copy()}
+    scaled["X_train"][:, 2] *= 1e27
+    scaled["X_test"][:, 2] *= 1e27
+    data = write_npz(tmp_path / "scaled.npz", scaled)
     proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, "--standardize", *FLAGS])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Warning" not in proc.stderr and "_standardized" in proc.stdout
