@@ -4,6 +4,8 @@ WORKDIR /opt/group-influence
 COPY requirements.txt .
 RUN python -m pip install --no-cache-dir -r requirements.txt
 COPY . .
-ENV MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2
+# PYTHONPATH: the project importable by `dask scheduler` and `dask worker` started in the image
+# (a Dask scheduler unpickles task graphs, so it imports the project like the workers).
+ENV MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=2 PYTHONPATH=/opt/group-influence
 # Default: the offline reproduction (README's main job) inside the container.
 CMD ["python", "scripts/reproduce.py"]
