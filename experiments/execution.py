@@ -467,7 +467,7 @@ def _is_comm_failure(exc: BaseException) -> bool:
     from distributed.comm import CommClosedError
     from distributed.scheduler import KilledWorker
 
-    return any(isinstance(e, (CommClosedError, FutureCancelledError, KilledWorker, OSError)) for e in _causes(exc))
+    return any(isinstance(e, (CommClosedError, FutureCancelledError, KilledWorker)) for e in _causes(exc))
 
 
 # ----------------------------------------------------------------------------- plain function tasks
