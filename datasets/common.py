@@ -124,13 +124,24 @@ class Datasets(NamedTuple):
     test: DataSet
 
 
+class DataDirError(ValueError):
+    """The data folder (``--data-dir``) cannot hold a dataset: a file stands where a folder is
+    needed, or the folder cannot be created (read-only, no permission, disk full)."""
+
+
 def get_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """``<data_dir>/<name>``, created if missing (``data_dir`` defaults to ``<repo>/data``)."""
+    """``<data_dir>/<name>``, created if missing (``data_dir`` defaults to ``<repo>/data``);
+    :class:`DataDirError` naming the folder and the way out if it cannot be."""
     base = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
     path = base / name
+    way_out = "give a writable folder with --data-dir (default: <repo>/data)"
     if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"dataset directory {path} exists but is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
+        raise DataDirError(f"--data-dir {base}: {path} exists but is not a folder; remove it or {way_out}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"--data-dir {base}: cannot create {path} ({exc.strerror or exc}); "
+                           f"{way_out}") from exc
     return path
 
 

@@ -87,13 +87,15 @@ def load_dataset(dataset_id: str, center_data: bool = False, append_bias: bool =
     with :class:`datasets.common.DatasetValidationError` before anything uses it.
 
     ``dataset_file``: a user's ``.npz`` or ``.csv`` file instead of a registered dataset
-    (:mod:`datasets.user_file`; ``dataset_id`` is then its ``file-{stem}-{hash}`` id and
-    ``dataset_sha256``, if given, the digest the file must still have).
+    (:mod:`datasets.user_file`; ``dataset_id`` is then its ``file-{stem}-{hash}`` id,
+    ``dataset_sha256``, if given, the digest the file must still have, and the keyword
+    ``standardize=True`` standardises its features).
     """
     if dataset_file is not None:
+        standardize = bool(kwargs.pop("standardize", False))
         if kwargs:
-            raise TypeError(f"a dataset file takes no loader arguments; got {sorted(kwargs)}")
-        ds = user_file.load_user_datasets(dataset_file, sha256=dataset_sha256)
+            raise TypeError(f"a dataset file takes no loader arguments but standardize; got {sorted(kwargs)}")
+        ds = user_file.load_user_datasets(dataset_file, sha256=dataset_sha256, standardize=standardize)
     elif dataset_id not in DATASETS:
         raise UnknownDatasetError(
             f"dataset_id must be one of {sorted(DATASETS)}; got {dataset_id!r}"

@@ -65,9 +65,10 @@ class CorruptFileError(StorageError):
         return (type(self), (self.path, self.reason))
 
 
-# Errors that reading a damaged .npz / .json can raise (numpy, zipfile, zlib, json).
+# Errors that reading a damaged .npz / .json can raise (numpy, zipfile, zlib, json; the
+# parser's RecursionError for JSON nested deeper than the interpreter's recursion limit).
 # FileNotFoundError, PermissionError and IsADirectoryError are not damage and pass through.
-_DAMAGE_ERRORS = (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, OSError)
+_DAMAGE_ERRORS = (ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error, OSError, RecursionError)
 _NOT_DAMAGE = (FileNotFoundError, PermissionError, IsADirectoryError)
 
 # Temporary files of atomic_write: ".{name}.{host}.{pid}.{random}.tmp" in the destination

@@ -31,8 +31,11 @@ feature, y and ``sample_weights`` 1-D; as many labels (and weights) as rows;
 the first index are given); labels are integers; ``y_train`` has at least two classes;
 the test set has at least :data:`MIN_TEST_POINTS` points (``ss_logreg`` follows six
 fixed test points, three of them the worst-predicted); weights are finite and
-non-negative. Then :func:`datasets.common.validate_datasets` checks the result as it
-checks every registered dataset.
+non-negative; no feature exceeds :data:`MAX_ABS_FEATURE` (2**26) in magnitude, unless
+the features are standardised (``standardize``, the flag ``--standardize``: each column
+centred and scaled by the training set's mean and standard deviation). Then
+:func:`datasets.common.validate_datasets` checks the result as it checks every
+registered dataset.
 
 Sample weights: ``ss_logreg`` fits unweighted models, so a file whose
 ``sample_weights`` are not all 1 is refused (:func:`load_user_datasets`) rather than
@@ -67,6 +70,12 @@ CSV_LABEL, CSV_SPLIT, CSV_WEIGHT = "label", "split", "sample_weight"
 CSV_SPLITS = ("train", "test")
 # ss_logreg's phase 2 follows 6 fixed test points (3 worst-predicted, 3 drawn from the rest).
 MIN_TEST_POINTS = 6
+# Largest feature magnitude accepted: 2**26 = 1/sqrt(float64 epsilon), about 6.7e7. The
+# Hessian of the loss holds x_j x_k sums next to the bias's sum of p(1 - p) (scale 1) and
+# the regulariser; a feature beyond 1/sqrt(eps) makes its entries exceed those by more than
+# 1/eps, so the Hessian is numerically singular (its Cholesky fails) and the logits
+# x.theta overflow the exponentials of the loss long before float64's range ends.
+MAX_ABS_FEATURE = 2.0 ** 26
 ID_PREFIX = "file-"
 HASH_CHARS = 12
 _STEM_MAX = 64
@@ -306,11 +315,43 @@ def _check_labels(path, raw: _Raw, name: str, n_rows: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def check_arrays(path, raw: _Raw) -> tuple[Datasets, np.ndarray | None, np.ndarray]:
-    """Apply the file rules (module docstring) to ``raw``; ``(datasets, weights, classes)``."""
+def _check_scale(path, raw: _Raw, name: str, x: np.ndarray, standardized: bool = False) -> None:
+    """Refuse a feature of magnitude above :data:`MAX_ABS_FEATURE` (one line: where, the
+    value, the remedy)."""
+    big = np.flatnonzero(np.abs(x) > MAX_ABS_FEATURE)
+    if big.size:
+        k = int(big[np.argmax(np.abs(x.ravel()[big]))])
+        row, col = divmod(k, x.shape[1])
+        remedy = ("even after --standardize (the training mean and standard deviation): the test values lie "
+                  "far outside the training range of that column; fix or drop the column" if standardized else
+                  "standardise the columns (subtract the mean, divide by the standard deviation) or rerun with "
+                  "--standardize")
+        _fail(path, f"{name} column {col} holds {_show(x.ravel()[k])} at {_where(raw, name, row, col)} "
+                    f"({big.size} value(s) beyond 2**26 = {MAX_ABS_FEATURE:.3g} in magnitude), which makes the "
+                    f"Hessian numerically singular and overflows the loss; {remedy}")
+
+
+def standardized(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(X - mean) / std`` per column with the training set's mean and standard deviation
+    (columns with zero deviation are only centred), computed in float64."""
+    X_train, X_test = np.asarray(X_train, dtype=np.float64), np.asarray(X_test, dtype=np.float64)
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0] = 1.0
+    return (X_train - mean) / std, (X_test - mean) / std
+
+
+def check_arrays(path, raw: _Raw, standardize: bool = False) -> tuple[Datasets, np.ndarray | None, np.ndarray]:
+    """Apply the file rules (module docstring) to ``raw``; ``(datasets, weights, classes)``.
+    ``standardize``: the features are standardised (:func:`standardized`) instead of being
+    refused when beyond :data:`MAX_ABS_FEATURE`."""
     X_train, X_test = _check_x(path, raw, "X_train"), _check_x(path, raw, "X_test")
     if X_test.shape[1] != X_train.shape[1]:
         _fail(path, f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}; they must be equal")
+    if standardize:
+        X_train, X_test = standardized(X_train, X_test)
+    _check_scale(path, raw, "X_train", X_train, standardize)
+    _check_scale(path, raw, "X_test", X_test, standardize)
     y_train = _check_labels(path, raw, "y_train", X_train.shape[0])
     y_test = _check_labels(path, raw, "y_test", X_test.shape[0])
     classes = np.unique(y_train)
@@ -342,9 +383,10 @@ def check_arrays(path, raw: _Raw) -> tuple[Datasets, np.ndarray | None, np.ndarr
     return validate_datasets(ds, str(path)), weights, classes
 
 
-def load_user_file(path: str | os.PathLike, sha256: str | None = None) -> UserData:
+def load_user_file(path: str | os.PathLike, sha256: str | None = None, standardize: bool = False) -> UserData:
     """Read and check ``path`` (:class:`UserData`). With ``sha256``, the file's bytes must
-    still have that digest (the one its run id was made from)."""
+    still have that digest (the one its run id was made from); ``standardize``: see
+    :func:`check_arrays`."""
     fmt = file_format(path)
     data = _read_bytes(path)
     digest = hashlib.sha256(data).hexdigest()
@@ -352,19 +394,20 @@ def load_user_file(path: str | os.PathLike, sha256: str | None = None) -> UserDa
         _fail(path, f"has changed since this run was configured (sha256 {digest[:HASH_CHARS]}..., expected "
                     f"{sha256[:HASH_CHARS]}...); rerun the command so that the run id follows the new content")
     raw = _read_npz(path, data) if fmt == ".npz" else _read_csv(path, data)
-    ds, weights, classes = check_arrays(path, raw)
+    ds, weights, classes = check_arrays(path, raw, standardize)
     logger.info("%s: %d train and %d test points, %d features, %d classes (labels %s)", path,
                 ds.train.num_examples, ds.test.num_examples, ds.train.x.shape[1], classes.size,
                 classes.tolist() if classes.size <= 10 else f"{classes[:10].tolist()}...")
     return UserData(ds, weights, classes, digest)
 
 
-def load_user_datasets(path: str | os.PathLike, sha256: str | None = None, data_dir=None) -> Datasets:
+def load_user_datasets(path: str | os.PathLike, sha256: str | None = None, data_dir=None,
+                       standardize: bool = False) -> Datasets:
     """The registry's loader of a file (:func:`datasets.loader.load_dataset` with
     ``dataset_file``): :func:`load_user_file`'s datasets. ``Datasets`` carry no weights,
     so a file with ``sample_weights`` that are not all 1 is refused rather than fitted
     unweighted."""
-    user = load_user_file(path, sha256)
+    user = load_user_file(path, sha256, standardize)
     if user.sample_weights is not None and not np.all(user.sample_weights == 1):
         first = int(np.flatnonzero(user.sample_weights != 1)[0])
         _fail(path, f"{WEIGHTS_ARRAY} are not supported yet: ss_logreg fits unweighted models (the first weight "

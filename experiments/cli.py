@@ -10,7 +10,9 @@ code  meaning
 1     an unexpected failure (a bug or the machine: rerun with ``--debug``)
 2     a usage or input error: a bad flag (argparse), :class:`ConfigError`,
       :class:`ConfigMismatchError` (including a damaged ``config.json``), an
-      unwritable ``--out-dir``, missing or damaged data, group sizes
+      unwritable ``--out-dir`` or run folder (or a folder where a result file goes),
+      an unusable ``--data-dir``, missing, damaged or badly scaled data, group sizes,
+      a Dask cluster that cannot be reached or cannot import the project
 3     the run finished but at least one exact refit was not certified (its
       gradient norm is above the tolerance; the results are saved)
 130   interrupted (Ctrl-C)

@@ -12,7 +12,8 @@ thread (BLAS and OpenMP), so a pool does not depend on the machine's core count 
 pools of several matrices can be built in parallel processes. :func:`pool_parts` and
 :func:`cluster_part_one_thread` split a pool into its labellings (the single linkage,
 then one KMeans per k), each computed exactly as in :func:`cluster_labels_one_thread`,
-so that the labellings of several matrices can be spread over processes.
+so that the labellings of several matrices can be spread over the executor's workers
+(:mod:`experiments.execution`).
 """
 from __future__ import annotations
 
@@ -204,24 +205,8 @@ def cluster_part_one_thread(X: np.ndarray, part, n_init: int = 10, seed: int = 0
         return kmeans_labels(X, n_init, seed, ks=(int(part),))[0]
 
 
-# Matrices of a clustering worker process, sent once by the pool's initializer (not with
-# every task).
-_WORKER_MATS: list = []
-
-
-def init_worker(mats) -> None:
-    """Initializer of a clustering worker process: keep ``mats`` for :func:`worker_part_timed`."""
-    _WORKER_MATS[:] = list(mats)
-
-
-def worker_part_timed(i: int, part, n_init: int, seed: int) -> tuple[np.ndarray, float]:
-    """Labelling ``part`` of the worker's matrix ``i`` (:func:`cluster_part_one_thread`) and
-    its wall time in seconds."""
-    return pool_part_task(_WORKER_MATS, (i, part, n_init, seed))
-
-
 def pool_part_task(mats, spec) -> tuple[np.ndarray, float]:
-    """A Dask task of phase 5 (:meth:`experiments.execution.Executor.map`): labelling
+    """A task of phase 5 (:meth:`experiments.execution.Executor.map`): labelling
     ``part`` of matrix ``i`` of the scattered ``mats`` for ``spec = (i, part, n_init, seed)``,
     and its wall time in seconds; the same labels as :func:`cluster_part_one_thread`."""
     import time

@@ -51,8 +51,11 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "result_summary.npz"
 
 # Config keys that never change results (operational settings); they are saved but
-# ignored when deciding whether saved results can be reused.
-OPERATIONAL_KEYS = ("master_only", "max_memory", "progress", "num_workers", "scheduler")
+# ignored when deciding whether saved results can be reused. ``max_memory`` is not one:
+# it sets the chunk sizes of the batched refits and products, whose sums then round
+# differently (last bits), so a run resumed with another --max-memory is refused like
+# any other config change (see docs/design.md, 'Run ids and configs').
+OPERATIONAL_KEYS = ("master_only", "progress", "num_workers", "scheduler")
 
 
 class ConfigError(ValueError):
@@ -191,14 +194,42 @@ class Experiment:
         (:class:`DatasetMixin` loads its datasets, which the loader checks)."""
 
     def prepare_run_folder(self) -> None:
-        """Create the run folder and remove the temporaries a killed run left in it."""
+        """Create the run folder and remove the temporaries a killed run left in it (and in
+        the folders of :meth:`scratch_dirs`)."""
         try:
             self.base_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputDirError(f"cannot create the run folder {self.base_dir} (--out-dir {self.out_dir}): "
                                  f"{exc.strerror or exc}") from exc
-        for tmp in storage.remove_stale_temporaries(self.base_dir):
-            logger.warning("removed %s, a temporary file left by a run that was killed while saving", tmp)
+        for folder in (self.base_dir, *self.scratch_dirs()):
+            for tmp in storage.remove_stale_temporaries(folder):
+                logger.warning("removed %s, a temporary file left by a run that was killed while saving", tmp)
+
+    def scratch_dirs(self) -> list[Path]:
+        """Hook: other folders this experiment writes through :func:`datasets.storage.atomic_write`
+        (caches shared by runs), cleaned of dead temporaries like the run folder."""
+        return []
+
+    def before_phases(self) -> None:
+        """Hook: run after the inputs, the run folder and the config were checked and before
+        the first phase (an experiment's Dask cluster starts here, so input errors come first)."""
+
+    def save_file(self, path: Path, save: Callable[[], None]) -> None:
+        """``save()``, which writes ``path``; a file system error (the run folder made
+        unwritable, a folder where the file should be, a full disk) becomes
+        :class:`OutputDirError` naming the file."""
+        try:
+            save()
+        except OSError as exc:
+            raise OutputDirError(f"cannot write {path} (--out-dir {self.out_dir}): {exc.strerror or exc}; make "
+                                 "the run folder writable (or free space) and rerun to resume, or use another "
+                                 "--out-dir") from exc
+
+    def check_result_path(self, path: Path) -> None:
+        """:class:`OutputDirError` if something other than a file stands at a result file's path."""
+        if path.exists() and not path.is_file():
+            raise OutputDirError(f"{path} is not a file (a folder?); a result file of the run goes there: "
+                                 f"remove it, or use another --out-dir")
 
     # ------------------------------------------------------------------ run
     def run(self, force_refresh: bool = False, invalidate_phase: int | None = None,
@@ -214,8 +245,11 @@ class Experiment:
         self.check_inputs()  # bad data stop the run before anything is written
         self.prepare_run_folder()
         self.check_config(force_refresh)
+        for path in [self.summary_path] + [self.phase_path(ph) for ph in self.PHASES if save_phase_results]:
+            self.check_result_path(path)
         if force_refresh and self.summary_path.exists():
-            self.summary_path.unlink()
+            self.save_file(self.summary_path, self.summary_path.unlink)
+        self.before_phases()
         recompute_rest = bool(force_refresh)
         inputs: dict[str, str | None] = {}  # phase index -> id of the file this run used
         for ph in self.PHASES:
@@ -231,11 +265,14 @@ class Experiment:
                 if save_phase_results:
                     # Later files were computed from the old version of this phase: delete
                     # them first, so that a crash from here on cannot leave them to be reused.
-                    self._delete_later_phase_files(ph)
-                    storage.save_result(path, result, {"config_hash": self.config_hash,
-                                                       "phase": ph.name, "index": ph.index,
-                                                       "seconds": self.timings.get(ph.name),
-                                                       "phase_id": phase_id, "inputs": dict(inputs)})
+                    attrs = {"config_hash": self.config_hash, "phase": ph.name, "index": ph.index,
+                             "seconds": self.timings.get(ph.name), "phase_id": phase_id, "inputs": dict(inputs)}
+
+                    def write(ph=ph, path=path, result=result, attrs=attrs):
+                        self._delete_later_phase_files(ph)
+                        storage.save_result(path, result, attrs)
+
+                    self.save_file(path, write)
             else:
                 result, phase_id = loaded
                 logger.info("phase %d %s: loaded %s", ph.index, ph.name, path)
@@ -338,7 +375,9 @@ class Experiment:
     def save_summary(self, keys: Sequence[str]) -> Path:
         """Write the keys of ``R`` that are present to ``result_summary.npz``."""
         summary = {k: self.R[k] for k in keys if k in self.R}
-        storage.save_result(self.summary_path, summary, {"config_hash": self.config_hash, "keys": list(keys)})
+        self.check_result_path(self.summary_path)
+        self.save_file(self.summary_path, lambda: storage.save_result(
+            self.summary_path, summary, {"config_hash": self.config_hash, "keys": list(keys)}))
         return self.summary_path
 
     @classmethod

@@ -27,6 +27,22 @@ which a worker rebuilds the model once (cached on the worker's copy of the conte
 embedded mode the context carries the experiment's live objects, so nothing is rebuilt
 and results are those of the in-process code, bit for bit.
 
+Embedded, tasks run one after the other, or, when the caller gives each task's memory
+need (``map(..., memory=...)``: the clustering labellings of ss_logreg phase 5), side by
+side in threads of this process: as many as there are CPUs, and no more than fit together
+in :data:`THREAD_MEMORY_SHARE` of the memory available (``psutil``), each on one
+BLAS/OpenMP thread; the results are those of the serial loop, bit for bit. This executor
+is the only pool of the ``experiments`` package.
+
+A cluster must be able to import this project on the scheduler (which unpickles task
+graphs) and on every worker: :meth:`Executor.start` runs an import check there first and
+raises :class:`ClusterImportError` (exit 2, one line naming the missing module and the
+fix: ``PYTHONPATH=<repo>`` or ``pip install -e <repo>`` where the process starts). A
+worker lost while tasks run (killed, out of memory, its machine gone) costs only time:
+Dask recomputes its tasks on the other workers, and if a transfer or the scattered data
+was lost with it, the unfinished tasks are submitted again (up to :data:`MAX_RESUBMITS`
+times) with the shared data scattered afresh; every task is pure, so results do not change.
+
 Workers are started with one BLAS/OpenMP thread (Dask's nanny sets ``OMP_NUM_THREADS``,
 ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` to 1); the per-group kernels already run
 their BLAS calls on one thread (:func:`influence.numerics.one_blas_thread`), so results
@@ -36,9 +52,12 @@ from __future__ import annotations
 
 import logging
 import os
+import pkgutil
 import sys
 import time
 from typing import Any, Callable, Sequence
+
+import psutil
 
 from experiments.common import REPO_ROOT, ConfigError, chunks, collate_results
 from influence.progress import progress_bar
@@ -54,11 +73,35 @@ ENV_SCHEDULER = "DASK_SCHEDULER_ADDRESS"
 ENV_TIMEOUT = "INFLUENCE_DASK_TIMEOUT"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 WORKER_PLACEHOLDER = "tcp://SCHEDULER_HOST:8786"
+# The module whose task functions a cluster must import (it imports the rest of the project).
+IMPORT_CHECK_MODULE = "experiments.tasks"
+# How many times the unfinished tasks of one map are submitted again after a lost worker.
+MAX_RESUBMITS = 3
+# Share of the available memory that embedded tasks run side by side in threads may use.
+THREAD_MEMORY_SHARE = 0.85
 
 
 class SchedulerUnreachableError(ConfigError):
     """The Dask scheduler given by ``--scheduler-address`` / ``DASK_SCHEDULER_ADDRESS`` does
     not answer (a user error: exit code 2 with one line naming the address)."""
+
+
+class ClusterImportError(ConfigError):
+    """The Dask scheduler or a worker cannot import this project (a user error: exit code 2
+    with one line naming the process, the missing module and the fix)."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available for new allocations without swapping (``psutil``)."""
+    return int(psutil.virtual_memory().available)
+
+
+def num_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system reports one)."""
+    try:
+        return max(1, len(psutil.Process().cpu_affinity()))
+    except (AttributeError, psutil.Error):  # no affinity on this system
+        return psutil.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- settings
@@ -116,6 +159,12 @@ def connect_timeout() -> float:
     return value
 
 
+def scheduler_command(repo: str | None = None) -> str:
+    """The command that starts a scheduler for this project's runs (it unpickles the task
+    graphs, so it imports the project like the workers)."""
+    return f"PYTHONPATH={repo or REPO_ROOT} dask scheduler"
+
+
 def worker_command(scheduler: str | None = None, repo: str | None = None) -> str:
     """The command that starts a worker for this project's runs (what the original's
     ``--worker`` queue worker became): one process, one thread, the repository importable."""
@@ -130,8 +179,8 @@ def worker_notice(scheduler: str | None = None) -> str:
     cmd = worker_command(scheduler)
     return ("--worker: the original's file-based task queue was replaced by Dask. Start workers with\n"
             f"    {cmd}\n"
-            "(on every worker machine, with this repository and its environment; start the scheduler with "
-            "`dask scheduler`), then run the script with --scheduler-address "
+            f"(on every worker machine, with this repository and its environment; start the scheduler with "
+            f"`{scheduler_command()}`), then run the script with --scheduler-address "
             f"{scheduler or os.environ.get(ENV_SCHEDULER) or WORKER_PLACEHOLDER}. README: \"Run on a cluster\".")
 
 
@@ -184,6 +233,13 @@ class Executor:
             self._start()
         return self._client
 
+    def start(self) -> None:
+        """Start the local cluster or connect to the scheduler now (no-op when embedded or
+        already started), so that an unreachable scheduler or a cluster that cannot import
+        this project stops a run before its first phase."""
+        if self.distributed:
+            self.client  # noqa: B018 - starts it
+
     def _start(self) -> None:
         from distributed import Client, LocalCluster
 
@@ -208,10 +264,37 @@ class Executor:
                                          processes=True, host="127.0.0.1", scheduler_port=0,
                                          dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
             self._client = Client(self._cluster, set_as_default=False)
+        try:
+            self._check_imports()
+        except BaseException:
+            self.close()
+            raise
         info = self._client.scheduler_info()
         print(f"Dask {self.mode} cluster: scheduler {self._client.scheduler.address}, "
               f"{len(info.get('workers', {}))} workers; dashboard {self._client.dashboard_link}",
               file=sys.stderr, flush=True)
+
+    def _check_imports(self) -> None:
+        """:class:`ClusterImportError` unless the scheduler and every worker can import
+        :data:`IMPORT_CHECK_MODULE` (the check function is the standard library's, so
+        any process can unpickle it)."""
+        client, name = self._client, f"{IMPORT_CHECK_MODULE}:__name__"
+        try:
+            client.run_on_scheduler(pkgutil.resolve_name, name)
+        except ImportError as exc:
+            raise ClusterImportError(
+                f"the Dask scheduler at {client.scheduler.address} cannot import this project "
+                f"({type(exc).__name__}: {exc}); restart it as `{scheduler_command()}` (or `pip install -e "
+                f"{REPO_ROOT}` in its environment)") from exc
+        outcome = client.run(pkgutil.resolve_name, name, on_error="return")
+        failed = {w: e for w, e in outcome.items() if isinstance(e, BaseException)}
+        if failed:
+            worker, exc = sorted(failed.items())[0]
+            raise ClusterImportError(
+                f"{len(failed)} of {len(outcome)} Dask workers (e.g. {worker}) cannot import this project "
+                f"({type(exc).__name__}: {exc}); restart them as "
+                f"`{worker_command(client.scheduler.address)}` (or `pip install -e {REPO_ROOT}` in their "
+                f"environment)") from exc
 
     def close(self) -> None:
         """Close the client and stop the local cluster (if this executor started them)."""
@@ -244,32 +327,104 @@ class Executor:
         return self.client.scatter(data, broadcast=True, hash=False)
 
     def map(self, fn: Callable[[Any, Any], Any], data, specs: Sequence[Any], desc: str = "tasks",
-            large_specs: bool = False) -> list:
+            large_specs: bool = False, memory: Sequence[int] | None = None,
+            on_result: Callable[[int, Any], None] | None = None) -> list:
         """``[fn(data, spec) for spec in specs]``, in that order, wherever the tasks run.
 
         ``fn`` must be a pure module-level function (it is pickled by name). ``data`` is
         scattered once (unless already a future from :meth:`scatter`); each task carries
         only its spec (``large_specs``: specs holding big arrays are scattered, each to
-        one worker, instead of travelling in the task graph). A progress bar follows the
-        tasks as they complete.
+        one worker, instead of travelling in the task graph). ``memory``: the bytes each
+        task allocates; embedded, the tasks then run side by side in threads
+        (:meth:`_map_threads`), else one after the other. ``on_result(i, result)`` is
+        called in this thread as task ``i`` finishes (e.g. to save it). A progress bar
+        follows the tasks as they complete.
         """
         specs = list(specs)
-        if not self.distributed:
-            return [fn(data, spec) for spec in progress_bar(specs, desc, len(specs), self.progress)]
+        if memory is not None and len(memory) != len(specs):
+            raise ValueError(f"memory: one entry per task needed; got {len(memory)} for {len(specs)} tasks")
+        results: dict[int, Any] = {}
+
+        def done(i, result):
+            results[i] = result
+            if on_result is not None:
+                on_result(i, result)
+
+        bar = progress_bar(None, desc, len(specs), self.progress)
+        try:
+            if self.distributed:
+                self._map_distributed(fn, data, specs, large_specs, done, bar, desc)
+            elif memory is not None and len(specs) > 1 and num_cpus() > 1:
+                self._map_threads(fn, data, specs, memory, done, bar)
+            else:
+                for i, spec in enumerate(specs):
+                    done(i, fn(data, spec))
+                    bar.update(1)
+        finally:
+            bar.close()
+        return [results[i] for i in range(len(specs))]
+
+    def _map_threads(self, fn, data, specs, memory, done, bar) -> None:
+        """The tasks in threads of this process, in submission order, as many side by side as
+        there are CPUs and as fit in :data:`THREAD_MEMORY_SHARE` of :func:`available_memory`
+        (a task alone always runs). The BLAS limit is process-wide, so one BLAS/OpenMP
+        thread is held for the whole pool (a task that sets its own limit then restores 1,
+        never the default); the results are those of the serial loop, bit for bit."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        from threadpoolctl import threadpool_limits
+
+        budget = int(THREAD_MEMORY_SHARE * available_memory())
+        threads = min(num_cpus(), len(specs))
+        queue, running = list(range(len(specs))), {}
+        with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=threads) as pool:
+            while queue or running:
+                used = sum(int(memory[i]) for i in running.values())
+                while queue and len(running) < threads:
+                    pick = next((i for i in queue if not running or used + int(memory[i]) <= budget), None)
+                    if pick is None:
+                        break
+                    queue.remove(pick)
+                    used += int(memory[pick])
+                    running[pool.submit(fn, data, specs[pick])] = pick
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for f in finished:
+                    done(running.pop(f), f.result())
+                    bar.update(1)
+
+    def _map_distributed(self, fn, data, specs, large_specs, done, bar, desc) -> None:
+        """The tasks on the cluster; after a lost worker, the unfinished ones are submitted
+        again (at most :data:`MAX_RESUBMITS` times), the shared data scattered afresh."""
         from distributed import as_completed
 
         client = self.client
-        shared = self.scatter(data)
-        if large_specs:
-            specs = client.scatter(specs, hash=False)
-        futures = [client.submit(fn, shared, spec, pure=False) for spec in specs]
-        try:
-            for _ in progress_bar(as_completed(futures, loop=client.loop), desc, len(futures), self.progress):
-                pass
-            return client.gather(futures)
-        finally:
-            for f in futures:
-                f.release()
+        finished: set[int] = set()
+        for attempt in range(MAX_RESUBMITS + 1):
+            workers = set(client.scheduler_info().get("workers", {}))
+            futures = {}
+            try:
+                shared = self.scatter(data)
+                todo = [i for i in range(len(specs)) if i not in finished]
+                sent = client.scatter([specs[i] for i in todo], hash=False) if large_specs else \
+                    [specs[i] for i in todo]
+                futures = {client.submit(fn, shared, spec, pure=False): i for i, spec in zip(todo, sent)}
+                for future in as_completed(list(futures), loop=client.loop):
+                    i = futures[future]
+                    done(i, future.result())
+                    finished.add(i)
+                    bar.update(1)
+                return
+            except Exception as exc:  # noqa: BLE001 - sorted below: a lost worker, the cluster's imports, or the task's own error
+                _raise_import_error(exc)
+                lost = workers - set(client.scheduler_info().get("workers", {}))
+                if not (lost or _is_comm_failure(exc)) or attempt == MAX_RESUBMITS or _is_future(data):
+                    raise
+                logger.warning("a Dask worker was lost during %s (%s: %s); submitting the %d unfinished tasks "
+                               "again", desc, type(exc).__name__,
+                               _first_line(exc), len(specs) - len(finished))
+            finally:
+                for f in futures:
+                    f.release()
 
     def map_chunks(self, fn: Callable[[Any, tuple[int, int]], dict[str, Any]], data, n: int, size: int,
                    desc: str = "chunks") -> dict[str, Any]:
@@ -280,6 +435,39 @@ class Executor:
 
 def _is_future(x) -> bool:
     return type(x).__name__ == "Future" and type(x).__module__.startswith("distributed")
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _raise_import_error(exc: BaseException) -> None:
+    """:class:`ClusterImportError` if ``exc`` (or its cause) is a process of the cluster
+    failing to import this project: a worker that joined after :meth:`Executor.start`
+    checked the others, or a scheduler failing to unpickle a task graph."""
+    for e in _causes(exc):
+        if isinstance(e, ImportError):
+            where = "the Dask scheduler" if "deserialization of the task graph" in str(exc) else "a Dask worker"
+            fix = scheduler_command() if where == "the Dask scheduler" else worker_command()
+            raise ClusterImportError(f"{where} cannot import this project ({type(e).__name__}: {e}); restart it "
+                                     f"as `{fix}` (or `pip install -e {REPO_ROOT}` in its environment)") from exc
+
+
+def _is_comm_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is Dask losing a worker or a transfer rather than the task's own error."""
+    from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return any(isinstance(e, (CommClosedError, FutureCancelledError, KilledWorker)) for e in _causes(exc))
 
 
 # ----------------------------------------------------------------------------- overhead
@@ -320,10 +508,14 @@ class ExecutorMixin:
     def executor(self, value: Executor) -> None:
         self._executor, self._own_executor = value, False
 
+    def before_phases(self) -> None:
+        """Connect to (or start) the cluster after the inputs and the run folder were checked
+        and before any phase (an unreachable scheduler stops the run before any work)."""
+        super().before_phases()
+        self.executor.start()
+
     def run(self, *args, **kwargs):
         try:
-            if self.executor.distributed:
-                self.executor.client  # noqa: B018 - connect now (SchedulerUnreachableError)
             return super().run(*args, **kwargs)
         finally:
             if self._own_executor and self._executor is not None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,6 @@ from experiments.subset_plots import plot_all
 from influence import group_influence as gi
 from influence.logistic_regression import INVERSE_HVP_METHODS
 from influence.numerics import INVERSE_VP_METHODS
-from influence.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +119,8 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
                  master_only: bool = False, fixed_reg: float | None = None,
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
                  kmeans_n_init: int = 10, num_train: int | None = None,
-                 dataset_file: str | None = None, spam_vocab_filter: str | None = None) -> dict[str, Any]:
+                 dataset_file: str | None = None, spam_vocab_filter: str | None = None,
+                 standardize: bool = False) -> dict[str, Any]:
     """The config dict of the original's flags (plus this project's settings; see
     docs/design.md, 'Run ids and configs').
 
@@ -134,7 +133,10 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     together with ``dataset_id``) names a user's ``.npz`` or ``.csv`` file
     (:mod:`datasets.user_file`): the dataset id becomes ``file-{stem}-{sha256[:12]}`` of
     the file's name and content (:func:`file_dataset_config`), with the settings of
-    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file.
+    :data:`FILE_DATASET_SETTINGS`, and the training size is read from the file. A file
+    with a feature beyond :data:`datasets.user_file.MAX_ABS_FEATURE` in magnitude is
+    refused when the run starts, unless ``standardize`` (``--standardize``, files only)
+    standardises its columns (run id suffix ``_standardized``).
 
     ``spam_vocab_filter`` (``--spam-vocab-filter``, spam only): the Enron token filter of
     :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: the
@@ -149,10 +151,15 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
         dataset_id = dataset_config["dataset_id"]
         if num_train is None:
             num_train = user_file.num_train(dataset_file)
+        if standardize:
+            dataset_config["standardize"] = True  # absent otherwise: earlier configs and run ids unchanged
     else:
         dataset_id = "hospital" if dataset_id is None else dataset_id
         dataset_config = {"dataset_id": dataset_id, "center_data": False, "append_bias": False,
                           "data_dir": data_dir}
+        if standardize:
+            raise ConfigError(f"--standardize applies to --dataset-file only (registered datasets are used as "
+                              f"published); got --dataset-id {dataset_id!r}")
     if spam_vocab_filter is not None:
         if dataset_id != "spam":
             raise ConfigError(f"--spam-vocab-filter applies to --dataset-id spam only; got --dataset-id {dataset_id!r}")
@@ -330,6 +337,8 @@ def run_id_from_config(config: dict[str, Any]) -> str:
         rid += f"_{c['dtype']}"
     if "vocab_filter" in c["dataset_config"]:
         rid += f"_vocab-{c['dataset_config']['vocab_filter']}"
+    if c["dataset_config"].get("standardize"):
+        rid += "_standardized"
     return rid
 
 
@@ -349,39 +358,8 @@ def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     return _cluster_pools([X], n_init, parallel=False)[0]
 
 
-# Below this many rows a pool takes well under a second: not worth starting processes.
+# Below this many rows a pool takes well under a second: not worth running parts side by side.
 PARALLEL_MIN_ROWS = 2000
-
-
-def _num_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory() -> int | None:
-    """``MemAvailable`` of ``/proc/meminfo`` in bytes (None where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def clustering_workers(rows: list[int], workers: int, available: int | None) -> int:
-    """Worker processes for the clustering pools: at most ``workers``, and no more than the
-    single-linkage distance matrices (``n (n - 1) / 2`` doubles each, the largest part of a
-    pool: 12.1 GB at n = 55,000) that fit side by side in ``available`` bytes (at least
-    one: then the pools run one part at a time). Fashion-MNIST's two pools in parallel
-    needed about 32 GB on a 23.5 GB machine."""
-    if available is None or not rows:
-        return max(1, workers)
-    need = 8 * max(n * (n - 1) // 2 for n in rows)
-    return max(1, min(workers, available // max(need, 1)))
 
 
 def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
@@ -389,18 +367,16 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                        on_done=None) -> list[list[np.ndarray]]:
     """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
 
-    Each labelling (the single linkage, or one KMeans k) is one task computed on one
-    thread (:func:`experiments.clustering.cluster_part_one_thread`). With ``parallel``
-    (and more than one CPU and at least :data:`PARALLEL_MIN_ROWS` rows), the tasks of all
-    matrices go to one worker process per CPU, longest first (single linkage, then k =
-    128, 64, ...), so the CPUs stay busy to the end; the matrices are sent to each worker
-    once. When the memory holds fewer worker processes than CPUs allow
-    (:func:`clustering_workers`: Fashion-MNIST's distances are 12.1 GB a matrix), the
-    labellings run in threads of this process instead, side by side as far as their memory
-    fits (:func:`_threaded_parts`). The labels are the same either way, bit for bit. If no
-    process can be started, or a worker dies, the missing tasks run in this process. On a Dask cluster
-    (``executor``), each labelling is one task (:func:`experiments.clustering.pool_part_task`)
-    and the matrices are scattered to the workers once.
+    Each labelling (the single linkage, or one KMeans k) is one task of the run's
+    executor (:func:`experiments.clustering.pool_part_task`, computed on one thread, so
+    the labels do not depend on where it runs), submitted longest first (single linkage,
+    then k = 128, 64, ...; the matrices alternating) so that the workers stay busy to the
+    end. On a Dask cluster the matrices are scattered to the workers once. Embedded
+    (``executor`` None or embedded), with ``parallel`` and at least
+    :data:`PARALLEL_MIN_ROWS` rows, the labellings run side by side in threads of this
+    process as far as CPUs and memory allow
+    (:func:`experiments.clustering.part_memory`: Fashion-MNIST's distances are 12.1 GB a
+    matrix); otherwise one after the other. The labels are the same either way, bit for bit.
 
     ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
     run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
@@ -415,9 +391,10 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
              for p in longest[i][j:j + 1]]
     done: dict[tuple, np.ndarray] = dict(known or {})
     todo = [key for key in order if key not in done]
-    bar = progress_bar(None, "clustering pools", total=len(todo))
+    mats = [np.asarray(M) for M in mats]
 
-    def finish(key, labels, seconds):
+    def finish(index, result):
+        key, (labels, seconds) = todo[index], result
         done[key] = labels
         M = mats[key[0]]
         what = "single linkage" if key[1] == "single" else f"KMeans k={key[1]}"
@@ -425,89 +402,14 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                     int(np.prod(M.shape[1:])), seconds)
         if on_done is not None:
             on_done(key[0], key[1], labels)
-        bar.update(1)
 
-    try:
-        if executor is not None and executor.distributed:
-            specs = [(i, p, n_init, KMEANS_SEED) for i, p in todo]
-            results = executor.map(clustering.pool_part_task, [np.asarray(M) for M in mats], specs,
-                                   "clustering pools")
-            for key, (labels, seconds) in zip(todo, results):
-                finish(key, labels, seconds)
-            return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
-
-        cpus, available = _num_cpus(), _available_memory()
-        workers = clustering_workers([M.shape[0] for M in mats], min(cpus, len(todo)), available)
-        parallel = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
-        if todo and parallel and workers > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            from concurrent.futures.process import BrokenProcessPool
-            try:
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=clustering.init_worker,
-                                           initargs=([np.asarray(M) for M in mats],))
-            except (OSError, RuntimeError) as exc:  # no processes available: run in-process
-                logger.warning("clustering worker processes unavailable (%s); clustering in-process", exc)
-                pool = None
-            if pool is not None:
-                try:
-                    futures = {pool.submit(clustering.worker_part_timed, key[0], key[1], n_init, KMEANS_SEED): key
-                               for key in todo}
-                    for f in as_completed(futures):
-                        finish(futures[f], *f.result())
-                except (BrokenProcessPool, OSError, RuntimeError) as exc:
-                    logger.warning("clustering worker process failed (%s); clustering the rest in-process", exc)
-                finally:
-                    pool.shutdown(cancel_futures=True)
-        rest = [key for key in todo if key not in done]
-        if parallel and min(cpus, len(rest)) > 1 and workers <= 1:
-            # Not enough memory for a worker process per CPU (each would hold its own copy of
-            # the matrices): threads of this process, as many parts side by side as fit.
-            _threaded_parts(mats, rest, n_init, min(cpus, len(rest)),
-                            int(THREAD_MEMORY_SHARE * available) if available is not None else None, finish)
-        for key in todo:
-            if key not in done:
-                t0 = time.perf_counter()
-                labels = clustering.cluster_part_one_thread(mats[key[0]], key[1], n_init, KMEANS_SEED)
-                finish(key, labels, time.perf_counter() - t0)
-    finally:
-        bar.close()
+    if todo:
+        executor = executor if executor is not None else execution.Executor()
+        side_by_side = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
+        memory = [clustering.part_memory(mats[i], p) for i, p in todo] if side_by_side else None
+        executor.map(clustering.pool_part_task, mats, [(i, p, n_init, KMEANS_SEED) for i, p in todo],
+                     "clustering pools", memory=memory, on_result=finish)
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
-
-
-# Share of MemAvailable that clustering parts run side by side in threads may allocate.
-THREAD_MEMORY_SHARE = 0.85
-
-
-def _threaded_parts(mats, keys, n_init: int, threads: int, budget: int | None, finish) -> None:
-    """Labellings ``keys`` of ``mats`` in ``threads`` threads of this process, longest first,
-    each on one BLAS/OpenMP thread; a part starts only while the parts running alongside it
-    and it fit in ``budget`` bytes (:func:`experiments.clustering.part_memory`; a part alone
-    always runs). ``finish(key, labels, seconds)`` is called in this thread.
-
-    The labels are those of the serial loop bit for bit: each part is the same one-thread
-    computation. The BLAS limit is process-wide, so it is held here for the whole pool
-    (the parts' own limits then restore 1, never the default); OpenMP's is per thread, and
-    each part sets its own (:func:`experiments.clustering.one_thread`).
-    """
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    need = {key: clustering.part_memory(mats[key[0]], key[1]) for key in keys}
-    queue, running = list(keys), {}
-    with clustering.one_thread(), ThreadPoolExecutor(max_workers=threads) as pool:
-        while queue or running:
-            used = sum(need[k] for k in running.values())
-            while queue and len(running) < threads:
-                pick = next((k for k in queue if not running or budget is None or used + need[k] <= budget), None)
-                if pick is None:
-                    break
-                queue.remove(pick)
-                used += need[pick]
-                running[pool.submit(clustering.pool_part_task, mats, (pick[0], pick[1], n_init, KMEANS_SEED))] = pick
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in finished:
-                finish(running.pop(f), *f.result())
 
 
 def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
@@ -572,6 +474,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         if os.environ.get("INFLUENCE_CLUSTER_CACHE", "1").strip().lower() in ("0", "off", "no", "false"):
             return None
         return Path(self.out_dir) / ".cache"
+
+    def scratch_dirs(self) -> list[Path]:
+        """The clustering cache, whose temporaries a killed run leaves like the run folder's."""
+        return [] if self.cluster_cache_dir is None else [self.cluster_cache_dir]
 
     @property
     def run_id(self) -> str:

@@ -30,6 +30,10 @@ def make_parser():
                    help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
                         "or a .csv with 'label' and 'split' (train/test) columns (README \"Ask the question "
                         "of your own data\"); the run id gets file-{stem}-{sha256[:12]}")
+    p.add_argument("--standardize", action="store_true",
+                   help="with --dataset-file: standardise each feature column (training mean and standard "
+                        "deviation) instead of refusing features beyond 2**26 in magnitude; run id suffix "
+                        "_standardized")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--subset-choice-type", type=str, default="types")
     p.add_argument("--skip-hessian-spectrum", action="store_true")
@@ -71,7 +75,8 @@ def config_from_args(args):
         master_only=args.no_intermediate_results, fixed_reg=args.fixed_reg,
         dtype="float32" if args.float32 else "float64",
         store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init,
-        dataset_file=args.dataset_file, spam_vocab_filter=args.spam_vocab_filter)
+        dataset_file=args.dataset_file, spam_vocab_filter=args.spam_vocab_filter,
+        standardize=getattr(args, "standardize", False))
 
 
 def run(args):

@@ -119,6 +119,7 @@ def test_missing_file_is_not_corruption(tmp_path):
     (bytes(range(128, 256)), "UnicodeDecodeError"),
     (b"[1, 2]", "expected a JSON dict, found list"),
     (b"", "JSONDecodeError"),
+    (b"[" * 100_000 + b"]" * 100_000, "RecursionError"),  # deeper than the parser's recursion limit
 ])
 def test_damaged_json_raises_corrupt_file_error(tmp_path, content, reason):
     path = tmp_path / "config.json"
@@ -128,6 +129,16 @@ def test_damaged_json_raises_corrupt_file_error(tmp_path, content, reason):
     assert info.value.path == path and info.value.reason.startswith(reason)
     if content == b"[1, 2]":
         assert storage.load_json(path) == [1, 2]  # no type expected: any JSON value
+
+
+def test_deeply_nested_metadata_is_damage(tmp_path):
+    """A result file whose ``__meta__`` entry nests deeper than the JSON parser can recurse."""
+    path = tmp_path / "nested.npz"
+    np.savez(path, x=np.arange(3), **{storage.META_KEY: np.array("[" * 100_000 + "]" * 100_000)})
+    for loader in (storage.load_result, storage.load_result_keys):
+        with pytest.raises(storage.CorruptFileError, match="RecursionError") as info:
+            loader(path)
+        assert info.value.path == path
 
 
 def test_corrupt_file_error_pickles():

@@ -153,6 +153,12 @@ BAD_NPZ = {
     "beyond float32": (_with(X_train=_set("X_train", (0, 1), 1e39)),
                        "X_train has 1 value(s) beyond float32's range (3.4e38), where features are stored; the first "
                        "is at row 0, column 1"),
+    "badly scaled": (_with(X_train=_set("X_train", (slice(None), 2), 1e30)),
+                     "X_train column 2 holds 1e+30 at row 0, column 2 (455 value(s) beyond 2**26 = 6.71e+07 in "
+                     "magnitude), which makes the Hessian numerically singular and overflows the loss; standardise "
+                     "the columns (subtract the mean, divide by the standard deviation) or rerun with --standardize"),
+    "one large test value": (_with(X_test=_set("X_test", (4, 7), -1e30)),
+                             "X_test column 7 holds -1e+30 at row 4, column 7 (1 value(s) beyond 2**26"),
     "one class": (_with(y_train=lambda a: np.zeros(N_TRAIN, dtype=np.int64)),
                   f"y_train must contain at least two classes; got 1 ([0]) in {N_TRAIN} rows"),
     "lengths": (_with(y_train=lambda a: a["y_train"][:-1]),
@@ -198,8 +204,38 @@ def test_each_bad_npz_is_refused_with_its_message(arrays, tmp_path, case):
     path = write_npz(tmp_path / "bad.npz", mutate(a))
     with pytest.raises(UserFileError) as info:
         load_dataset("x", dataset_file=path)
-    assert str(info.value) == f"{path}: {message}"
+    assert str(info.value).startswith(f"{path}: {message}") and "\n" not in str(info.value)
     assert isinstance(info.value, (DatasetValidationError, ValueError))
+
+
+def test_the_scale_limit_is_one_over_the_square_root_of_epsilon(arrays, tmp_path):
+    assert user_file.MAX_ABS_FEATURE == 2.0 ** 26 and user_file.MAX_ABS_FEATURE ** -2 >= np.finfo(np.float64).eps
+    edge = {**arrays, "X_train": arrays["X_train"].copy()}
+    edge["X_train"][0, 0] = 2.0 ** 26  # at the limit: accepted
+    load_dataset("x", dataset_file=write_npz(tmp_path / "edge.npz", edge))
+    edge["X_train"][0, 0] = np.nextafter(2.0 ** 26, np.inf)
+    with pytest.raises(UserFileError, match="X_train column 0 holds"):
+        load_dataset("x", dataset_file=write_npz(tmp_path / "edge.npz", edge))
+
+
+def test_standardize_scales_the_columns_as_sklearn_does(arrays, tmp_path):
+    """``standardize=True``: each column centred and scaled with the training mean and
+    standard deviation (oracle: scikit-learn's StandardScaler); a badly scaled file loads."""
+    from sklearn.preprocessing import StandardScaler
+
+    bad = {**arrays, "X_train": arrays["X_train"].copy(), "X_test": arrays["X_test"].copy()}
+    bad["X_train"][:, 2] *= 1e27
+    bad["X_test"][:, 2] *= 1e27
+    bad["X_train"][:, 5] = 3.0  # a constant column: only centred
+    path = write_npz(tmp_path / "bad.npz", bad)
+    with pytest.raises(UserFileError, match="--standardize"):
+        load_dataset("x", dataset_file=path)
+    ds = load_dataset("x", dataset_file=path, standardize=True)
+    scaler = StandardScaler().fit(bad["X_train"])
+    # Features are stored as float32 (DataSet): compare at float32's resolution.
+    np.testing.assert_allclose(ds.train.x, scaler.transform(bad["X_train"]), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ds.test.x, scaler.transform(bad["X_test"]), rtol=0, atol=1e-5)
+    assert np.all(ds.train.x[:, 5] == 0)
 
 
 def test_csv_messages_name_the_line_and_the_column(arrays, tmp_path):

@@ -1,9 +1,12 @@
 """The cache of phase 5's clustering labellings (experiments/cluster_cache.py): reused only
 for exactly the same inputs, damaged files rebuilt, results bitwise identical."""
+import os
+
 import numpy as np
 import pytest
 
-from experiments import cluster_cache, subset_influence as si
+from experiments import cluster_cache, execution
+from experiments import subset_influence as si
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 
 
@@ -104,8 +107,8 @@ def test_regularisation_sweep_reuses_the_feature_pool_with_identical_groups(tmp_
 
 
 def test_parallel_labellings_of_one_matrix_equal_serial(monkeypatch):
-    # n >= PARALLEL_MIN_ROWS and two CPUs: the tasks of a single matrix go to two workers.
-    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    # n >= PARALLEL_MIN_ROWS and two CPUs: the tasks of a single matrix run side by side.
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
     rng = np.random.RandomState(1)
     B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
     par = si._cluster_labelings([B], n_init=1, parallel=True)
@@ -113,28 +116,14 @@ def test_parallel_labellings_of_one_matrix_equal_serial(monkeypatch):
     assert len(par[0]) == 7 and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(par[0], ser[0]))
 
 
-def test_clustering_workers_fit_their_distance_matrices_in_memory():
-    n = 55000  # Fashion-MNIST: one condensed distance matrix is 12.1 GB
-    need = 8 * n * (n - 1) // 2
-    assert si.clustering_workers([n, n], 2, int(23.5e9)) == 1
-    assert si.clustering_workers([n, n], 2, 2 * need) == 2
-    assert si.clustering_workers([n, n], 2, need // 10) == 1   # never fewer than one
-    assert si.clustering_workers([n, n], 2, None) == 2         # unknown memory: as before
-    assert si.clustering_workers([4137, 4137], 2, int(23.5e9)) == 2
+def test_the_memory_rule_reads_psutil(monkeypatch):
+    import psutil
 
-
-def test_clustering_runs_in_process_when_memory_is_short(monkeypatch):
-    import concurrent.futures
-
-    def no_pool(*a, **k):
-        raise AssertionError("no worker processes may start when their distances do not fit")
-    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
-    monkeypatch.setattr(si, "_available_memory", lambda: 1000)
-    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_pool)
-    B = np.random.RandomState(2).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
-    short = si._cluster_labelings([B], n_init=1, parallel=True)
-    ser = si._cluster_labelings([B], n_init=1, parallel=False)
-    assert all(np.array_equal(a, b) for a, b in zip(short[0], ser[0]))
+    class Fake:
+        available = 123_456_789
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Fake())
+    assert execution.available_memory() == 123_456_789
+    assert 1 <= execution.num_cpus() <= (os.cpu_count() or 1)
 
 
 def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monkeypatch, caplog):
@@ -225,16 +214,17 @@ def _spy_parts(monkeypatch):
 
 
 def test_threaded_labellings_equal_serial_on_one_thread_each(monkeypatch):
-    """Memory for one worker process only: the labellings run in two threads of this
-    process, each on one BLAS and one OpenMP thread, and equal the serial ones bit for bit."""
+    """Memory for 1.5 distance matrices: the labellings run in two threads of this process
+    (the executor's embedded pool), each on one BLAS and one OpenMP thread, and equal the
+    serial ones bit for bit."""
     import threading
-    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
     rng = np.random.RandomState(3)
     A = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 4))
     B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3)) + rng.randint(0, 3, (si.PARALLEL_MIN_ROWS, 1)) * 3.0
     ser = si._cluster_labelings([A, B], n_init=1, parallel=False)
     need = 8 * A.shape[0] * (A.shape[0] - 1) // 2
-    monkeypatch.setattr(si, "_available_memory", lambda: int(1.5 * need))  # one process, many threads
+    monkeypatch.setattr(execution, "available_memory", lambda: int(1.5 * need / execution.THREAD_MEMORY_SHARE))
     log = _spy_parts(monkeypatch)
     thr = si._cluster_labelings([A, B], n_init=1, parallel=True)
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for x, y in zip(thr, ser) for a, b in zip(x, y))
@@ -250,13 +240,13 @@ def test_threaded_labellings_equal_serial_on_one_thread_each(monkeypatch):
 def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
     """A part starts only while it fits next to the running ones (here only one part at a
     time fits, so they run one after the other), and the labels are unchanged."""
-    monkeypatch.setattr(si, "_num_cpus", lambda: 2)
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
     B = np.random.RandomState(4).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
     ser = si._cluster_labelings([B], n_init=1, parallel=False)
     from experiments import clustering
-    # Processes: one; threads: no two parts fit together (a part alone always runs).
+    # No two parts fit together (a part alone always runs).
     small = clustering.part_memory(B, 4) + clustering.part_memory(B, 8)
-    monkeypatch.setattr(si, "_available_memory", lambda: int(small / si.THREAD_MEMORY_SHARE) - 1)
+    monkeypatch.setattr(execution, "available_memory", lambda: int(small / execution.THREAD_MEMORY_SHARE) - 1)
     log = _spy_parts(monkeypatch)
     thr = si._cluster_labelings([B], n_init=1, parallel=True)
     assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))

@@ -102,7 +102,7 @@ def test_config_guard_refuses_different_config(tmp_path):
         Toy({"seed": 0, "alpha": 2}, out_dir=tmp_path).run()
     # Operational keys do not matter.
     CALLS.clear()
-    Toy({"seed": 0, "alpha": 1, "max_memory": 5}, out_dir=tmp_path).run()
+    Toy({"seed": 0, "alpha": 1, "num_workers": 5, "progress": False}, out_dir=tmp_path).run()
     assert CALLS == []
 
 
@@ -257,6 +257,78 @@ def test_unwritable_out_dir_is_an_output_dir_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputDirError, match="cannot create the run folder .*--out-dir"):
         Toy({"seed": 0}, out_dir=blocker).run()
+
+
+def test_a_folder_in_place_of_a_result_file_stops_before_any_phase(tmp_path):
+    Toy({"seed": 0}, out_dir=tmp_path).run()
+    target = _base(tmp_path) / "result_1-square.npz"
+    target.unlink()
+    target.mkdir()
+    CALLS.clear()
+    with pytest.raises(OutputDirError, match=f"{target} is not a file .*remove it, or use another --out-dir"):
+        Toy({"seed": 0}, out_dir=tmp_path).run()
+    assert CALLS == []
+
+
+class MidRun(Toy):
+    """Phase 1 puts a folder where phase 2's file goes (the run folder changed mid-run)."""
+
+    @phase(1)
+    def square(self):
+        (self.base_dir / "result_2-total.npz").mkdir()
+        return {"x2": self.R["x"] ** 2}
+
+
+def test_a_folder_appearing_mid_run_is_an_output_dir_error(tmp_path):
+    with pytest.raises(OutputDirError, match=r"cannot write .*result_2-total.npz .*(Is a directory|Directory not empty)"):
+        MidRun({"seed": 0}, out_dir=tmp_path).run()
+    assert (_base(tmp_path) / "result_1-square.npz").is_file()  # the phases before it are kept
+
+
+def test_a_run_folder_made_unwritable_mid_run_is_an_output_dir_error(tmp_path, monkeypatch):
+    # (The test may run as root, which chmod does not stop: the write itself is made to fail.)
+    Toy({"seed": 0}, out_dir=tmp_path).run(invalidate_phase=99)
+    real = storage.save_result
+
+    def save_result(path, *args, **kwargs):
+        if "result_2" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "save_result", save_result)
+    with pytest.raises(OutputDirError, match=r"cannot write .*result_2-total.npz .*Permission denied; make the run "
+                                             r"folder writable"):
+        Toy({"seed": 1}, out_dir=tmp_path).run()
+
+
+def test_max_memory_is_part_of_the_config_guard(tmp_path):
+    """--max-memory sets chunk sizes, whose sums round differently: a run resumed with
+    another value is refused (the other execution settings are not)."""
+    from experiments.common import result_config
+
+    Toy({"seed": 0, "max_memory": 10**9}, out_dir=tmp_path).run()
+    assert result_config({"max_memory": 1}) != result_config({"max_memory": 2})
+    assert result_config({"num_workers": 1, "scheduler": "tcp://a:1"}) == result_config({})
+    with pytest.raises(ConfigMismatchError, match="max_memory: saved 1000000000, now 100000"):
+        Toy({"seed": 0, "max_memory": 100000}, out_dir=tmp_path).run()
+    Toy({"seed": 0, "max_memory": 100000}, out_dir=tmp_path).run(force_refresh=True)
+
+
+def test_temporaries_of_scratch_folders_are_removed(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    class WithCache(Toy):
+        def scratch_dirs(self):
+            return [self.out_dir / ".cache"]
+
+    (tmp_path / ".cache").mkdir(parents=True)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    stale = tmp_path / ".cache" / f".cluster-labels-abc.npz.{storage._host()}.{dead}.00ff00ff.tmp"
+    stale.write_bytes(b"half a file")
+    WithCache({"seed": 0}, out_dir=tmp_path).run()
+    assert not stale.exists() and any(str(stale) in r.getMessage() for r in caplog.records)
 
 
 def test_load_run_verbose_prints_each_file(tmp_path, capsys):

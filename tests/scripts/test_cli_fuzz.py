@@ -40,7 +40,9 @@ SS_FLAGS = {  # flag -> pool of values (None: a store_true flag)
     "--fixed-reg": FLOATS, "--tag": STRINGS, "--subset-rel-size": FLOATS, "--num-subsets": INTS,
     "--subset-min-rel-size": FLOATS, "--subset-max-rel-size": FLOATS, "--inverse-hvp-method": STRINGS,
     "--inverse-vp-method": STRINGS, "--float32": None, "--full-loss-matrices": None, "--kmeans-n-init": INTS,
-    "--no-progress": None, "--no-plots": None, "--debug": None,
+    "--no-progress": None, "--no-plots": None, "--debug": None, "--standardize": None,
+    "--dataset-file": ["bc.npz", "scaled.npz", "nested.npz", "missing.npz", "a_file", ""],
+    "--workers": INTS, "--scheduler-address": STRINGS + ["tcp://127.0.0.1:1", "tcp://host"],
 }
 CEX_FLAGS = {
     "--out-dir": PATHS, "--max-memory": INTS, "--force-refresh": None, "--no-intermediate-results": None,
@@ -75,14 +77,30 @@ def random_argv(rng: random.Random, flags: dict) -> list[str]:
 
 
 def stub_run_from_cli(self, force_refresh=False, invalidate_phase=None, no_intermediate_results=False):
-    """The file checks of a real run (run folder, config guard), then certified fake results."""
+    """The checks of a real run (inputs, run folder, config guard), then certified fake results."""
     if invalidate_phase is not None and int(invalidate_phase) != invalidate_phase:
         raise ValueError(invalidate_phase)
+    if self.config.get("dataset_config", {}).get("dataset_file"):
+        self.check_inputs()  # own data: the file checks, including the scale check
     self.prepare_run_folder()
     self.check_config(force_refresh)
     self.R = {"subset_tags": ["random"] * 3, "subset_indices": [np.arange(2)] * 3, "cex_tags": ["a"],
               "subset_refit_grad_norm": np.full(3, 1e-9), "subset_refit_grad_tol": np.full(3, 1e-8)}
     return self.R
+
+
+def write_own_data(folder):
+    """--dataset-file values: a good file, one with a column at 1e30 (refused unless
+    --standardize), one whose arrays are not an npz (damaged)."""
+    from tests.datasets.test_user_file import example_arrays
+
+    arrays = example_arrays()
+    np.savez(folder / "bc.npz", **arrays)
+    scaled = {**arrays, "X_train": arrays["X_train"].copy(), "X_test": arrays["X_test"].copy()}
+    scaled["X_train"][:, 2] *= 1e27
+    scaled["X_test"][:, 2] *= 1e27
+    np.savez(folder / "scaled.npz", **scaled)
+    (folder / "nested.npz").write_bytes(b"[" * 100_000 + b"]" * 100_000)
 
 
 def check_outcome(rc, err, argv):
@@ -99,6 +117,8 @@ def test_random_flags_succeed_or_exit_2_in_one_line(name, flags, cases, tmp_path
     module = load_script(name)
     monkeypatch.chdir(tmp_path)  # relative --out-dir values land here
     (tmp_path / "a_file").write_text("a file where a folder is expected")
+    write_own_data(tmp_path)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     monkeypatch.setattr(Experiment, "run_from_cli", stub_run_from_cli)
     monkeypatch.setattr(common, "DEFAULT_OUT_DIR", tmp_path / "default_out")  # runs without --out-dir
     if name == "subsets_infl_logreg":

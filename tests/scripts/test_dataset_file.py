@@ -95,7 +95,7 @@ def test_group_sizes_are_checked_from_the_file(arrays, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["nan", "one class", "lengths", "features", "non-integer labels", "empty test",
-                                  "missing", "1-D X", "negative weight", "nan weight"])
+                                  "missing", "1-D X", "negative weight", "nan weight", "badly scaled"])
 @pytest.mark.parametrize("script_name", ["subsets_infl_logreg", "estimator_ladder"])
 def test_each_bad_input_exits_2_in_one_line_and_writes_nothing(arrays, tmp_path, capsys, case, script_name):
     mutate, message = BAD_NPZ[case]
@@ -131,3 +131,37 @@ def test_a_moved_file_keeps_its_results_and_the_path_is_recorded(arrays, tmp_pat
     assert ca["dataset_config"]["dataset_file"] == str(a.resolve()) != cb["dataset_config"]["dataset_file"]
     assert ca["dataset_config"]["dataset_sha256"] == file_sha256(a)
     assert run_id_from_config(ca) == run_id_from_config(cb) and result_config(ca) == result_config(cb)
+
+
+def test_standardize_is_for_files_only_and_names_its_run(arrays, tmp_path):
+    data = write_npz(tmp_path / "bc.npz", arrays)
+    with pytest.raises(ConfigError, match="--standardize applies to --dataset-file only"):
+        build_config(dataset_id="breast_cancer", standardize=True)
+    plain, std = (build_config(dataset_file=str(data), num_subsets=3, standardize=s) for s in (False, True))
+    assert "standardize" not in plain["dataset_config"] and std["dataset_config"]["standardize"] is True
+    assert run_id_from_config(std) == run_id_from_config(plain) + "_standardized"
+
+
+@pytest.mark.slow
+def test_a_badly_scaled_file_runs_with_standardize_and_no_warnings(arrays, tmp_path):
+    """The reported case (one column at 1e30): refused in one line without the flag, a clean
+    run (no numpy warning) with --standardize."""
+    bad = {**arrays, "X_train": arrays["X_train"].copy()}
+    bad["X_train"][:, 2] = 1e30
+    data = write_npz(tmp_path / "bad.npz", bad)
+    out = tmp_path / "out"
+    proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, *FLAGS])
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(f"error: {data}: X_train column 2 holds")
+    assert len(error_lines(proc.stderr)) == 1 and "Warning" not in proc.stderr and not out.exists()
+    # Standardising a column that is constant in training leaves the test values ~1e30 away.
+    proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, "--standardize", *FLAGS])
+    assert proc.returncode == 2 and error_lines(proc.stderr)[0].startswith(f"error: {data}: X_test column 2 holds")
+    assert "even after --standardize" in proc.stderr and not out.exists()
+    # A column in other units (x 1e27 in both sets) runs cleanly once standardised.
+    scaled = {**arrays, "X_train": arrays["X_train"].copy(), "X_test": arrays["X_test"].copy()}
+    scaled["X_train"][:, 2] *= 1e27
+    scaled["X_test"][:, 2] *= 1e27
+    data = write_npz(tmp_path / "scaled.npz", scaled)
+    proc = run_script("subsets_infl_logreg", ["--dataset-file", data, "--out-dir", out, "--standardize", *FLAGS])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Warning" not in proc.stderr and "_standardized" in proc.stdout

@@ -240,12 +240,90 @@ def test_truncated_phase_file_is_recomputed_and_stale_temporary_removed(referenc
     (b'{"dataset_config": {"dataset_id": "breast_', "JSONDecodeError"),
     (bytes(range(128, 256)) * 4, "UnicodeDecodeError"),
     (b"[1, 2]", "expected a JSON dict, found list"),
+    (b"[" * 100_000 + b"]" * 100_000, "RecursionError"),  # nested deeper than the JSON parser can recurse
 ])
 def test_corrupt_config_json_is_one_line_exit_2_naming_file_and_way_out(reference_run, tmp_path, content, reason):
     out, run_dir = copy_run(reference_run, tmp_path)
     (run_dir / "config.json").write_bytes(content)
     proc = run_script(SCRIPT, SS_ARGS + ["--out-dir", out])
     assert_one_line_error(proc, 2, str(run_dir / "config.json"), reason, "--force-refresh")
+
+
+def test_nested_phase_metadata_is_recomputed_and_cache_temporaries_removed(reference_run, tmp_path):
+    """A phase file whose ``__meta__`` nests deeper than the JSON parser can recurse is damage
+    (one warning, recomputed); a temporary a killed run left in ``<out-dir>/.cache`` is
+    removed like the run folder's."""
+    out, run_dir = copy_run(reference_run, tmp_path)
+    reference = final_arrays(run_dir)
+    target = run_dir / "result_13-z_norms.npz"
+    arrays = storage.load_arrays(target)
+    arrays[storage.META_KEY] = np.array("[" * 100_000 + "]" * 100_000)
+    np.savez(target, **arrays)
+    cache = out / ".cache"
+    assert cache.is_dir()  # phase 5's clustering labellings
+    stale = cache / f".cluster-labels-0.npz.{storage._host()}.{dead_pid()}.0badf00d.tmp"
+    stale.write_bytes(b"PK\x03\x04 the start of a write that was killed")
+    proc = run_script(SCRIPT, SS_ARGS + ["--out-dir", out])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{target} is damaged: RecursionError" in proc.stderr and "recomputing" in proc.stderr
+    assert foreign_lines(proc.stderr) == [] and "Traceback" not in proc.stderr
+    assert f"removed {stale}" in proc.stderr and not stale.exists()
+    again = final_arrays(run_dir)
+    for key in reference:
+        assert np.array_equal(again[key], reference[key], equal_nan=True), key
+
+
+def test_a_folder_in_place_of_a_result_file_is_one_line_exit_2(reference_run, tmp_path):
+    out, run_dir = copy_run(reference_run, tmp_path)
+    target = run_dir / "result_9-newton.npz"
+    target.unlink()
+    target.mkdir()
+    assert_one_line_error(run_script(SCRIPT, SS_ARGS + ["--out-dir", out]), 2, str(target), "is not a file",
+                          "--out-dir")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder in which nothing can be created: chmod 555, or, for root (whom chmod does not
+    stop), a path under /sys, where mkdir fails with EPERM."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "read_only"
+        ro.mkdir()
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    ro = Path("/sys/group-influence-read-only-test")
+    try:
+        ro.mkdir()
+    except OSError:
+        yield ro
+        return
+    ro.rmdir()
+    pytest.skip("no read-only location available to this user")
+
+
+def test_a_read_only_data_dir_is_one_line_exit_2(read_only_dir, tmp_path):
+    env = dict(os.environ, INFLUENCE_OFFLINE="1")
+    proc = run_script(SCRIPT, ["--dataset-id", "hospital", "--data-dir", read_only_dir, "--out-dir", tmp_path,
+                               "--num-subsets", "3"], env=env)
+    assert_one_line_error(proc, 2, f"--data-dir {read_only_dir}", "cannot create", "writable folder")
+    assert not (tmp_path / "ss_logreg").exists()
+
+
+def test_input_errors_come_before_a_cluster_starts(reference_run, tmp_path):
+    out, _ = copy_run(reference_run, tmp_path)
+    for extra, fragment in ((["--kmeans-n-init", "3"], "kmeans_n_init: saved 10, now 3"),
+                            (["--max-memory", "100000"], "max_memory: saved 1000000000, now 100000")):
+        proc = run_script(SCRIPT, SS_ARGS + ["--out-dir", out, "--workers", "2"] + extra)
+        assert_one_line_error(proc, 2, "different config", fragment, "--force-refresh")
+        assert "Dask" not in proc.stderr
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X_train=np.ones((500, 2)), y_train=np.arange(500) % 2, X_test=np.ones((6, 2)) * 1e30,
+             y_test=np.arange(6) % 2)
+    proc = run_script(SCRIPT, ["--dataset-file", bad, "--out-dir", out, "--workers", "2", "--num-subsets", "3"])
+    assert_one_line_error(proc, 2, str(bad), "X_test column 0 holds 1e+30", "--standardize")
+    assert "Dask" not in proc.stderr
 
 
 def test_crash_after_invalidate_6_then_plain_rerun_recomputes_7_to_14(reference_run, tmp_path):
