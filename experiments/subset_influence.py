@@ -353,19 +353,19 @@ def _pool_from_labels(labelings) -> list[np.ndarray]:
     return [np.flatnonzero(labels == lab) for labels in labelings for lab in np.unique(labels)]
 
 
-def _cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
+def cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     """Single-linkage ``fclusterdata(X, 1)`` clusters, then KMeans for k = 4..128."""
-    return _cluster_pools([X], n_init, parallel=False)[0]
+    return cluster_pools([X], n_init, parallel=False)[0]
 
 
 # Below this many rows a pool takes well under a second: not worth running parts side by side.
 PARALLEL_MIN_ROWS = 2000
 
 
-def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
+def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                        executor: execution.Executor | None = None, known: dict | None = None,
                        on_done=None) -> list[list[np.ndarray]]:
-    """The labellings of :func:`_cluster_pool` for each matrix in ``mats``.
+    """The labellings of :func:`cluster_pool` for each matrix in ``mats``.
 
     Each labelling (the single linkage, or one KMeans k) is one task of the run's
     executor (:func:`experiments.clustering.pool_part_task`, computed on one thread, so
@@ -412,18 +412,18 @@ def _cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
 
 
-def _cluster_pools(mats, n_init: int = 10, parallel: bool = True,
+def cluster_pools(mats, n_init: int = 10, parallel: bool = True,
                    executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
-    """:func:`_cluster_pool` of each matrix in ``mats`` (see :func:`_cluster_labelings`)."""
-    return [_pool_from_labels(lab) for lab in _cluster_labelings(mats, n_init, parallel, executor)]
+    """:func:`cluster_pool` of each matrix in ``mats`` (see :func:`cluster_labelings`)."""
+    return [_pool_from_labels(lab) for lab in cluster_labelings(mats, n_init, parallel, executor)]
 
 
-def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True,
+def cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True,
                           executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
-    """:func:`_cluster_pools`, reusing the labellings cached in ``cache_dir``
+    """:func:`cluster_pools`, reusing the labellings cached in ``cache_dir``
     (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
     if cache_dir is None:
-        return _cluster_pools(mats, n_init, parallel, executor)
+        return cluster_pools(mats, n_init, parallel, executor)
     mats = [np.asarray(M) for M in mats]
     parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
@@ -447,7 +447,7 @@ def _cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool
             i = missing[a]
             cluster_cache.save_part(cache_dir, keys[i], parts[i].index(p), lab)
 
-        new = _cluster_labelings([mats[i] for i in missing], n_init, parallel, executor, known=known,
+        new = cluster_labelings([mats[i] for i in missing], n_init, parallel, executor, known=known,
                                  on_done=save_part)
         for i, lab in zip(missing, new):
             labels[i] = lab
@@ -634,7 +634,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 for idx in poss:
                     add(f"pos_tail_test-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
-        pools = _cached_cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
+        pools = cached_cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
                                       self.cluster_cache_dir, executor=self.executor)
         for tag, pool in zip(("same_features", "same_grad"), pools):
             lens = np.array([len(c) for c in pool])

@@ -99,19 +99,6 @@ def test_the_checks_can_fail(tmp_path):
 PRIVATE_SCOPE = ("influence", "datasets", "experiments", "scripts", "codalab", "notebooks", "tests")
 OWN_TOP_LEVEL = {"influence", "datasets", "experiments", "scripts", "tests"}
 ALLOWED_PRIVATE_MODULES = {"_bootstrap"}
-# TEMPORARY: private names that other branches are renaming right now (influence/ by the
-# engineers refactoring it; the clustering scheduler of experiments/subset_influence.py and
-# its tests by the one rewriting it). Each entry is (file, name). Empty this list as those
-# branches are merged: the test then holds every module to the rule.
-KNOWN_PRIVATE_USES = {
-    ('tests/experiments/test_cluster_cache.py', '_available_memory'),
-    ('tests/experiments/test_cluster_cache.py', '_cached_cluster_pools'),
-    ('tests/experiments/test_cluster_cache.py', '_cluster_labelings'),
-    ('tests/experiments/test_cluster_cache.py', '_cluster_pools'),
-    ('tests/experiments/test_cluster_cache.py', '_num_cpus'),
-    ('tests/experiments/test_clustering.py', '_cluster_pool'),
-    ('tests/experiments/test_clustering.py', '_cluster_pools'),
-}
 
 
 def _is_private(name: str) -> bool:
@@ -226,11 +213,8 @@ def _project_sources() -> dict[str, str]:
 
 def test_no_private_name_is_used_across_modules():
     found = private_violations(_project_sources())
-    bad = [f"{f}:{line}: {text}" for f, line, text, name in found if (f, name) not in KNOWN_PRIVATE_USES]
+    bad = [f"{f}:{line}: {text}" for f, line, text, _ in found]
     assert not bad, "private names used outside their module (make them public):\n" + "\n".join(bad)
-    # The temporary list holds only uses that still exist, so it can only shrink.
-    stale = sorted(KNOWN_PRIVATE_USES - {(f, name) for f, _, _, name in found})
-    assert not stale, f"no longer used, remove from KNOWN_PRIVATE_USES: {stale}"
 
 
 def test_the_private_name_check_can_fail():

@@ -28,29 +28,29 @@ def _files(folder):
 
 def test_cached_pools_equal_fresh_pools_and_are_reused(tmp_path, monkeypatch):
     A, B = _mats()
-    fresh = si._cluster_pools([A, B], n_init=2, parallel=False)
-    first = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    fresh = si.cluster_pools([A, B], n_init=2, parallel=False)
+    first = si.cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
     assert _same_pools(first, fresh) and len(_files(tmp_path)) == 2
 
     asked = []
-    real = si._cluster_labelings
+    real = si.cluster_labelings
 
     def recording(mats, *args, **kwargs):
         asked.append([M.copy() for M in mats])
         return real(mats, *args, **kwargs)
 
-    monkeypatch.setattr(si, "_cluster_labelings", recording)
-    again = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+    monkeypatch.setattr(si, "cluster_labelings", recording)
+    again = si.cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
     assert _same_pools(again, fresh) and asked == []  # nothing recomputed
     # One changed entry of B: only B's labellings are computed again (X of a lambda sweep).
     B2 = B.copy()
     B2[5, 1] += 1e-9
-    out = si._cached_cluster_pools([A, B2], n_init=2, cache_dir=tmp_path, parallel=False)
+    out = si.cached_cluster_pools([A, B2], n_init=2, cache_dir=tmp_path, parallel=False)
     assert len(asked) == 1 and len(asked[0]) == 1 and np.array_equal(asked[0][0], B2)
-    assert _same_pools(out, si._cluster_pools([A, B2], n_init=2, parallel=False))
+    assert _same_pools(out, si.cluster_pools([A, B2], n_init=2, parallel=False))
     # Another n_init is another key.
     asked.clear()
-    si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    si.cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
     assert len(asked) == 1 and len(_files(tmp_path)) == 4
 
 
@@ -69,20 +69,20 @@ def test_key_covers_content_dtype_shape_and_settings():
 
 def test_damaged_or_foreign_cache_files_are_rebuilt(tmp_path, caplog):
     A, B = _mats()
-    fresh = si._cluster_pools([A], n_init=1, parallel=False)
-    si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    fresh = si.cluster_pools([A], n_init=1, parallel=False)
+    si.cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
     (path,) = tmp_path.glob(cluster_cache.CACHE_PREFIX + "*.npz")
     good = path.read_bytes()
     for damaged in (good[: len(good) // 2], b"\0" * 100, b""):
         path.write_bytes(damaged)
-        assert _same_pools(si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
+        assert _same_pools(si.cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
         assert path.read_bytes() == good  # rewritten whole
     # A file holding another matrix's labellings under this name is not trusted.
     key = path.name[len(cluster_cache.CACHE_PREFIX):-4]
-    other = si._cluster_labelings([B[:200]], 1, parallel=False)[0]
+    other = si.cluster_labelings([B[:200]], 1, parallel=False)[0]
     cluster_cache.save_labels(tmp_path, key, other)
     with caplog.at_level("WARNING"):
-        assert _same_pools(si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
+        assert _same_pools(si.cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False), fresh)
     assert "ignoring cache" in caplog.text
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
@@ -111,8 +111,8 @@ def test_parallel_labellings_of_one_matrix_equal_serial(monkeypatch):
     monkeypatch.setattr(execution, "num_cpus", lambda: 2)
     rng = np.random.RandomState(1)
     B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
-    par = si._cluster_labelings([B], n_init=1, parallel=True)
-    ser = si._cluster_labelings([B], n_init=1, parallel=False)
+    par = si.cluster_labelings([B], n_init=1, parallel=True)
+    ser = si.cluster_labelings([B], n_init=1, parallel=False)
     assert len(par[0]) == 7 and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(par[0], ser[0]))
 
 
@@ -132,7 +132,7 @@ def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monke
     and removes the part files once the whole pools are stored."""
     from experiments import clustering
     A, B = _mats()
-    fresh = si._cluster_pools([A, B], n_init=2, parallel=False)
+    fresh = si.cluster_pools([A, B], n_init=2, parallel=False)
     real = clustering.cluster_part_one_thread
     calls = []
 
@@ -144,7 +144,7 @@ def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monke
 
     monkeypatch.setattr(clustering, "cluster_part_one_thread", stops_after_three)
     with pytest.raises(KeyboardInterrupt):
-        si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+        si.cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
     # Longest first, the matrices alternating: A's and B's single linkage, then A's k=128
     # (A has 300 rows, so k = 4..128 all apply).
     assert calls == [(4, "single"), (3, "single"), (4, 128)]
@@ -154,7 +154,7 @@ def test_interrupted_pools_resume_from_their_finished_labellings(tmp_path, monke
     monkeypatch.setattr(clustering, "cluster_part_one_thread",
                         lambda M, part, *a: (calls.append(part), real(M, part, *a))[1])
     with caplog.at_level("INFO"):
-        out = si._cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
+        out = si.cached_cluster_pools([A, B], n_init=2, cache_dir=tmp_path, parallel=False)
     assert _same_pools(out, fresh)
     assert len(calls) == 2 * 7 - 3 and "single" not in calls        # only the missing ones
     assert "3 labellings reused from an interrupted run" in caplog.text
@@ -166,7 +166,7 @@ def test_damaged_or_foreign_part_files_are_recomputed(tmp_path, caplog):
     A, _ = _mats()
     parts = ["single", 4, 8, 16, 32, 64, 128]
     key = cluster_cache.cache_key(A, parts, 1, si.KMEANS_SEED)
-    good = si._cluster_labelings([A], 1, parallel=False)[0]
+    good = si.cluster_labelings([A], 1, parallel=False)[0]
     cluster_cache.save_part(tmp_path, key, 0, good[0])
     assert np.array_equal(cluster_cache.load_part(tmp_path, key, 0, A.shape[0]), good[0])
     cluster_cache.part_path(tmp_path, key, 1).write_bytes(b"\0" * 10)             # damaged
@@ -177,8 +177,8 @@ def test_damaged_or_foreign_part_files_are_recomputed(tmp_path, caplog):
         for j in (1, 2, 4):
             assert cluster_cache.load_part(tmp_path, key, j, A.shape[0]) is None
     assert "ignoring cache" in caplog.text
-    out = si._cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
-    assert _same_pools(out, si._cluster_pools([A], n_init=1, parallel=False))
+    out = si.cached_cluster_pools([A], n_init=1, cache_dir=tmp_path, parallel=False)
+    assert _same_pools(out, si.cluster_pools([A], n_init=1, parallel=False))
     assert not any("-part" in f for f in _files(tmp_path))
 
 
@@ -222,11 +222,11 @@ def test_threaded_labellings_equal_serial_on_one_thread_each(monkeypatch):
     rng = np.random.RandomState(3)
     A = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 4))
     B = rng.normal(0, 1, (si.PARALLEL_MIN_ROWS, 3)) + rng.randint(0, 3, (si.PARALLEL_MIN_ROWS, 1)) * 3.0
-    ser = si._cluster_labelings([A, B], n_init=1, parallel=False)
+    ser = si.cluster_labelings([A, B], n_init=1, parallel=False)
     need = 8 * A.shape[0] * (A.shape[0] - 1) // 2
     monkeypatch.setattr(execution, "available_memory", lambda: int(1.5 * need / execution.THREAD_MEMORY_SHARE))
     log = _spy_parts(monkeypatch)
-    thr = si._cluster_labelings([A, B], n_init=1, parallel=True)
+    thr = si.cluster_labelings([A, B], n_init=1, parallel=True)
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for x, y in zip(thr, ser) for a, b in zip(x, y))
     assert len(log) == 14
     assert {t for _, t, _, _ in log} - {threading.get_ident()}, "no labelling ran in a worker thread"
@@ -242,13 +242,13 @@ def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
     time fits, so they run one after the other), and the labels are unchanged."""
     monkeypatch.setattr(execution, "num_cpus", lambda: 2)
     B = np.random.RandomState(4).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
-    ser = si._cluster_labelings([B], n_init=1, parallel=False)
+    ser = si.cluster_labelings([B], n_init=1, parallel=False)
     from experiments import clustering
     # No two parts fit together (a part alone always runs).
     small = clustering.part_memory(B, 4) + clustering.part_memory(B, 8)
     monkeypatch.setattr(execution, "available_memory", lambda: int(small / execution.THREAD_MEMORY_SHARE) - 1)
     log = _spy_parts(monkeypatch)
-    thr = si._cluster_labelings([B], n_init=1, parallel=True)
+    thr = si.cluster_labelings([B], n_init=1, parallel=True)
     assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))
     assert len(log) == 7 and max(len(live) for *_, live in log) == 1
     need = 8 * B.shape[0] * (B.shape[0] - 1) // 2

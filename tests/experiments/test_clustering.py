@@ -5,7 +5,7 @@ from scipy.cluster.hierarchy import fclusterdata
 from scipy.spatial.distance import pdist
 
 from experiments.clustering import condensed_euclidean, single_linkage_fcluster, single_linkage_fcluster_one_thread
-from experiments.subset_influence import _cluster_pool, _cluster_pools
+from experiments.subset_influence import cluster_pool, cluster_pools
 
 
 def _integer_data(n=60, D=4, seed=0):
@@ -48,9 +48,9 @@ def test_parallel_pools_equal_serial_pools():
     # n >= 2000 so that the worker process is used.
     A = rng.randint(0, 3, (2100, 4)).astype(np.float32)
     B = rng.normal(0, 1, (2100, 3))
-    par = _cluster_pools([A, B], n_init=1, parallel=True)
+    par = cluster_pools([A, B], n_init=1, parallel=True)
     for M, pool in zip([A, B], par):
-        ser = _cluster_pool(M, n_init=1)
+        ser = cluster_pool(M, n_init=1)
         assert len(pool) == len(ser) and all(np.array_equal(a, b) for a, b in zip(pool, ser))
 
 

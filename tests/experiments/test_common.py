@@ -325,7 +325,7 @@ def test_temporaries_of_scratch_folders_are_removed(tmp_path, caplog):
     (tmp_path / ".cache").mkdir(parents=True)
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True).stdout)
-    stale = tmp_path / ".cache" / f".cluster-labels-abc.npz.{storage._host()}.{dead}.00ff00ff.tmp"
+    stale = tmp_path / ".cache" / f".cluster-labels-abc.npz.{storage.host_name()}.{dead}.00ff00ff.tmp"
     stale.write_bytes(b"half a file")
     WithCache({"seed": 0}, out_dir=tmp_path).run()
     assert not stale.exists() and any(str(stale) in r.getMessage() for r in caplog.records)

@@ -261,7 +261,7 @@ def test_nested_phase_metadata_is_recomputed_and_cache_temporaries_removed(refer
     np.savez(target, **arrays)
     cache = out / ".cache"
     assert cache.is_dir()  # phase 5's clustering labellings
-    stale = cache / f".cluster-labels-0.npz.{storage._host()}.{dead_pid()}.0badf00d.tmp"
+    stale = cache / f".cluster-labels-0.npz.{storage.host_name()}.{dead_pid()}.0badf00d.tmp"
     stale.write_bytes(b"PK\x03\x04 the start of a write that was killed")
     proc = run_script(SCRIPT, SS_ARGS + ["--out-dir", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
