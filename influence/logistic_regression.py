@@ -128,6 +128,7 @@ class LogisticRegression:
 
     @property
     def num_params(self) -> int:
+        """Length of the flat parameter vector (class-major weights, then the biases)."""
         return self.spec.num_params
 
     # -------------------------------------------------------------- tensors
@@ -210,9 +211,11 @@ class LogisticRegression:
 
     # ------------------------------------------------------------ params
     def get_params_flat(self) -> np.ndarray:
+        """A copy of the current parameters, shape (num_params,)."""
         return self.params.copy()
 
     def set_params_flat(self, params) -> None:
+        """Replace the parameters by ``params`` (length num_params); ValueError otherwise."""
         params = np.asarray(params, dtype=self.np_dtype).reshape(-1)
         if params.shape[0] != self.num_params:
             raise ValueError(f"params must have length num_params={self.num_params}; got {params.shape[0]}")
@@ -265,6 +268,8 @@ class LogisticRegression:
         return self._out(self._objective(ds).per_example_losses(self._theta()[None])[0])
 
     def get_total_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> float:
+        """``sum_i s_i l_i + (l2_reg / 2) ||W||^2`` on ``ds`` (summed, not averaged; the
+        regulariser on the weights only; ``l2_reg`` defaults to the model's)."""
         return float(self._objective(ds, sample_weights, l2_reg).loss_at(self._theta()))
 
     def get_indiv_grad_loss(self, ds, **kw) -> np.ndarray:
@@ -370,6 +375,7 @@ class LogisticRegression:
         return self._out(self._objective(ds).margin_gradients())
 
     def get_total_grad_margin(self, ds, sample_weights=None, **kw) -> np.ndarray:
+        """Binary ``sum_i s_i grad m_i`` of the margins, shape (num_params,)."""
         obj = self._objective(ds, sample_weights)
         return self._out(tf.linalg.matvec(obj.margin_gradients(), obj.S[:, 0], transpose_a=True))
 
@@ -385,6 +391,7 @@ class LogisticRegression:
         return self._out(LogisticObjective(self.spec, Xa).probabilities(self._theta()[None])[:, 0])
 
     def get_accuracy(self, ds, **kw) -> float:
+        """Fraction of ``ds`` whose most probable class is its label (NaN when empty)."""
         x, labels = xy(ds)
         if len(labels) == 0:
             return float("nan")
