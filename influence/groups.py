@@ -108,7 +108,6 @@ def _newton_downdate(spec: ModelSpec, basis: DowndateBasis, groups, G_sums, spec
 
 def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, progress):
     import scipy.linalg as sla
-    from tqdm.auto import tqdm
 
     Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=Xa.dtype), spec).numpy().astype(np.float64)
     try:
@@ -125,7 +124,7 @@ def _newton_explicit(spec: ModelSpec, H, theta, Xa, groups, G_sums, spectrum, pr
     route = np.zeros(S, dtype=np.int64)
     G_sums = np.asarray(G_sums, dtype=np.float64)
     u_gauge = spec.gauge_vector()
-    for s in tqdm(range(S), desc="newton", disable=None if progress is None else not progress, leave=False):
+    for s in progress_bar(range(S), "newton", S, progress):
         idx = np.asarray(groups[s], dtype=np.int64)
         if rows_per_point > 1:
             idx = (idx[:, None] * rows_per_point + np.arange(rows_per_point)[None, :]).ravel()

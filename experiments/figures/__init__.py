@@ -3,7 +3,8 @@
 The notebook loads runs and builds panels with this package (imported as ``fd``) and
 draws them with :mod:`experiments.plot`. Modules:
 
-* :mod:`~experiments.figures.settings`: settings read from the ``INFLUENCE_*``
+* :mod:`experiments.figure_settings` (outside this package, so that
+  ``scripts/run_figures.py`` reads it without importing the plotting code): settings read from the ``INFLUENCE_*``
   environment variables (:func:`settings_from_env`) and the figures' fixed tables
   (dataset names, plotted fixed-test columns, regularisation values);
 * :mod:`~experiments.figures.runs`: the run registry (:class:`RunSpec`; run ids and
@@ -23,7 +24,7 @@ from experiments.figures.runs import (MNLI_NONFIRES_GENRES, MNLI_TEST_GENRES, Lo
                                       load_cdr_labeling_info, load_counterexamples, load_credit_assignment,
                                       load_data_valuation, load_main_runs, load_mnli_train_genres, load_reg_sweep,
                                       load_run, load_ss_logreg, reg_sweep_message, ss_logreg_run)
-from experiments.figures.settings import (DEFAULT_DATASETS, DEFAULT_REG_DATASETS, FIXED_TEST_EXTRA_DATASETS,
+from experiments.figure_settings import (DEFAULT_DATASETS, DEFAULT_REG_DATASETS, FIXED_TEST_EXTRA_DATASETS,
                                           FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name,
                                           reg_values, settings_from_env)
 

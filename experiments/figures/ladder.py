@@ -12,7 +12,7 @@ from pathlib import Path
 
 from experiments.estimator_ladder import ACCURACY_FILE, ESTIMATORS, EstimatorLadder
 from experiments.figures.runs import ss_logreg_run
-from experiments.figures.settings import Settings, display_name
+from experiments.figure_settings import Settings, display_name
 
 
 def ladder_dir(settings: Settings, dataset_id: str) -> Path:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.figures.settings import Settings
+from experiments.figure_settings import Settings
 
 
 def save_figure(fig, name: str, settings: Settings) -> Path:

@@ -31,7 +31,7 @@ from experiments import plot
 from experiments.common import py2_float_str
 from experiments.figures.runs import (LoadedRun, MNLI_NONFIRES_GENRES, MNLI_TEST_GENRES, load_cdr_labeling_info,
                                       load_mnli_train_genres, reg_sweep_message)
-from experiments.figures.settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
+from experiments.figure_settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 
 REG_SLOTS = np.logspace(-7, 2, 10)              # the table's columns (spearmans[row][col][10])
 REG_LINE_COLORS = {"hospital": "purple", "spam": "green", "dogfish": "blue", "mnist_small": "red"}

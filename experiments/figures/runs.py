@@ -36,7 +36,7 @@ import numpy as np
 from datasets import storage
 from experiments import counterexamples, credit_assignment, data_valuation, subset_influence
 from experiments.common import DEFAULT_OUT_DIR, REPO_ROOT, ConfigError, py2_float_str
-from experiments.figures.settings import Settings, reg_values
+from experiments.figure_settings import Settings, reg_values
 from datasets.loader import load_supplemental_info
 
 # The paper's range runs (codalab/run_subsets.sh, figures.md §1.4).

@@ -203,7 +203,7 @@ def test_notebook_ladder_figure(ladder, tmp_path, capsys):
     import matplotlib
     matplotlib.use("Agg")
     from experiments.figures import ladder as fl
-    from experiments.figures.settings import Settings
+    from experiments.figure_settings import Settings
 
     S = Settings(out_dir=tmp_path, plot_dir=tmp_path, datasets=["breast_cancer", "digits"], num_subsets=10,
                  reg_datasets=[], reg_num_subsets=10)
