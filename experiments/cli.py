@@ -53,11 +53,15 @@ logger = logging.getLogger(__name__)
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's layout and ends every option's help with its default
-    (unless the help already states it, or the flag is a switch that is off by default)."""
+    (unless the help already states it, or the flag is a switch that is off by default),
+    or with "(required)"."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text.lower() or action.default in (None, False, argparse.SUPPRESS)
+        if action.required and action.option_strings:
+            return f"{text} (required)"
+        if ("default" in text.lower() or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS
                 or action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction)):
             return text
         return f"{text} (default: %(default)s)"

@@ -468,7 +468,7 @@ def warn_if_hidden(ax, x, y) -> dict[str, int]:
     return counts
 
 
-def empty_panel(ax, text: str, width: int = 40, fontsize: float = 8) -> None:
+def empty_panel(ax, text: str, width: int = 32, fontsize: float = 10) -> None:
     """A labelled empty panel: no ticks, the (wrapped) ``text`` in the middle.
 
     Used for a run that is missing (the text names the command that produces it) or a
@@ -480,7 +480,7 @@ def empty_panel(ax, text: str, width: int = 40, fontsize: float = 8) -> None:
     for spine in ax.spines.values():
         spine.set_color("lightgrey")
         spine.set_linestyle("--")
-    wrapped = "\n".join(textwrap.fill(line, width=width, break_long_words=True, break_on_hyphens=False)
+    wrapped = "\n".join(textwrap.fill(line, width=width, break_long_words=False, break_on_hyphens=False)
                         for line in str(text).splitlines() or [""])
     ax.text(0.5, 0.5, wrapped, transform=ax.transAxes, ha="center", va="center", fontsize=fontsize,
             color="dimgrey", family="monospace", wrap=False)
@@ -701,7 +701,7 @@ class Panel:
     title: str | None = None
     xlabel: str | None = None
     ylabel: str | None = None
-    legend: Sequence[tuple[str, Any]] | None = None  # drawn inside this panel
+    legend: Sequence[tuple[str, Any]] | None = None  # the grid's legend (drawn right of the panels)
     groups: Any = None  # per-point group values (e.g. lambda), for spearman_by_group
 
     def __post_init__(self):
@@ -741,6 +741,8 @@ def plot_panel_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str]
         raise ValueError("plot_panel_grid needs at least one panel")
     for r in grid:
         r.extend(Panel(kind="hidden") for _ in range(ncols - len(r)))
+    if legend is None and not colorbar:  # a panel's own legend goes right of the panels as well
+        legend = next((p.legend for r in grid for p in r if p.legend and p.kind in ("scatter", "cross")), None)
     any_data = any(p.kind in ("scatter", "cross") for r in grid for p in r)
     needs_slot = (legend is not None or colorbar) and any_data
     slot = None
@@ -769,8 +771,6 @@ def plot_panel_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str]
             if p.kind in ("scatter", "cross"):
                 fn = plot_group_correlation if p.kind == "scatter" else plot_cross
                 rhos[i, j] = fn(ax, p.x, p.y, colors=p.colors, order=p.order, **p.options)
-                if p.legend:
-                    draw_legend(ax, p.legend, loc="lower right", hide=False, marker_size=6, fontsize="x-small")
             elif p.kind == "missing":
                 empty_panel(ax, p.text)
             elif p.kind in ("na", "hidden"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.common import DEFAULT_OUT_DIR
 from experiments.estimator_ladder import ACCURACY_FILE, ESTIMATORS, EstimatorLadder
 from experiments.figures.runs import ss_logreg_run
 from experiments.figure_settings import Settings, display_name
@@ -20,9 +21,17 @@ def ladder_dir(settings: Settings, dataset_id: str) -> Path:
     return Path(settings.out_dir) / EstimatorLadder.experiment_id / run_id
 
 
+def ladder_message(settings: Settings, dataset_id: str) -> str:
+    """What is missing for ``dataset_id``'s ladder and the command that makes it."""
+    path = ladder_dir(settings, dataset_id) / ACCURACY_FILE
+    out = "" if Path(settings.out_dir).resolve() == DEFAULT_OUT_DIR.resolve() else f" --out-dir {settings.out_dir}"
+    return (f"missing {path}: run python scripts/estimator_ladder.py --dataset-id {dataset_id} "
+            f"--subset-choice-type range --num-subsets {settings.num_subsets} --no-intermediate-results{out}")
+
+
 def load_ladder_tables(settings: Settings, datasets=None) -> dict:
-    """``{dataset: DataFrame of accuracy.csv}`` for the datasets whose ladder exists (a message
-    with the command for the others)."""
+    """``{dataset: DataFrame of accuracy.csv}`` for the datasets whose ladder exists (see
+    :func:`ladder_message` for the others)."""
     import pandas as pd
 
     tables = {}
@@ -30,9 +39,6 @@ def load_ladder_tables(settings: Settings, datasets=None) -> dict:
         path = ladder_dir(settings, ds) / ACCURACY_FILE
         if path.is_file():
             tables[ds] = pd.read_csv(path, dtype={"size_decile": str})
-        else:
-            print(f"{ds}: no estimator ladder ({path} is missing); run: python scripts/estimator_ladder.py "
-                  f"--dataset-id {ds} --subset-choice-type range --num-subsets {settings.num_subsets}")
     return tables
 
 

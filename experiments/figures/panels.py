@@ -132,8 +132,10 @@ def group_grid(runs: dict[str, LoadedRun], rows: Sequence[tuple[str, str, str]],
         k = fixed_test_column(run, ds, which)
         tags = run.R.get("subset_tags") or []
         for i, (_, xkey, ykey) in enumerate(rows):
-            if not run.has(xkey, ykey):
-                panels[i][j] = plot.Panel(kind="na")  # e.g. no margin for a multiclass run
+            if not run.has(xkey, ykey):  # e.g. no margin for a multiclass run
+                what = "test prediction (margin):\nnot defined for a\nmulticlass model" if "margin" in xkey \
+                    else f"not in this run:\n{xkey if not run.has(xkey) else ykey}"
+                panels[i][j] = plot.Panel(kind="na", text=what)
                 continue
             try:
                 x, y = _column(run.R[xkey], k), _column(run.R[ykey], k)
