@@ -159,6 +159,11 @@ def fetch_url(url: str, out: IO[bytes], progress: bool = True, desc: str | None 
     return n
 
 
+def count(n: int, noun: str) -> str:
+    """``1 URL``, ``2 URLs``: a number and its noun, plural when it is not 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -264,7 +269,7 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
                  f"delete it and rerun to download it again, or replace it with a correct copy")
         error_reason = f"{where} is corrupt ({corrupt})"
     else:
-        first = (f"could not download {what} from {len(url_list)} URL(s) ({reason}); place a correct copy "
+        first = (f"could not download {what} from {count(len(url_list), 'URL')} ({reason}); place a correct copy "
                  f"by hand at {where} ({_describe_expected(expected)})")
         error_reason = failures[0][1]
     lines = [first, "URLs tried:"] + [f"  - {url}: {why}" for url, why in failures]

@@ -468,7 +468,7 @@ def warn_if_hidden(ax, x, y) -> dict[str, int]:
     return counts
 
 
-def empty_panel(ax, text: str, width: int = 32, fontsize: float = 10) -> None:
+def empty_panel(ax, text: str, width: int = 26, fontsize: float = 14) -> None:
     """A labelled empty panel: no ticks, the (wrapped) ``text`` in the middle.
 
     Used for a run that is missing (the text names the command that produces it) or a

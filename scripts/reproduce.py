@@ -8,7 +8,8 @@ Steps (each a command of the scripts, run as a subprocess; ``--skip`` leaves ste
 1. ``ss_logreg`` range runs (0.25%-25% groups, as the paper's ``run_subsets.sh``, with
    phase files, which the ladder reads) on the offline real datasets bundled with
    scikit-learn;
-2. ``ladder``: the accuracy ladder of estimators on the same runs;
+2. ``ladder``: the accuracy ladder of estimators on the ``breast_cancer`` run
+   (``--ladder-dataset-ids``);
 3. ``counterexamples``: ``ortho2`` and ``gauss4`` in float64 and in float32 (Figure 4 and
    its precision note);
 4. ``reg-sweep``: a short regularisation sweep (``--fixed-reg``) for Figure 3;
@@ -73,6 +74,8 @@ def make_parser():
     p.add_argument("--counterexamples", nargs="*", default=["ortho2", "gauss4"], metavar="DATASET_ID",
                    help="counterexample datasets run in float64 and float32 (default: ortho2 gauss4, "
                         "the two panels of Figure 4)")
+    p.add_argument("--ladder-dataset-ids", nargs="+", default=["breast_cancer"], metavar="DATASET_ID",
+                   help="datasets (among --dataset-ids) whose runs get the estimator ladder")
     p.add_argument("--reg-dataset-ids", nargs="+", default=["breast_cancer"], metavar="DATASET_ID",
                    help="datasets of the regularisation sweep")
     p.add_argument("--reg-values", nargs="+", type=float, default=[1e-5, 1e-3, 1e-1, 10.0], metavar="R",
@@ -101,6 +104,9 @@ def check_args(args):
     for cex in args.counterexamples:
         if cex not in CEX_IDS:
             raise ConfigError(f"--counterexamples: each id must be one of {list(CEX_IDS)}; got {cex!r}")
+    for ds in args.ladder_dataset_ids:
+        if ds not in args.datasets:
+            raise ConfigError(f"--ladder-dataset-ids: each id must be one of --dataset-ids {args.datasets}; got {ds!r}")
     for flag, ids in (("--dataset-ids", args.datasets), ("--reg-dataset-ids", args.reg_dataset_ids)):
         for ds in ids:
             if ds not in DATASETS:
@@ -119,7 +125,7 @@ def plan(args) -> list[tuple[str, list, dict | None]]:
                       [PY, "scripts/subsets_infl_logreg.py", "--dataset-id", ds, *RANGE_FLAGS, "--num-subsets",
                        args.num_subsets, "--no-plots", *common], None))
     if "ladder" not in skip:
-        for ds in args.datasets:
+        for ds in args.ladder_dataset_ids:
             steps.append((f"estimator ladder {ds}",
                           [PY, "scripts/estimator_ladder.py", "--dataset-id", ds, *RANGE_FLAGS, "--num-subsets",
                            args.num_subsets, "--no-intermediate-results", *common], None))
