@@ -54,7 +54,7 @@ def ladder_summary(tables: dict, target: str = "test_loss"):
     return pd.concat(parts) if parts else pd.DataFrame(columns=cols)
 
 
-def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(4.5, 3.6)):
+def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(6.5, 5.0)):
     """Median relative error (log scale) against group size (the middle of each size decile),
     one line per estimator (form ``param``), one panel per dataset."""
     import matplotlib.pyplot as plt
@@ -79,5 +79,5 @@ def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(4.5, 3.6)):
         ax.set_title(display_name(ds))
     axes[0][0].set_ylabel(f"Median relative error\n({target.replace('_', ' ')})")
     if tables:
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     return fig

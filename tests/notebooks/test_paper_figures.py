@@ -571,3 +571,22 @@ def test_figure4_panels_pick_the_spec_test_points(settings):
     assert fd.cex_panel(right, "lstsq_uv_K-120_gauss", 2, "cex_lstsq_uv_K-120_subsets").kind == "na"
     bad = fd.LoadedRun("counterexamples", "x", "cmd", R=dict(left.R, **{"cex_lstsq_uv_K-120_subsets": np.array([999])}))
     assert "inconsistent" in fd.cex_panel(bad, "lstsq_uv_K-120_gauss", 2, "cex_lstsq_uv_K-120_subsets").text
+
+
+def test_figure_log_writes_no_file_for_a_figure_not_made(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    s = fd.Settings(tmp_path / "out", tmp_path / "plots", [], NUM, [], 10)
+    s.plot_dir.mkdir()
+    (s.plot_dir / "paper-fig4.pdf").write_bytes(b"%PDF- an earlier run's figure")
+    log = fd.FigureLog(s)
+    log.skip("paper-fig4.pdf", ["missing counterexamples/gauss4: run python scripts/counterexamples.py"])
+    assert not (s.plot_dir / "paper-fig4.pdf").exists()   # a stale file is removed, none is written
+    fig, ax = plt.subplots()
+    log.save(fig, "paper-fig1.pdf", missing=["missing ss_logreg/spam_x: run python scripts/subsets_infl_logreg.py"])
+    assert (s.plot_dir / "paper-fig1.pdf").read_bytes()[:5] == b"%PDF-" and log.written == ["paper-fig1.pdf"]
+    t = log.table()
+    assert list(t["figure"]) == ["paper-fig4.pdf", "paper-fig1.pdf"]
+    assert list(t["status"]) == ["not made", "drawn without"]
+    assert t.iloc[0, 2].endswith("scripts/counterexamples.py")
+    assert "not made: paper-fig4.pdf" in capsys.readouterr().out
