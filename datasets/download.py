@@ -31,7 +31,6 @@ import http.client
 import logging
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -41,11 +40,14 @@ import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterable, Sequence
 
+from influence.progress import progress_bar
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0  # seconds, per connection attempt and per read
 CHUNK_SIZE = 1 << 20
-# Files at least this large (or of unknown size) get a tqdm progress bar.
+# Files at least this large (or of unknown size) show progress (influence.progress: a bar on a
+# terminal, a line every 30 s in a log).
 PROGRESS_MIN_BYTES = 1 << 20
 OFFLINE_ENV_VAR = "INFLUENCE_OFFLINE"
 USER_AGENT = "group-influence-reproduction (python urllib)"
@@ -116,14 +118,6 @@ def _mismatches(path: Path, expected: dict[str, str]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- fetching
-def _use_progress_bar(progress: bool, total: int | None) -> bool:
-    if not progress:
-        return False
-    if total is not None and total < PROGRESS_MIN_BYTES:
-        return False
-    return sys.stderr.isatty()
-
-
 def fetch_url(url: str, out: IO[bytes], progress: bool = True, desc: str | None = None,
               timeout: float = DEFAULT_TIMEOUT) -> int:
     """Stream ``url`` into the open binary file ``out``; return the number of bytes.
@@ -139,11 +133,9 @@ def fetch_url(url: str, out: IO[bytes], progress: bool = True, desc: str | None 
         length = response.headers.get("Content-Length")
         total = int(length) if length is not None and length.isdigit() else None
         bar = None
-        if _use_progress_bar(progress, total):
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=desc or url.rsplit("/", 1)[-1] or url, leave=False)
+        if progress and (total is None or total >= PROGRESS_MIN_BYTES):
+            bar = progress_bar(None, desc or url.rsplit("/", 1)[-1] or url, total, progress, unit="B",
+                               unit_scale=True, unit_divisor=1024)
         n = 0
         try:
             for chunk in iter(lambda: response.read(CHUNK_SIZE), b""):
@@ -157,6 +149,11 @@ def fetch_url(url: str, out: IO[bytes], progress: bool = True, desc: str | None 
     if total is not None and n != total:
         raise OSError(f"incomplete download: got {n} of {total} bytes")
     return n
+
+
+def count(n: int, noun: str) -> str:
+    """``1 URL``, ``2 URLs``: a number and its noun, plural when it is not 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _current_umask() -> int:
@@ -185,7 +182,7 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
         Published digest(s). With a digest, an existing file that does not match (partial
         or corrupt) is fetched again; without one an existing file is trusted as is.
     progress : bool
-        Show a tqdm bar for large downloads (only on a terminal).
+        Show progress of large downloads (:func:`influence.progress.progress_bar`).
     fetch : callable, optional
         ``fetch(url, fileobj, progress=..., desc=...)``; defaults to :func:`fetch_url`,
         looked up when called so that tests can monkeypatch it.
@@ -264,7 +261,7 @@ def maybe_download(urls: str | Sequence[str], filename: str, download_dir: str |
                  f"delete it and rerun to download it again, or replace it with a correct copy")
         error_reason = f"{where} is corrupt ({corrupt})"
     else:
-        first = (f"could not download {what} from {len(url_list)} URL(s) ({reason}); place a correct copy "
+        first = (f"could not download {what} from {count(len(url_list), 'URL')} ({reason}); place a correct copy "
                  f"by hand at {where} ({_describe_expected(expected)})")
         error_reason = failures[0][1]
     lines = [first, "URLs tried:"] + [f"  - {url}: {why}" for url, why in failures]

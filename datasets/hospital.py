@@ -31,7 +31,15 @@ import numpy as np
 import pandas as pd
 
 from datasets.common import DataSet, Datasets, check_expected, get_dataset_dir, read_cache
-from datasets.download import ArchiveLimitError, DownloadError, file_digest, maybe_download, read_zip_member
+from datasets.download import (
+    ArchiveLimitError,
+    ChecksumMismatchError,
+    DownloadError,
+    count,
+    file_digest,
+    maybe_download,
+    read_zip_member,
+)
 from datasets.storage import atomic_write, save_arrays
 
 logger = logging.getLogger(__name__)
@@ -200,8 +208,16 @@ def ensure_csv(dataset_dir: Path, progress: bool = True) -> Path:
             archive = maybe_download([CURRENT_UCI_URL], CURRENT_UCI_NAME, dataset_dir,
                                      progress=progress, source=SOURCE + ", current layout")
         except DownloadError as fallback_error:
-            error = type(primary_error)(f"{primary_error}\nAlso tried the current UCI archive:\n"
-                                        f"{fallback_error}")
+            # One summary counting every URL tried (the historic archive's and the current one),
+            # unless the archive on disk is corrupt: that first line says so and how to recover.
+            tried = len(ARCHIVE_URLS) + 1
+            first = (str(primary_error).splitlines()[0] if isinstance(primary_error, ChecksumMismatchError) else
+                     f"could not download the hospital data ({SOURCE}) from {count(tried, 'URL')} "
+                     f"({primary_error.reason}); place a correct copy of {ARCHIVE_NAME} by hand at "
+                     f"{dataset_dir / ARCHIVE_NAME} (sha256 {ARCHIVE_SHA256})")
+            tried_lines = [line for e in (primary_error, fallback_error) for line in str(e).splitlines()[1:]
+                           if line.startswith("  - ")]
+            error = type(primary_error)("\n".join([first, "URLs tried:"] + tried_lines))
             error.reason = primary_error.reason
             raise error from fallback_error
         logger.info("using the current UCI archive %s (no published digest)", archive)

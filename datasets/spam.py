@@ -45,7 +45,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -54,6 +53,7 @@ import numpy as np
 from datasets.common import DataSet, Datasets, get_dataset_dir, read_cache
 from datasets.download import extract_archive, maybe_download
 from datasets.storage import save_arrays
+from influence.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -208,14 +208,11 @@ def lemmatize(texts: Sequence[str], nlp, progress: bool = True, keep: frozenset 
     A token is kept when it is alphabetic and not a stop word and, if ``keep`` is given,
     its text or its lowercase form is in ``keep`` (the word list of the vocabulary filter).
     """
-    from tqdm import tqdm
-
     if texts:
         nlp.max_length = max(nlp.max_length, max(len(t) for t in texts) + 1)
     docs = nlp.pipe(texts, batch_size=64)
     out = []
-    for doc in tqdm(docs, total=len(texts), desc="spaCy", unit="doc",
-                    disable=not (progress and sys.stderr.isatty())):
+    for doc in progress_bar(docs, "spaCy", len(texts), progress, unit="doc"):
         out.append(" ".join(tok.lemma_ for tok in doc if tok.is_alpha and not tok.is_stop
                             and (keep is None or tok.text in keep or tok.lower_ in keep)))
     return out

@@ -75,6 +75,12 @@ DIAGONAL_STYLE = {"color": "grey", "alpha": 0.8, "linewidth": 2}
 CROSS_STYLE = {"color": "grey", "alpha": 0.8, "linewidth": 1}
 SPINE_COLOR = "grey"
 HIDDEN_COLOR = "red"
+# Outliers that would squash a panel: values beyond the 2%-98% quantile range widened by
+# 1.5 times its width on each side (Tukey's fences on wider quantiles) fall outside the
+# axis limits, and the panel says how many points it does not show.
+OUTLIER_QUANTILES = (0.02, 0.98)
+OUTLIER_FENCE = 1.5
+OUTLIER_MIN_POINTS = 10
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -128,14 +134,32 @@ def _bounds(v: np.ndarray) -> tuple[float, float]:
     return (float(f.min()), float(f.max())) if f.size else (0.0, 0.0)
 
 
-def data_limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool):
+def robust_bounds(v) -> tuple[float, float]:
+    """The range of the finite values of ``v``, cut at the outlier fences
+    (:data:`OUTLIER_QUANTILES` widened by :data:`OUTLIER_FENCE` times their distance on
+    each side) when values lie beyond them; the plain range for fewer than
+    :data:`OUTLIER_MIN_POINTS` values or a zero quantile range."""
+    f = _finite(np.asarray(v, dtype=float).ravel())
+    lo, hi = _bounds(f)
+    if f.size < OUTLIER_MIN_POINTS:
+        return lo, hi
+    q_lo, q_hi = np.quantile(f, OUTLIER_QUANTILES)
+    width = q_hi - q_lo
+    if not width > 0:
+        return lo, hi
+    return max(lo, float(q_lo - OUTLIER_FENCE * width)), min(hi, float(q_hi + OUTLIER_FENCE * width))
+
+
+def data_limits(x: np.ndarray, y: np.ndarray, equal: bool, balanced: bool, robust: bool = False):
     """``((min_x, max_x), (min_y, max_y))``: the data ranges before zoom and padding.
 
-    Each range spans the finite values; with ``equal`` both become their union; with
-    ``balanced`` each becomes symmetric about 0, [-m, m] with m its largest magnitude
-    (one shared m when ``equal``: the union is already shared, so both m agree).
+    Each range spans the finite values (cut at the outlier fences with ``robust``:
+    :func:`robust_bounds`); with ``equal`` both become their union; with ``balanced`` each
+    becomes symmetric about 0, [-m, m] with m its largest magnitude (one shared m when
+    ``equal``: the union is already shared, so both m agree).
     """
-    (min_x, max_x), (min_y, max_y) = _bounds(x), _bounds(y)
+    bounds = robust_bounds if robust else _bounds
+    (min_x, max_x), (min_y, max_y) = bounds(x), bounds(y)
     if equal:
         min_x = min_y = min(min_x, min_y)
         max_x = max_y = max(max_x, max_y)
@@ -418,9 +442,10 @@ def simplify_axis_ticks(ax) -> None:
 
 
 def warn_if_hidden(ax, x, y) -> dict[str, int]:
-    """Colour red each spine beyond which points fall outside the axis limits.
+    """Colour red each spine beyond which points fall outside the axis limits, and say in
+    the panel how many points it does not show (``"3 points beyond the axes"``).
 
-    The right spine also gets a red ``"N hidden"`` note. Returns the counts per side.
+    Returns the counts per side and, under ``"total"``, the number of points not shown.
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
@@ -433,13 +458,16 @@ def warn_if_hidden(ax, x, y) -> dict[str, int]:
         if count:
             ax.spines[side].set_color(HIDDEN_COLOR)
             ax.spines[side].set_visible(True)
-    if counts["right"]:
-        ax.annotate(f"{counts['right']} hidden", xy=(1, 0.5), xycoords="axes fraction", color=HIDDEN_COLOR,
-                    ha="right", va="center", fontsize="x-small")
+    total = int(((x < x0) | (x > x1) | (y < y0) | (y > y1)).sum())
+    if total:
+        ax.annotate(f"{total} point{'s' if total > 1 else ''} beyond the axes", xy=(0.03, 0.97),
+                    xycoords="axes fraction", color=HIDDEN_COLOR, ha="left", va="top", fontsize="x-small",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+    counts["total"] = total
     return counts
 
 
-def empty_panel(ax, text: str, width: int = 40, fontsize: float = 8) -> None:
+def empty_panel(ax, text: str, width: int = 26, fontsize: float = 14) -> None:
     """A labelled empty panel: no ticks, the (wrapped) ``text`` in the middle.
 
     Used for a run that is missing (the text names the command that produces it) or a
@@ -451,7 +479,7 @@ def empty_panel(ax, text: str, width: int = 40, fontsize: float = 8) -> None:
     for spine in ax.spines.values():
         spine.set_color("lightgrey")
         spine.set_linestyle("--")
-    wrapped = "\n".join(textwrap.fill(line, width=width, break_long_words=True, break_on_hyphens=False)
+    wrapped = "\n".join(textwrap.fill(line, width=width, break_long_words=False, break_on_hyphens=False)
                         for line in str(text).splitlines() or [""])
     ax.text(0.5, 0.5, wrapped, transform=ax.transAxes, ha="center", va="center", fontsize=fontsize,
             color="dimgrey", family="monospace", wrap=False)
@@ -513,7 +541,7 @@ def _zoom(lo: float, hi: float, shrink: float | None, anchor: str) -> tuple[floa
 def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True, balanced=False,
                            shrinkx=None, shrinky=None, anchor="min", padx=PADDING, pady=PADDING,
                            xlim=None, ylim=None, show_diagonal=True, show_x_axis=False, scientific=True,
-                           order=None, warn_hidden=True, zorder=3):
+                           order=None, warn_hidden=True, zorder=3, clip_outliers=True):
     """The notebook's group scatter: x = actual effect, y = prediction.
 
     Parameters
@@ -530,7 +558,10 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     show_x_axis : grey y = 0 line.
     scientific : ``ticklabel_format(style='sci', scilimits=(-3, 3), useMathText=True)``.
     order : drawing order (indices), e.g. :func:`tail_first`; no shuffling otherwise.
-    warn_hidden : mark spines beyond which points are hidden (:func:`warn_if_hidden`).
+    warn_hidden : mark spines beyond which points are hidden and count them in the panel
+        (:func:`warn_if_hidden`).
+    clip_outliers : when no zoom or limit is given, cut each range at its outlier fences
+        (:func:`robust_bounds`) so that a few far points do not squash the rest.
 
     Spines are grey and there are at most ~4 ticks per axis. Returns Spearman's rho
     of (x, y) (NaN if undefined).
@@ -540,7 +571,8 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same length; got {x.size} and {y.size}")
     n = x.size
-    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced)
+    robust = clip_outliers and shrinkx is None and shrinky is None and xlim is None and ylim is None
+    (min_x, max_x), (min_y, max_y) = data_limits(x, y, equal, balanced, robust)
     min_x, max_x = _zoom(min_x, max_x, shrinkx, anchor)
     min_y, max_y = _zoom(min_y, max_y, shrinky, anchor)
     xl, yl = _pad(min_x, max_x, padx), _pad(min_y, max_y, pady)
@@ -565,8 +597,10 @@ def plot_group_correlation(ax, x, y, colors=None, size=5, alpha=None, equal=True
     for spine in ax.spines.values():
         spine.set_color(SPINE_COLOR)
     if scientific:
-        ax.ticklabel_format(style="sci", scilimits=(-3, 3), useMathText=True)
-    ax.locator_params(nbins=4)
+        ax.ticklabel_format(style="sci", scilimits=(-2, 3), useMathText=True)
+    # At most 4 ticks on x (3 intervals) so that labels of a narrow panel never collide.
+    ax.locator_params(axis="x", nbins=3)
+    ax.locator_params(axis="y", nbins=4)
     if warn_hidden:
         warn_if_hidden(ax, x, y)
     return spearman(x, y)[0]
@@ -666,7 +700,7 @@ class Panel:
     title: str | None = None
     xlabel: str | None = None
     ylabel: str | None = None
-    legend: Sequence[tuple[str, Any]] | None = None  # drawn inside this panel
+    legend: Sequence[tuple[str, Any]] | None = None  # the grid's legend (drawn right of the panels)
     groups: Any = None  # per-point group values (e.g. lambda), for spearman_by_group
 
     def __post_init__(self):
@@ -691,12 +725,11 @@ def plot_panel_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str]
 
     ``row_labels`` become the y labels of the first column, ``col_titles`` the titles
     of the first row, ``col_xlabels`` the x labels of the last row, ``xlabel`` a
-    figure-wide x label. ``legend`` entries
-    ``[(label, colour)]`` go into the first ``'na'`` slot (row-major; e.g. the MNIST
-    test-prediction slot of Figure 1), or into an extra column if there is none;
-    ``colorbar=True`` puts Figure 3's lambda/n colorbar there instead. ``rhos`` is a
-    float array (rows, columns) of the Spearman values of the scatter panels (NaN
-    elsewhere).
+    figure-wide x label. ``legend`` entries ``[(label, colour)]`` go into an extra column
+    right of the panels (never over a panel); ``colorbar=True`` puts Figure 3's lambda/n
+    colorbar there instead. An ``'na'`` panel shows its ``text`` (e.g. why the quantity
+    is not defined). ``rhos`` is a float array (rows, columns) of the Spearman values of
+    the scatter panels (NaN elsewhere).
     """
     import matplotlib.pyplot as plt
 
@@ -707,12 +740,12 @@ def plot_panel_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str]
         raise ValueError("plot_panel_grid needs at least one panel")
     for r in grid:
         r.extend(Panel(kind="hidden") for _ in range(ncols - len(r)))
+    if legend is None and not colorbar:  # a panel's own legend goes right of the panels as well
+        legend = next((p.legend for r in grid for p in r if p.legend and p.kind in ("scatter", "cross")), None)
     any_data = any(p.kind in ("scatter", "cross") for r in grid for p in r)
     needs_slot = (legend is not None or colorbar) and any_data
     slot = None
-    if needs_slot:
-        slot = next(((i, j) for i in range(nrows) for j in range(ncols) if grid[i][j].kind == "na"), None)
-    extra = needs_slot and slot is None
+    extra = needs_slot
     total_cols = ncols + (1 if extra else 0)
     if extra:
         slot = ((nrows - 1) // 2, ncols)
@@ -737,11 +770,9 @@ def plot_panel_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str]
             if p.kind in ("scatter", "cross"):
                 fn = plot_group_correlation if p.kind == "scatter" else plot_cross
                 rhos[i, j] = fn(ax, p.x, p.y, colors=p.colors, order=p.order, **p.options)
-                if p.legend:
-                    draw_legend(ax, p.legend, loc="lower right", hide=False, marker_size=6, fontsize="x-small")
             elif p.kind == "missing":
                 empty_panel(ax, p.text)
-            elif (p.kind == "na" and (i, j) != slot) or p.kind == "hidden":
+            elif p.kind in ("na", "hidden"):
                 if p.text:
                     empty_panel(ax, p.text)
                 else:

@@ -47,11 +47,10 @@ from influence import groups as _groups
 from influence.downdate import DowndateBasis, uses_downdates
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
 from influence.newton import RefitResult, make_preconditioner
+from influence.numerics import INVERSE_VP_METHODS, xy
 from influence.progress import progress_bar
 from influence.refit import downdate_basis
-from influence.routes import ROUTE_METHODS as METHODS
-from influence.routes import NewtonChangeRoute, RefitRoute, choose_routes
-from influence.numerics import INVERSE_VP_METHODS, xy
+from influence.routes import ROUTE_METHODS as METHODS, NewtonChangeRoute, RefitRoute, choose_routes
 
 WHATS = ("loss", "margin", "correct")
 TARGETS = ("params", "self_loss", "self_margin", "test_losses", "test_margins", "test_loss_sum")

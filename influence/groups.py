@@ -29,9 +29,9 @@ from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import cg_directions, make_preconditioner
+from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
 from influence.objective import LogisticObjective, ModelSpec
 from influence.progress import progress_bar
-from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
 
 
 def incidence(groups: Sequence[np.ndarray], n: int, dtype=np.float64) -> sp.csr_matrix:

@@ -36,9 +36,19 @@ import scipy.linalg
 import tensorflow as tf
 
 from influence import objective as K
-from influence.numerics import (ConvergenceWarning, NotPositiveDefiniteError, cholesky_factors, one_blas_thread,
-                                preconditioned_cg_rows, solve_with_factors, spd_factor, spd_solve, to_numpy)
+from influence.numerics import (
+    ConvergenceWarning,
+    NotPositiveDefiniteError,
+    cholesky_factors,
+    one_blas_thread,
+    preconditioned_cg_rows,
+    solve_with_factors,
+    spd_factor,
+    spd_solve,
+    to_numpy,
+)
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
+
 
 @dataclass
 class FitResult:

@@ -41,8 +41,17 @@ import tensorflow as tf
 from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
-from influence.newton import ChordNewton, DowndateChord, NewtonCG, RefitResult, certify, make_preconditioner, newton_loop
+from influence.newton import (
+    ChordNewton,
+    DowndateChord,
+    NewtonCG,
+    RefitResult,
+    certify,
+    make_preconditioner,
+    newton_loop,
+)
 from influence.objective import LogisticObjective, ModelSpec
+
 
 def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None, Xa_sparse=None):
     """The reduced problems, theta_hat, the starting iterates and the certificate

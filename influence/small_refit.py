@@ -38,9 +38,8 @@ import tensorflow as tf
 
 from influence.memory import FLOAT_BYTES, chunk_size, refit_bytes_per_group
 from influence.newton import ExplicitNewton, RefitResult, certify, gradient_norm_backtracking, newton_loop
-from influence.objective import LogisticObjective, ModelSpec
 from influence.numerics import spd_solve, tf_dtype
-
+from influence.objective import LogisticObjective, ModelSpec
 
 
 def pad_groups(groups: Sequence[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,11 @@ from experiments import cli
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     cli.add_run_flags(p, worker=False, no_intermediate_results=False,
-                      max_memory_help="bytes (unused, as in the original)")
-    p.add_argument("--save-reduced-dir", type=str, default=None, help="default: {data_dir}/babble")
-    p.add_argument("--dataset-id", type=str, default="cdr")
+                      max_memory_unused="the L1 fits run whole, as in the original")
+    p.add_argument("--save-reduced-dir", type=str, default=None,
+                   help="where the reduced_cdr matrices go (default: {data_dir}/babble)")
+    p.add_argument("--dataset-id", type=str, default="cdr", metavar="{cdr}",
+                   help="the Babble Labble database {data_dir}/babble/{id}.db")
     p.add_argument("--fit-intercept", action="store_true", default=True,
                    help="accepted for compatibility (always on, as in the original)")
     p.add_argument("--sample-weights", dest="sample_weights", action="store_true", default=True,

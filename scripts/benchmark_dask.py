@@ -1,26 +1,28 @@
 """Benchmark: the cost of running per-group work on Dask (README "Run on a cluster").
 
     python scripts/benchmark_dask.py                      # no-op tasks only
-    python scripts/benchmark_dask.py --data-dir data --hospital-groups 512
+    python scripts/benchmark_dask.py --data-dir data --num-subsets 512
 
 Measures, on this machine:
 
 * the **per-task overhead**: wall time per no-op task embedded (a Python call) and on a
   local cluster of ``--workers`` processes (submit, schedule, run, gather; one thread per
   worker), after a warm-up;
-* with ``--hospital-groups S`` (needs the hospital archive): the **hospital refits** as
+* with ``--num-subsets S`` (needs the hospital archive): the **hospital refits** as
   ss_logreg's phase 6 runs them (:func:`experiments.tasks.refit_groups`, chunks of
-  64 groups of 0.25%-25% of the training set, lambda ``--l2-reg``): the time to scatter
+  64 groups of 0.25%-25% of the training set, lambda = ``--fixed-reg`` * n): the time to scatter
   the phase's data once, the wall time per chunk task embedded and on the cluster, and
   whether both give the same bits.
 """
-import argparse
 import logging
 import time
 
 import _bootstrap  # noqa: F401
 
 import numpy as np
+
+from experiments import cli
+from experiments.common import ConfigError
 
 
 def noop_overhead(executor, num_tasks: int) -> float:
@@ -81,16 +83,32 @@ def hospital_refits(executor_embedded, executor_cluster, data_dir, num_groups: i
     return out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, default=2)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    p.add_argument("--num-workers", "--workers", dest="workers", type=int, default=2, metavar="N",
+                   help="worker processes of the local Dask cluster")
     p.add_argument("--tasks", type=int, default=300, help="no-op tasks timed")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--hospital-groups", type=int, default=0, help="hospital refits timed (0: skip)")
-    p.add_argument("--l2-reg-per-n", type=float, default=2e-3, help="lambda / n (hospital's CV choice: 2e-3)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    p.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data)")
+    p.add_argument("--num-subsets", "--hospital-groups", dest="hospital_groups", type=int, default=0,
+                   help="hospital groups refitted and timed (0: skip the hospital refits)")
+    p.add_argument("--fixed-reg", "--l2-reg-per-n", dest="l2_reg_per_n", type=float, default=2e-3, metavar="R",
+                   help="lambda = R * n_train (R = lambda/n; hospital's cross-validated choice: 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups")
+    return p
+
+
+def main(argv=None):
+    return cli.run_cli(make_parser(), run, argv, log_level=logging.WARNING)
+
+
+def run(args):
+    for name, flag in (("workers", "--num-workers"), ("tasks", "--tasks")):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"{flag} must be >= 1; got {getattr(args, name)}")
+    if args.hospital_groups < 0:
+        raise ConfigError(f"--num-subsets must be >= 0; got {args.hospital_groups}")
+    if not args.l2_reg_per_n > 0:
+        raise ConfigError(f"--fixed-reg must be > 0; got {args.l2_reg_per_n}")
     from experiments.execution import Executor
 
     embedded = Executor(progress=False)
@@ -113,4 +131,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Benchmark: exact group refits, this engine versus the original method.
 
-    python scripts/benchmark_refits.py --workload digits
-    python scripts/benchmark_refits.py --workload hospital --data-dir data --baseline-groups 6
-    python scripts/benchmark_refits.py --workload mnist-scale --num-groups 32 --baseline-groups 3
+    python scripts/benchmark_refits.py --dataset-id digits
+    python scripts/benchmark_refits.py --dataset-id hospital --data-dir data --baseline-groups 6
+    python scripts/benchmark_refits.py --dataset-id mnist-scale --num-subsets 32 --baseline-groups 3
                                                 # needs fashion_mnist: Debian's dataset-fashion-mnist
 
 For one workload it fits the model once (certified), draws groups of 0.25%-25% of the
@@ -207,13 +207,16 @@ def engine_flops_cg(spec, n, result) -> float:
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    p.add_argument("--workload", default="digits", choices=["digits", "breast_cancer", "hospital", "spam",
-                                                            "mnist-scale"])
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--num-groups", type=int, default=100, help="groups refitted by the engine")
+    p.add_argument("--dataset-id", "--workload", dest="workload", default="digits",
+                   choices=["digits", "breast_cancer", "hospital", "spam", "mnist-scale"],
+                   help="the dataset refitted (mnist-scale: Fashion-MNIST at MNIST's size) (default: digits)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data)")
+    p.add_argument("--num-subsets", "--num-groups", dest="num_groups", type=int, default=100,
+                   help="groups refitted by the engine")
     p.add_argument("--baseline-groups", type=int, default=6, help="groups timed for the original method")
-    p.add_argument("--l2-reg", type=float, default=None, help="default: 1e-3 * n (hospital's CV choice is 2e-3 n)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fixed-reg", type=float, default=1e-3, metavar="R",
+                   help="lambda = R * n_train (R = lambda/n; hospital's cross-validated choice is 2e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups")
     p.add_argument("--product-batch", type=int, default=64,
                    help="vectors per Hessian-vector-product batch and problems per batched gradient (default 64)")
     p.add_argument("--products-only", action="store_true",
@@ -222,9 +225,12 @@ def make_parser():
 
 
 def run(args):
-    for name in ("num_groups", "baseline_groups", "product_batch"):
+    for name, flag in (("num_groups", "--num-subsets"), ("baseline_groups", "--baseline-groups"),
+                       ("product_batch", "--product-batch")):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(args, name)}")
+            raise ConfigError(f"{flag} must be >= 1; got {getattr(args, name)}")
+    if not args.fixed_reg > 0:
+        raise ConfigError(f"--fixed-reg must be > 0; got {args.fixed_reg}")
 
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
     from sklearn.linear_model import LogisticRegression as SkLR
@@ -237,7 +243,7 @@ def run(args):
     X = np.asarray(train.x, dtype=np.float64)
     y = np.asarray(train.labels)
     n = X.shape[0]
-    lam = args.l2_reg if args.l2_reg is not None else 1e-3 * n
+    lam = args.fixed_reg * n
     cfg = LogisticRegression.default_config()
     cfg["arch"] = dict(LogisticRegression.infer_arch(train), fit_intercept=True)
     model = LogisticRegression(cfg)

@@ -9,10 +9,12 @@ byte-identical apart from its ``/CreationDate`` (matplotlib writes the time, unl
 (``paper-figures.executed.ipynb``, when both folders have it) identical once each folder's
 own path is replaced. Prints what differs; exits 0 when everything agrees, 1 otherwise.
 """
-import argparse
 import re
-import sys
 from pathlib import Path
+
+import _bootstrap  # noqa: F401
+
+from experiments import cli
 
 EXECUTED = "paper-figures.executed.ipynb"
 
@@ -54,16 +56,22 @@ def compare(before: Path, after: Path) -> list[str]:
     return problems
 
 
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    p.add_argument("before", type=Path, help="the first plot folder")
+    p.add_argument("after", type=Path, help="the second plot folder")
+    return p
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("before", type=Path)
-    p.add_argument("after", type=Path)
-    args = p.parse_args(argv)
-    try:
-        problems = compare(args.before, args.after)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli.run_cli(make_parser(), run, argv)
+
+
+def run(args):
+    for d in (args.before, args.after):
+        if not d.is_dir():
+            raise cli.ConfigError(f"not a folder: {d}")
+    problems = compare(args.before, args.after)
     n_pdf = sum(1 for q in args.after.glob("*.pdf"))
     n_csv = sum(1 for q in args.after.glob("*.csv"))
     if problems:

@@ -42,7 +42,6 @@ the workload's data folder: nothing is copied.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -56,6 +55,9 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 import numpy as np
+
+from experiments import cli
+from experiments.common import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
@@ -454,25 +456,34 @@ def _default_shared_data() -> str:
     return os.environ.get("INFLUENCE_SHARED_DATA") or str(REPO_ROOT.parent / "shared" / "data")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{record,compare}",
+                           help="record: run the workloads and save the reference; compare: run them again "
+                                "and compare with the reference")
     for name in ("record", "compare"):
-        s = sub.add_parser(name)
+        s = sub.add_parser(name, help=f"{name} the reference outputs", subcommand=True)
         s.add_argument("--ref-dir", required=True, help="folder of the reference outputs and manifest.json")
-        s.add_argument("--workloads", nargs="+", default=None, metavar="NAME",
+        s.add_argument("--workloads", nargs="+", default=None, metavar="NAME",  # workloads, not datasets
                        help=f"default: all ({' '.join(WORKLOADS)}) for record, the recorded ones for compare")
         s.add_argument("--quick", action="store_true", help="skip the hospital workload")
         s.add_argument("--shared-data", default=_default_shared_data(),
                        help="folder holding hospital/dataset_diabetes.zip (default $INFLUENCE_SHARED_DATA or "
                             "../shared/data)")
-        s.add_argument("--timeout", type=float, default=7200, help="seconds per step")
+        s.add_argument("--timeout", type=float, default=7200, help="seconds allowed per step")
         if name == "compare":
             s.add_argument("--new-dir", required=True, help="folder for the new outputs (must not hold them yet)")
             s.add_argument("--no-run", action="store_true", help="compare the outputs already in --new-dir")
             s.add_argument("--phase-times", action="store_true",
                            help="also print each phase's seconds (from the result files) side by side")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    return cli.run_cli(make_parser(), run, argv)
+
+
+def run(args) -> int:
     ref = Path(args.ref_dir).resolve()
     if args.workloads is not None:
         names = args.workloads
@@ -482,18 +493,18 @@ def main(argv=None) -> int:
         names = list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
-        p.error(f"--workloads: each name must be one of {list(WORKLOADS)}; got {unknown}")
+        raise ConfigError(f"--workloads: each name must be one of {list(WORKLOADS)}; got {unknown}")
     if args.quick:
         names = [n for n in names if WORKLOADS[n].quick]
     if not names:
-        p.error("no workload selected")
+        raise ConfigError("--workloads: no workload selected (none recorded in --ref-dir, or --quick left out all)")
     if args.command == "record":
         record(ref, names, args)
         print(f"recorded {names} in {ref}")
         return 0
     new = Path(args.new_dir).resolve()
     if new == ref:
-        p.error("--new-dir must differ from --ref-dir")
+        raise ConfigError(f"--new-dir must differ from --ref-dir; both are {ref}")
     return 0 if compare(ref, new, names, args) else 1
 
 

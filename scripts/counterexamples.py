@@ -28,10 +28,11 @@ from experiments import cli
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    cli.add_run_flags(p, data_dir=False, max_memory_help="bytes (recorded in the config; unused, as in the original)")
+    cli.add_run_flags(p, data_dir=False, max_memory_unused="the counterexamples are small: nothing is batched")
     p.add_argument("--dataset-id", type=str, default="ortho2",
-                   help="gauss, fixed, repeats, gauss2, gauss3, gauss4, ortho2 or gauss5 (default: ortho2)")
-    p.add_argument("--subset-seed", type=int, default=0)
+                   metavar="{gauss,fixed,repeats,gauss2,gauss3,gauss4,ortho2,gauss5}",
+                   help="the synthetic counterexample dataset (default: ortho2)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the groups")
     # Project additions.
     p.add_argument("--float32", action="store_true",
                    help="compute in float32 like the original (run id gets a _float32 suffix)")

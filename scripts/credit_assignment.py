@@ -18,6 +18,8 @@ Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit n
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
 
+import argparse
+
 import _bootstrap  # noqa: F401
 
 import matplotlib
@@ -29,35 +31,32 @@ matplotlib.use("Agg")
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    cli.add_run_flags(p, max_memory_help="bytes; bounds the refit batch size")
-    p.add_argument("--dataset-id", type=str, default="mnli")
-    p.add_argument("--inverse-hvp-method", type=str, default=None)
-    p.add_argument("--inverse-vp-method", type=str, default=None)
-    # The original's batch sizes of its float32 gradient and Hessian sums: refused when given
-    # (run() says so in one line), as batch sizes here follow --max-memory.
-    p.add_argument("--grad-batch-size", type=int, default=None, help="not supported: batch sizes follow --max-memory")
-    p.add_argument("--hessian-batch-size", type=int, default=None,
-                   help="not supported: batch sizes follow --max-memory")
+    cli.add_run_flags(p, max_memory_help="memory bound of the refit batches in bytes")
+    p.add_argument("--dataset-id", type=str, default="mnli", metavar="{mnli}",
+                   help="the MultiNLI bundle in {data_dir}/multinli_1.0")
+    p.add_argument("--inverse-hvp-method", type=str, default=None, metavar="{explicit,cg}",
+                   help="how inverse-Hessian products are computed (default: explicit)")
+    p.add_argument("--inverse-vp-method", type=str, default=None, metavar="{cholesky,lu,cholesky_lu}",
+                   help="how the explicit Newton changes solve their systems (default: cholesky_lu)")
+    cli.add_refused_flag(p, "--grad-batch-size", "batches follow --max-memory")
+    cli.add_refused_flag(p, "--hessian-batch-size", "batches follow --max-memory")
     # Project additions.
     cli.add_cv_flags(p)
     p.add_argument("--full-loss-matrices", action="store_true",
                    help="store the original (S, N_train) subset_train_losses matrix")
-    p.add_argument("--no-plots", action="store_true", help="phase 9 draws no figures")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="phase 9 draws the figures (--no-plots: it draws none)")
     return p
 
 
 def run(args):
-    from experiments.common import ConfigError
     from experiments.credit_assignment import CreditAssignment, build_config
 
-    for flag, value in (("--grad-batch-size", args.grad_batch_size), ("--hessian-batch-size", args.hessian_batch_size)):
-        if value is not None:
-            raise ConfigError(f"{flag} is not supported (batch sizes follow --max-memory); got {value}")
     config = build_config(dataset_id=args.dataset_id, data_dir=args.data_dir, max_memory=args.max_memory,
                           inverse_hvp_method=args.inverse_hvp_method, inverse_vp_method=args.inverse_vp_method,
                           master_only=args.no_intermediate_results,
                           store_full_loss_matrices=args.full_loss_matrices, **cli.cv_settings(args))
-    return cli.run_experiment(CreditAssignment, config, args, plots=not args.no_plots, details=lambda R: (
+    return cli.run_experiment(CreditAssignment, config, args, plots=args.plots, details=lambda R: (
         f"{len(R['subset_tags'])} workers | l2_reg {R['cv_l2_reg']:.4g}"))
 
 

@@ -14,6 +14,8 @@ Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit n
 certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
 """
 
+import argparse
+
 import _bootstrap  # noqa: F401
 
 import matplotlib
@@ -27,13 +29,15 @@ def make_parser():
     p = cli.ArgumentParser(__doc__)
     # The original has no --worker or --no-intermediate-results here.
     cli.add_run_flags(p, worker=False, no_intermediate_results=False,
-                      max_memory_help="bytes; bounds the refit batch size")
-    p.add_argument("--dataset-id", type=str, default="reduced_cdr")
+                      max_memory_help="memory bound of the refit batches in bytes")
+    p.add_argument("--dataset-id", type=str, default="reduced_cdr", metavar="{reduced_cdr}",
+                   help="the matrices written by scripts/babble_reduce.py")
     p.add_argument("--sample-weights", action="store_true",
                    help="weight each train row by 1/#LFs that fired on its candidate")
     # Project additions.
     cli.add_cv_flags(p)
-    p.add_argument("--plots", action="store_true", help="also draw plot_all's figures")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=False,
+                   help="also draw plot_all's figures (the original drew none here)")
     return p
 
 

@@ -83,14 +83,14 @@ def _select(requested: list[str] | None, registry: dict, kind: str) -> tuple[lis
 
 def make_parser():
     parser = cli.ArgumentParser(__doc__)
-    parser.add_argument("--data-dir", default=None, help="default: <repo>/data")
+    parser.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data)")
     parser.add_argument("--center-data", action="store_true", help="subtract the train column means")
     parser.add_argument("--append-bias", action="store_true", help="append a column of ones")
     parser.add_argument("--dataset-ids", nargs="*", default=None,
                         help=f"dataset ids (default: all of {', '.join(loader.DATASETS)}; 'none' for no dataset)")
     parser.add_argument("--supplement-ids", nargs="*", default=None,
                         help="supplement ids (default: all; 'none' for no supplement)")
-    parser.add_argument("--no-progress", action="store_true", help="no download / processing progress bars")
+    cli.add_no_progress_flag(parser)
     return parser
 
 
@@ -106,7 +106,7 @@ def run(args) -> int:
     failed: list[tuple[str, bool]] = []  # (id, whether the failure is an input error)
     for dataset_id in dataset_ids:
         start = time.perf_counter()
-        kwargs = {} if dataset_id in loader.OFFLINE_DATASETS else {"progress": not args.no_progress}
+        kwargs = {} if dataset_id in loader.OFFLINE_DATASETS else {"progress": cli.progress_of(args) is not False}
         try:
             ds = loader.load_dataset(dataset_id, center_data=args.center_data, append_bias=args.append_bias,
                                      data_dir=args.data_dir, **kwargs)
@@ -118,7 +118,7 @@ def run(args) -> int:
     for supplement_id in supplement_ids:
         try:
             info = loader.load_supplemental_info(supplement_id, data_dir=args.data_dir,
-                                                 progress=not args.no_progress)
+                                                 progress=cli.progress_of(args) is not False)
         except Exception as exc:  # same policy as for datasets
             _report_failure(supplement_id, exc, failed, args.debug)
             continue

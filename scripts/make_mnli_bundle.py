@@ -28,18 +28,19 @@ def make_parser():
 
     d = BundleSpec()
     p = cli.ArgumentParser(__doc__)
-    p.add_argument("--data-dir", type=str, default=None, help="default: <repo>/data")
+    p.add_argument("--data-dir", type=str, default=None, help="data folder (default: <repo>/data)")
     p.add_argument("--num-train", type=int, default=d.num_train, help="train rows (default %(default)s)")
     p.add_argument("--num-test", type=int, default=d.num_test, help="dev-matched rows (default %(default)s)")
     p.add_argument("--num-nonfires", type=int, default=d.num_nonfires,
                    help="dev-mismatched rows (default %(default)s)")
     p.add_argument("--num-columns", type=int, default=d.num_columns,
                    help="stored feature columns, >= 600 (default %(default)s)")
-    p.add_argument("--num-workers", type=int, default=d.num_workers,
-                   help="crowd workers = credit-assignment groups (default %(default)s)")
+    p.add_argument("--num-crowd-workers", dest="num_crowd_workers", type=int, default=d.num_workers,
+                   help="crowd workers who wrote the examples = credit-assignment groups (not Dask "
+                        "workers) (default %(default)s)")
     p.add_argument("--size-sigma", type=float, default=d.size_sigma,
                    help="sigma of the lognormal worker sizes (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the generator (default %(default)s)")
     return p
 
 
@@ -49,7 +50,7 @@ def run(args):
     from datasets.mnli_bundle import BundleSpec, write_mnli_bundle
 
     spec = BundleSpec(num_train=args.num_train, num_test=args.num_test, num_nonfires=args.num_nonfires,
-                      num_columns=args.num_columns, num_workers=args.num_workers, size_sigma=args.size_sigma,
+                      num_columns=args.num_columns, num_workers=args.num_crowd_workers, size_sigma=args.size_sigma,
                       seed=args.seed)
     t0 = time.perf_counter()
     s = write_mnli_bundle(args.data_dir, spec)

@@ -1,6 +1,6 @@
 """Offline demo: fit on a bundled dataset, remove groups, compare predicted and actual influence.
 
-    python scripts/quickstart.py [--dataset-id breast_cancer] [--num-groups 8]
+    python scripts/quickstart.py [--dataset-id breast_cancer] [--num-subsets 8] [--fixed-reg 1e-3]
 
 Fits L2-regularised logistic regression to a certified optimum, removes groups of
 training points of several sizes and kinds, and prints, per group, the first-order
@@ -9,7 +9,6 @@ call of the group-influence API (:func:`influence.group_influence.group_influenc
 actual change comes from an exact refit certified by the gradient norm of the reduced
 objective.
 """
-import argparse
 import logging
 import time
 
@@ -17,19 +16,31 @@ import _bootstrap  # noqa: F401
 
 import numpy as np
 
+from experiments import cli
+from experiments.common import ConfigError
+
+
+def make_parser():
+    p = cli.ArgumentParser(__doc__)
+    p.add_argument("--dataset-id", default="breast_cancer",
+                   help="a registered dataset id (offline: breast_cancer, digits, synthetic_binary, synthetic_multiclass)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: <repo>/data)")
+    p.add_argument("--num-subsets", "--num-groups", dest="num_groups", type=int, default=8,
+                   help="groups removed (sizes from n/400 to n/4)")
+    p.add_argument("--fixed-reg", type=float, default=1e-3, metavar="R", help="lambda = R * n_train (R = lambda/n)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups")
+    return p
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset-id", default="breast_cancer")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--num-groups", type=int, default=8)
-    parser.add_argument("--l2-reg", type=float, default=None, help="default: 1e-3 * n_train")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.num_groups < 1:
-        parser.error(f"--num-groups must be >= 1; got {args.num_groups}")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return cli.run_cli(make_parser(), run, argv, log_level=logging.WARNING)
 
+
+def run(args):
+    if args.num_groups < 1:
+        raise ConfigError(f"--num-subsets must be >= 1; got {args.num_groups}")
+    if not args.fixed_reg > 0:
+        raise ConfigError(f"--fixed-reg must be > 0; got {args.fixed_reg}")
     from datasets.loader import load_dataset
     from influence.group_influence import group_influence
     from influence.logistic_regression import LogisticRegression
@@ -38,7 +49,7 @@ def main(argv=None):
     ds = load_dataset(args.dataset_id, data_dir=args.data_dir)
     train, test = ds.train, ds.test
     n = train.num_examples
-    l2 = args.l2_reg if args.l2_reg is not None else 1e-3 * n
+    l2 = args.fixed_reg * n
     cfg = LogisticRegression.default_config()
     cfg["arch"] = dict(LogisticRegression.infer_arch(train), fit_intercept=True)
     model = LogisticRegression(cfg)

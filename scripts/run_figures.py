@@ -4,7 +4,7 @@
 
 The folders are ``--out-dir`` / ``--plot-dir`` when given, else ``$INFLUENCE_OUT_DIR`` /
 ``$INFLUENCE_PLOT_DIR``, else ``<repo>/output`` / ``<repo>/plots``; the other
-``INFLUENCE_FIG_*`` variables select the runs (see ``experiments/figures/settings.py``).
+``INFLUENCE_FIG_*`` variables select the runs (see ``experiments/figure_settings.py``).
 Runs every cell with nbclient on a kernel whose environment carries these folders and has
 the repository on ``PYTHONPATH``, and writes the executed notebook to
 ``{plot_dir}/paper-figures.executed.ipynb``. Exits 1 on any cell error (2 on a bad
@@ -18,7 +18,7 @@ from pathlib import Path
 import _bootstrap  # noqa: F401
 
 from experiments import cli
-from experiments.figures.settings import settings_from_env
+from experiments.figure_settings import settings_from_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO_ROOT / "notebooks" / "paper-figures.ipynb"
@@ -65,7 +65,7 @@ def make_parser():
     p = cli.ArgumentParser(__doc__)
     p.add_argument("--out-dir", default=None, help="results folder (default: $INFLUENCE_OUT_DIR, else <repo>/output)")
     p.add_argument("--plot-dir", default=None, help="figures folder (default: $INFLUENCE_PLOT_DIR, else <repo>/plots)")
-    p.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
+    p.add_argument("--timeout", type=int, default=1200, help="seconds allowed per notebook cell")
     return p
 
 

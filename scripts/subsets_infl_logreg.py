@@ -9,8 +9,10 @@ Examples (run from the repository root):
         --num-subsets 100 --max-memory 100000000 --no-intermediate-results
 
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit not
-certified (README "What happens when things go wrong"); ``--debug`` shows tracebacks.
+certified; ``--debug`` shows tracebacks.
 """
+
+import argparse
 
 import _bootstrap  # noqa: F401
 
@@ -24,29 +26,40 @@ matplotlib.use("Agg")
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     cli.add_run_flags(p, max_memory_default=1e9,
-                      max_memory_help="bytes; plain digits (e.g. 100000000), as in the original")
-    p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
+                      max_memory_help="memory bound of batched work in bytes; plain digits (e.g. 100000000), "
+                                      "as in the original (default: 1e9)")
+    p.add_argument("--dataset-id", type=str, default=None,
+                   help="a registered dataset id, e.g. breast_cancer, digits, hospital, spam, mnist "
+                        "(default: hospital)")
     p.add_argument("--dataset-file", type=str, default=None,
                    help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
-                        "or a .csv with 'label' and 'split' (train/test) columns (README \"Ask the question "
-                        "of your own data\"); the run id gets file-{stem}-{sha256[:12]}")
+                        "or a .csv with 'label' and 'split' (train/test) columns; "
+                        "the run id gets file-{stem}-{sha256[:12]} (default: none)")
     p.add_argument("--standardize", action="store_true",
                    help="with --dataset-file: standardise each feature column (training mean and standard "
                         "deviation) instead of refusing features beyond 2**26 in magnitude; run id suffix "
                         "_standardized")
-    p.add_argument("--subset-seed", type=int, default=0)
-    p.add_argument("--subset-choice-type", type=str, default="types")
-    p.add_argument("--skip-hessian-spectrum", action="store_true")
-    p.add_argument("--fixed-reg", type=float, default=None)
-    p.add_argument("--tag", type=str, default=None)
-    p.add_argument("--subset-rel-size", type=float, default=0.1)
-    p.add_argument("--num-subsets", type=int, default=5)
-    p.add_argument("--subset-min-rel-size", type=float, default=0.0025)
-    p.add_argument("--subset-max-rel-size", type=float, default=0.25)
-    p.add_argument("--inverse-hvp-method", type=str, default=None,
-                   help="explicit or cg (default: per dataset); "
-                        "fmin_ncg = cg with the original's scipy fmin_ncg first-order solves")
-    p.add_argument("--inverse-vp-method", type=str, default=None)
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the random groups")
+    p.add_argument("--subset-choice-type", type=str, default="types", metavar="{types,range}",
+                   help="types: groups of every kind at --subset-rel-size; range: sizes spread from "
+                        "--subset-min-rel-size to --subset-max-rel-size (the paper's runs)")
+    p.add_argument("--skip-hessian-spectrum", action="store_true",
+                   help="skip the eigenvalues of each group's Hessian downdate")
+    p.add_argument("--fixed-reg", type=float, default=None, metavar="R",
+                   help="use lambda = R * n_train instead of cross-validation (R = lambda/n; the run id "
+                        "gets _rel-reg-R, which replaces --tag) (default: cross-validated)")
+    p.add_argument("--tag", type=str, default=None, help="suffix _TAG of the run id (default: none)")
+    p.add_argument("--subset-rel-size", type=float, default=0.1,
+                   help="group size as a fraction of the training set (types)")
+    p.add_argument("--num-subsets", "--num-groups", dest="num_subsets", type=int, default=5,
+                   help="groups per kind of group (>= 3)")
+    p.add_argument("--subset-min-rel-size", type=float, default=0.0025, help="smallest group fraction (range)")
+    p.add_argument("--subset-max-rel-size", type=float, default=0.25, help="largest group fraction (range)")
+    p.add_argument("--inverse-hvp-method", type=str, default=None, metavar="{explicit,cg,fmin_ncg}",
+                   help="explicit (Hessians) or cg (Newton-CG); fmin_ncg = cg with the original's scipy "
+                        "fmin_ncg first-order solves (default: per dataset)")
+    p.add_argument("--inverse-vp-method", type=str, default=None, metavar="{cholesky,lu,cholesky_lu}",
+                   help="how the explicit Newton changes solve their systems (default: cholesky_lu)")
     # Project additions.
     p.add_argument("--float32", action="store_true",
                    help="compute in float32 like the original (run id gets a _float32 suffix)")
@@ -55,9 +68,10 @@ def make_parser():
     p.add_argument("--kmeans-n-init", type=int, default=10,
                    help="KMeans restarts for the clustered groups (10 = the original's sklearn 0.20 default)")
     p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
-                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary) "
-                        "or none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
-    p.add_argument("--no-plots", action="store_true", help="skip plot_all after a normal run")
+                   help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary) or "
+                        "none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw plot_all's figures after a normal run (not with --no-intermediate-results)")
     return p
 
 
@@ -83,7 +97,7 @@ def run(args):
     from experiments.subset_influence import SubsetInfluenceLogreg
 
     def plots(exp):
-        if not args.no_intermediate_results and not args.no_plots:
+        if not args.no_intermediate_results and args.plots:
             exp.plot_all(save_and_close=True)
 
     return cli.run_experiment(SubsetInfluenceLogreg, config_from_args(args), args, after=plots, details=lambda R: (

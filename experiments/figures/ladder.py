@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from experiments.common import DEFAULT_OUT_DIR
 from experiments.estimator_ladder import ACCURACY_FILE, ESTIMATORS, EstimatorLadder
+from experiments.figure_settings import Settings, display_name
 from experiments.figures.runs import ss_logreg_run
-from experiments.figures.settings import Settings, display_name
 
 
 def ladder_dir(settings: Settings, dataset_id: str) -> Path:
@@ -20,9 +21,17 @@ def ladder_dir(settings: Settings, dataset_id: str) -> Path:
     return Path(settings.out_dir) / EstimatorLadder.experiment_id / run_id
 
 
+def ladder_message(settings: Settings, dataset_id: str) -> str:
+    """What is missing for ``dataset_id``'s ladder and the command that makes it."""
+    path = ladder_dir(settings, dataset_id) / ACCURACY_FILE
+    out = "" if Path(settings.out_dir).resolve() == DEFAULT_OUT_DIR.resolve() else f" --out-dir {settings.out_dir}"
+    return (f"missing {path}: run python scripts/estimator_ladder.py --dataset-id {dataset_id} "
+            f"--subset-choice-type range --num-subsets {settings.num_subsets} --no-intermediate-results{out}")
+
+
 def load_ladder_tables(settings: Settings, datasets=None) -> dict:
-    """``{dataset: DataFrame of accuracy.csv}`` for the datasets whose ladder exists (a message
-    with the command for the others)."""
+    """``{dataset: DataFrame of accuracy.csv}`` for the datasets whose ladder exists (see
+    :func:`ladder_message` for the others)."""
     import pandas as pd
 
     tables = {}
@@ -30,9 +39,6 @@ def load_ladder_tables(settings: Settings, datasets=None) -> dict:
         path = ladder_dir(settings, ds) / ACCURACY_FILE
         if path.is_file():
             tables[ds] = pd.read_csv(path, dtype={"size_decile": str})
-        else:
-            print(f"{ds}: no estimator ladder ({path} is missing); run: python scripts/estimator_ladder.py "
-                  f"--dataset-id {ds} --subset-choice-type range --num-subsets {settings.num_subsets}")
     return tables
 
 
@@ -48,7 +54,7 @@ def ladder_summary(tables: dict, target: str = "test_loss"):
     return pd.concat(parts) if parts else pd.DataFrame(columns=cols)
 
 
-def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(4.5, 3.6)):
+def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(6.5, 5.0)):
     """Median relative error (log scale) against group size (the middle of each size decile),
     one line per estimator (form ``param``), one panel per dataset."""
     import matplotlib.pyplot as plt
@@ -73,5 +79,5 @@ def plot_ladder(tables: dict, target: str = "test_loss", cell_size=(4.5, 3.6)):
         ax.set_title(display_name(ds))
     axes[0][0].set_ylabel(f"Median relative error\n({target.replace('_', ' ')})")
     if tables:
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     return fig

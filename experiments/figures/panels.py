@@ -29,6 +29,7 @@ import numpy as np
 
 from experiments import plot
 from experiments.common import py2_float_str
+from experiments.figure_settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 from experiments.figures.runs import (
     MNLI_NONFIRES_GENRES,
     MNLI_TEST_GENRES,
@@ -37,7 +38,6 @@ from experiments.figures.runs import (
     load_mnli_train_genres,
     reg_sweep_message,
 )
-from experiments.figures.settings import FIXED_TEST_IDX, FIXED_TEST_IDX_MEDIAN, Settings, display_name
 
 REG_SLOTS = np.logspace(-7, 2, 10)              # the table's columns (spearmans[row][col][10])
 REG_LINE_COLORS = {"hospital": "purple", "spam": "green", "dogfish": "blue", "mnist_small": "red"}
@@ -138,8 +138,10 @@ def group_grid(runs: dict[str, LoadedRun], rows: Sequence[tuple[str, str, str]],
         k = fixed_test_column(run, ds, which)
         tags = run.R.get("subset_tags") or []
         for i, (_, xkey, ykey) in enumerate(rows):
-            if not run.has(xkey, ykey):
-                panels[i][j] = plot.Panel(kind="na")  # e.g. no margin for a multiclass run
+            if not run.has(xkey, ykey):  # e.g. no margin for a multiclass run
+                what = "test prediction (margin):\nnot defined for a\nmulticlass model" if "margin" in xkey \
+                    else f"not in this run:\n{xkey if not run.has(xkey) else ykey}"
+                panels[i][j] = plot.Panel(kind="na", text=what)
                 continue
             try:
                 x, y = _column(run.R[xkey], k), _column(run.R[ykey], k)

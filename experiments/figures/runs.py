@@ -24,6 +24,7 @@ files are present, with downloads disabled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import pickle
@@ -37,7 +38,7 @@ from datasets import storage
 from datasets.loader import load_supplemental_info
 from experiments import counterexamples, credit_assignment, data_valuation, subset_influence
 from experiments.common import DEFAULT_OUT_DIR, REPO_ROOT, ConfigError, py2_float_str
-from experiments.figures.settings import Settings, reg_values
+from experiments.figure_settings import Settings, reg_values
 
 # The paper's range runs (codalab/run_subsets.sh).
 RANGE_SIZES = (0.0025, 0.25)
@@ -250,7 +251,7 @@ def load_main_runs(settings: Settings, datasets: Sequence[str] | None = None) ->
 def load_reg_sweep(settings: Settings, dataset_id: str) -> list[tuple[float, LoadedRun]]:
     """The ``--fixed-reg`` runs of one dataset (7 values); quiet."""
     return [(r, load_ss_logreg(settings, dataset_id, settings.reg_num_subsets, r, verbose=False))
-            for r in reg_values(dataset_id)]
+            for r in reg_values(dataset_id, settings.reg_values)]
 
 
 def reg_sweep_message(settings: Settings, dataset_id: str, sweep: Sequence[tuple[float, LoadedRun]]) -> str | None:
@@ -271,12 +272,18 @@ def load_counterexamples(settings: Settings, dataset_id: str, dtype: str = "floa
     return load(counterexamples_run(dataset_id, dtype), settings)
 
 
-def load_data_valuation(settings: Settings) -> LoadedRun:
-    return load(data_valuation_run(), settings)
+def load_data_valuation(settings: Settings, verbose: bool = True) -> LoadedRun:
+    return load(data_valuation_run(), settings, verbose)
 
 
-def load_credit_assignment(settings: Settings) -> LoadedRun:
-    return load(credit_assignment_run(), settings)
+def load_credit_assignment(settings: Settings, verbose: bool = True) -> LoadedRun:
+    return load(credit_assignment_run(), settings, verbose)
+
+
+def generated_settings(settings: Settings) -> Settings:
+    """The settings of the runs on generated data: results in ``{out_dir}/generated``,
+    supplements from each run's own (generated) data folder."""
+    return dataclasses.replace(settings, out_dir=settings.generated_out_dir, data_dir=None)
 
 
 # --------------------------------------------------------------------------- supplements

@@ -166,6 +166,9 @@ def test_offline_error_names_both_sources_and_the_manual_path(data_dir):
     first_line = message.splitlines()[0]
     assert str((data_dir / "hospital" / "dataset_diabetes.zip").resolve()) in first_line
     assert hospital.ARCHIVE_SHA256 in first_line
+    # The summary counts every URL tried: the historic archive's and the current one.
+    assert f"from {len(hospital.ARCHIVE_URLS) + 1} URLs" in first_line and "URL(s)" not in message
+    assert message.count("URLs tried:") == 1
 
 
 # --------------------------------------------------------------------------- real archive

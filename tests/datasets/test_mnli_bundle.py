@@ -126,7 +126,7 @@ def test_bad_sizes_name_the_parameter(field, value, match):
 def test_script_writes_a_bundle_and_refuses_bad_sizes_in_one_line(tmp_path):
     script = mnli_bundle.__file__.replace("datasets/mnli_bundle.py", "scripts/make_mnli_bundle.py")
     args = [sys.executable, script, "--data-dir", str(tmp_path), "--num-train", "300", "--num-test", "30",
-            "--num-nonfires", "20", "--num-workers", "9"]
+            "--num-nonfires", "20", "--num-crowd-workers", "9"]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "9 workers writing" in proc.stdout

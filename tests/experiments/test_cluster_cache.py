@@ -5,8 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import cluster_cache, execution
-from experiments import subset_influence as si
+from experiments import cluster_cache, execution, subset_influence as si
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 
 

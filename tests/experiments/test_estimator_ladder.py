@@ -204,13 +204,13 @@ def test_spam_ladder_on_the_real_archive(shared_data, tmp_path):
     assert best["newton_3"] <= best["newton_2"] <= best["newton"] and best["actual"] == 0.0
 
 
-def test_notebook_ladder_figure(ladder, tmp_path, capsys):
+def test_notebook_ladder_figure(ladder, tmp_path):
     import shutil
 
     import matplotlib
     matplotlib.use("Agg")
+    from experiments.figure_settings import Settings
     from experiments.figures import ladder as fl
-    from experiments.figures.settings import Settings
 
     S = Settings(out_dir=tmp_path, plot_dir=tmp_path, datasets=["breast_cancer", "digits"], num_subsets=10,
                  reg_datasets=[], reg_num_subsets=10)
@@ -219,8 +219,9 @@ def test_notebook_ladder_figure(ladder, tmp_path, capsys):
     shutil.copy(ladder.base_dir / "accuracy.csv", target / "accuracy.csv")
     tables = fl.load_ladder_tables(S)
     assert list(tables) == ["breast_cancer"]
-    out = capsys.readouterr().out
-    assert "digits: no estimator ladder" in out and "--dataset-id digits" in out
+    message = fl.ladder_message(S, "digits")   # the notebook lists it with the figures not made
+    assert message.startswith(f"missing {fl.ladder_dir(S, 'digits') / 'accuracy.csv'}: run python ")
+    assert "scripts/estimator_ladder.py --dataset-id digits" in message and "--num-subsets 10" in message
     summary = fl.ladder_summary(tables)
     assert len(summary) == len(ESTIMATORS) + 2      # every estimator's param form, and two linear forms
     fig = fl.plot_ladder(tables)

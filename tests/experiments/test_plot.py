@@ -291,9 +291,29 @@ def test_warn_if_hidden_marks_the_spines():
     plot.plot_group_correlation(ax, x, x, xlim=(None, 5.0), ylim=(-10.0, 100.0))
     assert matplotlib.colors.to_hex(ax.spines["right"].get_edgecolor()) == "#ff0000"
     assert matplotlib.colors.to_hex(ax.spines["left"].get_edgecolor()) != "#ff0000"
-    assert any(t.get_text() == "2 hidden" for t in ax.texts)
+    assert any(t.get_text() == "2 points beyond the axes" for t in ax.texts)
     counts = plot.warn_if_hidden(ax, x, x)
-    assert counts == {"left": 0, "right": 2, "bottom": 0, "top": 0}
+    assert counts == {"left": 0, "right": 2, "bottom": 0, "top": 0, "total": 2}
+
+
+def test_outliers_are_cut_at_the_fences_and_counted_in_the_panel():
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=200)
+    y = x + 0.1 * rng.normal(size=200)
+    x_out, y_out = np.append(x, [5e3, -4e3, 7e3]), np.append(y, [1.0, 2e3, 0.0])
+    # The fences of the bulk: 2%-98% quantile range widened by 1.5 widths on each side.
+    q_lo, q_hi = np.quantile(x_out, [0.02, 0.98])
+    assert plot.robust_bounds(x_out) == pytest.approx((q_lo - 1.5 * (q_hi - q_lo), q_hi + 1.5 * (q_hi - q_lo)))
+    assert plot.robust_bounds(x) == pytest.approx((x.min(), x.max()))  # nothing beyond: the plain range
+    ax = _ax()
+    plot.plot_group_correlation(ax, x_out, y_out, equal=False)
+    lo, hi = ax.get_xlim()
+    assert hi < 50 and lo > -50  # the bulk spans a few units; the three outliers do not squash it
+    hidden = int(np.sum((x_out < lo) | (x_out > hi) | (y_out < ax.get_ylim()[0]) | (y_out > ax.get_ylim()[1])))
+    assert hidden == 3 and any(t.get_text() == "3 points beyond the axes" for t in ax.texts)
+    ax = _ax()
+    plot.plot_group_correlation(ax, x_out, y_out, equal=False, clip_outliers=False)
+    assert ax.get_xlim()[1] > 7e3 and not ax.texts
 
 
 def test_plot_cross_draws_zero_lines_and_diagonal():
@@ -359,17 +379,21 @@ def test_panel_validation():
         plot.Panel(x=[1.0], y=[1.0, 2.0])
 
 
-def test_panel_grid_puts_the_legend_in_the_first_empty_slot(xy):
+def test_panel_grid_puts_the_legend_right_of_the_panels_never_in_one(xy):
     x, y = xy
-    panels = [[plot.Panel(x=x, y=y), plot.Panel(kind="na"), plot.Panel(kind="missing", text="missing a/b: run c")],
+    panels = [[plot.Panel(x=x, y=y), plot.Panel(kind="na", text="no margin"),
+               plot.Panel(kind="missing", text="missing a/b: run c")],
               [plot.Panel(x=x, y=-y), plot.Panel(kind="cross", x=x, y=y), plot.Panel(kind="missing", text="see above")]]
     fig, axes, rhos = plot.plot_panel_grid(panels, ["row 0", "row 1"], ["A", "B", "C"], xlabel="Actual effect",
                                            legend=plot.subset_legend_entries())
-    assert axes.shape == (2, 3)
-    assert axes[0, 1].get_legend() is not None and not axes[0, 1].axison
+    assert axes.shape == (2, 4)
+    legends = [(i, j) for i in range(2) for j in range(4) if axes[i, j].get_legend() is not None]
+    assert legends == [(0, 3)] and not axes[0, 3].axison
+    # The 'na' slot keeps its own text instead of the legend.
+    assert axes[0, 1].get_legend() is None and "no margin" in axes[0, 1].texts[0].get_text()
     assert rhos[0, 0] == pytest.approx(spearmanr(x, y)[0]) and rhos[1, 0] == pytest.approx(-rhos[0, 0])
     assert np.isnan(rhos[0, 1]) and np.isnan(rhos[:, 2]).all() and not np.isnan(rhos[1, 1])
-    assert [a.get_title() for a in axes[0]] == ["A", "B", "C"]
+    assert [a.get_title() for a in axes[0, :3]] == ["A", "B", "C"]
     assert axes[1, 0].get_ylabel() == "row 1"
     assert "missing a/b" in axes[0, 2].texts[0].get_text()
     assert fig.get_supxlabel() == "Actual effect"
@@ -381,10 +405,10 @@ def test_panel_grid_adds_a_legend_column_when_there_is_no_slot(xy, tmp_path):
                                            legend=[("Pos. LF", "b"), ("Neg. LF", "r")])
     assert axes.shape == (1, 3) and axes[0, 2].get_legend() is not None and rhos.shape == (1, 2)
     fig.savefig(tmp_path / "g.pdf")
-    # Colorbar in the empty slot (Figure 3).
+    # Colorbar in its own column too (Figure 3).
     fig, axes, _ = plot.plot_panel_grid([[plot.Panel(x=x, y=y, colors=plot.reg_colors(np.full(len(x), 1e-3))),
                                           plot.Panel(kind="na")]], colorbar=True)
-    assert len(axes[0, 1].child_axes) == 1
+    assert axes.shape == (1, 3) and len(axes[0, 2].child_axes) == 1 and not axes[0, 1].child_axes
     with pytest.raises(ValueError, match="width_ratios"):
         plot.plot_panel_grid([[plot.Panel(x=x, y=y)]], width_ratios=[1, 2])
     # Only missing runs: no legend column, nothing crashes.

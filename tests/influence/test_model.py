@@ -6,9 +6,8 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence import objective as K
 from influence.logistic_regression import LogisticRegression
+from tests.conftest import ATOL_PREDICT, RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import reference_hessian, reference_loss, reference_losses
-from tests.conftest import (ATOL_PREDICT, RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS,
-                            assert_close)
 
 CASES = [  # (num_classes, fit_intercept)
     (2, True), (2, False), (3, True), (3, False),

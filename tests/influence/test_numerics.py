@@ -8,8 +8,20 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from influence.logistic_regression import LogisticRegression
-from influence.numerics import (NotPositiveDefiniteError, cholesky_factors, conjugate_gradient, densify, in_float32,
-                                inverse_vp, spd_factor, spd_solve, tf_dtype, to_numpy, try_cholesky, xy)
+from influence.numerics import (
+    NotPositiveDefiniteError,
+    cholesky_factors,
+    conjugate_gradient,
+    densify,
+    in_float32,
+    inverse_vp,
+    spd_factor,
+    spd_solve,
+    tf_dtype,
+    to_numpy,
+    try_cholesky,
+    xy,
+)
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
 
 # Two LAPACK solves of a well-conditioned 5 x 5 system (condition number < 100).

@@ -6,9 +6,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.groups import group_sums as sparse_group_sums
-from influence.small_refit import (group_newton_steps, pad_groups,
-                                   refit_binary_groups)
 from influence.numerics import ConvergenceWarning
+from influence.small_refit import group_newton_steps, pad_groups, refit_binary_groups
 from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 LAM = 0.3

@@ -43,9 +43,10 @@ MNIST_RID = f"mnist_ihvp-cg_seed-0_sizes-0.0025-0.25_num-{NUM}"
 BC_RID = f"breast_cancer_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-{NUM}"
 HOSPITAL_REGS = {"0.0001": 1e-4, "1.0": 1.0, "100.0": 100.0}  # 4 of hospital's 7 values missing
 
+# paper-fig4-float32.pdf is not made (ortho2_float32 is missing), nor any -generated figure.
 EXPECTED_PDFS = [
     "paper-fig1.pdf", "paper-fig2.pdf", "paper-fig3.pdf", "paper-regs-spearman.pdf", "paper-fig4.pdf",
-    "paper-fig4-float32.pdf", "paper-fig5.pdf", "paper-fig6.pdf", "paper-suppfig-mnli-acc-test.pdf",
+    "paper-fig5.pdf", "paper-fig6.pdf", "paper-suppfig-mnli-acc-test.pdf",
     "paper-suppfig-mnli-acc-nonfires.pdf", "paper-suppfig-mnli-size.pdf", "paper-suppfig-mnli-genre-effect.pdf",
     "paper-suppfig-mnli-genre-contrib.pdf", "paper-suppfig-babble-acc-test.pdf", "paper-suppfig-babble-sizes.pdf",
     "paper-suppfig-babble-accs.pdf", "paper-combined-apps.pdf",
@@ -283,6 +284,23 @@ def test_notebook_runs_and_writes_every_figure(executed):
     missing = [n for n in EXPECTED_PDFS + EXPECTED_CSVS if not (plots / n).is_file()]
     assert not missing, f"not written: {missing}"
     assert all((plots / n).read_bytes()[:5] == b"%PDF-" for n in EXPECTED_PDFS)
+    # No file for a figure that cannot be made: exactly the expected PDFs are there.
+    assert sorted(p.name for p in plots.glob("*.pdf")) == sorted(EXPECTED_PDFS)
+
+
+def test_figures_not_made_are_listed_with_their_command(executed):
+    _, plots, stdout = executed
+    t = pd.read_csv(plots / "figures-not-made.csv", index_col=0)
+    col = "missing (and the command that makes it)"
+    fig4 = t[t["figure"] == "paper-fig4-float32.pdf"]
+    assert list(fig4["status"]) == ["not made"]
+    assert fig4[col].iloc[0].startswith("missing counterexamples/ortho2_float32: run python scripts/counterexamples.py")
+    generated = t[t["figure"] == "paper-combined-apps-generated.pdf"]
+    assert (generated["status"] == "not made").all() and generated[col].str.contains("scripts/reproduce.py").all()
+    # Figure 1 is drawn without the missing spam run, which is named with its command.
+    fig1 = t[t["figure"] == "paper-fig1.pdf"]
+    assert list(fig1["status"]) == ["drawn without"] and fig1[col].iloc[0].startswith(f"missing ss_logreg/{SPAM_RID}")
+    assert "paper-fig4-float32.pdf (not made):" in stdout
 
 
 def test_missing_runs_are_reported_with_their_command(executed):
@@ -303,14 +321,13 @@ def test_spearman_tables_match_scipy_on_the_fake_data(executed, fake_outputs):
     out, _ = fake_outputs
     hospital, _ = storage.load_result(out / "ss_logreg" / HOSPITAL_RID / "result_summary.npz")
     t1 = pd.read_csv(plots / "paper-fig1-spearman.csv", index_col=0)
-    assert list(t1.columns) == ["Diabetes", "Enron", "MNIST", "Breast cancer"]
+    assert list(t1.columns) == ["Diabetes", "MNIST", "Breast cancer"]   # no column for the missing Enron run
     k = fd.FIXED_TEST_IDX["hospital"]
     expect = spearmanr(hospital["subset_fixed_test_actl_infl"][:, k], hospital["subset_fixed_test_pred_infl"][:, k])[0]
     assert t1.loc["Influence on test loss", "Diabetes"] == pytest.approx(expect, rel=1e-12)
     expect = spearmanr(hospital["subset_self_actl_infl"], hospital["subset_self_pred_infl"])[0]
     assert t1.loc["Influence on self-loss", "Diabetes"] == pytest.approx(expect, rel=1e-12)
-    assert np.isnan(t1["Enron"]).all()                                  # missing run
-    assert np.isnan(t1.loc["Influence on test prediction", "MNIST"])    # no margin: legend slot
+    assert np.isnan(t1.loc["Influence on test prediction", "MNIST"])    # no margin (multiclass)
     assert t1["Breast cancer"].notna().all()                            # read from phase files
     # Breast cancer is not in the paper's table: its highest-loss fixed point (column 2).
     bc = fd.load_ss_logreg(fd.Settings(out, plots, FIG_DATASETS, NUM, [], 10), "breast_cancer")
@@ -388,8 +405,8 @@ def test_missing_run_becomes_a_labelled_empty_panel(settings):
     panels, labels, titles = fd.group_grid(runs, rows)
     assert [p.kind for p in panels[0]] == ["scatter", "missing"]
     fig, axes, rhos = plot.plot_panel_grid(panels, labels, titles, legend=plot.subset_legend_entries())
-    texts = " ".join(t.get_text() for t in axes[0, 1].texts).replace("\n", "")
-    assert "missing ss_logreg/spam_" in texts and "subsets_infl_logreg.py" in texts.replace(" ", "")
+    texts = " ".join(" ".join(t.get_text() for t in axes[0, 1].texts).split())  # wrapped at spaces only
+    assert "missing ss_logreg/spam_" in texts and "scripts/subsets_infl_logreg.py" in texts
     assert axes[0, 1].get_xticks().size == 0 and np.isnan(rhos[:, 1]).all()
     assert axes[0, 1].get_title() == "Enron" and axes[0, 0].get_ylabel() == "Influence on\ntest loss"
     assert not np.isnan(rhos[:, 0]).any()
@@ -552,3 +569,22 @@ def test_figure4_panels_pick_the_spec_test_points(settings):
     assert fd.cex_panel(right, "lstsq_uv_K-120_gauss", 2, "cex_lstsq_uv_K-120_subsets").kind == "na"
     bad = fd.LoadedRun("counterexamples", "x", "cmd", R=dict(left.R, **{"cex_lstsq_uv_K-120_subsets": np.array([999])}))
     assert "inconsistent" in fd.cex_panel(bad, "lstsq_uv_K-120_gauss", 2, "cex_lstsq_uv_K-120_subsets").text
+
+
+def test_figure_log_writes_no_file_for_a_figure_not_made(tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    s = fd.Settings(tmp_path / "out", tmp_path / "plots", [], NUM, [], 10)
+    s.plot_dir.mkdir()
+    (s.plot_dir / "paper-fig4.pdf").write_bytes(b"%PDF- an earlier run's figure")
+    log = fd.FigureLog(s)
+    log.skip("paper-fig4.pdf", ["missing counterexamples/gauss4: run python scripts/counterexamples.py"])
+    assert not (s.plot_dir / "paper-fig4.pdf").exists()   # a stale file is removed, none is written
+    fig, ax = plt.subplots()
+    log.save(fig, "paper-fig1.pdf", missing=["missing ss_logreg/spam_x: run python scripts/subsets_infl_logreg.py"])
+    assert (s.plot_dir / "paper-fig1.pdf").read_bytes()[:5] == b"%PDF-" and log.written == ["paper-fig1.pdf"]
+    t = log.table()
+    assert list(t["figure"]) == ["paper-fig4.pdf", "paper-fig1.pdf"]
+    assert list(t["status"]) == ["not made", "drawn without"]
+    assert t.iloc[0, 2].endswith("scripts/counterexamples.py")
+    assert "not made: paper-fig4.pdf" in capsys.readouterr().out

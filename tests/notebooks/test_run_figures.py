@@ -67,7 +67,7 @@ def test_repository_folders_without_flags_or_variables(run_figures, monkeypatch,
     monkeypatch.delenv("INFLUENCE_PLOT_DIR", raising=False)
     env = run_figures.notebook_environ()
     assert "INFLUENCE_OUT_DIR" not in env and "INFLUENCE_PLOT_DIR" not in env   # the notebook's defaults apply
-    from experiments.figures.settings import settings_from_env
+    from experiments.figure_settings import settings_from_env
     s = settings_from_env(env, repo_root=tmp_path)   # (tmp_path stands for the repository: nothing is created there)
     assert (s.out_dir, s.plot_dir) == (tmp_path / "output", tmp_path / "plots")
 

@@ -4,7 +4,7 @@ from tests.scripts.test_cli_fuzz import load_script
 
 def test_products_only_prints_the_rates_and_the_product_table(capsys):
     module = load_script("benchmark_refits")
-    assert module.main(["--workload", "breast_cancer", "--products-only", "--product-batch", "8"]) == 0
+    assert module.main(["--dataset-id", "breast_cancer", "--products-only", "--product-batch", "8"]) == 0
     out = capsys.readouterr().out
     assert "float64 square matrix multiply" in out and "numpy 2048^2" in out and "tensorflow 31^2" in out
     rows = [line for line in out.splitlines() if "E^2" in line or "E K'" in line]

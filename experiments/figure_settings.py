@@ -10,12 +10,20 @@ Environment variables (all optional):
 ``INFLUENCE_FIG_REG_DATASETS``     datasets of the regularisation sweep, Figure 3
                                    (default ``hospital,spam,dogfish,mnist_small``)
 ``INFLUENCE_FIG_REG_NUM_SUBSETS``  ``num`` of the sweep's run ids (default 10)
+``INFLUENCE_FIG_REG_VALUES``       the sweep's ``--fixed-reg`` values (comma separated;
+                                   default: the paper's seven per dataset)
 ``INFLUENCE_FIG_DATA_DIR``  data folder for the supplements (CDR labelling info, MNLI
                             genres); default: the ``data_dir`` saved in the run's
                             config, else ``<repo>/data``
 
 Paths default to ``<repo>/output`` and ``<repo>/plots``, not the working directory
 (a deviation from the original notebook's ``./output`` and ``./plots``).
+
+Runs on generated data (the application experiments on a generated CDR database and
+MultiNLI bundle, made offline by ``scripts/reproduce.py``) live in
+``{out_dir}/generated/`` (:data:`GENERATED_SUBDIR`), never next to the real runs; the
+figures drawn from them carry ``-generated`` in their file names and say so in their
+titles.
 """
 from __future__ import annotations
 
@@ -49,15 +57,19 @@ DATASET_NAMES = {
 FIXED_TEST_IDX = {"hospital": 2, "spam": 5, "dogfish": 2, "mnist_small": 2, "mnist": 1, "reduced_cdr": 2}
 FIXED_TEST_IDX_MEDIAN = {"hospital": 3, "spam": 4, "dogfish": 3, "mnist_small": 5, "mnist": 3, "reduced_cdr": 5}
 
+GENERATED_SUBDIR = "generated"
+GENERATED_SUFFIX = "-generated"
+
 # The regularisation sweep of the paper's figures: 7 of the 10 ``--fixed-reg`` values per dataset.
 REG_ALL = [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0]
 REG_VALUES = {"hospital": REG_ALL[3:]}          # 1e-4 ... 100
 DEFAULT_REG_VALUES = REG_ALL[:7]                # 1e-7 ... 0.1
 
 
-def reg_values(dataset_id: str) -> list[float]:
-    """The ``--fixed-reg`` values of ``dataset_id``'s sweep that Figure 3 plots."""
-    return list(REG_VALUES.get(dataset_id, DEFAULT_REG_VALUES))
+def reg_values(dataset_id: str, override: Sequence[float] | None = None) -> list[float]:
+    """The ``--fixed-reg`` values of ``dataset_id``'s sweep that Figure 3 plots (``override``:
+    ``INFLUENCE_FIG_REG_VALUES``, the same for every dataset)."""
+    return list(override) if override else list(REG_VALUES.get(dataset_id, DEFAULT_REG_VALUES))
 
 
 def display_name(dataset_id: str) -> str:
@@ -93,6 +105,21 @@ def env_int(env_var: str, default: int, environ: Mapping[str, str] | None = None
     return value
 
 
+def env_floats(env_var: str, environ: Mapping[str, str] | None = None) -> list[float] | None:
+    """Positive numbers from ``env_var`` (comma/space separated); None when unset or empty."""
+    raw = (os.environ if environ is None else environ).get(env_var, "")
+    items = [s for s in raw.replace(",", " ").split() if s]
+    if not items:
+        return None
+    try:
+        values = [float(s) for s in items]
+    except ValueError:
+        raise ValueError(f"{env_var} must be numbers separated by commas; got {raw!r}") from None
+    if not all(v > 0 for v in values):
+        raise ValueError(f"{env_var} must be numbers > 0; got {raw!r}")
+    return values
+
+
 @dataclass
 class Settings:
     """Where the runs and figures are, and which runs the figures read."""
@@ -104,6 +131,12 @@ class Settings:
     reg_datasets: list[str]
     reg_num_subsets: int
     data_dir: Path | None = None
+    reg_values: list[float] | None = None
+
+    @property
+    def generated_out_dir(self) -> Path:
+        """Where the runs on generated data are (``{out_dir}/generated``)."""
+        return Path(self.out_dir) / GENERATED_SUBDIR
 
     def describe(self) -> str:
         return "\n".join(f"{k:16s} {v}" for k, v in vars(self).items())
@@ -125,4 +158,5 @@ def settings_from_env(environ: Mapping[str, str] | None = None, repo_root: Path 
         reg_datasets=env_list("INFLUENCE_FIG_REG_DATASETS", DEFAULT_REG_DATASETS, environ),
         reg_num_subsets=env_int("INFLUENCE_FIG_REG_NUM_SUBSETS", 10, environ),
         data_dir=Path(data_dir).expanduser() if data_dir else None,
+        reg_values=env_floats("INFLUENCE_FIG_REG_VALUES", environ),
     )
