@@ -4,8 +4,11 @@ import pytest
 from scipy.cluster.hierarchy import fclusterdata
 from scipy.spatial.distance import pdist
 
-from experiments.clustering import (condensed_euclidean, single_linkage_fcluster,
-                                    single_linkage_fcluster_one_thread)
+from experiments.clustering import (
+    condensed_euclidean,
+    single_linkage_fcluster,
+    single_linkage_fcluster_one_thread,
+)
 from experiments.subset_influence import _cluster_pool, _cluster_pools
 from tests.conftest import RTOL_TWO_PATHS
 
