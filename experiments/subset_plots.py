@@ -190,7 +190,8 @@ def plot_summary(exp, save_and_close: bool = True) -> Path:
     rhos = spearman_by_target(R)
     ncols = min(4, max(len(panels), 1))
     nrows = max(1, -(-len(panels) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows + 0.9), squeeze=False)
+    height = 3.6 * nrows + 0.6  # 0.6 in for the legend below the panels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height), squeeze=False)
     colors, order = subset_type_colors(tags), tail_first(tags)
     for ax, (name, actl, pred, _, j) in zip(axes.flat, panels):
         x = np.asarray(R[actl], dtype=float) if j is None else np.asarray(R[actl], dtype=float)[:, j]
@@ -207,7 +208,7 @@ def plot_summary(exp, save_and_close: bool = True) -> Path:
     handles.append(Line2D([0], [0], color="grey", label="predicted = actual"))
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     fig.suptitle(f"Group effects of removing each group: {exp.get_subtitle()}", fontsize=10)
-    fig.tight_layout(rect=(0, 0.9 / (3.6 * nrows + 0.9) + 0.03, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 0.97))
     path = Path(exp.base_dir) / SUMMARY_FIGURE
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
