@@ -28,10 +28,10 @@ def condensed_euclidean(X: np.ndarray, block: int = 256) -> np.ndarray:
     ``a+1..n-1`` (half the products of a full ``X X^T``), and the elementwise work runs
     in place on that block, in the same order of operations as the full-matrix version.
     With integer-valued features every product is exact, so the result is ``pdist(X)``
-    bit for bit for any ``block``; otherwise it agrees with it to rounding, and is the
-    same for block sizes that are multiples of each other and of the BLAS kernel's
-    unroll (every row then meets the same kernel: a test checks 256 against 2,048; 1 or
-    7 change last bits). Blocks of 256 rows keep the elementwise passes in cache.
+    bit for bit for any ``block``; otherwise it agrees with it to rounding, and so do
+    two block sizes (which rows share a BLAS call can change the last bits, depending on
+    the BLAS kernel: see docs/bitwise.md). Blocks of 256 rows keep the elementwise passes
+    in cache (docs/performance.md).
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     n = X.shape[0]

@@ -50,11 +50,11 @@ import numpy as np
 
 from datasets import user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER, VOCAB_FILTERS as SPAM_VOCAB_FILTERS
-from experiments import cluster_cache, clustering, execution, tasks
+from experiments import cluster_cache, clustering, execution, subset_groups, tasks
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
-from experiments.subset_plots import plot_all
+from experiments.subset_plots import plot_all, plot_summary
 from influence import group_influence as gi
 from influence.logistic_regression import INVERSE_HVP_METHODS
 from influence.numerics import INVERSE_VP_METHODS
@@ -95,6 +95,11 @@ FIXED_TEST: dict[str, list[int]] = {
 FIXED_TEST_SEED = 0
 KMEANS_SEED = 0
 TAIL_FRACTIONS = (0.0025, 0.025, 0.1, 0.25)
+# The group types of phase 5, in the order they are drawn (see docs/design.md, 'Group
+# types'); ``--group-types`` selects some of them.
+GROUP_TYPES = ("random", "random_same_class", "neg_tail_test", "pos_tail_test", "same_features", "same_grad",
+               "feature_window")
+TAIL_TYPES = ("neg_tail_test", "pos_tail_test")
 CHOICE_TYPES = ("types", "range")
 
 SUMMARY_KEYS = [
@@ -106,8 +111,11 @@ SUMMARY_KEYS = [
     "subset_fixed_test_nparam_margin_infl", "subset_fixed_test_nparam_infl",
     "subset_fixed_test_pparam_infl",
 ]
-# Certificates of the exact refits, added to the summary by this project.
-EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters"]
+# Certificates of the exact refits, the groups' indices and the Newton estimates, added to
+# the summary by this project (so that groups.csv can be written in summary mode too).
+EXTRA_SUMMARY_KEYS = ["subset_refit_grad_norm", "subset_refit_grad_tol", "subset_refit_iters",
+                      "subset_indices", "subset_self_newton_infl", "subset_fixed_test_newton_infl",
+                      "subset_fixed_test_newton_margin_infl"]
 
 
 def build_config(dataset_id: str | None = None, data_dir: str | None = None, subset_seed: int = 0,
@@ -120,7 +128,7 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
                  dtype: str = "float64", store_full_loss_matrices: bool = False,
                  kmeans_n_init: int = 10, num_train: int | None = None,
                  dataset_file: str | None = None, spam_vocab_filter: str | None = None,
-                 standardize: bool = False) -> dict[str, Any]:
+                 standardize: bool = False, group_types=None) -> dict[str, Any]:
     """The config dict of the original's flags (plus this project's settings; see
     docs/design.md, 'Run ids and configs').
 
@@ -142,6 +150,12 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     :func:`datasets.spam.load_spam`; ``'lexeme_prob'`` (the default: the
     paper's vocabulary size) or ``'none'`` (every alphabetic non-stop lemma, the earlier
     rule; the run id gets a ``_vocab-none`` suffix).
+
+    ``group_types`` (``--group-types``): names of :data:`GROUP_TYPES` to draw, or None
+    for all of them (the original's groups). A selection is stored in the config as
+    ``group_types`` (in :data:`GROUP_TYPES` order) and names the run id
+    (``_types-random,same_grad``); with all types the config and run id are the
+    original's. Types that a dataset is too small for are skipped (:func:`group_types_for`).
     """
     if dataset_file is not None:
         if dataset_id is not None:
@@ -201,6 +215,13 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
     if int(subset_seed) != subset_seed or not 0 <= subset_seed < 2 ** 32:
         raise ConfigError(f"--subset-seed must be an integer in [0, 2**32) (a numpy RandomState seed); "
                           f"got {subset_seed!r}")
+    if group_types is not None:
+        names = [t.strip() for t in group_types.split(",")] if isinstance(group_types, str) else list(group_types)
+        unknown = [t for t in names if t not in GROUP_TYPES]
+        if unknown or not names:
+            raise ConfigError(f"--group-types must be a comma-separated list of {', '.join(GROUP_TYPES)}; "
+                              f"got {group_types!r}")
+        group_types = [t for t in GROUP_TYPES if t in names]
     if tag is not None and (not tag or tag in (".", "..") or any(c in tag for c in "/\\\0")):
         raise ConfigError(f"--tag becomes part of the run folder's name, so it must be non-empty and contain "
                           f"no '/', '\\' or NUL; got {tag!r}")
@@ -222,6 +243,8 @@ def build_config(dataset_id: str | None = None, data_dir: str | None = None, sub
         "tag": tag,
         "master_only": bool(master_only),
     }
+    if group_types is not None and len(group_types) < len(GROUP_TYPES):
+        config["group_types"] = group_types
     skip = config["inverse_hvp_method"] != "explicit"
     config["skip_newton"] = config["skip_z_norms"] = config["skip_param_change_norms"] = skip
     if dataset_id == "mnist_small":
@@ -290,8 +313,9 @@ def check_group_sizes(config: dict[str, Any], n: int) -> None:
     """Check the group sizes phase 5 draws for ``n`` training points (:class:`ConfigError`).
 
     Rules: every group has at least 1 point and leaves at least 1 point to refit on
-    (a group of all n points leaves an empty training set), and the tail groups'
-    smallest size ``int(0.0025 n)`` is at least 1 (n >= 400).
+    (a group of all n points leaves an empty training set), and tail groups asked for by
+    ``--group-types`` have a smallest size ``int(0.0025 n)`` of at least 1 (n >= 400;
+    with all types, a smaller dataset skips the tail groups: :func:`group_types_for`).
     """
     c = config
     ds = c["dataset_config"]["dataset_id"]
@@ -312,9 +336,28 @@ def check_group_sizes(config: dict[str, Any], n: int) -> None:
         raise ConfigError(f"{flag}: the largest group would have {largest} of the {n} training points "
                           f"of {ds}, leaving {n - largest} to refit on; a group must leave at least "
                           "1 point, i.e. a relative size < 1")
-    if int(n * TAIL_FRACTIONS[0]) < 1:
-        raise ConfigError(f"{ds} has {n} training points, too few for the tail groups (their smallest size "
-                          f"int({TAIL_FRACTIONS[0]} n) must be >= 1, i.e. n >= 400)")
+    group_types_for(config, n)
+
+
+def group_types_for(config: dict[str, Any], n: int) -> tuple[list[str], str | None]:
+    """The group types phase 5 draws for ``n`` training points, and the one-line reason
+    for the types it skips (None when none is skipped).
+
+    The tail types need ``int(0.0025 n) >= 1`` (n >= 400). With all types (no
+    ``group_types`` in the config) a smaller dataset skips them; when ``--group-types``
+    names one of them, it is a :class:`ConfigError`.
+    """
+    chosen = config.get("group_types")
+    types = list(GROUP_TYPES if chosen is None else chosen)
+    tails = [t for t in types if t in TAIL_TYPES]
+    if not tails or int(n * TAIL_FRACTIONS[0]) >= 1:
+        return types, None
+    ds = config["dataset_config"]["dataset_id"]
+    why = (f"{ds} has {n} training points, too few for the tail groups (their smallest size "
+           f"int({TAIL_FRACTIONS[0]} n) must be >= 1, i.e. n >= 400)")
+    if chosen is not None:
+        raise ConfigError(f"--group-types {','.join(chosen)}: {why}; leave out {' and '.join(tails)}")
+    return [t for t in types if t not in TAIL_TYPES], f"skipping the group types {', '.join(tails)}: {why}"
 
 
 def newton_enabled(config: dict[str, Any]) -> bool:
@@ -339,6 +382,8 @@ def run_id_from_config(config: dict[str, Any]) -> str:
         rid += f"_vocab-{c['dataset_config']['vocab_filter']}"
     if c["dataset_config"].get("standardize"):
         rid += "_standardized"
+    if c.get("group_types") is not None:
+        rid += f"_types-{','.join(c['group_types'])}"
     return rid
 
 
@@ -589,10 +634,16 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(5)
     def pick_subsets(self):
+        """The groups of :data:`GROUP_TYPES` (those of :func:`group_types_for`), drawn from
+        one ``RandomState(subset_seed)`` in the original's order. A type not drawn makes
+        no draws, so the types drawn after it get other groups than in an all-types run."""
         rng = np.random.RandomState(self.config["subset_seed"])
         n = self.num_train
         num = self.config["num_subsets"]
         sizes = self.subset_sizes()
+        types, skipped = group_types_for(self.config, n)
+        if skipped is not None:
+            logger.warning(skipped)
         labels = self.train.labels
         X = np.asarray(self.train.x)
         tags: list[str] = []
@@ -602,41 +653,42 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             tags.append(tag)
             subsets.append(np.asarray(idx, dtype=np.int64))
 
-        for s in sizes:
-            add("random", rng.choice(n, s, replace=False))
+        if "random" in types:
+            for s in sizes:
+                add("random", rng.choice(n, s, replace=False))
         classes, counts = np.unique(labels, return_counts=True)
-        for s in sizes:
+        for s in sizes if "random_same_class" in types else ():
             valid = classes[counts >= s]
             if len(valid) == 0:
                 continue
             c = rng.choice(valid)
             idx = rng.choice(np.flatnonzero(labels == c), s, replace=False)
             add("random_same_class-" + format_label(labels[idx[0]]), idx)
-        s1, s2, s3, s4 = (int(n * x) for x in TAIL_FRACTIONS)
-        spp = num // 3
-        phases = [np.linspace(s1, s2, spp).astype(int), np.linspace(s1, s3, spp).astype(int),
-                  np.linspace(s1, s4, num - 2 * spp).astype(int)]
-        if s1 < 1:
-            raise ConfigError(f"n_train={n} is too small for the tail groups (int(0.0025 n) = 0)")
-        infl = np.asarray(self.R["fixed_test_pred_infl"])
-        for j, t in enumerate(np.asarray(self.R["fixed_test"])):
-            o = np.argsort(infl[j])
-            for p, P in enumerate(phases, start=1):
-                W = int(1.5 * np.max(P))
-                if W > n:
-                    raise ConfigError(f"tail window {W} exceeds n_train={n}")
-                negs, poss = [], []
-                for s in P:
-                    negs.append(rng.choice(o[:W], s, replace=False))
-                    poss.append(rng.choice(o[-W:], s, replace=False))
-                for idx in negs:
-                    add(f"neg_tail_test-{p}-{t}", idx)
-                for idx in poss:
-                    add(f"pos_tail_test-{p}-{t}", idx)
+        if any(t in types for t in TAIL_TYPES):
+            s1, s2, s3, s4 = (int(n * x) for x in TAIL_FRACTIONS)
+            spp = num // 3
+            phases = [np.linspace(s1, s2, spp).astype(int), np.linspace(s1, s3, spp).astype(int),
+                      np.linspace(s1, s4, num - 2 * spp).astype(int)]
+            infl = np.asarray(self.R["fixed_test_pred_infl"])
+            for j, t in enumerate(np.asarray(self.R["fixed_test"])):
+                o = np.argsort(infl[j])
+                for p, P in enumerate(phases, start=1):
+                    W = int(1.5 * np.max(P))
+                    if W > n:
+                        raise ConfigError(f"tail window {W} exceeds n_train={n}")
+                    negs, poss = [], []
+                    for s in P:
+                        negs.append(rng.choice(o[:W], s, replace=False))
+                        poss.append(rng.choice(o[-W:], s, replace=False))
+                    for tag, drawn in (("neg_tail_test", negs), ("pos_tail_test", poss)):
+                        for idx in drawn if tag in types else ():
+                            add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
-        pools = cached_cluster_pools([X, np.asarray(self.R["train_grad_loss"])], self.config.get("kmeans_n_init", 10),
-                                      self.cluster_cache_dir, executor=self.executor)
-        for tag, pool in zip(("same_features", "same_grad"), pools):
+        mats = {"same_features": X, "same_grad": np.asarray(self.R["train_grad_loss"])}
+        cluster_types = [t for t in ("same_features", "same_grad") if t in types]
+        pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
+                                     self.cluster_cache_dir, executor=self.executor) if cluster_types else []
+        for tag, pool in zip(cluster_types, pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:
                 valid = np.flatnonzero(lens >= s)
@@ -645,7 +697,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 c = rng.choice(valid)
                 add(tag, rng.choice(pool[c], s, replace=False))
         D = X.shape[1]
-        for s in sizes:
+        for s in sizes if "feature_window" in types else ():
             dim = rng.choice(D)
             o = np.argsort(X[:, dim])  # numpy default sort, as the original
             mid = rng.choice(n)
@@ -653,6 +705,9 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             en = min(st + s, n)
             st = en - s
             add("feature_window", o[st:en])
+        if not subsets:
+            raise ConfigError(f"no group could be drawn: --group-types {','.join(types)} gave no group of the "
+                              f"sizes {sorted(set(sizes.tolist()))} on {n} training points")
         return {"subset_tags": tags, "subset_indices": subsets}
 
     def _cg_preconditioner(self):
@@ -844,4 +899,20 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 f"{py2_float_str(c['subset_min_rel_size'])}-{py2_float_str(c['subset_max_rel_size'])}")
 
     def plot_all(self, save_and_close: bool = True) -> list[Path]:
+        """The original's detailed figures (one per target and pair of estimates) under
+        ``{run_dir}/plots/`` (:func:`experiments.subset_plots.plot_all`)."""
         return plot_all(self, save_and_close=save_and_close)
+
+    def groups_table(self):
+        """One row per group: type, size, predicted, Newton and actual effect per target,
+        refit certificate and indices (a pandas DataFrame; :mod:`experiments.subset_groups`)."""
+        return subset_groups.groups_table(self.R)
+
+    def save_groups_table(self) -> Path:
+        """Write :meth:`groups_table` to ``{run_dir}/groups.csv``; returns the path."""
+        return subset_groups.save_groups_csv(self.R, self.base_dir)
+
+    def plot_summary(self, save_and_close: bool = True) -> Path:
+        """The run's summary figure ``{run_dir}/summary.png``
+        (:func:`experiments.subset_plots.plot_summary`)."""
+        return plot_summary(self, save_and_close=save_and_close)

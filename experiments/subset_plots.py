@@ -12,12 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.storage import atomic_write
 from experiments.plot import (
     get_simple_subset_tags,
     plot_against_subset_size,
     plot_distribution,
+    plot_group_correlation,
     plot_influence_correlation,
+    subset_legend_entries,
+    subset_type_colors,
+    tail_first,
 )
+from experiments.subset_groups import spearman_by_target, targets
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +170,49 @@ class _Plotter:
 def plot_all(exp, save_and_close: bool = True) -> list[Path]:
     """Draw every figure of the original's ``plot_all`` for a finished ss_logreg run; returns the files."""
     return _Plotter(exp, save_and_close).run()
+
+
+SUMMARY_FIGURE = "summary.png"
+
+
+def plot_summary(exp, save_and_close: bool = True) -> Path:
+    """The run's one summary figure, ``{run_dir}/summary.png``: the paper's scatter of
+    predicted (first-order) against actual group effects, one panel per loss target
+    (``self`` and each fixed test point), points coloured by group type with a legend, and
+    Spearman's rho in each panel's title. Works on summary-mode runs too."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    R = exp.R
+    tags = list(R["subset_tags"])
+    panels = [t for t in targets(R) if not t[0].endswith("_margin")]
+    rhos = spearman_by_target(R)
+    ncols = min(4, max(len(panels), 1))
+    nrows = max(1, -(-len(panels) // ncols))
+    height = 3.6 * nrows + 0.6  # 0.6 in for the legend below the panels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, height), squeeze=False)
+    colors, order = subset_type_colors(tags), tail_first(tags)
+    for ax, (name, actl, pred, _, j) in zip(axes.flat, panels):
+        x = np.asarray(R[actl], dtype=float) if j is None else np.asarray(R[actl], dtype=float)[:, j]
+        y = np.asarray(R[pred], dtype=float) if j is None else np.asarray(R[pred], dtype=float)[:, j]
+        plot_group_correlation(ax, x, y, colors=colors, size=12, alpha=0.7, order=order)
+        what = "own training loss" if name == "self" else f"loss of test point {name.split('-', 1)[1]}"
+        ax.set_title(f"{what}\nSpearman $\\rho$ = {rhos[name]:.3f}", fontsize=9)
+        ax.set_xlabel("Actual effect", fontsize=8)
+        ax.set_ylabel("Predicted effect (first order)", fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles = [Line2D([0], [0], marker="o", linestyle="", markersize=7, markerfacecolor=c, markeredgecolor=c,
+                      label=lab) for lab, c in subset_legend_entries(tags)]
+    handles.append(Line2D([0], [0], color="grey", label="predicted = actual"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(f"Group effects of removing each group: {exp.get_subtitle()}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 0.97))
+    path = Path(exp.base_dir) / SUMMARY_FIGURE
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    if save_and_close:
+        plt.close(fig)
+    return path

@@ -7,3 +7,7 @@ import os
 
 # TensorFlow prints CUDA probing noise on CPU-only machines; keep real warnings.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The lines TensorFlow prints before its logger starts ignore that variable: filter them.
+from influence import quiet  # noqa: E402
+
+quiet.install()

@@ -12,7 +12,6 @@ Exit codes: 0 success, 1 unexpected failure, 2 usage or input error, 3 a refit n
 certified; ``--debug`` shows tracebacks.
 """
 
-import argparse
 
 import _bootstrap  # noqa: F401
 
@@ -70,8 +69,14 @@ def make_parser():
     p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
                    help="spam's token filter: lexeme_prob (default: the paper's 3,294-word vocabulary) or "
                         "none (every alphabetic non-stop lemma; run id suffix _vocab-none)")
-    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
-                   help="draw plot_all's figures after a normal run (not with --no-intermediate-results)")
+    p.add_argument("--group-types", type=str, default=None,
+                   help="comma-separated group types to draw (default: all): random, random_same_class, "
+                        "neg_tail_test, pos_tail_test, same_features, same_grad, feature_window; the run id gets "
+                        "_types-...; a dataset under 400 training points skips the tail types")
+    p.add_argument("--plots", action="store_true",
+                   help="also draw plot_all's detailed figures (one per target and pair of estimates) under "
+                        "plots/ (not with --no-intermediate-results)")
+    p.add_argument("--no-plots", action="store_true", help="draw no figure (not even summary.png)")
     return p
 
 
@@ -90,18 +95,27 @@ def config_from_args(args):
         dtype="float32" if args.float32 else "float64",
         store_full_loss_matrices=args.full_loss_matrices, kmeans_n_init=args.kmeans_n_init,
         dataset_file=args.dataset_file, spam_vocab_filter=args.spam_vocab_filter,
-        standardize=getattr(args, "standardize", False))
+        standardize=getattr(args, "standardize", False),
+        group_types=getattr(args, "group_types", None))
 
 
 def run(args):
+    from experiments.subset_groups import spearman_line
     from experiments.subset_influence import SubsetInfluenceLogreg
 
-    def plots(exp):
-        if not args.no_intermediate_results and args.plots:
-            exp.plot_all(save_and_close=True)
+    def outputs(exp):
+        # Every run (summary mode too): groups.csv and, unless --no-plots, summary.png;
+        # plot_all's detailed figures only with --plots, and as in the original never in
+        # summary mode.
+        exp.save_groups_table()
+        if not args.no_plots:
+            exp.plot_summary(save_and_close=True)
+            if args.plots and not args.no_intermediate_results:
+                exp.plot_all(save_and_close=True)
 
-    return cli.run_experiment(SubsetInfluenceLogreg, config_from_args(args), args, after=plots, details=lambda R: (
-        f"{len(R['subset_tags'])} groups (max ||grad L_-U|| = {R['subset_refit_grad_norm'].max():.2e})"))
+    return cli.run_experiment(SubsetInfluenceLogreg, config_from_args(args), args, after=outputs, details=lambda R: (
+        f"{len(R['subset_tags'])} groups (max ||grad L_-U|| = {R['subset_refit_grad_norm'].max():.2e}) | "
+        f"{spearman_line(R)}"))
 
 
 def main(argv=None):

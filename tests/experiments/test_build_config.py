@@ -48,8 +48,14 @@ def test_group_sizes_use_num_train_when_given_and_the_table_otherwise():
     build_config(dataset_id="breast_cancer", subset_rel_size=0.999)  # 454 of 455: one point left
     with pytest.raises(ConfigError, match="int\\(300 x 0.003\\) = 0"):
         build_config(dataset_id="breast_cancer", subset_rel_size=0.003, num_train=300)
-    with pytest.raises(ConfigError, match="too few for the tail groups"):
-        build_config(dataset_id="breast_cancer", subset_rel_size=0.5, num_train=399)
+    # Under 400 points the tail groups cannot be drawn: skipped with all types (phase 5 logs
+    # it), refused when --group-types asks for them.
+    build_config(dataset_id="breast_cancer", subset_rel_size=0.5, num_train=399)
+    with pytest.raises(ConfigError, match="--group-types random,pos_tail_test: .*399 training points, too few "
+                                          "for the tail groups.*; leave out pos_tail_test"):
+        build_config(dataset_id="breast_cancer", subset_rel_size=0.5, num_train=399,
+                     group_types="pos_tail_test,random")
+    build_config(dataset_id="breast_cancer", subset_rel_size=0.5, num_train=400, group_types="pos_tail_test")
     # The paper's range run on hospital: 0.25% of 20,000 = 50 points.
     build_config(dataset_id="hospital", subset_choice_type="range", num_subsets=100)
     with pytest.raises(ConfigError, match="hospital has 20000"):

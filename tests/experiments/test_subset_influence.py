@@ -382,7 +382,10 @@ def test_script_master_only_summary(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "refit certificate" in out.stdout
     run = tmp_path / "ss_logreg" / "synthetic_binary_ihvp-explicit_seed-0_sizes-0.0025-0.25_num-3"
-    assert sorted(p.name for p in run.iterdir()) == ["config.json", "result_summary.npz"]
+    # No phase files and no plot_all figures (the original's summary mode), but the
+    # per-group table and the summary figure, written by every run.
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "groups.csv", "result_summary.npz",
+                                                     "summary.png"]
     loaded = SubsetInfluenceLogreg.load_run(run.name, out_dir=tmp_path)
     assert set(loaded.R) == set(SUMMARY_KEYS + EXTRA_SUMMARY_KEYS)
     assert len(loaded.R["subset_tags"]) == 51

@@ -91,7 +91,9 @@ def test_group_sizes_are_checked_from_the_file(arrays, tmp_path, capsys):
     small = {**arrays, "X_train": arrays["X_train"][:300], "y_train": arrays["y_train"][:300]}
     data = write_npz(tmp_path / "small.npz", small)
     with pytest.raises(ConfigError, match=r"file-small-\w{12} has 300 training points, too few for the tail groups"):
-        build_config(dataset_file=str(data))
+        build_config(dataset_file=str(data), group_types="random,neg_tail_test")
+    with pytest.raises(ConfigError, match=r"--subset-rel-size 0.001: the smallest group would have int\(300 x 0.001\)"):
+        build_config(dataset_file=str(data), subset_rel_size=0.001)
 
 
 @pytest.mark.parametrize("case", ["nan", "one class", "lengths", "features", "non-integer labels", "empty test",

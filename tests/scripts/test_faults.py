@@ -213,7 +213,7 @@ def test_reference_run_stderr_is_only_our_log_and_files_follow_the_umask(referen
     assert foreign_lines(proc.stderr) == [], foreign_lines(proc.stderr)[:10]
     run_dir = out / "ss_logreg" / RUN_ID
     files = list(run_dir.iterdir())
-    assert len(files) == 16  # config.json and 15 phase files
+    assert len(files) == 17  # config.json, groups.csv and 15 phase files
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o640, (path.name, oct(path.stat().st_mode))
 
