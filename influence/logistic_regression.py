@@ -344,8 +344,8 @@ class LogisticRegression:
         out = np.empty_like(cols)
         for j in range(cols.shape[1]):
             b = cols[:, j]
-            out[:, j] = fmin_ncg(f=lambda x: 0.5 * np.dot(x, ax(x)) - np.dot(b, x), x0=np.zeros_like(b),
-                                 fprime=lambda x: ax(x) - b, fhess_p=lambda x, p: ax(p),
+            out[:, j] = fmin_ncg(f=lambda x, b=b: 0.5 * np.dot(x, ax(x)) - np.dot(b, x), x0=np.zeros_like(b),
+                                 fprime=lambda x, b=b: ax(x) - b, fhess_p=lambda x, p: ax(p),
                                  avextol=self.config["fmin_ncg_avextol"], maxiter=self.config["fmin_ncg_maxiter"],
                                  disp=False)
         return out[:, 0] if V.ndim == 1 else out

@@ -59,11 +59,13 @@ def test_refit_within_max_memory_equals_refits_of_its_sub_chunks(num_classes, en
     budget = 3 * per  # three groups per sub-chunk
     H = m.get_hessian((X, y), None, 0.5)
     if engine == "explicit":
-        run = lambda gs, **kw: refit_chunk(m.spec, theta, Xa, yt, s, 0.5, gs, hessian_hat=H, hess_chunk=2, **kw)
+        def run(gs, **kw):
+            return refit_chunk(m.spec, theta, Xa, yt, s, 0.5, gs, hessian_hat=H, hess_chunk=2, **kw)
     else:
         from influence.newton import make_preconditioner
         pre = make_preconditioner(m.spec, theta, Xa, s, 0.5)
-        run = lambda gs, **kw: refit_chunk_cg(m.spec, theta, Xa, yt, s, 0.5, gs, preconditioner=pre, **kw)
+        def run(gs, **kw):
+            return refit_chunk_cg(m.spec, theta, Xa, yt, s, 0.5, gs, preconditioner=pre, **kw)
     whole = run(groups, max_memory=budget)
     parts = [run(groups[i:i + 3]) for i in range(0, len(groups), 3)]
     assert whole.converged.all()
