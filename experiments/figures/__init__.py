@@ -74,10 +74,12 @@ from experiments.figures.runs import (
 
 __all__ = [
     "CdrLFs", "DEFAULT_DATASETS", "DEFAULT_REG_DATASETS", "FIXED_TEST_EXTRA_DATASETS", "FIXED_TEST_IDX",
-    "FIXED_TEST_IDX_MEDIAN", "FigureLog", "GENERATED_SUFFIX", "LoadedRun", "MNLI_NONFIRES_GENRES", "MNLI_TEST_GENRES", "RunSpec", "Settings",
+    "FIXED_TEST_IDX_MEDIAN", "FigureLog", "GENERATED_SUFFIX", "LoadedRun", "MNLI_NONFIRES_GENRES", "MNLI_TEST_GENRES",
+    "RunSpec", "Settings",
     "cdr_acc_panels", "cdr_lfs", "cdr_vs_panels", "cex_panel", "combined_apps_panels", "counterexamples_run",
     "credit_assignment_run", "data_dir_of", "data_valuation_run", "display_name", "figure4_panels",
-    "fixed_test_column", "fixed_test_table", "generated_settings", "group_grid", "lf_statistics", "load", "load_cdr_labeling_info",
+    "fixed_test_column", "fixed_test_table", "generated_settings", "group_grid", "lf_statistics", "load",
+    "load_cdr_labeling_info",
     "load_counterexamples", "load_credit_assignment", "load_data_valuation", "load_main_runs",
     "load_mnli_train_genres", "load_reg_sweep", "load_run", "load_ss_logreg", "mnli_acc_panels",
     "mnli_genre_contrib_panels", "mnli_genre_effect", "mnli_genres", "mnli_size_panel", "reg_grid",
