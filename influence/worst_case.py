@@ -68,6 +68,7 @@ from typing import Sequence
 import numpy as np
 
 from influence import estimators as est
+from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 
@@ -289,9 +290,17 @@ class WorstCaseResult:
 # ----------------------------------------------------------------------------- the search
 class _Base:
     """A certified optimum with some points removed: parameters, weights and its
-    :class:`GroupInfluence` (refits and solves from there)."""
+    :class:`GroupInfluence` (solves there; refits from there when ``warm``).
 
-    def __init__(self, root: GroupInfluence, removed: np.ndarray, params, hessian=None):
+    Warm starts need the Hessian at the base (``n d^2`` flops, and for models on the
+    downdate route also ``H^-1``), which for wide binary models costs more than the
+    refits it saves; there (``warm`` false) refits start at ``theta_hat`` with the base's
+    removed points added to each group, and solves at the base use CG on Hessian-vector
+    products."""
+
+    def __init__(self, root: GroupInfluence, removed: np.ndarray, params, warm: bool = True):
+        self.root = root
+        self.warm = warm
         self.removed = np.asarray(removed, dtype=np.int64)
         w = np.ones(root.num_train) if root.sample_weights is None else np.array(root.sample_weights, dtype=np.float64)
         w[self.removed] = 0.0
@@ -299,13 +308,21 @@ class _Base:
         if not len(self.removed):
             self.gi = root
             return
-        if hessian is None and root.inverse_hvp_method == "explicit":
+        hessian, method = None, "cg"
+        if warm and root.inverse_hvp_method == "explicit":
             model = root.model
             model.set_params_flat(params)
-            hessian = model.get_hessian(root.train, w, root.l2_reg)
+            hessian, method = model.get_hessian(root.train, w, root.l2_reg), "explicit"
         self.gi = GroupInfluence(root.model, root.train, root.l2_reg, params=params, sample_weights=w,
-                                 hessian=hessian, inverse_hvp_method=root.inverse_hvp_method,
+                                 hessian=hessian, inverse_hvp_method=method if warm else "cg",
                                  inverse_vp_method=root.inverse_vp_method, max_memory=root.max_memory)
+
+    def refit(self, groups) -> dict[str, np.ndarray]:
+        """Certified refits with the base's points and each group removed."""
+        if self.warm or not len(self.removed):
+            return self.gi.refit(groups, max(1, len(groups)), progress=False)
+        full = [np.concatenate([self.removed, np.asarray(g, dtype=np.int64)]) for g in groups]
+        return self.root.refit(full, max(1, len(full)), progress=False)
 
 
 class FlipSearch:
@@ -333,6 +350,8 @@ class FlipSearch:
         self.max_k = max(1, min(self.n - 1, int(math.floor(float(max_fraction) * self.n))))
         self.batch = int(batch) if batch is not None else max(1, math.ceil(self.max_k / ADAPTIVE_AUTO_STEPS))
         self.width = int(search_width)
+        # Warm starts pay off unless the model takes the downdate route (see _Base).
+        self.warm = not uses_downdates(gi.spec)
         self._grads = None
         self._point_changes = None
 
@@ -433,7 +452,7 @@ class FlipSearch:
 
     # ------------------------------------------------------------------ adaptive
     def _adaptive(self, t: Target, counter) -> MethodResult:
-        base = _Base(self.gi, np.zeros(0, dtype=np.int64), self.gi.params)
+        base = _Base(self.gi, np.zeros(0, dtype=np.int64), self.gi.params, self.warm)
         removed: list[int] = []
         values = t.initial.copy()
         path_k, path_pred, path_act = [], [], []
@@ -478,7 +497,7 @@ class FlipSearch:
                 break
             removed.extend(int(i) for i in batch)
             values = new_values
-            base = _Base(self.gi, np.array(removed), np.ravel(fit["params"]))
+            base = _Base(self.gi, np.array(removed), np.ravel(fit["params"]), self.warm)
         seq = np.array(removed, dtype=np.int64)
         return MethodResult("adaptive", k_pred, verified, seq if verified > 0 else np.zeros(0, dtype=np.int64), seq,
                             0, 0.0, np.array(path_k, dtype=np.int64), np.array(path_pred), np.array(path_act), 0.0,
@@ -487,14 +506,14 @@ class FlipSearch:
     # ------------------------------------------------------------------ verification
     def _refit(self, base: _Base, groups, counter) -> dict[str, np.ndarray]:
         """Certified refits of ``groups`` removed on top of ``base``, warm-started at its optimum."""
-        r = base.gi.refit(groups, max(1, len(groups)), progress=False)
+        r = base.refit(groups)
         counter.add(r)
         return r
 
     def _verify(self, t: Target, method: str, order: np.ndarray, k_pred: int, counter, predict,
                 component: str) -> MethodResult:
         """The smallest prefix length of ``order`` whose certified refit flips the target."""
-        state = {"base": _Base(self.gi, np.zeros(0, dtype=np.int64), self.gi.params), "lo": 0}
+        state = {"base": _Base(self.gi, np.zeros(0, dtype=np.int64), self.gi.params, self.warm), "lo": 0}
         path: dict[int, tuple[float, float]] = {}
 
         def flips(ks):
@@ -509,7 +528,8 @@ class FlipSearch:
             flipped = gaps > 0
             first = int(np.argmax(flipped)) if flipped.any() else len(ks)
             if first > 0 and ks[first - 1] > lo:
-                state["base"], state["lo"] = _Base(self.gi, order[:ks[first - 1]], r["params"][first - 1]), ks[first - 1]
+                state["base"] = _Base(self.gi, order[:ks[first - 1]], r["params"][first - 1], self.warm)
+                state["lo"] = ks[first - 1]
             return flipped
 
         kmax = len(order)

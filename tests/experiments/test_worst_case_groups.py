@@ -157,27 +157,39 @@ def test_multiclass_coefficient_needs_its_class(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_digits_multiclass_prediction_and_coefficient(tmp_path):
-    cfg = build_config("digits", fixed_reg=1e-3, max_fraction=0.02,
-                       targets=[{"kind": "prediction", "test_index": 0},
-                                {"kind": "coefficient", "feature": 10, "class": 3}])
-    exp = WorstCaseGroups(cfg, out_dir=tmp_path, progress=False)
-    R = exp.run()
-    assert R["target_names"] == ["prediction test 0", "coefficient 10 class 3"]
-    assert all(c.startswith("class ") for c in R["first_order_component"][:1])
-    full = SkLR(C=1 / float(R["cv_l2_reg"]), solver="newton-cholesky", tol=1e-12, max_iter=500)
+def check_multiclass(exp, cls, feature):
+    """Every verified multiclass flip (test point 0's class; the sign of W[cls, feature])
+    re-checked by scikit-learn (sets that leave every class present)."""
+    R = exp.R
     X, y = np.asarray(exp.train.x, dtype=np.float64), exp.train.labels
+    K = len(np.unique(y))
     x0 = np.asarray(exp.test.x[:1], dtype=np.float64)
-    c0 = full.fit(X, y).predict(x0)[0]
-    w0 = full.coef_[3, 10]
+    full = SkLR(C=1 / float(R["cv_l2_reg"]), solver="newton-cholesky", tol=1e-12, max_iter=500).fit(X, y)
+    c0, w0 = full.predict(x0)[0], full.coef_[cls, feature]
+    checks = ((0, lambda sk: sk.predict(x0)[0] != c0), (1, lambda sk: np.sign(sk.coef_[cls, feature]) != np.sign(w0)))
     for m in METHODS:
         assert R[f"{m}_max_grad_ratio"].max() <= 1
-        for j, check in ((0, lambda sk: sk.predict(x0)[0] != c0), (1, lambda sk: np.sign(sk.coef_[3, 10]) != np.sign(w0))):
+        for j, check in checks:
             s = np.asarray(R[f"{m}_verified_sets"][j])
-            if s.size and len(np.unique(np.delete(y, s))) == 10:
+            if s.size and len(np.unique(np.delete(y, s))) == K:
                 keep = np.setdiff1d(np.arange(len(y)), s)
                 sk = SkLR(C=1 / float(R["cv_l2_reg"]), solver="newton-cholesky", tol=1e-12, max_iter=500)
                 assert check(sk.fit(X[keep], y[keep])), (m, j)
+
+
+@pytest.mark.parametrize("dataset, fixed_reg, cls, feature", [
+    ("synthetic_multiclass", None, 2, 1),
+    pytest.param("digits", 1e-3, 3, 10, marks=pytest.mark.slow),   # 650 parameters: about a minute
+])
+def test_multiclass_prediction_and_coefficient(tmp_path, dataset, fixed_reg, cls, feature):
+    cfg = build_config(dataset, fixed_reg=fixed_reg, max_fraction=0.02,
+                       targets=[{"kind": "prediction", "test_index": 0},
+                                {"kind": "coefficient", "feature": feature, "class": cls}])
+    exp = WorstCaseGroups(cfg, out_dir=tmp_path, progress=False)
+    R = exp.run()
+    assert R["target_names"] == ["prediction test 0", f"coefficient {feature} class {cls}"]
+    assert R["first_order_component"][0].startswith("class ")
+    check_multiclass(exp, cls, feature)
 
 
 def test_build_config_rules():

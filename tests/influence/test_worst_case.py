@@ -241,6 +241,20 @@ def test_prediction_paths_are_consistent():
         assert m.outcome in ("exact", "overshoot", "undershoot", "no_prediction")
 
 
+def test_cold_refits_agree_with_warm_starts():
+    """The second refit path (every probe refitted from theta_hat, solves at the bases by
+    CG: what wide binary models use) gives the same verified sets as the warm starts."""
+    X, y, xt, l2 = two_clusters(58)
+    warm = FlipSearch(fitted(X, y, l2), 0.5, 1)
+    cold = FlipSearch(fitted(X, y, l2), 0.5, 1)
+    cold.warm = False
+    a, b = warm.run(PredictionFlip(xt)), cold.run(PredictionFlip(xt))
+    for m in METHODS:
+        assert a.methods[m].verified_k == b.methods[m].verified_k, m
+        assert np.array_equal(a.methods[m].verified_set, b.methods[m].verified_set), m
+        assert b.methods[m].max_grad_ratio <= 1
+
+
 def test_worst_case_groups_agrees_with_flip_search():
     X, y, xt, l2 = two_clusters(189)
     a = worst_case_groups(X, y, [PredictionFlip(xt)], l2, max_fraction=0.5, batch=1)[0]
