@@ -45,8 +45,12 @@ from experiments import tasks
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
 from experiments.estimator_ladder import write_csv
 from experiments.influence_base import InfluenceExperiment
-from experiments.subset_influence import (DATASET_TABLE, FILE_DATASET_SETTINGS, SubsetInfluenceLogreg,
-                                          file_dataset_config)
+from experiments.subset_influence import (
+    DATASET_TABLE,
+    FILE_DATASET_SETTINGS,
+    SubsetInfluenceLogreg,
+    file_dataset_config,
+)
 from influence import worst_case as wc
 
 logger = logging.getLogger(__name__)
@@ -219,7 +223,7 @@ class FitPhases(SubsetInfluenceLogreg):
     """``ss_logreg``'s fitting phases run for another experiment (``owner``): its config,
     data, executor and result dict, so their keys and meanings are those of ``ss_logreg``."""
 
-    def __init__(self, owner: "WorstCaseGroups"):
+    def __init__(self, owner: WorstCaseGroups):
         super().__init__(owner.config, out_dir=owner.out_dir, progress=owner.progress)
         self.owner = owner
         self.R = owner.R
@@ -249,7 +253,7 @@ class WorstCaseGroups(DatasetMixin, InfluenceExperiment):
         return self.config["dataset_config"]["dataset_id"]
 
     @property
-    def fit(self) -> "FitPhases":
+    def fit(self) -> FitPhases:
         """``ss_logreg``'s phases 0-3 on this run's data and results (the same dict ``R``)."""
         if self._fit is None:
             self._fit = FitPhases(self)
@@ -260,7 +264,7 @@ class WorstCaseGroups(DatasetMixin, InfluenceExperiment):
         classes in range (:class:`ConfigError`, before the run folder exists)."""
         super().check_inputs()
         n_test, D = self.test.num_examples, self.train.x.shape[1]
-        K = int(len(np.unique(self.train.labels)))
+        K = len(np.unique(self.train.labels))
         for t in self.config["targets"]:
             idx = t.get("test_index")
             if idx is not None and idx >= n_test:

@@ -62,8 +62,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -97,7 +97,7 @@ class PredictionFlip:
     x: np.ndarray
     name: str = "prediction"
 
-    def compile(self, gi: GroupInfluence) -> "Target":
+    def compile(self, gi: GroupInfluence) -> Target:
         spec = gi.spec
         x = _row(self.x, spec.input_dim, "x")
         rows = [logit_vector(gi.model, x, k) for k in range(spec.num_rows)]
@@ -122,7 +122,7 @@ class CoefficientSign:
     cls: int | None = None
     name: str = "coefficient"
 
-    def compile(self, gi: GroupInfluence) -> "Target":
+    def compile(self, gi: GroupInfluence) -> Target:
         spec = gi.spec
         if not (isinstance(self.feature, (int, np.integer)) and 0 <= self.feature < spec.input_dim):
             raise FlipSearchError(f"feature must be an integer in [0, {spec.input_dim}); got {self.feature!r}")
@@ -150,7 +150,7 @@ class LossChange:
     direction: str = "increase"
     name: str = "loss"
 
-    def compile(self, gi: GroupInfluence) -> "Target":
+    def compile(self, gi: GroupInfluence) -> Target:
         if self.direction not in DIRECTIONS:
             raise FlipSearchError(f"direction must be one of {tuple(DIRECTIONS)}; got {self.direction!r}")
         if not (math.isfinite(float(self.amount)) and float(self.amount) > 0):
@@ -347,7 +347,7 @@ class FlipSearch:
             raise FlipSearchError(f"search_width must be a positive integer; got {search_width!r}")
         self.gi = gi
         self.n = gi.num_train
-        self.max_k = max(1, min(self.n - 1, int(math.floor(float(max_fraction) * self.n))))
+        self.max_k = max(1, min(self.n - 1, math.floor(float(max_fraction) * self.n)))
         self.batch = int(batch) if batch is not None else max(1, math.ceil(self.max_k / ADAPTIVE_AUTO_STEPS))
         self.width = int(search_width)
         # Warm starts pay off unless the model takes the downdate route (see _Base).
@@ -455,7 +455,7 @@ class FlipSearch:
         base = _Base(self.gi, np.zeros(0, dtype=np.int64), self.gi.params, self.warm)
         removed: list[int] = []
         values = t.initial.copy()
-        path_k, path_pred, path_act = [], [], []
+        path: list[tuple[int, float, float]] = []   # (k, predicted change, actual change)
         k_pred, verified, comp = -1, -1, 0
         while len(removed) < self.max_k:
             room = self.max_k - len(removed)
@@ -472,26 +472,11 @@ class FlipSearch:
             batch = order[:take]
             fit = self._refit(base, [batch], counter)
             new_values = t.values(self.gi, fit["params"])[0]
-            path_k.append(len(removed) + take)
-            path_pred.append(pred[take - 1] - t.initial_gap)
-            path_act.append(t.gaps(new_values[None, :])[0] - t.initial_gap)
+            path.append((len(removed) + take, pred[take - 1] - t.initial_gap,
+                         t.gaps(new_values[None, :])[0] - t.initial_gap))
             if t.gaps(new_values[None, :])[0] > 0:
-                if take > 1:   # the smallest flipping prefix of this batch, refitted from the base
-                    probes = {take: fit}
-
-                    def flips(ks):
-                        todo = [k for k in ks if k not in probes]
-                        if todo:
-                            r = self._refit(base, [batch[:k] for k in todo], counter)
-                            probes.update({k: {"params": r["params"][i]} for i, k in enumerate(todo)})
-                        v = t.values(self.gi, np.array([np.ravel(probes[k]["params"]) for k in ks]))
-                        for k, vk in zip(ks, v):
-                            path_k.append(len(removed) + k)
-                            path_pred.append(pred[k - 1] - t.initial_gap)
-                            path_act.append(t.gaps(vk[None, :])[0] - t.initial_gap)
-                        return t.gaps(v) > 0
-
-                    take = _search(flips, 0, take, self.width, check_hi=False)
+                if take > 1:
+                    take = self._within_batch(t, base, batch, pred, len(removed), path, counter)
                 removed.extend(int(i) for i in batch[:take])
                 verified = len(removed)
                 break
@@ -499,9 +484,22 @@ class FlipSearch:
             values = new_values
             base = _Base(self.gi, np.array(removed), np.ravel(fit["params"]), self.warm)
         seq = np.array(removed, dtype=np.int64)
+        path.sort()
         return MethodResult("adaptive", k_pred, verified, seq if verified > 0 else np.zeros(0, dtype=np.int64), seq,
-                            0, 0.0, np.array(path_k, dtype=np.int64), np.array(path_pred), np.array(path_act), 0.0,
-                            _label(t, comp))
+                            0, 0.0, np.array([p[0] for p in path], dtype=np.int64), np.array([p[1] for p in path]),
+                            np.array([p[2] for p in path]), 0.0, _label(t, comp))
+
+    def _within_batch(self, t: Target, base: _Base, batch: np.ndarray, pred: np.ndarray, done: int, path: list,
+                      counter) -> int:
+        """The smallest flipping prefix of the adaptive method's last batch (whose full length
+        flips), each probe refitted from the base; probes are added to ``path``."""
+        def flips(ks):
+            r = self._refit(base, [batch[:k] for k in ks], counter)
+            gaps = t.gaps(t.values(self.gi, r["params"]))
+            path.extend((done + k, pred[k - 1] - t.initial_gap, g - t.initial_gap) for k, g in zip(ks, gaps))
+            return gaps > 0
+
+        return _search(flips, 0, len(batch), self.width, check_hi=False)
 
     # ------------------------------------------------------------------ verification
     def _refit(self, base: _Base, groups, counter) -> dict[str, np.ndarray]:
@@ -576,7 +574,7 @@ def _grid(lo: int, hi: int, width: int) -> list[int]:
         return []
     if inner <= width:
         return list(range(lo + 1, hi))
-    return sorted({lo + int(round(i * (hi - lo) / (width + 1))) for i in range(1, width + 1)} - {lo, hi})
+    return sorted({lo + round(i * (hi - lo) / (width + 1)) for i in range(1, width + 1)} - {lo, hi})
 
 
 def _search(flips, lo: int, hi: int, width: int, check_hi: bool) -> int:

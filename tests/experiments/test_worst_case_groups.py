@@ -9,7 +9,12 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from datasets import storage
 from experiments.common import ConfigError
-from experiments.worst_case_groups import CSV_COLUMNS, WorstCaseGroups, build_config, run_id_from_config
+from experiments.worst_case_groups import (
+    CSV_COLUMNS,
+    WorstCaseGroups,
+    build_config,
+    run_id_from_config,
+)
 from influence.worst_case import METHODS
 from tests.scripts.test_cli_fuzz import load_script
 
@@ -61,7 +66,7 @@ def check_flips_with_sklearn(exp, min_gap=1e-6):
 
 
 def test_outputs_of_the_default_run(bc_run):
-    out, exp = bc_run
+    _, exp = bc_run
     base = exp.base_dir
     header, rows = read_csv(base / "worst_case.csv")
     assert tuple(header) == CSV_COLUMNS

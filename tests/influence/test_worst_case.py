@@ -14,8 +14,16 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
-from influence.worst_case import (METHODS, CoefficientSign, FlipSearch, FlipSearchError, LossChange,
-                                  PredictionFlip, logit_vector, worst_case_groups)
+from influence.worst_case import (
+    METHODS,
+    CoefficientSign,
+    FlipSearch,
+    FlipSearchError,
+    LossChange,
+    PredictionFlip,
+    logit_vector,
+    worst_case_groups,
+)
 from tests.conftest import RTOL_FD, RTOL_TWO_PATHS, assert_close
 
 # Parameters of scikit-learn's refit against the engine's certified one: both solve the
@@ -208,7 +216,7 @@ def test_multiclass_prediction_flip_against_exhaustive_search():
     xt = 0.45 * means[0]
     gi = fitted(X, y, 0.5, num_classes=3)
     target = PredictionFlip(xt)
-    kmin, sets = exhaustive_minimum(gi, target, max_size=3)
+    kmin, _ = exhaustive_minimum(gi, target, max_size=3)
     assert kmin > 0
     res = FlipSearch(gi, 0.5, 1).run(target)
     t = target.compile(gi)
