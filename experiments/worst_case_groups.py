@@ -24,7 +24,8 @@ removal sets, key ``t{target}_{method}``) and ``worst_case.png`` (:func:`plot_wo
 Result keys of phase 4 (T targets): ``target_names`` (T,), ``target_components`` (T,),
 ``target_initial_gap`` (T,), ``num_train``, ``max_k``, ``adaptive_batch``; per method m:
 ``{m}_predicted_k``, ``{m}_verified_k``, ``{m}_refits`` (T,) int, ``{m}_seconds``,
-``{m}_max_grad_ratio`` (T,) float, ``{m}_component`` (T,) str, ``{m}_verified_sets``,
+``{m}_max_grad_ratio`` (T,) float, ``{m}_component`` and ``{m}_outcome`` (T,) str
+(:data:`influence.worst_case.OUTCOMES`), ``{m}_verified_sets``,
 ``{m}_order``, ``{m}_path_k``, ``{m}_path_predicted``, ``{m}_path_actual`` (ragged, one
 array per target). -1 in a ``_k`` key: none within ``max_fraction`` of the training set.
 """

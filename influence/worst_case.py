@@ -192,7 +192,8 @@ class Target:
         return np.max(self.direction * (np.atleast_2d(values) - self.threshold[None, :]), axis=1)
 
     def gradients(self, model: LogisticRegression, theta) -> np.ndarray:
-        """``grad v_j`` at ``theta``, (m, d) (constant for linear components)."""
+        """``grad v_j`` at ``theta``, (m, d) (constant for linear components; a loss target
+        leaves ``model`` at ``theta``, so callers reset it, e.g. by ``GroupInfluence.at_optimum``)."""
         if self.A is not None:
             return self.A
         model.set_params_flat(theta)
