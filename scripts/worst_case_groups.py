@@ -9,7 +9,7 @@ Writes ``worst_case.csv``, ``verified_sets.npz`` and ``worst_case.png`` to
 Examples (run from the repository root):
 
     python scripts/worst_case_groups.py --dataset-id breast_cancer
-    python scripts/worst_case_groups.py --dataset-id hospital --data-dir ../shared/data
+    python scripts/worst_case_groups.py --dataset-id hospital --data-dir ./data   # data/hospital/dataset_diabetes.zip
     python scripts/worst_case_groups.py --dataset-id breast_cancer --test-points 3 17 --coefficient 5 \\
         --loss-change increase 0.5 --loss-change decrease 0.05 12
     python scripts/worst_case_groups.py --dataset-id digits --coefficient 10 3 --test-points
