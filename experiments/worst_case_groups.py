@@ -53,6 +53,7 @@ from experiments.subset_influence import (
     file_dataset_config,
 )
 from influence import worst_case as wc
+from influence.numerics import densify
 
 logger = logging.getLogger(__name__)
 
@@ -306,14 +307,13 @@ class WorstCaseGroups(DatasetMixin, InfluenceExperiment):
         expanded) as :mod:`influence.worst_case` target objects."""
         names, specs = [], []
         X_test, y_test = self.test.x, self.test.labels
-        dense = (lambda A: np.asarray(A.toarray() if hasattr(A, "toarray") else A, dtype=np.float64))
         for t in self.config["targets"]:
             idx = t.get("test_index")
             points = [int(i) for i in self.R["fixed_test"]] if idx is None else [int(idx)]
             if t["kind"] == "prediction":
                 for i in points:
                     names.append(f"prediction test {i}")
-                    specs.append(wc.PredictionFlip(dense(X_test[i:i + 1])[0], name=names[-1]))
+                    specs.append(wc.PredictionFlip(densify(X_test[i:i + 1]).astype(np.float64, copy=False)[0], name=names[-1]))
             elif t["kind"] == "coefficient":
                 cls = t.get("class")
                 names.append(f"coefficient {t['feature']}" + ("" if cls is None else f" class {cls}"))
@@ -322,10 +322,10 @@ class WorstCaseGroups(DatasetMixin, InfluenceExperiment):
                 sign = "+" if t["direction"] == "increase" else "-"
                 if idx is None:
                     names.append(f"mean test loss {sign}{py2_float_str(t['amount'])}")
-                    Xs, ys = dense(X_test), np.asarray(y_test)
+                    Xs, ys = densify(X_test).astype(np.float64, copy=False), np.asarray(y_test)
                 else:
                     names.append(f"loss test {idx} {sign}{py2_float_str(t['amount'])}")
-                    Xs, ys = dense(X_test[idx:idx + 1]), np.asarray(y_test[idx:idx + 1])
+                    Xs, ys = densify(X_test[idx:idx + 1]).astype(np.float64, copy=False), np.asarray(y_test[idx:idx + 1])
                 specs.append(wc.LossChange(Xs, ys.astype(np.int64), float(t["amount"]), t["direction"], name=names[-1]))
         return names, specs
 

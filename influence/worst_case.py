@@ -71,6 +71,7 @@ from influence import estimators as est
 from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
+from influence.numerics import densify
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ class LossChange:
             raise FlipSearchError(f"direction must be one of {tuple(DIRECTIONS)}; got {self.direction!r}")
         if not (math.isfinite(float(self.amount)) and float(self.amount) > 0):
             raise FlipSearchError(f"amount must be a finite number > 0; got {self.amount!r}")
-        X = np.asarray(self.X.toarray() if hasattr(self.X, "toarray") else self.X, dtype=np.float64)
+        X = densify(self.X).astype(np.float64, copy=False)
         X = X.reshape(-1, gi.spec.input_dim) if X.ndim == 1 else X
         y = np.asarray(self.y).reshape(-1)
         if X.ndim != 2 or X.shape[1] != gi.spec.input_dim or X.shape[0] != y.shape[0] or not len(y):
@@ -206,7 +207,7 @@ class Target:
 
 
 def _row(x, dim: int, name: str) -> np.ndarray:
-    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64).reshape(-1)
+    x = densify(x).astype(np.float64, copy=False).reshape(-1)
     if x.shape != (dim,) or not np.all(np.isfinite(x)):
         raise FlipSearchError(f"{name} must be a finite array of shape ({dim},); got shape {x.shape}")
     return x
@@ -402,7 +403,9 @@ class FlipSearch:
         """The AMIP rule on per-point effects ``scores`` (n, m), then verification."""
         order, comp, pred_gaps = self._best_order(t, scores, np.ones(self.n, dtype=bool))
         k_pred = _first_crossing(pred_gaps)
-        predict = (lambda ks: pred_gaps[np.asarray(ks) - 1] - t.initial_gap)
+        def predict(ks):
+            return pred_gaps[np.asarray(ks) - 1] - t.initial_gap
+
         return self._verify(t, method, order, k_pred, counter, predict, _label(t, comp))
 
     def _first_order(self, t: Target, counter) -> MethodResult:
@@ -626,7 +629,7 @@ def worst_case_groups(X, y, targets, l2_reg: float, methods: Sequence[str] = MET
         m = res.methods["adaptive"]
         print(m.verified_k, m.verified_set)   # remove these rows of X to flip the prediction
     """
-    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    X = densify(X).astype(np.float64, copy=False)
     y = np.asarray(y).reshape(-1)
     if X.ndim != 2 or X.shape[0] != y.shape[0]:
         raise FlipSearchError(f"X must be (n_samples, n_features) with n_samples = len(y); got {X.shape}, {y.shape}")

@@ -22,6 +22,7 @@ Exit codes: 0 success, 1 unexpected failure, 2 usage or input error (nothing is 
 import sys
 
 import _bootstrap  # noqa: F401
+
 import matplotlib
 
 from experiments import cli
