@@ -37,7 +37,8 @@ is the only pool of the ``experiments`` package.
 A cluster must be able to import this project on the scheduler (which unpickles task
 graphs) and on every worker: :meth:`Executor.start` runs an import check there first and
 raises :class:`ClusterImportError` (exit 2, one line naming the missing module and the
-fix: ``PYTHONPATH=<repo>`` or ``pip install -e <repo>`` where the process starts). A
+fix: ``PYTHONPATH=<repo>`` where the process starts; ``pip install -e`` installs only
+``influence``, not the experiments the tasks need). A
 worker lost while tasks run (killed, out of memory, its machine gone) costs only time:
 Dask recomputes its tasks on the other workers, and if a transfer or the scattered data
 was lost with it, the unfinished tasks are submitted again (up to :data:`MAX_RESUBMITS`
@@ -284,8 +285,7 @@ class Executor:
         except ImportError as exc:
             raise ClusterImportError(
                 f"the Dask scheduler at {client.scheduler.address} cannot import this project "
-                f"({type(exc).__name__}: {exc}); restart it as `{scheduler_command()}` (or `pip install -e "
-                f"{REPO_ROOT}` in its environment)") from exc
+                f"({type(exc).__name__}: {exc}); restart it as `{scheduler_command()}`") from exc
         outcome = client.run(pkgutil.resolve_name, name, on_error="return")
         failed = {w: e for w, e in outcome.items() if isinstance(e, BaseException)}
         if failed:
@@ -293,8 +293,7 @@ class Executor:
             raise ClusterImportError(
                 f"{len(failed)} of {len(outcome)} Dask workers (e.g. {worker}) cannot import this project "
                 f"({type(exc).__name__}: {exc}); restart them as "
-                f"`{worker_command(client.scheduler.address)}` (or `pip install -e {REPO_ROOT}` in their "
-                f"environment)") from exc
+                f"`{worker_command(client.scheduler.address)}`") from exc
 
     def close(self) -> None:
         """Close the client and stop the local cluster (if this executor started them)."""
@@ -458,7 +457,7 @@ def _raise_import_error(exc: BaseException) -> None:
             where = "the Dask scheduler" if "deserialization of the task graph" in str(exc) else "a Dask worker"
             fix = scheduler_command() if where == "the Dask scheduler" else worker_command()
             raise ClusterImportError(f"{where} cannot import this project ({type(e).__name__}: {e}); restart it "
-                                     f"as `{fix}` (or `pip install -e {REPO_ROOT}` in its environment)") from exc
+                                     f"as `{fix}`") from exc
 
 
 def _is_comm_failure(exc: BaseException) -> bool:

@@ -198,9 +198,9 @@ class InfluenceLogisticRegression(ClassifierMixin, BaseEstimator):
                               method=method or self.inverse_hvp_method, chunk_size=chunk_size, progress=False)
         S = len(groups)
         sizes = np.array([np.asarray(g).size for g in groups])
-        if res.refit:
-            norm = np.asarray(res.refit["grad_norm"], dtype=np.float64)
-            tol = np.asarray(res.refit["grad_tol"], dtype=np.float64)
+        if res.refit is not None:
+            norm = np.asarray(res.refit.grad_norms, dtype=np.float64)
+            tol = np.asarray(res.refit.grad_tols, dtype=np.float64)
         else:
             norm = tol = np.full(S, np.nan)
         frames = []

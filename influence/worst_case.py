@@ -71,6 +71,7 @@ from influence import estimators as est
 from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
+from influence.newton import RefitResult
 from influence.numerics import densify
 
 logger = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ class _Base:
                                  hessian=hessian, inverse_hvp_method=method if warm else "cg",
                                  inverse_vp_method=root.inverse_vp_method, max_memory=root.max_memory)
 
-    def refit(self, groups) -> dict[str, np.ndarray]:
+    def refit(self, groups) -> RefitResult:
         """Certified refits with the base's points and each group removed."""
         if self.warm or not len(self.removed):
             return self.gi.refit(groups, max(1, len(groups)), progress=False)
@@ -475,7 +476,7 @@ class FlipSearch:
             take = min(self.batch, need) if need > 0 else min(self.batch, len(order))
             batch = order[:take]
             fit = self._refit(base, [batch], counter)
-            new_values = t.values(self.gi, fit["params"])[0]
+            new_values = t.values(self.gi, fit.thetas)[0]
             path.append((len(removed) + take, pred[take - 1] - t.initial_gap,
                          t.gaps(new_values[None, :])[0] - t.initial_gap))
             if t.gaps(new_values[None, :])[0] > 0:
@@ -486,7 +487,7 @@ class FlipSearch:
                 break
             removed.extend(int(i) for i in batch)
             values = new_values
-            base = _Base(self.gi, np.array(removed), np.ravel(fit["params"]), self.warm)
+            base = _Base(self.gi, np.array(removed), np.ravel(fit.thetas), self.warm)
         seq = np.array(removed, dtype=np.int64)
         path.sort()
         return MethodResult("adaptive", k_pred, verified, seq if verified > 0 else np.zeros(0, dtype=np.int64), seq,
@@ -499,14 +500,14 @@ class FlipSearch:
         flips), each probe refitted from the base; probes are added to ``path``."""
         def flips(ks):
             r = self._refit(base, [batch[:k] for k in ks], counter)
-            gaps = t.gaps(t.values(self.gi, r["params"]))
+            gaps = t.gaps(t.values(self.gi, r.thetas))
             path.extend((done + k, pred[k - 1] - t.initial_gap, g - t.initial_gap) for k, g in zip(ks, gaps))
             return gaps > 0
 
         return _search(flips, 0, len(batch), self.width, check_hi=False)
 
     # ------------------------------------------------------------------ verification
-    def _refit(self, base: _Base, groups, counter) -> dict[str, np.ndarray]:
+    def _refit(self, base: _Base, groups, counter) -> RefitResult:
         """Certified refits of ``groups`` removed on top of ``base``, warm-started at its optimum."""
         r = base.refit(groups)
         counter.add(r)
@@ -522,7 +523,7 @@ class FlipSearch:
             ks = [int(k) for k in ks]
             base, lo = state["base"], state["lo"]
             r = self._refit(base, [order[lo:k] for k in ks], counter)
-            gaps = t.gaps(t.values(self.gi, r["params"]))
+            gaps = t.gaps(t.values(self.gi, r.thetas))
             for k, g in zip(ks, gaps):
                 path[k] = (float(predict([k])[0]), float(g - t.initial_gap))
             # Warm start the next round from the longest prefix below the first flip (the
@@ -530,7 +531,7 @@ class FlipSearch:
             flipped = gaps > 0
             first = int(np.argmax(flipped)) if flipped.any() else len(ks)
             if first > 0 and ks[first - 1] > lo:
-                state["base"] = _Base(self.gi, order[:ks[first - 1]], r["params"][first - 1], self.warm)
+                state["base"] = _Base(self.gi, order[:ks[first - 1]], r.thetas[first - 1], self.warm)
                 state["lo"] = ks[first - 1]
             return flipped
 
@@ -556,9 +557,9 @@ class _Counter:
         self.refits, self.worst = 0, 0.0
 
     def add(self, r):
-        self.refits += len(r["grad_norm"])
-        if len(r["grad_norm"]):
-            self.worst = max(self.worst, float(np.max(r["grad_norm"] / r["grad_tol"])))
+        self.refits += len(r.grad_norms)
+        if len(r.grad_norms):
+            self.worst = max(self.worst, float(np.max(r.grad_norms / r.grad_tols)))
 
 
 def _label(t: Target, comp: int) -> str:

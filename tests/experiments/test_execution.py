@@ -229,29 +229,6 @@ def _alive(pid, wait=10.0) -> bool:
     return True
 
 
-def test_a_worker_killed_while_the_data_is_scattered_is_survived(cluster, monkeypatch, caplog):
-    """SIGKILL a worker just before the phase's data is broadcast to the workers (the moment
-    where distributed raises CommClosedError or KeyError('tcp://...') to the client): the
-    executor scatters again and submits the tasks again, with the same results."""
-    client = cluster.client
-    pids = client.run(os.getpid)
-    real, calls = Executor.scatter, []
-
-    def scatter_after_a_kill(self, data):
-        if not calls:
-            os.kill(pids[sorted(pids)[0]], signal.SIGKILL)
-        calls.append(1)
-        return real(self, data)
-
-    monkeypatch.setattr(Executor, "scatter", scatter_after_a_kill)
-    data = np.arange(1000.0)
-    out = cluster.map(execution.timed_noop, data, list(range(30)))
-    assert out == list(range(30))
-    assert not _alive(pids[sorted(pids)[0]])
-    print(f"scattered {len(calls)} time(s); warnings: "
-          f"{[r.getMessage()[:120] for r in caplog.records if r.levelname == 'WARNING']}")
-
-
 @pytest.mark.parametrize("task, phase", [pytest.param("cv_fold_task", 0, marks=pytest.mark.slow),
                                          pytest.param("pool_part_task", 5, marks=pytest.mark.slow),
                                          ("refit_task", 6),

@@ -66,8 +66,8 @@ def exhaustive_minimum(gi, target, max_size=4):
     for k in range(1, max_size + 1):
         groups = [np.array(c) for c in itertools.combinations(range(gi.num_train), k)]
         r = gi.refit(groups, len(groups), progress=False)
-        assert np.all(r["grad_norm"] <= r["grad_tol"])
-        gaps = t.gaps(t.values(gi, r["params"]))
+        assert np.all(r.grad_norms <= r.grad_tols)
+        gaps = t.gaps(t.values(gi, r.thetas))
         assert np.min(np.abs(gaps)) > MIN_GAP, "a subset sits on the flip threshold: choose another case"
         if np.any(gaps > 0):
             return k, [set(groups[i].tolist()) for i in np.flatnonzero(gaps > 0)]
