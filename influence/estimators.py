@@ -1,21 +1,13 @@
 """An accuracy ladder of estimators of the effect of removing a group of training points.
 
-Every estimator returns the **parameter change** caused by removing each group, a float64
-array of shape (S, d) (one row per group, parameter layout of :mod:`influence.objective`);
-target values follow from it (``f(theta_hat + D) - f(theta_hat)``, see
-:meth:`influence.group_influence.GroupInfluence.param_influence`). All are built on the
-engine: the objective (:class:`influence.objective.LogisticObjective`), the one Newton loop
-(:func:`influence.newton.newton_loop`) and the group-influence API
-(:class:`influence.group_influence.GroupInfluence`, whose first-order solves, Newton
-changes and certified refits they call).
+Every estimator returns the **parameter change** caused by removing each group, float64
+(S, d); target values follow from it (:meth:`GroupInfluence.param_influence`). All call the
+engine through :class:`influence.group_influence.GroupInfluence` and
+:func:`influence.newton.newton_loop`.
 
-Notation (docs/design.md, 'Objective and conventions'): the summed, unnormalised
-objective ``L(theta) = sum_i s_i l_i(theta) + (lambda/2) ||W||^2``, ``theta_hat`` its
-optimum, ``H`` its (regularised, gauge-fixed) Hessian at ``theta_hat``; for a group U,
-``g_U = sum_{i in U} s_i grad l_i(theta_hat)``, ``H_U = sum_{i in U} s_i hess l_i(theta_hat)``
-(no regulariser) and ``T[v, v] = sum_i s_i D^3 l_i(theta_hat)[v, v]`` (the third derivative
-of L contracted twice; the regulariser is quadratic and has none). Sign convention: the
-change caused by REMOVING U.
+Notation as in :mod:`influence.group_influence` (docs/design.md, 'Objective and
+conventions'), and ``T[v, v] = sum_i s_i D^3 l_i(theta_hat)[v, v]`` (the third derivative
+of L contracted twice; the regulariser has none).
 
 The removal path: ``theta(eps) = argmin L(theta) - eps sum_{i in U} s_i l_i(theta)``
 (weights ``1 - eps`` on the group), ``theta(0) = theta_hat``, ``theta(1) = theta_{-U}``.

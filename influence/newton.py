@@ -1,27 +1,11 @@
 """One damped-Newton loop for a batch of problems, and its strategies.
 
-:func:`newton_loop` minimises the B problems of a :class:`LogisticObjective` (one
-parameter row each) from given starting rows until each gradient norm is at most its
-tolerance (the certificate, :func:`certify`). Every iteration asks a **strategy** for
-Newton directions of the active problems, moves along them by the strategy's **step
-rule**, and lets the strategy update its state; a problem whose step fails for good (the
-floating-point floor) stops. The way pyDVL puts inverse-HVP strategies behind one
-operator, the strategies share one interface (:class:`NewtonStrategy`):
-
-* :class:`ExplicitNewton`: a fresh Hessian at every iterate, solved by Cholesky with the
-  one LU fall-back (:func:`influence.numerics.spd_solve`); the certified fit and the
-  small-problem refits.
-* :class:`Chord` (:class:`ChordNewton`, :class:`DowndateChord`): the Hessian at an earlier
-  iterate, reused while it cuts the gradient norm fourfold (chord steps), then CG on the
-  exact Hessian preconditioned by it, then a fresh Hessian (the explicit refits).
-* :class:`NewtonCG`: CG on exact Hessian-vector products with a fixed preconditioner
-  (:func:`make_preconditioner`), to an inexact-Newton forcing tolerance (models too
-  large for explicit Hessians; also the one-step Newton approximations by CG).
-
-Step rules: :func:`certified_step` (full step if it cuts the gradient norm by 10 %,
-else Armijo on the objective), :func:`gradient_norm_backtracking` (backtracking on the
-gradient norm) and :func:`armijo_step` (Armijo on the objective, one problem at a time).
-
+:func:`newton_loop` minimises the B problems of a :class:`LogisticObjective` until each
+gradient norm is at most its tolerance (the certificate, :func:`certify`). Each iteration a
+**strategy** (:class:`NewtonStrategy`: :class:`ExplicitNewton`, :class:`ChordNewton`,
+:class:`DowndateChord`, :class:`NewtonCG`) gives the directions of the active problems and
+its **step rule** (:func:`certified_step`, :func:`gradient_norm_backtracking`,
+:func:`armijo_step`) moves along them; a problem whose step fails for good stops.
 Preconditioners of the CG steps share one interface (:class:`Preconditioner`) and one
 float32 rule (:func:`use_float32`); :func:`make_preconditioner` chooses the fixed one.
 """
@@ -653,12 +637,8 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
 # ------------------------------------------------------------------ preconditioners
 
 # The one float32 rule of the preconditioners: from this many parameters on, their factors
-# (or the downdates' products with H^{-1}) are applied in float32. Applying a (d, d) factor
-# to the few rows of a CG iteration is bound by memory traffic, which float32 halves; the
-# preconditioner only steers CG (the float64 residuals, Hessian-vector products and
-# certificates are unchanged), and its relative error of about 1e-6 costs at most an
-# occasional CG iteration. Below this size applying it costs little next to the
-# Hessian-vector products.
+# are applied in float32, halving the memory traffic; a preconditioner only steers CG (the
+# float64 residuals, products and certificates are unchanged).
 FLOAT32_MIN_PARAMS = 1024
 
 
