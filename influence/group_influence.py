@@ -1,38 +1,19 @@
 """One group-influence API: first-order, one-step Newton and actual effects of removing groups.
 
 Every influence formula behind a result key of the experiments lives in exactly one
-function of this module (docs/design.md, 'Result keys'); the experiments only choose
-groups, targets, phases and files.
+function of this module (docs/design.md, 'Result keys').
 
 Notation (docs/design.md, 'Objective and conventions'): ``L(theta) = sum_i s_i l_i(theta)
 + (l2_reg / 2) ||W||^2`` summed over examples, ``theta_hat`` its optimum, ``H`` the
 regularised Hessian at ``theta_hat``. For a group ``U`` (an index array) with sample
 weights ``s``: ``g_U = sum_{i in U} s_i grad l_i(theta_hat)`` and ``H_U`` the group's
 unregularised Hessian. Sign convention: an influence is the change caused by REMOVING U.
+Estimators of the parameter change: ``pred`` ``H^-1 g_U``, ``newton`` ``(H - H_U)^-1 g_U``
+and ``actl`` ``theta_{-U} - theta_hat`` from a certified refit.
 
-Estimators of the parameter change, one per column of the paper's figures:
-
-* ``pred`` (first order): ``H^-1 g_U``;
-* ``newton`` (one-step Newton): ``(H - H_U)^-1 g_U``;
-* ``actl`` (actual): ``theta_{-U} - theta_hat`` from a certified exact refit.
-
-The Newton changes and the refits each have several routes, chosen once from the model
-and the method (:meth:`GroupInfluence.routes`, :mod:`influence.routes`).
-
-Targets: a differentiable quantity ``f`` (test losses, test margins, weighted sums of
-them, the group's own loss, the parameters). The linear influence of a parameter change
-``D`` on ``f`` is ``grad f(theta_hat) . D`` (:func:`target_influence`,
-:func:`self_influence`); the non-linear one is ``f(theta_hat + D) - f(theta_hat)``
-(:meth:`GroupInfluence.param_influence`; "pparam"/"nparam" with D = pred/newton, and the
-actual effect with D = actl).
-
-Layout: :class:`GroupInfluence` holds a model at its optimum and its training data and
-owns everything that needs the model's tensors (inverse-HVPs, Newton changes, refits,
-evaluations at many parameter vectors); the module-level functions are pure NumPy
-formulas. :func:`group_influence` runs all three estimators on a set of targets in one
-call. Public functions check their inputs and raise ``ValueError`` naming the
-parameter, the rule and the value. Arrays are float64 NumPy arrays (float32 in the
-float32 mode where noted).
+:class:`GroupInfluence` holds a model at its optimum and its training data (inverse-HVPs,
+Newton changes, refits, evaluations at many parameter vectors); the module-level functions
+are pure NumPy formulas; :func:`group_influence` runs all three estimators at once.
 """
 from __future__ import annotations
 

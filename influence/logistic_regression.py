@@ -1,22 +1,11 @@
 """L2-regularised logistic regression with influence quantities (TensorFlow 2).
 
 The interface keeps the method names of the original release (``get_indiv_loss``,
-``get_total_grad_loss``, ``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...).
-Every value is :class:`~influence.objective.LogisticObjective` evaluated at the model's one
-parameter vector. They take a dataset (anything with ``x`` and ``labels``, or
-an ``(x, labels)`` tuple), optional sample weights and ``l2_reg``, and return float64
-NumPy arrays (float32 in the float32 mode).
-
-Objective: ``L(theta) = sum_i s_i l_i(theta) + (l2_reg / 2) ||W||^2``, summed (not
-averaged) over examples; biases unregularised. Parameter layout: see
-:mod:`influence.objective`. Influence sign convention: the change caused by REMOVING a
-group.
-
-Unlike the original (scikit-learn lbfgs, which stops short of the optimum on ill-
-conditioned data), :meth:`fit` and :meth:`warm_fit` run Newton's method to a certified
-optimum: the gradient norm of the objective is driven below
-``fit_rtol * sum_i s_i ||[x_i; 1]||`` (a bound on the size of the data term's gradient),
-and the achieved norm and iteration count are recorded in :attr:`last_fit`.
+``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...); every value is
+:class:`~influence.objective.LogisticObjective` at the model's parameters, as float64 NumPy
+arrays (float32 in the float32 mode). Objective and layout: :mod:`influence.objective`.
+:meth:`fit` and :meth:`warm_fit` run Newton's method to a certified optimum,
+``||grad L|| <= fit_rtol * sum_i s_i ||[x_i; 1]||``, recorded in :attr:`last_fit`.
 """
 from __future__ import annotations
 

@@ -1,34 +1,15 @@
 """Exact, certified, batched refits after removing groups of training points.
 
-For a group U the reduced objective is ``L_{-U}(theta) = L(theta) - sum_{i in U} s_i l_i``
-(the group's weights set to zero). Every refit starts at ``theta_hat`` and runs damped
-Newton iterations until ``||grad L_{-U}|| <= rtol * sum_{i not in U} s_i ||[x_i; 1]||``,
-the same certificate as :meth:`LogisticRegression.fit`.
-
-Speed comes from three exact devices:
-
-* **Batching.** B groups are refitted together: logits, gradients and Hessians of all
-  B problems are computed with matrix-matrix products over a weight matrix
-  ``S`` of shape (n, B).
-* **A cheap first step.** At ``theta_hat`` the reduced Hessian is ``H - H_U``; ``H`` is
-  known, so only the group's own Hessian ``H_U`` (cost ``|U| d^2``) is formed. The first
-  iterate, with a full step, is exactly the paper's one-step Newton approximation
-  (up to the residual ``grad L(theta_hat)``, which the certified fit makes negligible).
-* **Factor reuse.** A group keeps the Cholesky factor of its last Hessian while Newton
-  steps with it reduce the gradient norm at least fourfold (a modified Newton / chord
-  step, still certified by the gradient norm). When progress slows, the next steps are
-  Newton-CG steps: CG on the exact Hessian at the current iterate (Hessian-vector
-  products, ``4 n d`` flops each) preconditioned by that same factor, which typically
-  needs a handful of products instead of a fresh ``n d^2`` Hessian. Only when those are
-  slow too is the Hessian recomputed. Small groups therefore converge without ever
-  forming a full-data Hessian.
-
-The work on a chunk of groups is a pure function of the chunk, one per route, each
-running the one Newton loop (:func:`influence.newton.newton_loop`) with its strategy:
+Every refit of ``L_{-U}`` (the group's weights set to zero) starts at ``theta_hat`` and runs
+the one Newton loop (:func:`influence.newton.newton_loop`) until
+``||grad L_{-U}|| <= rtol * sum_{i not in U} s_i ||[x_i; 1]||``, the certificate of
+:meth:`LogisticRegression.fit`. B groups are refitted together over a weight matrix
+``S`` (n, B); the first Hessian is ``H - H_U`` (only the group's points are touched), and a
+Hessian factor is reused while it cuts the gradient norm fourfold, then preconditions CG
+(docs/design.md, 'Certified fits and refits'). One function per route:
 :func:`refit_chunk` (:class:`~influence.newton.ChordNewton`), :func:`refit_chunk_downdate`
-(:class:`~influence.newton.DowndateChord`, large binary models) and :func:`refit_chunk_cg`
-(:class:`~influence.newton.NewtonCG`). The route is chosen in one place,
-:func:`influence.routes.choose_routes`.
+(:class:`~influence.newton.DowndateChord`) and :func:`refit_chunk_cg`
+(:class:`~influence.newton.NewtonCG`), chosen in :func:`influence.routes.choose_routes`.
 """
 from __future__ import annotations
 
