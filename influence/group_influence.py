@@ -152,8 +152,7 @@ def weighted_gradient_sum(per_example, weights, index=None) -> np.ndarray:
     """Gradient of a weighted sum of per-example quantities ``sum_{i in index} w_i grad q_i``, (d,)."""
     G = check_2d("per_example", per_example)
     w = _check_weights("weights", weights, G.shape[0])
-    if index is None:
-        return w @ G
+    index = slice(None) if index is None else index
     return w[index] @ G[index]
 
 
@@ -170,8 +169,7 @@ def weighted_sums(values, weights, index=None) -> np.ndarray:
     """``sum_{i in index} w_i values[:, i]`` per row, (S,): a weighted-sum target from per-point values."""
     V = check_2d("values", values)
     w = _check_weights("weights", weights, V.shape[1])
-    if index is None:
-        return V @ w
+    index = slice(None) if index is None else index
     return V[:, index] @ w[index]
 
 
@@ -179,8 +177,7 @@ def weighted_sum_change(after_sums, before, weights, index=None) -> np.ndarray:
     """Change of a weighted-sum target: ``after_sums - sum_{i in index} w_i before_i``, (S,)."""
     b = np.asarray(before)
     w = _check_weights("weights", weights, b.shape[0])
-    if index is None:
-        return np.asarray(after_sums) - w @ b
+    index = slice(None) if index is None else index
     return np.asarray(after_sums) - w[index] @ b[index]
 
 

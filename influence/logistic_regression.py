@@ -33,10 +33,6 @@ FIT_METHODS = ("auto", "newton", "newton_cg")
 CACHE_MAX_BYTES = 2 ** 29
 
 
-def _tensor_bytes(tensors) -> int:
-    return sum(int(np.prod(t.shape)) * t.dtype.size for t in tensors)
-
-
 # The original release's default_config keys that this implementation does not read: its
 # fits are certified Newton fits (no TensorFlow initialisation, no L-BFGS) and its products
 # are not split by these batch sizes. Kept so that configs written for the original work.
@@ -144,7 +140,7 @@ class LogisticRegression:
             # and kept folds of a large design would fill the memory.
             kept, total = [], 0
             for entry in self._cache[:3]:
-                total += _tensor_bytes(entry[2])
+                total += sum(int(np.prod(t.shape)) * t.dtype.size for t in entry[2])
                 if total > CACHE_MAX_BYTES:
                     break
                 kept.append(entry)
@@ -318,7 +314,9 @@ class LogisticRegression:
             raise ValueError(f"inverse_hvp_method={method!r} needs the dataset")
         if method == "fmin_ncg":
             return self._out(self._fmin_ncg_solve(V, dataset, sample_weights, l2_reg))
-        return self._out(self._cg_solve(V, dataset, sample_weights, l2_reg).x)
+        return self._out(conjugate_gradient(self._hvp_operator(dataset, sample_weights, l2_reg),
+                                            tf.constant(np.asarray(V), dtype=self.dtype),
+                                            tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"]).x)
 
     def _fmin_ncg_solve(self, V, dataset, sample_weights, l2_reg) -> np.ndarray:
         from scipy.optimize import fmin_ncg
@@ -338,11 +336,6 @@ class LogisticRegression:
                                  avextol=self.config["fmin_ncg_avextol"], maxiter=self.config["fmin_ncg_maxiter"],
                                  disp=False)
         return out[:, 0] if V.ndim == 1 else out
-
-    def _cg_solve(self, V, dataset, sample_weights, l2_reg):
-        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
-        return conjugate_gradient(matvec, tf.constant(np.asarray(V), dtype=self.dtype),
-                                  tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"])
 
     def _hvp_operator(self, dataset, sample_weights, l2_reg):
         """``P -> (H + gauge) P`` for P of shape (d, m), the operator of the CG solvers."""

@@ -114,11 +114,11 @@ def cg_directions(objective: LogisticObjective, Theta, G, precond, rtol, maxiter
     return steps, res
 
 
-def _rows(objective: LogisticObjective, Theta, rows):
-    """The sub-problem ``rows`` and its parameter rows (the whole batch when all)."""
+def _rows(objective: LogisticObjective, Theta, G, rows):
+    """The sub-problem ``rows``, its parameter rows and its gradient rows (the whole batch when all)."""
     if len(rows) == objective.B:
-        return objective, Theta
-    return objective.columns(rows), tf.gather(Theta, rows)
+        return objective, Theta, G
+    return objective.columns(rows), tf.gather(Theta, rows), tf.gather(G, rows)
 
 
 def _project_rows(X, spec: ModelSpec):
@@ -199,8 +199,7 @@ def gradient_norm_backtracking(objective, Theta, G, gnorm, step, active, max_hal
     rounding). Same returns as :func:`certified_step`; gradient norms in float64."""
     dtype = Theta.dtype
     a = np.flatnonzero(active)
-    obj_a, Th_a = _rows(objective, Theta, a)
-    G_a = tf.gather(G, a)
+    obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
     step_a = tf.gather(step, a)
     g0 = gnorm[a].astype(np.float64)
     t = np.ones(a.size)
@@ -250,7 +249,7 @@ def armijo_step(objective, Theta, G, gnorm, step, active, armijo: float = 1e-4, 
     eps = np.finfo(Theta.dtype.as_numpy_dtype).eps
     Th_r, G_r, n_r, good_r, t_r = [], [], [], np.zeros(a.size, dtype=bool), np.ones(a.size)
     for k, j in enumerate(a):
-        obj_j, theta = _rows(objective, Theta, np.array([j]))
+        obj_j, theta, _ = _rows(objective, Theta, G, np.array([j]))
         g, p = (G, step) if objective.B == 1 else (G[j:j + 1], step[j:j + 1])
         f0 = float(obj_j.loss(theta)[0])
         slope = float(tf.reduce_sum(g * p))
@@ -321,10 +320,9 @@ class ExplicitNewton(NewtonStrategy):
 
     def directions(self, objective, Theta, G, gnorm, active):
         a = np.flatnonzero(active)
-        obj_a, Th_a = _rows(objective, Theta, a)
-        G_a = G if len(a) == objective.B else tf.gather(G, a)
-        X = spd_solve(obj_a.hessians(Th_a, method=self.hessian_method), G_a[:, :, None])[:, :, 0]
-        X = _project_rows(X, objective.spec)
+        obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
+        X = _project_rows(spd_solve(obj_a.hessians(Th_a, method=self.hessian_method), G_a[:, :, None])[:, :, 0],
+                          objective.spec)
         return X if len(a) == objective.B else tf.scatter_nd(a[:, None], X, tf.shape(G, out_type=tf.int64))
 
 
@@ -371,8 +369,7 @@ class NewtonCG(NewtonStrategy):
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
-        obj_a, Th_a = _rows(objective, Theta, a)
-        G_a = G if len(a) == objective.B else tf.gather(G, a)
+        obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
         step_a, cg = cg_directions(obj_a, Th_a, G_a.numpy(), self.preconditioner, np.maximum(eta, self.floor),
                                    self.maxiter)
         self.hvps[a] += cg.iterations

@@ -173,15 +173,6 @@ def from_ext_batch(T, spec: ModelSpec) -> tf.Tensor:
     return tf.concat([tf.reshape(T[:, :, :D], [B, -1]), T[:, :, D]], axis=1)
 
 
-def removal_weights(groups, n: int) -> np.ndarray:
-    """0/1 float64 array of shape (n, B): column b is 0 on group b's points, 1 elsewhere."""
-    keep = np.ones((n, len(groups)))
-    for b, idx in enumerate(groups):
-        keep[np.asarray(idx, dtype=np.int64), b] = 0.0
-    return keep
-
-
-
 def _binary_gram_tf(X, W) -> tf.Tensor:
     """``X^T diag(W[:, b]) X`` for every column b of W (n, B): one product with an (n, B E) block."""
     E, B = int(X.shape[1]), int(W.shape[1])
@@ -279,7 +270,9 @@ class LogisticObjective:
     def without_groups(cls, spec: ModelSpec, Xa, y, s_base, l2, groups, Xa_np=None,
                        weight_mask=None, Xa_sparse=None) -> LogisticObjective:
         """The B reduced problems ``L_{-U}`` of the groups (their weights set to zero)."""
-        keep = removal_weights(groups, int(Xa.shape[0]))
+        keep = np.ones((int(Xa.shape[0]), len(groups)))  # 0 on group b's points in column b
+        for b, idx in enumerate(groups):
+            keep[np.asarray(idx, dtype=np.int64), b] = 0.0
         obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask,
                   Xa_sparse)
         obj.s_base = s_base

@@ -37,8 +37,7 @@ class _Route:
         gi = self.gi
         if not gi.spec.binary:
             raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
-        X = gi.train_xy()[0]
-        X = densify(X)
+        X = densify(gi.train_xy()[0])
         p = gi.at_optimum().get_predictions(X)[:, 1] if probabilities else None
         if gi.spec.fit_intercept:
             X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
