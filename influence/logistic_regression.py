@@ -292,13 +292,10 @@ class LogisticRegression:
         """``H^{-1} V`` with H the regularised Hessian at the current parameters.
 
         ``'explicit'``: solve with ``hessian_reg`` (computed from ``dataset`` if not
-        given). ``'cg'``: plain conjugate gradient (:func:`influence.numerics.conjugate_gradient`,
-        all columns together) with Hessian-vector products on ``dataset``, to the
-        relative residual ``config['cg_rtol']`` (1e-10); it does not read the
-        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver:
-        ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
-        from 0, one column at a time, with ``avextol = config['fmin_ncg_avextol']``
-        (1e-8) and ``maxiter = config['fmin_ncg_maxiter']`` (256).
+        given). ``'cg'``: conjugate gradient on all columns together, Hessian-vector products
+        on ``dataset``, to the relative residual ``config['cg_rtol']``. ``'fmin_ncg'``: the
+        original's ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x`` from 0, one column
+        at a time (``config['fmin_ncg_avextol']``, ``config['fmin_ncg_maxiter']``).
         """
         method = inverse_hvp_method or self.config["inverse_hvp_method"]
         if method not in INVERSE_HVP_METHODS:

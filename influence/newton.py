@@ -332,12 +332,9 @@ class NewtonCG(NewtonStrategy):
     tighten, floor)``, locally superlinear; one CG iteration for the whole batch is two
     matrix products with the design.
 
-    ``margin``: a problem whose gradient norm is above its certificate ``tol`` (known
-    from the first accepted step on) is not asked for a smaller residual than the one
-    that reaches ``margin * tol`` after a full step: the last Newton step of a refit
-    does not over-solve (:func:`influence.refit.refit_chunk_cg` uses 0.1). The
-    certificate itself is unchanged: a step that misses it is followed by
-    another Newton step. 0 (the default, e.g. for the model's fit) turns this off.
+    ``margin``: a problem above its certificate ``tol`` (known after the first accepted
+    step) is asked for no smaller residual than reaches ``margin * tol`` after a full step,
+    so the last step does not over-solve (the certificate is unchanged); 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
     None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG

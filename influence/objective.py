@@ -1,14 +1,9 @@
 """The objective of L2-regularised logistic regression and all its derivatives, for one
 parameter vector or a batch of them: :class:`LogisticObjective`.
 
-Like scikit-learn's ``LinearModelLoss`` (``linear_model/_linear_loss.py``), one object owns
-the loss, its gradient (with :meth:`LogisticObjective.loss_gradient` sharing the logits),
-the Hessian (one routine, :meth:`LogisticObjective.hessians`, whose strategies are chosen in
-:meth:`LogisticObjective.hessian_method`), Hessian-vector products and the curvature; the
-Newton loop (:mod:`influence.newton`) and
-:class:`~influence.logistic_regression.LogisticRegression` are handed its methods. It
-evaluates B problems that share the data and differ in their sample weights (the columns
-of S); one parameter vector is the batch of one.
+Like scikit-learn's ``LinearModelLoss``, one object owns the loss, gradient, Hessians
+(strategies chosen in :meth:`LogisticObjective.hessian_method`), Hessian-vector products
+and curvature of B problems that share the data and differ in their sample weights.
 
 Conventions (see docs/design.md, 'Objective and conventions'):
 
@@ -239,12 +234,9 @@ class LogisticObjective:
     of Xa (the BLAS syrk Hessians); ``Xa_sparse``: optional float64 scipy CSR copy of Xa
     (binary models: sparse products for logits, gradients, HVPs and Hessians).
 
-    Batched methods take parameter rows ``Theta`` of shape (B, d): ``loss`` (B,),
-    ``gradient`` (B, d), ``loss_gradient`` (both from one set of logits), ``curvature``,
-    ``hvp`` (NumPy (b, d)), ``hessians`` (B, d, d). The ``*_at`` methods take one parameter
-    vector of a problem with B = 1. A multinomial model with intercepts is flat along the
-    gauge direction (:attr:`ModelSpec.has_gauge`); ``hvp`` and ``hessians`` add
-    ``gauge_c u u^T`` so that the solves are definite.
+    Batched methods take parameter rows ``Theta`` (B, d); the ``*_at`` methods one parameter
+    vector of a problem with B = 1. ``hvp`` and ``hessians`` add ``gauge_c u u^T`` along the
+    flat direction (:attr:`ModelSpec.has_gauge`) so that the solves are definite.
     """
 
     def __init__(self, spec: ModelSpec, Xa, y=None, S=None, l2=0.0, Xa_np=None, weight_mask=None,

@@ -158,23 +158,14 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
                    preconditioner=None, rtol: float = 1e-12, max_iter: int = 50,
                    cg_maxiter: int | None = None, forcing: float = 0.1,
                    max_memory: int | None = None) -> RefitResult:
-    """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG.
+    """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG
+    (:class:`~influence.newton.NewtonCG`, forcing term ``forcing``), the same certificate.
 
-    Each Newton step solves ``(H_{-U}(theta) + gauge) p = grad L_{-U}(theta)`` by
-    preconditioned CG (:func:`influence.numerics.preconditioned_cg_rows`) to the relative
-    residual ``min(forcing, sqrt(||grad|| / scale))`` (an inexact Newton method, locally
-    superlinear), where one CG iteration for the whole chunk is two matrix products with
-    the design. The same step acceptance and gradient-norm certificate as
-    :func:`refit_chunk` apply; a rejected step is retried with a 1000x tighter CG
-    residual before the problem is declared stalled.
-
-    ``preconditioner(R, rows)`` maps rows of residuals (b, d) to rows of ``M^{-1} R`` for
-    one fixed SPD ``M`` shared by all groups (``rows`` is ignored); by default :func:`make_preconditioner` at
-    ``theta_hat`` (build it once and pass it when refitting several chunks).
+    ``preconditioner``: one fixed SPD approximation shared by all groups; by default
+    :func:`make_preconditioner` at ``theta_hat`` (build it once for several chunks).
     ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
-    (:func:`influence.memory.refit_chunk_size` without explicit Hessians).
-    ``first_steps`` hold the (inexact) first Newton-CG iterates; ``hessians``
-    is zero and ``hvps`` counts the Hessian-vector products of each group.
+    (:func:`influence.memory.refit_chunk_size` without explicit Hessians). ``hessians`` is
+    zero and ``hvps`` counts the Hessian-vector products of each group.
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
