@@ -390,12 +390,10 @@ class Chord(NewtonStrategy):
     """Newton with a reused chord matrix per problem (the explicit refits).
 
     A problem keeps its chord matrix (the Hessian at an earlier iterate, or ``H_hat - H_U``
-    at theta_hat) while steps with it cut the gradient norm at least by ``reuse_factor``
-    (chord steps); when progress slows, the next steps are CG on the exact Hessian
-    preconditioned by that same matrix (:meth:`preconditioner`); when those are slow too,
-    or their CG fails, or a step fails with a stale matrix, the problem gets a fresh
-    Hessian at its iterate (:meth:`refresh`). Subclasses say how the chord matrix is held
-    and solved (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
+    at theta_hat) while steps with it cut the gradient norm at least by ``reuse_factor``;
+    then CG on the exact Hessian preconditioned by it; when those are slow too, fail, or a
+    step fails with a stale matrix, a fresh Hessian (:meth:`refresh`). Subclasses hold and
+    solve the chord matrix (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
     """
 
     def __init__(self, reuse_factor: float = 0.25, cg_maxiter: int = 20, float32_preconditioner: bool | None = None):

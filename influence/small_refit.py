@@ -102,12 +102,9 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     0 on the bias (default all ones).
 
     Each iteration takes the Newton step ``H_{-U}(theta)^{-1} grad L_{-U}(theta)`` with
-    a backtracking line search on the gradient norm (the Newton direction is a descent
-    direction of ``||grad||^2``; the test also resolves progress near the optimum,
-    where decreases of the objective fall below its rounding). A group that cannot
-    decrease its gradient norm any more (the floating-point floor) stops; groups not
-    certified after ``max_iter`` iterations are reported with a
-    :class:`influence.numerics.ConvergenceWarning`. ``chunk`` groups are refitted
+    :func:`influence.newton.gradient_norm_backtracking`; groups not certified after
+    ``max_iter`` iterations get a :class:`influence.numerics.ConvergenceWarning` (those
+    stopped at the floating-point floor too). ``chunk`` groups are refitted
     together, fewer to keep their work arrays within ``max_memory`` bytes
     (:func:`influence.memory.refit_bytes_per_group`).
     """
