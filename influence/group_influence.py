@@ -338,11 +338,8 @@ class GroupInfluence:
     def first_order_dparams(self, group_grads, preconditioner=None) -> np.ndarray:
         """First-order parameter changes ``H^-1 g_U`` (``subset_pred_dparam``), shape (S, d).
 
-        With ``'cg'`` these are the Newton-CG route's changes for groups that remove nothing
-        from the Hessian (:class:`influence.routes.CGNewton` with empty groups), preconditioned
-        (``preconditioner``, default :meth:`preconditioner`), to the same relative residual
-        ``cg_rtol``, in chunks within ``max_memory``: plain CG on all columns at once would need
-        (n, K, S) work arrays.
+        With ``'cg'``: :class:`influence.routes.CGNewton` with empty groups (``preconditioner``,
+        default :meth:`preconditioner`), in chunks within ``max_memory``.
         """
         G = check_2d("group_grads", group_grads, cols=self.model.num_params)
         if self.inverse_hvp_method != "cg" or len(G) == 0:

@@ -78,9 +78,8 @@ def one_blas_thread():
 
 def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:
     """``apply`` (a linear operator held in float32: a Cholesky factor, an inverse) on R in
-    float32, result in float64. Half the memory traffic of the float64 product, which bounds
-    applying a (d, d) factor to a few rows; the operator stays SPD within about 1e-6
-    relative, so it serves as a preconditioner (the residuals and certificates stay float64)."""
+    float32, result in float64: half the memory traffic, for preconditioners
+    (:data:`influence.newton.FLOAT32_MIN_PARAMS`)."""
     return np.asarray(apply(np.asarray(R, dtype=np.float32)), dtype=np.float64)
 
 

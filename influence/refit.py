@@ -69,11 +69,9 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
-    regularised full-data Hessian at ``theta_hat`` (computed if not given).
-    ``max_memory`` (bytes): the groups are refitted in sub-chunks of
-    :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
-    ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
-    about 256 MB).
+    regularised full-data Hessian at ``theta_hat`` (computed if not given). ``max_memory``
+    (bytes): sub-chunks of :func:`influence.memory.refit_chunk_size` groups, fresh Hessians
+    ``hess_chunk`` at a time within it (None: all at once, Hessian blocks of about 256 MB).
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
