@@ -9,20 +9,10 @@ the group's Hessian is ``H_U = A_U^T A_U`` and
     (H - A_U^T A_U)^{-1} = H^{-1} + H^{-1} A_U^T C_U^{-1} A_U H^{-1},
     C_U = I - A_U H^{-1} A_U^T = I - diag(w_U) K[U, U] diag(w_U),
 
-with ``w = sqrt(c)`` and the Gram matrix ``K = X H^{-1} X^T`` (n, n) of the design in the
-metric of ``H^{-1}``. ``K`` is formed once (``n^2 d`` flops, or ``nnz(X) (d + n)`` when the
-design is sparse), after which a group costs its ``|U|^3 / 3`` Cholesky of ``C_U`` and each
-solve two products with ``H^{-1}`` (shared by the whole batch, so one matrix product) and
-two with the group's rows. The direct route, a Cholesky of ``H - H_U`` per group, costs
-``|U| d^2 + d^3 / 3`` flops and ``d^2`` memory per group.
-
-The same matrix gives the spectrum of ``-H^{-1} H_U``: its non-zero eigenvalues are
-minus those of ``I - C_U`` (the ``|U| x |U|`` matrix ``A_U H^{-1} A_U^T``).
-
-Used for models with at least :data:`DOWNDATE_MIN_PARAMS` parameters (the refits of
-:func:`influence.refit.refit_chunk` and the Newton changes of
-:func:`influence.groups.newton_explicit`); below that the per-group factor is cheap and the
-direct routes are kept (their results are the recorded reference).
+with ``w = sqrt(c)`` and the Gram matrix ``K = X H^{-1} X^T`` (n, n), formed once; a group
+then costs the ``|U|^3 / 3`` Cholesky of ``C_U`` instead of ``|U| d^2 + d^3 / 3`` flops and
+``d^2`` memory. The non-zero eigenvalues of ``-H^{-1} H_U`` are minus those of ``I - C_U``.
+Used from :data:`DOWNDATE_MIN_PARAMS` parameters on; below, the direct per-group routes.
 """
 from __future__ import annotations
 
@@ -93,10 +83,6 @@ class DowndateBasis:
         never need it)."""
         return self.Hi.astype(np.float32)
 
-    def rows(self, idx: np.ndarray):
-        """The group's design rows (CSR or dense)."""
-        return self.X[idx]
-
     def gram_block(self, idx: np.ndarray) -> np.ndarray:
         """``A_U H^{-1} A_U^T = diag(w_U) K[U, U] diag(w_U)``, the group's (|U|, |U|) block."""
         w = self.w[idx]
@@ -124,14 +110,11 @@ class GroupDowndates:
     def __init__(self, basis: DowndateBasis, groups):
         self.basis = basis
         self.idx = [np.asarray(g, dtype=np.int64) for g in groups]
-        self.rows = [basis.rows(idx) for idx in self.idx]
+        self.rows = [basis.X[idx] for idx in self.idx]  # CSR or dense
         self.factors, self.ok = [], np.ones(len(self.idx), dtype=bool)
         for b, idx in enumerate(self.idx):
             self.factors.append(try_cholesky(np.eye(len(idx)) - basis.gram_block(idx)) if len(idx) else None)
             self.ok[b] = not len(idx) or self.factors[-1] is not None
-
-    def __len__(self) -> int:
-        return len(self.idx)
 
     def solve(self, R: np.ndarray, groups: np.ndarray, precise: bool = True) -> np.ndarray:
         """``(H - H_U_j)^{-1} R[k]`` with ``j = groups[k]``; R: (k, d).

@@ -1,21 +1,13 @@
 """An accuracy ladder of estimators of the effect of removing a group of training points.
 
-Every estimator returns the **parameter change** caused by removing each group, a float64
-array of shape (S, d) (one row per group, parameter layout of :mod:`influence.objective`);
-target values follow from it (``f(theta_hat + D) - f(theta_hat)``, see
-:meth:`influence.group_influence.GroupInfluence.param_influence`). All are built on the
-engine: the objective (:class:`influence.objective.LogisticObjective`), the one Newton loop
-(:func:`influence.newton.newton_loop`) and the group-influence API
-(:class:`influence.group_influence.GroupInfluence`, whose first-order solves, Newton
-changes and certified refits they call).
+Every estimator returns the **parameter change** caused by removing each group, float64
+(S, d); target values follow from it (:meth:`GroupInfluence.param_influence`). All call the
+engine through :class:`influence.group_influence.GroupInfluence` and
+:func:`influence.newton.newton_loop`.
 
-Notation (docs/design.md, 'Objective and conventions'): the summed, unnormalised
-objective ``L(theta) = sum_i s_i l_i(theta) + (lambda/2) ||W||^2``, ``theta_hat`` its
-optimum, ``H`` its (regularised, gauge-fixed) Hessian at ``theta_hat``; for a group U,
-``g_U = sum_{i in U} s_i grad l_i(theta_hat)``, ``H_U = sum_{i in U} s_i hess l_i(theta_hat)``
-(no regulariser) and ``T[v, v] = sum_i s_i D^3 l_i(theta_hat)[v, v]`` (the third derivative
-of L contracted twice; the regulariser is quadratic and has none). Sign convention: the
-change caused by REMOVING U.
+Notation as in :mod:`influence.group_influence` (docs/design.md, 'Objective and
+conventions'), and ``T[v, v] = sum_i s_i D^3 l_i(theta_hat)[v, v]`` (the third derivative
+of L contracted twice; the regulariser has none).
 
 The removal path: ``theta(eps) = argmin L(theta) - eps sum_{i in U} s_i l_i(theta)``
 (weights ``1 - eps`` on the group), ``theta(0) = theta_hat``, ``theta(1) = theta_{-U}``.
@@ -24,20 +16,10 @@ Differentiating its stationarity condition ``grad L(theta) - eps g_U(theta) = 0`
 * ``theta'(0) = H^-1 g_U``;
 * ``theta''(0) = H^-1 (2 H_U theta'(0) - T[theta'(0), theta'(0)])``.
 
-Estimators (one line each; :data:`ESTIMATORS` is the order of the ladder):
-
-* ``first_order``: ``H^-1 g_U`` (the paper's ``pred``; :meth:`GroupInfluence.first_order_dparams`);
-* ``newton``: ``(H - H_U)^-1 g_U`` (the paper's ``newton``; :meth:`GroupInfluence.newton_dparams`);
-* ``newton_2`` / ``newton_3``: the iterates after 2 / 3 steps of the engine's Newton loop on
-  ``L_{-U}`` started at ``theta_hat`` with an exact Hessian at every step
-  (:class:`influence.newton.ExplicitNewton`) (:func:`newton_steps`);
-* ``second_order_basu``: ``((1 - 2p) H^-1 g_U + H^-1 H_U H^-1 g_U) / (1 - p)^2`` with
-  ``p = sum_{i in U} s_i / sum_i s_i`` (= |U|/|S|) (:func:`second_order_basu`);
-* ``second_order_exact``: ``theta'(0) + theta''(0) / 2
-  = H^-1 (g_U + H_U theta'(0) - T[theta'(0), theta'(0)] / 2)`` (:func:`second_order_exact`);
-* ``rescaled``: ``sum_{i in U} H^-1 J_i (I - A_i J_i^T H^-1 J_i)^-1 r_i``, each point's
-  first-order term ``H^-1 J_i r_i`` with its leverage removed (:func:`rescaled`);
-* ``actual``: ``theta_{-U} - theta_hat`` from a certified refit (:func:`actual`).
+Estimators, in the order of the ladder (:data:`ESTIMATORS`; each function states its
+formula): :func:`first_order` (the paper's ``pred``), :func:`newton` (the paper's
+``newton``), ``newton_2`` / ``newton_3`` (:func:`newton_steps`), :func:`second_order_basu`,
+:func:`second_order_exact`, :func:`rescaled` and :func:`actual`.
 
 Here ``l_i(theta) = A(eta_i) - y_i . eta_i`` with logits ``eta_i = J_i^T theta`` (K' = 1
 logit for binary models, K for multinomial ones), ``A`` the log-partition (softplus,
@@ -70,9 +52,11 @@ def train_design(gi: GroupInfluence):
     return gi.design(gi.train, gi.sample_weights)
 
 
-def _check_gi(gi) -> None:
+def _check_gi(gi, groups=None) -> list[np.ndarray] | None:
+    """Checks ``gi``; returns ``groups`` checked against its training set (None without groups)."""
     if not isinstance(gi, GroupInfluence):
         raise ValueError(f"gi must be an influence.group_influence.GroupInfluence; got {type(gi).__name__}")
+    return None if groups is None else check_groups(groups, gi.num_train)
 
 
 def _group_grads(gi: GroupInfluence, groups, group_grads) -> np.ndarray:
@@ -154,16 +138,14 @@ def third_derivative_contraction(spec: ModelSpec, theta, Xa, s, V, chunk: int = 
 # ----------------------------------------------------------------------------- the estimators
 def first_order(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None) -> np.ndarray:
     """``H^-1 g_U`` per group (the paper's ``pred``, ``subset_pred_dparam``), (S, d)."""
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     return gi.first_order_dparams(_group_grads(gi, groups, group_grads))
 
 
 def newton(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None, method: str | None = None,
            preconditioner=None) -> np.ndarray:
     """``(H - H_U)^-1 g_U`` per group (the paper's ``newton``, ``subset_newton_dparam``), (S, d)."""
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     G = _group_grads(gi, groups, group_grads)
     return gi.newton_dparams(groups, G, method=method, preconditioner=preconditioner)["newton_dparam"]
 
@@ -179,13 +161,10 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
                  preconditioner=None) -> dict[int, np.ndarray]:
     """k-step Newton: ``theta_k - theta_hat`` for each k in ``steps``, {k: (S, d)}.
 
-    ``theta_k`` is the k-th iterate of the engine's Newton loop
-    (:func:`influence.newton.newton_loop` with :class:`~influence.newton.ExplicitNewton`: the
-    exact Hessian of ``L_{-U}`` at every iterate, Cholesky with the LU fall-back, its
-    gradient-norm backtracking) on the reduced objective, started at ``theta_hat``. No
-    certificate stops it early (tolerance 0); a problem whose step fails at the
-    floating-point floor keeps its iterate. The first step is the exact Newton step
-    ``(H - H_U)^-1 (g_U - grad L(theta_hat))``, i.e. ``newton`` up to the fit's residual.
+    ``theta_k`` is the k-th iterate of :func:`influence.newton.newton_loop` with
+    :class:`~influence.newton.ExplicitNewton` (the exact Hessian of ``L_{-U}`` at every
+    iterate) from ``theta_hat``, with no certificate stopping it early (tolerance 0). The
+    first step is ``(H - H_U)^-1 (g_U - grad L(theta_hat))``, ``newton`` up to the fit's residual.
     ``start`` (S, d): changes ``theta_j - theta_hat`` to continue from instead (k more steps
     from the j-th iterate give the (j + k)-th; the loop keeps no other state).
 
@@ -195,8 +174,7 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
     :meth:`GroupInfluence.preconditioner`), for models whose (d, d) Hessian per group and
     step is too costly (``n d^2`` flops each); same step rule.
     """
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     ks = sorted({int(k) for k in steps})
     if not ks or ks[0] < 1 or any(int(k) != k for k in steps):
         raise ValueError(f"steps must be positive integers; got {list(steps)!r}")
@@ -249,21 +227,13 @@ def second_order_basu(gi: GroupInfluence, groups: Sequence[np.ndarray], group_gr
     ``D = ((1 - 2p) H^-1 g_U + H^-1 H_U H^-1 g_U) / (1 - p)^2``, ``p = |U| / |S|`` (weighted:
     the group's share of the total sample weight, :func:`removed_fraction`).
 
-    Mapping from their averaged objective. They minimise ``R(theta) = L(theta) / |S|``
-    (mean loss, regulariser included, so their Hessian is ``H / |S|`` and their
-    ``lambda`` is ``lambda / |S|``) and write the removal objective as
-    ``R_{-U} = (R - p R_U) / (1 - p) = R + eps (R - R_U)`` with ``R_U`` the group's mean
-    loss and ``eps = p / (1 - p)``; ``R_{-U}`` has the minimiser ``theta_{-U}`` of this
-    project's ``L_{-U}``. They expand ``theta`` to second order in ``eps`` and drop the
-    third-derivative term, getting ``I^(1) = (1 - 2p) / (1 - p)^2 (1/|S|) H_avg^-1 sum_U grad l``
-    and ``I' = 1 / (1 - p)^2 (1/|S|^2) sum_U H_avg^-1 hess l H_avg^-1 sum_U grad l``. With
-    ``H_avg = H / |S|`` every ``|S|`` cancels, giving the formula above. Their path is the
-    removal path ``theta(t)`` of this module reparametrised by ``t = eps / (p (1 + eps))``
-    (``t = 1`` at ``eps = p / (1 - p)``), so this is a second-order expansion in ``eps``,
-    not in ``t``, without ``T[theta', theta']``: compare :func:`second_order_exact`.
+    They minimise the mean ``R = L / |S|`` (Hessian ``H / |S|``) and expand
+    ``R_{-U} = R + eps (R - R_U)``, ``eps = p / (1 - p)``, to second order in ``eps`` without
+    the third-derivative term, getting ``I^(1) = (1 - 2p) / (1 - p)^2 (1/|S|) H_avg^-1 sum_U grad l``
+    and ``I' = 1 / (1 - p)^2 (1/|S|^2) sum_U H_avg^-1 hess l H_avg^-1 sum_U grad l``; with
+    ``H_avg = H / |S|`` every ``|S|`` cancels. Compare :func:`second_order_exact`.
     """
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     P1 = _first(gi, groups, group_grads, first)
     p = removed_fraction(gi, groups)
     if np.any(p >= 1):
@@ -283,8 +253,7 @@ def second_order_exact(gi: GroupInfluence, groups: Sequence[np.ndarray], group_g
     third-derivative contraction of :func:`third_derivative_contraction` (the term the
     Basu form leaves out).
     """
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     P1 = _first(gi, groups, group_grads, first)
     c = curvature_terms(gi, groups, P1)
     return _no_gauge(P1 + gi.inverse_hvp((c["hu_first"] - 0.5 * c["third"]).T).T, gi.spec)
@@ -293,8 +262,7 @@ def second_order_exact(gi: GroupInfluence, groups: Sequence[np.ndarray], group_g
 def path_second_derivative(gi: GroupInfluence, groups: Sequence[np.ndarray], group_grads=None,
                            first=None) -> np.ndarray:
     """``theta''(0) = H^-1 (2 H_U theta'(0) - T[theta'(0), theta'(0)])`` of the removal path, (S, d)."""
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     P1 = _first(gi, groups, group_grads, first)
     c = curvature_terms(gi, groups, P1)
     return _no_gauge(gi.inverse_hvp((2.0 * c["hu_first"] - c["third"]).T).T, gi.spec)
@@ -349,8 +317,7 @@ def rescaled(gi: GroupInfluence, groups: Sequence[np.ndarray], solves=None) -> n
     result of :func:`point_leverage_solves` for ``gi`` when already computed (it does not
     depend on the groups).
     """
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     spec = gi.spec
     Xa, _, _ = train_design(gi)
     W, _ = point_leverage_solves(gi) if solves is None else solves
@@ -365,8 +332,7 @@ def actual(gi: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int = 6
            progress: bool | None = None) -> tuple[np.ndarray, RefitResult]:
     """``theta_{-U} - theta_hat`` from certified refits (:meth:`GroupInfluence.refit`), and the
     refits with their certificates (``grad_norms``, ``grad_tols``, ``converged``, ...)."""
-    _check_gi(gi)
-    groups = check_groups(groups, gi.num_train)
+    groups = _check_gi(gi, groups)
     r = gi.refit(groups, chunk_size, method=method, progress=progress)
     return r.thetas - np.asarray(gi.params, dtype=np.float64)[None, :], r
 

@@ -1,38 +1,19 @@
 """One group-influence API: first-order, one-step Newton and actual effects of removing groups.
 
 Every influence formula behind a result key of the experiments lives in exactly one
-function of this module (docs/design.md, 'Result keys'); the experiments only choose
-groups, targets, phases and files.
+function of this module (docs/design.md, 'Result keys').
 
 Notation (docs/design.md, 'Objective and conventions'): ``L(theta) = sum_i s_i l_i(theta)
 + (l2_reg / 2) ||W||^2`` summed over examples, ``theta_hat`` its optimum, ``H`` the
 regularised Hessian at ``theta_hat``. For a group ``U`` (an index array) with sample
 weights ``s``: ``g_U = sum_{i in U} s_i grad l_i(theta_hat)`` and ``H_U`` the group's
 unregularised Hessian. Sign convention: an influence is the change caused by REMOVING U.
+Estimators of the parameter change: ``pred`` ``H^-1 g_U``, ``newton`` ``(H - H_U)^-1 g_U``
+and ``actl`` ``theta_{-U} - theta_hat`` from a certified refit.
 
-Estimators of the parameter change, one per column of the paper's figures:
-
-* ``pred`` (first order): ``H^-1 g_U``;
-* ``newton`` (one-step Newton): ``(H - H_U)^-1 g_U``;
-* ``actl`` (actual): ``theta_{-U} - theta_hat`` from a certified exact refit.
-
-The Newton changes and the refits each have several routes, chosen once from the model
-and the method (:meth:`GroupInfluence.routes`, :mod:`influence.routes`).
-
-Targets: a differentiable quantity ``f`` (test losses, test margins, weighted sums of
-them, the group's own loss, the parameters). The linear influence of a parameter change
-``D`` on ``f`` is ``grad f(theta_hat) . D`` (:func:`target_influence`,
-:func:`self_influence`); the non-linear one is ``f(theta_hat + D) - f(theta_hat)``
-(:meth:`GroupInfluence.param_influence`; "pparam"/"nparam" with D = pred/newton, and the
-actual effect with D = actl).
-
-Layout: :class:`GroupInfluence` holds a model at its optimum and its training data and
-owns everything that needs the model's tensors (inverse-HVPs, Newton changes, refits,
-evaluations at many parameter vectors); the module-level functions are pure NumPy
-formulas. :func:`group_influence` runs all three estimators on a set of targets in one
-call. Public functions check their inputs and raise ``ValueError`` naming the
-parameter, the rule and the value. Arrays are float64 NumPy arrays (float32 in the
-float32 mode where noted).
+:class:`GroupInfluence` holds a model at its optimum and its training data (inverse-HVPs,
+Newton changes, refits, evaluations at many parameter vectors); the module-level functions
+are pure NumPy formulas; :func:`group_influence` runs all three estimators at once.
 """
 from __future__ import annotations
 
@@ -171,8 +152,7 @@ def weighted_gradient_sum(per_example, weights, index=None) -> np.ndarray:
     """Gradient of a weighted sum of per-example quantities ``sum_{i in index} w_i grad q_i``, (d,)."""
     G = check_2d("per_example", per_example)
     w = _check_weights("weights", weights, G.shape[0])
-    if index is None:
-        return w @ G
+    index = slice(None) if index is None else index
     return w[index] @ G[index]
 
 
@@ -189,8 +169,7 @@ def weighted_sums(values, weights, index=None) -> np.ndarray:
     """``sum_{i in index} w_i values[:, i]`` per row, (S,): a weighted-sum target from per-point values."""
     V = check_2d("values", values)
     w = _check_weights("weights", weights, V.shape[1])
-    if index is None:
-        return V @ w
+    index = slice(None) if index is None else index
     return V[:, index] @ w[index]
 
 
@@ -198,8 +177,7 @@ def weighted_sum_change(after_sums, before, weights, index=None) -> np.ndarray:
     """Change of a weighted-sum target: ``after_sums - sum_{i in index} w_i before_i``, (S,)."""
     b = np.asarray(before)
     w = _check_weights("weights", weights, b.shape[0])
-    if index is None:
-        return np.asarray(after_sums) - w @ b
+    index = slice(None) if index is None else index
     return np.asarray(after_sums) - w[index] @ b[index]
 
 
@@ -360,11 +338,8 @@ class GroupInfluence:
     def first_order_dparams(self, group_grads, preconditioner=None) -> np.ndarray:
         """First-order parameter changes ``H^-1 g_U`` (``subset_pred_dparam``), shape (S, d).
 
-        With ``'cg'`` these are the Newton-CG route's changes for groups that remove nothing
-        from the Hessian (:class:`influence.routes.CGNewton` with empty groups), preconditioned
-        (``preconditioner``, default :meth:`preconditioner`), to the same relative residual
-        ``cg_rtol``, in chunks within ``max_memory``: plain CG on all columns at once would need
-        (n, K, S) work arrays.
+        With ``'cg'``: :class:`influence.routes.CGNewton` with empty groups (``preconditioner``,
+        default :meth:`preconditioner`), in chunks within ``max_memory``.
         """
         G = check_2d("group_grads", group_grads, cols=self.model.num_params)
         if self.inverse_hvp_method != "cg" or len(G) == 0:

@@ -95,10 +95,7 @@ def newton_explicit(spec: ModelSpec, H, theta, Xa, groups: Sequence[np.ndarray],
     group gradient sums. Returns ``newton_dparam`` (S, d) and, with ``spectrum``, the
     eigenvalues of ``-H^{-1} H_U`` as ``spectrum`` (S, d) sorted ascending (real, in (-1, 0]).
     A group of r < d factor rows takes the Woodbury identity, a larger one a direct
-    Cholesky of ``H - H_U``.
-
-    The per-group work is small dense linear algebra (d x d or r x r), done with LAPACK
-    through SciPy on one BLAS thread (:func:`influence.numerics.one_blas_thread`).
+    Cholesky of ``H - H_U`` (SciPy's LAPACK on one BLAS thread).
     """
     with one_blas_thread():
         Ht = K.gauge_fix(tf.convert_to_tensor(H, dtype=Xa.dtype), spec).numpy().astype(np.float64)

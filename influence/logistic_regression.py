@@ -1,22 +1,11 @@
 """L2-regularised logistic regression with influence quantities (TensorFlow 2).
 
 The interface keeps the method names of the original release (``get_indiv_loss``,
-``get_total_grad_loss``, ``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...).
-Every value is :class:`~influence.objective.LogisticObjective` evaluated at the model's one
-parameter vector. They take a dataset (anything with ``x`` and ``labels``, or
-an ``(x, labels)`` tuple), optional sample weights and ``l2_reg``, and return float64
-NumPy arrays (float32 in the float32 mode).
-
-Objective: ``L(theta) = sum_i s_i l_i(theta) + (l2_reg / 2) ||W||^2``, summed (not
-averaged) over examples; biases unregularised. Parameter layout: see
-:mod:`influence.objective`. Influence sign convention: the change caused by REMOVING a
-group.
-
-Unlike the original (scikit-learn lbfgs, which stops short of the optimum on ill-
-conditioned data), :meth:`fit` and :meth:`warm_fit` run Newton's method to a certified
-optimum: the gradient norm of the objective is driven below
-``fit_rtol * sum_i s_i ||[x_i; 1]||`` (a bound on the size of the data term's gradient),
-and the achieved norm and iteration count are recorded in :attr:`last_fit`.
+``get_hessian``, ``get_inverse_hvp``, ``fit``, ``warm_fit``, ...); every value is
+:class:`~influence.objective.LogisticObjective` at the model's parameters, as float64 NumPy
+arrays (float32 in the float32 mode). Objective and layout: :mod:`influence.objective`.
+:meth:`fit` and :meth:`warm_fit` run Newton's method to a certified optimum,
+``||grad L|| <= fit_rtol * sum_i s_i ||[x_i; 1]||``, recorded in :attr:`last_fit`.
 """
 from __future__ import annotations
 
@@ -42,10 +31,6 @@ FIT_METHODS = ("auto", "newton", "newton_cg")
 
 # Designs kept by LogisticRegression.design besides the newest one, in bytes at most.
 CACHE_MAX_BYTES = 2 ** 29
-
-
-def _tensor_bytes(tensors) -> int:
-    return sum(int(np.prod(t.shape)) * t.dtype.size for t in tensors)
 
 
 # The original release's default_config keys that this implementation does not read: its
@@ -155,7 +140,7 @@ class LogisticRegression:
             # and kept folds of a large design would fill the memory.
             kept, total = [], 0
             for entry in self._cache[:3]:
-                total += _tensor_bytes(entry[2])
+                total += sum(int(np.prod(t.shape)) * t.dtype.size for t in entry[2])
                 if total > CACHE_MAX_BYTES:
                     break
                 kept.append(entry)
@@ -307,13 +292,10 @@ class LogisticRegression:
         """``H^{-1} V`` with H the regularised Hessian at the current parameters.
 
         ``'explicit'``: solve with ``hessian_reg`` (computed from ``dataset`` if not
-        given). ``'cg'``: plain conjugate gradient (:func:`influence.numerics.conjugate_gradient`,
-        all columns together) with Hessian-vector products on ``dataset``, to the
-        relative residual ``config['cg_rtol']`` (1e-10); it does not read the
-        ``fmin_ncg_*`` keys. ``'fmin_ncg'``: the original's solver:
-        ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x``
-        from 0, one column at a time, with ``avextol = config['fmin_ncg_avextol']``
-        (1e-8) and ``maxiter = config['fmin_ncg_maxiter']`` (256).
+        given). ``'cg'``: conjugate gradient on all columns together, Hessian-vector products
+        on ``dataset``, to the relative residual ``config['cg_rtol']``. ``'fmin_ncg'``: the
+        original's ``scipy.optimize.fmin_ncg`` on ``x^T H x / 2 - v^T x`` from 0, one column
+        at a time (``config['fmin_ncg_avextol']``, ``config['fmin_ncg_maxiter']``).
         """
         method = inverse_hvp_method or self.config["inverse_hvp_method"]
         if method not in INVERSE_HVP_METHODS:
@@ -329,7 +311,9 @@ class LogisticRegression:
             raise ValueError(f"inverse_hvp_method={method!r} needs the dataset")
         if method == "fmin_ncg":
             return self._out(self._fmin_ncg_solve(V, dataset, sample_weights, l2_reg))
-        return self._out(self._cg_solve(V, dataset, sample_weights, l2_reg).x)
+        return self._out(conjugate_gradient(self._hvp_operator(dataset, sample_weights, l2_reg),
+                                            tf.constant(np.asarray(V), dtype=self.dtype),
+                                            tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"]).x)
 
     def _fmin_ncg_solve(self, V, dataset, sample_weights, l2_reg) -> np.ndarray:
         from scipy.optimize import fmin_ncg
@@ -349,11 +333,6 @@ class LogisticRegression:
                                  avextol=self.config["fmin_ncg_avextol"], maxiter=self.config["fmin_ncg_maxiter"],
                                  disp=False)
         return out[:, 0] if V.ndim == 1 else out
-
-    def _cg_solve(self, V, dataset, sample_weights, l2_reg):
-        matvec = self._hvp_operator(dataset, sample_weights, l2_reg)
-        return conjugate_gradient(matvec, tf.constant(np.asarray(V), dtype=self.dtype),
-                                  tol=self.config["cg_rtol"], maxiter=self.config["cg_maxiter"])
 
     def _hvp_operator(self, dataset, sample_weights, l2_reg):
         """``P -> (H + gauge) P`` for P of shape (d, m), the operator of the CG solvers."""

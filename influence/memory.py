@@ -1,10 +1,8 @@
 """Chunk sizes that keep batched work within a memory budget (``--max-memory``, bytes).
 
-Every batched computation of :mod:`influence` (refit chunks, Newton chunks, Hessian
-batches, loss and evaluation matrices) processes its items (groups, parameter rows) in
-chunks of :func:`chunk_size` items, estimated from the bytes one item's working arrays
-take. When a single item alone needs more than the budget, the computation logs one
-warning with the amount and goes on one item at a time.
+Every batched computation processes its items (groups, parameter rows) in chunks of
+:func:`chunk_size` items, from the bytes one item's working arrays take; an item alone
+over the budget gets one logged warning and the work goes on one item at a time.
 """
 from __future__ import annotations
 

@@ -1,27 +1,11 @@
 """One damped-Newton loop for a batch of problems, and its strategies.
 
-:func:`newton_loop` minimises the B problems of a :class:`LogisticObjective` (one
-parameter row each) from given starting rows until each gradient norm is at most its
-tolerance (the certificate, :func:`certify`). Every iteration asks a **strategy** for
-Newton directions of the active problems, moves along them by the strategy's **step
-rule**, and lets the strategy update its state; a problem whose step fails for good (the
-floating-point floor) stops. The way pyDVL puts inverse-HVP strategies behind one
-operator, the strategies share one interface (:class:`NewtonStrategy`):
-
-* :class:`ExplicitNewton`: a fresh Hessian at every iterate, solved by Cholesky with the
-  one LU fall-back (:func:`influence.numerics.spd_solve`); the certified fit and the
-  small-problem refits.
-* :class:`Chord` (:class:`ChordNewton`, :class:`DowndateChord`): the Hessian at an earlier
-  iterate, reused while it cuts the gradient norm fourfold (chord steps), then CG on the
-  exact Hessian preconditioned by it, then a fresh Hessian (the explicit refits).
-* :class:`NewtonCG`: CG on exact Hessian-vector products with a fixed preconditioner
-  (:func:`make_preconditioner`), to an inexact-Newton forcing tolerance (models too
-  large for explicit Hessians; also the one-step Newton approximations by CG).
-
-Step rules: :func:`certified_step` (full step if it cuts the gradient norm by 10 %,
-else Armijo on the objective), :func:`gradient_norm_backtracking` (backtracking on the
-gradient norm) and :func:`armijo_step` (Armijo on the objective, one problem at a time).
-
+:func:`newton_loop` minimises the B problems of a :class:`LogisticObjective` until each
+gradient norm is at most its tolerance (the certificate, :func:`certify`). Each iteration a
+**strategy** (:class:`NewtonStrategy`: :class:`ExplicitNewton`, :class:`ChordNewton`,
+:class:`DowndateChord`, :class:`NewtonCG`) gives the directions of the active problems and
+its **step rule** (:func:`certified_step`, :func:`gradient_norm_backtracking`,
+:func:`armijo_step`) moves along them; a problem whose step fails for good stops.
 Preconditioners of the CG steps share one interface (:class:`Preconditioner`) and one
 float32 rule (:func:`use_float32`); :func:`make_preconditioner` chooses the fixed one.
 """
@@ -130,11 +114,11 @@ def cg_directions(objective: LogisticObjective, Theta, G, precond, rtol, maxiter
     return steps, res
 
 
-def _rows(objective: LogisticObjective, Theta, rows):
-    """The sub-problem ``rows`` and its parameter rows (the whole batch when all)."""
+def _rows(objective: LogisticObjective, Theta, G, rows):
+    """The sub-problem ``rows``, its parameter rows and its gradient rows (the whole batch when all)."""
     if len(rows) == objective.B:
-        return objective, Theta
-    return objective.columns(rows), tf.gather(Theta, rows)
+        return objective, Theta, G
+    return objective.columns(rows), tf.gather(Theta, rows), tf.gather(G, rows)
 
 
 def _project_rows(X, spec: ModelSpec):
@@ -215,8 +199,7 @@ def gradient_norm_backtracking(objective, Theta, G, gnorm, step, active, max_hal
     rounding). Same returns as :func:`certified_step`; gradient norms in float64."""
     dtype = Theta.dtype
     a = np.flatnonzero(active)
-    obj_a, Th_a = _rows(objective, Theta, a)
-    G_a = tf.gather(G, a)
+    obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
     step_a = tf.gather(step, a)
     g0 = gnorm[a].astype(np.float64)
     t = np.ones(a.size)
@@ -266,7 +249,7 @@ def armijo_step(objective, Theta, G, gnorm, step, active, armijo: float = 1e-4, 
     eps = np.finfo(Theta.dtype.as_numpy_dtype).eps
     Th_r, G_r, n_r, good_r, t_r = [], [], [], np.zeros(a.size, dtype=bool), np.ones(a.size)
     for k, j in enumerate(a):
-        obj_j, theta = _rows(objective, Theta, np.array([j]))
+        obj_j, theta, _ = _rows(objective, Theta, G, np.array([j]))
         g, p = (G, step) if objective.B == 1 else (G[j:j + 1], step[j:j + 1])
         f0 = float(obj_j.loss(theta)[0])
         slope = float(tf.reduce_sum(g * p))
@@ -337,10 +320,9 @@ class ExplicitNewton(NewtonStrategy):
 
     def directions(self, objective, Theta, G, gnorm, active):
         a = np.flatnonzero(active)
-        obj_a, Th_a = _rows(objective, Theta, a)
-        G_a = G if len(a) == objective.B else tf.gather(G, a)
-        X = spd_solve(obj_a.hessians(Th_a, method=self.hessian_method), G_a[:, :, None])[:, :, 0]
-        X = _project_rows(X, objective.spec)
+        obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
+        X = _project_rows(spd_solve(obj_a.hessians(Th_a, method=self.hessian_method), G_a[:, :, None])[:, :, 0],
+                          objective.spec)
         return X if len(a) == objective.B else tf.scatter_nd(a[:, None], X, tf.shape(G, out_type=tf.int64))
 
 
@@ -350,12 +332,9 @@ class NewtonCG(NewtonStrategy):
     tighten, floor)``, locally superlinear; one CG iteration for the whole batch is two
     matrix products with the design.
 
-    ``margin``: a problem whose gradient norm is above its certificate ``tol`` (known
-    from the first accepted step on) is not asked for a smaller residual than the one
-    that reaches ``margin * tol`` after a full step: the last Newton step of a refit
-    does not over-solve (:func:`influence.refit.refit_chunk_cg` uses 0.1). The
-    certificate itself is unchanged: a step that misses it is followed by
-    another Newton step. 0 (the default, e.g. for the model's fit) turns this off.
+    ``margin``: a problem above its certificate ``tol`` (known after the first accepted
+    step) is asked for no smaller residual than reaches ``margin * tol`` after a full step,
+    so the last step does not over-solve (the certificate is unchanged); 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
     None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG
@@ -387,8 +366,7 @@ class NewtonCG(NewtonStrategy):
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
-        obj_a, Th_a = _rows(objective, Theta, a)
-        G_a = G if len(a) == objective.B else tf.gather(G, a)
+        obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
         step_a, cg = cg_directions(obj_a, Th_a, G_a.numpy(), self.preconditioner, np.maximum(eta, self.floor),
                                    self.maxiter)
         self.hvps[a] += cg.iterations
@@ -412,12 +390,10 @@ class Chord(NewtonStrategy):
     """Newton with a reused chord matrix per problem (the explicit refits).
 
     A problem keeps its chord matrix (the Hessian at an earlier iterate, or ``H_hat - H_U``
-    at theta_hat) while steps with it cut the gradient norm at least by ``reuse_factor``
-    (chord steps); when progress slows, the next steps are CG on the exact Hessian
-    preconditioned by that same matrix (:meth:`preconditioner`); when those are slow too,
-    or their CG fails, or a step fails with a stale matrix, the problem gets a fresh
-    Hessian at its iterate (:meth:`refresh`). Subclasses say how the chord matrix is held
-    and solved (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
+    at theta_hat) while steps with it cut the gradient norm at least by ``reuse_factor``;
+    then CG on the exact Hessian preconditioned by it; when those are slow too, fail, or a
+    step fails with a stale matrix, a fresh Hessian (:meth:`refresh`). Subclasses hold and
+    solve the chord matrix (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
     """
 
     def __init__(self, reuse_factor: float = 0.25, cg_maxiter: int = 20, float32_preconditioner: bool | None = None):
@@ -653,12 +629,8 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
 # ------------------------------------------------------------------ preconditioners
 
 # The one float32 rule of the preconditioners: from this many parameters on, their factors
-# (or the downdates' products with H^{-1}) are applied in float32. Applying a (d, d) factor
-# to the few rows of a CG iteration is bound by memory traffic, which float32 halves; the
-# preconditioner only steers CG (the float64 residuals, Hessian-vector products and
-# certificates are unchanged), and its relative error of about 1e-6 costs at most an
-# occasional CG iteration. Below this size applying it costs little next to the
-# Hessian-vector products.
+# are applied in float32, halving the memory traffic; a preconditioner only steers CG (the
+# float64 residuals, products and certificates are unchanged).
 FLOAT32_MIN_PARAMS = 1024
 
 

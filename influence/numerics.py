@@ -1,20 +1,9 @@
-"""Numerical building blocks shared by the package: dtypes, array conversions, the SPD
-solve with its one failure policy, the float32 application of a factor, and CG.
+"""Numerical building blocks: dtypes, array conversions, the SPD solve with its one
+failure policy, the float32 application of a factor, and CG.
 
-* Dtypes: :data:`DTYPES` (the model dtypes by name) and :func:`tf_dtype`.
-* Conversions: :func:`to_numpy` (a tensor or array as a NumPy array), :func:`densify`
-  (a scipy sparse matrix as a dense array), :func:`xy` (a dataset's ``(x, labels)``).
-* The SPD solve (:func:`spd_solve`, :func:`spd_factor`, :func:`cholesky_factors` with
-  :func:`solve_with_factors`, :func:`try_cholesky`): Cholesky, a check that the factor is
-  finite, and where it is not, LU with a logged warning. ``tf.linalg.cholesky`` may return
-  NaN instead of raising on a matrix that is not positive definite (tensorflow issues
-  61916, 62451), hence the explicit check. :func:`inverse_vp` solves ``M X = V`` by one of
-  :data:`INVERSE_VP_METHODS`.
-* :func:`in_float32`: a linear operator (a factor, an inverse) applied in float32, for
-  preconditioners.
-* :func:`conjugate_gradient` solves ``A X = B`` column by column (vectorised) given a
-  function computing ``A V``; :func:`preconditioned_cg_rows` solves one system per row of a
-  batch (the Newton-CG directions of :mod:`influence.newton`).
+The SPD solve is Cholesky, a check that the factor is finite, and where it is not, LU with
+a logged warning: ``tf.linalg.cholesky`` may return NaN instead of raising on a matrix that
+is not positive definite (tensorflow issues 61916, 62451), hence the explicit check.
 """
 from __future__ import annotations
 
@@ -89,9 +78,8 @@ def one_blas_thread():
 
 def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:
     """``apply`` (a linear operator held in float32: a Cholesky factor, an inverse) on R in
-    float32, result in float64. Half the memory traffic of the float64 product, which bounds
-    applying a (d, d) factor to a few rows; the operator stays SPD within about 1e-6
-    relative, so it serves as a preconditioner (the residuals and certificates stay float64)."""
+    float32, result in float64: half the memory traffic, for preconditioners
+    (:data:`influence.newton.FLOAT32_MIN_PARAMS`)."""
     return np.asarray(apply(np.asarray(R, dtype=np.float32)), dtype=np.float64)
 
 

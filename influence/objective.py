@@ -1,14 +1,9 @@
 """The objective of L2-regularised logistic regression and all its derivatives, for one
 parameter vector or a batch of them: :class:`LogisticObjective`.
 
-Like scikit-learn's ``LinearModelLoss`` (``linear_model/_linear_loss.py``), one object owns
-the loss, its gradient (with :meth:`LogisticObjective.loss_gradient` sharing the logits),
-the Hessian (one routine, :meth:`LogisticObjective.hessians`, whose strategies are chosen in
-:meth:`LogisticObjective.hessian_method`), Hessian-vector products and the curvature; the
-Newton loop (:mod:`influence.newton`) and
-:class:`~influence.logistic_regression.LogisticRegression` are handed its methods. It
-evaluates B problems that share the data and differ in their sample weights (the columns
-of S); one parameter vector is the batch of one.
+Like scikit-learn's ``LinearModelLoss``, one object owns the loss, gradient, Hessians
+(strategies chosen in :meth:`LogisticObjective.hessian_method`), Hessian-vector products
+and curvature of B problems that share the data and differ in their sample weights.
 
 Conventions (see docs/design.md, 'Objective and conventions'):
 
@@ -173,15 +168,6 @@ def from_ext_batch(T, spec: ModelSpec) -> tf.Tensor:
     return tf.concat([tf.reshape(T[:, :, :D], [B, -1]), T[:, :, D]], axis=1)
 
 
-def removal_weights(groups, n: int) -> np.ndarray:
-    """0/1 float64 array of shape (n, B): column b is 0 on group b's points, 1 elsewhere."""
-    keep = np.ones((n, len(groups)))
-    for b, idx in enumerate(groups):
-        keep[np.asarray(idx, dtype=np.int64), b] = 0.0
-    return keep
-
-
-
 def _binary_gram_tf(X, W) -> tf.Tensor:
     """``X^T diag(W[:, b]) X`` for every column b of W (n, B): one product with an (n, B E) block."""
     E, B = int(X.shape[1]), int(W.shape[1])
@@ -248,12 +234,9 @@ class LogisticObjective:
     of Xa (the BLAS syrk Hessians); ``Xa_sparse``: optional float64 scipy CSR copy of Xa
     (binary models: sparse products for logits, gradients, HVPs and Hessians).
 
-    Batched methods take parameter rows ``Theta`` of shape (B, d): ``loss`` (B,),
-    ``gradient`` (B, d), ``loss_gradient`` (both from one set of logits), ``curvature``,
-    ``hvp`` (NumPy (b, d)), ``hessians`` (B, d, d). The ``*_at`` methods take one parameter
-    vector of a problem with B = 1. A multinomial model with intercepts is flat along the
-    gauge direction (:attr:`ModelSpec.has_gauge`); ``hvp`` and ``hessians`` add
-    ``gauge_c u u^T`` so that the solves are definite.
+    Batched methods take parameter rows ``Theta`` (B, d); the ``*_at`` methods one parameter
+    vector of a problem with B = 1. ``hvp`` and ``hessians`` add ``gauge_c u u^T`` along the
+    flat direction (:attr:`ModelSpec.has_gauge`) so that the solves are definite.
     """
 
     def __init__(self, spec: ModelSpec, Xa, y=None, S=None, l2=0.0, Xa_np=None, weight_mask=None,
@@ -279,7 +262,9 @@ class LogisticObjective:
     def without_groups(cls, spec: ModelSpec, Xa, y, s_base, l2, groups, Xa_np=None,
                        weight_mask=None, Xa_sparse=None) -> LogisticObjective:
         """The B reduced problems ``L_{-U}`` of the groups (their weights set to zero)."""
-        keep = removal_weights(groups, int(Xa.shape[0]))
+        keep = np.ones((int(Xa.shape[0]), len(groups)))  # 0 on group b's points in column b
+        for b, idx in enumerate(groups):
+            keep[np.asarray(idx, dtype=np.int64), b] = 0.0
         obj = cls(spec, Xa, y, s_base[:, None] * tf.constant(keep, dtype=Xa.dtype), l2, Xa_np, weight_mask,
                   Xa_sparse)
         obj.s_base = s_base

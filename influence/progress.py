@@ -1,21 +1,12 @@
 """The one progress policy of the suite (tqdm; no TensorFlow import).
 
-Every long loop (refits, Newton changes, downloads, spaCy, Dask task maps) shows its
-progress through :func:`progress_bar`, which follows one mode:
-
-``bar``   a tqdm bar that disappears when done (a terminal or a notebook);
-``log``   one plain line at most every ``INFLUENCE_PROGRESS_INTERVAL`` seconds (default
-          30) on stderr: ``{time} progress: {desc}: {done}/{total} ({pct}) | {rate} |
-          {elapsed} elapsed, {left} left``, plus a last line when the loop ends. This is
-          what a job whose output goes to a file (a cluster job, ``nohup``, CI) shows;
-``off``   nothing;
-``auto``  ``bar`` when stderr is a terminal (or inside a Jupyter kernel), else ``log``.
-
-The mode comes from :func:`set_mode` (the scripts' ``--progress``), which also exports
-it as ``INFLUENCE_PROGRESS`` so that child processes (the steps of
-``scripts/reproduce.py``, the figures notebook's kernel) follow it; unset, it is
-``auto``. A caller's ``progress=False`` turns one loop off; ``True`` or ``None`` follow
-the mode.
+Every long loop shows its progress through :func:`progress_bar` in one mode: ``bar`` (a
+tqdm bar that disappears when done), ``log`` (one timestamped line on stderr at most every
+``INFLUENCE_PROGRESS_INTERVAL`` seconds, default 30, and a last one at the end: what a job
+writing to a file shows), ``off``, or ``auto`` (``bar`` on a terminal or in a Jupyter
+kernel, else ``log``). :func:`set_mode` (the scripts' ``--progress``) exports it as
+``INFLUENCE_PROGRESS`` for child processes; unset, it is ``auto``. A caller's
+``progress=False`` turns one loop off.
 """
 from __future__ import annotations
 
@@ -56,15 +47,6 @@ def log_interval() -> float:
     return value if value >= 0 else DEFAULT_INTERVAL
 
 
-def _interactive() -> bool:
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def effective_mode(progress: bool | None = None) -> str:
     """``bar``, ``log`` or ``off`` for one loop: off when ``progress`` is False, else the
     configured mode with ``auto`` resolved (bar on a terminal or in a notebook, else log)."""
@@ -72,7 +54,11 @@ def effective_mode(progress: bool | None = None) -> str:
         return "off"
     mode = get_mode()
     if mode == "auto":
-        return "bar" if _interactive() else "log"
+        try:
+            interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            interactive = False
+        return "bar" if interactive else "log"
     return mode
 
 

@@ -1,34 +1,15 @@
 """Exact, certified, batched refits after removing groups of training points.
 
-For a group U the reduced objective is ``L_{-U}(theta) = L(theta) - sum_{i in U} s_i l_i``
-(the group's weights set to zero). Every refit starts at ``theta_hat`` and runs damped
-Newton iterations until ``||grad L_{-U}|| <= rtol * sum_{i not in U} s_i ||[x_i; 1]||``,
-the same certificate as :meth:`LogisticRegression.fit`.
-
-Speed comes from three exact devices:
-
-* **Batching.** B groups are refitted together: logits, gradients and Hessians of all
-  B problems are computed with matrix-matrix products over a weight matrix
-  ``S`` of shape (n, B).
-* **A cheap first step.** At ``theta_hat`` the reduced Hessian is ``H - H_U``; ``H`` is
-  known, so only the group's own Hessian ``H_U`` (cost ``|U| d^2``) is formed. The first
-  iterate, with a full step, is exactly the paper's one-step Newton approximation
-  (up to the residual ``grad L(theta_hat)``, which the certified fit makes negligible).
-* **Factor reuse.** A group keeps the Cholesky factor of its last Hessian while Newton
-  steps with it reduce the gradient norm at least fourfold (a modified Newton / chord
-  step, still certified by the gradient norm). When progress slows, the next steps are
-  Newton-CG steps: CG on the exact Hessian at the current iterate (Hessian-vector
-  products, ``4 n d`` flops each) preconditioned by that same factor, which typically
-  needs a handful of products instead of a fresh ``n d^2`` Hessian. Only when those are
-  slow too is the Hessian recomputed. Small groups therefore converge without ever
-  forming a full-data Hessian.
-
-The work on a chunk of groups is a pure function of the chunk, one per route, each
-running the one Newton loop (:func:`influence.newton.newton_loop`) with its strategy:
+Every refit of ``L_{-U}`` (the group's weights set to zero) starts at ``theta_hat`` and runs
+the one Newton loop (:func:`influence.newton.newton_loop`) until
+``||grad L_{-U}|| <= rtol * sum_{i not in U} s_i ||[x_i; 1]||``, the certificate of
+:meth:`LogisticRegression.fit`. B groups are refitted together over a weight matrix
+``S`` (n, B); the first Hessian is ``H - H_U`` (only the group's points are touched), and a
+Hessian factor is reused while it cuts the gradient norm fourfold, then preconditions CG
+(docs/design.md, 'Certified fits and refits'). One function per route:
 :func:`refit_chunk` (:class:`~influence.newton.ChordNewton`), :func:`refit_chunk_downdate`
-(:class:`~influence.newton.DowndateChord`, large binary models) and :func:`refit_chunk_cg`
-(:class:`~influence.newton.NewtonCG`). The route is chosen in one place,
-:func:`influence.routes.choose_routes`.
+(:class:`~influence.newton.DowndateChord`) and :func:`refit_chunk_cg`
+(:class:`~influence.newton.NewtonCG`), chosen in :func:`influence.routes.choose_routes`.
 """
 from __future__ import annotations
 
@@ -88,11 +69,9 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
-    regularised full-data Hessian at ``theta_hat`` (computed if not given).
-    ``max_memory`` (bytes): the groups are refitted in sub-chunks of
-    :func:`influence.memory.refit_chunk_size` groups, and fresh Hessians formed
-    ``hess_chunk`` at a time within it (None: all groups at once, Hessian blocks of
-    about 256 MB).
+    regularised full-data Hessian at ``theta_hat`` (computed if not given). ``max_memory``
+    (bytes): sub-chunks of :func:`influence.memory.refit_chunk_size` groups, fresh Hessians
+    ``hess_chunk`` at a time within it (None: all at once, Hessian blocks of about 256 MB).
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
@@ -177,23 +156,14 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
                    preconditioner=None, rtol: float = 1e-12, max_iter: int = 50,
                    cg_maxiter: int | None = None, forcing: float = 0.1,
                    max_memory: int | None = None) -> RefitResult:
-    """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG.
+    """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG
+    (:class:`~influence.newton.NewtonCG`, forcing term ``forcing``), the same certificate.
 
-    Each Newton step solves ``(H_{-U}(theta) + gauge) p = grad L_{-U}(theta)`` by
-    preconditioned CG (:func:`influence.numerics.preconditioned_cg_rows`) to the relative
-    residual ``min(forcing, sqrt(||grad|| / scale))`` (an inexact Newton method, locally
-    superlinear), where one CG iteration for the whole chunk is two matrix products with
-    the design. The same step acceptance and gradient-norm certificate as
-    :func:`refit_chunk` apply; a rejected step is retried with a 1000x tighter CG
-    residual before the problem is declared stalled.
-
-    ``preconditioner(R, rows)`` maps rows of residuals (b, d) to rows of ``M^{-1} R`` for
-    one fixed SPD ``M`` shared by all groups (``rows`` is ignored); by default :func:`make_preconditioner` at
-    ``theta_hat`` (build it once and pass it when refitting several chunks).
+    ``preconditioner``: one fixed SPD approximation shared by all groups; by default
+    :func:`make_preconditioner` at ``theta_hat`` (build it once for several chunks).
     ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
-    (:func:`influence.memory.refit_chunk_size` without explicit Hessians).
-    ``first_steps`` hold the (inexact) first Newton-CG iterates; ``hessians``
-    is zero and ``hvps`` counts the Hessian-vector products of each group.
+    (:func:`influence.memory.refit_chunk_size` without explicit Hessians). ``hessians`` is
+    zero and ``hvps`` counts the Hessian-vector products of each group.
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)

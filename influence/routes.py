@@ -1,19 +1,10 @@
 """The routes of the one-step Newton changes and of the certified refits, as strategies.
 
-Both computations have several exact routes whose cost depends on the model: per-group
-dense solves, Woodbury downdates of a shared inverse (large binary models), batched
-preconditioned CG (models too large for explicit Hessians) and fully batched small
-problems. Like the Newton solvers of scikit-learn's ``linear_model/_glm`` and pyDVL's
-influence operators, each route is a small class with one method:
-
-* :class:`NewtonChangeRoute`: ``changes(groups, G)`` returns ``newton_dparam``
-  ``(H - H_U)^-1 g_U`` (S, d) and, where the route has them, the spectra of ``-H^-1 H_U``;
-* :class:`RefitRoute`: ``refit(groups)`` returns the certified refits of one chunk of
-  groups as an :class:`influence.newton.RefitResult`.
-
-:func:`choose_routes` picks both from the model and the method, in one place. A route is
-built on a :class:`influence.group_influence.GroupInfluence` (the model at its optimum,
-its data and configuration) and an optional shared Newton-CG preconditioner.
+Each route is a small class with one method: :class:`NewtonChangeRoute` ``changes(groups,
+G)`` returns ``newton_dparam`` ``(H - H_U)^-1 g_U`` (S, d) and, where the route has them,
+the spectra of ``-H^-1 H_U``; :class:`RefitRoute` ``refit(groups)`` returns the certified
+refits of one chunk as an :class:`influence.newton.RefitResult`. :func:`choose_routes`
+picks both from the model and the method, in one place.
 """
 from __future__ import annotations
 
@@ -46,8 +37,7 @@ class _Route:
         gi = self.gi
         if not gi.spec.binary:
             raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
-        X = gi.train_xy()[0]
-        X = densify(X)
+        X = densify(gi.train_xy()[0])
         p = gi.at_optimum().get_predictions(X)[:, 1] if probabilities else None
         if gi.spec.fit_intercept:
             X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])

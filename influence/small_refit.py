@@ -1,32 +1,12 @@
 """Exact refits and Newton steps for many small groups of a binary logistic regression.
 
-Specialised, fully vectorised paths for problems with few parameters (d up to a few
-hundred) and thousands of groups, such as the counterexamples (all pair removals of a
-small training set). :func:`influence.refit.refit_chunk`
-forms each group's Hessian ``H_U`` in a Python loop and reuses stale Cholesky factors
-to save full-data Hessians; at this size the per-group Python overhead dominates, so
-here every iteration forms all B reduced Hessians with one matrix product and takes a
-true Newton step.
-
-Objective of the group-U problem (binary, labels in {0, 1}):
-``L_{-U}(theta) = sum_{i not in U} s_i l_i(theta) + (l2_reg / 2) ||theta * mask||^2``
-with ``l_i`` the cross-entropy of ``sigma(theta . xa_i)``, ``xa_i`` the (possibly
-augmented) input row and ``mask`` 1 on weights and 0 on the bias (summed loss, bias
-unregularised, as in :mod:`influence.objective`).
-
-* :func:`refit_binary_groups` minimises ``L_{-U}`` for every group from ``theta_hat``
-  by damped Newton iterations and certifies each result by its gradient norm:
-  ``||grad L_{-U}|| <= rtol * max(sum_{i not in U} s_i ||xa_i||, 1)``, the certificate
-  of :meth:`LogisticRegression.fit` and :func:`influence.refit.refit_chunk`.
-* :func:`group_newton_steps` returns ``(H - H_U)^{-1} g_U`` for every group (the
-  paper's one-step Newton approximation), with ``H_U = sum_{i in U} c_i xa_i xa_i^T``,
-  by one batched Cholesky solve per chunk.
-* :func:`pad_groups` turns ragged index groups into padded index arrays, so per-group
-  work runs as one gather (per-group sums: :func:`influence.groups.group_sums`).
-
-All computation happens in the requested dtype (float64 by default; float32 reproduces
-the original's single-precision numerics). Results are returned as float64 NumPy
-arrays (exact casts in float32 mode).
+Fully vectorised paths for few parameters (d up to a few hundred) and thousands of groups,
+such as the counterexamples: every iteration forms all B reduced Hessians
+``H - sum_{i in U} c_i xa_i xa_i^T`` with one matrix product and takes a true Newton step
+(:func:`influence.refit.refit_chunk` would spend its time in per-group Python work). The
+objective and the certificate are those of :mod:`influence.objective` and
+:func:`influence.refit.refit_chunk`; all computation is in the requested dtype (float32
+reproduces the original's numerics), results float64.
 """
 from __future__ import annotations
 
@@ -122,12 +102,9 @@ def refit_binary_groups(Xa, y, s_base, l2_reg: float, groups: Sequence[np.ndarra
     0 on the bias (default all ones).
 
     Each iteration takes the Newton step ``H_{-U}(theta)^{-1} grad L_{-U}(theta)`` with
-    a backtracking line search on the gradient norm (the Newton direction is a descent
-    direction of ``||grad||^2``; the test also resolves progress near the optimum,
-    where decreases of the objective fall below its rounding). A group that cannot
-    decrease its gradient norm any more (the floating-point floor) stops; groups not
-    certified after ``max_iter`` iterations are reported with a
-    :class:`influence.numerics.ConvergenceWarning`. ``chunk`` groups are refitted
+    :func:`influence.newton.gradient_norm_backtracking`; groups not certified after
+    ``max_iter`` iterations get a :class:`influence.numerics.ConvergenceWarning` (those
+    stopped at the floating-point floor too). ``chunk`` groups are refitted
     together, fewer to keep their work arrays within ``max_memory`` bytes
     (:func:`influence.memory.refit_bytes_per_group`).
     """
