@@ -55,7 +55,9 @@ def effective_mode(progress: bool | None = None) -> str:
     mode = get_mode()
     if mode == "auto":
         try:
-            interactive = "ipykernel" in sys.modules or sys.stderr.isatty()
+            # A notebook kernel's stderr is ipykernel's stream (ipykernel merely being imported,
+            # as by a test or a tool, is not a notebook).
+            interactive = type(sys.stderr).__module__.startswith("ipykernel") or sys.stderr.isatty()
         except (AttributeError, ValueError):
             interactive = False
         return "bar" if interactive else "log"

@@ -13,6 +13,8 @@ certified; ``--debug`` shows tracebacks.
 """
 
 
+import argparse
+
 import _bootstrap  # noqa: F401
 
 import matplotlib
@@ -73,10 +75,10 @@ def make_parser():
                    help="comma-separated group types to draw (default: all): random, random_same_class, "
                         "neg_tail_test, pos_tail_test, same_features, same_grad, feature_window; the run id gets "
                         "_types-...; a dataset under 400 training points skips the tail types")
-    p.add_argument("--plots", action="store_true",
-                   help="also draw plot_all's detailed figures (one per target and pair of estimates) under "
-                        "plots/ (not with --no-intermediate-results)")
-    p.add_argument("--no-plots", action="store_true", help="draw no figure (not even summary.png)")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                   help="--plots: also draw plot_all's detailed figures (one per target and pair of estimates) "
+                        "under plots/ (not with --no-intermediate-results); --no-plots: draw no figure, not even "
+                        "summary.png (default: summary.png only)")
     return p
 
 
@@ -108,7 +110,7 @@ def run(args):
         # plot_all's detailed figures only with --plots, and as in the original never in
         # summary mode.
         exp.save_groups_table()
-        if not args.no_plots:
+        if args.plots is not False:
             exp.plot_summary(save_and_close=True)
             if args.plots and not args.no_intermediate_results:
                 exp.plot_all(save_and_close=True)

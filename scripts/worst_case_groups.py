@@ -18,7 +18,7 @@ Examples (run from the repository root):
 Exit codes: 0 success, 1 unexpected failure, 2 usage or input error (nothing is written),
 3 a refit was not certified (the results are saved); ``--debug`` shows tracebacks.
 """
-
+import argparse
 import sys
 
 import _bootstrap  # noqa: F401
@@ -38,20 +38,23 @@ def make_parser():
     p.add_argument("--dataset-id", type=str, default=None, help="a registered dataset (default: hospital)")
     p.add_argument("--dataset-file", type=str, default=None,
                    help="your own data instead of --dataset-id: an .npz with X_train, y_train, X_test, y_test "
-                        "or a .csv with 'label' and 'split' (train/test) columns")
-    p.add_argument("--fixed-reg", type=float, default=None, help="lambda / n_train instead of cross-validation")
-    p.add_argument("--inverse-vp-method", type=str, default=None)
-    p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"))
-    p.add_argument("--tag", type=str, default=None)
+                        "or a .csv with 'label' and 'split' (train/test) columns (default: none)")
+    p.add_argument("--fixed-reg", type=float, default=None,
+                   help="lambda / n_train instead of cross-validation (default: cross-validated)")
+    p.add_argument("--inverse-vp-method", type=str, default=None, metavar="{cholesky,lu,cholesky_lu}",
+                   help="how the explicit Newton steps solve their systems (default: cholesky_lu)")
+    p.add_argument("--spam-vocab-filter", type=str, default=None, choices=("lexeme_prob", "none"),
+                   help="spam's token filter (default: lexeme_prob, the paper's 3,294-word vocabulary)")
+    p.add_argument("--tag", type=str, default=None, help="suffix _TAG of the run id (default: none)")
     p.add_argument("--test-points", type=int, nargs="*", default=None, metavar="I",
                    help="prediction targets at these test indices (default: the six fixed test points; the flag "
                         "alone: no prediction targets)")
     p.add_argument("--coefficient", type=int, nargs="+", action="append", default=None, metavar="J",
                    help="the sign of feature J's weight as a target: 'J' (binary) or 'J CLASS' (multiclass); "
-                        "repeatable")
+                        "repeatable (default: none)")
     p.add_argument("--loss-change", nargs="+", action="append", default=None, metavar="ARG",
                    help="'DIRECTION AMOUNT [I]': the mean test loss (or test point I's loss) moved by more than "
-                        "AMOUNT, DIRECTION 'increase' or 'decrease'; repeatable")
+                        "AMOUNT, DIRECTION 'increase' or 'decrease'; repeatable (default: none)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="M",
                    help=f"any of {', '.join(METHODS)} (default: all)")
     p.add_argument("--max-fraction", type=float, default=0.1,
@@ -60,7 +63,8 @@ def make_parser():
                    help="points removed per adaptive re-scoring (default: automatic, at most 40 steps)")
     p.add_argument("--search-width", type=int, default=8,
                    help="prefix lengths refitted together per search round (default 8)")
-    p.add_argument("--no-plots", action="store_true", help="skip worst_case.png")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw worst_case.png after the run (default: on)")
     return p
 
 
@@ -111,7 +115,7 @@ def run(args):
 
     def plots(exp):
         runs.append(exp)
-        if not args.no_plots:
+        if args.plots:
             exp.plot()
 
     def details(R):

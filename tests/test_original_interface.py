@@ -92,5 +92,6 @@ def test_the_original_batch_size_flags_are_refused_in_one_line(flag, tmp_path):
                            "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "out")],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == f"error: {flag} is not supported (batch sizes follow --max-memory); got 400\n"
+    assert proc.stderr == (f"credit_assignment.py: error: {flag} is not used by this script (batches follow "
+                           f"--max-memory); leave it out (see --help)\n")
     assert not (tmp_path / "out").exists()  # refused before anything is written

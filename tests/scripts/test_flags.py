@@ -152,7 +152,7 @@ def test_aliases_parse_to_the_same_settings():
     a = ss.parse_args(["--num-workers", "3", "--num-subsets", "7", "--no-plots"])
     b = ss.parse_args(["--workers", "3", "--num-groups", "7", "--no-plots"])
     assert (a.workers, a.num_subsets, a.plots) == (b.workers, b.num_subsets, b.plots) == (3, 7, False)
-    assert ss.parse_args([]).plots is True
+    assert ss.parse_args([]).plots is None  # the summary figure only
     assert load("data_valuation").make_parser().parse_args([]).plots is False
     rep = load("reproduce").make_parser()
     assert rep.parse_args(["--datasets", "digits"]).datasets == rep.parse_args(["--dataset-ids", "digits"]).datasets
