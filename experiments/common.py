@@ -504,6 +504,11 @@ class DatasetMixin:
 
     _datasets = None
 
+    @property
+    def dataset_id(self) -> str:
+        """The id of the dataset of ``config["dataset_config"]``."""
+        return self.config["dataset_config"]["dataset_id"]
+
     def load_datasets(self):
         return load_dataset(**self.config["dataset_config"])
 

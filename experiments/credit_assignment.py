@@ -124,10 +124,6 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
     def run_id(self) -> str:
         return run_id_from_config(self.config)
 
-    @property
-    def dataset_id(self) -> str:
-        return self.config["dataset_config"]["dataset_id"]
-
     def model_settings(self) -> dict[str, Any]:
         settings = super().model_settings()
         if self.num_train >= NEWTON_CG_MIN_TRAIN:

@@ -251,10 +251,6 @@ class WorstCaseGroups(DatasetMixin, InfluenceExperiment):
         return run_id_from_config(self.config)
 
     @property
-    def dataset_id(self) -> str:
-        return self.config["dataset_config"]["dataset_id"]
-
-    @property
     def fit(self) -> FitPhases:
         """``ss_logreg``'s phases 0-3 on this run's data and results (the same dict ``R``)."""
         if self._fit is None:
