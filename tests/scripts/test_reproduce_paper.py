@@ -189,7 +189,8 @@ def test_paper_figures_ignore_a_sweep_setting_in_the_environment(monkeypatch):
 
 def test_paper_applications_use_the_real_mnli_size_and_the_papers_settings():
     steps = {s.title: s for s in rep.plan(paper_args("--out-dir", "/tmp/o"))}
-    assert script_args(steps["generated MultiNLI bundle"].cmd) == ["--data-dir", "/tmp/o/generated/data"]
+    assert script_args(steps["generated MultiNLI bundle"].cmd) == ["--data-dir", "/tmp/o/generated/data",
+                                                                   "--keep-existing"]
     assert script_args(steps["credit_assignment (generated MultiNLI)"].cmd) == [
         "--data-dir", "/tmp/o/generated/data", "--out-dir", "/tmp/o/generated", "--dataset-id", "mnli", "--no-plots"]
     credit = load("credit_assignment").make_parser().parse_args(
@@ -296,6 +297,11 @@ def test_archives_are_copied_once_into_the_data_folder(tmp_path):
     assert lines[0].startswith("hospital: copied")
     assert lines[1] == (f"spam: enron1.tar.gz is neither in {tmp_path / 'data' / 'spam'} nor in {src / 'spam'}; "
                         f"the loader will download it")
+    # Only the datasets of the runs that are not skipped.
+    skipped = paper_args("--archives", src, "--data-dir", tmp_path / "data2", "--dataset-ids", "hospital",
+                         "--reg-dataset-ids", "spam", "--skip", "reg-sweep")
+    assert [ln.split(":")[0] for ln in rep.stage_archives(skipped)] == ["hospital"]
+    assert rep.plan(skipped)[0].title == "data: hospital"
     (src / "hospital" / "dataset_diabetes.zip").write_bytes(b"other bytes")
     assert rep.stage_archives(args)[0] == f"hospital: {tmp_path / 'data' / 'hospital' / 'dataset_diabetes.zip'} is there"
     assert (tmp_path / "data" / "hospital" / "dataset_diabetes.zip").read_bytes() == b"zip bytes"
@@ -401,3 +407,28 @@ def test_paper_job_stages_the_hospital_archive_into_an_empty_data_folder(tmp_pat
         "figures notebook"]
     assert all(int(r["exit_code"]) == 0 for r in rows)
     assert (tmp_path / "plots" / "paper-fig1.pdf").is_file() and (tmp_path / "plots" / "ladder-rel-error.pdf").is_file()
+
+
+def test_mnli_bundle_is_kept_only_when_written_with_the_same_settings(tmp_path):
+    bundle = load("make_mnli_bundle")
+    small = ["--data-dir", tmp_path, "--num-train", "400", "--num-test", "60", "--num-nonfires", "60",
+             "--num-columns", "600", "--num-crowd-workers", "8", "--progress", "off"]
+    folder = tmp_path / "multinli_1.0"
+
+    def run(*extra):
+        out = subprocess.run([sys.executable, str(SCRIPTS / "make_mnli_bundle.py"), *map(str, small), *extra],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    out, first = run("--keep-existing")
+    assert out.startswith("wrote ") and set(bundle.bundle_files()) | {bundle.SPEC_FILE} <= set(first)
+    out, second = run("--keep-existing")
+    assert out.startswith("kept ") and second == first
+    out, _ = run("--keep-existing", "--seed", "1")      # other settings: written again
+    assert out.startswith("wrote ")
+    out, _ = run()                                      # without the flag: always written
+    assert out.startswith("wrote ")
+    (folder / bundle.bundle_files()[0]).unlink()        # incomplete: written again
+    out, _ = run("--keep-existing")
+    assert out.startswith("wrote ")
