@@ -236,7 +236,7 @@ def make_parser():
     p.add_argument("--archives", default=None, metavar="DIR",
                    help="--paper: folder holding hospital/dataset_diabetes.zip and spam/enron1.tar.gz, copied "
                         "into --data-dir when missing there (default: $INFLUENCE_SHARED_DATA, else "
-                        "../shared/data next to the repository, if it exists; without them the loaders "
+                        "shared/data beside the repository folder, if it exists; without them the loaders "
                         "download the archives)")
     return p
 

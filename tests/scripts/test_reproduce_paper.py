@@ -299,6 +299,7 @@ def test_archives_are_copied_once_into_the_data_folder(tmp_path):
                         f"the loader will download it")
     # Only the datasets of the runs that are not skipped.
     skipped = paper_args("--archives", src, "--data-dir", tmp_path / "data2", "--dataset-ids", "hospital",
+                         "--ladder-dataset-ids", "hospital",
                          "--reg-dataset-ids", "spam", "--skip", "reg-sweep")
     assert [ln.split(":")[0] for ln in rep.stage_archives(skipped)] == ["hospital"]
     assert rep.plan(skipped)[0].title == "data: hospital"
