@@ -80,7 +80,6 @@ from experiments.figure_settings import GENERATED_SUBDIR, reg_values
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 STEPS = ("ladder", "counterexamples", "reg-sweep", "applications", "figures")
-MODES = ("quick", "paper")
 RANGE_FLAGS = ["--subset-choice-type", "range", "--subset-min-rel-size", "0.0025", "--subset-max-rel-size", "0.25"]
 # The generated application data: small, but with the real dev/test sizes the fixed test
 # indices of the original need (CDR test 3,900; MultiNLI dev 9,815 / 9,832).
