@@ -311,8 +311,8 @@ def stage_archives(args) -> list[str]:
             continue
         found = source / sub / name
         if not found.is_file():
-            lines.append(f"{ds}: {name} is neither in {target.parent} nor in {source / sub}; the loader will "
-                         f"download it")
+            lines.append(f"{ds}: {name} is neither in {target.parent} nor in {source / sub}; the loader reads "
+                         f"its cache if there is one, else downloads it")
             continue
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -298,7 +298,7 @@ def test_archives_are_copied_once_into_the_data_folder(tmp_path):
     assert (tmp_path / "data" / "hospital" / "dataset_diabetes.zip").read_bytes() == b"zip bytes"
     assert lines[0].startswith("hospital: copied")
     assert lines[1] == (f"spam: enron1.tar.gz is neither in {tmp_path / 'data' / 'spam'} nor in {src / 'spam'}; "
-                        f"the loader will download it")
+                        f"the loader reads its cache if there is one, else downloads it")
     # Only the datasets of the runs that are not skipped.
     skipped = paper_args("--archives", src, "--data-dir", tmp_path / "data2", "--dataset-ids", "hospital",
                          "--ladder-dataset-ids", "hospital",
