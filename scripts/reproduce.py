@@ -76,6 +76,7 @@ from datasets.loader import DATASETS
 from experiments import cli
 from experiments.common import ConfigError, py2_float_str
 from experiments.figure_settings import GENERATED_SUBDIR, reg_values
+from experiments.figures.runs import PAPER_MAX_MEMORY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -96,10 +97,9 @@ MODE_DEFAULTS = {
               "reg_values": None, "reg_num_subsets": 10,
               "out_dir": REPO_ROOT / "output-paper", "plot_dir": REPO_ROOT / "plots-paper"},
 }
-# --max-memory of the paper's runs (codalab/run_subsets.sh, codalab/run_reg.sh), and the
-# flags of the MNIST-scale run (the README's command: with 100 MB a refit chunk would hold
-# 5 groups instead of 56).
-PAPER_MAX_MEMORY = 100_000_000
+# PAPER_MAX_MEMORY (imported): --max-memory of the paper's runs (codalab/run_subsets.sh,
+# codalab/run_reg.sh); the flags of the MNIST-scale run (the README's command: with 100 MB
+# a refit chunk would hold 5 groups instead of 56).
 PAPER_RUN_FLAGS = {"fashion_mnist": ["--max-memory", "1000000000", "--inverse-hvp-method", "cg"]}
 # Raw archives the --paper runs need in --data-dir, copied from --archives: dataset id ->
 # (sub-folder, file name), the loaders' own names.

@@ -26,7 +26,6 @@ from experiments import figures as fd
 from experiments.common import result_config
 from experiments.estimator_ladder import build_config as ladder_config
 from experiments.figures.ladder import ladder_dir
-from experiments.figures.runs import PAPER_MAX_MEMORY
 from tests.conftest import REPO_ROOT
 
 SCRIPTS = REPO_ROOT / "scripts"
@@ -124,7 +123,6 @@ def test_main_runs_are_the_recipes_runs():
         flags = script_args(steps[f"ss_logreg {ds} (num-subsets 100)"].cmd)
         assert ss_config(flags) == ss_config([a.replace('"$ID"', ds).replace("$ID", ds) for a in recipe]), ds
         assert "--max-memory" in flags and flags[flags.index("--max-memory") + 1] == "100000000"
-    assert rep.PAPER_MAX_MEMORY == PAPER_MAX_MEMORY   # the figures' registry of the paper's runs
     readme = REPO_ROOT.joinpath("README.md").read_text()
     m = re.search(r"`python scripts/subsets_infl_logreg.py (--dataset-id fashion_mnist [^`]*)`", readme)
     assert m, "the README's Fashion-MNIST command"
