@@ -189,6 +189,38 @@ def _spanning_forest(u, v, w, n: int):
     return lo[pick], hi[pick], w[pick]
 
 
+def _dense_rows(D):
+    """``row(v, out)`` for :func:`_prim` on the symmetric dense weight matrix ``D``."""
+    def row(x, out):
+        out[:] = D[x]
+    return row
+
+
+def _pair_rows(TI, DIJ, TJ):
+    """``row(v, out)`` for :func:`_prim` on a pair of blocks: vertices ``0..p-1`` are block
+    I, ``p..`` block J; ``TI``, ``TJ`` the blocks' own trees as dense matrices (``inf``:
+    no edge), ``DIJ`` their cross distances."""
+    p = TI.shape[0]
+    DJI = np.ascontiguousarray(DIJ.T)
+
+    def row(x, out):
+        if x < p:
+            out[:p], out[p:] = TI[x], DIJ[x]
+        else:
+            out[:p], out[p:] = DJI[x - p], TJ[x - p]
+    return row
+
+
+def _tree_matrix(a0, a1, tree):
+    """The tree ``(u, v, w)`` on the points ``[a0, a1)`` as a dense symmetric matrix
+    (``inf``: no edge)."""
+    T = np.full((a1 - a0, a1 - a0), np.inf)
+    u, v, w = tree
+    T[u - a0, v - a0] = w
+    T[v - a0, u - a0] = w
+    return T
+
+
 def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
     """A minimum spanning tree of the complete graph of Euclidean distances between the
     rows of ``X``, as ``(u, v, w)`` arrays of ``n - 1`` edges, without the condensed matrix.
@@ -214,41 +246,22 @@ def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
             return (np.empty(0, np.int64),) * 2 + (np.empty(0),)
         D = np.triu(_block_distances(X, sq, a0, a1, a0, a1), 1)
         D += D.T   # the upper triangle (lower-numbered point on the left), mirrored
-
-        def row(x, out):
-            out[:] = D[x]
-        u, v, w = _prim(row, m)
+        u, v, w = _prim(_dense_rows(D), m)
         return u + a0, v + a0, w
 
     trees = [own_tree(a0, a1) for a0, a1 in bounds]
-
-    def dense_tree(a0, a1, tree):
-        T = np.full((a1 - a0, a1 - a0), np.inf)
-        u, v, w = tree
-        T[u - a0, v - a0] = w
-        T[v - a0, u - a0] = w
-        return T
-
     cand = [np.concatenate(parts) for parts in zip(*trees)]
-    for I, (a0, a1) in enumerate(bounds):
-        TI = dense_tree(a0, a1, trees[I])
+    for bi, (a0, a1) in enumerate(bounds):
+        TI = _tree_matrix(a0, a1, trees[bi])
         found = [cand]
-        for J in range(I + 1, len(bounds)):
-            b0, b1 = bounds[J]
+        for bj in range(bi + 1, len(bounds)):
+            b0, b1 = bounds[bj]
             DIJ = _block_distances(X, sq, a0, a1, b0, b1)
-            DJI = np.ascontiguousarray(DIJ.T)
-            TJ = dense_tree(b0, b1, trees[J])
+            TJ = _tree_matrix(b0, b1, trees[bj])
+            u, v, w = _prim(_pair_rows(TI, DIJ, TJ), (a1 - a0) + (b1 - b0))
             p = a1 - a0
-
-            def row(x, out):
-                if x < p:
-                    out[:p], out[p:] = TI[x], DIJ[x]
-                else:
-                    out[:p], out[p:] = DJI[x - p], TJ[x - p]
-            u, v, w = _prim(row, p + b1 - b0)
-            glob = lambda i: np.where(i < p, i + a0, i - p + b0)  # noqa: E731
-            found.append((glob(u), glob(v), w))
-            del DIJ, DJI, TJ   # before the next pair's blocks are allocated
+            found.append((np.where(u < p, u + a0, u - p + b0), np.where(v < p, v + a0, v - p + b0), w))
+            del DIJ, TJ   # before the next pair's blocks are allocated
         if len(found) > 1:
             cand = _spanning_forest(*(np.concatenate(parts) for parts in zip(*found)), n)
     return cand
@@ -276,6 +289,8 @@ def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2, route
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"single linkage needs a 2-d feature matrix; X has shape {X.shape}")
+    if X.shape[0] < 2:
+        raise ValueError(f"single linkage needs at least 2 rows; X has shape {X.shape}")
     if not np.isfinite(X).all():
         raise ValueError("single linkage needs finite features; X has NaN or infinite entries")
     n = X.shape[0]

@@ -254,3 +254,24 @@ def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
     assert clustering.part_memory(B, "single") > need
     assert clustering.part_memory(B.astype(np.float32), "single") == clustering.part_memory(B, "single") + B.nbytes
     assert clustering.part_memory(B, 128) == B.nbytes + 4 * 8 * B.shape[0] * 128
+
+
+def test_labellings_side_by_side_need_at_most_the_largest_plus_max_memory(monkeypatch):
+    """With ``max_memory`` the parts running together need at most the largest part's memory
+    plus ``max_memory``: here the single linkage (its condensed distances) runs alone, while
+    KMeans parts, smaller together than it, still run two at a time."""
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
+    B = np.random.RandomState(5).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
+    from experiments import clustering
+    parts = clustering.pool_parts(B.shape[0])
+    sizes = {p: clustering.part_memory(B, p) for p in parts}
+    assert sizes["single"] == max(sizes.values()) and sizes[128] + sizes[64] <= sizes["single"]
+    ser = si.cluster_labelings([B], n_init=1, parallel=False)
+    log = _spy_parts(monkeypatch)
+    thr = si.cluster_labelings([B], n_init=1, parallel=True, max_memory=1)
+    assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))
+    assert len(log) == 7
+    assert all(live == ["single"] for name, *_, live in log if name == "single")
+    assert max(len(live) for *_, live in log) == 2                      # KMeans parts side by side
+    assert all(sum(sizes[128] if x == "kmeans" else sizes["single"] for x in live) <= sizes["single"] + 1
+               or len(live) == 1 for *_, live in log)

@@ -183,6 +183,8 @@ def test_single_linkage_rejects_bad_settings(kwargs, match):
         single_linkage_fcluster(_float_data(), 1, **kwargs)
     with pytest.raises(ValueError, match="2-d"):
         single_linkage_fcluster(np.zeros(5))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        single_linkage_fcluster(np.zeros((1, 3)), route="blocks")
 
 
 _BLOCKS_CHILD = r"""
@@ -206,7 +208,6 @@ def test_block_route_memory_does_not_grow_with_the_condensed_matrix():
     import subprocess
     import sys
 
-    from experiments import clustering
     from experiments.common import REPO_ROOT
     n, block = 8_000, 1024
     out = subprocess.run([sys.executable, "-c", _BLOCKS_CHILD, str(n), str(block)], capture_output=True, text=True,
