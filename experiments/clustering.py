@@ -361,15 +361,16 @@ def part_memory(X: np.ndarray, part) -> int:
     (:func:`single_linkage_route`), its condensed float64 distances (``n (n - 1) / 2``
     doubles) and two 256-row work blocks, on the ``"blocks"`` route six
     ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per row (the
-    candidate edges and their reduction); KMeans scikit-learn's copy of ``X`` (``copy_x``) and about four ``(n, k)``
-    float64 arrays."""
+    candidate edges and their reduction); KMeans scikit-learn's copy of ``X``
+    (``copy_x``), the temporary of the same size that its tolerance (``np.var(X, axis=0)``)
+    allocates next to it, and about four ``(n, k)`` float64 arrays."""
     n = int(X.shape[0])
     if part == "single":
         copy = 0 if X.dtype == np.float64 else 8 * int(np.prod(X.shape))
         if single_linkage_route(n) == "condensed":
             return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy
         return 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n + copy
-    return int(X.nbytes) + 4 * 8 * n * int(part)
+    return 2 * int(X.nbytes) + 4 * 8 * n * int(part)
 
 
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
