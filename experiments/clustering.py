@@ -5,7 +5,9 @@ linkage, Euclidean, ``'inconsistent'`` criterion, t = 1, depth 2) with the pairw
 distances computed by blocked matrix products instead of ``pdist`` (faster).
 For integer-valued features (hospital, spam counts) the products are exact, so the
 distances are bit-identical to ``pdist``; otherwise they agree to rounding, and the tree
-is the same up to exact ties (as with fastcluster).
+is the same up to exact ties (as with fastcluster). Above :data:`CONDENSED_MAX_BYTES` of
+distances the condensed matrix is not formed: :func:`spanning_tree_blocks` builds the
+minimum spanning tree block pair by block pair (:func:`single_linkage_route` chooses).
 
 :func:`cluster_labels_one_thread` adds the KMeans fits and runs everything on one
 thread (BLAS and OpenMP), so a pool does not depend on the machine's core count and
@@ -17,8 +19,12 @@ so that the labellings of several matrices can be spread over the executor's wor
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, inconsistent
+
+logger = logging.getLogger(__name__)
 
 
 def condensed_euclidean(X: np.ndarray, block: int = 256) -> np.ndarray:
@@ -301,6 +307,11 @@ def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2, route
         if int(block) != block or block < 1:
             raise ValueError(f"block must be a positive integer number of rows; got {block!r}")
         Z = linkage_from_tree(*spanning_tree_blocks(X, int(block)), n)
+        ties = int(np.count_nonzero(Z[1:, 2] == Z[:-1, 2]))
+        if ties:
+            logger.warning("single linkage: %d of %d merge heights are tied; at tied heights the block route "
+                           "does not reproduce scipy's merge order, so the labels can differ from fclusterdata's",
+                           ties, n - 1)
     else:
         raise ValueError(f"route must be 'condensed', 'blocks' or None; got {route!r}")
     R = inconsistent(Z, d=depth)

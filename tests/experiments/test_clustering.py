@@ -224,3 +224,15 @@ def test_block_route_memory_does_not_grow_with_the_condensed_matrix():
     assert peak - base <= work + 16 * 2 ** 20, (peak - base, work)   # 16 MB: allocator slack
     assert peak - base < condensed / 4
     assert peak - base >= 2 * 8 * block ** 2   # a distance block and its product: the peak was seen
+
+
+def test_block_route_warns_at_tied_merge_heights(caplog):
+    import logging
+    X = _integer_data(n=80)
+    with caplog.at_level(logging.WARNING, logger="experiments.clustering"):
+        single_linkage_fcluster(X, 1, route="blocks", block=16)
+    assert any("tied" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="experiments.clustering"):
+        single_linkage_fcluster(_float_data(n=80), 1, route="blocks", block=16)
+    assert not caplog.records
