@@ -3,7 +3,8 @@
 A pool's labellings (single linkage, then KMeans for k = 4..128; ss_logreg's phase 5)
 depend only on the matrix (dtype, shape and bytes), KMeans' ``n_init`` and seed, the
 k's, the clustering code (:data:`CLUSTERING_VERSION`, raised whenever
-:mod:`experiments.clustering` changes its results) and the numpy / scipy / scikit-learn
+:mod:`experiments.clustering` changes its results; the single-linkage route of
+:func:`experiments.clustering.single_linkage_route` when it is not the condensed one) and the numpy / scipy / scikit-learn
 versions; they are computed on one thread, so not on the machine. The key is the SHA-256
 of all of these. Runs that share a training matrix, such as the regularisation sweep
 (``--fixed-reg``: the feature matrix X is the same for every lambda, only the gradient
@@ -32,6 +33,7 @@ import numpy as np
 
 from datasets.common import read_cache
 from datasets.storage import save_arrays
+from experiments import clustering
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,11 @@ def cache_key(X: np.ndarray, parts, n_init: int, seed: int) -> str:
 
     X = np.ascontiguousarray(X)
     h = hashlib.sha256()
-    head = (f"v{CLUSTERING_VERSION}|{X.dtype.str}|{X.shape}|parts={list(parts)}|n_init={int(n_init)}|"
+    # The single-linkage route (and the blocks of the block-wise one) is part of the
+    # computation: pools of matrices that take the condensed route keep their keys.
+    route = clustering.single_linkage_route(X.shape[0])
+    single = "" if route == "condensed" else f"single={route}:{clustering.MST_BLOCK}|"
+    head = (f"v{CLUSTERING_VERSION}|{single}{X.dtype.str}|{X.shape}|parts={list(parts)}|n_init={int(n_init)}|"
             f"seed={int(seed)}|numpy={np.__version__}|scipy={scipy.__version__}|sklearn={sklearn.__version__}|")
     h.update(head.encode())
     h.update(memoryview(X).cast("B"))

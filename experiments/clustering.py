@@ -5,7 +5,9 @@ linkage, Euclidean, ``'inconsistent'`` criterion, t = 1, depth 2) with the pairw
 distances computed by blocked matrix products instead of ``pdist`` (faster).
 For integer-valued features (hospital, spam counts) the products are exact, so the
 distances are bit-identical to ``pdist``; otherwise they agree to rounding, and the tree
-is the same up to exact ties (as with fastcluster).
+is the same up to exact ties (as with fastcluster). Above :data:`CONDENSED_MAX_BYTES` of
+distances the condensed matrix is not formed: :func:`spanning_tree_blocks` builds the
+minimum spanning tree block pair by block pair (:func:`single_linkage_route` chooses).
 
 :func:`cluster_labels_one_thread` adds the KMeans fits and runs everything on one
 thread (BLAS and OpenMP), so a pool does not depend on the machine's core count and
@@ -17,8 +19,12 @@ so that the labellings of several matrices can be spread over the executor's wor
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, inconsistent
+
+logger = logging.getLogger(__name__)
 
 
 def condensed_euclidean(X: np.ndarray, block: int = 256) -> np.ndarray:
@@ -119,12 +125,195 @@ def _label(Z: np.ndarray, n: int) -> None:
         nxt += 1
 
 
-def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2) -> np.ndarray:
-    """Flat cluster labels (1..k) equal to ``fclusterdata(X, t)`` with scipy's defaults."""
+# Single linkage keeps the condensed distance matrix (and so scipy's own tie order, see
+# mst_single_linkage) up to this many bytes of distances (n <= 23,170 rows); larger
+# matrices take the block-wise spanning tree, whose memory does not grow with n^2.
+CONDENSED_MAX_BYTES = 2 ** 31
+# Rows per block of the block-wise spanning tree: its work arrays are at most
+# 6 * 8 * MST_BLOCK^2 bytes (200 MB), whatever n.
+MST_BLOCK = 2048
+
+
+def single_linkage_route(n_rows: int) -> str:
+    """How single linkage of ``n_rows`` points is computed (the one place that chooses):
+    ``"condensed"`` (:func:`condensed_euclidean`, then :func:`mst_single_linkage`) while the
+    condensed distances fit in :data:`CONDENSED_MAX_BYTES`, else ``"blocks"``
+    (:func:`spanning_tree_blocks`, then :func:`linkage_from_tree`)."""
+    return "condensed" if 8 * (n_rows * (n_rows - 1) // 2) <= CONDENSED_MAX_BYTES else "blocks"
+
+
+def _block_distances(X, sq, a0, a1, b0, b1) -> np.ndarray:
+    """Distances of rows ``[a0, a1)`` to rows ``[b0, b1)`` with the formula of
+    :func:`condensed_euclidean` (the lower-numbered point's row on the left)."""
+    D2 = np.add(sq[a0:a1, None], sq[None, b0:b1])
+    G = X[a0:a1] @ X[b0:b1].T
+    G *= -2.0
+    D2 += G
+    np.maximum(D2, 0.0, out=D2)
+    return np.sqrt(D2, out=D2)
+
+
+def _prim(row, m: int):
+    """Prim's algorithm from vertex 0 on ``m`` vertices of a connected graph; ``row(v, out)``
+    writes the edge weights of ``v`` to every vertex into ``out`` (``inf``: no edge).
+    Returns the tree's ``(u, v, w)`` as arrays of ``m - 1`` entries."""
+    D = np.full(m, np.inf)
+    parent = np.zeros(m, dtype=np.int64)
+    done = np.zeros(m, dtype=bool)
+    r = np.empty(m)
+    upd = np.empty(m, dtype=bool)
+    us, vs, ws = (np.empty(m - 1, dtype=np.int64), np.empty(m - 1, dtype=np.int64), np.empty(m - 1))
+    x = 0
+    for k in range(m - 1):
+        done[x] = True
+        D[x] = np.inf
+        row(x, r)
+        np.less(r, D, out=upd)
+        upd &= ~done
+        np.copyto(D, r, where=upd)
+        np.copyto(parent, x, where=upd)
+        x = int(np.argmin(D))
+        us[k], vs[k], ws[k] = parent[x], x, D[x]
+    return us, vs, ws
+
+
+def _spanning_forest(u, v, w, n: int):
+    """A minimum spanning forest of the edges ``(u, v, w)`` on ``n`` vertices (duplicate
+    edges allowed), by scipy's Kruskal on the edges' ranks (ties in ``w`` ordered by the
+    vertex pair, so the forest is unique; ranks also keep zero weights as edges)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import minimum_spanning_tree
+
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    _, first = np.unique(lo * n + hi, return_index=True)
+    lo, hi, w = lo[first], hi[first], w[first]
+    order = np.lexsort((hi, lo, w))
+    rank = np.empty(order.size)
+    rank[order] = np.arange(1, order.size + 1, dtype=np.float64)
+    T = minimum_spanning_tree(csr_matrix((rank, (lo, hi)), shape=(n, n))).tocoo()
+    pick = order[T.data.astype(np.int64) - 1]
+    return lo[pick], hi[pick], w[pick]
+
+
+def _dense_rows(D):
+    """``row(v, out)`` for :func:`_prim` on the symmetric dense weight matrix ``D``."""
+    def row(x, out):
+        out[:] = D[x]
+    return row
+
+
+def _pair_rows(TI, DIJ, TJ):
+    """``row(v, out)`` for :func:`_prim` on a pair of blocks: vertices ``0..p-1`` are block
+    I, ``p..`` block J; ``TI``, ``TJ`` the blocks' own trees as dense matrices (``inf``:
+    no edge), ``DIJ`` their cross distances."""
+    p = TI.shape[0]
+    DJI = np.ascontiguousarray(DIJ.T)
+
+    def row(x, out):
+        if x < p:
+            out[:p], out[p:] = TI[x], DIJ[x]
+        else:
+            out[:p], out[p:] = DJI[x - p], TJ[x - p]
+    return row
+
+
+def _tree_matrix(a0, a1, tree):
+    """The tree ``(u, v, w)`` on the points ``[a0, a1)`` as a dense symmetric matrix
+    (``inf``: no edge)."""
+    T = np.full((a1 - a0, a1 - a0), np.inf)
+    u, v, w = tree
+    T[u - a0, v - a0] = w
+    T[v - a0, u - a0] = w
+    return T
+
+
+def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
+    """A minimum spanning tree of the complete graph of Euclidean distances between the
+    rows of ``X``, as ``(u, v, w)`` arrays of ``n - 1`` edges, without the condensed matrix.
+
+    The rows are cut into blocks of ``block``; the minimum spanning tree of a graph is one
+    of the union of minimum spanning forests of subgraphs that together hold every edge.
+    The subgraphs are each block alone and each pair of blocks (its cross distances plus
+    the two blocks' own trees), each solved by Prim on its dense distances; the candidate
+    edges are reduced to a forest after each row of pairs, so memory stays O(block^2 + n).
+    Distances use the formula of :func:`condensed_euclidean` (equal to it to rounding;
+    bit for bit for integer-valued features). With distinct merge heights every minimum
+    spanning tree gives the same single-linkage ``Z``.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n = X.shape[0]
+    sq = np.einsum("ij,ij->i", X, X)
+    starts = list(range(0, n, block))
+    bounds = [(a, min(a + block, n)) for a in starts]
+
+    def own_tree(a0, a1):
+        m = a1 - a0
+        if m < 2:
+            return (np.empty(0, np.int64),) * 2 + (np.empty(0),)
+        D = np.triu(_block_distances(X, sq, a0, a1, a0, a1), 1)
+        D += D.T   # the upper triangle (lower-numbered point on the left), mirrored
+        u, v, w = _prim(_dense_rows(D), m)
+        return u + a0, v + a0, w
+
+    trees = [own_tree(a0, a1) for a0, a1 in bounds]
+    cand = [np.concatenate(parts) for parts in zip(*trees)]
+    for bi, (a0, a1) in enumerate(bounds):
+        TI = _tree_matrix(a0, a1, trees[bi])
+        found = [cand]
+        for bj in range(bi + 1, len(bounds)):
+            b0, b1 = bounds[bj]
+            DIJ = _block_distances(X, sq, a0, a1, b0, b1)
+            TJ = _tree_matrix(b0, b1, trees[bj])
+            u, v, w = _prim(_pair_rows(TI, DIJ, TJ), (a1 - a0) + (b1 - b0))
+            p = a1 - a0
+            found.append((np.where(u < p, u + a0, u - p + b0), np.where(v < p, v + a0, v - p + b0), w))
+            del DIJ, TJ   # before the next pair's blocks are allocated
+        if len(found) > 1:
+            cand = _spanning_forest(*(np.concatenate(parts) for parts in zip(*found)), n)
+    return cand
+
+
+def linkage_from_tree(u, v, w, n: int) -> np.ndarray:
+    """Single-linkage ``Z`` (scipy's format) from a minimum spanning tree's ``n - 1`` edges:
+    the edges sorted by height (stably), then scipy's relabelling. Equal to
+    ``scipy.cluster.hierarchy.linkage(y, "single")`` when the merge heights are distinct;
+    at tied heights scipy merges in the order of its Prim run instead."""
+    Z = np.empty((n - 1, 4))
+    order = np.argsort(w, kind="mergesort")
+    Z[:, 0], Z[:, 1], Z[:, 2] = u[order], v[order], w[order]
+    _label(Z, n)
+    return Z
+
+
+def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2, route: str | None = None,
+                            block: int = MST_BLOCK) -> np.ndarray:
+    """Flat cluster labels (1..k) equal to ``fclusterdata(X, t)`` with scipy's defaults.
+
+    ``route``: ``"condensed"`` or ``"blocks"`` (``None``: :func:`single_linkage_route`);
+    ``block``: the block rows of the ``"blocks"`` route.
+    """
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"single linkage needs a 2-d feature matrix; X has shape {X.shape}")
+    if X.shape[0] < 2:
+        raise ValueError(f"single linkage needs at least 2 rows; X has shape {X.shape}")
     if not np.isfinite(X).all():
         raise ValueError("single linkage needs finite features; X has NaN or infinite entries")
-    Z = mst_single_linkage(condensed_euclidean(X), X.shape[0])
+    n = X.shape[0]
+    route = single_linkage_route(n) if route is None else route
+    if route == "condensed":
+        Z = mst_single_linkage(condensed_euclidean(X), n)
+    elif route == "blocks":
+        if int(block) != block or block < 1:
+            raise ValueError(f"block must be a positive integer number of rows; got {block!r}")
+        Z = linkage_from_tree(*spanning_tree_blocks(X, int(block)), n)
+        ties = int(np.count_nonzero(Z[1:, 2] == Z[:-1, 2]))
+        if ties:
+            logger.warning("single linkage: %d of %d merge heights are tied; at tied heights the block route "
+                           "does not reproduce scipy's merge order, so the labels can differ from fclusterdata's",
+                           ties, n - 1)
+    else:
+        raise ValueError(f"route must be 'condensed', 'blocks' or None; got {route!r}")
     R = inconsistent(Z, d=depth)
     return fcluster(Z, t=t, criterion="inconsistent", depth=depth, R=R)
 
@@ -179,14 +368,20 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
 
 def part_memory(X: np.ndarray, part) -> int:
     """Bytes a labelling of ``X`` allocates beyond ``X`` itself (for scheduling parts side by
-    side): single linkage its condensed float64 distances (``n (n - 1) / 2`` doubles, 12.1 GB
-    at n = 55,000), two 256-row work blocks and a float64 copy of a float32 ``X``; KMeans
-    scikit-learn's copy of ``X`` (``copy_x``) and about four ``(n, k)`` float64 arrays."""
+    side): single linkage a float64 copy of a float32 ``X`` and, on the ``"condensed"`` route
+    (:func:`single_linkage_route`), its condensed float64 distances (``n (n - 1) / 2``
+    doubles) and two 256-row work blocks, on the ``"blocks"`` route six
+    ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per row (the
+    candidate edges and their reduction); KMeans scikit-learn's copy of ``X``
+    (``copy_x``), the temporary of the same size that its tolerance (``np.var(X, axis=0)``)
+    allocates next to it, and about four ``(n, k)`` float64 arrays."""
     n = int(X.shape[0])
     if part == "single":
         copy = 0 if X.dtype == np.float64 else 8 * int(np.prod(X.shape))
-        return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy
-    return int(X.nbytes) + 4 * 8 * n * int(part)
+        if single_linkage_route(n) == "condensed":
+            return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy
+        return 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n + copy
+    return 2 * int(X.nbytes) + 4 * 8 * n * int(part)
 
 
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:

@@ -327,7 +327,7 @@ class Executor:
 
     def map(self, fn: Callable[[Any, Any], Any], data, specs: Sequence[Any], desc: str = "tasks",
             large_specs: bool = False, memory: Sequence[int] | None = None,
-            on_result: Callable[[int, Any], None] | None = None) -> list:
+            on_result: Callable[[int, Any], None] | None = None, memory_budget: int | None = None) -> list:
         """``[fn(data, spec) for spec in specs]``, in that order, wherever the tasks run.
 
         ``fn`` must be a pure module-level function (it is pickled by name). ``data`` is
@@ -335,7 +335,9 @@ class Executor:
         only its spec (``large_specs``: specs holding big arrays are scattered, each to
         one worker, instead of travelling in the task graph). ``memory``: the bytes each
         task allocates; embedded, the tasks then run side by side in threads
-        (:meth:`_map_threads`), else one after the other. ``on_result(i, result)`` is
+        (:meth:`_map_threads`; ``memory_budget``: bytes that the tasks running side by side may
+        use together at most, besides the share of the available memory), else one after the
+        other. ``on_result(i, result)`` is
         called in this thread as task ``i`` finishes (e.g. to save it). A progress bar
         follows the tasks as they complete.
         """
@@ -354,7 +356,7 @@ class Executor:
             if self.distributed:
                 self._map_distributed(fn, data, specs, large_specs, done, bar, desc)
             elif memory is not None and len(specs) > 1 and num_cpus() > 1:
-                self._map_threads(fn, data, specs, memory, done, bar)
+                self._map_threads(fn, data, specs, memory, done, bar, memory_budget)
             else:
                 for i, spec in enumerate(specs):
                     done(i, fn(data, spec))
@@ -363,10 +365,10 @@ class Executor:
             bar.close()
         return [results[i] for i in range(len(specs))]
 
-    def _map_threads(self, fn, data, specs, memory, done, bar) -> None:
+    def _map_threads(self, fn, data, specs, memory, done, bar, memory_budget=None) -> None:
         """The tasks in threads of this process, in submission order, as many side by side as
         there are CPUs and as fit in :data:`THREAD_MEMORY_SHARE` of :func:`available_memory`
-        (a task alone always runs). The BLAS limit is process-wide, so one BLAS/OpenMP
+        and in ``memory_budget`` (if given; a task alone always runs). The BLAS limit is process-wide, so one BLAS/OpenMP
         thread is held for the whole pool (a task that sets its own limit then restores 1,
         never the default); the results are those of the serial loop, bit for bit."""
         from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -374,6 +376,8 @@ class Executor:
         from threadpoolctl import threadpool_limits
 
         budget = int(THREAD_MEMORY_SHARE * available_memory())
+        if memory_budget is not None:
+            budget = min(budget, int(memory_budget))
         threads = min(num_cpus(), len(specs))
         queue, running = list(range(len(specs))), {}
         with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=threads) as pool:

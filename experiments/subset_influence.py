@@ -409,7 +409,7 @@ PARALLEL_MIN_ROWS = 2000
 
 def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
                        executor: execution.Executor | None = None, known: dict | None = None,
-                       on_done=None) -> list[list[np.ndarray]]:
+                       on_done=None, max_memory: int | None = None) -> list[list[np.ndarray]]:
     """The labellings of :func:`cluster_pool` for each matrix in ``mats``.
 
     Each labelling (the single linkage, or one KMeans k) is one task of the run's
@@ -420,8 +420,11 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     (``executor`` None or embedded), with ``parallel`` and at least
     :data:`PARALLEL_MIN_ROWS` rows, the labellings run side by side in threads of this
     process as far as CPUs and memory allow
-    (:func:`experiments.clustering.part_memory`: Fashion-MNIST's distances are 12.1 GB a
-    matrix); otherwise one after the other. The labels are the same either way, bit for bit.
+    (:func:`experiments.clustering.part_memory`; with ``max_memory`` (the run's
+    ``--max-memory``) the labellings running together need at most the largest one's
+    memory plus ``max_memory``, so two KMeans copies of Fashion-MNIST's 3.5 GB gradients
+    never run side by side); otherwise one after the other. The labels are the same either
+    way, bit for bit.
 
     ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
     run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
@@ -452,23 +455,26 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
         executor = executor if executor is not None else execution.Executor()
         side_by_side = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
         memory = [clustering.part_memory(mats[i], p) for i, p in todo] if side_by_side else None
+        budget = max(memory) + int(max_memory) if memory is not None and max_memory is not None else None
         executor.map(clustering.pool_part_task, mats, [(i, p, n_init, KMEANS_SEED) for i, p in todo],
-                     "clustering pools", memory=memory, on_result=finish)
+                     "clustering pools", memory=memory, on_result=finish, memory_budget=budget)
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
 
 
 def cluster_pools(mats, n_init: int = 10, parallel: bool = True,
-                   executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
+                  executor: execution.Executor | None = None, max_memory: int | None = None) -> list[list[np.ndarray]]:
     """:func:`cluster_pool` of each matrix in ``mats`` (see :func:`cluster_labelings`)."""
-    return [_pool_from_labels(lab) for lab in cluster_labelings(mats, n_init, parallel, executor)]
+    return [_pool_from_labels(lab) for lab in cluster_labelings(mats, n_init, parallel, executor,
+                                                                max_memory=max_memory)]
 
 
 def cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool = True,
-                          executor: execution.Executor | None = None) -> list[list[np.ndarray]]:
+                         executor: execution.Executor | None = None,
+                         max_memory: int | None = None) -> list[list[np.ndarray]]:
     """:func:`cluster_pools`, reusing the labellings cached in ``cache_dir``
     (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
     if cache_dir is None:
-        return cluster_pools(mats, n_init, parallel, executor)
+        return cluster_pools(mats, n_init, parallel, executor, max_memory)
     mats = [np.asarray(M) for M in mats]
     parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
@@ -493,7 +499,7 @@ def cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool 
             cluster_cache.save_part(cache_dir, keys[i], parts[i].index(p), lab)
 
         new = cluster_labelings([mats[i] for i in missing], n_init, parallel, executor, known=known,
-                                 on_done=save_part)
+                                on_done=save_part, max_memory=max_memory)
         for i, lab in zip(missing, new):
             labels[i] = lab
             cluster_cache.save_labels(cache_dir, keys[i], lab)
@@ -687,7 +693,8 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         mats = {"same_features": X, "same_grad": np.asarray(self.R["train_grad_loss"])}
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
         pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
-                                     self.cluster_cache_dir, executor=self.executor) if cluster_types else []
+                                     self.cluster_cache_dir, executor=self.executor,
+                                     max_memory=self.config.get("max_memory")) if cluster_types else []
         for tag, pool in zip(cluster_types, pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:

@@ -253,4 +253,57 @@ def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
     need = 8 * B.shape[0] * (B.shape[0] - 1) // 2
     assert clustering.part_memory(B, "single") > need
     assert clustering.part_memory(B.astype(np.float32), "single") == clustering.part_memory(B, "single") + B.nbytes
-    assert clustering.part_memory(B, 128) == B.nbytes + 4 * 8 * B.shape[0] * 128
+    assert clustering.part_memory(B, 128) == 2 * B.nbytes + 4 * 8 * B.shape[0] * 128
+
+
+def test_labellings_side_by_side_need_at_most_the_largest_plus_max_memory(monkeypatch):
+    """With ``max_memory`` the parts running together need at most the largest part's memory
+    plus ``max_memory``: here the single linkage (its condensed distances) runs alone, while
+    KMeans parts, smaller together than it, still run two at a time."""
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
+    B = np.random.RandomState(5).normal(0, 1, (si.PARALLEL_MIN_ROWS, 3))
+    from experiments import clustering
+    parts = clustering.pool_parts(B.shape[0])
+    sizes = {p: clustering.part_memory(B, p) for p in parts}
+    assert sizes["single"] == max(sizes.values()) and sizes[128] + sizes[64] <= sizes["single"]
+    ser = si.cluster_labelings([B], n_init=1, parallel=False)
+    log = _spy_parts(monkeypatch)
+    thr = si.cluster_labelings([B], n_init=1, parallel=True, max_memory=1)
+    assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))
+    assert len(log) == 7
+    assert all(live == ["single"] for name, *_, live in log if name == "single")
+    assert max(len(live) for *_, live in log) == 2                      # KMeans parts side by side
+    assert all(sum(sizes[128] if x == "kmeans" else sizes["single"] for x in live) <= sizes["single"] + 1
+               or len(live) == 1 for *_, live in log)
+
+
+_KMEANS_CHILD = r"""
+import numpy as np
+import psutil
+from experiments import clustering
+X = np.random.RandomState(0).normal(0, 1, (4000, 2000))
+with clustering.one_thread():
+    clustering.kmeans_labels(X[:50], n_init=1, ks=(4,))   # imports and first calls
+    open('/proc/self/clear_refs', 'w').write('5')   # reset the high-water mark (VmHWM) to now
+    base = psutil.Process().memory_info().rss
+    clustering.kmeans_labels(X, n_init=1, ks=(4,))
+peak = 1024 * int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+print(base, peak, clustering.part_memory(X, 4), X.nbytes)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's resettable peak RSS")
+def test_kmeans_part_memory_bounds_its_peak():
+    """Peak RSS of one KMeans labelling in a fresh process stays within part_memory, which
+    counts scikit-learn's copy of X and its tolerance's temporary of the same size (the
+    peak exceeds one copy, so a bound of one copy would fail)."""
+    import subprocess
+    import sys
+
+    from experiments.common import REPO_ROOT
+    out = subprocess.run([sys.executable, "-c", _KMEANS_CHILD], capture_output=True, text=True,
+                         cwd=str(REPO_ROOT), check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    base, peak, bound, nbytes = (int(x) for x in out.stdout.split())
+    slack = 16 * 2 ** 20   # allocator and page granularity
+    assert peak - base <= bound + slack, (peak - base, bound)
+    assert peak - base > nbytes + slack, (peak - base, nbytes)

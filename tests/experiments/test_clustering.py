@@ -1,4 +1,6 @@
 """The fast single-linkage clustering and the clustered-group pools (ss_logreg's phase 5)."""
+import os
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import fclusterdata
@@ -96,3 +98,141 @@ def test_one_thread_limits_openmp_even_before_sklearn_is_imported():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO_ROOT),
                          env={"OMP_NUM_THREADS": "2", "PATH": ""}, check=True)
     assert out.stdout.split() == ["1"]
+
+
+# ---------------------------------------------------------------- the block-wise route
+
+def _tree_is_spanning(u, v, n):
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    for a, b in zip(u, v):
+        ra, rb = find(int(a)), find(int(b))
+        if ra == rb:
+            return False
+        parent[ra] = rb
+    return len(u) == n - 1
+
+
+@pytest.mark.parametrize("make", [_integer_data, _float_data])
+@pytest.mark.parametrize("n, block", [(2, 1), (3, 2), (60, 1), (60, 7), (61, 16), (200, 64), (150, 150), (90, 500)])
+def test_block_spanning_tree_is_a_minimum_spanning_tree(make, n, block):
+    from scipy.cluster.hierarchy import linkage
+
+    from experiments.clustering import spanning_tree_blocks
+    X = make(n=n)
+    X[n // 2: n // 2 + 5] = X[:5][: n - n // 2]  # duplicated points: zero distances and exact ties
+    u, v, w = spanning_tree_blocks(X, block)
+    assert _tree_is_spanning(u, v, n)
+    D = pdist(X)
+    lo, hi = np.minimum(u, v), np.maximum(u, v)
+    # Each edge weighs its distance, and the heights are scipy's (the sorted weights of
+    # every minimum spanning tree are the same): exactly for integer features.
+    pairs = n * lo - lo * (lo + 1) // 2 + hi - lo - 1
+    heights = linkage(D, method="single")[:, 2]
+    if make is _integer_data:
+        assert np.array_equal(w, D[pairs])
+        assert np.array_equal(np.sort(w), heights)
+    else:
+        # The Gram formula rounds squared distances at about eps |x|^2, so a zero distance
+        # (a duplicated point) comes out as up to sqrt(eps) |x|: compare squares.
+        atol = 1e-12 * np.max(np.einsum("ij,ij->i", X, X))
+        np.testing.assert_allclose(w ** 2, D[pairs] ** 2, rtol=RTOL_TWO_PATHS, atol=atol)
+        np.testing.assert_allclose(np.sort(w) ** 2, heights ** 2, rtol=RTOL_TWO_PATHS, atol=atol)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("block", [1, 5, 32, 1000])
+def test_block_single_linkage_equals_fclusterdata_without_ties(seed, block):
+    from scipy.cluster.hierarchy import linkage
+
+    from experiments.clustering import linkage_from_tree, spanning_tree_blocks
+    X = _float_data(n=120, seed=seed)
+    expected = fclusterdata(X, 1)
+    assert len(np.unique(expected)) > 3
+    assert np.array_equal(single_linkage_fcluster(X, 1, route="blocks", block=block), expected)
+    Z = linkage_from_tree(*spanning_tree_blocks(X, block), X.shape[0])
+    ref = linkage(pdist(X), method="single")
+    assert np.array_equal(Z[:, [0, 1, 3]], ref[:, [0, 1, 3]])
+    np.testing.assert_allclose(Z[:, 2], ref[:, 2], rtol=RTOL_TWO_PATHS, atol=0)
+
+
+def test_one_place_chooses_the_route():
+    from experiments.clustering import CONDENSED_MAX_BYTES, single_linkage_route
+    largest = max(n for n in range(23_000, 23_300) if 8 * (n * (n - 1) // 2) <= CONDENSED_MAX_BYTES)
+    assert single_linkage_route(2) == single_linkage_route(largest) == "condensed"
+    assert single_linkage_route(largest + 1) == single_linkage_route(55_000) == "blocks"
+
+
+def test_cache_key_names_the_block_route(monkeypatch):
+    from experiments import cluster_cache, clustering
+    X = _float_data(n=40)
+    before = cluster_cache.cache_key(X, ["single", 4], 1, 0)
+    monkeypatch.setattr(clustering, "CONDENSED_MAX_BYTES", 8)
+    blocks = cluster_cache.cache_key(X, ["single", 4], 1, 0)
+    monkeypatch.setattr(clustering, "MST_BLOCK", 7)
+    assert len({before, blocks, cluster_cache.cache_key(X, ["single", 4], 1, 0)}) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [({"route": "pdist"}, "route"), ({"route": "blocks", "block": 0}, "block"),
+                                           ({"route": "blocks", "block": 2.5}, "block")])
+def test_single_linkage_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        single_linkage_fcluster(_float_data(), 1, **kwargs)
+    with pytest.raises(ValueError, match="2-d"):
+        single_linkage_fcluster(np.zeros(5))
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        single_linkage_fcluster(np.zeros((1, 3)), route="blocks")
+
+
+_BLOCKS_CHILD = r"""
+import sys
+import numpy as np
+import psutil
+from experiments.clustering import one_thread, single_linkage_fcluster
+n, block = int(sys.argv[1]), int(sys.argv[2])
+X = np.random.RandomState(0).normal(0, 1, (n, 6))
+with one_thread():
+    single_linkage_fcluster(X[:50], 1, route="blocks", block=8)   # imports and first calls
+    open('/proc/self/clear_refs', 'w').write('5')   # reset the high-water mark (VmHWM) to now
+    base = psutil.Process().memory_info().rss
+    labels = single_linkage_fcluster(X, 1, route="blocks", block=block)
+peak = 1024 * int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])
+print(base, peak, labels.max())
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's resettable peak RSS")
+def test_block_route_memory_does_not_grow_with_the_condensed_matrix():
+    """Peak RSS of the block route in a fresh process: 8,000 points, whose condensed
+    distances alone would be 256 MB, within the block work arrays of part_memory."""
+    import subprocess
+    import sys
+
+    from experiments.common import REPO_ROOT
+    n, block = 8_000, 1024
+    out = subprocess.run([sys.executable, "-c", _BLOCKS_CHILD, str(n), str(block)], capture_output=True, text=True,
+                         cwd=str(REPO_ROOT), check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    base, peak, clusters = (int(x) for x in out.stdout.split())
+    assert clusters > 1
+    condensed = 8 * n * (n - 1) // 2
+    work = 6 * 8 * block ** 2 + 32 * 8 * n
+    assert peak - base <= work + 16 * 2 ** 20, (peak - base, work)   # 16 MB: allocator slack
+    assert peak - base < condensed / 4
+    assert peak - base >= 2 * 8 * block ** 2   # a distance block and its product: the peak was seen
+
+
+def test_block_route_warns_at_tied_merge_heights(caplog):
+    import logging
+    X = _integer_data(n=80)
+    with caplog.at_level(logging.WARNING, logger="experiments.clustering"):
+        single_linkage_fcluster(X, 1, route="blocks", block=16)
+    assert any("tied" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="experiments.clustering"):
+        single_linkage_fcluster(_float_data(n=80), 1, route="blocks", block=16)
+    assert not caplog.records
