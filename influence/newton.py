@@ -44,6 +44,9 @@ class FitResult:
     iterations: int
     converged: bool
     history: list = field(default_factory=list)  # gradient norm per iteration
+    hvps: int = 0                           # Hessian-vector products spent in CG
+    preconditioner_hessians: int = 0        # CG preconditioner Hessians formed (PathPreconditioner)
+    preconditioner_factorizations: int = 0  # their factorisations (one per new l2_reg or Hessian)
 
 
 @dataclass
@@ -337,18 +340,20 @@ class NewtonCG(NewtonStrategy):
     so the last step does not over-solve (the certificate is unchanged); 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
-    None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG
-    run needs more than ``rebuild_after`` iterations. ``tighten``: a rejected step is
+    None to take ``path(objective, theta)`` at the current iterate (a
+    :class:`PathPreconditioner`, a new one when None: :func:`make_preconditioner`),
+    rebuilt once a CG run needs more than ``rebuild_after`` iterations. ``tighten``: a rejected step is
     retried with a 1000x tighter CG residual (down to 1e-8 of the original) before the
     problem stops.
     """
 
     def __init__(self, preconditioner=None, maxiter: int | None = None, forcing: float = 0.1,
                  floor: float = 1e-15, tighten: bool = True, rebuild_after: int | None = None,
-                 search=certified_step, margin: float = 0.0):
+                 search=certified_step, margin: float = 0.0, path: "PathPreconditioner | None" = None):
         self.preconditioner, self.maxiter, self.forcing, self.floor = preconditioner, maxiter, forcing, floor
         self.tighten_on_failure, self.rebuild_after, self.search = tighten, rebuild_after, search
         self.margin = margin
+        self.path = path
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
@@ -360,9 +365,9 @@ class NewtonCG(NewtonStrategy):
     def directions(self, objective, Theta, G, gnorm, active):
         a = np.flatnonzero(active)
         if self.preconditioner is None:
-            # float64 factor: the model's fit (which builds its own) stays as it was.
-            self.preconditioner = make_preconditioner(objective.spec, Theta[0], objective.Xa, objective.S[:, 0],
-                                                      float(objective.l2), float32=False)
+            if self.path is None:
+                self.path = PathPreconditioner()
+            self.preconditioner = self.path(objective, Theta[0])
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
@@ -372,6 +377,8 @@ class NewtonCG(NewtonStrategy):
         self.hvps[a] += cg.iterations
         if self.rebuild_after is not None and cg.iterations.max() > self.rebuild_after:
             self.preconditioner = None
+            if self.path is not None:
+                self.path.stale()
         return step_a if len(a) == objective.B else tf.scatter_nd(a[:, None], step_a, tf.shape(G, out_type=tf.int64))
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
@@ -786,6 +793,17 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
         kind = "block" if spec.num_params > max_params else ("hessian" if n <= max_rows else "subsampled")
     if kind == "block":
         return BlockDiagonalPreconditioner(spec, theta, Xn, s, l2_reg, float32)
+    return CholeskyPreconditioner(preconditioner_hessian(spec, theta, Xn, s, l2_reg, kind, max_rows, seed), spec,
+                                  float32)
+
+
+def preconditioner_hessian(spec: ModelSpec, theta, Xn: np.ndarray, s: np.ndarray, l2_reg, kind: str,
+                           max_rows: int = 10000, seed: int = 0) -> np.ndarray:
+    """The regularised Hessian (no gauge term, float64 NumPy (d, d)) of the ``'hessian'`` and
+    ``'subsampled'`` preconditioners of :func:`make_preconditioner` at ``theta``: on all rows
+    of ``Xn`` (n, E), or on ``max_rows`` of them drawn with ``seed``, reweighted to the total
+    weight ``s`` (n,)."""
+    n = Xn.shape[0]
     if kind == "subsampled" and n > max_rows:
         rows = np.sort(np.random.RandomState(seed).choice(n, max_rows, replace=False))
         total = s.sum()
@@ -794,6 +812,54 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     small = Xn.shape[0] * float(spec.num_params) ** 2 < PIN_HESSIAN_MAX_FLOPS
     with one_blas_thread() if small else contextlib.nullcontext():
         obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xn)
-        H = obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
-                         as_numpy=True, pin_blas=False)[0]
-    return CholeskyPreconditioner(H, spec, float32)
+        return obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
+                            as_numpy=True, pin_blas=False)[0]
+
+
+class PathPreconditioner:
+    """The preconditioner of the Newton-CG fits along a regularisation path (the fits of one
+    design and sample weights at several ``l2_reg``, :meth:`LogisticRegression.warm_fit`).
+
+    Called as ``path(objective, theta)`` it returns the preconditioner of
+    :func:`make_preconditioner` (``kind='auto'``, float64 factor) for the objective's
+    ``l2_reg``. The data part ``D`` of its Hessian (the ``'hessian'`` or ``'subsampled'``
+    kinds: ``rows d^2`` flops) is formed at the first iterate it is asked at and kept
+    without the ``l2_reg`` term, so a fit at another ``l2_reg`` costs one Cholesky
+    factorisation of ``D + l2_reg * mask`` (``d^3 / 3`` flops) instead of a new Hessian.
+    :meth:`stale` (CG needed too many iterations) drops ``D``: the next call forms it at the
+    current iterate. The ``'block'`` kind (more than ``max_params`` parameters) is built
+    afresh on each call. ``hessians`` and ``factorizations`` count the work (public
+    counters). The factor is the same, bit for bit, as :func:`make_preconditioner`'s at the
+    iterate and ``l2_reg`` it was formed at; the certified fits do not depend on it beyond
+    their certificates, only their CG iteration counts do.
+    """
+
+    def __init__(self, max_rows: int = 10000, max_params: int = 12000, seed: int = 0):
+        self.max_rows, self.max_params, self.seed = max_rows, max_params, seed
+        self.hessians = self.factorizations = 0
+        self._D = self._factor = self._l2 = None
+
+    def __call__(self, objective: LogisticObjective, theta) -> Preconditioner:
+        spec, l2 = objective.spec, float(objective.l2)
+        if spec.num_params > self.max_params:
+            self.hessians += 1
+            self.factorizations += 1
+            return make_preconditioner(spec, theta, objective.Xa, objective.S[:, 0], l2, "block", float32=False)
+        if self._D is None:
+            Xn = to_numpy(objective.Xa, np.float64)
+            kind = "hessian" if Xn.shape[0] <= self.max_rows else "subsampled"
+            self._factor = None
+            self._D = preconditioner_hessian(spec, theta, Xn, to_numpy(objective.S[:, 0], np.float64).reshape(-1),
+                                             0.0, kind, self.max_rows, self.seed)
+            self.hessians += 1
+        if self._factor is None or self._l2 != l2:
+            self._factor = None
+            H = self._D.copy()
+            H[np.diag_indices_from(H)] += l2 * spec.weight_mask()
+            self._factor, self._l2 = CholeskyPreconditioner(H, spec, float32=False), l2
+            self.factorizations += 1
+        return self._factor
+
+    def stale(self) -> None:
+        """Drop the data Hessian and its factor (formed afresh at the next call)."""
+        self._D = self._factor = self._l2 = None
