@@ -354,8 +354,11 @@ class LogisticObjective:
         R = self.residual(theta[None])[:, 0]
         if self.spec.binary:
             return R[:, None] * self.Xa
-        G_ext = tf.reshape(R[:, :, None] * self.Xa[:, None, :], [-1, self.spec.num_params])
-        return tf.gather(G_ext, self.spec.ext_permutation(), axis=1)
+        # Written in the parameter layout (class-major weights, then the biases R itself)
+        # rather than gathered from the extended one: one (n, d) array fewer.
+        K, D = self.spec.num_rows, self.spec.input_dim
+        G_w = tf.reshape(R[:, :, None] * self.Xa[:, None, :D], [-1, K * D])
+        return tf.concat([G_w, R], axis=1) if self.spec.fit_intercept else G_w
 
     def probabilities(self, Theta):
         """Probabilities of every class at each row of Theta, (n, B, K)."""
