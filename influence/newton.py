@@ -669,10 +669,19 @@ class Preconditioner:
 
 class CholeskyPreconditioner(Preconditioner):
     """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
-    Cholesky factor."""
+    Cholesky factor. ``factor_float32``: factor (and apply) in float32, half the time of
+    the float64 factorisation, falling back to float64 where float32 finds H not positive
+    definite."""
 
-    def __init__(self, H, spec: ModelSpec, float32: bool | None = None):
+    def __init__(self, H, spec: ModelSpec, float32: bool | None = None, factor_float32: bool = False):
         H = K.gauge_fix(tf.convert_to_tensor(np.asarray(H, dtype=np.float64)), spec).numpy()
+        if factor_float32:
+            try:
+                c, lower = scipy.linalg.cho_factor(H.astype(np.float32), lower=True, overwrite_a=True)
+                self.float32, self._factor = True, (c, lower)
+                return
+            except np.linalg.LinAlgError:
+                pass
         try:
             c, lower = scipy.linalg.cho_factor(H, lower=True, check_finite=True)
         except np.linalg.LinAlgError as exc:
@@ -829,13 +838,15 @@ class PathPreconditioner:
     :meth:`stale` (CG needed too many iterations) drops ``D``: the next call forms it at the
     current iterate. The ``'block'`` kind (more than ``max_params`` parameters) is built
     afresh on each call. ``hessians`` and ``factorizations`` count the work (public
-    counters). The factor is the same, bit for bit, as :func:`make_preconditioner`'s at the
-    iterate and ``l2_reg`` it was formed at; the certified fits do not depend on it beyond
-    their certificates, only their CG iteration counts do.
+    counters). ``float32``: the factorisations in float32 (None: :func:`use_float32`; False:
+    the factor is :func:`make_preconditioner`'s, bit for bit, at the iterate and ``l2_reg``
+    it was formed at). The certified fits do not depend on it beyond their certificates,
+    only their CG iteration counts do.
     """
 
-    def __init__(self, max_rows: int = 10000, max_params: int = 12000, seed: int = 0):
-        self.max_rows, self.max_params, self.seed = max_rows, max_params, seed
+    def __init__(self, max_rows: int = 10000, max_params: int = 12000, seed: int = 0,
+                 float32: bool | None = None):
+        self.max_rows, self.max_params, self.seed, self.float32 = max_rows, max_params, seed, float32
         self.hessians = self.factorizations = 0
         self._D = self._factor = self._l2 = None
 
@@ -856,7 +867,8 @@ class PathPreconditioner:
             self._factor = None
             H = self._D.copy()
             H[np.diag_indices_from(H)] += l2 * spec.weight_mask()
-            self._factor, self._l2 = CholeskyPreconditioner(H, spec, float32=False), l2
+            f32 = use_float32(spec.num_params) if self.float32 is None else self.float32
+            self._factor, self._l2 = CholeskyPreconditioner(H, spec, float32=False, factor_float32=f32), l2
             self.factorizations += 1
         return self._factor
 
