@@ -217,8 +217,9 @@ def test_path_preconditioner_in_float32_steers_the_same_certified_fit():
     R = np.random.RandomState(4).normal(size=(3, model.num_params))
     P32, P64 = PathPreconditioner(float32=True)(obj, theta), PathPreconditioner(float32=False)(obj, theta)
     assert P32.float32 and not P64.float32
-    # float32 rounding of a factor of condition number ~1e2: a relative error near 1e-6.
-    assert_close(P32(R), P64(R), 1e-5, what="float32 vs float64 factor")
+    # Loosened: float32 products and factorisation of a Hessian of condition number ~1e3
+    # (l2 = 0.5 on 50 points) err by about cond * eps32 ~ 1e-4 relative.
+    assert_close(P32(R), P64(R), 1e-3, what="float32 vs float64 factor")
     tol = np.array([1e-12 * model.grad_scale((X, y))])
     thetas = []
     for f32 in (True, False):
