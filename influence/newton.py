@@ -863,12 +863,15 @@ class PathPreconditioner:
             Xn = to_numpy(objective.Xa, np.float64)
             kind = "hessian" if Xn.shape[0] <= self.max_rows else "subsampled"
             self._factor = None
-            self._D = preconditioner_hessian(spec, theta, Xn, to_numpy(objective.S[:, 0], np.float64).reshape(-1),
-                                             0.0, kind, self.max_rows, self.seed, f32)
+            D = preconditioner_hessian(spec, theta, Xn, to_numpy(objective.S[:, 0], np.float64).reshape(-1),
+                                       0.0, kind, self.max_rows, self.seed, f32)
+            # Kept in the precision it was computed in (float32: half the memory, same values).
+            self._D = D.astype(np.float32) if f32 and not spec.binary else D
+            del D
             self.hessians += 1
         if self._factor is None or self._l2 != l2:
             self._factor = None
-            H = self._D.copy()
+            H = self._D.astype(np.float64)
             H[np.diag_indices_from(H)] += l2 * spec.weight_mask()
             self._factor, self._l2 = CholeskyPreconditioner(H, spec, float32=False, factor_float32=f32), l2
             self.factorizations += 1
