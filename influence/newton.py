@@ -694,6 +694,48 @@ class CholeskyPreconditioner(Preconditioner):
         return scipy.linalg.cho_solve(self._factor, R.T.astype(self.dtype, copy=False), check_finite=False).T
 
 
+class UniformStartPreconditioner(Preconditioner):
+    """The exact regularised Hessian (gauge-fixed as :class:`CholeskyPreconditioner` does) of
+    a multinomial model at ``theta = 0``, the cold fits' start, where every probability is
+    ``1 / K``: in the extended layout ``H = A kron C + l2 I_K kron diag(m)`` with
+    ``A = (I - 1 1^T / K) / K``, ``C = Xa^T diag(s) Xa`` (E, E) and ``m`` one row's weight
+    mask. ``A``'s eigenvectors split it: on each class row minus the rows' mean it is
+    ``C / K + l2 diag(m)`` (one (E, E) Cholesky factor), on the mean the data term vanishes
+    (``l2`` on the weights, the gauge term on the bias). Forming it costs ``n E^2`` flops
+    instead of ``rows (K E)^2``. :meth:`make` returns None where that matrix is singular."""
+
+    def __init__(self, spec: ModelSpec, factor, mean_diag):
+        self.spec, self._factor, self._mean_diag = spec, factor, mean_diag
+        self._inv, self._perm = spec.ext_inverse_permutation(), spec.ext_permutation()
+
+    @classmethod
+    def make(cls, spec: ModelSpec, Xn: np.ndarray, s: np.ndarray, l2_reg: float):
+        K, E = spec.num_rows, spec.ext_dim
+        C = (Xn * s[:, None]).T @ Xn
+        m = spec.weight_mask()[spec.ext_inverse_permutation()][:E]
+        B = C / K
+        B[np.diag_indices(E)] += l2_reg * m
+        mean_diag = l2_reg * m
+        if spec.has_gauge:  # gauge_fix's constant: the mean of the Hessian's diagonal
+            mean_diag[E - 1] += float(np.mean(np.diag(C) * (1.0 - 1.0 / K) / K + l2_reg * m))
+        if not np.all(mean_diag > 0):
+            return None
+        try:
+            factor = scipy.linalg.cho_factor(B, lower=True)
+        except np.linalg.LinAlgError:
+            return None
+        return cls(spec, factor, mean_diag)
+
+    def solve(self, R, rows):
+        b, Kr, E = R.shape[0], self.spec.num_rows, self.spec.ext_dim
+        R_ext = R[:, self._inv].reshape(b, Kr, E)
+        mean = R_ext.mean(axis=1, keepdims=True)
+        perp = (R_ext - mean).reshape(b * Kr, E)
+        out = scipy.linalg.cho_solve(self._factor, perp.T, check_finite=False).T.reshape(b, Kr, E)
+        out += mean / self._mean_diag
+        return out.reshape(b, Kr * E)[:, self._perm]
+
+
 class BlockDiagonalPreconditioner(Preconditioner):
     """The class-diagonal blocks of the regularised Hessian at one parameter vector.
 
@@ -831,19 +873,21 @@ class PathPreconditioner:
     design and sample weights at several ``l2_reg``, :meth:`LogisticRegression.warm_fit`).
 
     Called as ``path(objective, theta)`` it returns the preconditioner of
-    :func:`make_preconditioner` (``kind='auto'``, float64 factor) for the objective's
-    ``l2_reg``. The data part ``D`` of its Hessian (the ``'hessian'`` or ``'subsampled'``
-    kinds: ``rows d^2`` flops) is formed at the first iterate it is asked at and kept
-    without the ``l2_reg`` term, so a fit at another ``l2_reg`` costs one Cholesky
-    factorisation of ``D + l2_reg * mask`` (``d^3 / 3`` flops) instead of a new Hessian.
-    :meth:`stale` (CG needed too many iterations) drops ``D``: the next call forms it at the
-    current iterate. The ``'block'`` kind (more than ``max_params`` parameters) is built
-    afresh on each call. ``hessians`` and ``factorizations`` count the work (public
-    counters). ``float32``: the Hessian's products and the factorisations in float32 (None:
-    :func:`use_float32`; False:
-    the factor is :func:`make_preconditioner`'s, bit for bit, at the iterate and ``l2_reg``
-    it was formed at). The certified fits do not depend on it beyond their certificates,
-    only their CG iteration counts do.
+    :func:`make_preconditioner` (``kind='auto'``) for the objective's ``l2_reg``. The data
+    part ``D`` of its Hessian (the ``'hessian'`` or ``'subsampled'`` kinds: ``rows d^2``
+    flops) is formed at the first iterate it is asked at and kept without the ``l2_reg``
+    term, so a fit at another ``l2_reg`` costs one Cholesky factorisation of
+    ``D + l2_reg * mask`` (``d^3 / 3`` flops) instead of a new Hessian. :meth:`stale` (CG
+    needed too many iterations) drops ``D``: the next call forms it at the current iterate.
+    At ``theta = 0`` (a cold start) of a multinomial model, while no ``D`` is kept, it
+    returns the exact Hessian there (:class:`UniformStartPreconditioner`, ``n E^2`` flops).
+    The ``'block'`` kind (more than ``max_params`` parameters) is built afresh on each call.
+    ``hessians`` (``D`` formed) and ``factorizations`` count the work (public counters).
+
+    ``float32``: ``D``'s products and the factorisations in float32 (None:
+    :func:`use_float32`); with False the factor is :func:`make_preconditioner`'s, bit for
+    bit, at the iterate and ``l2_reg`` it was formed at. The certified fits do not depend on
+    the preconditioner beyond their certificates, only their CG iteration counts do.
     """
 
     def __init__(self, max_rows: int = 10000, max_params: int = 12000, seed: int = 0,
@@ -859,6 +903,14 @@ class PathPreconditioner:
             self.factorizations += 1
             return make_preconditioner(spec, theta, objective.Xa, objective.S[:, 0], l2, "block", float32=False)
         f32 = use_float32(spec.num_params) if self.float32 is None else self.float32
+        if self._D is None and not spec.binary and not np.any(to_numpy(theta, np.float64)):
+            # The cold start: the exact Hessian there is cheap (UniformStartPreconditioner).
+            start = UniformStartPreconditioner.make(spec, to_numpy(objective.Xa, np.float64),
+                                                    to_numpy(objective.S[:, 0], np.float64).reshape(-1), l2)
+            if start is not None:
+                self.factorizations += 1
+                self._factor, self._l2 = None, None
+                return start
         if self._D is None:
             Xn = to_numpy(objective.Xa, np.float64)
             kind = "hessian" if Xn.shape[0] <= self.max_rows else "subsampled"

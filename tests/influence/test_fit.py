@@ -138,14 +138,16 @@ def newton_cg_path(reuse, s=None, num_classes=3):
 def test_newton_cg_path_reuses_its_preconditioner_and_matches_sklearn(weights):
     s = np.random.RandomState(1).uniform(0.2, 3.0, 50) if weights else None
     model, X, y, fits, params = newton_cg_path(True, s)
-    # The cold fit forms a preconditioner Hessian; every warm fit on the same design and
-    # weights keeps it and only refactors it for its l2_reg (18 parameters: CG never needs
-    # more than 18 iterations, so it never goes stale).
-    assert fits[0].preconditioner_hessians >= 1 and fits[0].preconditioner_factorizations >= 1
-    for fit in fits[1:]:
+    # The cold fit starts with the exact Hessian at zero (no Hessian of the rows); the first
+    # warm fit forms the rows' Hessian at its start, and every later warm fit on the same
+    # design and weights keeps it and only refactors it for its l2_reg (18 parameters: CG
+    # never needs more than 18 iterations, so it never goes stale).
+    assert fits[0].preconditioner_hessians == 0 and fits[0].preconditioner_factorizations >= 1
+    assert (fits[1].preconditioner_hessians, fits[1].preconditioner_factorizations) == (1, 1)
+    for fit in fits[2:]:
         assert (fit.preconditioner_hessians, fit.preconditioner_factorizations) == (0, 1)
-        assert fit.hvps > 0
-    assert model.fit_preconditioner.hessians == fits[0].preconditioner_hessians
+    assert all(fit.hvps > 0 for fit in fits)
+    assert model.fit_preconditioner.hessians == 1
     for fit, theta, l2 in zip(fits, params, PATH_L2):
         assert fit.converged and fit.grad_norm <= fit.grad_tol
         model.set_params_flat(theta)
@@ -156,7 +158,7 @@ def test_newton_cg_path_reuses_its_preconditioner_and_matches_sklearn(weights):
         assert_close(intercept, sk_int, 1e-8, atol=1e-10, what=f"intercept vs sklearn at l2={l2}")
     # Without reuse every fit forms its own Hessian; the optima agree to the certificate.
     _, _, _, fresh_fits, fresh = newton_cg_path(False, s)
-    assert all(f.preconditioner_hessians >= 1 for f in fresh_fits)
+    assert all(f.preconditioner_hessians >= 1 for f in fresh_fits[1:])
     for a, b, l2 in zip(params, fresh, PATH_L2):
         assert_close(a, b, 1e-9, what=f"reused vs fresh preconditioner at l2={l2}")
 
@@ -168,7 +170,9 @@ def test_newton_cg_preconditioner_is_not_reused_across_designs_weights_or_cold_f
     assert model.warm_fit((X, y), s, PATH_L2[0]).preconditioner_hessians == 1   # other weights
     assert model.warm_fit((X, y), s, PATH_L2[1]).preconditioner_hessians == 0   # the same again
     assert model.warm_fit((X[3:].copy(), y[3:].copy()), None, PATH_L2[1]).preconditioner_hessians == 1
-    assert model.fit((X, y), None, PATH_L2[2]).preconditioner_hessians >= 1      # cold: a fresh start
+    before = model.fit_preconditioner
+    assert model.fit((X, y), None, PATH_L2[2]).preconditioner_factorizations >= 1  # cold: a fresh start
+    assert model.fit_preconditioner is not before and model.fit_preconditioner.hessians == 0
     model.release_fit_preconditioner()
     assert model.fit_preconditioner is None
 
@@ -229,3 +233,30 @@ def test_path_preconditioner_in_float32_steers_the_same_certified_fit():
         assert res.converged.all()
         thetas.append(res.thetas[0])
     assert_close(thetas[0], thetas[1], 1e-9, what="float32 vs float64 preconditioner optimum")
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_uniform_start_preconditioner_is_the_exact_hessian_at_zero(fit_intercept):
+    """The cold start's preconditioner (all probabilities 1/K) against the full Hessian's
+    Cholesky factor at theta = 0 (make_preconditioner 'hessian'), and its use by the path."""
+    import tensorflow as tf
+
+    from influence.newton import PathPreconditioner, UniformStartPreconditioner, make_preconditioner
+    from influence.objective import LogisticObjective
+
+    model, X, y = problem(3, fit_intercept)
+    Xa, yt, s = model.design((X, y))
+    w = np.random.RandomState(5).uniform(0.2, 3.0, len(y))
+    R = np.random.RandomState(4).normal(size=(3, model.num_params))
+    zero = np.zeros(model.num_params)
+    P = UniformStartPreconditioner.make(model.spec, Xa.numpy(), w, 0.5)
+    ref = make_preconditioner(model.spec, zero, Xa, w, 0.5, "hessian", float32=False)
+    assert_close(P(R), ref(R), 1e-10, what="uniform start vs full Hessian at 0")
+    path = PathPreconditioner()
+    obj = LogisticObjective(model.spec, Xa, yt, tf.constant(w), 0.5)
+    assert isinstance(path(obj, tf.constant(zero)), UniformStartPreconditioner)
+    assert (path.hessians, path.factorizations) == (0, 1)
+    path(obj, tf.constant(zero + 0.1))  # away from zero: the Hessian of the rows
+    assert (path.hessians, path.factorizations) == (1, 2)
+    if not fit_intercept:  # no regularisation: singular along the classes' mean, no shortcut
+        assert UniformStartPreconditioner.make(model.spec, Xa.numpy(), w, 0.0) is None
