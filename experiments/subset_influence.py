@@ -566,6 +566,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         model = self.get_model()
         l2 = self.R["cv_l2_reg"]
         fit = model.fit(self.train, None, l2)
+        model.release_fit_preconditioner()  # no further fit on this design needs it
         model.save("initial")
         res = {
             "initial_train_losses": model.get_indiv_loss(self.train),

@@ -18,7 +18,16 @@ import numpy as np
 import tensorflow as tf
 
 from influence.downdate import sparse_if_sparse, uses_downdates
-from influence.newton import ChordNewton, ExplicitNewton, FitResult, NewtonCG, armijo_step, certify, newton_loop
+from influence.newton import (
+    ChordNewton,
+    ExplicitNewton,
+    FitResult,
+    NewtonCG,
+    PathPreconditioner,
+    armijo_step,
+    certify,
+    newton_loop,
+)
 from influence.numerics import DTYPES, conjugate_gradient, densify, inverse_vp, to_numpy, xy
 from influence.objective import LogisticObjective, ModelSpec, augment, gauge_fix, gauge_fix_hvp, to_ext_batch
 
@@ -81,6 +90,9 @@ class LogisticRegression:
         self._cache: list[tuple[Any, Any, tuple]] = []
         self._sparse_key, self._sparse = None, None
         self.last_fit: FitResult | None = None
+        # The Newton-CG fits' preconditioner and the (design, weights) it belongs to.
+        self.fit_preconditioner: PathPreconditioner | None = None
+        self._fit_preconditioner_key = None
         self.params = np.zeros(self.spec.num_params, dtype=self.np_dtype)
 
     # ------------------------------------------------------------------ config
@@ -102,6 +114,10 @@ class LogisticRegression:
             "cg_rtol": 1e-10,            # relative residual of CG inverse-HVPs
             "cg_maxiter": None,          # None: 10 * num_params
             "hvp_method": "closed_form",  # or 'autodiff' (double backprop) for CG
+            # Newton-CG fits: a warm fit on the design and weights of the previous fit keeps
+            # that fit's preconditioner Hessian (refactored for a new l2_reg) instead of
+            # forming a new one; False forms one per fit (influence.newton.PathPreconditioner).
+            "reuse_fit_preconditioner": True,
         }
 
     @staticmethod
@@ -383,12 +399,35 @@ class LogisticRegression:
         return float(tf.reduce_sum(s * tf.norm(Xa, axis=1)))
 
     def fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:
-        """Cold fit from zero to a certified optimum."""
+        """Cold fit from zero to a certified optimum (as on a fresh model: nothing of an
+        earlier fit is reused)."""
         self.params = np.zeros(self.num_params, dtype=self.np_dtype)
+        self.release_fit_preconditioner()
         return self.warm_fit(ds, sample_weights, l2_reg, **kw)
 
+    def release_fit_preconditioner(self) -> None:
+        """Free the Newton-CG fits' preconditioner (two (d, d) matrices) kept for the next
+        warm fit on the same design; the next fit forms a new one."""
+        self.fit_preconditioner = self._fit_preconditioner_key = None
+
+    def _path_preconditioner(self, obj: LogisticObjective) -> PathPreconditioner:
+        """The Newton-CG fits' preconditioner: the previous fit's when ``obj`` has its design
+        tensor and sample weights (and ``reuse_fit_preconditioner`` is on), else a new one."""
+        s = obj.S[:, 0].numpy()
+        key = self._fit_preconditioner_key
+        if (not self.config["reuse_fit_preconditioner"] or self.fit_preconditioner is None or key is None
+                or key[0] is not obj.Xa or not np.array_equal(key[1], s)):
+            self.fit_preconditioner = None  # its Hessian is freed before a new one is formed
+            self.fit_preconditioner, self._fit_preconditioner_key = PathPreconditioner(), (obj.Xa, s)
+        return self.fit_preconditioner
+
     def warm_fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:
-        """Fit starting from the current parameters, to a certified optimum."""
+        """Fit starting from the current parameters, to a certified optimum.
+
+        Newton-CG fits (models above ``explicit_max_params``) on the design and weights of
+        the previous fit reuse its preconditioner Hessian (see ``reuse_fit_preconditioner``);
+        ``last_fit.preconditioner_hessians`` and ``.preconditioner_factorizations`` count
+        what this fit formed."""
         obj = self._objective(ds, sample_weights, l2_reg)
         l2 = obj.l2
         spec = self.spec
@@ -399,6 +438,7 @@ class LogisticRegression:
             logger.debug("fitting without regularisation; the optimum may not exist on separable data")
 
         scale_ref = self.grad_scale(ds, sample_weights)
+        path = None
         if method == "newton" and uses_downdates(spec):
             # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3, so it is
             # reused while it cuts the gradient norm fourfold (chord steps), then
@@ -410,15 +450,20 @@ class LogisticRegression:
             # Inexact Newton: the forcing term tightens as the gradient shrinks. CG is
             # preconditioned by a (subsampled) Hessian factor built at an earlier iterate
             # and rebuilt once it has gone stale (more than 25 CG iterations).
+            path = self._path_preconditioner(obj)
             strategy = NewtonCG(None, self.config["cg_maxiter"] or 10 * self.num_params, floor=1e-14,
-                                tighten=False, rebuild_after=25, search=armijo_step)
+                                tighten=False, rebuild_after=25, search=armijo_step, path=path)
+        built = (path.hessians, path.factorizations) if path is not None else (0, 0)
         grad_tol = self.fit_rtol * max(scale_ref, 1.0)
         max_iter = self.config["max_newton_iter"]
         res = newton_loop(obj, self._theta()[None, :], np.array([grad_tol]), strategy, max_iter,
                           scale=np.array([max(scale_ref, 1e-300)]), polish_steps=2, history=True)
         certify(res.grad_norms, res.grad_tols, "LogisticRegression.fit", res.iterations, res.stalled, max_iter)
         result = FitResult(res.thetas[0], float(res.grad_norms[0]), grad_tol, int(res.iterations[0]),
-                           bool(res.converged[0]), [float(h[0]) for h in res.history])
+                           bool(res.converged[0]), [float(h[0]) for h in res.history],
+                           hvps=int(res.hvps[0]) if res.hvps is not None else 0,
+                           preconditioner_hessians=path.hessians - built[0] if path is not None else 0,
+                           preconditioner_factorizations=path.factorizations - built[1] if path is not None else 0)
         self.params = np.asarray(result.theta, dtype=self.np_dtype)
         self.last_fit = result
         return result

@@ -44,6 +44,9 @@ class FitResult:
     iterations: int
     converged: bool
     history: list = field(default_factory=list)  # gradient norm per iteration
+    hvps: int = 0                           # Hessian-vector products spent in CG
+    preconditioner_hessians: int = 0        # CG preconditioner Hessians formed (PathPreconditioner)
+    preconditioner_factorizations: int = 0  # their factorisations (one per new l2_reg or Hessian)
 
 
 @dataclass
@@ -337,18 +340,20 @@ class NewtonCG(NewtonStrategy):
     so the last step does not over-solve (the certificate is unchanged); 0 turns this off.
 
     ``preconditioner(R, rows)``: a fixed SPD approximation of the inverse Hessians, or
-    None to build :func:`make_preconditioner` at the current iterate, rebuilt once a CG
-    run needs more than ``rebuild_after`` iterations. ``tighten``: a rejected step is
+    None to take ``path(objective, theta)`` at the current iterate (a
+    :class:`PathPreconditioner`, a new one when None: :func:`make_preconditioner`),
+    rebuilt once a CG run needs more than ``rebuild_after`` iterations. ``tighten``: a rejected step is
     retried with a 1000x tighter CG residual (down to 1e-8 of the original) before the
     problem stops.
     """
 
     def __init__(self, preconditioner=None, maxiter: int | None = None, forcing: float = 0.1,
                  floor: float = 1e-15, tighten: bool = True, rebuild_after: int | None = None,
-                 search=certified_step, margin: float = 0.0):
+                 search=certified_step, margin: float = 0.0, path: "PathPreconditioner | None" = None):
         self.preconditioner, self.maxiter, self.forcing, self.floor = preconditioner, maxiter, forcing, floor
         self.tighten_on_failure, self.rebuild_after, self.search = tighten, rebuild_after, search
         self.margin = margin
+        self.path = path
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
@@ -360,9 +365,9 @@ class NewtonCG(NewtonStrategy):
     def directions(self, objective, Theta, G, gnorm, active):
         a = np.flatnonzero(active)
         if self.preconditioner is None:
-            # float64 factor: the model's fit (which builds its own) stays as it was.
-            self.preconditioner = make_preconditioner(objective.spec, Theta[0], objective.Xa, objective.S[:, 0],
-                                                      float(objective.l2), float32=False)
+            if self.path is None:
+                self.path = PathPreconditioner()
+            self.preconditioner = self.path(objective, Theta[0])
         g, tol = gnorm[a], self.tols[a]
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
@@ -372,6 +377,8 @@ class NewtonCG(NewtonStrategy):
         self.hvps[a] += cg.iterations
         if self.rebuild_after is not None and cg.iterations.max() > self.rebuild_after:
             self.preconditioner = None
+            if self.path is not None:
+                self.path.stale()
         return step_a if len(a) == objective.B else tf.scatter_nd(a[:, None], step_a, tf.shape(G, out_type=tf.int64))
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
@@ -662,10 +669,19 @@ class Preconditioner:
 
 class CholeskyPreconditioner(Preconditioner):
     """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
-    Cholesky factor."""
+    Cholesky factor. ``factor_float32``: factor (and apply) in float32, half the time of
+    the float64 factorisation, falling back to float64 where float32 finds H not positive
+    definite."""
 
-    def __init__(self, H, spec: ModelSpec, float32: bool | None = None):
+    def __init__(self, H, spec: ModelSpec, float32: bool | None = None, factor_float32: bool = False):
         H = K.gauge_fix(tf.convert_to_tensor(np.asarray(H, dtype=np.float64)), spec).numpy()
+        if factor_float32:
+            try:
+                c, lower = scipy.linalg.cho_factor(H.astype(np.float32), lower=True, overwrite_a=True)
+                self.float32, self._factor = True, (c, lower)
+                return
+            except np.linalg.LinAlgError:
+                pass
         try:
             c, lower = scipy.linalg.cho_factor(H, lower=True, check_finite=True)
         except np.linalg.LinAlgError as exc:
@@ -676,6 +692,48 @@ class CholeskyPreconditioner(Preconditioner):
 
     def solve(self, R, rows):
         return scipy.linalg.cho_solve(self._factor, R.T.astype(self.dtype, copy=False), check_finite=False).T
+
+
+class UniformStartPreconditioner(Preconditioner):
+    """The exact regularised Hessian (gauge-fixed as :class:`CholeskyPreconditioner` does) of
+    a multinomial model at ``theta = 0``, the cold fits' start, where every probability is
+    ``1 / K``: in the extended layout ``H = A kron C + l2 I_K kron diag(m)`` with
+    ``A = (I - 1 1^T / K) / K``, ``C = Xa^T diag(s) Xa`` (E, E) and ``m`` one row's weight
+    mask. ``A``'s eigenvectors split it: on each class row minus the rows' mean it is
+    ``C / K + l2 diag(m)`` (one (E, E) Cholesky factor), on the mean the data term vanishes
+    (``l2`` on the weights, the gauge term on the bias). Forming it costs ``n E^2`` flops
+    instead of ``rows (K E)^2``. :meth:`make` returns None where that matrix is singular."""
+
+    def __init__(self, spec: ModelSpec, factor, mean_diag):
+        self.spec, self._factor, self._mean_diag = spec, factor, mean_diag
+        self._inv, self._perm = spec.ext_inverse_permutation(), spec.ext_permutation()
+
+    @classmethod
+    def make(cls, spec: ModelSpec, Xn: np.ndarray, s: np.ndarray, l2_reg: float):
+        K, E = spec.num_rows, spec.ext_dim
+        C = (Xn * s[:, None]).T @ Xn
+        m = spec.weight_mask()[spec.ext_inverse_permutation()][:E]
+        B = C / K
+        B[np.diag_indices(E)] += l2_reg * m
+        mean_diag = l2_reg * m
+        if spec.has_gauge:  # gauge_fix's constant: the mean of the Hessian's diagonal
+            mean_diag[E - 1] += float(np.mean(np.diag(C) * (1.0 - 1.0 / K) / K + l2_reg * m))
+        if not np.all(mean_diag > 0):
+            return None
+        try:
+            factor = scipy.linalg.cho_factor(B, lower=True)
+        except np.linalg.LinAlgError:
+            return None
+        return cls(spec, factor, mean_diag)
+
+    def solve(self, R, rows):
+        b, Kr, E = R.shape[0], self.spec.num_rows, self.spec.ext_dim
+        R_ext = R[:, self._inv].reshape(b, Kr, E)
+        mean = R_ext.mean(axis=1, keepdims=True)
+        perp = (R_ext - mean).reshape(b * Kr, E)
+        out = scipy.linalg.cho_solve(self._factor, perp.T, check_finite=False).T.reshape(b, Kr, E)
+        out += mean / self._mean_diag
+        return out.reshape(b, Kr * E)[:, self._perm]
 
 
 class BlockDiagonalPreconditioner(Preconditioner):
@@ -786,6 +844,17 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
         kind = "block" if spec.num_params > max_params else ("hessian" if n <= max_rows else "subsampled")
     if kind == "block":
         return BlockDiagonalPreconditioner(spec, theta, Xn, s, l2_reg, float32)
+    return CholeskyPreconditioner(preconditioner_hessian(spec, theta, Xn, s, l2_reg, kind, max_rows, seed), spec,
+                                  float32)
+
+
+def preconditioner_hessian(spec: ModelSpec, theta, Xn: np.ndarray, s: np.ndarray, l2_reg, kind: str,
+                           max_rows: int = 10000, seed: int = 0, float32: bool = False) -> np.ndarray:
+    """The regularised Hessian (no gauge term, float64 NumPy (d, d)) of the ``'hessian'`` and
+    ``'subsampled'`` preconditioners of :func:`make_preconditioner` at ``theta``: on all rows
+    of ``Xn`` (n, E), or on ``max_rows`` of them drawn with ``seed``, reweighted to the total
+    weight ``s`` (n,). ``float32``: the multinomial products in float32 (twice the rate)."""
+    n = Xn.shape[0]
     if kind == "subsampled" and n > max_rows:
         rows = np.sort(np.random.RandomState(seed).choice(n, max_rows, replace=False))
         total = s.sum()
@@ -793,7 +862,73 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
         Xn, s = Xn[rows], s[rows] * (total / part if part > 0 else 1.0)
     small = Xn.shape[0] * float(spec.num_params) ** 2 < PIN_HESSIAN_MAX_FLOPS
     with one_blas_thread() if small else contextlib.nullcontext():
-        obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xn)
-        H = obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
-                         as_numpy=True, pin_blas=False)[0]
-    return CholeskyPreconditioner(H, spec, float32)
+        Xa_np = Xn.astype(np.float32) if float32 and not spec.binary else Xn
+        obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xa_np)
+        return obj.hessians(tf.constant(np.asarray(theta, dtype=np.float64))[None], method="syrk", gauge=False,
+                            as_numpy=True, pin_blas=False)[0]
+
+
+class PathPreconditioner:
+    """The preconditioner of the Newton-CG fits along a regularisation path (the fits of one
+    design and sample weights at several ``l2_reg``, :meth:`LogisticRegression.warm_fit`).
+
+    Called as ``path(objective, theta)`` it returns the preconditioner of
+    :func:`make_preconditioner` (``kind='auto'``) for the objective's ``l2_reg``. The data
+    part ``D`` of its Hessian (the ``'hessian'`` or ``'subsampled'`` kinds: ``rows d^2``
+    flops) is formed at the first iterate it is asked at and kept without the ``l2_reg``
+    term, so a fit at another ``l2_reg`` costs one Cholesky factorisation of
+    ``D + l2_reg * mask`` (``d^3 / 3`` flops) instead of a new Hessian. :meth:`stale` (CG
+    needed too many iterations) drops ``D``: the next call forms it at the current iterate.
+    At ``theta = 0`` (a cold start) of a multinomial model, while no ``D`` is kept, it
+    returns the exact Hessian there (:class:`UniformStartPreconditioner`, ``n E^2`` flops).
+    The ``'block'`` kind (more than ``max_params`` parameters) is built afresh on each call.
+    ``hessians`` (``D`` formed) and ``factorizations`` count the work (public counters).
+
+    ``float32``: ``D``'s products and the factorisations in float32 (None:
+    :func:`use_float32`); with False the factor is :func:`make_preconditioner`'s, bit for
+    bit, at the iterate and ``l2_reg`` it was formed at. The certified fits do not depend on
+    the preconditioner beyond their certificates, only their CG iteration counts do.
+    """
+
+    def __init__(self, max_rows: int = 10000, max_params: int = 12000, seed: int = 0,
+                 float32: bool | None = None):
+        self.max_rows, self.max_params, self.seed, self.float32 = max_rows, max_params, seed, float32
+        self.hessians = self.factorizations = 0
+        self._D = self._factor = self._l2 = None
+
+    def __call__(self, objective: LogisticObjective, theta) -> Preconditioner:
+        spec, l2 = objective.spec, float(objective.l2)
+        if spec.num_params > self.max_params:
+            self.hessians += 1
+            self.factorizations += 1
+            return make_preconditioner(spec, theta, objective.Xa, objective.S[:, 0], l2, "block", float32=False)
+        f32 = use_float32(spec.num_params) if self.float32 is None else self.float32
+        if self._D is None and not spec.binary and not np.any(to_numpy(theta, np.float64)):
+            # The cold start: the exact Hessian there is cheap (UniformStartPreconditioner).
+            start = UniformStartPreconditioner.make(spec, to_numpy(objective.Xa, np.float64),
+                                                    to_numpy(objective.S[:, 0], np.float64).reshape(-1), l2)
+            if start is not None:
+                self.factorizations += 1
+                self._factor, self._l2 = None, None
+                return start
+        if self._D is None:
+            Xn = to_numpy(objective.Xa, np.float64)
+            kind = "hessian" if Xn.shape[0] <= self.max_rows else "subsampled"
+            self._factor = None
+            D = preconditioner_hessian(spec, theta, Xn, to_numpy(objective.S[:, 0], np.float64).reshape(-1),
+                                       0.0, kind, self.max_rows, self.seed, f32)
+            # Kept in the precision it was computed in (float32: half the memory, same values).
+            self._D = D.astype(np.float32) if f32 and not spec.binary else D
+            del D
+            self.hessians += 1
+        if self._factor is None or self._l2 != l2:
+            self._factor = None
+            H = self._D.astype(np.float64)
+            H[np.diag_indices_from(H)] += l2 * spec.weight_mask()
+            self._factor, self._l2 = CholeskyPreconditioner(H, spec, float32=False, factor_float32=f32), l2
+            self.factorizations += 1
+        return self._factor
+
+    def stale(self) -> None:
+        """Drop the data Hessian and its factor (formed afresh at the next call)."""
+        self._D = self._factor = self._l2 = None

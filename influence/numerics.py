@@ -66,7 +66,9 @@ def xy(ds) -> tuple:
         x, labels = ds
     else:
         x, labels = ds.x, ds.labels
-    return x, np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels)
+    # A 1-d array is returned as it is: callers key caches on its identity.
+    return x, labels if labels.ndim == 1 else labels.reshape(-1)
 
 
 def one_blas_thread():

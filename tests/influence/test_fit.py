@@ -108,3 +108,155 @@ def test_save_load_round_trip(tmp_path):
         fresh.load("missing")
     with pytest.raises(ValueError, match="num_params"):
         fresh.set_state({"state/bad": np.zeros(3)})
+
+
+# ----------------------------------------------------------------------------- Newton-CG along a path
+PATH_L2 = (0.05, 0.5, 5.0)  # ascending, as the cross-validation paths
+
+
+def sklearn_params(X, y, s, l2, fit_intercept):
+    """sklearn's multinomial optimum (intercepts centred: softmax fixes them up to a constant)."""
+    sk = SkLR(C=1 / l2, fit_intercept=fit_intercept, solver="newton-cholesky", tol=1e-14, max_iter=500)
+    sk.fit(X, y, sample_weight=s)
+    return sk.coef_, (sk.intercept_ - sk.intercept_.mean()) if fit_intercept else np.zeros(sk.coef_.shape[0])
+
+
+def newton_cg_path(reuse, s=None, num_classes=3):
+    """A cold fit, then warm fits along PATH_L2, of a Newton-CG model; (model, data, fits)."""
+    model, X, y = problem(num_classes, True)
+    model.config["fit_method"] = "newton_cg"
+    model.config["reuse_fit_preconditioner"] = reuse
+    fits = [model.fit((X, y), s, PATH_L2[0])]
+    params = [model.get_params_flat()]
+    for l2 in PATH_L2[1:]:
+        fits.append(model.warm_fit((X, y), s, l2))
+        params.append(model.get_params_flat())
+    return model, X, y, fits, params
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_newton_cg_path_reuses_its_preconditioner_and_matches_sklearn(weights):
+    s = np.random.RandomState(1).uniform(0.2, 3.0, 50) if weights else None
+    model, X, y, fits, params = newton_cg_path(True, s)
+    # The cold fit starts with the exact Hessian at zero (no Hessian of the rows); the first
+    # warm fit forms the rows' Hessian at its start, and every later warm fit on the same
+    # design and weights keeps it and only refactors it for its l2_reg (18 parameters: CG
+    # never needs more than 18 iterations, so it never goes stale).
+    assert fits[0].preconditioner_hessians == 0 and fits[0].preconditioner_factorizations >= 1
+    assert (fits[1].preconditioner_hessians, fits[1].preconditioner_factorizations) == (1, 1)
+    for fit in fits[2:]:
+        assert (fit.preconditioner_hessians, fit.preconditioner_factorizations) == (0, 1)
+    assert all(fit.hvps > 0 for fit in fits)
+    assert model.fit_preconditioner.hessians == 1
+    for fit, theta, l2 in zip(fits, params, PATH_L2):
+        assert fit.converged and fit.grad_norm <= fit.grad_tol
+        model.set_params_flat(theta)
+        coef, intercept = model.get_coef_intercept()
+        sk_coef, sk_int = sklearn_params(X, y, s, l2, True)
+        assert abs(intercept.sum()) < 1e-12
+        assert_close(coef, sk_coef, 1e-8, what=f"coef vs sklearn at l2={l2}")
+        assert_close(intercept, sk_int, 1e-8, atol=1e-10, what=f"intercept vs sklearn at l2={l2}")
+    # Without reuse every fit forms its own Hessian; the optima agree to the certificate.
+    _, _, _, fresh_fits, fresh = newton_cg_path(False, s)
+    assert all(f.preconditioner_hessians >= 1 for f in fresh_fits[1:])
+    for a, b, l2 in zip(params, fresh, PATH_L2):
+        assert_close(a, b, 1e-9, what=f"reused vs fresh preconditioner at l2={l2}")
+
+
+def test_newton_cg_preconditioner_is_not_reused_across_designs_weights_or_cold_fits():
+    model, X, y, fits, _ = newton_cg_path(True)
+    s = np.ones(len(y))
+    s[:3] = 0.0
+    assert model.warm_fit((X, y), s, PATH_L2[0]).preconditioner_hessians == 1   # other weights
+    assert model.warm_fit((X, y), s, PATH_L2[1]).preconditioner_hessians == 0   # the same again
+    assert model.warm_fit((X[3:].copy(), y[3:].copy()), None, PATH_L2[1]).preconditioner_hessians == 1
+    before = model.fit_preconditioner
+    assert model.fit((X, y), None, PATH_L2[2]).preconditioner_factorizations >= 1  # cold: a fresh start
+    assert model.fit_preconditioner is not before and model.fit_preconditioner.hessians == 0
+    model.release_fit_preconditioner()
+    assert model.fit_preconditioner is None
+
+
+@pytest.mark.parametrize("max_rows", [20, 10000])
+def test_path_preconditioner_is_make_preconditioners_at_its_iterate(max_rows):
+    """The path's factor is make_preconditioner's at the iterate its Hessian was formed at,
+    for the l2_reg of each call ('subsampled' with 20 of 50 rows, 'hessian' with all)."""
+    import tensorflow as tf
+
+    from influence.newton import PathPreconditioner, make_preconditioner
+    from influence.objective import LogisticObjective
+
+    model, X, y = problem(3, True)
+    Xa, yt, s = model.design((X, y))
+    theta0 = np.random.RandomState(2).normal(0, 0.3, model.num_params)
+    theta1 = theta0 + 0.5
+    kind = "subsampled" if max_rows < len(y) else "hessian"
+    path = PathPreconditioner(max_rows=max_rows)
+    R = np.random.RandomState(4).normal(size=(3, model.num_params))
+    for l2, theta in ((0.5, theta0), (5.0, theta1)):
+        obj = LogisticObjective(model.spec, Xa, yt, s, l2)
+        P = path(obj, tf.constant(theta))
+        ref = make_preconditioner(model.spec, theta0, Xa, s, l2, kind, max_rows=max_rows, float32=False)
+        assert_close(P(R), ref(R), 1e-10, what=f"path vs make_preconditioner at l2={l2}")
+    assert (path.hessians, path.factorizations) == (1, 2)
+    path.stale()
+    P = path(obj, tf.constant(theta1))
+    ref = make_preconditioner(model.spec, theta1, Xa, s, 5.0, kind, max_rows=max_rows, float32=False)
+    assert_close(P(R), ref(R), 1e-10, what="after stale(): formed at the new iterate")
+    assert (path.hessians, path.factorizations) == (2, 3)
+
+
+def test_path_preconditioner_in_float32_steers_the_same_certified_fit():
+    """The float32 factorisations (the rule for models of 1,024 parameters or more) give
+    the float64 factor's products to float32 accuracy, and the certified optimum is the same."""
+    import tensorflow as tf
+
+    from influence.newton import NewtonCG, PathPreconditioner, armijo_step, newton_loop
+    from influence.objective import LogisticObjective
+
+    model, X, y = problem(3, True)
+    Xa, yt, s = model.design((X, y))
+    obj = LogisticObjective(model.spec, Xa, yt, s, 0.5)
+    theta = tf.constant(np.random.RandomState(2).normal(0, 0.3, model.num_params))
+    R = np.random.RandomState(4).normal(size=(3, model.num_params))
+    P32, P64 = PathPreconditioner(float32=True)(obj, theta), PathPreconditioner(float32=False)(obj, theta)
+    assert P32.float32 and not P64.float32
+    # Loosened: float32 products and factorisation of a Hessian of condition number ~1e3
+    # (l2 = 0.5 on 50 points) err by about cond * eps32 ~ 1e-4 relative.
+    assert_close(P32(R), P64(R), 1e-3, what="float32 vs float64 factor")
+    tol = np.array([1e-12 * model.grad_scale((X, y))])
+    thetas = []
+    for f32 in (True, False):
+        strategy = NewtonCG(None, 1000, floor=1e-14, tighten=False, rebuild_after=25, search=armijo_step,
+                            path=PathPreconditioner(float32=f32))
+        res = newton_loop(obj, tf.zeros([1, model.num_params], dtype=tf.float64), tol, strategy, 100, polish_steps=2)
+        assert res.converged.all()
+        thetas.append(res.thetas[0])
+    assert_close(thetas[0], thetas[1], 1e-9, what="float32 vs float64 preconditioner optimum")
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_uniform_start_preconditioner_is_the_exact_hessian_at_zero(fit_intercept):
+    """The cold start's preconditioner (all probabilities 1/K) against the full Hessian's
+    Cholesky factor at theta = 0 (make_preconditioner 'hessian'), and its use by the path."""
+    import tensorflow as tf
+
+    from influence.newton import PathPreconditioner, UniformStartPreconditioner, make_preconditioner
+    from influence.objective import LogisticObjective
+
+    model, X, y = problem(3, fit_intercept)
+    Xa, yt, s = model.design((X, y))
+    w = np.random.RandomState(5).uniform(0.2, 3.0, len(y))
+    R = np.random.RandomState(4).normal(size=(3, model.num_params))
+    zero = np.zeros(model.num_params)
+    P = UniformStartPreconditioner.make(model.spec, Xa.numpy(), w, 0.5)
+    ref = make_preconditioner(model.spec, zero, Xa, w, 0.5, "hessian", float32=False)
+    assert_close(P(R), ref(R), 1e-10, what="uniform start vs full Hessian at 0")
+    path = PathPreconditioner()
+    obj = LogisticObjective(model.spec, Xa, yt, tf.constant(w), 0.5)
+    assert isinstance(path(obj, tf.constant(zero)), UniformStartPreconditioner)
+    assert (path.hessians, path.factorizations) == (0, 1)
+    path(obj, tf.constant(zero + 0.1))  # away from zero: the Hessian of the rows
+    assert (path.hessians, path.factorizations) == (1, 2)
+    if not fit_intercept:  # no regularisation: singular along the classes' mean, no shortcut
+        assert UniformStartPreconditioner.make(model.spec, Xa.numpy(), w, 0.0) is None
