@@ -41,6 +41,17 @@ class _Route:
         Xa, _, s = gi.design(gi.train, gi.sample_weights)
         return make_preconditioner(gi.spec, gi.params, Xa, s, gi.l2_reg)
 
+    def small_design(self, probabilities: bool = True):
+        """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
+        gi = self.gi
+        if not gi.spec.binary:
+            raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
+        X = densify(gi.train_xy()[0])
+        p = gi.at_optimum().get_predictions(X)[:, 1] if probabilities else None
+        if gi.spec.fit_intercept:
+            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
+        return X, p
+
 
 class _DenseRoute(_Route):
     """The cg routes with the dense Hessian: their preconditioner is the exact factor
@@ -63,17 +74,6 @@ class _DenseRoute(_Route):
     def work_memory(self):
         """The budget of the batched work besides the factor (:func:`influence.memory.dense_work_memory`)."""
         return dense_work_memory(self.gi.spec.num_params, self.gi.max_memory)
-
-    def small_design(self, probabilities: bool = True):
-        """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
-        gi = self.gi
-        if not gi.spec.binary:
-            raise ValueError("method 'small' needs a binary model; use 'explicit' or 'cg'")
-        X = densify(gi.train_xy()[0])
-        p = gi.at_optimum().get_predictions(X)[:, 1] if probabilities else None
-        if gi.spec.fit_intercept:
-            X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
-        return X, p
 
 
 # ----------------------------------------------------------------------------- Newton changes
