@@ -387,51 +387,78 @@ class NewtonCG(NewtonStrategy):
 
 
 class FactorChord(NewtonStrategy):
-    """Chord steps of the refits without groups with the dense Hessian (the ``cg`` refits,
-    :func:`influence.refit.refit_chunk_factor`): problem j's chord matrix is
-    ``H_hat - H_{U_j}`` at theta_hat (its exact Hessian at the start), applied by
-    :class:`DowndatedHessians` (``chords``) and solved by CG preconditioned by
-    ``H_hat``'s factor (``factor``) to the relative residual
-    ``max(min(chord_rtol, sqrt(||grad|| / scale)), margin * tol / ||grad||)``: the chord
-    steps converge linearly, at a rate set by how far the Hessian moves, so their solves
-    need no more than that. The gradients (and certificates) are always those of the
-    refit objective at the iterate.
+    """Quasi-Newton steps of the refits without groups with the dense Hessian (the ``cg``
+    refits, :func:`influence.refit.refit_chunk_factor`): L-BFGS whose initial Hessian is
+    problem j's chord matrix ``H_hat - H_{U_j}`` at theta_hat (its exact Hessian at the
+    start). The chord matrix is applied by :class:`DowndatedHessians` (``chords``) and
+    inverted by CG preconditioned by ``H_hat``'s factor to the relative residual
+    ``max(min(chord_rtol, sqrt(||grad|| / scale)), margin * tol / ||grad||)``; the
+    ``memory`` latest steps and gradient changes correct it (the two-loop recursion), so
+    the steps converge superlinearly where plain chord steps converge at the rate the
+    Hessian moves (slowly for large groups). The gradients (and certificates) are always
+    those of the refit objective at the iterate.
 
-    A problem whose chord step fails or cuts the gradient norm by less than half goes on
-    by Newton-CG on its exact Hessian at the iterate (:func:`cg_directions`, products
-    through the data) preconditioned by the same factor, with :class:`NewtonCG`'s forcing
-    term and its 1000x tightening after a failed step.
+    A problem whose step fails or cuts the gradient norm by less than half goes on by
+    Newton-CG on its exact Hessian at the iterate (:func:`cg_directions`, products through
+    the data) preconditioned by the same factor, with :class:`NewtonCG`'s forcing term and
+    its 1000x tightening after a failed step.
     """
 
-    def __init__(self, chords: "DowndatedHessians", maxiter: int | None = None, chord_rtol: float = 1e-2,
-                 forcing: float = 0.1, margin: float = 0.1, floor: float = 1e-15):
+    def __init__(self, chords: "DowndatedHessians", maxiter: int | None = None, chord_rtol: float = 1e-3,
+                 forcing: float = 0.1, margin: float = 0.1, floor: float = 1e-15, memory: int = 10):
         self.chords, self.factor = chords, chords.factor
         self.maxiter, self.chord_rtol, self.forcing, self.margin, self.floor = (maxiter, chord_rtol, forcing,
                                                                                 margin, floor)
+        self.memory = memory
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         B = objective.B
-        self.newton = np.zeros(B, dtype=bool)   # problems that left the chord steps
+        self.newton = np.zeros(B, dtype=bool)   # problems that left the quasi-Newton steps
         self.tighten = np.ones(B)
         self.tols = np.zeros(B)
+        self.pairs = [[] for _ in range(B)]      # per problem: (s, y, 1 / y.s), oldest first
+        self.last = None                          # (Theta, G) where the directions were last taken
         if self.maxiter is None:
             self.maxiter = 10 * objective.spec.num_params
 
     def _floor(self, g, tol):
         return np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
 
+    def _remember(self, Th, Gn) -> None:
+        """The step and gradient change of every problem that moved since the last call."""
+        if self.last is not None:
+            S, Y = Th - self.last[0], Gn - self.last[1]
+            for j in range(len(self.pairs)):
+                sy = float(S[j] @ Y[j])
+                if sy > 0 and np.any(S[j]):   # strictly convex: s.y > 0 wherever it moved
+                    self.pairs[j] = (self.pairs[j] + [(S[j], Y[j], 1.0 / sy)])[-self.memory:]
+        self.last = (Th, Gn)
+
     def directions(self, objective, Theta, G, gnorm, active):
         step = np.zeros((objective.B, objective.spec.num_params))
-        Gn = G.numpy()
-        chord = np.flatnonzero(active & ~self.newton)
-        if chord.size:
-            g = gnorm[chord]
-            eta = np.maximum(np.minimum(self.chord_rtol, np.sqrt(g / self.scale[chord])), self._floor(g, self.tols[chord]))
-            res = preconditioned_cg_rows(lambda V, rows: self.chords(V, chord[rows]), Gn[chord], self.factor,
+        Gn, Th = G.numpy(), Theta.numpy()
+        self._remember(Th, Gn)
+        qn = np.flatnonzero(active & ~self.newton)
+        if qn.size:
+            Q = Gn[qn].copy()
+            alphas = []
+            for k, j in enumerate(qn):  # first loop of the two-loop recursion, newest pair first
+                a = []
+                for s_, y_, rho in reversed(self.pairs[j]):
+                    a.append(rho * float(s_ @ Q[k]))
+                    Q[k] -= a[-1] * y_
+                alphas.append(a[::-1])
+            g = gnorm[qn]
+            eta = np.maximum(np.minimum(self.chord_rtol, np.sqrt(g / self.scale[qn])), self._floor(g, self.tols[qn]))
+            res = preconditioned_cg_rows(lambda V, rows: self.chords(V, qn[rows]), Q, self.factor,
                                          np.maximum(eta, self.floor), self.maxiter)
-            step[chord] = res.x
-            self.hvps[chord] += res.iterations
+            Rq = res.x
+            for k, j in enumerate(qn):  # second loop, oldest pair first
+                for (s_, y_, rho), a in zip(self.pairs[j], alphas[k]):
+                    Rq[k] += (a - rho * float(y_ @ Rq[k])) * s_
+            step[qn] = Rq
+            self.hvps[qn] += res.iterations
         newton = np.flatnonzero(active & self.newton)
         if newton.size:
             g = gnorm[newton]
@@ -448,7 +475,7 @@ class FactorChord(NewtonStrategy):
         failed = active & ~good
         stalled = failed & self.newton & (self.tighten < 1e-8)
         self.tighten = np.where(failed & self.newton, 1e-3 * self.tighten, self.tighten)
-        self.newton |= failed  # a failed chord step is retried by Newton-CG
+        self.newton |= failed  # a failed quasi-Newton step is retried by Newton-CG
         return stalled
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:

@@ -188,7 +188,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
 
 def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                        factor: HessianFactor | None = None, rtol: float = 1e-12, max_iter: int = 50,
-                       cg_maxiter: int | None = None, chord_rtol: float = 1e-2,
+                       cg_maxiter: int | None = None, chord_rtol: float = 1e-3,
                        max_memory: int | None = None) -> RefitResult:
     """:func:`refit_chunk_cg` with the dense Hessian (:class:`~influence.newton.FactorChord`):
     chord steps with ``H_hat - H_U`` at theta_hat, solved by CG preconditioned by
