@@ -677,7 +677,7 @@ def _move(moved, cand, G_c, n_c, Theta, G, gnorm, iters, hist):
 
 
 def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrategy, max_iter: int,
-                scale=None, polish_steps: int = 0, history: bool = False) -> RefitResult:
+                scale=None, polish_steps: int = 0, history: bool = False, G0=None) -> RefitResult:
     """Damped Newton on the B problems of ``objective`` from the rows of ``Theta``.
 
     ``tols``: the certificate of each problem (``||grad|| <= tols``), float64 (B,);
@@ -686,10 +686,11 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
     step fails for good (``strategy.rejected``) or after ``max_iter`` iterations. With
     ``polish_steps``, certified problems then take up to that many further full steps,
     each kept only while it halves the gradient norm (an optimum accurate in parameter
-    space on ill-conditioned data). No warning here: see :func:`certify`.
+    space on ill-conditioned data). ``G0``: the gradients at ``Theta`` when the caller has
+    them (B, d), else one pass over the data. No warning here: see :func:`certify`.
     """
     B = objective.B
-    G = objective.gradient(Theta)
+    G = objective.gradient(Theta) if G0 is None else tf.convert_to_tensor(G0, dtype=Theta.dtype)
     gnorm = tf.norm(G, axis=1).numpy()
     strategy.start(objective, Theta, G, gnorm, objective.grad_scales() if scale is None else scale)
     iters = np.zeros(B, dtype=np.int64)
