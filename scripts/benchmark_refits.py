@@ -209,6 +209,30 @@ def engine_flops_cg(spec, n, result) -> float:
     return float(np.sum(result.hvps * hvp + result.iterations * 2.0 * n * d + (result.iterations + 1) * grad))
 
 
+def newton_side_by_side(model, theta, Xa, s, lam, X, y, groups, F, P, max_memory) -> None:
+    """ss_logreg's phase 9 and phase 7 kernels on the groups by both cg routes: the Newton
+    changes ``(H - H_U)^{-1} g_U`` and the first-order changes ``H^{-1} g_U`` (empty
+    groups), to ``cg_rtol``; prints seconds per group and how far apart the routes are."""
+    from influence import groups as G
+    from influence.memory import cg_width, dense_work_memory
+
+    spec, tol = model.spec, model.config["cg_rtol"]
+    G_S = np.stack([model.get_total_grad_loss((X[g], y[g])) for g in groups])   # g_U at theta_hat
+    width = cg_width(spec.num_params, dense_work_memory(spec.num_params, max_memory))
+    empty = [np.zeros(0, dtype=np.int64)] * len(groups)
+    for what, gs in (("Newton changes (phase 9)", groups), ("first-order changes (phase 7)", empty)):
+        t0 = time.perf_counter()
+        new = G.newton_factor(spec, theta, Xa, s, lam, gs, G_S, F, tol=tol, width=width)
+        t_new = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        old = G.newton_cg(spec, theta, Xa, s, lam, gs, G_S, tol=tol, preconditioner=P, max_memory=max_memory)
+        t_old = time.perf_counter() - t0
+        rel = np.linalg.norm(new - old, axis=1) / np.linalg.norm(old, axis=1)
+        print(f"{what}: dense route {t_new / len(groups):.3f} s per group, through the data "
+              f"{t_old / len(groups):.3f} s per group ({t_old / t_new:.1f}x); largest relative difference "
+              f"{rel.max():.1e}")
+
+
 def engine_flops_factor(spec, n, groups, result) -> float:
     """Flops of the dense-factor chord engine: per product with ``H - H_U`` two triangular
     products and two triangular solves with the (d, d) factor (``4 d^2``) and two products
@@ -303,6 +327,8 @@ def run(args):
     use_cg = model.num_params > model.config["explicit_max_params"]
     dense = use_cg and dense_hessian_fits(model.num_params, args.max_memory)
 
+    setups = {}
+
     def engine(route):
         """(setup seconds, refit seconds, [(start, RefitResult)], chunk) of one engine route."""
         t0 = time.perf_counter()
@@ -317,6 +343,7 @@ def run(args):
             H = model.get_hessian((X, y), None, lam)
             chunk = int(max(1, min(64, (2 ** 28) // (n * model.spec.ext_dim * 8 * model.spec.num_rows))))
         t_setup = time.perf_counter() - t0
+        setups[route] = F if route == "dense" else (P if route == "data" else H)
         t0 = time.perf_counter()
         results = []
         for start in range(0, len(groups), chunk):
@@ -354,6 +381,8 @@ def run(args):
                   f"the two routes' refits {np.abs(d_thetas - thetas).max():.2e} "
                   f"({np.abs(d_thetas - thetas).max() / scale:.1e} of the largest parameter change); "
                   f"dense route {d_engine / t_engine:.1f}x faster per group")
+            newton_side_by_side(model, theta, Xa, s, lam, X, y, groups, setups["dense"], setups["data"],
+                                args.max_memory)
     elif use_cg:
         flops = sum(engine_flops_cg(model.spec, n, r) for _, r in results)
         hvps = np.concatenate([r.hvps for _, r in results])

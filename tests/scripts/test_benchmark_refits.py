@@ -48,6 +48,9 @@ def test_cg_workload_runs_the_dense_route_next_to_the_data_route(capsys, monkeyp
     rel = float(line.split("(")[-1].split(" of the largest")[0])
     assert rel < 1e-8   # two certified optima of the same problems
     assert "all engine refits certified: True" in out
+    for what in ("Newton changes (phase 9)", "first-order changes (phase 7)"):
+        line = next(x for x in out.splitlines() if x.startswith(what))
+        assert float(line.split("largest relative difference ")[1]) < 1e-6   # both routes to cg_rtol 1e-10
     assert "E^2" not in out   # --no-products: no product table
     # Under a budget below twice the factor's bytes the route through the data is taken.
     assert module.main(["--dataset-id", "breast_cancer", "--no-products", "--num-groups", "2",
