@@ -29,7 +29,7 @@ from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import DowndatedHessians, HessianFactor, cg_directions, make_preconditioner
-from influence.numerics import ConvergenceWarning, one_blas_thread, preconditioned_cg_rows, spd_solve
+from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.progress import progress_bar
 
@@ -182,8 +182,8 @@ def newton_factor(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[n
                   factor: HessianFactor, tol: float = 1e-10, maxiter: int | None = None,
                   width: int = 64) -> np.ndarray:
     """:func:`newton_cg` with the dense Hessian: CG on ``H - H_U`` (products through H's
-    factor and the group's rows, :class:`influence.newton.DowndatedHessians`)
-    preconditioned by H's factor, to relative residual ``tol``.
+    factor and the group's rows) preconditioned by H's factor, to relative residual ``tol``
+    (:meth:`influence.newton.DowndatedHessians.solve`).
 
     The preconditioned operator ``I - H^{-1} H_U`` has its eigenvalues in (0, 1]: CG
     converges in few iterations, one or two for empty groups (the first-order changes
@@ -194,7 +194,7 @@ def newton_factor(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[n
     maxiter = maxiter if maxiter is not None else 10 * spec.num_params
     base = LogisticObjective(spec, Xa, None, tf.convert_to_tensor(s_base, dtype=dtype), float(l2_reg))
     op = DowndatedHessians(factor, base, theta, list(groups))
-    res = preconditioned_cg_rows(op, np.asarray(G_sums, dtype=np.float64), factor, tol, maxiter, width)
+    res = op.solve(np.asarray(G_sums, dtype=np.float64), np.arange(len(groups)), tol, maxiter, width)
     if not res.converged.all():
         warnings.warn(f"conjugate gradient for Newton changes stopped at relative residual "
                       f"{float(res.residual_norms[~res.converged].max()):.3e} > tol={tol:g}; raise maxiter "

@@ -263,3 +263,29 @@ def test_group_influence_cg_routes_and_first_order_influence():
     with pytest.raises(ValueError, match="need the Hessian's factor"):
         dense_gi.routes("cg", preconditioner=make_preconditioner(m.spec, m.get_params_flat(),
                                                                  *m.design((X, y))[::2], lam))[0].preconditioner
+
+
+@pytest.mark.parametrize("num_classes,weighted", [(2, True), (4, False)])
+def test_downdated_hessians_products_and_split_solves(num_classes, weighted):
+    """The operators H - H_U (products through the factor and the groups' rows) and their
+    split CG solves: the dense solve, and a reported residual that bounds the true one."""
+    from influence.newton import DowndatedHessians
+    m, X, y, w, lam, groups = fitted(num_classes, weighted=weighted)
+    Xa, _, s = m.design((X, y), w)
+    theta = m.get_params_flat()
+    H, H_U, G_S = dense_parts(m, X, y, w, lam, groups)
+    F = hessian_factor(m.spec, theta, Xa, s, lam)
+    op = DowndatedHessians(F, LogisticObjective(m.spec, Xa, None, s, lam), theta, groups)
+    rows = np.array([4, 0, 2])
+    V = np.random.RandomState(3).randn(3, m.num_params)
+    assert_close(op(V, rows), np.stack([(H - H_U[j]) @ V[k] for k, j in enumerate(rows)]), RTOL_TWO_PATHS,
+                 what="(H - H_U) V")
+    for rtol in (1e-3, 1e-10):
+        res = op.solve(G_S, np.arange(len(groups)), rtol, 200, width=2)
+        assert res.converged.all()
+        for k in range(len(groups)):
+            true = np.linalg.norm(G_S[k] - (H - H_U[k]) @ res.x[k]) / np.linalg.norm(G_S[k])
+            # The bound holds up to the rounding of the recursively updated residual (1e-12).
+            assert true <= res.residual_norms[k] * (1 + 1e-6) + 1e-12 and res.residual_norms[k] <= rtol
+    assert_close(res.x, np.stack([np.linalg.solve(H - H_U[k], G_S[k]) for k in range(len(groups))]), RTOL_CG,
+                 what="split CG vs dense solves")
