@@ -16,7 +16,7 @@ training set (as the paper's range runs), and refits without each group:
   :func:`influence.refit.refit_chunk` (explicit Hessians) up to 4,000 parameters,
   beyond it ss_logreg's ``cg`` route (:func:`influence.routes.choose_routes` with
   ``--max-memory``): :func:`influence.refit.refit_chunk_factor` (chord steps with the
-  dense Hessian's factor) where the factor fits, else
+  dense Hessian's factor, L-BFGS on the chord matrix) where the factor fits, else
   :func:`influence.refit.refit_chunk_cg` (Newton-CG through the data);
   ``--data-route`` also times the latter next to the former and prints how far apart
   their refits are. Its shared setup at theta_hat (Hessian, factor or preconditioner) is
@@ -234,14 +234,14 @@ def newton_side_by_side(model, theta, Xa, s, lam, X, y, groups, F, P, max_memory
 
 
 def engine_flops_factor(spec, n, groups, result) -> float:
-    """Flops of the dense-factor chord engine: per product with ``H - H_U`` two triangular
-    products and two triangular solves with the (d, d) factor (``4 d^2``) and two products
-    with the group's rows; per Newton iteration one gradient at the candidate, plus the
-    first gradient. The factor itself is the setup (not counted here)."""
+    """Flops of the dense-factor engine: per inner CG iteration two triangular solves with
+    the (d, d) factor (``2 d^2``) and two products with the group's rows; per Newton
+    iteration one gradient at the candidate (the first comes from the group's rows). The
+    factor itself is the setup (not counted here)."""
     E, Kr, d = spec.ext_dim, spec.num_rows, spec.num_params
     grad = 4.0 * n * d
     rows = np.array([len(g) for g in groups], dtype=np.float64)
-    return float(np.sum(result.hvps * (4.0 * d * d + 4.0 * rows * E * Kr) + (result.iterations + 1) * grad))
+    return float(np.sum(result.hvps * (2.0 * d * d + 4.0 * rows * E * Kr) + result.iterations * grad))
 
 
 def make_parser():
@@ -366,7 +366,8 @@ def run(args):
         flops = sum(engine_flops_factor(model.spec, n, groups[st:st + len(r.thetas)], r) for st, r in results)
         hvps = np.concatenate([r.hvps for _, r in results])
         iters = np.concatenate([r.iterations for _, r in results])
-        print(f"engine: chord steps with the dense Hessian's factor ({len(groups)} groups, chunks of {chunk}), "
+        print(f"engine: quasi-Newton steps on the chord matrix H - H_U with the dense Hessian's factor "
+              f"({len(groups)} groups, chunks of {chunk}), "
               f"factor built in {t_setup:.1f} s; products with H - H_U per group: median {np.median(hvps):.0f}, "
               f"max {hvps.max()}; Newton steps (full-data gradients) per group: median {np.median(iters):.0f}, "
               f"max {iters.max()}")
