@@ -719,9 +719,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         return {"subset_tags": tags, "subset_indices": subsets}
 
     def _cg_preconditioner(self):
-        """The Newton-CG preconditioner at theta_hat, built once per process (phases 6, 9)."""
+        """The cg routes' preconditioner at theta_hat (the dense Hessian's factor where it fits
+        --max-memory), built once per process (phases 4, 6, 7, 9)."""
         if getattr(self, "_precond", None) is None:
-            logger.info("building the Newton-CG preconditioner (d = %d)", self.get_model().num_params)
+            logger.info("building the cg routes' preconditioner (d = %d)", self.get_model().num_params)
             self._precond = self.influence().preconditioner()
         return self._precond
 

@@ -27,7 +27,7 @@ import scipy.linalg
 from influence import groups as _groups
 from influence.downdate import DowndateBasis, uses_downdates
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
-from influence.newton import RefitResult, make_preconditioner
+from influence.newton import RefitResult
 from influence.numerics import INVERSE_VP_METHODS, xy
 from influence.progress import progress_bar
 from influence.refit import downdate_basis
@@ -276,6 +276,7 @@ class GroupInfluence:
         self.num_train = n
         self.max_memory = None if max_memory is None else int(max_memory)
         self._basis = None
+        self._preconditioner = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -320,7 +321,7 @@ class GroupInfluence:
         method = "cg" if method == "fmin_ncg" else method
         _check_choice("method", method, METHODS)
         weighted = self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
-        newton, refit = choose_routes(self.spec, method, weighted)
+        newton, refit = choose_routes(self.spec, method, weighted, self.max_memory)
         return newton(self, preconditioner), refit(self, preconditioner)
 
     # ------------------------------------------------------------------ first order
@@ -338,8 +339,8 @@ class GroupInfluence:
     def first_order_dparams(self, group_grads, preconditioner=None) -> np.ndarray:
         """First-order parameter changes ``H^-1 g_U`` (``subset_pred_dparam``), shape (S, d).
 
-        With ``'cg'``: :class:`influence.routes.CGNewton` with empty groups (``preconditioner``,
-        default :meth:`preconditioner`), in chunks within ``max_memory``.
+        With ``'cg'``: the cg Newton-change route of :meth:`routes` with empty groups
+        (``preconditioner``, default :meth:`preconditioner`), within ``max_memory``.
         """
         G = check_2d("group_grads", group_grads, cols=self.model.num_params)
         if self.inverse_hvp_method != "cg" or len(G) == 0:
@@ -353,10 +354,13 @@ class GroupInfluence:
         With ``grads`` the per-example training gradients (n, d) this is every training
         point's first-order influence on the targets (``fixed_test_pred_infl`` is its
         transpose); with group gradient sums (S, d) it is each group's. ``H^-1`` is
-        applied once per target (one multi-column solve).
+        applied once per target (one multi-column solve; with ``'cg'`` by
+        :meth:`first_order_dparams`, preconditioned CG to ``cg_rtol``).
         """
         G = check_2d("grads", grads, cols=self.model.num_params)
         T = check_2d("target_grads", target_grads, cols=self.model.num_params)
+        if self.inverse_hvp_method == "cg":
+            return G @ self.first_order_dparams(T).T  # H^-1 T^T, H symmetric: preconditioned CG
         return G @ self.inverse_hvp(T.T)
 
     def gradient_sums(self, data, index_sets: Sequence[np.ndarray], weights=None, margin: bool = False,
@@ -385,12 +389,18 @@ class GroupInfluence:
 
     # ------------------------------------------------------------------ Newton
     def preconditioner(self):
-        """The shared Newton-CG preconditioner at ``theta_hat`` (:func:`influence.newton.make_preconditioner`).
+        """The shared preconditioner of the ``cg`` routes at ``theta_hat``, built once (the
+        routes' :meth:`~influence.routes.NewtonChangeRoute.build_preconditioner`: the dense
+        Hessian's factor where it fits ``max_memory``, else
+        :func:`influence.newton.make_preconditioner`).
 
-        Build it once and pass it to :meth:`newton_dparams` and :meth:`refit` for ``cg``.
+        Pass it to :meth:`newton_dparams` and :meth:`refit` for ``cg`` (e.g. to other processes).
         """
-        Xa, _, s = self.design(self.train, self.sample_weights)
-        return make_preconditioner(self.spec, self.params, Xa, s, self.l2_reg)
+        if self._preconditioner is None:
+            weighted = self.sample_weights is not None and not np.all(self.sample_weights == 1.0)
+            newton, _ = choose_routes(self.spec, "cg", weighted, self.max_memory)
+            self._preconditioner = newton.build_preconditioner(self)
+        return self._preconditioner
 
     def newton_dparams(self, groups: Sequence[np.ndarray], group_grads, method: str | None = None,
                        spectrum: bool = False, progress: bool | None = None,

@@ -28,9 +28,9 @@ import tensorflow as tf
 from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
-from influence.newton import cg_directions, make_preconditioner
+from influence.newton import DowndatedHessians, HessianFactor, cg_directions, make_preconditioner
 from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
-from influence.objective import LogisticObjective, ModelSpec
+from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.progress import progress_bar
 
 
@@ -176,6 +176,30 @@ def newton_cg(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.nd
         warnings.warn(f"conjugate gradient for Newton changes stopped at relative residual {worst:.3e} > "
                       f"tol={tol:g}; raise maxiter (cg_maxiter)", ConvergenceWarning, stacklevel=2)
     return out
+
+
+def newton_factor(spec: ModelSpec, theta, Xa, s_base, l2_reg, groups: Sequence[np.ndarray], G_sums,
+                  factor: HessianFactor, tol: float = 1e-10, maxiter: int | None = None,
+                  width: int = 64) -> np.ndarray:
+    """:func:`newton_cg` with the dense Hessian: CG on ``H - H_U`` (products through H's
+    factor and the group's rows) preconditioned by H's factor, to relative residual ``tol``
+    (:meth:`influence.newton.DowndatedHessians.solve`).
+
+    The preconditioned operator ``I - H^{-1} H_U`` has its eigenvalues in (0, 1]: CG
+    converges in few iterations, one or two for empty groups (the first-order changes
+    ``H^{-1} g_U``). ``width`` groups iterate together; a finished group's slot is refilled
+    at once (:func:`influence.numerics.preconditioned_cg_rows`).
+    """
+    dtype = Xa.dtype
+    maxiter = maxiter if maxiter is not None else 10 * spec.num_params
+    base = LogisticObjective(spec, Xa, None, tf.convert_to_tensor(s_base, dtype=dtype), float(l2_reg))
+    op = DowndatedHessians(factor, base, theta, list(groups))
+    res = op.solve(np.asarray(G_sums, dtype=np.float64), np.arange(len(groups)), tol, maxiter, width)
+    if not res.converged.all():
+        warnings.warn(f"conjugate gradient for Newton changes stopped at relative residual "
+                      f"{float(res.residual_norms[~res.converged].max()):.3e} > tol={tol:g}; raise maxiter "
+                      "(cg_maxiter)", ConvergenceWarning, stacklevel=2)
+    return project_out_gauge(tf.constant(res.x.T, dtype=tf.float64), spec).numpy().T
 
 
 def group_sums_at(spec: ModelSpec, Thetas, Xa, y, groups: Sequence[np.ndarray], what: str = "loss",

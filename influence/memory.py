@@ -46,6 +46,42 @@ def chunk_size(max_memory: int | None, bytes_per_item: int, max_items: int | Non
     return int(max(1, fit))
 
 
+# Largest model whose regularised Hessian the cg routes hold as one dense Cholesky
+# factor (8 d^2 bytes: 1.15 GB here), as make_preconditioner's full factors.
+DENSE_HESSIAN_MAX_PARAMS = 12000
+# Right-hand sides that iterate together in the dense CG solves at most (the triangular
+# solves and products run at matrix-multiply speed from a few dozen on).
+MAX_CG_WIDTH = 256
+
+
+def dense_hessian_bytes(num_params: int) -> int:
+    """Bytes of the dense Hessian factor of the cg routes (one float64 (d, d) array)."""
+    return FLOAT_BYTES * int(num_params) ** 2
+
+
+def dense_hessian_fits(num_params: int, max_memory: int | None) -> bool:
+    """Whether the cg routes hold the full Hessian's dense factor: at most
+    :data:`DENSE_HESSIAN_MAX_PARAMS` parameters and, under a budget, the factor within
+    half of ``max_memory`` (the other half stays for the batched work,
+    :func:`dense_work_memory`)."""
+    if num_params > DENSE_HESSIAN_MAX_PARAMS:
+        return False
+    return max_memory is None or 2 * dense_hessian_bytes(num_params) <= int(max_memory)
+
+
+def dense_work_memory(num_params: int, max_memory: int | None) -> int | None:
+    """The budget of the batched work next to the dense Hessian factor: ``max_memory``
+    minus the factor (None: no budget)."""
+    return None if max_memory is None else int(max_memory) - dense_hessian_bytes(num_params)
+
+
+def cg_width(num_params: int, max_memory: int | None, max_items: int = MAX_CG_WIDTH) -> int:
+    """Right-hand sides iterating together in a dense CG solve within ``max_memory`` (the
+    budget of the work): six (d,) float64 vectors each (solution, residual, preconditioned
+    residual, direction, its product, the operator's scratch)."""
+    return chunk_size(max_memory, 6 * FLOAT_BYTES * int(num_params), max_items, what="CG right-hand side")
+
+
 def format_bytes(n: float) -> str:
     """``1.5 GB``-style amount (decimal units, as ``--max-memory``)."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

@@ -242,7 +242,7 @@ class PCGResult:
 
 def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray], B: np.ndarray,
                            precond: Callable[[np.ndarray, np.ndarray], np.ndarray], rtol,
-                           maxiter: int) -> PCGResult:
+                           maxiter: int, width: int | None = None) -> PCGResult:
     """Solve ``A_j x_j = b_j`` for every row j of ``B`` (shape (b, d)) by preconditioned CG.
 
     Each row has its own symmetric positive-definite operator: ``matvec(V, rows)`` returns
@@ -250,40 +250,74 @@ def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray
     is advanced by one batched product per iteration; rows that reached
     ``||b_j - A_j x_j|| <= rtol_j ||b_j||`` drop out of the product. ``precond(R, rows)``
     applies a fixed SPD approximation of ``A_j^{-1}`` (``j = rows[k]``) to the rows of R.
+
+    ``width``: at most this many rows iterate together (their work arrays: three (width,
+    d)); a row that converges, breaks down or reaches ``maxiter`` frees its slot, which the
+    next rows fill at once, with one preconditioner call for all of them (continuous
+    batching). None: all rows together.
     """
     B = np.asarray(B, dtype=np.float64)
-    b = B.shape[0]
+    b, d = B.shape
     rtol = np.broadcast_to(np.asarray(rtol, dtype=np.float64), (b,))
+    width = b if width is None else int(max(1, min(int(width), b)))
     X = np.zeros_like(B)
-    R = B.copy()
-    Z = precond(R, np.arange(b))
-    P = Z.copy()
-    rz = np.einsum("ij,ij->i", R, Z)
-    bnorm = np.linalg.norm(B, axis=1)
-    target = rtol * np.where(bnorm > 0, bnorm, 1.0)
-    rnorm = bnorm.copy()
     its = np.zeros(b, dtype=np.int64)
-    broken = np.zeros(b, dtype=bool)
-    for _ in range(maxiter):
-        active = np.flatnonzero((rnorm > target) & ~broken)
+    rel = np.zeros(b)
+    converged = np.zeros(b, dtype=bool)
+    # Per slot: the row it holds (-1: empty) and that row's CG state.
+    slot = np.full(width, -1, dtype=np.int64)
+    Xs, R, Z, P = (np.zeros((width, d)) for _ in range(4))
+    rz, bnorm, target, rnorm = (np.zeros(width) for _ in range(4))
+    its_s = np.zeros(width, dtype=np.int64)
+    broken = np.zeros(width, dtype=bool)
+    queued = 0
+
+    def fill(free: np.ndarray) -> int:
+        take = free[:max(0, min(len(free), b - queued))]
+        rows = np.arange(queued, queued + len(take))
+        if len(take):
+            slot[take] = rows
+            R[take] = B[rows]
+            Xs[take] = 0.0
+            Z[take] = precond(R[take], rows)
+            P[take] = Z[take]
+            rz[take] = np.einsum("ij,ij->i", R[take], Z[take])
+            bnorm[take] = np.linalg.norm(R[take], axis=1)
+            target[take] = rtol[rows] * np.where(bnorm[take] > 0, bnorm[take], 1.0)
+            rnorm[take] = bnorm[take]
+            its_s[take] = 0
+            broken[take] = False
+        return len(take)
+
+    queued += fill(np.arange(width))
+    while True:
+        done = np.flatnonzero((slot >= 0) & ((rnorm <= target) | broken | (its_s >= maxiter)))
+        if done.size:
+            rows = slot[done]
+            X[rows], its[rows] = Xs[done], its_s[done]
+            rel[rows] = rnorm[done] / np.where(bnorm[done] > 0, bnorm[done], 1.0)
+            converged[rows] = (rnorm[done] <= target[done]) & ~broken[done]
+            slot[done] = -1
+            queued += fill(done)
+        active = np.flatnonzero(slot >= 0)
         if active.size == 0:
             break
+        rows = slot[active]
         Pa = P[active]
-        AP = matvec(Pa, active)
+        AP = matvec(Pa, rows)
         pAp = np.einsum("ij,ij->i", Pa, AP)
         alpha = rz[active] / np.where(pAp > 0, pAp, np.inf)
-        X[active] += alpha[:, None] * Pa
+        Xs[active] += alpha[:, None] * Pa
         Ra = R[active] - alpha[:, None] * AP
-        Za = precond(Ra, active)
+        Za = precond(Ra, rows)
         rz_new = np.einsum("ij,ij->i", Ra, Za)
         beta = rz_new / np.where(rz[active] > 0, rz[active], np.inf)
         P[active] = Za + beta[:, None] * Pa
         R[active] = Ra
         rz[active] = rz_new
         rnorm[active] = np.linalg.norm(Ra, axis=1)
-        its[active] += 1
+        its_s[active] += 1
         # Non-positive curvature: the operator is not SPD in floating point. The row stops
         # where it is (alpha = 0 left it unchanged) and is reported as not converged.
         broken[active[~(pAp > 0)]] = True
-    rel = rnorm / np.where(bnorm > 0, bnorm, 1.0)
-    return PCGResult(X, its, rel, (rnorm <= target) & ~broken)
+    return PCGResult(X, its, rel, converged)

@@ -197,11 +197,13 @@ def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
     return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
 
 
-def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec) -> np.ndarray:
+def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec,
+                           ext: bool = False) -> np.ndarray:
     """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk):
     the block diagonal ``X^T diag(s p_k) X`` minus ``Z^T Z`` with rows
     ``z_i = [sqrt(s_i) p_ik xa_i]_k`` (``n (K E)^2`` flops, half of a general product),
-    in the dtype of X (float32 for preconditioners: twice the rate)."""
+    in the dtype of X (float32 for preconditioners: twice the rate).
+    ``ext``: in the extended layout (no permuted copy of the (d, d) result)."""
     n, E = X.shape
     Kc = spec.num_rows
     H = np.zeros((Kc * E, Kc * E), dtype=X.dtype)
@@ -214,6 +216,8 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
         for k in range(Kc):
             Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
             H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+    if ext:
+        return H
     perm = spec.ext_permutation()
     return H[np.ix_(perm, perm)]
 
@@ -444,24 +448,39 @@ class LogisticObjective:
         rows_ext = tf.reshape(tf.transpose(rows_ext, [0, 2, 1, 3]), [n * self.spec.num_rows, self.spec.num_params])
         return tf.gather(rows_ext, self.spec.ext_permutation(), axis=1)
 
-    def _hvp(self, curv, S, V, gauge: bool):
+    def _hvp(self, curv, S, V, gauge: bool, X=None):
         """``A_j V[k]`` (tensor (b, d)) for the curvature columns ``curv`` and weights S of
-        the rows of V (or one column for all of them): two products with the design."""
+        the rows of V (or one column for all of them): two products with the design.
+        ``X``: other rows of the design instead (dense), with ``curv`` and S on those rows;
+        the data term only (no regulariser, no gauge term)."""
         spec = self.spec
-        b, n = int(V.shape[0]), int(self.Xa.shape[0])
+        rows = self.Xa if X is None else X
+        b, n = int(V.shape[0]), int(rows.shape[0])
         if spec.binary:
-            out = self._times_x(curv * self._x_times(V))                      # (b, E)
+            if X is None:
+                out = self._times_x(curv * self._x_times(V))                  # (b, E)
+            else:
+                out = tf.matmul(curv * tf.matmul(X, V, transpose_b=True), X, transpose_a=True)
         else:
             Kc, E = spec.num_rows, spec.ext_dim
             Vx = tf.reshape(to_ext_batch(V, spec), [b * Kc, E])
-            U = tf.reshape(tf.matmul(self.Xa, Vx, transpose_b=True), [n, b, Kc])
+            U = tf.reshape(tf.matmul(rows, Vx, transpose_b=True), [n, b, Kc])
             T = S[:, :, None] * curv * (U - tf.reduce_sum(curv * U, axis=2, keepdims=True))
-            out = tf.matmul(tf.reshape(T, [n, b * Kc]), self.Xa, transpose_a=True)
+            out = tf.matmul(tf.reshape(T, [n, b * Kc]), rows, transpose_a=True)
             out = from_ext_batch(tf.reshape(out, [b, Kc, E]), spec)
-            if gauge and spec.has_gauge:
+            if gauge and spec.has_gauge and X is None:
                 u = tf.constant(spec.gauge_vector(), dtype=V.dtype)
                 out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
-        return out + self.l2 * self.mask * V
+        return out if X is not None else out + self.l2 * self.mask * V
+
+    def group_hvp(self, curv, idx, V) -> tf.Tensor:
+        """``H_U V[k]`` for one group U (index array ``idx``), tensor (b, d): the unregularised
+        Hessian of the group's points under this objective's weights (B = 1), at the
+        parameter vector ``curv`` (:meth:`curvature`) was computed at; V: (b, d). Two
+        products with the group's rows only (``4 |U| E K'`` flops per vector)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        V = tf.constant(np.asarray(V), dtype=self.Xa.dtype) if not tf.is_tensor(V) else V
+        return self._hvp(tf.gather(curv, idx), tf.gather(self.S, idx), V, gauge=False, X=tf.gather(self.Xa, idx))
 
     def hvp(self, curv, V, rows=None) -> np.ndarray:
         """``A_j V[k]`` for ``j = rows[k]``: regularised Hessians (gauge-fixed with
@@ -556,6 +575,23 @@ class LogisticObjective:
             H = H + tf.linalg.diag(self.l2 * self.mask)
         H = gauge_fix(H, spec) if gauge else H
         return H.numpy() if as_numpy else H
+
+    def hessian_ext(self, theta) -> np.ndarray:
+        """The regularised Hessian at one parameter vector (B = 1) in the extended layout
+        (class k's rows ``[w_k; b_k]`` one after the other; :meth:`ModelSpec.ext_permutation`),
+        without the gauge term: a float64 NumPy array (d, d) formed by BLAS syrk (``Xa_np``
+        or the design), the only (d, d) array made (no permuted copy)."""
+        spec = self.spec
+        Xn = self.Xa_np if self.Xa_np is not None else self.Xa.numpy()
+        W = self.curvature(tf.convert_to_tensor(theta, dtype=self.Xa.dtype)[None])[:, 0].numpy()
+        if spec.binary:
+            Z = Xn * np.sqrt(W)[:, None]
+            H = Z.T @ Z  # BLAS syrk
+        else:
+            H = _multinomial_gram_syrk(W, Xn, self.S[:, 0].numpy(), spec, ext=True)
+        mask_ext = self.mask.numpy()[spec.ext_inverse_permutation()]
+        H[np.diag_indices(spec.num_params)] += float(self.l2) * mask_ext
+        return H
 
     def hessian_at(self, theta) -> tf.Tensor:
         """The regularised Hessian at one parameter vector (B = 1), without the gauge term."""

@@ -25,9 +25,13 @@ from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_s
 from influence.newton import (
     ChordNewton,
     DowndateChord,
+    DowndatedHessians,
+    FactorChord,
+    HessianFactor,
     NewtonCG,
     RefitResult,
     certify,
+    hessian_factor,
     make_preconditioner,
     newton_loop,
 )
@@ -43,10 +47,16 @@ def _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np=None, Xa_sparse=Non
     return batch, theta_hat, Theta, batch.grad_scales()
 
 
-def _refit(batch, Theta, scale, rtol, strategy, max_iter) -> RefitResult:
-    res = newton_loop(batch, Theta, rtol * scale, strategy, max_iter, scale=scale)
+def _refit(batch, Theta, scale, rtol, strategy, max_iter, G0=None) -> RefitResult:
+    res = newton_loop(batch, Theta, rtol * scale, strategy, max_iter, scale=scale, G0=G0)
     res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=3)
     return res
+
+
+def _group_objective(spec: ModelSpec, Xa, y, s_base, idx) -> LogisticObjective:
+    """The unregularised objective of one group's points (their rows, labels and weights)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    return LogisticObjective(spec, tf.gather(Xa, idx), tf.gather(y, idx), tf.gather(s_base, idx), 0.0)
 
 
 def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
@@ -178,5 +188,39 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
     strategy = NewtonCG(preconditioner, cg_maxiter, forcing, margin=0.1)  # no over-solved last step
     res = _refit(batch, Theta, scale, rtol, strategy, max_iter)
+    res.hessians = np.zeros(len(groups), dtype=np.int64)
+    return res
+
+
+def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
+                       factor: HessianFactor | None = None, rtol: float = 1e-12, max_iter: int = 50,
+                       cg_maxiter: int | None = None, chord_rtol: float = 1e-3,
+                       max_memory: int | None = None) -> RefitResult:
+    """:func:`refit_chunk_cg` with the dense Hessian (:class:`~influence.newton.FactorChord`):
+    chord steps with ``H_hat - H_U`` at theta_hat, solved by CG preconditioned by
+    ``H_hat``'s factor (``factor``, :func:`~influence.newton.hessian_factor` at theta_hat by
+    default; build it once for several chunks), each on the true gradient of the refit
+    objective, which one batched pass over the data gives for all the chunk's groups; the
+    same certificate. ``max_memory`` (bytes, the budget of the work besides the factor):
+    sub-chunks as :func:`refit_chunk_cg`. ``hessians`` is zero and ``hvps`` counts the
+    products with the chord matrices and (after a slow chord step) the exact Hessians.
+    """
+    dtype = Xa.dtype
+    s_base = tf.convert_to_tensor(s_base, dtype=dtype)
+    l2 = tf.constant(float(l2_reg), dtype=dtype)
+    if factor is None:
+        factor = hessian_factor(spec, theta_hat, Xa, s_base, l2_reg)
+    split = _within_memory(refit_chunk_factor, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
+                           s_base=s_base, l2_reg=l2_reg, factor=factor, rtol=rtol, max_iter=max_iter,
+                           cg_maxiter=cg_maxiter, chord_rtol=chord_rtol)
+    if split is not None:
+        return split
+    batch, theta, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
+    chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2), theta, list(groups))
+    # The gradients at theta_hat from the groups' rows: grad L(theta_hat) - g_U (one pass
+    # over the data for the chunk instead of one per group).
+    full = LogisticObjective(spec, Xa, y, s_base, l2).gradient_at(theta)
+    G0 = tf.stack([full - _group_objective(spec, Xa, y, s_base, g).gradient_at(theta) for g in groups])
+    res = _refit(batch, Theta, scale, rtol, FactorChord(chords, cg_maxiter, chord_rtol), max_iter, G0)
     res.hessians = np.zeros(len(groups), dtype=np.int64)
     return res

@@ -4,7 +4,8 @@ Each route is a small class with one method: :class:`NewtonChangeRoute` ``change
 G)`` returns ``newton_dparam`` ``(H - H_U)^-1 g_U`` (S, d) and, where the route has them,
 the spectra of ``-H^-1 H_U``; :class:`RefitRoute` ``refit(groups)`` returns the certified
 refits of one chunk as an :class:`influence.newton.RefitResult`. :func:`choose_routes`
-picks both from the model and the method, in one place.
+picks both from the model, the method and the memory budget, in one place; the cg
+routes' shared preconditioner is the route's :meth:`_Route.build_preconditioner`.
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import numpy as np
 
 from influence import groups as G
 from influence.downdate import uses_downdates
-from influence.newton import RefitResult
+from influence.memory import cg_width, dense_hessian_fits, dense_work_memory
+from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner
 from influence.numerics import densify
 from influence.objective import ModelSpec
-from influence.refit import refit_chunk, refit_chunk_cg, refit_chunk_downdate
+from influence.refit import refit_chunk, refit_chunk_cg, refit_chunk_downdate, refit_chunk_factor
 from influence.small_refit import group_newton_steps, refit_binary_groups
 
 
@@ -32,6 +34,13 @@ class _Route:
             self._preconditioner = self.gi.preconditioner()
         return self._preconditioner
 
+    @staticmethod
+    def build_preconditioner(gi):
+        """The cg routes' fixed preconditioner at ``theta_hat``
+        (:func:`influence.newton.make_preconditioner`)."""
+        Xa, _, s = gi.design(gi.train, gi.sample_weights)
+        return make_preconditioner(gi.spec, gi.params, Xa, s, gi.l2_reg)
+
     def small_design(self, probabilities: bool = True):
         """The (augmented) design as a NumPy array and, optionally, P(y = 1) at theta_hat."""
         gi = self.gi
@@ -42,6 +51,29 @@ class _Route:
         if gi.spec.fit_intercept:
             X = np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)])
         return X, p
+
+
+class _DenseRoute(_Route):
+    """The cg routes with the dense Hessian: their preconditioner is the exact factor
+    (:class:`influence.newton.HessianFactor`), also their operator."""
+
+    @property
+    def preconditioner(self):
+        P = super().preconditioner
+        if not isinstance(P, HessianFactor):
+            raise ValueError(f"the dense cg routes need the Hessian's factor (influence.newton.HessianFactor) as "
+                             f"their preconditioner; got {type(P).__name__}")
+        return P
+
+    @staticmethod
+    def build_preconditioner(gi):
+        """:func:`influence.newton.hessian_factor` at ``theta_hat``."""
+        Xa, _, s = gi.design(gi.train, gi.sample_weights)
+        return hessian_factor(gi.spec, gi.params, Xa, s, gi.l2_reg)
+
+    def work_memory(self):
+        """The budget of the batched work besides the factor (:func:`influence.memory.dense_work_memory`)."""
+        return dense_work_memory(self.gi.spec.num_params, self.gi.max_memory)
 
 
 # ----------------------------------------------------------------------------- Newton changes
@@ -105,6 +137,21 @@ class CGNewton(NewtonChangeRoute):
                                              preconditioner=self.preconditioner, max_memory=gi.max_memory)}
 
 
+class DenseCGNewton(_DenseRoute, NewtonChangeRoute):
+    """:class:`CGNewton` with the dense Hessian (:func:`influence.groups.newton_factor`):
+    CG on ``H - H_U`` preconditioned by H's factor, to ``cg_rtol``, with continuous
+    batching of the groups within the work budget."""
+
+    def changes(self, groups, G_sums, spectrum=False, progress=None):
+        gi = self.gi
+        Xa, _, s = gi.design(gi.train, gi.sample_weights)
+        config = gi.at_optimum().config
+        width = cg_width(gi.spec.num_params, self.work_memory())
+        return {"newton_dparam": G.newton_factor(gi.spec, gi.params, Xa, s, gi.l2_reg, groups, G_sums,
+                                                 self.preconditioner, tol=config["cg_rtol"],
+                                                 maxiter=config["cg_maxiter"], width=width)}
+
+
 class BatchedCholeskyNewton(NewtonChangeRoute):
     """Binary models with few parameters: every ``H - H_U`` at once, batched Cholesky in
     the model's dtype (:func:`influence.small_refit.group_newton_steps`)."""
@@ -159,6 +206,17 @@ class NewtonCGRefit(RefitRoute):
                               cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.gi.max_memory, **common)
 
 
+class DenseRefit(_DenseRoute, RefitRoute):
+    """:class:`NewtonCGRefit` with the dense Hessian: chord steps with ``H_hat - H_U``
+    solved by CG preconditioned by H's factor (:func:`influence.refit.refit_chunk_factor`)."""
+
+    def refit(self, groups):
+        args, common = self._common()
+        return refit_chunk_factor(*args, groups, factor=self.preconditioner,
+                                  cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.work_memory(),
+                                  **common)
+
+
 class SmallRefit(RefitRoute):
     """Binary models with few parameters: all reduced Hessians of a chunk in one product
     (:func:`influence.small_refit.refit_binary_groups`)."""
@@ -177,10 +235,14 @@ class SmallRefit(RefitRoute):
 ROUTE_METHODS = ("explicit", "cg", "small")
 
 
-def choose_routes(spec: ModelSpec, method: str, weighted: bool) -> tuple[type[NewtonChangeRoute], type[RefitRoute]]:
+def choose_routes(spec: ModelSpec, method: str, weighted: bool,
+                  max_memory: int | None = None) -> tuple[type[NewtonChangeRoute], type[RefitRoute]]:
     """The Newton-change route and the refit route of a model for ``method``:
 
-    * ``'cg'``: :class:`CGNewton`, :class:`NewtonCGRefit`;
+    * ``'cg'``: :class:`DenseCGNewton`, :class:`DenseRefit` where the full Hessian's dense
+      factor fits (:func:`influence.memory.dense_hessian_fits` with ``max_memory``, bytes
+      or None), else :class:`CGNewton`, :class:`NewtonCGRefit` (Hessian-vector products
+      through the data);
     * ``'small'``: :class:`BatchedCholeskyNewton`, :class:`SmallRefit` (binary models);
     * ``'explicit'``: refits by :class:`DowndateRefit` for models that take the downdates
       (:func:`influence.downdate.uses_downdates`), else :class:`ChordRefit`; Newton changes
@@ -190,6 +252,8 @@ def choose_routes(spec: ModelSpec, method: str, weighted: bool) -> tuple[type[Ne
     if method not in ROUTE_METHODS:
         raise ValueError(f"method must be one of {ROUTE_METHODS}; got {method!r}")
     if method == "cg":
+        if dense_hessian_fits(spec.num_params, max_memory):
+            return DenseCGNewton, DenseRefit
         return CGNewton, NewtonCGRefit
     if method == "small":
         return BatchedCholeskyNewton, SmallRefit

@@ -14,9 +14,13 @@ training set (as the paper's range runs), and refits without each group:
   so only ``--baseline-groups`` groups (evenly spread over the sizes) are timed;
 * **this engine**: batched certified Newton from theta_hat on all groups:
   :func:`influence.refit.refit_chunk` (explicit Hessians) up to 4,000 parameters,
-  :func:`influence.refit.refit_chunk_cg` (preconditioned Newton-CG) beyond, as
-  ss_logreg's ``explicit`` and ``cg`` runs. Its shared setup at theta_hat (Hessian or
-  preconditioner) is timed separately and also reported amortised.
+  beyond it ss_logreg's ``cg`` route (:func:`influence.routes.choose_routes` with
+  ``--max-memory``): :func:`influence.refit.refit_chunk_factor` (chord steps with the
+  dense Hessian's factor, L-BFGS on the chord matrix) where the factor fits, else
+  :func:`influence.refit.refit_chunk_cg` (Newton-CG through the data);
+  ``--data-route`` also times the latter next to the former and prints how far apart
+  their refits are. Its shared setup at theta_hat (Hessian, factor or preconditioner) is
+  timed separately and also reported amortised.
 
 It prints per-group wall times and their ratio, the gradient-norm certificate of both
 (``||grad L_-U||`` at the returned parameters, computed by the same kernel), the largest
@@ -205,6 +209,41 @@ def engine_flops_cg(spec, n, result) -> float:
     return float(np.sum(result.hvps * hvp + result.iterations * 2.0 * n * d + (result.iterations + 1) * grad))
 
 
+def newton_side_by_side(model, theta, Xa, s, lam, X, y, groups, F, P, max_memory) -> None:
+    """ss_logreg's phase 9 and phase 7 kernels on the groups by both cg routes: the Newton
+    changes ``(H - H_U)^{-1} g_U`` and the first-order changes ``H^{-1} g_U`` (empty
+    groups), to ``cg_rtol``; prints seconds per group and how far apart the routes are."""
+    from influence import groups as G
+    from influence.memory import cg_width, dense_work_memory
+
+    spec, tol = model.spec, model.config["cg_rtol"]
+    G_S = np.stack([model.get_total_grad_loss((X[g], y[g])) for g in groups])   # g_U at theta_hat
+    width = cg_width(spec.num_params, dense_work_memory(spec.num_params, max_memory))
+    empty = [np.zeros(0, dtype=np.int64)] * len(groups)
+    for what, gs in (("Newton changes (phase 9)", groups), ("first-order changes (phase 7)", empty)):
+        t0 = time.perf_counter()
+        new = G.newton_factor(spec, theta, Xa, s, lam, gs, G_S, F, tol=tol, width=width)
+        t_new = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        old = G.newton_cg(spec, theta, Xa, s, lam, gs, G_S, tol=tol, preconditioner=P, max_memory=max_memory)
+        t_old = time.perf_counter() - t0
+        rel = np.linalg.norm(new - old, axis=1) / np.linalg.norm(old, axis=1)
+        print(f"{what}: dense route {t_new / len(groups):.3f} s per group, through the data "
+              f"{t_old / len(groups):.3f} s per group ({t_old / t_new:.1f}x); largest relative difference "
+              f"{rel.max():.1e}")
+
+
+def engine_flops_factor(spec, n, groups, result) -> float:
+    """Flops of the dense-factor engine: per inner CG iteration two triangular solves with
+    the (d, d) factor (``2 d^2``) and two products with the group's rows; per Newton
+    iteration one gradient at the candidate (the first comes from the group's rows). The
+    factor itself is the setup (not counted here)."""
+    E, Kr, d = spec.ext_dim, spec.num_rows, spec.num_params
+    grad = 4.0 * n * d
+    rows = np.array([len(g) for g in groups], dtype=np.float64)
+    return float(np.sum(result.hvps * (2.0 * d * d + 4.0 * rows * E * Kr) + result.iterations * grad))
+
+
 def make_parser():
     p = cli.ArgumentParser(__doc__)
     p.add_argument("--dataset-id", "--workload", dest="workload", default="digits",
@@ -221,6 +260,14 @@ def make_parser():
                    help="vectors per Hessian-vector-product batch and problems per batched gradient (default 64)")
     p.add_argument("--products-only", action="store_true",
                    help="only the matmul rate and the product table (no refits)")
+    p.add_argument("--no-products", action="store_true",
+                   help="skip the product table (at MNIST scale it forms 18 full Hessians) and time the refits only")
+    p.add_argument("--max-memory", type=int, default=None, metavar="BYTES",
+                   help="memory budget of the cg routes, as ss_logreg's --max-memory (default: none; the dense "
+                        "Hessian's factor where it fits half of it)")
+    p.add_argument("--data-route", action="store_true",
+                   help="cg workloads with the dense route: also time Newton-CG through the data (the route "
+                        "without the dense factor) on the same groups")
     return p
 
 
@@ -231,13 +278,18 @@ def run(args):
             raise ConfigError(f"{flag} must be >= 1; got {getattr(args, name)}")
     if not args.fixed_reg > 0:
         raise ConfigError(f"--fixed-reg must be > 0; got {args.fixed_reg}")
+    if args.products_only and args.no_products:
+        raise ConfigError("--products-only and --no-products exclude each other; got both")
+    if args.max_memory is not None and args.max_memory < 1:
+        raise ConfigError(f"--max-memory must be a positive number of bytes; got {args.max_memory}")
 
     from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
     from sklearn.linear_model import LogisticRegression as SkLR
 
     from influence.logistic_regression import LogisticRegression
-    from influence.newton import make_preconditioner
-    from influence.refit import refit_chunk, refit_chunk_cg
+    from influence.memory import dense_hessian_fits, dense_work_memory, refit_chunk_size
+    from influence.newton import hessian_factor, make_preconditioner
+    from influence.refit import refit_chunk, refit_chunk_cg, refit_chunk_factor
 
     train, label = load_workload(args.workload, args.data_dir)
     X = np.asarray(train.x, dtype=np.float64)
@@ -255,11 +307,12 @@ def run(args):
     print(f"workload: {label}: n={n}, D={X.shape[1]}, classes={model.spec.num_classes}, "
           f"params={model.num_params}, lambda={lam:g}")
     print(f"initial fit: {t_fit:.2f} s, {fit.iterations} Newton iterations, ||grad|| = {fit.grad_norm:.2e}")
-    products = product_rates(model, X, y, lam, args.product_batch, args.seed)
-    # The matmul rate again after the products: on a shared machine the best of both
-    # measurements is the closer estimate of what the cores deliver.
-    rates = best_rates(rates, matmul_rates((2048, min(model.num_params, 2048))))
-    print_product_table(products, rates, n, model.spec.ext_dim, model.spec.num_rows, model.num_params)
+    if not args.no_products:
+        products = product_rates(model, X, y, lam, args.product_batch, args.seed)
+        # The matmul rate again after the products: on a shared machine the best of both
+        # measurements is the closer estimate of what the cores deliver.
+        rates = best_rates(rates, matmul_rates((2048, min(model.num_params, 2048))))
+        print_product_table(products, rates, n, model.spec.ext_dim, model.spec.num_rows, model.num_params)
     peak = max(r[2] for r in rates if r[1] == 2048)
     if args.products_only:
         return 0
@@ -272,27 +325,66 @@ def run(args):
     # ss_logreg's explicit / cg runs). The shared setup at theta_hat (the Hessian, or the
     # CG preconditioner) is computed once per run and timed separately.
     use_cg = model.num_params > model.config["explicit_max_params"]
-    t0 = time.perf_counter()
-    if use_cg:
-        P = make_preconditioner(model.spec, theta, Xa, s, lam)
-        chunk = int(max(1, min(64, (2 ** 28) // (n * 8 * model.spec.num_rows))))
-    else:
-        H = model.get_hessian((X, y), None, lam)
-        chunk = int(max(1, min(64, (2 ** 28) // (n * model.spec.ext_dim * 8 * model.spec.num_rows))))
-    t_setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    results = []
-    for start in range(0, len(groups), chunk):
-        part = groups[start:start + chunk]
-        if use_cg:
-            r = refit_chunk_cg(model.spec, theta, Xa, yt, s, lam, part, preconditioner=P, rtol=model.fit_rtol)
+    dense = use_cg and dense_hessian_fits(model.num_params, args.max_memory)
+
+    setups = {}
+
+    def engine(route):
+        """(setup seconds, refit seconds, [(start, RefitResult)], chunk) of one engine route."""
+        t0 = time.perf_counter()
+        if route == "dense":
+            F = hessian_factor(model.spec, theta, Xa, s, lam)
+            budget = dense_work_memory(model.num_params, args.max_memory)
+            chunk = refit_chunk_size(model.num_params, n, budget, model.spec.num_rows, explicit=False)
+        elif route == "data":
+            P = make_preconditioner(model.spec, theta, Xa, s, lam)
+            chunk = int(max(1, min(64, (2 ** 28) // (n * 8 * model.spec.num_rows))))
         else:
-            r = refit_chunk(model.spec, theta, Xa, yt, s, lam, part, hessian_hat=H, rtol=model.fit_rtol)
-        results.append((start, r))
-    t_engine = time.perf_counter() - t0
+            H = model.get_hessian((X, y), None, lam)
+            chunk = int(max(1, min(64, (2 ** 28) // (n * model.spec.ext_dim * 8 * model.spec.num_rows))))
+        t_setup = time.perf_counter() - t0
+        setups[route] = F if route == "dense" else (P if route == "data" else H)
+        t0 = time.perf_counter()
+        results = []
+        for start in range(0, len(groups), chunk):
+            part = groups[start:start + chunk]
+            if route == "dense":
+                r = refit_chunk_factor(model.spec, theta, Xa, yt, s, lam, part, factor=F, rtol=model.fit_rtol,
+                                       max_memory=budget)
+            elif route == "data":
+                r = refit_chunk_cg(model.spec, theta, Xa, yt, s, lam, part, preconditioner=P, rtol=model.fit_rtol)
+            else:
+                r = refit_chunk(model.spec, theta, Xa, yt, s, lam, part, hessian_hat=H, rtol=model.fit_rtol)
+            results.append((start, r))
+        return t_setup, time.perf_counter() - t0, results, chunk
+
+    route = ("dense" if dense else "data") if use_cg else "explicit"
+    t_setup, t_engine, results, chunk = engine(route)
     thetas = np.concatenate([r.thetas for _, r in results])
     gnorms = np.concatenate([r.grad_norms for _, r in results])
-    if use_cg:
+    if route == "dense":
+        flops = sum(engine_flops_factor(model.spec, n, groups[st:st + len(r.thetas)], r) for st, r in results)
+        hvps = np.concatenate([r.hvps for _, r in results])
+        iters = np.concatenate([r.iterations for _, r in results])
+        print(f"engine: quasi-Newton steps on the chord matrix H - H_U with the dense Hessian's factor "
+              f"({len(groups)} groups, chunks of {chunk}), "
+              f"factor built in {t_setup:.1f} s; products with H - H_U per group: median {np.median(hvps):.0f}, "
+              f"max {hvps.max()}; Newton steps (full-data gradients) per group: median {np.median(iters):.0f}, "
+              f"max {iters.max()}")
+        if args.data_route:
+            d_setup, d_engine, d_results, d_chunk = engine("data")
+            d_thetas = np.concatenate([r.thetas for _, r in d_results])
+            d_hvps = np.concatenate([r.hvps for _, r in d_results])
+            scale = np.abs(d_thetas - theta).max()
+            print(f"Newton-CG through the data (the route without the factor): {d_engine / len(groups):.3f} s per "
+                  f"group ({d_setup:.1f} s preconditioner), median {np.median(d_hvps):.0f} Hessian-vector products; "
+                  f"all certified: {bool(all(r.converged.all() for _, r in d_results))}; largest difference of "
+                  f"the two routes' refits {np.abs(d_thetas - thetas).max():.2e} "
+                  f"({np.abs(d_thetas - thetas).max() / scale:.1e} of the largest parameter change); "
+                  f"dense route {d_engine / t_engine:.1f}x faster per group")
+            newton_side_by_side(model, theta, Xa, s, lam, X, y, groups, setups["dense"], setups["data"],
+                                args.max_memory)
+    elif use_cg:
         flops = sum(engine_flops_cg(model.spec, n, r) for _, r in results)
         hvps = np.concatenate([r.hvps for _, r in results])
         print(f"engine: batched Newton-CG ({len(groups)} groups, chunks of {chunk}), preconditioner built in "

@@ -305,6 +305,7 @@ def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(
     within --max-memory chunks and with the preconditioner passed in; they equal the
     explicit solve (multinomial with an intercept: the gauge-fixed inverse)."""
     from influence import groups as G_mod
+    from influence import memory
     from influence.newton import make_preconditioner
     rng = np.random.RandomState(5)
     n, D, K = 60, 4, 3
@@ -326,6 +327,8 @@ def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(
         return real(batch, Theta, *a, **k)
 
     monkeypatch.setattr(G_mod, "cg_directions", spy)
+    # The route through the data (the dense factor's route is tested in test_dense_cg.py).
+    monkeypatch.setattr(memory, "DENSE_HESSIAN_MAX_PARAMS", 0)
     per_group = 8 * 4 * n * m.spec.num_rows
     infl = GroupInfluence(m, train, LAM, inverse_hvp_method="cg", max_memory=2 * per_group)
     Xa, _, s = m.design(train)

@@ -65,8 +65,8 @@ def spec(num_classes=2, D=4):
     ("explicit", True, False, (R.WeightedNewton, R.ChordRefit)),
     ("explicit", False, True, (R.DowndateNewton, R.DowndateRefit)),
     ("explicit", True, True, (R.WeightedNewton, R.DowndateRefit)),
-    ("cg", False, False, (R.CGNewton, R.NewtonCGRefit)),
-    ("cg", True, True, (R.CGNewton, R.NewtonCGRefit)),
+    ("cg", False, False, (R.DenseCGNewton, R.DenseRefit)),  # no memory budget: the dense factor
+    ("cg", True, True, (R.DenseCGNewton, R.DenseRefit)),
     ("small", False, False, (R.BatchedCholeskyNewton, R.SmallRefit)),
     ("small", True, True, (R.BatchedCholeskyNewton, R.SmallRefit)),
 ])
@@ -89,8 +89,8 @@ def test_group_influence_routes_follow_the_method_and_weights():
     gi, *_ = problem(weights=True)
     newton, refit = gi.routes()
     assert (type(newton), type(refit)) == (R.WeightedNewton, R.ChordRefit)
-    newton, refit = gi.routes("fmin_ncg")  # the original's solver: Newton-CG routes
-    assert (type(newton), type(refit)) == (R.CGNewton, R.NewtonCGRefit)
+    newton, refit = gi.routes("fmin_ncg")  # the original's solver: the cg routes
+    assert (type(newton), type(refit)) == (R.DenseCGNewton, R.DenseRefit)
     gi1, *_ = problem(weights=False)  # weights all 1 count as unit weights
     assert type(gi1.routes("explicit")[0]) is R.PerGroupNewton
     with pytest.raises(ValueError, match="method must be one of"):
@@ -98,8 +98,9 @@ def test_group_influence_routes_follow_the_method_and_weights():
 
 
 # ----------------------------------------------------------------------------- all routes agree
-NEWTON_ROUTES = [R.PerGroupNewton, R.DowndateNewton, R.WeightedNewton, R.CGNewton, R.BatchedCholeskyNewton]
-REFIT_ROUTES = [R.ChordRefit, R.DowndateRefit, R.NewtonCGRefit, R.SmallRefit]
+NEWTON_ROUTES = [R.PerGroupNewton, R.DowndateNewton, R.WeightedNewton, R.CGNewton, R.DenseCGNewton,
+                 R.BatchedCholeskyNewton]
+REFIT_ROUTES = [R.ChordRefit, R.DowndateRefit, R.NewtonCGRefit, R.DenseRefit, R.SmallRefit]
 
 
 @pytest.mark.parametrize("route", NEWTON_ROUTES, ids=lambda c: c.__name__)
@@ -113,7 +114,8 @@ def test_newton_routes_equal_the_dense_solve(route, monkeypatch):
     for k, g in enumerate(groups):
         H_U = Xa[g].T @ (c[g, None] * Xa[g])
         assert_close(out[k], np.linalg.solve(gi.hessian - H_U, G_S[k]),
-                     RTOL_CG if route is R.CGNewton else RTOL_TWO_PATHS, what=f"{route.__name__} group {k}")
+                     RTOL_CG if route in (R.CGNewton, R.DenseCGNewton) else RTOL_TWO_PATHS,
+                     what=f"{route.__name__} group {k}")
 
 
 @pytest.mark.parametrize("route", [R.PerGroupNewton, R.DowndateNewton], ids=lambda c: c.__name__)
@@ -159,3 +161,4 @@ def test_refit_routes_agree_and_equal_a_dense_newton_refit(weights, monkeypatch)
             assert_close(r.thetas[k], newton_refit(gi.params, Xa, y, keep, mask), 1e-8, what=f"{name} group {k}")
     # The Newton-CG route counts its Hessian-vector products, the small route has none.
     assert (results["NewtonCGRefit"].hvps > 0).all() and (results["SmallRefit"].hvps == 0).all()
+    assert (results["DenseRefit"].hvps > 0).all()
