@@ -22,8 +22,8 @@ import tensorflow as tf
 from influence import objective as K
 from influence.numerics import (
     ConvergenceWarning,
-    PCGResult,
     NotPositiveDefiniteError,
+    PCGResult,
     cholesky_factors,
     one_blas_thread,
     preconditioned_cg_rows,

@@ -12,9 +12,7 @@ import pytest
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
-from influence import groups as G
-from influence import memory
-from influence import routes as R
+from influence import groups as G, memory, routes as R
 from influence.group_influence import GroupInfluence
 from influence.newton import FactorChord, HessianFactor, hessian_factor, make_preconditioner
 from influence.numerics import preconditioned_cg_rows
@@ -132,7 +130,7 @@ def test_newton_factor_equals_the_dense_solve_and_the_route_through_the_data(num
     groups_e = groups + [np.zeros(0, dtype=np.int64)]  # an empty group: the first-order change
     G_e = np.vstack([G_S, G_S[-1]])
     out = G.newton_factor(m.spec, theta, Xa, s, lam, groups_e, G_e, F, tol=1e-12, width=2)
-    for k, g in enumerate(groups):
+    for k in range(len(groups)):
         assert_close(out[k], np.linalg.solve(H - H_U[k], G_S[k]), RTOL_CG, what=f"group {k}")
     assert_close(out[-1], np.linalg.solve(H, G_S[-1]), RTOL_CG, what="empty group: H^-1 g")
     old = G.newton_cg(m.spec, theta, Xa, s, lam, groups, G_S, tol=1e-12,
@@ -261,8 +259,8 @@ def test_group_influence_cg_routes_and_first_order_influence():
         assert_close(gi.first_order_influence(Gi, T), want_infl, RTOL_CG, what="first-order influence")
         assert_close(gi.newton_dparams(groups, G_S)["newton_dparam"], want_newton, RTOL_CG, what="Newton")
     with pytest.raises(ValueError, match="need the Hessian's factor"):
-        dense_gi.routes("cg", preconditioner=make_preconditioner(m.spec, m.get_params_flat(),
-                                                                 *m.design((X, y))[::2], lam))[0].preconditioner
+        _ = dense_gi.routes("cg", preconditioner=make_preconditioner(m.spec, m.get_params_flat(),
+                                                                     *m.design((X, y))[::2], lam))[0].preconditioner
 
 
 @pytest.mark.parametrize("num_classes,weighted", [(2, True), (4, False)])

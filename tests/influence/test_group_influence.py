@@ -304,8 +304,7 @@ def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(
     """'cg' first-order changes go through the Newton solver with empty groups (H^-1 g_U),
     within --max-memory chunks and with the preconditioner passed in; they equal the
     explicit solve (multinomial with an intercept: the gauge-fixed inverse)."""
-    from influence import groups as G_mod
-    from influence import memory
+    from influence import groups as G_mod, memory
     from influence.newton import make_preconditioner
     rng = np.random.RandomState(5)
     n, D, K = 60, 4, 3
