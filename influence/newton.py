@@ -931,11 +931,7 @@ class HessianFactor(Preconditioner):
             raise ValueError(f"H_ext must be a C-contiguous float64 array of shape ({d}, {d}); "
                              f"got {H_ext.dtype} {H_ext.shape}")
         self.spec = spec
-        if spec.has_gauge:
-            # c u u^T with u = 1/sqrt(K) on the biases: c / K on the (K, K) bias block.
-            b = np.array([k * spec.ext_dim + spec.input_dim for k in range(spec.num_rows)])
-            c = float(np.mean(np.diagonal(H_ext)))
-            H_ext[np.ix_(b, b)] += c / spec.num_rows
+        K.gauge_fix_ext_inplace(H_ext, spec)
         # H_ext is symmetric, so its transpose (an F-ordered view) is the same matrix:
         # LAPACK factors it in place, without a copy.
         L, info = scipy.linalg.lapack.dpotrf(H_ext.T, lower=1, clean=0, overwrite_a=1)

@@ -131,6 +131,18 @@ def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     return H + c * (u[:, None] * u[None, :])
 
 
+def gauge_fix_ext_inplace(H_ext: np.ndarray, spec: ModelSpec) -> None:
+    """:func:`gauge_fix` of one NumPy matrix in the extended layout
+    (:meth:`ModelSpec.ext_permutation`), in place: ``c u u^T`` with the same ``c`` and ``u``,
+    added only on the entries where ``u`` is non-zero (no (d, d) temporary)."""
+    if not spec.has_gauge:
+        return
+    u = spec.gauge_vector()[spec.ext_inverse_permutation()]
+    b = np.flatnonzero(u)
+    c = float(np.mean(np.diagonal(H_ext)))
+    H_ext[np.ix_(b, b)] += c * np.outer(u[b], u[b])
+
+
 def gauge_fix_hvp(V: tf.Tensor, HV: tf.Tensor, c, spec: ModelSpec) -> tf.Tensor:
     """``(H + c u u^T) V`` from ``HV = H V`` (V of shape (d, m))."""
     if not spec.has_gauge:

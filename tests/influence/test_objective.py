@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence.objective import LogisticObjective, ModelSpec, augment
+from influence.objective import LogisticObjective, ModelSpec, augment, gauge_fix, gauge_fix_ext_inplace
 from tests.conftest import RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import reference_hessian, reference_loss
 
@@ -82,3 +82,20 @@ def test_hessian_strategy_is_chosen_in_one_place():
     spec3, Xa3, y3, S3, _ = problem(3, True)
     with pytest.raises(ValueError, match="'einsum' is for binary models only"):
         LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method("einsum")
+
+
+@pytest.mark.parametrize("num_classes, fit_intercept", [(2, True), (3, True), (4, True), (3, False)])
+def test_gauge_fix_ext_inplace_is_gauge_fix_in_the_extended_layout(num_classes, fit_intercept):
+    """The in-place NumPy form (extended layout) against gauge_fix (TensorFlow, parameter layout)."""
+    spec = ModelSpec(5, num_classes, fit_intercept)
+    A = np.random.RandomState(0).randn(spec.num_params, spec.num_params)
+    H = A @ A.T
+    inv = spec.ext_inverse_permutation()
+    H_ext = H[np.ix_(inv, inv)].copy()
+    gauge_fix_ext_inplace(H_ext, spec)
+    want = gauge_fix(tf.constant(H), spec).numpy()[np.ix_(inv, inv)]
+    assert_close(H_ext, want, RTOL_TWO_PATHS, what="gauge-fixed Hessian")
+    if not spec.has_gauge:
+        assert np.array_equal(H_ext, H[np.ix_(inv, inv)])
+    else:
+        assert not np.allclose(H_ext, H[np.ix_(inv, inv)])   # the term was added
