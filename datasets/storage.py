@@ -118,6 +118,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBas
         raise
 
 
+@contextlib.contextmanager
+def scratch_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file named like :func:`atomic_write`'s next to ``path`` (created empty),
+    deleted when the body ends; a killed process's is removed by
+    :func:`remove_stale_temporaries` like any other dead temporary. For data kept on disk
+    only while a computation runs (phase 5's gradient matrix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temporary(path)
+    os.close(fd)
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

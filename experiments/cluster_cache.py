@@ -42,12 +42,15 @@ CLUSTERING_VERSION = 1
 CACHE_PREFIX = ".cluster-labels-"
 
 
-def cache_key(X: np.ndarray, parts, n_init: int, seed: int) -> str:
-    """SHA-256 (hex) of the matrix content and every setting its labellings depend on."""
+def cache_key(X, parts, n_init: int, seed: int) -> str:
+    """SHA-256 (hex) of the matrix content and every setting its labellings depend on
+    (``X``: an array or a :class:`experiments.clustering.MatrixFile`, the same key for the
+    same matrix)."""
     import scipy
     import sklearn
 
-    X = np.ascontiguousarray(X)
+    from_file = isinstance(X, clustering.MatrixFile)
+    X = X if from_file else np.ascontiguousarray(X)
     h = hashlib.sha256()
     # The single-linkage route (and the blocks of the block-wise one) is part of the
     # computation: pools of matrices that take the condensed route keep their keys.
@@ -56,7 +59,8 @@ def cache_key(X: np.ndarray, parts, n_init: int, seed: int) -> str:
     head = (f"v{CLUSTERING_VERSION}|{single}{X.dtype.str}|{X.shape}|parts={list(parts)}|n_init={int(n_init)}|"
             f"seed={int(seed)}|numpy={np.__version__}|scipy={scipy.__version__}|sklearn={sklearn.__version__}|")
     h.update(head.encode())
-    h.update(memoryview(X).cast("B"))
+    for chunk in X.chunks() if from_file else (memoryview(X).cast("B"),):   # a file: read, not loaded whole
+        h.update(chunk)
     return h.hexdigest()
 
 

@@ -19,6 +19,7 @@ so that the labellings of several matrices can be spread over the executor's wor
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
@@ -329,17 +330,148 @@ def single_linkage_fcluster_one_thread(X: np.ndarray, t: float = 1.0, depth: int
 
 KMEANS_KS = (4, 8, 16, 32, 64, 128)
 
+# Bytes of rows that column_variances works on at a time (its one temporary).
+VARIANCE_BLOCK_BYTES = 2 ** 26
 
-def kmeans_labels(X: np.ndarray, n_init: int = 10, seed: int = 0, ks=KMEANS_KS) -> list[np.ndarray]:
+
+def column_variances(X: np.ndarray, block_bytes: int | None = None) -> np.ndarray:
+    """``np.var(X, axis=0)`` bit for bit, with a temporary of at most ``block_bytes``
+    instead of one of X's size (default :data:`VARIANCE_BLOCK_BYTES`).
+
+    For a C-contiguous 2-d float matrix with at least two columns, numpy sums along axis 0
+    row after row (an elementwise accumulation per column, no pairwise summation), so the
+    same additions in the same order, block by block, give the same sums; the mean and the
+    final division use numpy's own calls (an ``intp`` count, as ``np.var``). Matrices of
+    one column (summed pairwise by numpy) or no larger than a block go to ``np.var``.
+    """
+    X = np.asarray(X)
+    block_bytes = VARIANCE_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+    if X.ndim != 2 or X.shape[1] < 2 or X.nbytes <= block_bytes or not X.flags.c_contiguous \
+            or X.dtype not in (np.float32, np.float64):
+        return np.var(X, axis=0)
+    n, d = X.shape
+    count = np.intp(n)
+    rows = max(1, block_bytes // (d * X.itemsize))
+    mean = np.zeros((1, d), dtype=X.dtype)
+    for row in X:
+        np.add(mean[0], row, out=mean[0])
+    np.true_divide(mean, count, out=mean, casting="unsafe")
+    out = np.zeros(d, dtype=X.dtype)
+    for start in range(0, n, rows):
+        dev = np.subtract(X[start:start + rows], mean)
+        np.square(dev, out=dev)
+        for row in dev:
+            np.add(out, row, out=out)
+    return np.true_divide(out, np.maximum(count, 0), out=out, casting="unsafe")
+
+
+@functools.cache
+def _kmeans_block_tolerance():
+    """scikit-learn's ``KMeans`` whose tolerance (``mean(np.var(X, axis=0)) * tol``, computed
+    at the start of ``fit``) comes from :func:`column_variances`, without ``np.var``'s
+    temporary of X's size: the same value bit for bit, so the same fit. (A class made on
+    first use: scikit-learn is imported only when a KMeans runs.)"""
+    from sklearn.cluster import KMeans
+
+    class KMeansBlockTolerance(KMeans):
+        def _check_params_vs_input(self, X):
+            tol = self.tol
+            self.tol = 0   # scikit-learn skips the variances for tol == 0 ...
+            try:
+                super()._check_params_vs_input(X)
+            finally:
+                self.tol = tol
+            # ... and this is its formula (sklearn.cluster._kmeans._tolerance, dense X).
+            self._tol = 0 if tol == 0 else np.mean(column_variances(X)) * tol
+
+    return KMeansBlockTolerance
+
+
+def kmeans_input(X) -> np.ndarray:
+    """A private C-contiguous copy of ``X`` in the dtype scikit-learn's KMeans fits in
+    (float32 stays float32, anything else becomes float64), for ``copy_x=False``; a
+    :class:`MatrixFile` is read from its file (the matrix need not stay in memory)."""
+    if isinstance(X, MatrixFile):
+        return X.load()
+    X = np.asarray(X)
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+    return np.array(X, dtype=dtype, order="C", copy=True)
+
+
+def kmeans_labels(X, n_init: int = 10, seed: int = 0, ks=KMEANS_KS) -> list[np.ndarray]:
     """KMeans labels for each k in ``ks`` (k-means++, ``n_init`` restarts, seeded).
 
     ``algorithm='elkan'``: what sklearn 0.20's default ``'auto'`` ran on dense data (the
     original's setting); the same objective as Lloyd, and faster here.
-    """
-    from sklearn.cluster import KMeans
 
-    return [KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan").fit(X).labels_
-            for k in ks if k <= X.shape[0]]
+    Each fit gets its own copy of X (:func:`kmeans_input`) and runs with ``copy_x=False``:
+    scikit-learn would otherwise copy X itself and then centre the copy in place, the same
+    arithmetic on the same values, so the labels are those of
+    ``KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan").fit(X)``
+    bit for bit, with one copy of X per fit instead of two next to X (scikit-learn's copy
+    and its tolerance's temporary, see :func:`_kmeans_block_tolerance`). The copy is
+    centred in place and dropped after the fit, never reused: adding the mean back does not
+    restore X exactly.
+    """
+    shape = X.shape
+    labels = []
+    for k in ks:
+        if k > shape[0]:
+            continue
+        data = kmeans_input(X)
+        model = _kmeans_block_tolerance()(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan",
+                                          copy_x=False)
+        labels.append(model.fit(data).labels_)
+        del data, model
+    return labels
+
+
+class MatrixFile:
+    """A matrix kept in a ``.npy`` file instead of memory (phase 5 writes the gradient
+    matrix to one while it is clustered): ``shape``, ``dtype`` and ``nbytes`` as an array's,
+    :meth:`load` a fresh private copy. Labellings read it when they start, so the matrix is
+    in memory only as the copies of the labellings running."""
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        view = np.load(self.path, mmap_mode="r", allow_pickle=False)   # the header only; no page is read
+        if view.ndim != 2 or not view.flags.c_contiguous:
+            raise ValueError(f"{self.path}: a C-ordered 2-d matrix is needed; the file holds shape {view.shape}")
+        self.shape, self.dtype, self.offset = tuple(int(s) for s in view.shape), view.dtype, int(view.offset)
+        del view
+
+    @classmethod
+    def write(cls, path, X: np.ndarray) -> "MatrixFile":
+        """Write ``X`` (C order) to ``path`` and return its :class:`MatrixFile`."""
+        with open(path, "wb") as f:   # np.save(path) would append ".npy" to another suffix
+            np.save(f, np.ascontiguousarray(X), allow_pickle=False)
+        return cls(path)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def load(self) -> np.ndarray:
+        """The matrix, read into a new array (bit for bit what was written)."""
+        return np.load(self.path, allow_pickle=False)
+
+    def chunks(self, size: int = 2 ** 24):
+        """The matrix's bytes in C order, ``size`` bytes at a time (for hashing without loading it)."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            left = self.nbytes
+            while left > 0:
+                b = f.read(min(size, left))
+                if not b:
+                    raise ValueError(f"{self.path} is shorter than its header says")
+                left -= len(b)
+                yield b
 
 
 def one_thread():
@@ -366,22 +498,32 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
     return [cluster_part_one_thread(X, part, n_init, seed) for part in pool_parts(X.shape[0])]
 
 
-def part_memory(X: np.ndarray, part) -> int:
-    """Bytes a labelling of ``X`` allocates beyond ``X`` itself (for scheduling parts side by
-    side): single linkage a float64 copy of a float32 ``X`` and, on the ``"condensed"`` route
-    (:func:`single_linkage_route`), its condensed float64 distances (``n (n - 1) / 2``
-    doubles) and two 256-row work blocks, on the ``"blocks"`` route six
-    ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per row (the
-    candidate edges and their reduction); KMeans scikit-learn's copy of ``X``
-    (``copy_x``), the temporary of the same size that its tolerance (``np.var(X, axis=0)``)
-    allocates next to it, and about four ``(n, k)`` float64 arrays."""
+def part_memory(X, part) -> int:
+    """Bytes a labelling of ``X`` (an array, or a :class:`MatrixFile`, read by the labelling)
+    allocates beyond an in-memory ``X`` itself (for scheduling parts side by side).
+
+    Single linkage: a float64 copy of a float32 or file-held ``X`` (plus the array read
+    from a file that is not float64), the finiteness check's booleans (one byte per entry)
+    and, on the ``"condensed"`` route (:func:`single_linkage_route`), its condensed float64
+    distances (``n (n - 1) / 2`` doubles) and two 256-row work blocks, on the ``"blocks"``
+    route six ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per
+    row (the candidate edges and their reduction). KMeans: the fit's own copy of ``X``
+    (:func:`kmeans_input`), the tolerance's block of rows (:func:`column_variances`; all
+    of X for a single column) and about four ``(n, k)`` float64 arrays."""
     n = int(X.shape[0])
+    size = int(np.prod(X.shape))
+    from_file = isinstance(X, MatrixFile)
     if part == "single":
-        copy = 0 if X.dtype == np.float64 else 8 * int(np.prod(X.shape))
+        copy = 0 if X.dtype == np.float64 and not from_file else 8 * size
+        if from_file and X.dtype != np.float64:
+            copy += int(X.nbytes)
         if single_linkage_route(n) == "condensed":
-            return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy
-        return 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n + copy
-    return 2 * int(X.nbytes) + 4 * 8 * n * int(part)
+            return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy + size
+        return 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n + copy + size
+    item = 4 if X.dtype == np.float32 else 8
+    row = item * int(np.prod(X.shape[1:]))
+    tolerance = item * size if row == item else min(item * size, max(VARIANCE_BLOCK_BYTES, row))
+    return item * size + tolerance + 4 * 8 * n * int(part)
 
 
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
@@ -390,13 +532,15 @@ def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
     return ["single"] + [k for k in ks if k <= n_rows]
 
 
-def cluster_part_one_thread(X: np.ndarray, part, n_init: int = 10, seed: int = 0) -> np.ndarray:
+def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0) -> np.ndarray:
     """One labelling of :func:`cluster_labels_one_thread`, on one BLAS/OpenMP thread:
     ``part == "single"`` gives the single-linkage labels, an int ``k`` KMeans' labels
-    (the same calls, so the same labels bit for bit)."""
+    (the same calls, so the same labels bit for bit). ``X``: an array or a
+    :class:`MatrixFile` (read here, the same labels as the array it holds)."""
     with one_thread():
         if part == "single":
-            return single_linkage_fcluster(np.asarray(X, dtype=np.float64), 1)
+            return single_linkage_fcluster(np.asarray(X.load() if isinstance(X, MatrixFile) else X,
+                                                      dtype=np.float64), 1)
         return kmeans_labels(X, n_init, seed, ks=(int(part),))[0]
 
 

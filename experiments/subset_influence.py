@@ -40,6 +40,7 @@ docs/design.md, 'Where this suite differs from the original'):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -48,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets import user_file
+from datasets import storage, user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER, VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, subset_groups, tasks
 from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
@@ -403,6 +404,11 @@ def cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
     return cluster_pools([X], n_init, parallel=False)[0]
 
 
+def _matrix(M):
+    """A matrix to cluster: an array, or a :class:`experiments.clustering.MatrixFile` as is."""
+    return M if isinstance(M, clustering.MatrixFile) else np.asarray(M)
+
+
 # Below this many rows a pool takes well under a second: not worth running parts side by side.
 PARALLEL_MIN_ROWS = 2000
 
@@ -439,7 +445,7 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
              for p in longest[i][j:j + 1]]
     done: dict[tuple, np.ndarray] = dict(known or {})
     todo = [key for key in order if key not in done]
-    mats = [np.asarray(M) for M in mats]
+    mats = [_matrix(M) for M in mats]
 
     def finish(index, result):
         key, (labels, seconds) = todo[index], result
@@ -475,7 +481,7 @@ def cached_cluster_pools(mats, n_init: int = 10, cache_dir=None, parallel: bool 
     (:mod:`experiments.cluster_cache`; ``None``: no cache) and caching new ones."""
     if cache_dir is None:
         return cluster_pools(mats, n_init, parallel, executor, max_memory)
-    mats = [np.asarray(M) for M in mats]
+    mats = [_matrix(M) for M in mats]
     parts = [clustering.pool_parts(M.shape[0]) for M in mats]
     keys = [cluster_cache.cache_key(M, p, n_init, KMEANS_SEED) for M, p in zip(mats, parts)]
     labels = [cluster_cache.load_labels(cache_dir, k, M.shape[0], len(p)) for M, k, p in zip(mats, keys, parts)]
@@ -691,11 +697,13 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                         for idx in drawn if tag in types else ():
                             add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
-        mats = {"same_features": X, "same_grad": np.asarray(self.R["train_grad_loss"])}
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
-        pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
-                                     self.cluster_cache_dir, executor=self.executor,
-                                     max_memory=self.config.get("max_memory")) if cluster_types else []
+        with self._gradients_for_clustering("same_grad" in cluster_types) as grads:
+            mats = {"same_features": X, "same_grad": grads}
+            pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
+                                         self.cluster_cache_dir, executor=self.executor,
+                                         max_memory=self.config.get("max_memory")) if cluster_types else []
+            del mats
         for tag, pool in zip(cluster_types, pools):
             lens = np.array([len(c) for c in pool])
             for s in sizes:
@@ -717,6 +725,35 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             raise ConfigError(f"no group could be drawn: --group-types {','.join(types)} gave no group of the "
                               f"sizes {sorted(set(sizes.tolist()))} on {n} training points")
         return {"subset_tags": tags, "subset_indices": subsets}
+
+    @contextlib.contextmanager
+    def _gradients_for_clustering(self, needed: bool):
+        """The gradient matrix for phase 5's ``same_grad`` pool. Embedded (labellings in this
+        process), it is written to a temporary ``.npy`` in the run folder and the run's
+        references to it (``R`` and phase 1's results) are dropped while the pools are
+        built: each labelling reads its own copy from the file
+        (:class:`experiments.clustering.MatrixFile`), so the matrix is in memory only as the
+        copies of the labellings running (one, for a matrix that fills --max-memory), not
+        once more besides them. Afterwards it is read back, bit for bit the same array. On
+        a cluster (whose workers need not see this disk) it stays in memory."""
+        G = self.R.get("train_grad_loss")
+        if not needed or G is None or self.executor.distributed:
+            yield None if G is None else np.asarray(G)
+            return
+        with storage.scratch_file(self.base_dir / "train_grad_loss.npy") as path:
+            grads = clustering.MatrixFile.write(path, np.asarray(G))
+            holders = [d for d in (self.R, *self.results.values()) if d.get("train_grad_loss") is G]
+            for d in holders:
+                d["train_grad_loss"] = None
+            del G
+            logger.info("phase 5: the gradient matrix (%.2f GB) is read from %s by each of its labellings",
+                        grads.nbytes / 1e9, path)
+            try:
+                yield grads
+            finally:
+                G = grads.load()
+                for d in holders:
+                    d["train_grad_loss"] = G
 
     def _cg_preconditioner(self):
         """The cg routes' preconditioner at theta_hat (the dense Hessian's factor where it fits

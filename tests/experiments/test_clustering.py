@@ -6,6 +6,7 @@ import pytest
 from scipy.cluster.hierarchy import fclusterdata
 from scipy.spatial.distance import pdist
 
+from experiments import clustering
 from experiments.clustering import (
     condensed_euclidean,
     single_linkage_fcluster,
@@ -236,3 +237,75 @@ def test_block_route_warns_at_tied_merge_heights(caplog):
     with caplog.at_level(logging.WARNING, logger="experiments.clustering"):
         single_linkage_fcluster(_float_data(n=80), 1, route="blocks", block=16)
     assert not caplog.records
+
+
+@pytest.mark.parametrize("shape", [(4000, 2), (3001, 7), (1500, 300)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_variances_equal_numpy_var_bit_for_bit(shape, dtype):
+    """Block by block (here blocks of 37 rows, and of a single row) the variances are
+    np.var's, bit for bit: the same additions in the same order."""
+    rng = np.random.RandomState(shape[1])
+    X = (rng.normal(0, 1, shape) * rng.uniform(0.1, 3, shape[1]) + rng.uniform(-5, 5, shape[1])).astype(dtype)
+    want = np.var(X, axis=0)
+    for rows in (37, 1):
+        got = clustering.column_variances(X, block_bytes=rows * X.shape[1] * X.itemsize)
+        assert got.dtype == want.dtype and np.array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def _kmeans_data(n=3000, d=20, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.normal(0, 1, (n, d)) + rng.randint(0, 6, (n, 1)) * 1.5
+
+
+@pytest.mark.parametrize("k", [4, 16, 64])
+def test_kmeans_labels_equal_scikit_learns_default_path(k, tmp_path, monkeypatch):
+    """kmeans_labels (its own copy of X, copy_x=False, the tolerance by blocks) gives the
+    labels of scikit-learn's default KMeans (copy_x=True, np.var) for the same call on
+    the same thread count, bit for bit; also from a MatrixFile, also with blocks of rows
+    small enough that the tolerance takes the block route."""
+    from sklearn.cluster import KMeans
+
+    X = _kmeans_data()
+    path = tmp_path / "x.npy"
+    M = clustering.MatrixFile.write(path, X)
+    with clustering.one_thread():
+        want = KMeans(n_clusters=k, n_init=3, random_state=0, algorithm="elkan").fit(X)
+        got = clustering.kmeans_labels(X, n_init=3, seed=0, ks=(k,))[0]
+        monkeypatch.setattr(clustering, "VARIANCE_BLOCK_BYTES", 8 * X.shape[1] * 100)
+        from_file = clustering.kmeans_labels(M, n_init=3, seed=0, ks=(k,))[0]
+    assert np.array_equal(got, want.labels_) and np.array_equal(from_file, want.labels_)
+    assert got.dtype == want.labels_.dtype
+    assert np.array_equal(np.load(path), X)            # the file is never changed
+
+
+def test_kmeans_labels_leave_x_unchanged_and_depend_on_the_tolerance():
+    """X is not centred in place (each fit has its own copy), and the tolerance matters for
+    these data: a fit that stopped at another tolerance would give other labels here, so
+    the test above would see a wrong tolerance."""
+    from sklearn.cluster import KMeans
+
+    X = _kmeans_data(seed=3)
+    before = X.copy()
+    with clustering.one_thread():
+        got = clustering.kmeans_labels(X, n_init=1, seed=0, ks=(32,))[0]
+        loose = KMeans(n_clusters=32, n_init=1, random_state=0, algorithm="elkan", tol=1e-1).fit(X).labels_
+    assert np.array_equal(X, before)
+    assert not np.array_equal(got, loose)
+
+
+def test_matrix_file_holds_the_matrix(tmp_path):
+    X = np.arange(35.0).reshape(7, 5)
+    M = clustering.MatrixFile.write(tmp_path / "m.tmp", X)
+    assert M.shape == (7, 5) and M.dtype == X.dtype and M.nbytes == X.nbytes
+    assert np.array_equal(M.load(), X) and M.load() is not M.load()
+    assert b"".join(M.chunks(size=16)) == X.tobytes()
+    np.save(tmp_path / "v.npy", np.arange(3.0))
+    with pytest.raises(ValueError, match="2-d"):
+        clustering.MatrixFile(tmp_path / "v.npy")
+
+
+def test_single_linkage_of_a_matrix_file_equals_the_array(tmp_path):
+    X = _float_data(300)
+    M = clustering.MatrixFile.write(tmp_path / "m.npy", X)
+    assert np.array_equal(clustering.cluster_part_one_thread(M, "single"),
+                          clustering.cluster_part_one_thread(X, "single"))
