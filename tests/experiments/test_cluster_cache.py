@@ -341,3 +341,38 @@ def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
         assert peak - base >= nbytes
     if variant != "sklearn-default":
         assert peak - base <= bound + slack, (peak - base, bound)
+
+
+def test_phase_5_clusters_the_gradients_from_a_file_and_restores_them(tmp_path, monkeypatch):
+    """While the pools are built the run holds no reference to the gradient matrix (R and
+    phase 1's results), which the labellings read from a temporary file in the run folder;
+    afterwards R holds it again bit for bit, the file is gone, and the groups are those of
+    the pools of the in-memory matrix."""
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=3, kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    G = exp.R["train_grad_loss"].copy()
+    seen = []
+    real = si.cached_cluster_pools
+
+    def spy(mats, *a, **k):
+        seen.append(([type(M).__name__ for M in mats], exp.R["train_grad_loss"],
+                     exp.results["initial_training"]["train_grad_loss"],
+                     sorted(p.name for p in exp.base_dir.iterdir() if p.name.endswith(".tmp"))))
+        assert np.array_equal(mats[1].load(), G)
+        return real(mats, *a, **k)
+
+    monkeypatch.setattr(si, "cached_cluster_pools", spy)
+    res = exp.pick_subsets()
+    [(kinds, in_R, in_results, scratch)] = seen
+    assert kinds == ["ndarray", "MatrixFile"] and in_R is None and in_results is None and len(scratch) == 1
+    assert exp.R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
+    assert np.array_equal(exp.R["train_grad_loss"], G)
+    assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
+    pools = si.cluster_pools([np.asarray(exp.train.x), G], n_init=2, parallel=False)
+    monkeypatch.setattr(si, "cached_cluster_pools", lambda mats, *a, **k: pools)
+    again = exp.pick_subsets()
+    assert res["subset_tags"] == again["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(res["subset_indices"], again["subset_indices"]))
