@@ -16,6 +16,12 @@ pools of several matrices can be built in parallel processes. :func:`pool_parts`
 then one KMeans per k), each computed exactly as in :func:`cluster_labels_one_thread`,
 so that the labellings of several matrices can be spread over the executor's workers
 (:mod:`experiments.execution`).
+
+Memory: each KMeans fit works on its own copy of the matrix (:func:`kmeans_input`,
+``copy_x=False``) and computes scikit-learn's tolerance by blocks of rows
+(:func:`column_variances`), so a labelling holds one copy of the matrix, not two, with the
+labels of scikit-learn's default path bit for bit; a matrix can also be held in a file
+(:class:`MatrixFile`), read by each labelling when it starts (:func:`part_memory` counts it).
 """
 from __future__ import annotations
 

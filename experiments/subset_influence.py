@@ -428,9 +428,11 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     process as far as CPUs and memory allow
     (:func:`experiments.clustering.part_memory`; with ``max_memory`` (the run's
     ``--max-memory``) the labellings running together need at most the largest one's
-    memory plus ``max_memory``, so two KMeans copies of Fashion-MNIST's 3.5 GB gradients
-    never run side by side); otherwise one after the other. The labels are the same either
-    way, bit for bit.
+    memory plus ``max_memory``, so two labellings of Fashion-MNIST's 3.45 GB gradients,
+    each with its own copy, never run side by side); otherwise one after the other. The
+    labels are the same either way, bit for bit. A matrix may be a
+    :class:`experiments.clustering.MatrixFile` (phase 5's gradients), read by each
+    labelling when it starts.
 
     ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
     run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
