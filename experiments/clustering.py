@@ -149,11 +149,11 @@ def single_linkage_route(n_rows: int) -> str:
     return "condensed" if 8 * (n_rows * (n_rows - 1) // 2) <= CONDENSED_MAX_BYTES else "blocks"
 
 
-def _block_distances(X, sq, a0, a1, b0, b1) -> np.ndarray:
-    """Distances of rows ``[a0, a1)`` to rows ``[b0, b1)`` with the formula of
-    :func:`condensed_euclidean` (the lower-numbered point's row on the left)."""
+def _block_distances(XA, XB, sq, a0, a1, b0, b1) -> np.ndarray:
+    """Distances of rows ``[a0, a1)`` (``XA``) to rows ``[b0, b1)`` (``XB``) with the formula
+    of :func:`condensed_euclidean` (the lower-numbered point's row on the left)."""
     D2 = np.add(sq[a0:a1, None], sq[None, b0:b1])
-    G = X[a0:a1] @ X[b0:b1].T
+    G = XA @ XB.T
     G *= -2.0
     D2 += G
     np.maximum(D2, 0.0, out=D2)
@@ -234,9 +234,27 @@ def _tree_matrix(a0, a1, tree):
     return T
 
 
-def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
+def _row_norms(X: np.ndarray) -> np.ndarray:
+    """Squared row norms (each row's own sum: the same bits for a block of rows as for the
+    whole matrix)."""
+    return np.einsum("ij,ij->i", X, X)
+
+
+def _row_reader(X):
+    """``rows(a, b)``: rows ``[a, b)`` of ``X`` as a float64 C-contiguous array; a view of an
+    in-memory matrix, read from the file of a :class:`MatrixFile`."""
+    if isinstance(X, MatrixFile):
+        return lambda a, b: np.ascontiguousarray(X.rows(a, b), dtype=np.float64)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    return lambda a, b: X[a:b]
+
+
+def spanning_tree_blocks(X, block: int | None = None):
     """A minimum spanning tree of the complete graph of Euclidean distances between the
     rows of ``X``, as ``(u, v, w)`` arrays of ``n - 1`` edges, without the condensed matrix.
+
+    ``X``: an array, or a :class:`MatrixFile` whose blocks of rows are read from its file as
+    they are needed (two blocks at a time in memory, not the matrix).
 
     The rows are cut into blocks of ``block``; the minimum spanning tree of a graph is one
     of the union of minimum spanning forests of subgraphs that together hold every edge.
@@ -247,17 +265,19 @@ def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
     bit for bit for integer-valued features). With distinct merge heights every minimum
     spanning tree gives the same single-linkage ``Z``.
     """
-    X = np.ascontiguousarray(X, dtype=np.float64)
+    block = MST_BLOCK if block is None else int(block)
+    rows = _row_reader(X)
     n = X.shape[0]
-    sq = np.einsum("ij,ij->i", X, X)
     starts = list(range(0, n, block))
     bounds = [(a, min(a + block, n)) for a in starts]
+    sq = np.concatenate([_row_norms(rows(a0, a1)) for a0, a1 in bounds])
 
     def own_tree(a0, a1):
         m = a1 - a0
         if m < 2:
             return (np.empty(0, np.int64),) * 2 + (np.empty(0),)
-        D = np.triu(_block_distances(X, sq, a0, a1, a0, a1), 1)
+        XA = rows(a0, a1)
+        D = np.triu(_block_distances(XA, XA, sq, a0, a1, a0, a1), 1)
         D += D.T   # the upper triangle (lower-numbered point on the left), mirrored
         u, v, w = _prim(_dense_rows(D), m)
         return u + a0, v + a0, w
@@ -267,9 +287,10 @@ def spanning_tree_blocks(X: np.ndarray, block: int = MST_BLOCK):
     for bi, (a0, a1) in enumerate(bounds):
         TI = _tree_matrix(a0, a1, trees[bi])
         found = [cand]
+        XA = rows(a0, a1) if bi + 1 < len(bounds) else None
         for bj in range(bi + 1, len(bounds)):
             b0, b1 = bounds[bj]
-            DIJ = _block_distances(X, sq, a0, a1, b0, b1)
+            DIJ = _block_distances(XA, rows(b0, b1), sq, a0, a1, b0, b1)
             TJ = _tree_matrix(b0, b1, trees[bj])
             u, v, w = _prim(_pair_rows(TI, DIJ, TJ), (a1 - a0) + (b1 - b0))
             p = a1 - a0
@@ -292,25 +313,33 @@ def linkage_from_tree(u, v, w, n: int) -> np.ndarray:
     return Z
 
 
-def single_linkage_fcluster(X: np.ndarray, t: float = 1.0, depth: int = 2, route: str | None = None,
-                            block: int = MST_BLOCK) -> np.ndarray:
+def single_linkage_fcluster(X, t: float = 1.0, depth: int = 2, route: str | None = None,
+                            block: int | None = None) -> np.ndarray:
     """Flat cluster labels (1..k) equal to ``fclusterdata(X, t)`` with scipy's defaults.
 
     ``route``: ``"condensed"`` or ``"blocks"`` (``None``: :func:`single_linkage_route`);
-    ``block``: the block rows of the ``"blocks"`` route.
+    ``block``: the block rows of the ``"blocks"`` route (``None``: :data:`MST_BLOCK`). ``X`` may be a :class:`MatrixFile`:
+    the block route reads it block by block, the condensed route loads it.
     """
-    X = np.asarray(X, dtype=np.float64)
+    route = single_linkage_route(X.shape[0]) if route is None else route
+    if isinstance(X, MatrixFile) and route != "blocks":
+        X = X.load()
+    if not isinstance(X, MatrixFile):
+        X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"single linkage needs a 2-d feature matrix; X has shape {X.shape}")
     if X.shape[0] < 2:
         raise ValueError(f"single linkage needs at least 2 rows; X has shape {X.shape}")
-    if not np.isfinite(X).all():
+    step = MST_BLOCK   # the block route's reads
+    finite = all(np.isfinite(X.rows(a, a + step)).all() for a in range(0, X.shape[0], step)) \
+        if isinstance(X, MatrixFile) else np.isfinite(X).all()
+    if not finite:
         raise ValueError("single linkage needs finite features; X has NaN or infinite entries")
     n = X.shape[0]
-    route = single_linkage_route(n) if route is None else route
     if route == "condensed":
         Z = mst_single_linkage(condensed_euclidean(X), n)
     elif route == "blocks":
+        block = MST_BLOCK if block is None else block
         if int(block) != block or block < 1:
             raise ValueError(f"block must be a positive integer number of rows; got {block!r}")
         Z = linkage_from_tree(*spanning_tree_blocks(X, int(block)), n)
@@ -467,6 +496,17 @@ class MatrixFile:
         """The matrix, read into a new array (bit for bit what was written)."""
         return np.load(self.path, allow_pickle=False)
 
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Rows ``[a, b)``, read from the file into a new array."""
+        a, b = max(0, int(a)), min(int(b), self.shape[0])
+        width = int(np.prod(self.shape[1:]))
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + a * width * self.dtype.itemsize)
+            out = np.fromfile(f, dtype=self.dtype, count=max(b - a, 0) * width)
+        if out.size != max(b - a, 0) * width:
+            raise ValueError(f"{self.path} is shorter than its header says")
+        return out.reshape(max(b - a, 0), width)
+
     def chunks(self, size: int = 2 ** 24):
         """The matrix's bytes in C order, ``size`` bytes at a time (for hashing without loading it)."""
         with open(self.path, "rb") as f:
@@ -508,9 +548,10 @@ def part_memory(X, part) -> int:
     """Bytes a labelling of ``X`` (an array, or a :class:`MatrixFile`, read by the labelling)
     allocates beyond an in-memory ``X`` itself (for scheduling parts side by side).
 
-    Single linkage: a float64 copy of a float32 or file-held ``X`` (plus the array read
-    from a file that is not float64), the finiteness check's booleans (one byte per entry)
-    and, on the ``"condensed"`` route (:func:`single_linkage_route`), its condensed float64
+    Single linkage: a float64 copy of a float32 ``X`` or of a file-held one on the condensed
+    route (plus the array read from a file that is not float64; on the block route a file
+    is read two blocks of rows at a time), the finiteness check's booleans (one byte per
+    entry) and, on the ``"condensed"`` route (:func:`single_linkage_route`), its condensed float64
     distances (``n (n - 1) / 2`` doubles) and two 256-row work blocks, on the ``"blocks"``
     route six ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per
     row (the candidate edges and their reduction). KMeans: the fit's own copy of ``X``
@@ -520,12 +561,16 @@ def part_memory(X, part) -> int:
     size = int(np.prod(X.shape))
     from_file = isinstance(X, MatrixFile)
     if part == "single":
-        copy = 0 if X.dtype == np.float64 and not from_file else 8 * size
-        if from_file and X.dtype != np.float64:
-            copy += int(X.nbytes)
         if single_linkage_route(n) == "condensed":
+            copy = 0 if X.dtype == np.float64 and not from_file else 8 * size
+            if from_file and X.dtype != np.float64:
+                copy += int(X.nbytes)
             return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy + size
-        return 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n + copy + size
+        work = 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n
+        if from_file:   # two blocks of rows read at a time (and a block's raw read and booleans)
+            row = int(np.prod(X.shape[1:]))
+            return work + MST_BLOCK * row * (2 * 8 + X.dtype.itemsize + 1)
+        return work + (0 if X.dtype == np.float64 else 8 * size) + size
     item = 4 if X.dtype == np.float32 else 8
     row = item * int(np.prod(X.shape[1:]))
     tolerance = item * size if row == item else min(item * size, max(VARIANCE_BLOCK_BYTES, row))
@@ -545,8 +590,7 @@ def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0) -> np.ndar
     :class:`MatrixFile` (read here, the same labels as the array it holds)."""
     with one_thread():
         if part == "single":
-            return single_linkage_fcluster(np.asarray(X.load() if isinstance(X, MatrixFile) else X,
-                                                      dtype=np.float64), 1)
+            return single_linkage_fcluster(X if isinstance(X, MatrixFile) else np.asarray(X, dtype=np.float64), 1)
         return kmeans_labels(X, n_init, seed, ks=(int(part),))[0]
 
 

@@ -287,7 +287,8 @@ variant = sys.argv[1]
 X = np.random.RandomState(0).normal(0, 1, (6000, 2000))   # 96 MB, above one tolerance block
 nbytes = X.nbytes
 clustering.CONDENSED_MAX_BYTES = 0      # single linkage by blocks, as at Fashion-MNIST's size
-clustering.VARIANCE_BLOCK_BYTES = 2 ** 22   # the tolerance's block as small next to X as at that size
+clustering.VARIANCE_BLOCK_BYTES = 2 ** 22   # the tolerance's block and the single linkage's blocks
+clustering.MST_BLOCK = 512                  # of rows about as small next to X as at that size
 with clustering.one_thread():
     clustering.kmeans_labels(X[:50], n_init=1, ks=(4,))   # imports and first calls
     if variant.endswith("file"):
@@ -322,23 +323,20 @@ def _labelling_peak(variant, tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's resettable peak RSS")
 @pytest.mark.parametrize("variant, copies", [("sklearn-default", (1.9, 2.2)), ("kmeans", (0.95, 1.2)),
-                                             ("kmeans-file", (0.95, 1.2)), ("single-file", None)])
+                                             ("kmeans-file", (0.95, 1.2)), ("single-file", (0.0, 0.5))])
 def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
     """Peak RSS of one labelling of a 96 MB matrix in a fresh process, in copies of the
     matrix above what the process held before: scikit-learn's default KMeans makes two
     (its copy of X and its tolerance's temporary of X's size), kmeans_labels one (its own
     copy; the tolerance by blocks of rows), also from a MatrixFile with X no longer in
-    memory, so that phase 5 holds one copy of the gradient matrix per labelling running.
-    Single linkage from a file holds its copy besides the block route's work arrays
-    (which do not grow with the matrix, and dominate at this size). Each stays within
+    memory, so that phase 5 holds one copy of the gradient matrix per KMeans running.
+    Single linkage from a file holds no copy: the block route reads two blocks of rows
+    at a time (with its work arrays, under half a copy here). Each stays within
     part_memory."""
     base, peak, bound, nbytes = _labelling_peak(variant, tmp_path)
     slack = 16 * 2 ** 20   # allocator and page granularity
-    if copies is not None:
-        lo, hi = copies
-        assert lo * nbytes <= peak - base <= hi * nbytes, (variant, (peak - base) / nbytes)
-    else:
-        assert peak - base >= nbytes
+    lo, hi = copies
+    assert lo * nbytes <= peak - base <= hi * nbytes, (variant, (peak - base) / nbytes)
     if variant != "sklearn-default":
         assert peak - base <= bound + slack, (peak - base, bound)
 

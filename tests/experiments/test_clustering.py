@@ -309,3 +309,18 @@ def test_single_linkage_of_a_matrix_file_equals_the_array(tmp_path):
     M = clustering.MatrixFile.write(tmp_path / "m.npy", X)
     assert np.array_equal(clustering.cluster_part_one_thread(M, "single"),
                           clustering.cluster_part_one_thread(X, "single"))
+
+
+@pytest.mark.parametrize("block", [7, 64, 1000])
+def test_block_route_reads_a_matrix_file_block_by_block_with_the_same_labels(block, tmp_path):
+    """From a MatrixFile the block route reads two blocks of rows at a time and gives the
+    array's labels bit for bit (the same products on the same values); a non-finite entry
+    in any block is found."""
+    X = _float_data(400, 6, seed=block)
+    M = clustering.MatrixFile.write(tmp_path / "m.npy", X)
+    want = single_linkage_fcluster(X, route="blocks", block=block)
+    assert np.array_equal(single_linkage_fcluster(M, route="blocks", block=block), want)
+    assert np.array_equal(M.rows(5, 5 + block), X[5:5 + block]) and M.rows(399, 999).shape == (1, 6)
+    X[-1, 2] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        single_linkage_fcluster(clustering.MatrixFile.write(tmp_path / "nan.npy", X), route="blocks", block=block)
