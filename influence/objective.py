@@ -34,6 +34,8 @@ from influence.numerics import one_blas_thread
 HESSIAN_METHODS = ("auto", "sparse", "syrk", "einsum", "matmul")
 # Bytes of the row blocks the multinomial Hessians are formed from.
 HESSIAN_BLOCK_BYTES = 2 ** 28
+# Bytes of the row blocks the multinomial per-example gradients are written in.
+PER_EXAMPLE_BLOCK_BYTES = 2 ** 26
 
 
 @dataclass(frozen=True)
@@ -368,15 +370,27 @@ class LogisticObjective:
         return self._residual(self.logits(Theta))
 
     def per_example_gradients(self, theta):
-        """Unweighted gradient of every example's loss at one parameter vector, (n, d)."""
+        """Unweighted gradient of every example's loss at one parameter vector, (n, d).
+
+        Multinomial: a NumPy array written in the parameter layout (class-major weights
+        ``r_ik x_ij``, then the biases ``r_ik``), block of rows by block
+        (:data:`PER_EXAMPLE_BLOCK_BYTES`), so that the only (n, d) array is the result (at
+        MNIST scale 3.45 GB, where the product of all rows and its concatenation with the
+        biases held three); elementwise products, so the same bits as one product of all rows.
+        """
         R = self.residual(theta[None])[:, 0]
         if self.spec.binary:
             return R[:, None] * self.Xa
-        # Written in the parameter layout (class-major weights, then the biases R itself)
-        # rather than gathered from the extended one: one (n, d) array fewer.
         K, D = self.spec.num_rows, self.spec.input_dim
-        G_w = tf.reshape(R[:, :, None] * self.Xa[:, None, :D], [-1, K * D])
-        return tf.concat([G_w, R], axis=1) if self.spec.fit_intercept else G_w
+        n = int(self.Xa.shape[0])
+        out = np.empty((n, K * D + (K if self.spec.fit_intercept else 0)), dtype=self.Xa.dtype.as_numpy_dtype)
+        step = max(1, PER_EXAMPLE_BLOCK_BYTES // max(1, K * D * out.itemsize))
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            out[a:b, :K * D] = tf.reshape(R[a:b, :, None] * self.Xa[a:b, None, :D], [-1, K * D]).numpy()
+        if self.spec.fit_intercept:
+            out[:, K * D:] = R.numpy()
+        return out
 
     def probabilities(self, Theta):
         """Probabilities of every class at each row of Theta, (n, B, K)."""

@@ -99,3 +99,27 @@ def test_gauge_fix_ext_inplace_is_gauge_fix_in_the_extended_layout(num_classes, 
         assert np.array_equal(H_ext, H[np.ix_(inv, inv)])
     else:
         assert not np.allclose(H_ext, H[np.ix_(inv, inv)])   # the term was added
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", CASES)
+@pytest.mark.parametrize("block_rows", [1, 7, 1000])
+def test_per_example_gradients_by_blocks_are_the_products_of_all_rows(num_classes, fit_intercept, block_rows,
+                                                                      monkeypatch):
+    """Written block of rows by block, the per-example gradients are bit for bit the
+    products of all rows at once (r_ik x_ij, then the biases r_ik), and sum to the
+    unregularised gradient."""
+    from influence import objective
+
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, n=31)
+    obj = LogisticObjective(spec, Xa, y, None, 0.0)
+    K, D = spec.num_rows, spec.input_dim
+    monkeypatch.setattr(objective, "PER_EXAMPLE_BLOCK_BYTES", block_rows * K * D * 8)
+    G = np.asarray(obj.per_example_gradients(Theta[0]))
+    R = obj.residual(Theta[:1])[:, 0]
+    if spec.binary:
+        want = (R[:, None] * Xa).numpy()
+    else:
+        G_w = tf.reshape(R[:, :, None] * Xa[:, None, :D], [-1, K * D])
+        want = (tf.concat([G_w, R], axis=1) if fit_intercept else G_w).numpy()
+    assert G.shape == (31, spec.num_params) and np.array_equal(G, want)
+    assert_close(G.sum(axis=0), obj.gradient(Theta[:1]).numpy()[0], RTOL_TWO_PATHS, what="sum of rows")
