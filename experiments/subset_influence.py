@@ -743,7 +743,13 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
             yield None if G is None else np.asarray(G)
             return
         with storage.scratch_file(self.base_dir / "train_grad_loss.npy") as path:
-            grads = clustering.MatrixFile.write(path, np.asarray(G))
+            try:
+                grads = clustering.MatrixFile.write(path, np.asarray(G))
+            except OSError as exc:   # a full or read-only disk: cluster it in memory, as before
+                logger.warning("phase 5: cannot write the gradient matrix to %s (%s); clustering it in memory "
+                               "(one more copy of it in memory)", path, exc)
+                yield np.asarray(G)
+                return
             holders = [d for d in (self.R, *self.results.values()) if d.get("train_grad_loss") is G]
             for d in holders:
                 d["train_grad_loss"] = None

@@ -374,3 +374,24 @@ def test_phase_5_clusters_the_gradients_from_a_file_and_restores_them(tmp_path, 
     again = exp.pick_subsets()
     assert res["subset_tags"] == again["subset_tags"]
     assert all(np.array_equal(a, b) for a, b in zip(res["subset_indices"], again["subset_indices"]))
+
+
+def test_phase_5_clusters_the_gradients_in_memory_when_the_file_cannot_be_written(tmp_path, monkeypatch, caplog):
+    from experiments import clustering
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=3, kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    want = exp.pick_subsets()
+
+    def full_disk(path, X):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(clustering.MatrixFile, "write", full_disk)
+    got = exp.pick_subsets()
+    assert "cannot write the gradient matrix" in caplog.text
+    assert got["subset_tags"] == want["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(got["subset_indices"], want["subset_indices"]))
+    assert exp.R["train_grad_loss"] is not None
+    assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
