@@ -577,21 +577,24 @@ class ChordNewton(Chord):
     :func:`influence.refit.refit_chunk`, and the fit of large binary models).
 
     Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
-    theta_hat, or of the Hessians at the start when None. CG steps are also taken when a
-    chord step cuts the gradient norm by less than half; fresh Hessians are formed
-    ``hess_chunk`` problems at a time.
+    theta_hat (``stale``: taken away from the start, e.g. at the optima of a neighbouring
+    problem, so that a failed step gets a fresh Hessian), or of the Hessians at the start
+    when None. CG steps are also taken when a chord step cuts the gradient norm by less
+    than half; fresh Hessians are formed ``hess_chunk`` problems at a time.
     """
 
     def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
-                 float32_preconditioner: bool | None = None):
+                 float32_preconditioner: bool | None = None, stale: bool = False):
         super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
-        self.Hs, self.hess_chunk = start_hessians, hess_chunk
+        self.Hs, self.hess_chunk, self.stale = start_hessians, hess_chunk, stale
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         if self.Hs is None:  # no start Hessians given: the Hessians at the start
             self.Hs = objective.hessians(Theta)
             self.hessians += 1
+        elif self.stale:
+            self.fresh[:] = False
         self.Ls, self.ok = cholesky_factors(self.Hs)
 
     def chord_steps(self, objective, G, rows):
