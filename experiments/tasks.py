@@ -244,8 +244,8 @@ def cv_path_task(ctx: FitContext, spec=None) -> dict[str, np.ndarray]:
     for k, val in enumerate(ctx.folds):
         W[val, k] = 0.0
     fits = model.fit_path((X, y), W, ctx.regs)
-    Xa, _, _ = model.design((X, y))
-    obj = LogisticObjective(model.spec, Xa)
+    Xa, y_t, _ = model.design((X, y))
+    obj = LogisticObjective(model.spec, Xa, y_t)
     out = {"loss": np.zeros((len(ctx.regs), F)), "acc": np.zeros((len(ctx.regs), F))}
     for j, res in enumerate(fits):
         Theta = tf.constant(res.thetas, dtype=Xa.dtype)

@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from influence import groups as G
-from influence.downdate import DOWNDATE_MIN_PARAMS, uses_downdates
+from influence import downdate
+from influence.downdate import uses_downdates
 from influence.memory import cg_width, dense_hessian_fits, dense_work_memory
 from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner
 from influence.numerics import densify
@@ -273,7 +274,7 @@ def uses_dense_refits(spec: ModelSpec, max_memory: int | None) -> bool:
     fits (:func:`influence.memory.dense_hessian_fits`). A per-group factor costs them
     ``|U| d^2 + d^3 / 3`` and a fresh Hessian ``n d^2``; a Woodbury downdate (the binary
     models' route) would need a ``(K |U|)``-square matrix per group."""
-    return bool(not spec.binary and spec.num_params >= DOWNDATE_MIN_PARAMS
+    return bool(not spec.binary and spec.num_params >= downdate.DOWNDATE_MIN_PARAMS
                 and dense_hessian_fits(spec.num_params, max_memory))
 
 
