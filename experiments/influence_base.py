@@ -136,7 +136,8 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
 
     def refit_chunk_size(self) -> int:
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
-        sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
+        sizes and ``--max-memory`` (a (d, d) Hessian per group where the run's refit route
+        holds one, :func:`influence.routes.refit_holds_hessians`)."""
         model = self.get_model()
         # Explicit Hessians per group only on the route that holds them.
         explicit = refit_holds_hessians(model.spec, self.inverse_methods()[0], self.refit_memory())

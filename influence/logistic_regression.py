@@ -463,14 +463,15 @@ class LogisticRegression:
         """The unregularised Hessians (F, d, d) of the F weight columns of ``W``, all at the
         mean of the rows of ``Theta`` (the problems share most of their data, so their optima
         are close): one Hessian per block of rows kept by the same problems, summed per
-        problem, so that all F cost about as much as one Hessian of the design."""
+        problem, so that all F cost about as much as one Hessian of the design (less for
+        multinomial models: chord matrices, the last class's blocks derived from the others')."""
         theta = tf.reduce_mean(Theta, axis=0)
         keys, inverse = np.unique(W > 0, axis=0, return_inverse=True)  # which problems keep a row
         inverse = inverse.reshape(-1)
         blocks = [np.flatnonzero(inverse == b) for b in range(len(keys))]
         rows = LogisticObjective.without_groups(self.spec, Xa, y, tf.constant(W.max(axis=1), dtype=self.dtype),
                                                 0.0, blocks)
-        H_blocks = rows.group_hessians(theta, blocks).numpy()
+        H_blocks = rows.group_hessians(theta, blocks, chord=True).numpy()
         return np.einsum("bf,bij->fij", keys.astype(np.float64), H_blocks)
 
     def fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:

@@ -234,7 +234,7 @@ def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
 
 
 def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec,
-                           ext: bool = False) -> np.ndarray:
+                           ext: bool = False, derive_last: bool = False) -> np.ndarray:
     """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk),
     one per class block ``k <= l``: block (k, l) of the extended Hessian is
     ``X^T diag(s (p_k delta_kl - p_k p_l)) X``, formed as ``Z^T Z`` with
@@ -244,17 +244,24 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
     ``(n, K E)`` matrix ``[sqrt(s) p_k x]_k``. Every entry is a sum over the rows of its
     own weights (no block is derived from others by cancellation), in the dtype of X
     (float32 for preconditioners: twice the rate). ``ext``: in the extended layout (no
-    permuted copy of the (d, d) result)."""
+    permuted copy of the (d, d) result).
+
+    ``derive_last`` (chord matrices, which need not be exact): only the blocks
+    ``k <= l < K - 1`` are formed (``(K - 1) K n E^2 / 4`` flops) and the last class's
+    from them: every ``diag(p_i) - p_i p_i^T`` has rows summing to zero, so
+    ``H_{k, K-1} = -sum_{l < K-1} H_{k, l}``; entries where that sum cancels lose relative
+    accuracy."""
     n, E = X.shape
     Kc = spec.num_rows
+    formed = Kc - 1 if derive_last else Kc
     H = np.zeros((Kc * E, Kc * E), dtype=X.dtype)
     P, s = P.astype(X.dtype, copy=False), s.astype(X.dtype, copy=False)
     rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
     G = np.empty((E, E), dtype=X.dtype)
     for st in range(0, n, rows):
         Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
-        for k in range(Kc):
-            for j in range(k, Kc):
+        for k in range(formed):
+            for j in range(k, formed):
                 w = sb * Pb[:, k] * ((1.0 - Pb[:, k]) if j == k else Pb[:, j])
                 Z = Xb * np.sqrt(w)[:, None]
                 np.matmul(Z.T, Z, out=G)  # BLAS syrk
@@ -263,9 +270,15 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
                     block += G
                 else:
                     block -= G
-    for k in range(Kc):
-        for j in range(k + 1, Kc):  # the blocks below the diagonal: B_jk = B_kj^T = B_kj
+    for k in range(formed):
+        for j in range(k + 1, formed):  # the blocks below the diagonal: B_jk = B_kj^T = B_kj
             H[j * E:(j + 1) * E, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
+    if derive_last:
+        last = slice((Kc - 1) * E, Kc * E)
+        for k in range(Kc - 1):
+            H[k * E:(k + 1) * E, last] = -H[k * E:(k + 1) * E, :last.start].reshape(E, Kc - 1, E).sum(axis=1)
+            H[last, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, last]
+        H[last, last] = -H[last, :last.start].reshape(E, Kc - 1, E).sum(axis=1)
     if ext:
         return H
     perm = spec.ext_permutation()
@@ -653,11 +666,13 @@ class LogisticObjective:
         """The regularised Hessian at one parameter vector (B = 1), without the gauge term."""
         return self.hessians(theta[None], gauge=False)[0]
 
-    def group_hessians(self, theta, groups, minuend=None):
+    def group_hessians(self, theta, groups, minuend=None, chord: bool = False):
         """Unregularised Hessians ``H_U`` of the groups under the base weights
         (:meth:`without_groups`) at one parameter vector, (B, d, d); with ``minuend``
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
-        in place, without a second (B, d, d) array)."""
+        in place, without a second (B, d, d) array). ``chord``: for chord matrices only
+        (multinomial syrk: the last class's blocks derived from the others',
+        :func:`_multinomial_gram_syrk` ``derive_last``)."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         how = self.hessian_method()
         if spec.binary and how in ("syrk", "sparse"):
@@ -687,7 +702,7 @@ class LogisticObjective:
                     # The group's curvature from its own rows' logits (as the group's Hessian alone).
                     group = LogisticObjective(spec, tf.constant(X_U))
                     P_U = group._unit_curvature(group.logits(theta[None]))[:, 0].numpy()
-                    out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec)
+                    out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, derive_last=chord)
                     if M is not None:
                         np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)

@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from influence import groups as G
-from influence import downdate
+from influence import downdate, groups as G
 from influence.downdate import uses_downdates
 from influence.memory import cg_width, dense_hessian_fits, dense_work_memory
 from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner

@@ -106,6 +106,12 @@ def test_multinomial_group_hessians_by_syrk_match_autodiff(num_classes, fit_inte
             want = reference_hessian(theta, tf.gather(Xa, idx), y[idx], tf.gather(s, idx), 0.0, spec)
             assert_close(got[b], want, RTOL_AUTODIFF, what=f"group {b}")
             assert_close(minus[b], M.numpy() - want, RTOL_AUTODIFF, what=f"minuend - group {b}")
+        # Chord matrices: the last class's blocks derived from the others' (normwise
+        # agreement: entries that cancel lose relative accuracy).
+        chord = batch.group_hessians(theta, groups, chord=True).numpy()
+        for b, idx in enumerate(groups):
+            want = reference_hessian(theta, tf.gather(Xa, idx), y[idx], tf.gather(s, idx), 0.0, spec)
+            assert_close(chord[b], want, RTOL_AUTODIFF, what=f"chord group {b}")
 
 
 @pytest.mark.parametrize("num_classes, fit_intercept", [(2, True), (3, True), (4, True), (3, False)])
