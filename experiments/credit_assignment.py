@@ -284,8 +284,8 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
         res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
                "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
                "subset_refit_converged": r.converged}
-        for name in ("test", "nonfires"):
-            res[f"subset_{name}_losses"] = infl.evaluate(r.thetas, self.dataset(name), "loss")
+        # The training set first, while its design (the refits') is still the model's
+        # newest: evaluating another set first would drop it and make it again.
         labels, w = self.train.labels, self.weights("train")
         full = self.config.get("store_full_loss_matrices", False)
         own, sums, class_sums, rows = [], np.zeros(len(groups)), np.zeros((len(groups), K)), []
@@ -296,6 +296,8 @@ class CreditAssignment(DatasetMixin, InfluenceExperiment):
             own.extend(block[b, groups[start + b]] for b in range(block.shape[0]))
             if full:
                 rows.append(block)
+        for name in ("test", "nonfires"):
+            res[f"subset_{name}_losses"] = infl.evaluate(r.thetas, self.dataset(name), "loss")
         res["subset_train_losses"] = np.concatenate(rows) if full else own
         res["subset_train_loss_sums"] = sums
         res["subset_train_class_loss_sums"] = class_sums
