@@ -234,51 +234,56 @@ def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
 
 
 def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec,
-                           ext: bool = False, derive_last: bool = False) -> np.ndarray:
-    """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk),
-    one per class block ``k <= l``: block (k, l) of the extended Hessian is
-    ``X^T diag(s (p_k delta_kl - p_k p_l)) X``, formed as ``Z^T Z`` with
-    ``Z = sqrt(s p_k (1 - p_k)) X`` on the diagonal and as ``-Z^T Z`` with
-    ``Z = sqrt(s p_k p_l) X`` off it (weights never negative, as syrk needs), then mirrored:
-    ``K (K + 1) n E^2 / 4`` flops, against ``K^2 n E^2 / 2`` for one syrk of the
-    ``(n, K E)`` matrix ``[sqrt(s) p_k x]_k``. Every entry is a sum over the rows of its
-    own weights (no block is derived from others by cancellation), in the dtype of X
-    (float32 for preconditioners: twice the rate). ``ext``: in the extended layout (no
-    permuted copy of the (d, d) result).
+                           ext: bool = False, chord: bool = False) -> np.ndarray:
+    """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk):
+    the block diagonal ``X^T diag(s p_k) X`` minus ``Z^T Z`` with rows
+    ``z_i = [sqrt(s_i) p_ik xa_i]_k`` (``n (K E)^2`` flops, half of a general product),
+    in the dtype of X (float32 for preconditioners: twice the rate).
+    ``ext``: in the extended layout (no permuted copy of the (d, d) result).
 
-    ``derive_last`` (chord matrices, which need not be exact): only the blocks
-    ``k <= l < K - 1`` are formed (``(K - 1) K n E^2 / 4`` flops) and the last class's
-    from them: every ``diag(p_i) - p_i p_i^T`` has rows summing to zero, so
-    ``H_{k, K-1} = -sum_{l < K-1} H_{k, l}``; entries where that sum cancels lose relative
-    accuracy."""
+    ``chord`` (chord matrices, which need not be exact to the last bits): one syrk per
+    class block ``k <= l < K - 1`` instead (block (k, l) is ``X^T diag(s (p_k delta_kl -
+    p_k p_l)) X``: ``Z^T Z`` with ``Z = sqrt(s p_k (1 - p_k)) X`` on the diagonal, ``-Z^T Z``
+    with ``Z = sqrt(s p_k p_l) X`` off it), ``(K - 1) K n E^2 / 4`` flops, and the last
+    class's blocks from them: every ``diag(p_i) - p_i p_i^T`` has rows summing to zero, so
+    ``H_{k, K-1} = -sum_{l < K-1} H_{k, l}``. Entries where those sums cancel lose
+    relative accuracy, so the Hessians that are results or factored operators keep the
+    form above."""
     n, E = X.shape
     Kc = spec.num_rows
-    formed = Kc - 1 if derive_last else Kc
     H = np.zeros((Kc * E, Kc * E), dtype=X.dtype)
     P, s = P.astype(X.dtype, copy=False), s.astype(X.dtype, copy=False)
     rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
-    G = np.empty((E, E), dtype=X.dtype)
+    m = Kc - 1
+    G = np.empty((E, E), dtype=X.dtype) if chord else None
     for st in range(0, n, rows):
         Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
-        for k in range(formed):
-            for j in range(k, formed):
+        if not chord:
+            Z = ((Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]).reshape(len(Xb), Kc * E)
+            H -= Z.T @ Z
+            for k in range(Kc):
+                Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
+                H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+            continue
+        for k in range(m):
+            for j in range(k, m):
                 w = sb * Pb[:, k] * ((1.0 - Pb[:, k]) if j == k else Pb[:, j])
-                Z = Xb * np.sqrt(w)[:, None]
-                np.matmul(Z.T, Z, out=G)  # BLAS syrk
+                Zw = Xb * np.sqrt(w)[:, None]
+                np.matmul(Zw.T, Zw, out=G)  # BLAS syrk
                 block = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
                 if j == k:
                     block += G
                 else:
                     block -= G
-    for k in range(formed):
-        for j in range(k + 1, formed):  # the blocks below the diagonal: B_jk = B_kj^T = B_kj
-            H[j * E:(j + 1) * E, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
-    if derive_last:
-        last = slice((Kc - 1) * E, Kc * E)
-        for k in range(Kc - 1):
-            H[k * E:(k + 1) * E, last] = -H[k * E:(k + 1) * E, :last.start].reshape(E, Kc - 1, E).sum(axis=1)
+    if chord:
+        for k in range(m):
+            for j in range(k + 1, m):  # the blocks below the diagonal: B_jk = B_kj^T = B_kj
+                H[j * E:(j + 1) * E, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
+        last = slice(m * E, Kc * E)
+        for k in range(m):
+            H[k * E:(k + 1) * E, last] = -H[k * E:(k + 1) * E, :m * E].reshape(E, m, E).sum(axis=1)
             H[last, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, last]
-        H[last, last] = -H[last, :last.start].reshape(E, Kc - 1, E).sum(axis=1)
+        H[last, last] = -H[last, :m * E].reshape(E, m, E).sum(axis=1)
     if ext:
         return H
     perm = spec.ext_permutation()
@@ -585,13 +590,12 @@ class LogisticObjective:
 
         ``'sparse'`` (binary, ``Xa_sparse``): sparse products ``Xa^T (w * Xa)``, densified
         once; ``'syrk'`` (float64): per-problem NumPy symmetric rank-k updates (half the
-        flops of a general product; multinomial: one per class block,
-        :func:`_multinomial_gram_syrk`) on ``Xa_np`` or a view of ``Xa``; ``'einsum'``
+        flops of a general product) on ``Xa_np`` or a view of ``Xa``; ``'einsum'``
         (binary): one contraction for all B Hessians, fast for d up to a few hundred and
         thousands of problems; ``'matmul'``: TensorFlow products (binary: one with an
         (n, B E) block; multinomial: blocks of rows per problem). ``'auto'``:
-        ``'sparse'``, else ``'syrk'`` for float64 models that are multinomial or have
-        ``Xa_np``, else ``'matmul'``.
+        ``'sparse'``, else ``'syrk'`` for binary float64 models with ``Xa_np``, else
+        ``'matmul'``.
         """
         if method not in HESSIAN_METHODS:
             raise ValueError(f"hessian method must be one of {HESSIAN_METHODS}; got {method!r}")
@@ -602,7 +606,7 @@ class LogisticObjective:
             return method
         if binary and self.Xa_sparse is not None:
             return "sparse"
-        if self.Xa.dtype == tf.float64 and (self.Xa_np is not None or not binary):
+        if binary and self.Xa_np is not None and self.Xa.dtype == tf.float64:
             return "syrk"
         return "matmul"
 
@@ -670,9 +674,9 @@ class LogisticObjective:
         """Unregularised Hessians ``H_U`` of the groups under the base weights
         (:meth:`without_groups`) at one parameter vector, (B, d, d); with ``minuend``
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
-        in place, without a second (B, d, d) array). ``chord``: for chord matrices only
-        (multinomial syrk: the last class's blocks derived from the others',
-        :func:`_multinomial_gram_syrk` ``derive_last``)."""
+        in place, without a second (B, d, d) array). ``chord`` (multinomial float64
+        models; chord matrices only): by :func:`_multinomial_gram_syrk` with ``chord``,
+        a quarter of the flops, the last class's blocks derived from the others'."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         how = self.hessian_method()
         if spec.binary and how in ("syrk", "sparse"):
@@ -691,7 +695,7 @@ class LogisticObjective:
                     if M is not None:
                         np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)
-        if how == "syrk":  # multinomial: one syrk product per class block and group
+        if chord and not spec.binary and Xa.dtype == tf.float64:  # chord matrices: syrk per class block
             Xn, s_np = self.design_np(), np.asarray(s_base, dtype=np.float64)
             out = np.empty((len(groups), spec.num_params, spec.num_params))
             M = None if minuend is None else np.asarray(minuend, dtype=np.float64)
@@ -702,7 +706,7 @@ class LogisticObjective:
                     # The group's curvature from its own rows' logits (as the group's Hessian alone).
                     group = LogisticObjective(spec, tf.constant(X_U))
                     P_U = group._unit_curvature(group.logits(theta[None]))[:, 0].numpy()
-                    out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, derive_last=chord)
+                    out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, chord=True)
                     if M is not None:
                         np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)
