@@ -118,6 +118,9 @@ def test_cross_validate_with_batched_folds_equals_fits_on_each_fold(num_classes)
     regs = cv_regs(n, (1e-2, 1e-1, 3))
     folds = contiguous_folds(n, 3)
     cv = exp.cross_validate(X, y, regs, folds, weights=w, warm_start=True, batch_folds=True)
+    # One design, the training set's own, left cached for the next fit on it (no fold copies).
+    cached = exp.get_model().cached_inputs
+    assert len(cached) == 1 and cached[0] is X
     with pytest.raises(ValueError, match="batch_folds needs warm_start"):
         exp.cross_validate(X, y, regs, folds, weights=w, batch_folds=True)
     m = exp.get_model()
