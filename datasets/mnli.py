@@ -108,7 +108,8 @@ def _load_keys(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
 def _first_columns(x: np.ndarray, path: Path, key: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] < NUM_FEATURES:
         raise MnliFormatError(f"{path}:{key} must have at least {NUM_FEATURES} columns; got shape {x.shape}")
-    return x[:, :NUM_FEATURES]
+    # A contiguous copy, so that the bundle's full matrix (1,200 columns) is not kept alive by a view.
+    return np.ascontiguousarray(x[:, :NUM_FEATURES])
 
 
 def load_mnli(data_dir=None, progress: bool = True) -> Datasets:

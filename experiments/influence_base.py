@@ -28,11 +28,11 @@ import numpy as np
 from experiments.common import Experiment
 from experiments.execution import ExecutorMixin
 from experiments.tasks import cross_validation_fits
-from influence.downdate import uses_downdates
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from influence.memory import refit_chunk_size
 from influence.progress import progress_bar
+from influence.routes import refit_holds_hessians
 
 
 def cv_regs(n: int, cv_range) -> np.ndarray:
@@ -136,10 +136,11 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
 
     def refit_chunk_size(self) -> int:
         """Groups refitted together: :func:`influence.memory.refit_chunk_size` with this run's
-        sizes and ``--max-memory`` (explicit Hessians unless the run's method is ``cg``)."""
+        sizes and ``--max-memory`` (a (d, d) Hessian per group where the run's refit route
+        holds one, :func:`influence.routes.refit_holds_hessians`)."""
         model = self.get_model()
-        # Explicit Hessians per group, except on the downdate route (no (d, d) per group).
-        explicit = self.inverse_methods()[0] == "explicit" and not uses_downdates(model.spec)
+        # Explicit Hessians per group only on the route that holds them.
+        explicit = refit_holds_hessians(model.spec, self.inverse_methods()[0], self.refit_memory())
         return refit_chunk_size(model.num_params, self.num_train, self.refit_memory(), model.spec.num_rows,
                                 explicit=explicit, max_items=self.refit_max_chunk)
 
@@ -153,19 +154,22 @@ class InfluenceExperiment(ExecutorMixin, Experiment):
         return self.train.num_examples
 
     def cross_validate(self, X, y, regs, folds, weights=None, warm_start: bool = False,
-                       score: Callable[[LogisticRegression], float] | None = None) -> dict[str, np.ndarray]:
+                       score: Callable[[LogisticRegression], float] | None = None,
+                       batch_folds: bool = False) -> dict[str, np.ndarray]:
         """Fit on each fold's complement for every lambda of ``regs``; score on the held-out fold.
 
         Fold-major: each fold's first fit is cold (from zero); with ``warm_start`` each later
         one starts at the previous lambda's optimum (every fit is certified, so only the
         optimisation path changes). Returns ``cv_errors`` (summed held-out loss, weighted by
         ``weights``, summed over folds in fold order), ``cv_accs`` (mean held-out accuracy)
-        and, with ``score(model)``, ``cv_scores`` (its mean over folds).
+        and, with ``score(model)``, ``cv_scores`` (its mean over folds). ``batch_folds``
+        (with ``warm_start``, no ``score``): all folds' paths advanced together by
+        :meth:`LogisticRegression.fit_path` (one pass over the design for all folds).
         """
         # One task per fold (or per fold and lambda without warm starts): see
         # experiments.tasks.cross_validation_fits; embedded, the same loop as ever.
         losses, accs, scores = cross_validation_fits(self.executor, self.get_model(), X, y, regs, folds,
-                                                     weights, warm_start, score)
+                                                     weights, warm_start, score, batch_folds)
         cv_errors = np.zeros(len(regs))
         for k in range(len(folds)):  # summed in fold order
             cv_errors += losses[:, k]

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from experiments.common import chunks
 from experiments.execution import Executor
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from influence.newton import RefitResult
+from influence.objective import LogisticObjective
 
 logger = logging.getLogger(__name__)
 
@@ -229,14 +231,49 @@ def cv_fold_task(ctx: FitContext, spec: tuple[int, Sequence[int]]) -> dict[str, 
     return out
 
 
+def cv_path_task(ctx: FitContext, spec=None) -> dict[str, np.ndarray]:
+    """The warm-started paths of all folds at once (:meth:`LogisticRegression.fit_path` on
+    the fold weights: 0 on each fold's held-out rows, on the whole design, so no fold copies
+    of it are made), then the held-out summed loss and accuracy of every (lambda, fold),
+    each (R, F), from one pass over the design per lambda."""
+    model = ctx.model()
+    X, y, weights = ctx.X, ctx.y, ctx.weights
+    n, F = len(y), len(ctx.folds)
+    base = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    W = np.repeat(base[:, None], F, axis=1)
+    for k, val in enumerate(ctx.folds):
+        W[val, k] = 0.0
+    fits = model.fit_path((X, y), W, ctx.regs)
+    Xa, y_t, _ = model.design((X, y))
+    obj = LogisticObjective(model.spec, Xa, y_t)
+    out = {"loss": np.zeros((len(ctx.regs), F)), "acc": np.zeros((len(ctx.regs), F))}
+    for j, res in enumerate(fits):
+        Theta = tf.constant(res.thetas, dtype=Xa.dtype)
+        losses = obj.per_example_losses(Theta).numpy()                    # (F, n)
+        pred = np.argmax(obj.probabilities(Theta).numpy(), axis=2).T      # (F, n)
+        for k, val in enumerate(ctx.folds):
+            loss = losses[k, val]
+            out["loss"][j, k] = float(np.sum(loss if weights is None else weights[val] * loss))
+            out["acc"][j, k] = float(np.mean(pred[k, val] == y[val]))
+    return out
+
+
 def cross_validation_fits(executor: Executor, model: LogisticRegression, X, y, regs, folds, weights=None,
-                          warm_start: bool = False, score=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          warm_start: bool = False, score=None,
+                          batch_folds: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Held-out ``(losses, accs, scores)``, each (len(regs), len(folds)), of every fit of a
-    cross-validation: one task per fold (a warm-started path) or per (fold, lambda) pair."""
+    cross-validation: one task per fold (a warm-started path) or per (fold, lambda) pair;
+    with ``batch_folds`` (warm starts, no score) one task advancing every fold's path
+    together (:func:`cv_path_task`: one pass over the design serves all folds)."""
     ctx = FitContext(_model_config(model), X, np.asarray(y), weights, np.asarray(regs),
                      [np.asarray(f) for f in folds], bool(warm_start), score)
     ctx._live["model"] = model
     R = len(regs)
+    if batch_folds:
+        if not warm_start or score is not None:
+            raise ValueError("batch_folds needs warm_start=True and no score function")
+        out = executor.map(cv_path_task, ctx, [None], "cross-validation paths")[0]
+        return out["loss"], out["acc"], np.zeros((R, len(folds)))
     if warm_start:
         specs = [(k, list(range(R))) for k in range(len(folds))]
     else:

@@ -24,18 +24,31 @@ from influence.newton import (
     FitResult,
     NewtonCG,
     PathPreconditioner,
+    RefitResult,
     armijo_step,
     certify,
     newton_loop,
 )
 from influence.numerics import DTYPES, conjugate_gradient, densify, inverse_vp, to_numpy, xy
-from influence.objective import LogisticObjective, ModelSpec, augment, gauge_fix, gauge_fix_hvp, to_ext_batch
+from influence.objective import (
+    LogisticObjective,
+    ModelSpec,
+    augment,
+    augmented_design,
+    gauge_fix,
+    gauge_fix_hvp,
+    row_norms,
+    to_ext_batch,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FIT_RTOL = {"float64": 1e-12, "float32": 1e-6}
 INVERSE_HVP_METHODS = ("explicit", "cg", "fmin_ncg")
 FIT_METHODS = ("auto", "newton", "newton_cg")
+
+# Chord steps of fit_path's cold start with the Hessians at zero before they are re-formed.
+COLD_PATH_STEPS = 2
 
 
 # Designs kept by LogisticRegression.design besides the newest one, in bytes at most.
@@ -148,7 +161,7 @@ class LogisticRegression:
             Xd = densify(x)
             if Xd.shape[1] != self.spec.input_dim:
                 raise ValueError(f"x must have input_dim={self.spec.input_dim} columns; got {Xd.shape[1]}")
-            Xa = augment(tf.constant(Xd, dtype=self.dtype), self.spec)
+            Xa = augmented_design(Xd, self.spec, self.dtype)
             y = tf.constant(labels, dtype=self.dtype if self.spec.binary else tf.int32)
             hit = (Xa, y)
             # The last few designs (a fit, then evaluations on train and test), but not
@@ -396,7 +409,70 @@ class LogisticRegression:
     def grad_scale(self, ds, sample_weights=None) -> float:
         """``sum_i s_i ||[x_i; 1]||``: bounds the norm of the data term's gradient."""
         Xa, _, s = self.design(ds, sample_weights)
-        return float(tf.reduce_sum(s * tf.norm(Xa, axis=1)))
+        return float(tf.reduce_sum(s * row_norms(Xa, self.dtype)))
+
+    def fit_path(self, ds, fold_weights, l2_regs) -> list[RefitResult]:
+        """Certified fits of the F problems ``sum_i fold_weights[i, f] l_i + (l2 / 2) ||W||^2``
+        (e.g. the training parts of cross-validation folds: weight 0 on the held-out rows) for
+        each ``l2`` of ``l2_regs`` in turn: cold (from zero) at the first, each later one
+        warm-started at the previous optima; all F advanced together (one pass over the
+        design per step serves them all).
+
+        Chord Newton (:class:`~influence.newton.ChordNewton`) with the certificate and the
+        polishing steps of :meth:`warm_fit`, started at each ``l2`` from every problem's
+        Hessian at the mean of the previous optima (:meth:`_path_hessians`: together the cost
+        of one Hessian of the design; a fresh one per problem only where the chord steps slow
+        down). ``fold_weights``: (n, F), each row 0 or one common weight in every problem
+        that keeps it. Returns one :class:`~influence.newton.RefitResult` per ``l2``
+        (``thetas`` (F, d)); the model's parameters are left unchanged.
+        """
+        Xa, y, _ = self.design(ds)
+        W = np.asarray(fold_weights, dtype=np.float64)
+        n = int(Xa.shape[0])
+        if W.ndim != 2 or W.shape[0] != n or not np.all(np.isfinite(W)) or np.any(W < 0):
+            raise ValueError(f"fold_weights must be finite, >= 0 and of shape ({n}, F); got shape {W.shape}")
+        if np.any((W > 0) & (W != W.max(axis=1, keepdims=True))):
+            raise ValueError("fold_weights must give each row one weight in every problem that keeps it (else 0)")
+        S = tf.constant(W, dtype=self.dtype)
+        Theta = tf.zeros([W.shape[1], self.num_params], dtype=self.dtype)
+        out = []
+        max_iter = self.config["max_newton_iter"]
+        for j, l2_reg in enumerate(l2_regs):
+            obj = LogisticObjective(self.spec, Xa, y, S, self._l2(l2_reg))
+            scale = obj.grad_scales()
+            tols = self.fit_rtol * np.maximum(scale, 1.0)
+            reg = float(obj.l2) * np.diag(obj.mask.numpy())[None]
+            done = 0
+            # The cold start's Hessians (at zero) are far from the first optima: a few steps
+            # with them, then the Hessians where those steps led.
+            stages = (COLD_PATH_STEPS, max_iter - COLD_PATH_STEPS) if j == 0 else (max_iter,)
+            for k, stage_iter in enumerate(stages):
+                start = gauge_fix(tf.constant(self._path_hessians(Xa, y, W, Theta) + reg, dtype=self.dtype),
+                                  self.spec)
+                res = newton_loop(obj, Theta, tols, ChordNewton(start, stale=True), stage_iter,
+                                  scale=np.maximum(scale, 1e-300), polish_steps=2 if k == len(stages) - 1 else 0)
+                Theta = tf.constant(res.thetas, dtype=self.dtype)
+                res.iterations += done
+                done = res.iterations
+            res.converged = certify(res.grad_norms, res.grad_tols, "LogisticRegression.fit_path",
+                                    res.iterations, res.stalled, max_iter)
+            out.append(res)
+        return out
+
+    def _path_hessians(self, Xa, y, W: np.ndarray, Theta) -> np.ndarray:
+        """The unregularised Hessians (F, d, d) of the F weight columns of ``W``, all at the
+        mean of the rows of ``Theta`` (the problems share most of their data, so their optima
+        are close): one Hessian per block of rows kept by the same problems, summed per
+        problem, so that all F cost about as much as one Hessian of the design (less for
+        multinomial models: chord matrices, the last class's blocks derived from the others')."""
+        theta = tf.reduce_mean(Theta, axis=0)
+        keys, inverse = np.unique(W > 0, axis=0, return_inverse=True)  # which problems keep a row
+        inverse = inverse.reshape(-1)
+        blocks = [np.flatnonzero(inverse == b) for b in range(len(keys))]
+        rows = LogisticObjective.without_groups(self.spec, Xa, y, tf.constant(W.max(axis=1), dtype=self.dtype),
+                                                0.0, blocks)
+        H_blocks = rows.group_hessians(theta, blocks, chord=True).numpy()
+        return np.einsum("bf,bij->fij", keys.astype(np.float64), H_blocks)
 
     def fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:
         """Cold fit from zero to a certified optimum (as on a fresh model: nothing of an

@@ -32,7 +32,7 @@ from influence.numerics import (
     spd_solve,
     to_numpy,
 )
-from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
+from influence.objective import HESSIAN_BLOCK_BYTES, LogisticObjective, ModelSpec, project_out_gauge
 
 
 @dataclass
@@ -577,21 +577,24 @@ class ChordNewton(Chord):
     :func:`influence.refit.refit_chunk`, and the fit of large binary models).
 
     Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
-    theta_hat, or of the Hessians at the start when None. CG steps are also taken when a
-    chord step cuts the gradient norm by less than half; fresh Hessians are formed
-    ``hess_chunk`` problems at a time.
+    theta_hat (``stale``: taken away from the start, e.g. at the optima of a neighbouring
+    problem, so that a failed step gets a fresh Hessian), or of the Hessians at the start
+    when None. CG steps are also taken when a chord step cuts the gradient norm by less
+    than half; fresh Hessians are formed ``hess_chunk`` problems at a time.
     """
 
     def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
-                 float32_preconditioner: bool | None = None):
+                 float32_preconditioner: bool | None = None, stale: bool = False):
         super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
-        self.Hs, self.hess_chunk = start_hessians, hess_chunk
+        self.Hs, self.hess_chunk, self.stale = start_hessians, hess_chunk, stale
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
         if self.Hs is None:  # no start Hessians given: the Hessians at the start
             self.Hs = objective.hessians(Theta)
             self.hessians += 1
+        elif self.stale:
+            self.fresh[:] = False
         self.Ls, self.ok = cholesky_factors(self.Hs)
 
     def chord_steps(self, objective, G, rows):
@@ -809,7 +812,11 @@ class UniformStartPreconditioner(Preconditioner):
     @classmethod
     def make(cls, spec: ModelSpec, Xn: np.ndarray, s: np.ndarray, l2_reg: float):
         K, E = spec.num_rows, spec.ext_dim
-        C = (Xn * s[:, None]).T @ Xn
+        C = np.zeros((E, E))
+        rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * E)))
+        for st in range(0, Xn.shape[0], rows):  # by blocks of rows: no weighted copy of the design
+            Xb = Xn[st:st + rows]
+            C += (Xb * s[st:st + rows, None]).T @ Xb
         m = spec.weight_mask()[spec.ext_inverse_permutation()][:E]
         B = C / K
         B[np.diag_indices(E)] += l2_reg * m
@@ -989,9 +996,11 @@ def hessian_factor(spec: ModelSpec, theta, Xa, s, l2_reg) -> HessianFactor:
     """The :class:`HessianFactor` of the full regularised Hessian at ``theta``
     (``n d^2`` multiply-adds to form, ``d^3 / 3`` to factor; one (d, d) array in memory
     besides the row blocks the Hessian is formed from)."""
-    Xn = to_numpy(Xa, np.float64)
+    Xn = to_numpy(Xa, np.float64, copy=False)
     s = to_numpy(s, np.float64).reshape(-1)
-    obj = LogisticObjective(spec, tf.constant(Xn), None, tf.constant(s), float(l2_reg), Xa_np=Xn)
+    # The design tensor itself when it is one (float64): no second copy of a large design.
+    Xt = Xa if isinstance(Xa, tf.Tensor) and Xa.dtype == tf.float64 else tf.constant(Xn)
+    obj = LogisticObjective(spec, Xt, None, tf.constant(s), float(l2_reg), Xa_np=Xn)
     return HessianFactor(obj.hessian_ext(np.asarray(theta, dtype=np.float64)), spec)
 
 
@@ -1076,7 +1085,7 @@ def make_preconditioner(spec: ModelSpec, theta, Xa, s, l2_reg, kind: str = "auto
     """
     if kind not in PRECONDITIONERS:
         raise ValueError(f"kind must be one of {PRECONDITIONERS}; got {kind!r}")
-    Xn = to_numpy(Xa, np.float64)
+    Xn = to_numpy(Xa, np.float64, copy=False)
     s = to_numpy(s, np.float64).reshape(-1)
     n = Xn.shape[0]
     if kind == "auto":
@@ -1144,14 +1153,14 @@ class PathPreconditioner:
         f32 = use_float32(spec.num_params) if self.float32 is None else self.float32
         if self._D is None and not spec.binary and not np.any(to_numpy(theta, np.float64)):
             # The cold start: the exact Hessian there is cheap (UniformStartPreconditioner).
-            start = UniformStartPreconditioner.make(spec, to_numpy(objective.Xa, np.float64),
+            start = UniformStartPreconditioner.make(spec, to_numpy(objective.Xa, np.float64, copy=False),
                                                     to_numpy(objective.S[:, 0], np.float64).reshape(-1), l2)
             if start is not None:
                 self.factorizations += 1
                 self._factor, self._l2 = None, None
                 return start
         if self._D is None:
-            Xn = to_numpy(objective.Xa, np.float64)
+            Xn = to_numpy(objective.Xa, np.float64, copy=False)
             kind = "hessian" if Xn.shape[0] <= self.max_rows else "subsampled"
             self._factor = None
             D = preconditioner_hessian(spec, theta, Xn, to_numpy(objective.S[:, 0], np.float64).reshape(-1),

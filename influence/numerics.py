@@ -49,9 +49,14 @@ def tf_dtype(dtype) -> tf.DType:
     return DTYPES[key]
 
 
-def to_numpy(x, dtype=None) -> np.ndarray:
-    """A tensor or array-like as a NumPy array (cast to ``dtype`` when given)."""
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype=dtype)
+def to_numpy(x, dtype=None, copy: bool = True) -> np.ndarray:
+    """A tensor or array-like as a NumPy array (cast to ``dtype`` when given). A tensor is
+    copied unless ``copy`` is False: then a read-only view of its buffer where no cast is
+    needed (a large design is not held twice)."""
+    if copy or not hasattr(x, "numpy"):
+        return np.asarray(x.numpy() if hasattr(x, "numpy") else x, dtype=dtype)
+    a = np.asarray(x)
+    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def densify(x) -> np.ndarray:

@@ -119,6 +119,30 @@ def augment(X: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     return tf.concat([X, tf.ones([tf.shape(X)[0], 1], dtype=X.dtype)], axis=1)
 
 
+def augmented_design(X, spec: ModelSpec, dtype: tf.DType) -> tf.Tensor:
+    """:func:`augment` of a NumPy array ``X`` (n, D) as a tensor of ``dtype``, through one
+    NumPy array of the result (a large design is never held three times: as a cast
+    tensor, its concatenation and the input)."""
+    X = np.asarray(X)
+    n, D = X.shape
+    out = np.empty((n, spec.ext_dim), dtype=dtype.as_numpy_dtype)
+    out[:, :D] = X
+    if spec.fit_intercept:
+        out[:, D] = 1.0
+    return tf.constant(out)
+
+
+# Rows per block of :func:`row_norms` (a (block, E) temporary instead of an (n, E) one).
+ROW_NORM_BLOCK = 65536
+
+
+def row_norms(Xa, dtype: tf.DType = tf.float64) -> tf.Tensor:
+    """``||Xa[i]||`` of every row in ``dtype``, (n,), by blocks of :data:`ROW_NORM_BLOCK` rows."""
+    n = int(Xa.shape[0])
+    parts = [tf.norm(tf.cast(Xa[a:a + ROW_NORM_BLOCK], dtype), axis=1) for a in range(0, n, ROW_NORM_BLOCK)]
+    return tf.concat(parts, axis=0) if len(parts) != 1 else parts[0]
+
+
 def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     """``H + c u u^T`` along the flat direction ``u`` (see :attr:`ModelSpec.has_gauge`).
 
@@ -212,24 +236,56 @@ def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
 
 
 def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec,
-                           ext: bool = False) -> np.ndarray:
+                           ext: bool = False, chord: bool = False) -> np.ndarray:
     """:func:`_multinomial_gram_tf` in NumPy through symmetric rank-k updates (BLAS syrk):
     the block diagonal ``X^T diag(s p_k) X`` minus ``Z^T Z`` with rows
     ``z_i = [sqrt(s_i) p_ik xa_i]_k`` (``n (K E)^2`` flops, half of a general product),
     in the dtype of X (float32 for preconditioners: twice the rate).
-    ``ext``: in the extended layout (no permuted copy of the (d, d) result)."""
+    ``ext``: in the extended layout (no permuted copy of the (d, d) result).
+
+    ``chord`` (chord matrices, which need not be exact to the last bits): one syrk per
+    class block ``k <= l < K - 1`` instead (block (k, l) is ``X^T diag(s (p_k delta_kl -
+    p_k p_l)) X``: ``Z^T Z`` with ``Z = sqrt(s p_k (1 - p_k)) X`` on the diagonal, ``-Z^T Z``
+    with ``Z = sqrt(s p_k p_l) X`` off it), ``(K - 1) K n E^2 / 4`` flops, and the last
+    class's blocks from them: every ``diag(p_i) - p_i p_i^T`` has rows summing to zero, so
+    ``H_{k, K-1} = -sum_{l < K-1} H_{k, l}``. Entries where those sums cancel lose
+    relative accuracy, so the Hessians that are results or factored operators keep the
+    form above."""
     n, E = X.shape
     Kc = spec.num_rows
     H = np.zeros((Kc * E, Kc * E), dtype=X.dtype)
     P, s = P.astype(X.dtype, copy=False), s.astype(X.dtype, copy=False)
     rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
+    m = Kc - 1
+    G = np.empty((E, E), dtype=X.dtype) if chord else None
     for st in range(0, n, rows):
         Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
-        Z = ((Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]).reshape(len(Xb), Kc * E)
-        H -= Z.T @ Z
-        for k in range(Kc):
-            Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
-            H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+        if not chord:
+            Z = ((Pb * np.sqrt(sb)[:, None])[:, :, None] * Xb[:, None, :]).reshape(len(Xb), Kc * E)
+            H -= Z.T @ Z
+            for k in range(Kc):
+                Zk = Xb * np.sqrt(sb * Pb[:, k])[:, None]
+                H[k * E:(k + 1) * E, k * E:(k + 1) * E] += Zk.T @ Zk
+            continue
+        for k in range(m):
+            for j in range(k, m):
+                w = sb * Pb[:, k] * ((1.0 - Pb[:, k]) if j == k else Pb[:, j])
+                Zw = Xb * np.sqrt(w)[:, None]
+                np.matmul(Zw.T, Zw, out=G)  # BLAS syrk
+                block = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
+                if j == k:
+                    block += G
+                else:
+                    block -= G
+    if chord:
+        for k in range(m):
+            for j in range(k + 1, m):  # the blocks below the diagonal: B_jk = B_kj^T = B_kj
+                H[j * E:(j + 1) * E, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
+        last = slice(m * E, Kc * E)
+        for k in range(m):
+            H[k * E:(k + 1) * E, last] = -H[k * E:(k + 1) * E, :m * E].reshape(E, m, E).sum(axis=1)
+            H[last, k * E:(k + 1) * E] = H[k * E:(k + 1) * E, last]
+        H[last, last] = -H[last, :m * E].reshape(E, m, E).sum(axis=1)
     if ext:
         return H
     perm = spec.ext_permutation()
@@ -311,8 +367,12 @@ class LogisticObjective:
         """``max(sum_i S[i, b] ||[x_i; 1]||, 1)`` per problem (float64 NumPy, (B,)): it bounds
         the data term's gradient, and the certificate is ``||grad L_b|| <= rtol * scale_b``."""
         # In float64 whatever the model dtype (a no-op cast for float64 models).
-        row_norms = tf.norm(tf.cast(self.Xa, tf.float64), axis=1)
-        return tf.maximum(tf.linalg.matvec(tf.cast(self.S, tf.float64), row_norms, transpose_a=True), 1.0).numpy()
+        norms = row_norms(self.Xa)
+        return tf.maximum(tf.linalg.matvec(tf.cast(self.S, tf.float64), norms, transpose_a=True), 1.0).numpy()
+
+    def design_np(self) -> np.ndarray:
+        """The design as a NumPy array: ``Xa_np``, else a read-only view of ``Xa`` (no copy)."""
+        return self.Xa_np if self.Xa_np is not None else np.asarray(self.Xa)
 
     # ------------------------------------------------------------ products with the design
     def _x_times(self, T):
@@ -543,12 +603,13 @@ class LogisticObjective:
         """The Hessian strategy of :meth:`hessians` (the one place it is chosen).
 
         ``'sparse'`` (binary, ``Xa_sparse``): sparse products ``Xa^T (w * Xa)``, densified
-        once; ``'syrk'`` (``Xa_np``, float64): per-problem NumPy symmetric rank-k updates
-        (half the flops of a general product); ``'einsum'`` (binary): one contraction for
-        all B Hessians, fast for d up to a few hundred and thousands of problems;
-        ``'matmul'``: TensorFlow products (binary: one with an (n, B E) block; multinomial:
-        blocks of rows per problem). ``'auto'``: ``'sparse'``, else ``'syrk'`` for binary
-        float64 models with ``Xa_np``, else ``'matmul'``.
+        once; ``'syrk'`` (float64): per-problem NumPy symmetric rank-k updates (half the
+        flops of a general product) on ``Xa_np`` or a view of ``Xa``; ``'einsum'``
+        (binary): one contraction for all B Hessians, fast for d up to a few hundred and
+        thousands of problems; ``'matmul'``: TensorFlow products (binary: one with an
+        (n, B E) block; multinomial: blocks of rows per problem). ``'auto'``:
+        ``'sparse'``, else ``'syrk'`` for binary float64 models with ``Xa_np``, else
+        ``'matmul'``.
         """
         if method not in HESSIAN_METHODS:
             raise ValueError(f"hessian method must be one of {HESSIAN_METHODS}; got {method!r}")
@@ -574,7 +635,7 @@ class LogisticObjective:
         spec = self.spec
         curv = self.curvature(Theta)
         if how in ("sparse", "syrk"):
-            Xn = self.Xa_np if self.Xa_np is not None else self.Xa.numpy()
+            Xn = self.design_np()
             W, S = curv.numpy(), self.S.numpy()
             H = np.empty((W.shape[1], spec.num_params, spec.num_params))
             with one_blas_thread() if pin_blas else contextlib.nullcontext():
@@ -608,7 +669,7 @@ class LogisticObjective:
         without the gauge term: a float64 NumPy array (d, d) formed by BLAS syrk (``Xa_np``
         or the design), the only (d, d) array made (no permuted copy)."""
         spec = self.spec
-        Xn = self.Xa_np if self.Xa_np is not None else self.Xa.numpy()
+        Xn = self.design_np()
         W = self.curvature(tf.convert_to_tensor(theta, dtype=self.Xa.dtype)[None])[:, 0].numpy()
         if spec.binary:
             Z = Xn * np.sqrt(W)[:, None]
@@ -623,11 +684,13 @@ class LogisticObjective:
         """The regularised Hessian at one parameter vector (B = 1), without the gauge term."""
         return self.hessians(theta[None], gauge=False)[0]
 
-    def group_hessians(self, theta, groups, minuend=None):
+    def group_hessians(self, theta, groups, minuend=None, chord: bool = False):
         """Unregularised Hessians ``H_U`` of the groups under the base weights
         (:meth:`without_groups`) at one parameter vector, (B, d, d); with ``minuend``
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
-        in place, without a second (B, d, d) array)."""
+        in place, without a second (B, d, d) array). ``chord`` (multinomial float64
+        models; chord matrices only): by :func:`_multinomial_gram_syrk` with ``chord``,
+        a quarter of the flops, the last class's blocks derived from the others'."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         how = self.hessian_method()
         if spec.binary and how in ("syrk", "sparse"):
@@ -643,6 +706,21 @@ class LogisticObjective:
                     else:
                         Zb = Z[idx]
                         np.matmul(Zb.T, Zb, out=out[b])  # BLAS syrk
+                    if M is not None:
+                        np.subtract(M, out[b], out=out[b])
+            return tf.constant(out, dtype=Xa.dtype)
+        if chord and not spec.binary and Xa.dtype == tf.float64:  # chord matrices: syrk per class block
+            Xn, s_np = self.design_np(), np.asarray(s_base, dtype=np.float64)
+            out = np.empty((len(groups), spec.num_params, spec.num_params))
+            M = None if minuend is None else np.asarray(minuend, dtype=np.float64)
+            with one_blas_thread():
+                for b, idx in enumerate(groups):
+                    idx = np.asarray(idx, dtype=np.int64)
+                    X_U = Xn[idx]
+                    # The group's curvature from its own rows' logits (as the group's Hessian alone).
+                    group = LogisticObjective(spec, tf.constant(X_U))
+                    P_U = group._unit_curvature(group.logits(theta[None]))[:, 0].numpy()
+                    out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, chord=True)
                     if M is not None:
                         np.subtract(M, out[b], out=out[b])
             return tf.constant(out, dtype=Xa.dtype)

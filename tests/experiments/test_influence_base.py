@@ -104,6 +104,39 @@ def test_cross_validate_equals_fits_on_each_fold(warm_start):
     assert np.all(cv["cv_scores"] == 1.0)
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_cross_validate_with_batched_folds_equals_fits_on_each_fold(num_classes):
+    """batch_folds: every fold's warm-started path advanced together (fold weights on the
+    whole design, LogisticRegression.fit_path) gives the held-out losses and accuracies of
+    cold fits on each fold's own rows."""
+    rng = np.random.RandomState(2)
+    n = 90
+    y = rng.randint(0, num_classes, n)
+    X = rng.normal(0, 1.0, (num_classes, 3))[y] + rng.normal(size=(n, 3))
+    w = rng.uniform(0.5, 2, n)
+    exp = _Tiny((X, y))
+    regs = cv_regs(n, (1e-2, 1e-1, 3))
+    folds = contiguous_folds(n, 3)
+    cv = exp.cross_validate(X, y, regs, folds, weights=w, warm_start=True, batch_folds=True)
+    # One design, the training set's own, left cached for the next fit on it (no fold copies).
+    cached = exp.get_model().cached_inputs
+    assert len(cached) == 1 and cached[0] is X
+    with pytest.raises(ValueError, match="batch_folds needs warm_start"):
+        exp.cross_validate(X, y, regs, folds, weights=w, batch_folds=True)
+    m = exp.get_model()
+    for i, reg in enumerate(regs):
+        errs, accs = [], []
+        for val in folds:
+            tr = np.setdiff1d(np.arange(n), val)
+            fit = m.fit((X[tr], y[tr]), w[tr], reg)
+            assert fit.converged
+            errs.append(np.sum(w[val] * m.get_indiv_loss((X[val], y[val]))))
+            accs.append(m.get_accuracy((X[val], y[val])))
+        # Certified optima of the same problems: agreement to the fit tolerance.
+        assert cv["cv_errors"][i] == pytest.approx(sum(errs), rel=1e-9)
+        assert cv["cv_accs"][i] == pytest.approx(np.mean(accs))
+
+
 def test_influence_hands_the_run_to_the_api():
     rng = np.random.RandomState(1)
     X = rng.normal(size=(20, 2))

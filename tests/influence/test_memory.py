@@ -153,3 +153,47 @@ def test_one_group_over_budget_warns_once_with_the_amount_and_goes_on(caplog):
     msgs = [rec.getMessage() for rec in caplog.records if "refit group" in rec.getMessage()]
     assert len(msgs) == 1 and memory.format_bytes(per) in msgs[0], msgs
     assert r.converged.all() and r.thetas.shape == (len(groups), m.num_params)
+
+
+_CHILD_PATH = r"""
+import resource, sys
+import numpy as np
+from influence.logistic_regression import LogisticRegression
+mode, n = sys.argv[1], int(sys.argv[2])
+D, K, F = 600, 3, 5  # MultiNLI's model (3 x 601 = 1,803 parameters), five CV folds
+rng = np.random.RandomState(0)
+y = rng.randint(0, K, n)
+X = (rng.normal(0, 0.1, (K, D))[y] + rng.normal(0, 1, (n, D))).astype(np.float32)
+cfg = LogisticRegression.default_config()
+cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": K}
+m = LogisticRegression(cfg)
+if mode == "path":
+    W = np.ones((n, F))
+    for k, val in enumerate(np.array_split(np.arange(n), F)):
+        W[val, k] = 0.0
+    for r in m.fit_path((X, y), W, (1e-3 * n, 3e-3 * n)):
+        assert r.converged.all()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_multinli_shaped_cross_validation_path_peak_memory():
+    """fit_path as MultiNLI's cross-validation runs it (1,803 parameters, float32 input,
+    five folds as weights on one design, a cold and a warm lambda) on 40,000 rows. Its peak
+    above a child that only made the data stays within four float64 designs (the design
+    tensor, the NumPy array it is made from, one fold block of rows copied twice for its
+    Hessian and the syrk products' weighted row blocks) and 40 (d, d) matrices (per fold:
+    the start Hessian, its block sum, gauge-fixed copy, factor and a fresh Hessian): no
+    fold copy of the design and nothing of size (n, d)."""
+    n, d, E = 40000, 1803, 601
+    bound = 8 * (4 * n * E + 40 * d * d)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MALLOC_MMAP_THRESHOLD_="65536")
+    peaks = {}
+    for mode in ("base", "path"):
+        out = subprocess.run([sys.executable, "-c", _CHILD_PATH, mode, str(n)], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+        peaks[mode] = int(out.stdout.strip().splitlines()[-1])
+    extra = peaks["path"] - peaks["base"]
+    assert extra <= bound, f"the path used {extra / 1e6:.0f} MB > {bound / 1e6:.0f} MB"

@@ -82,6 +82,30 @@ def test_hessian_strategy_is_chosen_in_one_place():
     spec3, Xa3, y3, S3, _ = problem(3, True)
     with pytest.raises(ValueError, match="'einsum' is for binary models only"):
         LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method("einsum")
+    # Multinomial models: TensorFlow products unless asked (the stored Hessians' arithmetic).
+    assert LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method() == "matmul"
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False)])
+def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept):
+    """The multinomial group Hessians, exact (TensorFlow products) and as chord matrices
+    (``chord``: one syrk product per class block, the last class's blocks derived from the
+    others'), against TensorFlow autodiff of an independent loss on each group's rows,
+    with and without the minuend; at a mild and at a confident parameter vector."""
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, n=40)
+    s = S[:, 0]
+    groups = [np.array([3]), np.arange(0, 40, 3), np.arange(5, 25)]
+    batch = LogisticObjective.without_groups(spec, Xa, tf.constant(y), s, 0.7, groups)
+    M = tf.constant(np.random.RandomState(2).normal(size=(spec.num_params, spec.num_params)))
+    for theta in (Theta[0], 8.0 * Theta[1]):
+        want = [reference_hessian(theta, tf.gather(Xa, idx), y[idx], tf.gather(s, idx), 0.0, spec) for idx in groups]
+        for chord in (False, True):
+            got = batch.group_hessians(theta, groups, chord=chord).numpy()
+            minus = batch.group_hessians(theta, groups, minuend=M, chord=chord).numpy()
+            for b in range(len(groups)):
+                # Normwise (assert_close): the chord form's cancelling entries lose relative accuracy.
+                assert_close(got[b], want[b], RTOL_AUTODIFF, what=f"group {b} chord={chord}")
+                assert_close(minus[b], M.numpy() - want[b], RTOL_AUTODIFF, what=f"minuend - group {b} chord={chord}")
 
 
 @pytest.mark.parametrize("num_classes, fit_intercept", [(2, True), (3, True), (4, True), (3, False)])

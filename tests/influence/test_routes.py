@@ -77,8 +77,18 @@ def test_choose_routes(monkeypatch, method, weighted, downdates, want):
 
 def test_multinomial_and_large_binary_models_without_monkeypatching():
     assert R.choose_routes(spec(3), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)
-    # Multinomial models never take the downdates, whatever their size.
-    assert R.choose_routes(spec(3, D=2000), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)
+    # Multinomial models never take the downdates, whatever their size; from
+    # DOWNDATE_MIN_PARAMS parameters on their refits take the dense factor where it fits
+    # (MultiNLI's model: 3 x 601 parameters).
+    assert R.choose_routes(spec(3, D=600), "explicit", False, int(1e9)) == (R.PerGroupNewton, R.DenseRefit)
+    assert R.choose_routes(spec(3, D=600), "explicit", True, int(1e9)) == (R.WeightedNewton, R.DenseRefit)
+    assert R.choose_routes(spec(3, D=600), "explicit", False, int(1e7)) == (R.PerGroupNewton, R.ChordRefit)
+    assert R.choose_routes(spec(3, D=300), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)  # 903 < 1024
+    assert R.choose_routes(spec(3, D=4000), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)  # > 12,000
+    assert R.refit_holds_hessians(spec(3, D=300), "explicit", None)
+    assert not R.refit_holds_hessians(spec(3, D=600), "explicit", None)
+    assert not R.refit_holds_hessians(spec(2, D=2000), "explicit", None)
+    assert not any(R.refit_holds_hessians(spec(3, D=300), m, None) for m in ("cg", "small", "fmin_ncg"))
     assert R.choose_routes(spec(2, D=2000), "explicit", False) == (R.DowndateNewton, R.DowndateRefit)
     assert R.choose_routes(spec(2, D=10), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)
     with pytest.raises(ValueError, match=r"method must be one of \('explicit', 'cg', 'small'\); got 'lissa'"):
@@ -162,3 +172,31 @@ def test_refit_routes_agree_and_equal_a_dense_newton_refit(weights, monkeypatch)
     # The Newton-CG route counts its Hessian-vector products, the small route has none.
     assert (results["NewtonCGRefit"].hvps > 0).all() and (results["SmallRefit"].hvps == 0).all()
     assert (results["DenseRefit"].hvps > 0).all()
+
+
+@pytest.mark.parametrize("weights", [False, True])
+def test_multinomial_dense_refits_equal_the_explicit_route(weights, monkeypatch):
+    """The large multinomial models' 'explicit' refits (DenseRefit: chord steps with
+    H_hat - H_U through H_hat's factor) against the per-group explicit Hessians of
+    ChordRefit, on a 3-class model made 'large' by lowering the threshold."""
+    rng = np.random.RandomState(3)
+    n, D = 80, 5
+    X = rng.normal(0, 1, (n, D))
+    y = np.argmax(X @ rng.normal(0, 1, (D, 3)) + rng.gumbel(size=(n, 3)), axis=1)
+    s = rng.uniform(0.5, 2.0, n) if weights else None
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": 3}
+    m = LogisticRegression(cfg)
+    m.fit((X, y), s, LAM)
+    gi = GroupInfluence(m, (X, y), LAM, sample_weights=s, hessian=m.get_hessian((X, y), s, LAM),
+                        max_memory=int(1e8))
+    groups = [np.sort(rng.choice(n, k, replace=False)) for k in (1, 3, 9, 25)]
+    assert type(gi.routes("explicit")[1]) is R.ChordRefit
+    monkeypatch.setattr(dd, "DOWNDATE_MIN_PARAMS", 1)
+    assert type(gi.routes("explicit")[1]) is R.DenseRefit
+    dense_r, chord_r = R.DenseRefit(gi).refit(groups), R.ChordRefit(gi).refit(groups)
+    for r in (dense_r, chord_r):
+        assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
+    # Two certified optima of the same strictly convex problem (gauge-fixed parameters).
+    assert_close(dense_r.thetas, chord_r.thetas, 1e-8, what="DenseRefit vs ChordRefit")
+    assert (dense_r.hvps > 0).all()
