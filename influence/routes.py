@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from influence import downdate, groups as G
+from influence import groups as G
 from influence.downdate import uses_downdates
 from influence.memory import cg_width, dense_hessian_fits, dense_work_memory
 from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner
@@ -245,10 +245,11 @@ def choose_routes(spec: ModelSpec, method: str, weighted: bool,
       through the data);
     * ``'small'``: :class:`BatchedCholeskyNewton`, :class:`SmallRefit` (binary models);
     * ``'explicit'``: refits by :class:`DowndateRefit` for models that take the downdates
-      (:func:`influence.downdate.uses_downdates`), by :class:`DenseRefit` for those that
-      take the dense refits (:func:`uses_dense_refits`), else :class:`ChordRefit`; Newton
-      changes by :class:`WeightedNewton` with non-unit sample weights (``weighted``), else
-      :class:`DowndateNewton` (with the downdate refits) or :class:`PerGroupNewton`.
+      (:func:`influence.downdate.uses_downdates`), else :class:`ChordRefit` (multinomial
+      models included: :class:`DenseRefit` gave MultiNLI's refits no measurable gain, see
+      docs/performance.md); Newton changes by :class:`WeightedNewton` with non-unit sample
+      weights (``weighted``), else :class:`DowndateNewton` (with the downdate refits) or
+      :class:`PerGroupNewton`.
     """
     if method not in ROUTE_METHODS:
         raise ValueError(f"method must be one of {ROUTE_METHODS}; got {method!r}")
@@ -260,21 +261,7 @@ def choose_routes(spec: ModelSpec, method: str, weighted: bool,
         return BatchedCholeskyNewton, SmallRefit
     downdates = uses_downdates(spec)
     newton = WeightedNewton if weighted else (DowndateNewton if downdates else PerGroupNewton)
-    if downdates:
-        return newton, DowndateRefit
-    return newton, (DenseRefit if uses_dense_refits(spec, max_memory) else ChordRefit)
-
-
-def uses_dense_refits(spec: ModelSpec, max_memory: int | None) -> bool:
-    """Whether the ``'explicit'`` refits of a model take :class:`DenseRefit` (no (d, d)
-    Hessian per group: chord steps with ``H_hat - H_U`` through the one factor of
-    ``H_hat``): multinomial models with at least
-    :data:`influence.downdate.DOWNDATE_MIN_PARAMS` parameters whose dense Hessian factor
-    fits (:func:`influence.memory.dense_hessian_fits`). A per-group factor costs them
-    ``|U| d^2 + d^3 / 3`` and a fresh Hessian ``n d^2``; a Woodbury downdate (the binary
-    models' route) would need a ``(K |U|)``-square matrix per group."""
-    return bool(not spec.binary and spec.num_params >= downdate.DOWNDATE_MIN_PARAMS
-                and dense_hessian_fits(spec.num_params, max_memory))
+    return newton, (DowndateRefit if downdates else ChordRefit)
 
 
 def refit_holds_hessians(spec: ModelSpec, method: str, max_memory: int | None) -> bool:

@@ -77,16 +77,13 @@ def test_choose_routes(monkeypatch, method, weighted, downdates, want):
 
 def test_multinomial_and_large_binary_models_without_monkeypatching():
     assert R.choose_routes(spec(3), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)
-    # Multinomial models never take the downdates, whatever their size; from
-    # DOWNDATE_MIN_PARAMS parameters on their refits take the dense factor where it fits
-    # (MultiNLI's model: 3 x 601 parameters).
-    assert R.choose_routes(spec(3, D=600), "explicit", False, int(1e9)) == (R.PerGroupNewton, R.DenseRefit)
-    assert R.choose_routes(spec(3, D=600), "explicit", True, int(1e9)) == (R.WeightedNewton, R.DenseRefit)
-    assert R.choose_routes(spec(3, D=600), "explicit", False, int(1e7)) == (R.PerGroupNewton, R.ChordRefit)
-    assert R.choose_routes(spec(3, D=300), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)  # 903 < 1024
-    assert R.choose_routes(spec(3, D=4000), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)  # > 12,000
+    # Multinomial models never take the downdates, whatever their size, and refit with a
+    # Hessian per group (MultiNLI's model: 3 x 601 parameters).
+    assert R.choose_routes(spec(3, D=600), "explicit", False, int(1e9)) == (R.PerGroupNewton, R.ChordRefit)
+    assert R.choose_routes(spec(3, D=600), "explicit", True, int(1e9)) == (R.WeightedNewton, R.ChordRefit)
+    assert R.choose_routes(spec(3, D=2000), "explicit", False) == (R.PerGroupNewton, R.ChordRefit)
     assert R.refit_holds_hessians(spec(3, D=300), "explicit", None)
-    assert not R.refit_holds_hessians(spec(3, D=600), "explicit", None)
+    assert R.refit_holds_hessians(spec(3, D=600), "explicit", None)
     assert not R.refit_holds_hessians(spec(2, D=2000), "explicit", None)
     assert not any(R.refit_holds_hessians(spec(3, D=300), m, None) for m in ("cg", "small", "fmin_ncg"))
     assert R.choose_routes(spec(2, D=2000), "explicit", False) == (R.DowndateNewton, R.DowndateRefit)
@@ -175,10 +172,10 @@ def test_refit_routes_agree_and_equal_a_dense_newton_refit(weights, monkeypatch)
 
 
 @pytest.mark.parametrize("weights", [False, True])
-def test_multinomial_dense_refits_equal_the_explicit_route(weights, monkeypatch):
-    """The large multinomial models' 'explicit' refits (DenseRefit: chord steps with
-    H_hat - H_U through H_hat's factor) against the per-group explicit Hessians of
-    ChordRefit, on a 3-class model made 'large' by lowering the threshold."""
+def test_multinomial_dense_refits_equal_the_explicit_route(weights):
+    """DenseRefit on a multinomial model (chord steps with H_hat - H_U through H_hat's
+    factor; not the route choice's for these models) against the per-group explicit
+    Hessians of ChordRefit, the 'explicit' route's."""
     rng = np.random.RandomState(3)
     n, D = 80, 5
     X = rng.normal(0, 1, (n, D))
@@ -192,8 +189,6 @@ def test_multinomial_dense_refits_equal_the_explicit_route(weights, monkeypatch)
                         max_memory=int(1e8))
     groups = [np.sort(rng.choice(n, k, replace=False)) for k in (1, 3, 9, 25)]
     assert type(gi.routes("explicit")[1]) is R.ChordRefit
-    monkeypatch.setattr(dd, "DOWNDATE_MIN_PARAMS", 1)
-    assert type(gi.routes("explicit")[1]) is R.DenseRefit
     dense_r, chord_r = R.DenseRefit(gi).refit(groups), R.ChordRefit(gi).refit(groups)
     for r in (dense_r, chord_r):
         assert r.converged.all() and (r.grad_norms <= r.grad_tols).all()
