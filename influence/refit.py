@@ -29,12 +29,14 @@ from influence.newton import (
     FactorChord,
     HessianFactor,
     NewtonCG,
+    ProblemQueue,
     RefitResult,
     certify,
     hessian_factor,
     make_preconditioner,
     newton_loop,
 )
+from influence.numerics import one_blas_thread
 from influence.objective import LogisticObjective, ModelSpec
 
 
@@ -59,6 +61,37 @@ def _group_objective(spec: ModelSpec, Xa, y, s_base, idx) -> LogisticObjective:
     return LogisticObjective(spec, tf.gather(Xa, idx), tf.gather(y, idx), tf.gather(s_base, idx), 0.0)
 
 
+def _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs=None, budget=None, on_finish=None) -> ProblemQueue:
+    """The :class:`~influence.newton.ProblemQueue` of the reduced problems of ``groups``: their
+    weight columns, ``theta_hat`` as start, and the certificate scales of
+    :meth:`LogisticObjective.grad_scales` (computed B groups at a time)."""
+    s_np = np.asarray(s_base.numpy(), dtype=np.float64)
+    P = len(groups)
+
+    def weights(ps):
+        S = np.tile(s_np[:, None], (1, len(ps)))
+        for k, p in enumerate(ps):
+            S[groups[p], k] = 0.0
+        return S
+
+    scales = np.concatenate([
+        LogisticObjective(spec, Xa, None, tf.constant(weights(np.arange(a, min(a + B, P))), dtype=Xa.dtype)).grad_scales()
+        for a in range(0, P, B)])
+    theta_hat = np.asarray(theta_hat, dtype=np.float64)
+    return ProblemQueue(P, weights, lambda ps: np.tile(theta_hat[None, :], (len(ps), 1)), rtol * scales, scales,
+                        costs, budget, on_finish)
+
+
+def _run_queue(batch, queue: ProblemQueue, strategy, max_iter) -> RefitResult:
+    """:func:`newton_loop` over ``queue`` in the slots of ``batch`` (placeholder columns), on
+    one BLAS thread: its products and factors are many and mid-sized, and threaded BLAS
+    spin-waits for a second core that a loaded machine rarely gives it (docs/performance.md)."""
+    B = batch.B
+    Theta = tf.constant(queue.start(np.arange(B)), dtype=batch.Xa.dtype)
+    with one_blas_thread():
+        return newton_loop(batch, Theta, queue.tols[:B], strategy, max_iter, scale=queue.scales[:B], queue=queue)
+
+
 def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
     """``refit`` over sub-chunks of ``groups`` that fit in ``max_memory``; None when the
     whole chunk fits (the caller then refits it at once)."""
@@ -74,14 +107,20 @@ def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: boo
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None, slots: int | None = None,
+                on_finish=None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
     labels, ``s_base`` the sample weights of the full objective. ``hessian_hat`` is the
     regularised full-data Hessian at ``theta_hat`` (computed if not given). ``max_memory``
-    (bytes): sub-chunks of :func:`influence.memory.refit_chunk_size` groups, fresh Hessians
-    ``hess_chunk`` at a time within it (None: all at once, Hessian blocks of about 256 MB).
+    (bytes): at most :func:`influence.memory.refit_chunk_size` groups together, fresh
+    Hessians ``hess_chunk`` at a time within it (None: Hessian blocks of about 256 MB).
+
+    ``slots``: continuous batching (:class:`~influence.newton.ProblemQueue`): at most that
+    many groups together (and within ``max_memory``), a group that stops handing its slot
+    at once to the next group; ``on_finish(k)`` is called as k groups stop. None: all the
+    groups in one batch, or in consecutive chunks within ``max_memory``.
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
@@ -96,15 +135,27 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         if max_memory is not None:
             per_hessian = dtype.size * (n * spec.ext_dim * spec.num_rows + 2 * spec.num_params ** 2)
             hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
+    Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
+    H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
+    if slots is not None and len(groups):
+        groups = [np.asarray(g, dtype=np.int64) for g in groups]
+        B = min(int(slots), len(groups), refit_chunk_size(spec.num_params, n, max_memory, spec.num_rows, True,
+                                                          max_items=max(1, int(slots))))
+        batch, theta_t, _, _ = _setup(spec, theta_hat, Xa, y, s_base, l2, groups[:B], Xa_np)
+        queue = _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, on_finish=on_finish)
+
+        def start_hessians(ps):  # H_hat - H_U at theta_hat of the groups ps
+            return K.gauge_fix(batch.group_hessians(theta_t, [groups[p] for p in ps], minuend=H_hat), spec)
+        res = _run_queue(batch, queue, ChordNewton(start_hessians, reuse_factor, hess_chunk, cg_maxiter), max_iter)
+        res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=2)
+        return res
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
     if split is not None:
         return split
-    Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np)
     # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched).
-    H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
     Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
     strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
     return _refit(batch, Theta, scale, rtol, strategy, max_iter)
@@ -123,43 +174,49 @@ def downdate_basis(spec: ModelSpec, theta_hat, Xa, s_base, hessian_hat=None, l2_
     return DowndateBasis(np.asarray(hessian_hat, dtype=np.float64), Xa.numpy(), c)
 
 
-def split_groups(groups: Sequence[np.ndarray], n: int, num_params: int, max_memory: int | None) -> list[list]:
-    """Consecutive parts of ``groups`` whose downdate working arrays
-    (:func:`influence.memory.downdate_bytes_per_group`) fit in ``max_memory`` together."""
-    if max_memory is None:
-        return [list(groups)]
-    parts, part, used = [], [], 0
-    for g in groups:
-        b = downdate_bytes_per_group(n, num_params, len(g))
-        if part and used + b > max_memory:
-            parts.append(part)
-            part, used = [], 0
-        part.append(g)
-        used += b
-    if used > max_memory:
-        chunk_size(max_memory, used, what="refit group")  # warns once with the amount
-    return parts + [part] if part else parts
-
-
 def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups, basis: DowndateBasis,
                          rtol: float = 1e-12, max_iter: int = 50, reuse_factor: float = 0.25,
-                         cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
+                         cg_maxiter: int = 20, max_memory: int | None = None, slots: int | None = None,
+                         on_finish=None) -> RefitResult:
     """:func:`refit_chunk` of large binary models by :class:`~influence.newton.DowndateChord`:
     no (d, d) matrix per group; the first direction of group U is ``(H_hat - H_U)^{-1} grad``
     by Woodbury on ``basis`` (:class:`~influence.downdate.GroupDowndates`, built once with
-    :func:`downdate_basis`), exactly the explicit route's. The groups are refitted in parts
-    whose working arrays fit in ``max_memory`` (:func:`split_groups`)."""
-    s_base = tf.convert_to_tensor(s_base, dtype=Xa.dtype)
-    l2 = tf.constant(float(l2_reg), dtype=Xa.dtype)
-    results = []
-    for part in split_groups(groups, int(Xa.shape[0]), spec.num_params, max_memory):
-        batch, _, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, part,
-                                        Xa_sparse=basis.X if sp.issparse(basis.X) else None)
-        # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
-        # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
-        strategy = DowndateChord(GroupDowndates(basis, part), reuse_factor, 5 * cg_maxiter)
-        results.append(_refit(batch, Theta, scale, rtol, strategy, max_iter))
-    return RefitResult.concat(results)
+    :func:`downdate_basis`), exactly the explicit route's.
+
+    Continuous batching (:class:`~influence.newton.ProblemQueue`): at most ``slots`` groups
+    (None: all) are refitted together, and a group that stops hands its slot at once to a
+    waiting group, the largest first, as long as the running groups' working arrays
+    (:func:`influence.memory.downdate_bytes_per_group`) fit in ``max_memory`` together
+    (smaller groups fill the room a larger one leaves). ``on_finish(k)`` is called as k
+    groups stop (progress). The results are in the order of ``groups``.
+    """
+    dtype = Xa.dtype
+    s_base = tf.convert_to_tensor(s_base, dtype=dtype)
+    l2 = tf.constant(float(l2_reg), dtype=dtype)
+    P, n = len(groups), int(Xa.shape[0])
+    if P == 0:
+        return RefitResult.empty(spec.num_params)
+    sizes = np.array([len(g) for g in groups], dtype=np.int64)
+    # Largest first: the big groups start while the batch has room, the small ones fill
+    # the gaps and the last slots.
+    order = np.argsort(-sizes, kind="stable")
+    groups = [np.asarray(groups[i], dtype=np.int64) for i in order]
+    costs = np.array([downdate_bytes_per_group(n, spec.num_params, s) for s in sizes[order]], dtype=np.int64)
+    if max_memory is not None and costs[0] > max_memory:
+        chunk_size(max_memory, int(costs[0]), what="refit group")  # warns once with the amount
+    B = P if slots is None else max(1, min(int(slots), P))
+    queue = _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs, max_memory, on_finish)
+    # B slots, filled from the queue by newton_loop (the columns here are placeholders).
+    batch = LogisticObjective(spec, Xa, y, tf.constant(queue.weights(np.arange(B)), dtype=dtype), l2,
+                              Xa_sparse=basis.X if sp.issparse(basis.X) else None)
+    batch.s_base = s_base
+    # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
+    # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
+    strategy = DowndateChord(GroupDowndates(basis, groups, load=()), reuse_factor, 5 * cg_maxiter)
+    res = _run_queue(batch, queue, strategy, max_iter)
+    res = res.take(np.argsort(order, kind="stable"))
+    res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=2)
+    return res
 
 
 def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],

@@ -166,9 +166,16 @@ class BatchedCholeskyNewton(NewtonChangeRoute):
 
 # ----------------------------------------------------------------------------- refits
 class RefitRoute(_Route):
-    """Certified exact refits without each group of one chunk, from ``theta_hat``."""
+    """Certified exact refits without each group of one chunk, from ``theta_hat``.
 
-    def refit(self, groups: Sequence[np.ndarray]) -> RefitResult:
+    A route with ``queues`` batches continuously: ``refit(groups, slots, on_finish)`` takes
+    any number of groups, refits ``slots`` of them together and hands a finished group's
+    slot at once to the next (:class:`influence.newton.ProblemQueue`), calling
+    ``on_finish(k)`` as k groups finish; the others refit one chunk per call."""
+
+    queues = False
+
+    def refit(self, groups: Sequence[np.ndarray], slots: int | None = None, on_finish=None) -> RefitResult:
         raise NotImplementedError
 
     def _common(self):
@@ -182,9 +189,15 @@ class ChordRefit(RefitRoute):
     """Explicit Hessians with factor reuse (:func:`influence.refit.refit_chunk`). Its CG
     steps are not counted in ``hvps`` (0: the count is that of the Newton-CG routes)."""
 
-    def refit(self, groups):
+    # Chunk by chunk in the runs: with refit_chunk's continuous batching (``slots``) the
+    # certified refits change by more than rounding (other batch companions round the last
+    # chord steps differently), for no gain (docs/performance.md, 'Continuous batching').
+    queues = False
+
+    def refit(self, groups, slots=None, on_finish=None):
         args, common = self._common()
-        r = refit_chunk(*args, groups, hessian_hat=self.gi.hessian, max_memory=self.gi.max_memory, **common)
+        r = refit_chunk(*args, groups, hessian_hat=self.gi.hessian, max_memory=self.gi.max_memory,
+                        slots=slots, on_finish=on_finish, **common)
         r.hvps = np.zeros(len(groups), dtype=np.int64)
         return r
 
@@ -192,9 +205,12 @@ class ChordRefit(RefitRoute):
 class DowndateRefit(RefitRoute):
     """Large binary models: chord steps through Woodbury downdates (:func:`influence.refit.refit_chunk_downdate`)."""
 
-    def refit(self, groups):
+    queues = True
+
+    def refit(self, groups, slots=None, on_finish=None):
         args, common = self._common()
-        return refit_chunk_downdate(*args, groups, self.gi.downdate_basis(), max_memory=self.gi.max_memory, **common)
+        return refit_chunk_downdate(*args, groups, self.gi.downdate_basis(), max_memory=self.gi.max_memory,
+                                    slots=slots, on_finish=on_finish, **common)
 
 
 class NewtonCGRefit(RefitRoute):
