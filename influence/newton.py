@@ -411,7 +411,7 @@ class NewtonCG(NewtonStrategy):
         self.tols[slots] = 0.0
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
-        self.tols = np.asarray(tols, dtype=np.float64)
+        self.tols = np.array(tols, dtype=np.float64)  # a copy: admit() zeroes new slots
 
     def rejected(self, active, good) -> np.ndarray:
         failed = active & ~good
@@ -453,10 +453,28 @@ class FactorChord(NewtonStrategy):
         self.newton = np.zeros(B, dtype=bool)   # problems that left the quasi-Newton steps
         self.tighten = np.ones(B)
         self.tols = np.zeros(B)
-        self.pairs = [[] for _ in range(B)]      # per problem: (s, y, 1 / y.s), oldest first
+        self.pairs = [[] for _ in range(B)]      # per slot: (s, y, 1 / y.s), oldest first
         self.last = None                          # (Theta, G) where the directions were last taken
+        self.problem = np.arange(B)               # the chord matrix (problem id) of each slot
         if self.maxiter is None:
             self.maxiter = 10 * objective.spec.num_params
+
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        self.newton[slots] = False
+        self.tighten[slots] = 1.0
+        self.tols[slots] = 0.0
+        self.problem[slots] = problems
+        for j in slots:
+            self.pairs[int(j)] = []
+        if self.last is not None:  # no step from the previous problem's iterate to the new start
+            Th, Gn = self.last[0].copy(), self.last[1].copy()
+            Th[slots], Gn[slots] = tf.gather(Theta, slots).numpy(), tf.gather(G, slots).numpy()
+            self.last = (Th, Gn)
+
+    def retire(self, slots) -> None:
+        for j in slots:
+            self.pairs[int(j)] = []
 
     def _floor(self, g, tol):
         return np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
@@ -487,7 +505,7 @@ class FactorChord(NewtonStrategy):
                 alphas.append(a[::-1])
             g = gnorm[qn]
             eta = np.maximum(np.minimum(self.chord_rtol, np.sqrt(g / self.scale[qn])), self._floor(g, self.tols[qn]))
-            res = self.chords.solve(Q, qn, np.maximum(eta, self.floor), self.maxiter)
+            res = self.chords.solve(Q, self.problem[qn], np.maximum(eta, self.floor), self.maxiter)
             Rq = res.x
             for k, j in enumerate(qn):  # second loop, oldest pair first
                 for (s_, y_, rho), a in zip(self.pairs[j], alphas[k]):
@@ -514,7 +532,7 @@ class FactorChord(NewtonStrategy):
         return stalled
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
-        self.tols = np.asarray(tols, dtype=np.float64)
+        self.tols = np.array(tols, dtype=np.float64)  # a copy: admit() zeroes new slots
         self.newton |= good & (gnorm > self.tols) & ((ratio > 0.5) | (t < 1.0))
 
 

@@ -13,6 +13,7 @@ Hessian factor is reused while it cuts the gradient norm fourfold, then precondi
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import numpy as np
@@ -82,14 +83,35 @@ def _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs=None, budget=None
                         costs, budget, on_finish)
 
 
-def _run_queue(batch, queue: ProblemQueue, strategy, max_iter) -> RefitResult:
-    """:func:`newton_loop` over ``queue`` in the slots of ``batch`` (placeholder columns), on
-    one BLAS thread: its products and factors are many and mid-sized, and threaded BLAS
-    spin-waits for a second core that a loaded machine rarely gives it (docs/performance.md)."""
-    B = batch.B
-    Theta = tf.constant(queue.start(np.arange(B)), dtype=batch.Xa.dtype)
-    with one_blas_thread():
-        return newton_loop(batch, Theta, queue.tols[:B], strategy, max_iter, scale=queue.scales[:B], queue=queue)
+def _refit_queue(spec: ModelSpec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter, slots, make_strategy,
+                 costs=None, budget=None, on_finish=None, Xa_np=None, Xa_sparse=None,
+                 one_thread: bool = True) -> RefitResult:
+    """Continuous batching of the refits of ``groups`` (:class:`~influence.newton.ProblemQueue`):
+    :func:`newton_loop` in ``slots`` batch slots, a group that stops handing its slot at once
+    to the next waiting group (the first that fits ``budget`` next to the running ones, with
+    ``costs``); ``on_finish(k)`` is called as k groups stop. ``make_strategy(batch)`` gives
+    the :class:`~influence.newton.NewtonStrategy` of the slots' objective ``batch`` (its
+    columns change as groups come and go). The results are in the order of ``groups``.
+
+    ``one_thread``: the loop runs on one BLAS thread: for the explicit and downdate routes,
+    whose products and factors are many and mid-sized, threaded BLAS spin-waits for a
+    second core that a loaded machine rarely gives it (docs/performance.md)."""
+    B = max(1, min(int(slots), len(groups)))
+    queue = _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs, budget, on_finish)
+    batch = LogisticObjective.without_groups(spec, Xa, y, s_base, l2, groups[:B], Xa_np, Xa_sparse=Xa_sparse)
+    Theta = tf.constant(queue.start(np.arange(B)), dtype=Xa.dtype)
+    with one_blas_thread() if one_thread else contextlib.nullcontext():
+        res = newton_loop(batch, Theta, queue.tols[:B], make_strategy(batch), max_iter, scale=queue.scales[:B],
+                          queue=queue)
+    res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=3)
+    return res
+
+
+def _slots_within(spec: ModelSpec, Xa, max_memory, slots, explicit: bool) -> int:
+    """At most ``slots`` groups, and no more than fit in ``max_memory``
+    (:func:`influence.memory.refit_chunk_size`, with explicit Hessians or without)."""
+    return min(int(slots), refit_chunk_size(spec.num_params, int(Xa.shape[0]), max_memory, spec.num_rows, explicit,
+                                            max_items=max(1, int(slots))))
 
 
 def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: bool, **kw) -> RefitResult | None:
@@ -139,16 +161,15 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
     if slots is not None and len(groups):
         groups = [np.asarray(g, dtype=np.int64) for g in groups]
-        B = min(int(slots), len(groups), refit_chunk_size(spec.num_params, n, max_memory, spec.num_rows, True,
-                                                          max_items=max(1, int(slots))))
-        batch, theta_t, _, _ = _setup(spec, theta_hat, Xa, y, s_base, l2, groups[:B], Xa_np)
-        queue = _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, on_finish=on_finish)
+        theta_t = tf.constant(np.asarray(theta_hat), dtype=dtype)
 
-        def start_hessians(ps):  # H_hat - H_U at theta_hat of the groups ps
-            return K.gauge_fix(batch.group_hessians(theta_t, [groups[p] for p in ps], minuend=H_hat), spec)
-        res = _run_queue(batch, queue, ChordNewton(start_hessians, reuse_factor, hess_chunk, cg_maxiter), max_iter)
-        res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=2)
-        return res
+        def chord_newton(batch):
+            def start_hessians(ps):  # H_hat - H_U at theta_hat of the groups ps
+                return K.gauge_fix(batch.group_hessians(theta_t, [groups[p] for p in ps], minuend=H_hat), spec)
+            return ChordNewton(start_hessians, reuse_factor, hess_chunk, cg_maxiter)
+        return _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,
+                            _slots_within(spec, Xa, max_memory, slots, True), chord_newton,
+                            on_finish=on_finish, Xa_np=Xa_np)
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
@@ -204,25 +225,19 @@ def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, grou
     costs = np.array([downdate_bytes_per_group(n, spec.num_params, s) for s in sizes[order]], dtype=np.int64)
     if max_memory is not None and costs[0] > max_memory:
         chunk_size(max_memory, int(costs[0]), what="refit group")  # warns once with the amount
-    B = P if slots is None else max(1, min(int(slots), P))
-    queue = _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs, max_memory, on_finish)
-    # B slots, filled from the queue by newton_loop (the columns here are placeholders).
-    batch = LogisticObjective(spec, Xa, y, tf.constant(queue.weights(np.arange(B)), dtype=dtype), l2,
-                              Xa_sparse=basis.X if sp.issparse(basis.X) else None)
-    batch.s_base = s_base
     # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
     # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
-    strategy = DowndateChord(GroupDowndates(basis, groups, load=()), reuse_factor, 5 * cg_maxiter)
-    res = _run_queue(batch, queue, strategy, max_iter)
-    res = res.take(np.argsort(order, kind="stable"))
-    res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=2)
-    return res
+    downdates = GroupDowndates(basis, groups, load=())
+    res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter, P if slots is None else slots,
+                       lambda batch: DowndateChord(downdates, reuse_factor, 5 * cg_maxiter), costs, max_memory,
+                       on_finish, Xa_sparse=basis.X if sp.issparse(basis.X) else None)
+    return res.take(np.argsort(order, kind="stable"))
 
 
 def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                    preconditioner=None, rtol: float = 1e-12, max_iter: int = 50,
                    cg_maxiter: int | None = None, forcing: float = 0.1,
-                   max_memory: int | None = None) -> RefitResult:
+                   max_memory: int | None = None, slots: int | None = None, on_finish=None) -> RefitResult:
     """:func:`refit_chunk` without explicit Hessians: batched, preconditioned Newton-CG
     (:class:`~influence.newton.NewtonCG`, forcing term ``forcing``), the same certificate.
 
@@ -230,13 +245,21 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     :func:`make_preconditioner` at ``theta_hat`` (build it once for several chunks).
     ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
     (:func:`influence.memory.refit_chunk_size` without explicit Hessians). ``hessians`` is
-    zero and ``hvps`` counts the Hessian-vector products of each group.
+    zero and ``hvps`` counts the Hessian-vector products of each group. ``slots``,
+    ``on_finish``: continuous batching as :func:`refit_chunk` (slots within ``max_memory``).
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
     if preconditioner is None:
         preconditioner = make_preconditioner(spec, tf.constant(np.asarray(theta_hat), dtype=dtype), Xa, s_base, l2_reg)
+    if slots is not None and len(groups):
+        res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, [np.asarray(g, dtype=np.int64) for g in groups], rtol,
+                           max_iter, _slots_within(spec, Xa, max_memory, slots, False),
+                           lambda batch: NewtonCG(preconditioner, cg_maxiter, forcing, margin=0.1),
+                           on_finish=on_finish, one_thread=False)
+        res.hessians = np.zeros(len(groups), dtype=np.int64)
+        return res
     split = _within_memory(refit_chunk_cg, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, preconditioner=preconditioner, rtol=rtol,
                            max_iter=max_iter, cg_maxiter=cg_maxiter, forcing=forcing)
@@ -252,7 +275,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
 def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                        factor: HessianFactor | None = None, rtol: float = 1e-12, max_iter: int = 50,
                        cg_maxiter: int | None = None, chord_rtol: float = 1e-3,
-                       max_memory: int | None = None) -> RefitResult:
+                       max_memory: int | None = None, slots: int | None = None, on_finish=None) -> RefitResult:
     """:func:`refit_chunk_cg` with the dense Hessian (:class:`~influence.newton.FactorChord`):
     chord steps with ``H_hat - H_U`` at theta_hat, solved by CG preconditioned by
     ``H_hat``'s factor (``factor``, :func:`~influence.newton.hessian_factor` at theta_hat by
@@ -261,12 +284,25 @@ def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups
     same certificate. ``max_memory`` (bytes, the budget of the work besides the factor):
     sub-chunks as :func:`refit_chunk_cg`. ``hessians`` is zero and ``hvps`` counts the
     products with the chord matrices and (after a slow chord step) the exact Hessians.
+    ``slots``, ``on_finish``: continuous batching as :func:`refit_chunk` (slots within
+    ``max_memory``; the gradients of admitted groups are then one pass over the data per
+    admission).
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
     if factor is None:
         factor = hessian_factor(spec, theta_hat, Xa, s_base, l2_reg)
+    if slots is not None and len(groups):
+        groups = [np.asarray(g, dtype=np.int64) for g in groups]
+        chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2),
+                                   tf.constant(np.asarray(theta_hat), dtype=dtype), groups)
+        res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,
+                           _slots_within(spec, Xa, max_memory, slots, False),
+                           lambda batch: FactorChord(chords, cg_maxiter, chord_rtol), on_finish=on_finish,
+                           one_thread=False)
+        res.hessians = np.zeros(len(groups), dtype=np.int64)
+        return res
     split = _within_memory(refit_chunk_factor, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, factor=factor, rtol=rtol, max_iter=max_iter,
                            cg_maxiter=cg_maxiter, chord_rtol=chord_rtol)

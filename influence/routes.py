@@ -216,28 +216,33 @@ class DowndateRefit(RefitRoute):
 class NewtonCGRefit(RefitRoute):
     """Batched preconditioned Newton-CG (:func:`influence.refit.refit_chunk_cg`)."""
 
-    def refit(self, groups):
+    queues = True
+
+    def refit(self, groups, slots=None, on_finish=None):
         args, common = self._common()
         return refit_chunk_cg(*args, groups, preconditioner=self.preconditioner,
-                              cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.gi.max_memory, **common)
+                              cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.gi.max_memory,
+                              slots=slots, on_finish=on_finish, **common)
 
 
 class DenseRefit(_DenseRoute, RefitRoute):
     """:class:`NewtonCGRefit` with the dense Hessian: chord steps with ``H_hat - H_U``
     solved by CG preconditioned by H's factor (:func:`influence.refit.refit_chunk_factor`)."""
 
-    def refit(self, groups):
+    queues = True
+
+    def refit(self, groups, slots=None, on_finish=None):
         args, common = self._common()
         return refit_chunk_factor(*args, groups, factor=self.preconditioner,
                                   cg_maxiter=self.gi.model.config["cg_maxiter"], max_memory=self.work_memory(),
-                                  **common)
+                                  slots=slots, on_finish=on_finish, **common)
 
 
 class SmallRefit(RefitRoute):
     """Binary models with few parameters: all reduced Hessians of a chunk in one product
     (:func:`influence.small_refit.refit_binary_groups`)."""
 
-    def refit(self, groups):
+    def refit(self, groups, slots=None, on_finish=None):
         gi = self.gi
         X, _ = self.small_design(probabilities=False)
         y = np.asarray(gi.train_xy()[1]).reshape(-1)
