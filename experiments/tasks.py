@@ -102,12 +102,14 @@ class InfluenceContext:
 
 
 # Task functions: module level, pure functions of (shared context, chunk bounds).
-def refit_task(ctx: InfluenceContext, span: tuple[int, int]) -> RefitResult:
-    """Certified exact refits of groups ``start..end-1`` (:meth:`GroupInfluence.refit` on one chunk)."""
-    start, end = span
+def refit_task(ctx: InfluenceContext, span: tuple[int, ...]) -> RefitResult:
+    """Certified exact refits of groups ``start..end-1`` (:meth:`GroupInfluence.refit`),
+    ``span = (start, end)`` or ``(start, end, chunk_size)``: ``chunk_size`` groups
+    refitted together (default all of them)."""
+    start, end = span[:2]
+    size = int(span[2]) if len(span) > 2 else end - start
     method = ctx.arrays.get("method") or ctx.inverse_hvp_method
     pre = ctx.preconditioner() if method == "cg" else None
-    size = int(ctx.arrays.get("chunk_size") or end - start)
     return ctx.influence().refit(ctx.groups(start, end), size, method=method, progress=False,
                                  preconditioner=pre)
 
@@ -139,9 +141,9 @@ def map_refits(executor: Executor, ctx: InfluenceContext, n: int, chunk_size: in
     groups refitted together, in tasks of :data:`REFIT_CHUNKS_PER_TASK` chunks."""
     if n == 0:
         return RefitResult.empty(len(ctx.params))
-    ctx.arrays["chunk_size"] = int(chunk_size)
-    return RefitResult.concat(executor.map(refit_task, ctx, chunks(n, int(chunk_size) * REFIT_CHUNKS_PER_TASK),
-                                           desc))
+    size = int(chunk_size)
+    spans = [(a, b, size) for a, b in chunks(n, size * REFIT_CHUNKS_PER_TASK)]
+    return RefitResult.concat(executor.map(refit_task, ctx, spans, desc))
 
 
 def refit_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int,
