@@ -106,7 +106,6 @@ def downdate_bytes_per_group(n: int, num_params: int, size: int) -> int:
     return FLOAT_BYTES * (int(size) ** 2 + 4 * n + 10 * num_params)
 
 
-
 def refit_chunk_size(num_params: int, n: int, max_memory: int | None, num_rows: int = 1,
                      explicit: bool = True, max_items: int = MAX_REFIT_CHUNK) -> int:
     """Groups refitted together within ``max_memory`` (at most ``max_items``, default
