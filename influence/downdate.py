@@ -101,20 +101,36 @@ class GroupDowndates:
     """``(H - H_U)^{-1}`` of each group of ``groups`` by the Woodbury identity on a
     :class:`DowndateBasis`; :meth:`solve` applies them to rows, one group per row.
 
+    A group's rows and the factor of its ``C_U`` are formed by :meth:`load` (at
+    construction for the groups ``load``, default all) and freed by :meth:`release`, so a
+    continuously batched refit keeps only its running groups' factors.
+
     ``ok[b]`` is False where ``C_U`` is not numerically positive definite (``H - H_U``
     singular or indefinite, e.g. a group holding every point of a feature with no
     regularisation); :meth:`solve` then returns NaN rows, which callers treat as a failed
     factor.
     """
 
-    def __init__(self, basis: DowndateBasis, groups):
+    def __init__(self, basis: DowndateBasis, groups, load=None):
         self.basis = basis
         self.idx = [np.asarray(g, dtype=np.int64) for g in groups]
-        self.rows = [basis.X[idx] for idx in self.idx]  # CSR or dense
-        self.factors, self.ok = [], np.ones(len(self.idx), dtype=bool)
-        for b, idx in enumerate(self.idx):
-            self.factors.append(try_cholesky(np.eye(len(idx)) - basis.gram_block(idx)) if len(idx) else None)
-            self.ok[b] = not len(idx) or self.factors[-1] is not None
+        self.rows, self.factors = {}, {}  # loaded group -> its rows (CSR or dense), factor of C_U
+        self.ok = np.ones(len(self.idx), dtype=bool)
+        self.load(range(len(self.idx)) if load is None else load)
+
+    def load(self, groups) -> None:
+        """Form the rows and the factor of ``C_U`` of the groups ``groups`` (indices)."""
+        for b in groups:
+            b, idx = int(b), self.idx[int(b)]
+            self.rows[b] = self.basis.X[idx]
+            self.factors[b] = try_cholesky(np.eye(len(idx)) - self.basis.gram_block(idx)) if len(idx) else None
+            self.ok[b] = not len(idx) or self.factors[b] is not None
+
+    def release(self, groups) -> None:
+        """Free the rows and factors of the groups ``groups`` (indices; unloaded ones are skipped)."""
+        for b in groups:
+            self.rows.pop(int(b), None)
+            self.factors.pop(int(b), None)
 
     def solve(self, R: np.ndarray, groups: np.ndarray, precise: bool = True) -> np.ndarray:
         """``(H - H_U_j)^{-1} R[k]`` with ``j = groups[k]``; R: (k, d).

@@ -426,9 +426,12 @@ class GroupInfluence:
 
         ``method``: ``'explicit'``, ``'cg'`` or ``'small'`` (binary, few parameters), the
         route of :meth:`routes`; default the inverse-HVP method. ``chunk_size`` groups are
-        refitted together. Returns one :class:`influence.newton.RefitResult`: ``thetas``
-        (S, d), ``grad_norms``, ``grad_tols`` (the certificate ``||grad L_{-U}|| <= grad_tol``),
-        ``iterations``, ``hessians``, ``hvps`` and ``converged`` (S,).
+        refitted together: on routes that batch continuously (``queues``, see
+        :class:`influence.routes.RefitRoute`) in ``chunk_size`` slots, each refilled with the
+        next group as soon as its group finishes; on the others chunk by chunk. Returns one
+        :class:`influence.newton.RefitResult`: ``thetas`` (S, d), ``grad_norms``,
+        ``grad_tols`` (the certificate ``||grad L_{-U}|| <= grad_tol``), ``iterations``,
+        ``hessians``, ``hvps``, ``converged`` (S,) and ``occupancy``.
         """
         groups = check_groups(groups, self.num_train)
         if int(chunk_size) != chunk_size or chunk_size < 1:
@@ -438,6 +441,12 @@ class GroupInfluence:
         S = len(groups)
         if S == 0:
             return RefitResult.empty(model.num_params)
+        if route.queues:
+            bar = progress_bar(None, "exact refits", S, progress)
+            try:
+                return route.refit(groups, slots=chunk_size, on_finish=bar.update)
+            finally:
+                bar.close()
         spans = range(0, S, chunk_size)
         return RefitResult.concat([route.refit(groups[a:a + chunk_size])
                                    for a in progress_bar(spans, "exact refits", len(spans), progress)])

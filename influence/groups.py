@@ -76,11 +76,12 @@ def newton_downdate(basis: DowndateBasis, groups: Sequence[np.ndarray], G_sums, 
     spec_out = np.zeros((S, d)) if spectrum else None
     for a in progress_bar(range(0, S, 64), "newton", progress=progress):
         part = [np.asarray(g, dtype=np.int64) for g in groups[a:a + 64]]
-        down = GroupDowndates(basis, part)
-        if not down.ok.all():
-            raise ValueError(f"H - H_U is not positive definite for group(s) "
-                             f"{(a + np.flatnonzero(~down.ok)).tolist()}; cannot compute Newton changes")
-        out[a:a + len(part)] = down.solve(G_sums[a:a + len(part)], np.arange(len(part)))
+        with one_blas_thread():  # many mid-sized factors and products (as the refits')
+            down = GroupDowndates(basis, part)
+            if not down.ok.all():
+                raise ValueError(f"H - H_U is not positive definite for group(s) "
+                                 f"{(a + np.flatnonzero(~down.ok)).tolist()}; cannot compute Newton changes")
+            out[a:a + len(part)] = down.solve(G_sums[a:a + len(part)], np.arange(len(part)))
         if spectrum:
             spec_out[a:a + len(part)] = per_core_map(basis.spectrum, part)
     return {"newton_dparam": out, "spectrum": spec_out} if spectrum else {"newton_dparam": out}

@@ -20,6 +20,7 @@ import tensorflow as tf
 from influence.downdate import sparse_if_sparse, uses_downdates
 from influence.newton import (
     ChordNewton,
+    DiagonalPreconditioner,
     ExplicitNewton,
     FitResult,
     NewtonCG,
@@ -515,7 +516,13 @@ class LogisticRegression:
 
         scale_ref = self.grad_scale(ds, sample_weights)
         path = None
-        if method == "newton" and uses_downdates(spec):
+        if method == "newton" and uses_downdates(spec) and obj.Xa_sparse is not None:
+            # Large binary models on a sparse design (spam): a Hessian-vector product is two
+            # sparse products (O(nnz)), so Newton-CG preconditioned by the Hessian's diagonal
+            # at the start beats forming and factoring any (d, d) matrix.
+            strategy = NewtonCG(DiagonalPreconditioner(obj, self.params), 10 * self.num_params, floor=1e-14,
+                                tighten=False, search=armijo_step)
+        elif method == "newton" and uses_downdates(spec):
             # Large binary models: a Hessian with its factor costs n d^2 + d^3 / 3, so it is
             # reused while it cuts the gradient norm fourfold (chord steps), then
             # preconditions CG (influence.newton.ChordNewton).

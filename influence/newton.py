@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import scipy.linalg
@@ -65,12 +66,22 @@ class RefitResult:
     hvps: np.ndarray | None = None  # Hessian-vector products spent in CG
     history: list | None = None     # gradient norms (B,) after each accepted iteration
     stalled: np.ndarray | None = None  # bool: stopped at the floating-point floor
+    occupancy: np.ndarray | None = None  # problems iterated in each loop iteration (batch occupancy)
 
     @classmethod
     def empty(cls, d: int) -> "RefitResult":
         """The result of no problems."""
         ints, flags = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
         return cls(np.zeros((0, d)), np.zeros(0), np.zeros(0), ints, ints, flags, np.zeros((0, d)), flags, ints)
+
+    def take(self, order: np.ndarray) -> "RefitResult":
+        """The per-problem fields in the order ``order`` (``history`` and ``occupancy``,
+        which are per iteration, are kept)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, value in fields.items():
+            if value is not None and name not in ("history", "occupancy"):
+                fields[name] = np.asarray(value)[order]
+        return RefitResult(**fields)
 
     @classmethod
     def concat(cls, results: list["RefitResult"]) -> "RefitResult":
@@ -298,9 +309,21 @@ class NewtonStrategy:
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         B = objective.B
-        self.scale = scale
+        self.scale = np.array(scale, dtype=np.float64)  # a copy: admit() rewrites slots
         self.hessians = np.zeros(B, dtype=np.int64)
         self.hvps = np.zeros(B, dtype=np.int64)
+
+    def admit(self, objective, Theta, G, gnorm, slots: np.ndarray, problems: np.ndarray, scale) -> None:
+        """New problems ``problems`` (ids of the :class:`ProblemQueue`) take the batch slots
+        ``slots`` (continuous batching): ``objective``, ``Theta``, ``G`` and ``gnorm`` already
+        hold them there; their state starts afresh, as in :meth:`start`."""
+        self.scale[slots] = scale
+        self.hessians[slots] = 0
+        self.hvps[slots] = 0
+
+    def retire(self, slots: np.ndarray) -> None:
+        """The problems in ``slots`` have stopped and left the batch (continuous batching):
+        free what they hold."""
 
     def directions(self, objective, Theta, G, gnorm, active):
         raise NotImplementedError
@@ -382,8 +405,13 @@ class NewtonCG(NewtonStrategy):
                 self.path.stale()
         return step_a if len(a) == objective.B else tf.scatter_nd(a[:, None], step_a, tf.shape(G, out_type=tf.int64))
 
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        self.tighten[slots] = 1.0
+        self.tols[slots] = 0.0
+
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
-        self.tols = np.asarray(tols, dtype=np.float64)
+        self.tols = np.array(tols, dtype=np.float64)  # a copy: admit() zeroes new slots
 
     def rejected(self, active, good) -> np.ndarray:
         failed = active & ~good
@@ -425,10 +453,28 @@ class FactorChord(NewtonStrategy):
         self.newton = np.zeros(B, dtype=bool)   # problems that left the quasi-Newton steps
         self.tighten = np.ones(B)
         self.tols = np.zeros(B)
-        self.pairs = [[] for _ in range(B)]      # per problem: (s, y, 1 / y.s), oldest first
+        self.pairs = [[] for _ in range(B)]      # per slot: (s, y, 1 / y.s), oldest first
         self.last = None                          # (Theta, G) where the directions were last taken
+        self.problem = np.arange(B)               # the chord matrix (problem id) of each slot
         if self.maxiter is None:
             self.maxiter = 10 * objective.spec.num_params
+
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        self.newton[slots] = False
+        self.tighten[slots] = 1.0
+        self.tols[slots] = 0.0
+        self.problem[slots] = problems
+        for j in slots:
+            self.pairs[int(j)] = []
+        if self.last is not None:  # no step from the previous problem's iterate to the new start
+            Th, Gn = self.last[0].copy(), self.last[1].copy()
+            Th[slots], Gn[slots] = tf.gather(Theta, slots).numpy(), tf.gather(G, slots).numpy()
+            self.last = (Th, Gn)
+
+    def retire(self, slots) -> None:
+        for j in slots:
+            self.pairs[int(j)] = []
 
     def _floor(self, g, tol):
         return np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
@@ -459,7 +505,7 @@ class FactorChord(NewtonStrategy):
                 alphas.append(a[::-1])
             g = gnorm[qn]
             eta = np.maximum(np.minimum(self.chord_rtol, np.sqrt(g / self.scale[qn])), self._floor(g, self.tols[qn]))
-            res = self.chords.solve(Q, qn, np.maximum(eta, self.floor), self.maxiter)
+            res = self.chords.solve(Q, self.problem[qn], np.maximum(eta, self.floor), self.maxiter)
             Rq = res.x
             for k, j in enumerate(qn):  # second loop, oldest pair first
                 for (s_, y_, rho), a in zip(self.pairs[j], alphas[k]):
@@ -486,7 +532,7 @@ class FactorChord(NewtonStrategy):
         return stalled
 
     def update(self, objective, Theta, active, good, ratio, t, gnorm, tols) -> None:
-        self.tols = np.asarray(tols, dtype=np.float64)
+        self.tols = np.array(tols, dtype=np.float64)  # a copy: admit() zeroes new slots
         self.newton |= good & (gnorm > self.tols) & ((ratio > 0.5) | (t < 1.0))
 
 
@@ -513,6 +559,11 @@ class Chord(NewtonStrategy):
         self.cg_mode = np.zeros(B, dtype=bool)  # next step by CG preconditioned by the chord matrix
         self.cg_failed = np.zeros(B, dtype=bool)
         self.retry = np.zeros(B, dtype=bool)
+
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        self.fresh[slots] = True
+        self.cg_mode[slots] = self.cg_failed[slots] = self.retry[slots] = False
 
     def chord_steps(self, objective, G, rows: np.ndarray) -> tf.Tensor:
         """(B, d) steps whose rows ``rows`` are the chord solves of G's (others arbitrary)."""
@@ -576,26 +627,44 @@ class ChordNewton(Chord):
     """:class:`Chord` with a Cholesky factor per problem (the explicit refits,
     :func:`influence.refit.refit_chunk`, and the fit of large binary models).
 
-    Starts from the factors of ``start_hessians`` (B, d, d), e.g. ``H_hat - H_U`` at
+    Starts from the factors of ``start_hessians``: (B, d, d), e.g. ``H_hat - H_U`` at
     theta_hat (``stale``: taken away from the start, e.g. at the optima of a neighbouring
-    problem, so that a failed step gets a fresh Hessian), or of the Hessians at the start
-    when None. CG steps are also taken when a chord step cuts the gradient norm by less
-    than half; fresh Hessians are formed ``hess_chunk`` problems at a time.
+    problem, so that a failed step gets a fresh Hessian), a function of the problem ids (an
+    int array) giving theirs (continuous batching: :meth:`admit` asks it for the problems
+    that take a slot), or None for the Hessians at the start. CG steps are also taken when
+    a chord step cuts the gradient norm by less than half; fresh Hessians are formed
+    ``hess_chunk`` problems at a time.
     """
 
     def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
                  float32_preconditioner: bool | None = None, stale: bool = False):
         super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
-        self.Hs, self.hess_chunk, self.stale = start_hessians, hess_chunk, stale
+        self.hessians_of = start_hessians if callable(start_hessians) else None
+        self.Hs, self.hess_chunk = (None if callable(start_hessians) else start_hessians), hess_chunk
+        self.stale = stale
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
-        if self.Hs is None:  # no start Hessians given: the Hessians at the start
+        if self.hessians_of is not None:  # placeholders: admit() brings each problem's own
+            self.Hs = tf.eye(objective.spec.num_params, batch_shape=[objective.B], dtype=objective.Xa.dtype)
+        elif self.Hs is None:  # no start Hessians given: the Hessians at the start
             self.Hs = objective.hessians(Theta)
             self.hessians += 1
         elif self.stale:
             self.fresh[:] = False
         self.Ls, self.ok = cholesky_factors(self.Hs)
+
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        if self.hessians_of is None:
+            raise ValueError("ChordNewton takes new problems only with start_hessians a function of their ids")
+        self._set_factors(slots, self.hessians_of(problems))
+
+    def _set_factors(self, idx, H_new) -> None:
+        L_new, ok_new = cholesky_factors(H_new)
+        self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
+        self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
+        self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
 
     def chord_steps(self, objective, G, rows):
         # All problems in one batched solve (the inactive rows are masked by the caller).
@@ -615,11 +684,7 @@ class ChordNewton(Chord):
                 self.Hs = objective.hessians(Theta)
                 self.Ls, self.ok = cholesky_factors(self.Hs)
             else:
-                H_new = objective.columns(idx).hessians(tf.gather(Theta, idx))
-                L_new, ok_new = cholesky_factors(H_new)
-                self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
-                self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
-                self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
+                self._set_factors(idx, objective.columns(idx).hessians(tf.gather(Theta, idx)))
 
 
 class DowndateChord(Chord):
@@ -640,7 +705,18 @@ class DowndateChord(Chord):
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
-        self.own = {}  # problem -> solve with the Cholesky factor of a fresh Hessian
+        self.own = {}  # slot -> solve with the Cholesky factor of a fresh Hessian
+        self.problem = np.arange(objective.B)  # the downdate (problem id) of each slot
+
+    def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
+        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
+        self.downdates.load(problems)
+        self.problem[slots] = problems
+
+    def retire(self, slots) -> None:
+        for j in slots:
+            self.own.pop(int(j), None)
+        self.downdates.release(self.problem[slots])
 
     def exact_chords(self, B):
         return np.array([j in self.own for j in range(B)], dtype=bool)
@@ -652,7 +728,7 @@ class DowndateChord(Chord):
         own = np.array([int(j) in self.own for j in rows], dtype=bool)
         out = np.empty_like(R)
         if (~own).any():
-            out[~own] = self.downdates.solve(R[~own], rows[~own], not float32)
+            out[~own] = self.downdates.solve(R[~own], self.problem[rows[~own]], not float32)
         for k in np.flatnonzero(own):
             out[k] = self.own[int(rows[k])](R[k])
         return out
@@ -686,8 +762,96 @@ def _move(moved, cand, G_c, n_c, Theta, G, gnorm, iters, hist):
     return Theta, G, gnorm
 
 
+@dataclass
+class ProblemQueue:
+    """All the problems ``0..total-1`` of a continuously batched :func:`newton_loop`: they
+    wait in that order for one of the loop's B slots, and as soon as a problem stops
+    (certified, stalled or out of iterations) its slot is refilled at once.
+
+    ``weights(ps)``: the sample-weight columns of problems ``ps`` (int array), float64 array
+    of shape (n, len(ps)); ``start(ps)``: their starting parameter rows (len(ps), d);
+    ``tols`` and ``scales``: the certificate and gradient scale of every problem, (total,).
+    ``costs`` (total,) and ``budget``: the working bytes of each problem and their bound
+    for the running problems together (``--max-memory``); a free slot takes the first
+    waiting problem that fits (so small problems fill the room a large one leaves), and a
+    problem alone over the budget runs alone. None: the first waiting problem.
+    ``on_finish(k)`` is called with the number of problems that stopped in an iteration
+    (a progress bar's ``update``).
+    """
+
+    total: int
+    weights: Callable[[np.ndarray], np.ndarray]
+    start: Callable[[np.ndarray], np.ndarray]
+    tols: np.ndarray
+    scales: np.ndarray
+    costs: np.ndarray | None = None
+    budget: int | None = None
+    on_finish: Callable[[int], None] | None = None
+
+    def admits(self, running: np.ndarray, waiting: np.ndarray, free: int) -> np.ndarray:
+        """Which of the ``waiting`` problems (in order) take up to ``free`` slots next to
+        the ``running`` ones: the first-fit rule above."""
+        if self.budget is None or self.costs is None:
+            return waiting[:free]
+        costs = np.asarray(self.costs, dtype=np.float64)
+        used = float(costs[running].sum())
+        take, left = [], np.ones(waiting.size, dtype=bool)
+        while len(take) < free:
+            ok = np.flatnonzero(left & (used + costs[waiting] <= self.budget))
+            if ok.size == 0:
+                if take or running.size or not left.any():
+                    break
+                ok = np.flatnonzero(left)  # nothing running: the first one, even over the budget
+            k = int(ok[0])
+            take.append(int(waiting[k]))
+            left[k] = False
+            used += costs[waiting[k]]
+        return np.asarray(take, dtype=np.int64)
+
+
+class _Slots:
+    """The per-problem results of a continuously batched loop, filled as problems stop."""
+
+    def __init__(self, queue: ProblemQueue, d: int):
+        P = queue.total
+        self.queue = queue
+        self.thetas, self.first_steps = np.zeros((P, d)), np.zeros((P, d))
+        self.grad_norms = np.zeros(P)
+        self.iterations, self.hessians, self.hvps = (np.zeros(P, dtype=np.int64) for _ in range(3))
+        self.first_full, self.stalled = np.zeros(P, dtype=bool), np.zeros(P, dtype=bool)
+        self.waiting = np.arange(P, dtype=np.int64)
+
+    def retire(self, slots, owner, Theta, gnorm, iters, first_steps, first_full, stalled, strategy) -> None:
+        ps = owner[slots]
+        self.thetas[ps] = tf.gather(Theta, slots).numpy()
+        self.grad_norms[ps], self.iterations[ps] = gnorm[slots], iters[slots]
+        self.hessians[ps], self.hvps[ps] = strategy.hessians[slots], strategy.hvps[slots]
+        self.first_steps[ps], self.first_full[ps], self.stalled[ps] = first_steps[slots], first_full[slots], \
+            stalled[slots]
+        owner[slots] = -1
+        strategy.retire(slots)
+        if self.queue.on_finish is not None:
+            self.queue.on_finish(len(slots))
+
+    def admit(self, owner) -> tuple[np.ndarray, np.ndarray]:
+        """The free slots and the waiting problems that take them now."""
+        free = np.flatnonzero(owner < 0)
+        if free.size == 0 or self.waiting.size == 0:
+            return free[:0], self.waiting[:0]
+        take = self.queue.admits(owner[owner >= 0], self.waiting, free.size)
+        self.waiting = self.waiting[~np.isin(self.waiting, take)]
+        return free[:take.size], take
+
+    def result(self, occupancy) -> RefitResult:
+        tols = np.asarray(self.queue.tols)
+        return RefitResult(self.thetas, self.grad_norms, tols, self.iterations, self.hessians,
+                           self.grad_norms <= tols, self.first_steps, self.first_full, self.hvps, None,
+                           self.stalled, np.asarray(occupancy, dtype=np.int64))
+
+
 def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrategy, max_iter: int,
-                scale=None, polish_steps: int = 0, history: bool = False, G0=None) -> RefitResult:
+                scale=None, polish_steps: int = 0, history: bool = False, G0=None,
+                queue: ProblemQueue | None = None) -> RefitResult:
     """Damped Newton on the B problems of ``objective`` from the rows of ``Theta``.
 
     ``tols``: the certificate of each problem (``||grad|| <= tols``), float64 (B,);
@@ -698,29 +862,66 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
     each kept only while it halves the gradient norm (an optimum accurate in parameter
     space on ill-conditioned data). ``G0``: the gradients at ``Theta`` when the caller has
     them (B, d), else one pass over the data. No warning here: see :func:`certify`.
+
+    ``queue`` (continuous batching, :class:`ProblemQueue`): ``objective`` and ``Theta``
+    give the B slots (their columns and rows are placeholders, and ``objective`` is
+    changed in place); the queue's problems take the slots as they free up, each with
+    its weight column, start row and certificate, so the batch stays full while problems
+    wait, and the result has one row per problem of the queue. Every problem takes the
+    steps it would take alone (only the rounding of the batched products can differ).
+    ``occupancy`` in the result counts the problems iterated in each loop iteration.
     """
+    if queue is not None and (polish_steps or history):
+        raise ValueError("a queue of problems (continuous batching) takes neither polish_steps nor history")
     B = objective.B
     G = objective.gradient(Theta) if G0 is None else tf.convert_to_tensor(G0, dtype=Theta.dtype)
     gnorm = tf.norm(G, axis=1).numpy()
     strategy.start(objective, Theta, G, gnorm, objective.grad_scales() if scale is None else scale)
     iters = np.zeros(B, dtype=np.int64)
+    age = np.zeros(B, dtype=np.int64)  # loop iterations since the slot's problem started
     first_steps = np.zeros((B, objective.spec.num_params))
     first_full = np.zeros(B, dtype=bool)
     stalled = np.zeros(B, dtype=bool)
     hist = [gnorm.copy()] if history else None
-    for it in range(max_iter):
-        active = (gnorm > tols) & ~stalled
+    occupancy = []
+    slots = owner = None
+    if queue is not None:
+        # Every slot starts empty (the rows given are placeholders): the first iteration
+        # admits the first problems of the queue.
+        slots, owner = _Slots(queue, objective.spec.num_params), np.full(B, -1, dtype=np.int64)
+        tols = np.full(B, np.inf)
+    while True:
+        active = (gnorm > tols) & ~stalled & (age < max_iter)
+        if queue is not None:
+            done = np.flatnonzero((owner >= 0) & ~active)
+            if done.size:
+                slots.retire(done, owner, Theta, gnorm, iters, first_steps, first_full, stalled, strategy)
+            free, new = slots.admit(owner)
+            if new.size:
+                Theta, G, gnorm = _admit(objective, strategy, queue, free, new, Theta, G, gnorm, tols)
+                owner[free] = new
+                iters[free] = age[free] = 0
+                stalled[free] = first_full[free] = False
+                first_steps[free] = 0.0
+            active = (owner >= 0) & (gnorm > tols) & ~stalled & (age < max_iter)
+            if new.size and not active[free].all():  # a new problem certified at its start
+                continue
         if not active.any():
             break
+        occupancy.append(int(active.sum()))
         step = strategy.directions(objective, Theta, G, gnorm, active)
         cand, G_c, n_c, good, t = strategy.search(objective, Theta, G, gnorm, step, active)
         stalled |= strategy.rejected(active, good)
-        if it == 0:
-            first_steps = np.where(good[:, None], (cand - Theta).numpy(), 0.0)
-            first_full = good & (t == 1.0)
+        first = active & (age == 0)
+        if first.any():
+            first_steps[first] = np.where(good[:, None], (cand - Theta).numpy(), 0.0)[first]
+            first_full[first] = (good & (t == 1.0))[first]
         ratio = n_c / np.maximum(gnorm, 1e-300)
         Theta, G, gnorm = _move(good, cand, G_c, n_c, Theta, G, gnorm, iters, hist)
         strategy.update(objective, Theta, active, good, ratio, t, gnorm, tols)
+        age += 1
+    if queue is not None:
+        return slots.result(occupancy)
     polishing = gnorm <= tols
     for _ in range(polish_steps):
         if not polishing.any():
@@ -731,7 +932,22 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
         polishing &= n_c <= 0.5 * gnorm
         Theta, G, gnorm = _move(polishing, cand, G_c, n_c, Theta, G, gnorm, iters, hist)
     return RefitResult(Theta.numpy(), gnorm, np.asarray(tols), iters, strategy.hessians, gnorm <= tols,
-                       first_steps, first_full, strategy.hvps, hist, stalled)
+                       first_steps, first_full, strategy.hvps, hist, stalled, np.asarray(occupancy, dtype=np.int64))
+
+
+def _admit(objective, strategy, queue: ProblemQueue, free, new, Theta, G, gnorm, tols):
+    """Problems ``new`` of ``queue`` into the slots ``free``: their weight columns, start
+    rows, gradients, certificates (``tols`` in place) and strategy state."""
+    objective.set_columns(free, queue.weights(new))
+    rows = tf.constant(np.asarray(queue.start(new), dtype=Theta.dtype.as_numpy_dtype), dtype=Theta.dtype)
+    Theta = tf.tensor_scatter_nd_update(Theta, free[:, None], rows)
+    G_new = objective.columns(free).gradient(rows)
+    G = tf.tensor_scatter_nd_update(G, free[:, None], G_new)
+    gnorm = gnorm.copy()
+    gnorm[free] = tf.norm(G_new, axis=1).numpy()
+    tols[free] = np.asarray(queue.tols)[new]
+    strategy.admit(objective, Theta, G, gnorm, free, new, np.asarray(queue.scales)[new])
+    return Theta, G, gnorm
 
 
 # ------------------------------------------------------------------ preconditioners
@@ -839,6 +1055,23 @@ class UniformStartPreconditioner(Preconditioner):
         out = scipy.linalg.cho_solve(self._factor, perp.T, check_finite=False).T.reshape(b, Kr, E)
         out += mean / self._mean_diag
         return out.reshape(b, Kr * E)[:, self._perm]
+
+
+class DiagonalPreconditioner(Preconditioner):
+    """``M = diag(H)`` (Jacobi) of a binary model at one parameter vector
+    (:meth:`LogisticObjective.hessian_diagonals`): ``O(nnz)`` to form and ``O(d)`` to apply,
+    for the fits of large sparse binary models, whose CG iterations are then two sparse
+    products each (a dense factor would cost ``d^3 / 3`` per fit)."""
+
+    def __init__(self, objective: LogisticObjective, theta):
+        theta = tf.convert_to_tensor(np.asarray(theta, dtype=np.float64))
+        self.diag = objective.hessian_diagonals(theta[None])[0]
+        # A zero column with no regularisation (e.g. an unused feature, l2 = 0) gives a zero
+        # entry; any positive value keeps the preconditioner SPD there.
+        self.diag = np.where(self.diag > 0, self.diag, 1.0)
+
+    def solve(self, R, rows):
+        return R / self.diag
 
 
 class BlockDiagonalPreconditioner(Preconditioner):

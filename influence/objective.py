@@ -355,6 +355,15 @@ class LogisticObjective:
         sub.B = len(cols)
         return sub
 
+    def set_columns(self, cols, S_cols) -> None:
+        """Problems ``cols`` (an int array) take the sample-weight columns ``S_cols``
+        (n, len(cols)): new problems in those batch slots (continuous batching,
+        :class:`influence.newton.ProblemQueue`); the gauge constant is kept."""
+        _ = self.gauge_c
+        S_cols = tf.constant(np.asarray(S_cols), dtype=self.S.dtype)
+        self.S = tf.transpose(tf.tensor_scatter_nd_update(tf.transpose(self.S), np.asarray(cols)[:, None],
+                                                          tf.transpose(S_cols)))
+
     @property
     def gauge_c(self) -> float:
         """Any c > 0 fixes the gauge (ModelSpec.has_gauge); this one is on the scale of
@@ -515,6 +524,19 @@ class LogisticObjective:
             p = tf.sigmoid(Z)
             return self.S * (p * (1.0 - p))
         return tf.nn.softmax(Z, axis=2)
+
+    def hessian_diagonals(self, Theta) -> np.ndarray:
+        """Binary models: the diagonals of the regularised Hessians at each row of Theta,
+        ``sum_i S[i, b] sigma_i (1 - sigma_i) xa_ij^2 + l2 mask_j``, float64 array of shape
+        (B, d) (``nnz`` work on a sparse design)."""
+        self.require_binary("Hessian diagonals")
+        curv = self.curvature(Theta).numpy()                                    # (n, B)
+        if self.Xa_sparse is not None:
+            sq = np.asarray((self.Xa_sparse.multiply(self.Xa_sparse).T @ curv)).T
+        else:
+            Xn = self.Xa_np if self.Xa_np is not None else self.Xa.numpy()
+            sq = curv.T @ (Xn * Xn)
+        return sq + float(self.l2) * self.mask.numpy()[None, :]
 
     def hessian_factor_rows(self, theta) -> tf.Tensor:
         """Rows Z with ``Z^T Z`` the unregularised Hessian at one parameter vector (B = 1).

@@ -190,6 +190,39 @@ def test_factor_refits_equal_sklearn(num_classes):
         assert_close(r.thetas[b], want, 1e-8, what=f"group {b}")
 
 
+@pytest.mark.parametrize("refit", [refit_chunk_factor, refit_chunk_cg], ids=["factor", "through_data"])
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_continuous_batching_of_the_cg_refits_equals_one_batch(refit, num_classes):
+    """The cg refits of 8 groups in 3 slots (a stopped group's slot refilled at once) equal
+    those of all groups in one batch (the same steps per group: only the rounding of the
+    batched products differs) and scikit-learn's fits; the refilled slots are used."""
+    m, X, y, _, lam, groups = fitted(num_classes)
+    rng = np.random.RandomState(4)
+    groups = groups + [np.sort(rng.choice(len(y), s, replace=False)) for s in (2, 5, 30)]
+    Xa, yt, s = m.design((X, y))
+    theta = m.get_params_flat()
+    whole = refit(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
+    done = []
+    r = refit(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12, slots=3, on_finish=done.append)
+    assert r.converged.all() and sum(done) == len(groups)
+    for name in ("iterations", "hvps", "first_full_step", "stalled"):
+        np.testing.assert_array_equal(getattr(r, name), getattr(whole, name), err_msg=name)
+    assert (r.hessians == 0).all()
+    # Certified optima of the same strictly convex problems along the same steps.
+    assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS, what="3 slots vs one batch")
+    assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS, what="certificates")
+    # Occupancy: never more than 3 groups at once; full until the last group is admitted.
+    assert r.occupancy.max() == 3 and r.occupancy.sum() == whole.occupancy.sum() == r.iterations.sum()
+    full = len(r.occupancy) - r.iterations.max()
+    assert full > r.iterations.min() and (r.occupancy[:full] == 3).all()
+    for b in (0, len(groups) - 1):
+        keep = np.setdiff1d(np.arange(len(y)), groups[b])
+        sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])
+        want = (np.concatenate([sk.coef_[0], sk.intercept_]) if num_classes == 2
+                else np.concatenate([sk.coef_.ravel(), sk.intercept_ - sk.intercept_.mean()]))
+        assert_close(r.thetas[b], want, 1e-8, what=f"group {b}")
+
+
 def test_first_step_of_the_factor_refits_is_the_newton_change():
     """The first chord step from theta_hat is CG on ``(H - H_U) x = g`` with the true
     gradient of the reduced objective; taken in full it is that solve (to its CG residual)."""

@@ -15,8 +15,9 @@ from influence import groups as G
 from influence.downdate import DowndateBasis, GroupDowndates, sparse_if_sparse
 from influence.logistic_regression import LogisticRegression
 from influence.memory import downdate_bytes_per_group
+from influence.newton import ProblemQueue
 from influence.objective import LogisticObjective
-from influence.refit import downdate_basis, refit_chunk_downdate, split_groups
+from influence.refit import downdate_basis, refit_chunk_downdate
 from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 
@@ -129,37 +130,89 @@ def test_failed_downdate_falls_back_to_a_fresh_hessian(monkeypatch):
     Xt, yt, s = m.design((X, y))
     basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
     want = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
-    init = GroupDowndates.__init__
+    load = GroupDowndates.load
 
-    def broken(self, basis, grps):
-        init(self, basis, grps)
-        self.ok[1] = False  # as if C_U were not positive definite
-    monkeypatch.setattr(GroupDowndates, "__init__", broken)
+    def broken(self, grps):
+        load(self, grps)
+        for b in grps:  # group 1's C_U as if it were not positive definite
+            if np.array_equal(self.idx[b], groups[1]):
+                self.ok[b] = False
+    monkeypatch.setattr(GroupDowndates, "load", broken)
     r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
     assert r.converged.all() and r.hessians[1] >= 1 and r.hessians[0] == 0
     assert_close(r.thetas, want.thetas, 1e-9)
 
 
-def test_large_binary_fit_uses_chord_steps(downdate_route):
-    """The certified fit of downdate-route models (ChordNewton from the start Hessian)
-    reaches the same optimum as scikit-learn."""
-    m, X, y, lam, _ = sparse_problem(seed=5)
+@pytest.mark.parametrize("sparse", [True, False])
+def test_large_binary_fit_reaches_sklearns_optimum(downdate_route, sparse):
+    """The certified fit of downdate-route models (sparse design: Newton-CG with the
+    diagonal preconditioner; dense: ChordNewton from the start Hessian) reaches the same
+    optimum as scikit-learn."""
+    m, X, y, lam, _ = sparse_problem(seed=5, density=0.03 if sparse else 0.25)
+    Xt, _, _ = m.design((X, y))
+    assert sp.issparse(sparse_if_sparse(Xt.numpy())) == sparse  # the design the fit takes
     res = m.fit((X, y), None, lam)
     assert res.converged
     sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X, y)
     assert_close(m.get_params_flat(), np.concatenate([sk.coef_[0], sk.intercept_]), 1e-8)
 
 
-def test_split_groups_respects_the_budget():
-    groups = [np.arange(s) for s in (5, 40, 3, 60, 2, 2)]
+def _queue(costs, budget):
+    costs = np.asarray(costs)
+    return ProblemQueue(len(costs), None, None, np.zeros(len(costs)), np.ones(len(costs)), costs, budget)
+
+
+def test_queue_admits_first_fit_within_the_budget():
     n, d = 100, 20
-    per = [downdate_bytes_per_group(n, d, len(g)) for g in groups]
-    budget = per[1] + per[2]
-    parts = split_groups(groups, n, d, budget)
-    assert [len(g) for part in parts for g in part] == [len(g) for g in groups]  # order kept
-    for part in parts:
-        assert len(part) == 1 or sum(downdate_bytes_per_group(n, d, len(g)) for g in part) <= budget
-    assert split_groups(groups, n, d, None) == [groups]
+    sizes = np.array([60, 40, 3, 60, 2, 2])
+    costs = [downdate_bytes_per_group(n, d, s) for s in sizes]
+    budget = costs[1] + costs[2] + costs[4]
+    q = _queue(costs, budget)
+    none = np.zeros(0, dtype=np.int64)
+    # 40 + 3 + 2 fit; the 60s do not, the second 2 would exceed: first fit in order.
+    assert q.admits(none, np.arange(6), 6).tolist() == [1, 2, 4]
+    # Nothing running and nothing fits: the first waiting problem runs alone.
+    assert q.admits(none, np.array([0, 3]), 2).tolist() == [0]
+    assert q.admits(np.array([1]), np.array([3, 2, 4, 5]), 1).tolist() == [2]  # one free slot
+    assert q.admits(np.array([1, 2, 4]), np.array([3, 5]), 3).tolist() == []
+    assert _queue(costs, None).admits(np.array([0]), np.arange(1, 6), 2).tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("slots, budget_groups", [(2, None), (3, 2)])
+def test_continuous_batching_equals_one_batch_and_refills_slots(slots, budget_groups):
+    """Refits with fewer slots than groups (each freed slot refilled from the queue; with a
+    memory budget, about ``budget_groups`` of the largest groups at a time) equal the refits
+    of all groups in one batch, and the batch stays full while groups wait."""
+    m, X, y, lam, groups = sparse_problem()
+    groups = groups + [np.arange(k, 90, 7) for k in range(3)]  # 8 groups
+    theta = m.get_params_flat()
+    Xt, yt, s = m.design((X, y))
+    basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
+    whole = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
+    assert whole.occupancy[0] == len(groups)
+    budget = None if budget_groups is None else budget_groups * downdate_bytes_per_group(90, m.num_params, 40)
+    done = []
+    r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12, slots=slots,
+                             max_memory=budget, on_finish=done.append)
+    assert r.converged.all() and sum(done) == len(groups)
+    for name in ("iterations", "hvps", "hessians", "first_full_step", "stalled"):
+        np.testing.assert_array_equal(getattr(r, name), getattr(whole, name), err_msg=name)
+    assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS)
+    assert_close(r.first_steps, whole.first_steps, RTOL_TWO_PATHS)
+    assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS)
+    # Occupancy: every group's iterations were spent in some loop iteration, never more
+    # than `slots` at once; while groups waited (no budget), every slot was busy.
+    assert r.occupancy.sum() == whole.occupancy.sum() and r.occupancy.max() <= slots
+    if budget is None:
+        # Until the last group is admitted every slot is busy; it then runs at most
+        # max(iterations) loop iterations, so only those can be short of groups.
+        # The batch is still full after the first group finished: a refilled slot was used.
+        full = len(r.occupancy) - r.iterations.max()
+        assert full > r.iterations.min() and (r.occupancy[:full] == slots).all()
+        # No more loop iterations than refitting chunk by chunk.
+        chunked = sum(len(refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups[a:a + slots], basis,
+                                               rtol=1e-12).occupancy) for a in range(0, len(groups), slots))
+        assert len(r.occupancy) <= chunked
 
 
 def test_bad_inputs_are_named():
@@ -171,3 +224,15 @@ def test_bad_inputs_are_named():
         DowndateBasis(H, Xa, -c)
     with pytest.raises(ValueError, match="not positive definite"):
         DowndateBasis(-H, Xa, c)
+
+
+def test_hessian_diagonals_equal_the_dense_hessians_diagonals():
+    m, X, y, lam, groups = sparse_problem()
+    Xt, yt, s = m.design((X, y))
+    Xs = sparse_if_sparse(Xt.numpy(), max_density=1.0)
+    l2 = tf.constant(lam, dtype=tf.float64)
+    Theta = tf.constant(np.random.RandomState(3).normal(size=(len(groups), m.num_params)))
+    for Xa_sparse in (Xs, None):
+        obj = LogisticObjective.without_groups(m.spec, Xt, yt, s, l2, groups, Xa_sparse=Xa_sparse)
+        want = np.diagonal(obj.hessians(Theta, method="matmul").numpy(), axis1=1, axis2=2)
+        assert_close(obj.hessian_diagonals(Theta), want, RTOL_TWO_PATHS)

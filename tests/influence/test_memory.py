@@ -9,8 +9,8 @@ import pytest
 
 from influence import memory
 from influence.logistic_regression import LogisticRegression
-from influence.memory import chunk_size, refit_bytes_per_group, refit_chunk_size
-from influence.refit import refit_chunk, refit_chunk_cg, split_groups
+from influence.memory import chunk_size, downdate_bytes_per_group, refit_bytes_per_group, refit_chunk_size
+from influence.refit import refit_chunk, refit_chunk_cg
 from tests.conftest import REPO_ROOT
 
 
@@ -133,11 +133,11 @@ def test_downdate_refit_peak_memory_stays_within_max_memory():
     """The same model on the downdate route (influence/downdate.py), 12 groups of 300
     points: each group's working arrays are its 300 x 300 factor and a few (n,) and (d,)
     vectors (downdate_bytes_per_group, about 0.8 MB), so with max_memory = 2 MB the
-    refit runs about two groups at a time; its peak above a child that built the shared
-    operators stays within the budget plus the data it copies (the design)."""
+    continuously batched refit runs two groups at a time; its peak above a child that
+    built the shared operators stays within the budget plus the data it copies (the design)."""
     max_memory = 2 * 10 ** 6
     d, n = 1500, 600
-    assert len(split_groups([np.arange(300)] * 12, n, d, max_memory)) == 6
+    assert 2 * downdate_bytes_per_group(n, d, 300) <= max_memory < 3 * downdate_bytes_per_group(n, d, 300)
     data = 8 * n * d
     extra = _peak_rss("refit", max_memory, "downdate") - _peak_rss("base", max_memory, "downdate")
     assert extra <= max_memory + data, f"refit used {extra / 1e6:.0f} MB > {(max_memory + data) / 1e6:.0f} MB"
