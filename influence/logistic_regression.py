@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,9 @@ class LogisticRegression:
         self._cache: list[tuple[Any, Any, tuple]] = []
         self._sparse_key, self._sparse = None, None
         self.last_fit: FitResult | None = None
-        # The Newton-CG fits' preconditioner and the (design, weights) it belongs to.
+        # The Newton-CG fits' preconditioner and the (design, weights) it belongs to: a weak
+        # reference to the design tensor, so that a design the cache of :meth:`design` drops
+        # is freed (a large one made again would otherwise be held twice).
         self.fit_preconditioner: PathPreconditioner | None = None
         self._fit_preconditioner_key = None
         self.params = np.zeros(self.spec.num_params, dtype=self.np_dtype)
@@ -493,9 +496,10 @@ class LogisticRegression:
         s = obj.S[:, 0].numpy()
         key = self._fit_preconditioner_key
         if (not self.config["reuse_fit_preconditioner"] or self.fit_preconditioner is None or key is None
-                or key[0] is not obj.Xa or not np.array_equal(key[1], s)):
+                or key[0]() is not obj.Xa or not np.array_equal(key[1], s)):
             self.fit_preconditioner = None  # its Hessian is freed before a new one is formed
-            self.fit_preconditioner, self._fit_preconditioner_key = PathPreconditioner(), (obj.Xa, s)
+            self.fit_preconditioner = PathPreconditioner()
+            self._fit_preconditioner_key = (weakref.ref(obj.Xa), s)
         return self.fit_preconditioner
 
     def warm_fit(self, ds, sample_weights=None, l2_reg=None, **kw) -> FitResult:

@@ -197,3 +197,33 @@ def test_multinli_shaped_cross_validation_path_peak_memory():
         peaks[mode] = int(out.stdout.strip().splitlines()[-1])
     extra = peaks["path"] - peaks["base"]
     assert extra <= bound, f"the path used {extra / 1e6:.0f} MB > {bound / 1e6:.0f} MB"
+
+
+def test_newton_cg_fit_preconditioner_does_not_keep_a_dropped_design_alive(monkeypatch):
+    """The Newton-CG fits' preconditioner is tied to its design by a weak reference: once
+    the design cache drops the training design it is freed (a large one made again would
+    otherwise be held twice), and a warm fit on the design made again forms a new
+    preconditioner, while one on the kept design reuses it."""
+    import gc
+    import weakref
+
+    import influence.logistic_regression as lr
+
+    rng = np.random.default_rng(3)
+    X, Xt = rng.normal(size=(300, 6)), rng.normal(size=(40, 6))
+    y, yt = rng.integers(0, 3, 300), rng.integers(0, 3, 40)
+    cfg = LogisticRegression.default_config()
+    cfg.update(arch={"input_dim": 6, "fit_intercept": True, "num_classes": 3}, fit_method="newton_cg")
+    model = LogisticRegression(cfg)
+    model.fit((X, y), None, 1.0)
+    first = model.fit_preconditioner
+    model.warm_fit((X, y), None, 2.0)
+    assert first is not None and model.fit_preconditioner is first  # the kept design: reused
+    ref = weakref.ref(model.design((X, y))[0])
+    monkeypatch.setattr(lr, "CACHE_MAX_BYTES", 0)  # every older design is dropped
+    model.get_indiv_loss((Xt, yt))
+    assert not any(x is X for x in model.cached_inputs)
+    gc.collect()
+    assert ref() is None
+    model.warm_fit((X, y), None, 3.0)  # on the design made again: a new preconditioner
+    assert model.fit_preconditioner is not first and model.last_fit.grad_norm <= model.last_fit.grad_tol
