@@ -409,9 +409,8 @@ def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
 
     class Spy(SubsetInfluenceLogreg):
         def _cg_preconditioner(self):
-            if getattr(self, "_precond", None) is None:
-                seen.append((self.R["train_grad_loss"], self.results["initial_training"]["train_grad_loss"],
-                             [p.name for p in self.base_dir.iterdir() if p.name.endswith(".tmp")]))
+            seen.append((self.R["train_grad_loss"], self.results["initial_training"]["train_grad_loss"],
+                         [p.name for p in self.base_dir.iterdir() if p.name.endswith(".tmp")]))
             return super()._cg_preconditioner()
 
     cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
@@ -419,7 +418,7 @@ def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
     exp = Spy(cfg, out_dir=tmp_path, progress=False)
     exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
     R = exp.run()
-    [(in_R, in_results, scratch)] = seen
+    [(in_R, in_results, scratch)] = seen     # once, in phase 4 (phases 0-3 need none)
     assert in_R is None and in_results is None and len(scratch) == 1
     assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
     assert R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]

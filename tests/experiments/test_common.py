@@ -364,13 +364,7 @@ def test_py2_float_formatting(value, text):
 
 
 def _glibc() -> bool:
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return False
-    return resident_bytes() is not None
+    return release_free_memory() is not None   # None: no glibc or no /proc
 
 
 @pytest.mark.skipif(not _glibc(), reason="malloc_trim is glibc's; /proc is Linux's")
