@@ -310,7 +310,7 @@ class Experiment:
         logger.info("phase %d %s: done in %.2f s", ph.index, ph.name, self.timings[ph.name])
         released = release_free_memory()
         if released:
-            logger.info("phase %d %s: %.2f GB of freed memory returned to the system", ph.index, ph.name,
+            logger.debug("phase %d %s: %.2f GB of freed memory returned to the system", ph.index, ph.name,
                         released / 1e9)
         return result
 
