@@ -52,7 +52,7 @@ import numpy as np
 from datasets import storage, user_file
 from datasets.spam import DEFAULT_VOCAB_FILTER as SPAM_DEFAULT_VOCAB_FILTER, VOCAB_FILTERS as SPAM_VOCAB_FILTERS
 from experiments import cluster_cache, clustering, execution, subset_groups, tasks
-from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str
+from experiments.common import ConfigError, DatasetMixin, phase, py2_float_str, release_free_memory
 from experiments.influence_base import InfluenceExperiment, contiguous_folds, cv_regs
 from experiments.plot import get_simple_subset_tags
 from experiments.subset_plots import plot_all, plot_summary
@@ -627,9 +627,16 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
 
     @phase(4)
     def fixed_test_influence(self):
-        G = np.asarray(self.R["train_grad_loss"])
         T, Tm = self.fixed_test_grads()
         infl = self.influence()
+        if self.config["inverse_hvp_method"] == "cg" and getattr(self, "_precond", None) is None:
+            # The cg solves' preconditioner (the dense Hessian's factor where it fits
+            # --max-memory) is built while the gradient matrix waits on disk: phase 4 needs
+            # the matrix only for the final product G (H^-1 T), so the two are not in memory
+            # together. The same preconditioner object serves the solves below.
+            with self._gradients_on_disk(True, "phase 4"):
+                self._cg_preconditioner()
+        G = np.asarray(self.R["train_grad_loss"])
         res = {"fixed_test_pred_infl": infl.first_order_influence(G, T).T}
         if Tm is not None:
             res["fixed_test_pred_margin_infl"] = infl.first_order_influence(G, Tm).T
@@ -700,7 +707,10 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                             add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
-        with self._gradients_for_clustering("same_grad" in cluster_types) as grads:
+        # Embedded, each labelling reads its own copy of the gradients from the file; on a
+        # cluster (whose workers need not see this disk) they stay in memory.
+        with self._gradients_on_disk("same_grad" in cluster_types and not self.executor.distributed,
+                                     "phase 5") as grads:
             mats = {"same_features": X, "same_grad": grads}
             pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
                                          self.cluster_cache_dir, executor=self.executor,
@@ -729,33 +739,33 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         return {"subset_tags": tags, "subset_indices": subsets}
 
     @contextlib.contextmanager
-    def _gradients_for_clustering(self, needed: bool):
-        """The gradient matrix for phase 5's ``same_grad`` pool. Embedded (labellings in this
-        process), it is written to a temporary ``.npy`` in the run folder and the run's
-        references to it (``R`` and phase 1's results) are dropped while the pools are
-        built: each labelling reads its own copy from the file
-        (:class:`experiments.clustering.MatrixFile`), so the matrix is in memory only as the
-        copies of the labellings running (one, for a matrix that fills --max-memory), not
-        once more besides them. Afterwards it is read back, bit for bit the same array. On
-        a cluster (whose workers need not see this disk) it stays in memory."""
+    def _gradients_on_disk(self, needed: bool, what: str):
+        """Phase 1's gradient matrix kept out of memory while the body runs (phase 4 builds
+        the dense Hessian's factor, phase 5 clusters the matrix). When ``needed``, it is
+        written to a temporary ``.npy`` in the run folder, the run's references to it
+        (``R`` and phase 1's results) are dropped and the body gets its
+        :class:`experiments.clustering.MatrixFile` (phase 5's labellings each read their
+        own copy from it, so the matrix is in memory only as the copies of the labellings
+        running, not once more besides them). Afterwards it is read back, bit for bit the
+        same array. Otherwise (or when the file cannot be written) the body gets the array."""
         G = self.R.get("train_grad_loss")
-        if not needed or G is None or self.executor.distributed:
+        if not needed or G is None:
             yield None if G is None else np.asarray(G)
             return
         with storage.scratch_file(self.base_dir / "train_grad_loss.npy") as path:
             try:
                 grads = clustering.MatrixFile.write(path, np.asarray(G))
             except OSError as exc:   # a full or read-only disk: cluster it in memory, as before
-                logger.warning("phase 5: cannot write the gradient matrix to %s (%s); clustering it in memory "
-                               "(one more copy of it in memory)", path, exc)
+                logger.warning("%s: cannot write the gradient matrix to %s (%s); keeping it in memory",
+                               what, path, exc)
                 yield np.asarray(G)
                 return
             holders = [d for d in (self.R, *self.results.values()) if d.get("train_grad_loss") is G]
             for d in holders:
                 d["train_grad_loss"] = None
             del G
-            logger.info("phase 5: the gradient matrix (%.2f GB) is read from %s by each of its labellings",
-                        grads.nbytes / 1e9, path)
+            release_free_memory()
+            logger.info("%s: the gradient matrix (%.2f GB) waits in %s", what, grads.nbytes / 1e9, path)
             try:
                 yield grads
             finally:

@@ -395,3 +395,40 @@ def test_phase_5_clusters_the_gradients_in_memory_when_the_file_cannot_be_writte
     assert all(np.array_equal(a, b) for a, b in zip(got["subset_indices"], want["subset_indices"]))
     assert exp.R["train_grad_loss"] is not None
     assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
+    """A cg run's phase 4 builds its preconditioner (the dense Hessian's factor) while the
+    run holds no reference to the gradient matrix (it waits in a temporary file of the run
+    folder); afterwards R holds it again bit for bit, the file is gone, and the influences
+    are those of the same calls with the factor built beside the matrix, and agree with an
+    explicit solve."""
+    from tests.conftest import assert_close
+
+    seen = []
+
+    class Spy(SubsetInfluenceLogreg):
+        def _cg_preconditioner(self):
+            seen.append((self.R["train_grad_loss"], self.results["initial_training"]["train_grad_loss"],
+                         [p.name for p in self.base_dir.iterdir() if p.name.endswith(".tmp")]))
+            return super()._cg_preconditioner()
+
+    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
+                       inverse_hvp_method="cg")
+    exp = Spy(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    R = exp.run()
+    [(in_R, in_results, scratch)] = seen     # once, in phase 4 (phases 0-3 need none)
+    assert in_R is None and in_results is None and len(scratch) == 1
+    assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
+    assert R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
+    model = exp.model_at_theta_hat()
+    G = model.get_indiv_grad_loss(exp.train)          # phase 1's call at the same parameters
+    assert np.array_equal(R["train_grad_loss"], G)
+    T, _ = exp.fixed_test_grads()
+    fresh = SubsetInfluenceLogreg(cfg, out_dir=tmp_path / "other", progress=False)
+    fresh.R, fresh.results = dict(R), dict(exp.results)
+    want = fresh.influence().first_order_influence(G, T).T   # factor built with G in memory
+    assert np.array_equal(R["fixed_test_pred_infl"], want)
+    H = model.get_hessian(exp.train, None, R["cv_l2_reg"])
+    assert_close(R["fixed_test_pred_infl"], (G @ np.linalg.solve(H, T.T)).T, 1e-8, 1e-12)

@@ -11,6 +11,8 @@ from experiments.common import (
     collate_results,
     phase,
     py2_float_str,
+    release_free_memory,
+    resident_bytes,
 )
 from experiments.execution import Executor
 
@@ -359,3 +361,25 @@ def test_collate_and_map_chunks():
 ])
 def test_py2_float_formatting(value, text):
     assert py2_float_str(value) == text
+
+
+def _glibc() -> bool:
+    return release_free_memory() is not None   # None: no glibc or no /proc
+
+
+@pytest.mark.skipif(not _glibc(), reason="malloc_trim is glibc's; /proc is Linux's")
+def test_release_free_memory_returns_freed_heap_to_the_system():
+    """Blocks below glibc's mmap threshold live in its heap; freed, with a live block above
+    them (so that free() cannot trim the heap's top), they stay resident until
+    release_free_memory() hands their pages back."""
+    release_free_memory()
+    blocks = [np.ones(8192) for _ in range(4000)]   # 64 KiB each, about 260 MB in the heap
+    keep = np.ones(8192)                              # above them: the heap's top stays in use
+    before = resident_bytes()
+    del blocks
+    after_free = resident_bytes()
+    released = release_free_memory()
+    after = resident_bytes()
+    assert after_free > before - 100e6              # free() alone kept most of them resident
+    assert released > 200e6 and after < after_free - 200e6
+    assert keep.sum() == 8192                         # the live block is untouched
