@@ -629,25 +629,21 @@ class ChordNewton(Chord):
 
     Starts from the factors of ``start_hessians``: (B, d, d), e.g. ``H_hat - H_U`` at
     theta_hat (``stale``: taken away from the start, e.g. at the optima of a neighbouring
-    problem, so that a failed step gets a fresh Hessian), a function of the problem ids (an
-    int array) giving theirs (continuous batching: :meth:`admit` asks it for the problems
-    that take a slot), or None for the Hessians at the start. CG steps are also taken when
-    a chord step cuts the gradient norm by less than half; fresh Hessians are formed
-    ``hess_chunk`` problems at a time.
+    problem, so that a failed step gets a fresh Hessian), or None for the Hessians at the
+    start. CG steps are also taken when a chord step cuts the gradient norm by less than
+    half; fresh Hessians are formed ``hess_chunk`` problems at a time. No continuous
+    batching: its problems are those of :meth:`start`.
     """
 
     def __init__(self, start_hessians, reuse_factor: float = 0.25, hess_chunk: int = 1, cg_maxiter: int = 20,
                  float32_preconditioner: bool | None = None, stale: bool = False):
         super().__init__(reuse_factor, cg_maxiter, float32_preconditioner)
-        self.hessians_of = start_hessians if callable(start_hessians) else None
-        self.Hs, self.hess_chunk = (None if callable(start_hessians) else start_hessians), hess_chunk
+        self.Hs, self.hess_chunk = start_hessians, hess_chunk
         self.stale = stale
 
     def start(self, objective, Theta, G, gnorm, scale) -> None:
         super().start(objective, Theta, G, gnorm, scale)
-        if self.hessians_of is not None:  # placeholders: admit() brings each problem's own
-            self.Hs = tf.eye(objective.spec.num_params, batch_shape=[objective.B], dtype=objective.Xa.dtype)
-        elif self.Hs is None:  # no start Hessians given: the Hessians at the start
+        if self.Hs is None:  # no start Hessians given: the Hessians at the start
             self.Hs = objective.hessians(Theta)
             self.hessians += 1
         elif self.stale:
@@ -655,10 +651,7 @@ class ChordNewton(Chord):
         self.Ls, self.ok = cholesky_factors(self.Hs)
 
     def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
-        super().admit(objective, Theta, G, gnorm, slots, problems, scale)
-        if self.hessians_of is None:
-            raise ValueError("ChordNewton takes new problems only with start_hessians a function of their ids")
-        self._set_factors(slots, self.hessians_of(problems))
+        raise NotImplementedError("ChordNewton refits the problems it starts with; it takes no new ones")
 
     def _set_factors(self, idx, H_new) -> None:
         L_new, ok_new = cholesky_factors(H_new)

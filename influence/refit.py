@@ -129,8 +129,7 @@ def _within_memory(refit, spec: ModelSpec, Xa, groups, max_memory, explicit: boo
 def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                 hessian_hat=None, rtol: float = 1e-12, max_iter: int = 50,
                 reuse_factor: float = 0.25, hess_chunk: int | None = None,
-                cg_maxiter: int = 20, max_memory: int | None = None, slots: int | None = None,
-                on_finish=None) -> RefitResult:
+                cg_maxiter: int = 20, max_memory: int | None = None) -> RefitResult:
     """Refit without each group of ``groups`` (index arrays) starting from ``theta_hat``.
 
     ``Xa`` is the augmented design (see :func:`influence.objective.augment`), ``y`` the
@@ -138,11 +137,6 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     regularised full-data Hessian at ``theta_hat`` (computed if not given). ``max_memory``
     (bytes): at most :func:`influence.memory.refit_chunk_size` groups together, fresh
     Hessians ``hess_chunk`` at a time within it (None: Hessian blocks of about 256 MB).
-
-    ``slots``: continuous batching (:class:`~influence.newton.ProblemQueue`): at most that
-    many groups together (and within ``max_memory``), a group that stops handing its slot
-    at once to the next group; ``on_finish(k)`` is called as k groups stop. None: all the
-    groups in one batch, or in consecutive chunks within ``max_memory``.
     """
     dtype = Xa.dtype
     n = int(Xa.shape[0])
@@ -159,17 +153,6 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
             hess_chunk = min(hess_chunk, chunk_size(max_memory, per_hessian, warn=False))
     Xa_np = Xa.numpy() if spec.binary and dtype == tf.float64 else None
     H_hat = tf.convert_to_tensor(hessian_hat, dtype=dtype)
-    if slots is not None and len(groups):
-        groups = [np.asarray(g, dtype=np.int64) for g in groups]
-        theta_t = tf.constant(np.asarray(theta_hat), dtype=dtype)
-
-        def chord_newton(batch):
-            def start_hessians(ps):  # H_hat - H_U at theta_hat of the groups ps
-                return K.gauge_fix(batch.group_hessians(theta_t, [groups[p] for p in ps], minuend=H_hat), spec)
-            return ChordNewton(start_hessians, reuse_factor, hess_chunk, cg_maxiter)
-        return _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,
-                            _slots_within(spec, Xa, max_memory, slots, True), chord_newton,
-                            on_finish=on_finish, Xa_np=Xa_np)
     split = _within_memory(refit_chunk, spec, Xa, groups, max_memory, True, theta_hat=theta_hat, y=y,
                            s_base=s_base, l2_reg=l2_reg, hessian_hat=hessian_hat, rtol=rtol, max_iter=max_iter,
                            reuse_factor=reuse_factor, hess_chunk=hess_chunk, cg_maxiter=cg_maxiter)
@@ -246,7 +229,7 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
     ``max_memory`` (bytes): the groups are refitted in sub-chunks within it
     (:func:`influence.memory.refit_chunk_size` without explicit Hessians). ``hessians`` is
     zero and ``hvps`` counts the Hessian-vector products of each group. ``slots``,
-    ``on_finish``: continuous batching as :func:`refit_chunk` (slots within ``max_memory``).
+    ``on_finish``: continuous batching as :func:`refit_chunk_downdate` (slots within ``max_memory``).
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
@@ -284,7 +267,7 @@ def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups
     same certificate. ``max_memory`` (bytes, the budget of the work besides the factor):
     sub-chunks as :func:`refit_chunk_cg`. ``hessians`` is zero and ``hvps`` counts the
     products with the chord matrices and (after a slow chord step) the exact Hessians.
-    ``slots``, ``on_finish``: continuous batching as :func:`refit_chunk` (slots within
+    ``slots``, ``on_finish``: continuous batching as :func:`refit_chunk_downdate` (slots within
     ``max_memory``; the gradients of admitted groups are then one pass over the data per
     admission).
     """

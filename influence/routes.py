@@ -189,17 +189,15 @@ class ChordRefit(RefitRoute):
     """Explicit Hessians with factor reuse (:func:`influence.refit.refit_chunk`). Its CG
     steps are not counted in ``hvps`` (0: the count is that of the Newton-CG routes)."""
 
-    # Chunk by chunk in the runs, which reproduces the recorded reference results bit for
-    # bit: with refit_chunk's continuous batching (``slots``) batches of other shapes round
-    # differently, and ill-conditioned reduced problems amplify that beyond the reference
-    # comparison's element-wise rule on small entries (well within the certificates; see
-    # docs/performance.md, 'Continuous batching').
+    # Chunk by chunk, which reproduces the recorded reference results bit for bit: batches
+    # of other shapes round differently, and ill-conditioned reduced problems amplify that
+    # beyond the reference comparison's element-wise rule on small entries (well within the
+    # certificates; see docs/performance.md, 'Continuous batching').
     queues = False
 
     def refit(self, groups, slots=None, on_finish=None):
         args, common = self._common()
-        r = refit_chunk(*args, groups, hessian_hat=self.gi.hessian, max_memory=self.gi.max_memory,
-                        slots=slots, on_finish=on_finish, **common)
+        r = refit_chunk(*args, groups, hessian_hat=self.gi.hessian, max_memory=self.gi.max_memory, **common)
         r.hvps = np.zeros(len(groups), dtype=np.int64)
         return r
 

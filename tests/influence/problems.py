@@ -2,6 +2,7 @@
 import numpy as np
 
 from influence.logistic_regression import LogisticRegression
+from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 
 def gaussian_classes(num_classes, fit_intercept=True, n=50, D=5, seed=3):
@@ -52,3 +53,33 @@ def reference_hessian(theta, Xa, y, s, l2, spec) -> np.ndarray:
             f = reference_loss(theta, Xa, y, s, l2, spec)
         g = t1.gradient(f, theta)
     return t2.jacobian(g, theta).numpy()
+
+
+def refit_in_one_batch_and_in_slots(refit, args, groups, slots, counters, **slot_kw):
+    """``(whole, queued)``: the refits of ``groups`` by ``refit(*args, groups, rtol=1e-12)``
+    in one batch and in ``slots`` batch slots (continuous batching: a stopped group's slot is
+    refilled at once from the queue; ``slot_kw`` go to the queued call only). Checks what
+    the two must share: every group certified and reported to ``on_finish``; the same
+    steps per group (``iterations``, ``first_full_step``, ``stalled`` and the per-group
+    ``counters``); the same optima and certificates to rounding (only the batched products'
+    shapes differ); never more than ``slots`` groups at once, and every group's iterations
+    spent in some loop iteration."""
+    whole = refit(*args, groups, rtol=1e-12)
+    done = []
+    queued = refit(*args, groups, rtol=1e-12, slots=slots, on_finish=done.append, **slot_kw)
+    assert whole.converged.all() and queued.converged.all() and sum(done) == len(groups)
+    for name in ("iterations", "first_full_step", "stalled") + tuple(counters):
+        np.testing.assert_array_equal(getattr(queued, name), getattr(whole, name), err_msg=name)
+    assert_close(queued.thetas, whole.thetas, RTOL_TWO_PATHS, what=f"{slots} slots vs one batch")
+    assert_close(queued.grad_tols, whole.grad_tols, RTOL_TWO_PATHS, what="certificates")
+    assert queued.occupancy.max() <= slots
+    assert queued.occupancy.sum() == whole.occupancy.sum() == queued.iterations.sum()
+    return whole, queued
+
+
+def assert_slots_stay_full(queued, slots):
+    """Until the last group is admitted every slot is busy (it then runs at most
+    max(iterations) loop iterations, so only those can be short of groups), and the batch
+    is still full after the first group finished: a refilled slot was used."""
+    full = len(queued.occupancy) - queued.iterations.max()
+    assert full > queued.iterations.min() and (queued.occupancy[:full] == slots).all()

@@ -19,7 +19,12 @@ from influence.numerics import preconditioned_cg_rows
 from influence.objective import LogisticObjective, ModelSpec, gauge_fix
 from influence.refit import refit_chunk_cg, refit_chunk_factor
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_TWO_PATHS, assert_close
-from tests.influence.problems import gaussian_classes, reference_hessian
+from tests.influence.problems import (
+    assert_slots_stay_full,
+    gaussian_classes,
+    reference_hessian,
+    refit_in_one_batch_and_in_slots,
+)
 
 
 def fitted(num_classes, n=120, D=12, seed=0, lam=0.5, fit_intercept=True, weighted=False):
@@ -200,21 +205,10 @@ def test_continuous_batching_of_the_cg_refits_equals_one_batch(refit, num_classe
     rng = np.random.RandomState(4)
     groups = groups + [np.sort(rng.choice(len(y), s, replace=False)) for s in (2, 5, 30)]
     Xa, yt, s = m.design((X, y))
-    theta = m.get_params_flat()
-    whole = refit(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
-    done = []
-    r = refit(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12, slots=3, on_finish=done.append)
-    assert r.converged.all() and sum(done) == len(groups)
-    for name in ("iterations", "hvps", "first_full_step", "stalled"):
-        np.testing.assert_array_equal(getattr(r, name), getattr(whole, name), err_msg=name)
-    assert (r.hessians == 0).all()
-    # Certified optima of the same strictly convex problems along the same steps.
-    assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS, what="3 slots vs one batch")
-    assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS, what="certificates")
-    # Occupancy: never more than 3 groups at once; full until the last group is admitted.
-    assert r.occupancy.max() == 3 and r.occupancy.sum() == whole.occupancy.sum() == r.iterations.sum()
-    full = len(r.occupancy) - r.iterations.max()
-    assert full > r.iterations.min() and (r.occupancy[:full] == 3).all()
+    _, r = refit_in_one_batch_and_in_slots(refit, (m.spec, m.get_params_flat(), Xa, yt, s, lam), groups, 3,
+                                           ("hvps",))
+    assert (r.hessians == 0).all() and r.occupancy.max() == 3
+    assert_slots_stay_full(r, 3)
     for b in (0, len(groups) - 1):
         keep = np.setdiff1d(np.arange(len(y)), groups[b])
         sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])

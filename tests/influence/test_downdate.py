@@ -19,6 +19,7 @@ from influence.newton import ProblemQueue
 from influence.objective import LogisticObjective
 from influence.refit import downdate_basis, refit_chunk_downdate
 from tests.conftest import RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import assert_slots_stay_full, refit_in_one_batch_and_in_slots
 
 
 def sparse_problem(n=90, D=14, density=0.25, seed=0, lam=0.3):
@@ -188,27 +189,14 @@ def test_continuous_batching_equals_one_batch_and_refills_slots(slots, budget_gr
     theta = m.get_params_flat()
     Xt, yt, s = m.design((X, y))
     basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
-    whole = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
-    assert whole.occupancy[0] == len(groups)
     budget = None if budget_groups is None else budget_groups * downdate_bytes_per_group(90, m.num_params, 40)
-    done = []
-    r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12, slots=slots,
-                             max_memory=budget, on_finish=done.append)
-    assert r.converged.all() and sum(done) == len(groups)
-    for name in ("iterations", "hvps", "hessians", "first_full_step", "stalled"):
-        np.testing.assert_array_equal(getattr(r, name), getattr(whole, name), err_msg=name)
-    assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS)
+    whole, r = refit_in_one_batch_and_in_slots(
+        lambda *a, **kw: refit_chunk_downdate(*a, basis, **kw), (m.spec, theta, Xt, yt, s, lam), groups, slots,
+        ("hvps", "hessians"), max_memory=budget)
+    assert whole.occupancy[0] == len(groups)
     assert_close(r.first_steps, whole.first_steps, RTOL_TWO_PATHS)
-    assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS)
-    # Occupancy: every group's iterations were spent in some loop iteration, never more
-    # than `slots` at once; while groups waited (no budget), every slot was busy.
-    assert r.occupancy.sum() == whole.occupancy.sum() and r.occupancy.max() <= slots
-    if budget is None:
-        # Until the last group is admitted every slot is busy; it then runs at most
-        # max(iterations) loop iterations, so only those can be short of groups.
-        # The batch is still full after the first group finished: a refilled slot was used.
-        full = len(r.occupancy) - r.iterations.max()
-        assert full > r.iterations.min() and (r.occupancy[:full] == slots).all()
+    if budget is None:  # while groups waited, every slot was busy
+        assert_slots_stay_full(r, slots)
         # No more loop iterations than refitting chunk by chunk.
         chunked = sum(len(refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups[a:a + slots], basis,
                                                rtol=1e-12).occupancy) for a in range(0, len(groups), slots))

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression as SkLR
 
+from influence.newton import ChordNewton
 from influence.refit import refit_chunk
 from tests.conftest import RTOL_AUTODIFF, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import gaussian_classes, reference_hessian
@@ -43,33 +44,11 @@ def test_batched_refits_equal_independent_fits(num_classes):
     assert_close(single.thetas[0], r.thetas[2], 1e-9)
 
 
-@pytest.mark.parametrize("num_classes", [2, 3])
-def test_continuous_batching_equals_one_batch_and_sklearn(num_classes):
-    """Refits of 7 groups in 2 slots (a stopped group's slot refilled at once from the
-    queue) equal the refits of all groups in one batch and scikit-learn's fits, and the
-    refilled slots are used (the batch stays full after the first group stops)."""
-    m, X, y, lam, groups = fitted(num_classes)
-    groups = groups + [np.arange(0, 60, 9), np.arange(3, 60, 4)]
-    theta = m.get_params_flat()
-    Xa, yt, s = m.design((X, y))
-    whole = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12)
-    done = []
-    r = refit_chunk(m.spec, theta, Xa, yt, s, lam, groups, rtol=1e-12, slots=2, on_finish=done.append)
-    assert r.converged.all() and sum(done) == len(groups)
-    for name in ("iterations", "hessians", "first_full_step", "stalled"):
-        np.testing.assert_array_equal(getattr(r, name), getattr(whole, name), err_msg=name)
-    assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS)
-    assert_close(r.first_steps, whole.first_steps, RTOL_TWO_PATHS)
-    assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS)
-    full = len(r.occupancy) - r.iterations.max()
-    assert full > r.iterations.min() and (r.occupancy[:full] == 2).all() and r.occupancy.max() == 2
-    assert r.occupancy.sum() == whole.occupancy.sum() == r.iterations.sum()
-    for b in (0, len(groups) - 1):
-        keep = np.setdiff1d(np.arange(len(y)), groups[b])
-        sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])
-        want = (np.concatenate([sk.coef_[0], sk.intercept_]) if num_classes == 2
-                else np.concatenate([sk.coef_.ravel(), sk.intercept_ - sk.intercept_.mean()]))
-        assert_close(r.thetas[b], want, 1e-8, what=f"group {b}")
+def test_chord_newton_takes_no_new_problems():
+    """The explicit refits run chunk by chunk: ChordNewton refuses a problem admitted into a
+    slot (continuous batching) instead of solving it with the slot's former factor."""
+    with pytest.raises(NotImplementedError, match="takes no new ones"):
+        ChordNewton(None).admit(None, None, None, None, np.arange(1), np.arange(1), np.ones(1))
 
 
 def test_first_step_is_the_newton_approximation():
