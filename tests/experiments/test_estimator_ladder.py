@@ -21,8 +21,9 @@ from tests.conftest import RTOL_CG, RTOL_TWO_PATHS, assert_close
 from tests.scripts.test_cli_fuzz import load_script
 
 SS_ARGS = dict(dataset_id="breast_cancer", num_subsets=3)
-# Multinomial (10 classes): one regularisation value and one KMeans restart keep it short.
-DIGITS_ARGS = dict(dataset_id="digits", num_subsets=3, fixed_reg=1e-3, kmeans_n_init=1)
+# Multinomial (3 classes, 18 parameters: what is tested is the multinomial path, not the
+# size): one regularisation value and one KMeans restart keep it short.
+MULTI_ARGS = dict(dataset_id="synthetic_multiclass", num_subsets=3, fixed_reg=1e-3, kmeans_n_init=1)
 
 
 def read_csv(path):
@@ -43,8 +44,8 @@ def ladder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def digits_ladder(tmp_path_factory):
-    return run_ladder(tmp_path_factory.mktemp("ladder_digits"), DIGITS_ARGS)
+def multi_ladder(tmp_path_factory):
+    return run_ladder(tmp_path_factory.mktemp("ladder_multi"), MULTI_ARGS)
 
 
 def test_csvs(ladder):
@@ -73,11 +74,12 @@ def test_csvs(ladder):
     assert all(float(r[5]) > 0 for r in rows)
 
 
-def test_digits_multinomial(digits_ladder):
-    check_against_ss_logreg(digits_ladder)
-    header, rows = read_csv(digits_ladder.base_dir / "accuracy.csv")
+def test_multinomial(multi_ladder):
+    assert np.shape(multi_ladder.R["subset_actual_dparam"])[1] == 3 * (5 + 1)  # 3 classes of 5 features
+    check_against_ss_logreg(multi_ladder)
+    header, rows = read_csv(multi_ladder.base_dir / "accuracy.csv")
     assert {r[header.index("target")] for r in rows} == {"params", "test_loss", "self_loss"}   # no margins
-    assert not any("margin" in k for k in digits_ladder.R)
+    assert not any("margin" in k for k in multi_ladder.R)
 
 
 def test_first_order_and_newton_equal_ss_logreg_keys(ladder):
