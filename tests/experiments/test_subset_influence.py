@@ -47,6 +47,7 @@ PAPER_RANGE = dict(subset_choice_type="range", subset_min_rel_size=0.0025, subse
     (dict(dataset_id="hospital", tag="foo", fixed_reg=0.001),
      "hospital_ihvp-explicit_seed-0_size-0.1_num-5_rel-reg-0.001"),
     (dict(dataset_id="hospital", dtype="float32"), "hospital_ihvp-explicit_seed-0_size-0.1_num-5_float32"),
+    (dict(dataset_id="hospital", inverse_hvp_method="fmin_ncg"), "hospital_ihvp-fmin_ncg_seed-0_size-0.1_num-5"),
 ])
 def test_run_ids_match_the_original(kwargs, run_id):
     assert run_id_from_config(build_config(**kwargs)) == run_id
@@ -337,6 +338,7 @@ def test_cg_run_agrees_with_explicit(multi_run, tmp_path):
     assert_close(R["subset_refit_params"], multi_run.R["subset_refit_params"], 1e-8, what="refits")
 
 
+@pytest.mark.slow  # scipy's fmin_ncg, one solve per column: tests/influence/test_group_influence.py checks the route fast
 def test_fmin_ncg_run_uses_the_original_solver_for_first_order(multi_run, tmp_path):
     cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="types", num_subsets=3,
                        subset_rel_size=0.02, inverse_hvp_method="fmin_ncg")

@@ -183,6 +183,29 @@ def test_refits_match_sklearn_and_are_certified(binary, method):
     assert_close(A, r.thetas - binary["theta"][None], RTOL_TWO_PATHS)
 
 
+def test_fmin_ncg_is_the_originals_solver_for_first_order_and_newton_cg_for_refits(binary, monkeypatch):
+    """'fmin_ncg' changes only the first-order solves: scipy's fmin_ncg, one call per
+    group, to its avextol; the refits take the Newton-CG route (Hessian-vector products
+    counted), to the certified optima of the explicit refits."""
+    import scipy.optimize
+
+    calls = []
+    real = scipy.optimize.fmin_ncg
+    monkeypatch.setattr(scipy.optimize, "fmin_ncg", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    m, train, s = binary["m"], binary["train"], binary["s"]
+    infl = GroupInfluence(m, train, LAM, sample_weights=s, hessian=m.get_hessian(train, s, LAM),
+                          inverse_hvp_method="fmin_ncg")
+    G_S = group_grads(binary)
+    P = infl.first_order_dparams(G_S)
+    assert len(calls) == len(G_S)
+    # scipy's fmin_ncg stops at avextol 1e-8 (the original's setting): agreement to that accuracy.
+    assert_close(P, np.linalg.solve(binary["H"], G_S.T).T, 1e-5, 1e-9, what="fmin_ncg first order")
+    r = infl.refit(binary["groups"], chunk_size=4, progress=False)
+    assert r.converged.all() and (r.hvps > 0).all() and len(calls) == len(G_S)
+    ref = binary["infl"].refit(binary["groups"], chunk_size=4, method="explicit", progress=False)
+    assert_close(r.thetas, ref.thetas, 1e-8, what="fmin_ncg refits vs explicit")
+
+
 def test_actual_changes_of_targets(binary):
     infl, test, s = binary["infl"], binary["test"], binary["s"]
     m = infl.at_optimum()
