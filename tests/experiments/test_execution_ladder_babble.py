@@ -74,12 +74,18 @@ def run_babble(data_dir, out_dir, executor=None):
     return exp
 
 
+@pytest.fixture(scope="module")
+def babble_embedded(cdr_dir, tmp_path_factory):
+    """The embedded run (no cluster), shared by the tests that compare with it."""
+    return run_babble(cdr_dir, tmp_path_factory.mktemp("babble_embedded"))
+
+
 def reduced_files(exp):
     return {p.name: p.read_bytes() for p in sorted((exp.base_dir.parent.parent / "reduced").iterdir())}
 
 
-def test_babble_reduce_on_two_workers_equals_embedded(cluster, cdr_dir, tmp_path):
-    embedded = run_babble(cdr_dir, tmp_path / "a")
+def test_babble_reduce_on_two_workers_equals_embedded(cluster, cdr_dir, babble_embedded, tmp_path):
+    embedded = babble_embedded
     exp, names = task_names(cluster, run_babble, cdr_dir, tmp_path / "b", cluster)
     assert "l1_fit_task" in names
     R = {k: v for k, v in exp.R.items() if k != "reduced_files"}
@@ -88,11 +94,11 @@ def test_babble_reduce_on_two_workers_equals_embedded(cluster, cdr_dir, tmp_path
     assert files == reduced_files(embedded) and "reduced_cdr_x.npz" in files
 
 
-def test_babble_reduce_fits_equal_the_original_sequential_path(cdr_dir, tmp_path):
+def test_babble_reduce_fits_equal_the_original_sequential_path(babble_embedded):
     """Oracle: the original's path, one model refit with set_params(C=1/reg), so its one
     RandomState(1) gives fit i the (i+1)-th seed. Each task starting from
     path_random_states()[i] must give the same fits, bit for bit."""
-    exp = run_babble(cdr_dir, tmp_path)
+    exp = babble_embedded
     R, train, w = exp.R, exp.datasets[0], exp.sample_weights[0]
     model = make_sklearn_model(R["regs"][0])
     for i, reg in enumerate(R["regs"]):
@@ -110,11 +116,11 @@ def test_babble_reduce_fits_equal_the_original_sequential_path(cdr_dir, tmp_path
     assert seeds == [stream.randint(np.iinfo("i").max) for _ in range(3)] and len(set(seeds)) == 3
 
 
-def test_babble_reduce_script_with_workers(cdr_dir, tmp_path, capsys):
+def test_babble_reduce_script_with_workers(cdr_dir, babble_embedded, tmp_path, capsys):
     """``--workers 2`` through the script: a local cluster is started (its dashboard is
     printed), the run succeeds and its results equal the embedded run's."""
     module = load_script("babble_reduce")
-    embedded = run_babble(cdr_dir, tmp_path / "a")
+    embedded = babble_embedded
     out = tmp_path / "b"
     assert module.main(["--data-dir", str(cdr_dir), "--out-dir", str(out), "--save-reduced-dir",
                         str(out / "reduced"), "--workers", "2", "--no-progress"]) == 0
