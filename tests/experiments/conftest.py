@@ -4,9 +4,10 @@ import pytest
 from experiments.execution import Executor
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster():
-    """A 2-worker Dask LocalCluster on 127.0.0.1 for the module, shut down afterwards."""
+    """A 2-worker Dask LocalCluster on 127.0.0.1, shut down at the end of the session: one
+    start-up for every module that runs on it."""
     ex = Executor(num_workers=2, progress=False)
     try:
         ex.client  # noqa: B018 - start the cluster

@@ -1,9 +1,9 @@
 """Dask execution (experiments/execution.py): embedded and cluster runs agree bit for bit,
 a killed worker changes nothing, an unreachable scheduler is one line (exit 2).
 
-One 2-worker LocalCluster on 127.0.0.1 serves the module (the ``cluster`` fixture of
+One 2-worker LocalCluster on 127.0.0.1 serves the session (the ``cluster`` fixture of
 tests/experiments/conftest.py, shut down in its finally); the killed-worker tests run
-last, since the nanny then restarts those workers.
+last in the module, since the nanny then restarts those workers.
 """
 import functools
 import os

@@ -2,8 +2,9 @@
 run on a local cluster of two worker processes equals the embedded run bit for bit, and
 the work really ran as tasks on the workers.
 
-One 2-worker LocalCluster on 127.0.0.1 serves the module (shut down in the fixture's
-finally), as in tests/experiments/test_execution.py, whose comparison helpers are reused.
+The session's 2-worker LocalCluster on 127.0.0.1 (the ``cluster`` fixture of
+tests/experiments/conftest.py) serves it, as tests/experiments/test_execution.py, whose
+comparison helpers are reused.
 """
 import numpy as np
 import pytest
