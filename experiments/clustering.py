@@ -628,8 +628,10 @@ def part_memory(X, part, threads: int = 1) -> int:
     route six ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per
     row (the candidate edges and their reduction). KMeans: the fit's own copy of ``X``
     (:func:`kmeans_input`), the tolerance's block of rows (:func:`column_variances`; all
-    of X for a single column) and about four ``(n, k)`` float64 arrays per restart running
-    (``threads`` of them)."""
+    of X for a single column) and, per restart running (``threads`` of them), two ``(n, k)``
+    and four ``(k, d)`` float64 arrays (Elkan's lower bounds and centres, the restart's
+    labels; measured about one ``(n, k)`` array and a few ``(k, d)`` ones, see
+    :meth:`CentredMatrix.restart`)."""
     n = int(X.shape[0])
     size = int(np.prod(X.shape))
     from_file = isinstance(X, MatrixFile)
@@ -647,7 +649,8 @@ def part_memory(X, part, threads: int = 1) -> int:
     item = 4 if X.dtype == np.float32 else 8
     row = item * int(np.prod(X.shape[1:]))
     tolerance = item * size if row == item else min(item * size, max(VARIANCE_BLOCK_BYTES, row))
-    return item * size + tolerance + 4 * 8 * n * int(part) * max(1, int(threads))
+    per_restart = 8 * int(part) * (2 * n + 4 * (row // item))
+    return item * size + tolerance + per_restart * max(1, int(threads))
 
 
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
