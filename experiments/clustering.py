@@ -17,15 +17,16 @@ then one KMeans per k), each computed exactly as in :func:`cluster_labels_one_th
 so that the labellings of several matrices can be spread over the executor's workers
 (:mod:`experiments.execution`).
 
-Memory: each KMeans fit works on its own copy of the matrix (:func:`kmeans_input`,
-``copy_x=False``) and computes scikit-learn's tolerance by blocks of rows
-(:func:`column_variances`), so a labelling holds one copy of the matrix, not two, with the
-labels of scikit-learn's default path bit for bit; a matrix can also be held in a file
-(:class:`MatrixFile`), read by each labelling when it starts (:func:`part_memory` counts it).
+KMeans: :class:`CentredMatrix` prepares the matrix once as scikit-learn's ``KMeans.fit``
+does (its own copy, the tolerance by blocks of rows with :func:`column_variances`, the
+centring) and runs the restarts on it, each on one thread and several side by side if
+asked, with the labels of scikit-learn's default path bit for bit; so a labelling holds
+one copy of the matrix, not two, whatever the number of restarts running. A matrix can
+also be held in a file (:class:`MatrixFile`), read by each labelling when it starts
+(:func:`part_memory` counts it).
 """
 from __future__ import annotations
 
-import functools
 import logging
 
 import numpy as np
@@ -400,32 +401,15 @@ def column_variances(X: np.ndarray, block_bytes: int | None = None) -> np.ndarra
     return np.true_divide(out, np.maximum(count, 0), out=out, casting="unsafe")
 
 
-@functools.cache
-def _kmeans_block_tolerance():
-    """scikit-learn's ``KMeans`` whose tolerance (``mean(np.var(X, axis=0)) * tol``, computed
-    at the start of ``fit``) comes from :func:`column_variances`, without ``np.var``'s
-    temporary of X's size: the same value bit for bit, so the same fit. (A class made on
-    first use: scikit-learn is imported only when a KMeans runs.)"""
-    from sklearn.cluster import KMeans
-
-    class KMeansBlockTolerance(KMeans):
-        def _check_params_vs_input(self, X):
-            tol = self.tol
-            self.tol = 0   # scikit-learn skips the variances for tol == 0 ...
-            try:
-                super()._check_params_vs_input(X)
-            finally:
-                self.tol = tol
-            # ... and this is its formula (sklearn.cluster._kmeans._tolerance, dense X).
-            self._tol = 0 if tol == 0 else np.mean(column_variances(X)) * tol
-
-    return KMeansBlockTolerance
+# scikit-learn's KMeans defaults (``tol``, ``max_iter``), which the pools' fits keep.
+KMEANS_TOL = 1e-4
+KMEANS_MAX_ITER = 300
 
 
 def kmeans_input(X) -> np.ndarray:
     """A private C-contiguous copy of ``X`` in the dtype scikit-learn's KMeans fits in
-    (float32 stays float32, anything else becomes float64), for ``copy_x=False``; a
-    :class:`MatrixFile` is read from its file (the matrix need not stay in memory)."""
+    (float32 stays float32, anything else becomes float64); a :class:`MatrixFile` is read
+    from its file (the matrix need not stay in memory)."""
     if isinstance(X, MatrixFile):
         return X.load()
     X = np.asarray(X)
@@ -433,32 +417,120 @@ def kmeans_input(X) -> np.ndarray:
     return np.array(X, dtype=dtype, order="C", copy=True)
 
 
-def kmeans_labels(X, n_init: int = 10, seed: int = 0, ks=KMEANS_KS) -> list[np.ndarray]:
+def seeding_draws(k: int) -> int:
+    """Uniform draws one k-means++ seeding of ``k`` centres takes from its ``RandomState``
+    (scikit-learn's ``kmeans_plusplus``: one for the first centre, then ``2 + int(log k)``
+    candidates for each further one), whatever the data: so restart ``r`` of a fit starts
+    from the seed's state advanced by ``r`` seedings."""
+    return 1 + (k - 1) * (2 + int(np.log(k)))
+
+
+def _same_state(a, b) -> bool:
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def same_clustering(labels1: np.ndarray, labels2: np.ndarray) -> bool:
+    """Whether ``labels2`` is a function of ``labels1`` (scikit-learn's test of whether a
+    restart found "the same clustering up to a permutation of the labels")."""
+    pairs = np.unique(np.stack([labels1, labels2]), axis=1)
+    return pairs.shape[1] == np.unique(labels1).size
+
+
+class CentredMatrix:
+    """What scikit-learn's ``KMeans.fit`` prepares before its restarts, made once and shared
+    (read-only) by every ``k`` and restart of :meth:`labels`: a private copy of ``X``
+    (:func:`kmeans_input`), the tolerance ``mean(var(X, axis=0)) * tol`` of the uncentred
+    copy (:func:`column_variances`: ``np.var``'s bits without its temporary of X's size),
+    the copy centred in place, its squared row norms and unit sample weights. The same
+    operations on the same values as ``fit``'s, so the same bits."""
+
+    def __init__(self, X):
+        from sklearn.utils.extmath import row_norms
+
+        X = kmeans_input(X)
+        self.tol = np.mean(column_variances(X)) * KMEANS_TOL
+        X -= X.mean(axis=0)
+        self.X = X
+        self.norms = row_norms(X, squared=True)
+        self.weights = np.ones(X.shape[0], dtype=X.dtype)
+
+    def restart(self, k: int, state) -> tuple[np.ndarray, float, tuple]:
+        """One restart of ``k`` clusters from the ``RandomState`` state ``state``: the
+        k-means++ seeding, then Elkan's iterations on one thread; returns the labels, the
+        inertia and the state after the seeding."""
+        from sklearn.cluster import kmeans_plusplus
+
+        # scikit-learn runs one restart on prepared data only inside KMeans.fit; its
+        # single-run function is the one fit calls (the labels tests compare with fit's).
+        from sklearn.cluster._kmeans import _kmeans_single_elkan as elkan_single
+
+        rs = np.random.RandomState()
+        rs.set_state(state)
+        centres, _ = kmeans_plusplus(self.X, k, sample_weight=self.weights, x_squared_norms=self.norms,
+                                     random_state=rs)
+        labels, inertia, _, _ = elkan_single(self.X, self.weights, centres, max_iter=KMEANS_MAX_ITER,
+                                             verbose=False, tol=self.tol, n_threads=1)
+        return labels, inertia, rs.get_state()
+
+    def labels(self, k: int, n_init: int, seed: int, threads: int = 1) -> np.ndarray:
+        """The labels of ``KMeans(n_clusters=k, n_init=n_init, random_state=seed,
+        algorithm="elkan").fit(X)`` on one BLAS/OpenMP thread, bit for bit: the restarts
+        start from the states scikit-learn's loop would reach (:func:`seeding_draws`;
+        checked after each seeding), each on one thread, ``threads`` of them at a time
+        sharing this matrix, and the best is chosen in restart order by fit's rule (a
+        lower inertia and not :func:`same_clustering` as the best so far). ``k >= 2``
+        (scikit-learn runs Lloyd's algorithm for one cluster)."""
+        if int(k) != k or k < 2 or k > self.X.shape[0]:
+            raise ValueError(f"k must be an integer from 2 to the number of rows ({self.X.shape[0]}); got {k!r}")
+        if int(n_init) != n_init or n_init < 1:
+            raise ValueError(f"n_init must be a positive integer; got {n_init!r}")
+        rs = np.random.RandomState(seed)
+        states = []
+        for _ in range(n_init + 1):
+            states.append(rs.get_state())
+            rs.random_sample(seeding_draws(k))
+        if threads > 1 and n_init > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=min(int(threads), n_init)) as pool:
+                runs = list(pool.map(lambda r: self.restart(k, states[r]), range(n_init)))
+        else:
+            runs = (self.restart(k, states[r]) for r in range(n_init))
+        best, best_inertia = None, None
+        for r, (labels, inertia, after) in enumerate(runs):
+            if not _same_state(after, states[r + 1]):
+                raise RuntimeError("k-means++ took another number of draws than seeding_draws(k) says; "
+                                   "this scikit-learn version seeds differently")
+            if best is None or (inertia < best_inertia and not same_clustering(labels, best)):
+                best, best_inertia = labels, inertia
+        if np.unique(best).size < k:
+            import warnings
+
+            from sklearn.exceptions import ConvergenceWarning
+            warnings.warn(f"Number of distinct clusters ({np.unique(best).size}) found smaller than n_clusters "
+                          f"({k}). Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
+        return best
+
+
+def kmeans_labels(X, n_init: int = 10, seed: int = 0, ks=KMEANS_KS, threads: int = 1) -> list[np.ndarray]:
     """KMeans labels for each k in ``ks`` (k-means++, ``n_init`` restarts, seeded).
 
     ``algorithm='elkan'``: what sklearn 0.20's default ``'auto'`` ran on dense data (the
     original's setting); the same objective as Lloyd, and faster here.
 
-    Each fit gets its own copy of X (:func:`kmeans_input`) and runs with ``copy_x=False``:
-    scikit-learn would otherwise copy X itself and then centre the copy in place, the same
-    arithmetic on the same values, so the labels are those of
-    ``KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan").fit(X)``
-    bit for bit, with one copy of X per fit instead of two next to X (scikit-learn's copy
-    and its tolerance's temporary, see :func:`_kmeans_block_tolerance`). The copy is
-    centred in place and dropped after the fit, never reused: adding the mean back does not
-    restore X exactly.
+    The labels are those of ``KMeans(n_clusters=k, n_init=n_init, random_state=seed,
+    algorithm="elkan").fit(X)`` on one BLAS/OpenMP thread, bit for bit
+    (:meth:`CentredMatrix.labels`), with one copy of X for all the k's and restarts instead
+    of scikit-learn's two per fit (its copy and its tolerance's temporary); ``threads``
+    restarts run side by side on that copy (each on one thread: the same labels for any
+    ``threads``). The copy is centred in place and dropped at the end, never reused:
+    adding the mean back does not restore X exactly.
     """
-    shape = X.shape
-    labels = []
-    for k in ks:
-        if k > shape[0]:
-            continue
-        data = kmeans_input(X)
-        model = _kmeans_block_tolerance()(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan",
-                                          copy_x=False)
-        labels.append(model.fit(data).labels_)
-        del data, model
-    return labels
+    ks = [k for k in ks if k <= X.shape[0]]
+    if not ks:
+        return []
+    data = CentredMatrix(X)
+    return [data.labels(k, n_init, seed, threads) for k in ks]
 
 
 class MatrixFile:
@@ -544,7 +616,7 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
     return [cluster_part_one_thread(X, part, n_init, seed) for part in pool_parts(X.shape[0])]
 
 
-def part_memory(X, part) -> int:
+def part_memory(X, part, threads: int = 1) -> int:
     """Bytes a labelling of ``X`` (an array, or a :class:`MatrixFile`, read by the labelling)
     allocates beyond an in-memory ``X`` itself (for scheduling parts side by side).
 
@@ -556,7 +628,10 @@ def part_memory(X, part) -> int:
     route six ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per
     row (the candidate edges and their reduction). KMeans: the fit's own copy of ``X``
     (:func:`kmeans_input`), the tolerance's block of rows (:func:`column_variances`; all
-    of X for a single column) and about four ``(n, k)`` float64 arrays."""
+    of X for a single column) and, per restart running (``threads`` of them), two ``(n, k)``
+    and four ``(k, d)`` float64 arrays (Elkan's lower bounds and centres, the restart's
+    labels; measured about one ``(n, k)`` array and a few ``(k, d)`` ones, see
+    :meth:`CentredMatrix.restart`)."""
     n = int(X.shape[0])
     size = int(np.prod(X.shape))
     from_file = isinstance(X, MatrixFile)
@@ -574,7 +649,8 @@ def part_memory(X, part) -> int:
     item = 4 if X.dtype == np.float32 else 8
     row = item * int(np.prod(X.shape[1:]))
     tolerance = item * size if row == item else min(item * size, max(VARIANCE_BLOCK_BYTES, row))
-    return item * size + tolerance + 4 * 8 * n * int(part)
+    per_restart = 8 * int(part) * (2 * n + 4 * (row // item))
+    return item * size + tolerance + per_restart * max(1, int(threads))
 
 
 def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
@@ -583,24 +659,27 @@ def pool_parts(n_rows: int, ks=KMEANS_KS) -> list:
     return ["single"] + [k for k in ks if k <= n_rows]
 
 
-def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0) -> np.ndarray:
+def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0, threads: int = 1) -> np.ndarray:
     """One labelling of :func:`cluster_labels_one_thread`, on one BLAS/OpenMP thread:
     ``part == "single"`` gives the single-linkage labels, an int ``k`` KMeans' labels
     (the same calls, so the same labels bit for bit). ``X``: an array or a
-    :class:`MatrixFile` (read here, the same labels as the array it holds)."""
+    :class:`MatrixFile` (read here, the same labels as the array it holds). ``threads``:
+    KMeans restarts run side by side, each on one thread (the same labels)."""
     with one_thread():
         if part == "single":
             return single_linkage_fcluster(X if isinstance(X, MatrixFile) else np.asarray(X, dtype=np.float64), 1)
-        return kmeans_labels(X, n_init, seed, ks=(int(part),))[0]
+        return kmeans_labels(X, n_init, seed, ks=(int(part),), threads=threads)[0]
 
 
 def pool_part_task(mats, spec) -> tuple[np.ndarray, float]:
     """A task of phase 5 (:meth:`experiments.execution.Executor.map`): labelling
-    ``part`` of matrix ``i`` of the scattered ``mats`` for ``spec = (i, part, n_init, seed)``,
-    and its wall time in seconds; the same labels as :func:`cluster_part_one_thread`."""
+    ``part`` of matrix ``i`` of the scattered ``mats`` for ``spec = (i, part, n_init, seed,
+    threads)`` (``threads``: KMeans restarts side by side; 1 if left out), and its wall time
+    in seconds; the same labels as :func:`cluster_part_one_thread`."""
     import time
 
-    i, part, n_init, seed = spec
+    i, part, n_init, seed = spec[:4]
+    threads = spec[4] if len(spec) > 4 else 1
     t0 = time.perf_counter()
-    labels = cluster_part_one_thread(mats[i], part, n_init, seed)
+    labels = cluster_part_one_thread(mats[i], part, n_init, seed, threads)
     return labels, time.perf_counter() - t0

@@ -429,8 +429,9 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     (:func:`experiments.clustering.part_memory`; with ``max_memory`` (the run's
     ``--max-memory``) the labellings running together need at most the largest one's
     memory plus ``max_memory``, so two labellings of Fashion-MNIST's 3.45 GB gradients,
-    each with its own copy, never run side by side); otherwise one after the other. The
-    labels are the same either way, bit for bit. A matrix may be a
+    each with its own copy, never run side by side: such a KMeans runs its restarts side by
+    side instead, one per CPU, on its one copy); otherwise one after the other. The labels
+    are the same either way, bit for bit. A matrix may be a
     :class:`experiments.clustering.MatrixFile` (phase 5's gradients), read by each
     labelling when it starts.
 
@@ -464,8 +465,16 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
         side_by_side = parallel and min(M.shape[0] for M in mats) >= PARALLEL_MIN_ROWS
         memory = [clustering.part_memory(mats[i], p) for i, p in todo] if side_by_side else None
         budget = max(memory) + int(max_memory) if memory is not None and max_memory is not None else None
-        executor.map(clustering.pool_part_task, mats, [(i, p, n_init, KMEANS_SEED) for i, p in todo],
-                     "clustering pools", memory=memory, on_result=finish, memory_budget=budget)
+        threads = [1] * len(todo)
+        if budget is not None and not executor.distributed:
+            # A KMeans that the budget lets run beside no other of its size would leave CPUs
+            # idle: its restarts run side by side instead (on its one copy; the same labels).
+            threads = [execution.num_cpus() if p != "single" and 2 * m > budget else 1
+                       for (i, p), m in zip(todo, memory)]
+            memory = [clustering.part_memory(mats[i], p, t) for (i, p), t in zip(todo, threads)]
+        specs = [(i, p, n_init, KMEANS_SEED, t) for (i, p), t in zip(todo, threads)]
+        executor.map(clustering.pool_part_task, mats, specs, "clustering pools", memory=memory, on_result=finish,
+                     memory_budget=budget)
     return [[done[(i, p)] for p in parts[i]] for i in range(len(mats))]
 
 

@@ -253,7 +253,37 @@ def test_threaded_labellings_respect_the_memory_budget(monkeypatch):
     need = 8 * B.shape[0] * (B.shape[0] - 1) // 2
     assert clustering.part_memory(B, "single") > need
     assert clustering.part_memory(B.astype(np.float32), "single") == clustering.part_memory(B, "single") + B.nbytes
-    assert clustering.part_memory(B, 128) == 2 * B.nbytes + 4 * 8 * B.shape[0] * 128
+    per_restart = 8 * 128 * (2 * B.shape[0] + 4 * B.shape[1])
+    assert clustering.part_memory(B, 128) == 2 * B.nbytes + per_restart
+    assert clustering.part_memory(B, 128, threads=3) == 2 * B.nbytes + 3 * per_restart
+
+
+def test_a_kmeans_that_runs_alone_runs_its_restarts_side_by_side(monkeypatch):
+    """A KMeans that the budget lets run beside no other of its size runs its restarts one
+    per CPU (threads in its task's spec, counted in its memory); with room for two, each
+    keeps one thread; the single linkage always one; the labels equal the serial ones."""
+    from experiments import clustering
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
+    # 600 columns: each KMeans (its copy and tolerance block) needs more than half the
+    # single linkage's memory, the largest part.
+    B = np.random.RandomState(6).normal(0, 1, (si.PARALLEL_MIN_ROWS, 600))
+    assert all(2 * clustering.part_memory(B, k) > clustering.part_memory(B, "single")
+               for k in clustering.KMEANS_KS)
+    ser = si.cluster_labelings([B], n_init=2, parallel=False)
+    real = clustering.pool_part_task
+    for max_memory, want in ((0, 2), (10 ** 9, 1)):
+        specs = []
+
+        def spy(mats, spec, specs=specs):
+            specs.append(spec)
+            return real(mats, spec)
+
+        monkeypatch.setattr(clustering, "pool_part_task", spy)
+        thr = si.cluster_labelings([B], n_init=2, parallel=True, max_memory=max_memory)
+        assert all(np.array_equal(a, b) for a, b in zip(thr[0], ser[0]))
+        threads = {spec[1]: spec[4] for spec in specs}
+        assert threads.pop("single") == 1 and set(threads) == set(clustering.KMEANS_KS)
+        assert set(threads.values()) == {want}, (max_memory, threads)
 
 
 def test_labellings_side_by_side_need_at_most_the_largest_plus_max_memory(monkeypatch):

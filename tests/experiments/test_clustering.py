@@ -293,6 +293,64 @@ def test_kmeans_labels_leave_x_unchanged_and_depend_on_the_tolerance():
     assert not np.array_equal(got, loose)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k, n_init, seed", [(2, 3, 0), (5, 10, 7), (16, 4, 1), (64, 2, 3)])
+def test_restarts_side_by_side_equal_scikit_learns_fit(dtype, k, n_init, seed):
+    """CentredMatrix's restarts (from the RandomState states scikit-learn's loop reaches,
+    one or three at a time on one shared centred copy) give the labels of
+    ``KMeans(...).fit`` bit for bit, for both dtypes KMeans fits in; several k's share
+    one copy (kmeans_labels)."""
+    from sklearn.cluster import KMeans
+
+    X = _kmeans_data(n=1500, d=8, seed=seed).astype(dtype)
+    with clustering.one_thread():
+        want = KMeans(n_clusters=k, n_init=n_init, random_state=seed, algorithm="elkan").fit(X).labels_
+        other = KMeans(n_clusters=4, n_init=n_init, random_state=seed, algorithm="elkan").fit(X).labels_
+        data = clustering.CentredMatrix(X)
+        serial, side = data.labels(k, n_init, seed), data.labels(k, n_init, seed, threads=3)
+        both = clustering.kmeans_labels(X, n_init, seed, ks=(4, k), threads=2)
+    for got in (serial, side, both[1]):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert np.array_equal(both[0], other)
+
+
+def test_restart_states_are_checked_against_the_seeding():
+    """Each restart starts from the seed's state advanced by seeding_draws(k) per restart
+    before it; a wrong count is caught after the seeding, not turned into other labels."""
+    X = _kmeans_data(n=300, d=3)
+    data = clustering.CentredMatrix(X)
+    rs = np.random.RandomState(0)
+    from sklearn.cluster import kmeans_plusplus
+    kmeans_plusplus(data.X, 12, x_squared_norms=data.norms, random_state=rs)
+    ref = np.random.RandomState(0)
+    ref.random_sample(clustering.seeding_draws(12))
+    assert np.array_equal(rs.get_state()[1], ref.get_state()[1]) and rs.get_state()[2] == ref.get_state()[2]
+    real = clustering.seeding_draws
+    import unittest.mock as mock
+    with mock.patch.object(clustering, "seeding_draws", lambda k: real(k) + 1), pytest.raises(RuntimeError):
+        data.labels(12, 2, 0)
+
+
+@pytest.mark.parametrize("k, n_init", [(1, 2), (301, 2), (4, 0), (2.5, 1)])
+def test_centred_matrix_rejects_bad_settings(k, n_init):
+    data = clustering.CentredMatrix(_kmeans_data(n=300, d=3))
+    with pytest.raises(ValueError, match="k must be|n_init must be"):
+        data.labels(k, n_init, 0)
+
+
+def test_same_clustering_is_a_relabelling_test():
+    """Exhaustively on small label vectors: labels2 is a function of labels1 (scikit-learn's
+    definition), checked by brute force."""
+    import itertools
+
+    for a in itertools.product(range(3), repeat=4):
+        for b in itertools.product(range(3), repeat=4):
+            mapping, ok = {}, True
+            for x, y in zip(a, b):
+                ok = ok and mapping.setdefault(x, y) == y
+            assert clustering.same_clustering(np.array(a, np.int32), np.array(b, np.int32)) == ok
+
+
 def test_matrix_file_holds_the_matrix(tmp_path):
     X = np.arange(35.0).reshape(7, 5)
     M = clustering.MatrixFile.write(tmp_path / "m.tmp", X)
