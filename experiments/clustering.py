@@ -28,6 +28,8 @@ also be held in a file (:class:`MatrixFile`), read by each labelling when it sta
 from __future__ import annotations
 
 import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, inconsistent
@@ -490,8 +492,6 @@ class CentredMatrix:
             states.append(rs.get_state())
             rs.random_sample(seeding_draws(k))
         if threads > 1 and n_init > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             with ThreadPoolExecutor(max_workers=min(int(threads), n_init)) as pool:
                 runs = list(pool.map(lambda r: self.restart(k, states[r]), range(n_init)))
         else:
@@ -504,8 +504,6 @@ class CentredMatrix:
             if best is None or (inertia < best_inertia and not same_clustering(labels, best)):
                 best, best_inertia = labels, inertia
         if np.unique(best).size < k:
-            import warnings
-
             from sklearn.exceptions import ConvergenceWarning
             warnings.warn(f"Number of distinct clusters ({np.unique(best).size}) found smaller than n_clusters "
                           f"({k}). Possibly due to duplicate points in X.", ConvergenceWarning, stacklevel=2)
