@@ -200,9 +200,11 @@ def test_continuous_batching_equals_one_batch_and_refills_slots(slots, budget_gr
     assert_close(r.thetas, whole.thetas, RTOL_TWO_PATHS)
     assert_close(r.first_steps, whole.first_steps, RTOL_TWO_PATHS)
     assert_close(r.grad_tols, whole.grad_tols, RTOL_TWO_PATHS)
-    # Occupancy: every group's iterations were spent in some loop iteration, never more
-    # than `slots` at once; while groups waited (no budget), every slot was busy.
-    assert r.occupancy.sum() == whole.occupancy.sum() and r.occupancy.max() <= slots
+    # Occupancy: every group's iterations were spent in some loop iteration (a group whose
+    # CG run goes on is busy in loop iterations without a step: DowndateChord resumes CG
+    # runs), never more than `slots` at once; while groups waited (no budget), every slot
+    # was busy.
+    assert r.occupancy.sum() >= r.iterations.sum() and r.occupancy.max() <= slots
     if budget is None:
         # Until the last group is admitted every slot is busy; it then runs at most
         # max(iterations) loop iterations, so only those can be short of groups.
