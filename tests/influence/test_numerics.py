@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from influence.logistic_regression import LogisticRegression
 from influence.numerics import (
-    PCGRows,
     NotPositiveDefiniteError,
+    PCGRows,
     cholesky_factors,
     conjugate_gradient,
     densify,
