@@ -67,7 +67,7 @@ class RefitResult:
     hvps: np.ndarray | None = None  # Hessian-vector products spent in CG
     history: list | None = None     # gradient norms (B,) after each accepted iteration
     stalled: np.ndarray | None = None  # bool: stopped at the floating-point floor
-    occupancy: np.ndarray | None = None  # problems iterated in each loop iteration (batch occupancy)
+    occupancy: np.ndarray | None = None  # problems iterated (or pending) in each loop iteration (batch occupancy)
 
     @classmethod
     def empty(cls, d: int) -> "RefitResult":
@@ -937,7 +937,8 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
     its weight column, start row and certificate, so the batch stays full while problems
     wait, and the result has one row per problem of the queue. Every problem takes the
     steps it would take alone (only the rounding of the batched products can differ).
-    ``occupancy`` in the result counts the problems iterated in each loop iteration.
+    ``occupancy`` in the result counts the problems iterated in each loop iteration (those
+    still in a CG run that resumes later, :meth:`NewtonStrategy.pending`, included).
     """
     if queue is not None and (polish_steps or history):
         raise ValueError("a queue of problems (continuous batching) takes neither polish_steps nor history")
