@@ -886,10 +886,11 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         G_S = gi.group_gradient_sums(groups, np.asarray(self.R["train_grad_loss"]))
         res = {}
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        out = tasks.newton_groups(self.executor, infl, groups, G_S,
-                                      spectrum=explicit and not self.config["skip_hessian_spectrum"],
-                                      preconditioner=self._local_preconditioner(explicit),
-                                      progress=self.progress)
+        # The spectra are kept only in the phase file (the summary of a master-only run
+        # leaves them out, and so do its figures): a master-only run does not compute them.
+        spectrum = explicit and not self.config["skip_hessian_spectrum"] and not self.config.get("master_only")
+        out = tasks.newton_groups(self.executor, infl, groups, G_S, spectrum=spectrum,
+                                  preconditioner=self._local_preconditioner(explicit), progress=self.progress)
         Q = out["newton_dparam"]
         if "spectrum" in out:
             res["subset_hessian_spectrum"] = out["spectrum"].astype(np.complex128)

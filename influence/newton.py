@@ -25,6 +25,7 @@ from influence.numerics import (
     ConvergenceWarning,
     NotPositiveDefiniteError,
     PCGResult,
+    PCGRows,
     cholesky_factors,
     one_blas_thread,
     preconditioned_cg_rows,
@@ -66,7 +67,7 @@ class RefitResult:
     hvps: np.ndarray | None = None  # Hessian-vector products spent in CG
     history: list | None = None     # gradient norms (B,) after each accepted iteration
     stalled: np.ndarray | None = None  # bool: stopped at the floating-point floor
-    occupancy: np.ndarray | None = None  # problems iterated in each loop iteration (batch occupancy)
+    occupancy: np.ndarray | None = None  # problems iterated (or pending) in each loop iteration (batch occupancy)
 
     @classmethod
     def empty(cls, d: int) -> "RefitResult":
@@ -328,6 +329,11 @@ class NewtonStrategy:
     def directions(self, objective, Theta, G, gnorm, active):
         raise NotImplementedError
 
+    def pending(self, B: int) -> np.ndarray:
+        """The problems whose direction :meth:`directions` has not finished (they take no
+        step this iteration and keep their iterate, iteration count and age)."""
+        return np.zeros(B, dtype=bool)
+
     def rejected(self, active, good) -> np.ndarray:
         return active & ~good
 
@@ -544,7 +550,19 @@ class Chord(NewtonStrategy):
     then CG on the exact Hessian preconditioned by it; when those are slow too, fail, or a
     step fails with a stale matrix, a fresh Hessian (:meth:`refresh`). Subclasses hold and
     solve the chord matrix (:meth:`chord_steps`, :meth:`preconditioner`, :meth:`refresh`).
+
+    ``resume_cg``: the CG runs of the CG-mode problems are not held to the slowest of them.
+    They keep their state between loop iterations (:class:`~influence.numerics.PCGRows`):
+    once fewer than half of the rows a call began with are still iterating, those rows
+    are left :meth:`pending` and resume in the next call beside the problems that start
+    CG then, so every preconditioner call carries more rows. Each problem's direction is
+    the same CG solve as without (only the rounding of the batched products differs).
     """
+
+    resume_cg = False
+    # The relative residual of a CG step, min(0.1, forcing(||grad|| / scale)): sqrt gives
+    # locally quadratic convergence.
+    forcing = staticmethod(np.sqrt)
 
     def __init__(self, reuse_factor: float = 0.25, cg_maxiter: int = 20, float32_preconditioner: bool | None = None):
         self.reuse_factor, self.cg_maxiter = reuse_factor, cg_maxiter
@@ -559,11 +577,15 @@ class Chord(NewtonStrategy):
         self.cg_mode = np.zeros(B, dtype=bool)  # next step by CG preconditioned by the chord matrix
         self.cg_failed = np.zeros(B, dtype=bool)
         self.retry = np.zeros(B, dtype=bool)
+        self.waiting = np.zeros(B, dtype=bool)  # CG-mode problems whose CG run goes on
+        self.cg = PCGRows(B, objective.spec.num_params) if self.resume_cg else None
 
     def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
         super().admit(objective, Theta, G, gnorm, slots, problems, scale)
         self.fresh[slots] = True
-        self.cg_mode[slots] = self.cg_failed[slots] = self.retry[slots] = False
+        self.cg_mode[slots] = self.cg_failed[slots] = self.retry[slots] = self.waiting[slots] = False
+        if self.cg is not None:
+            self.cg.owner[slots] = -1
 
     def chord_steps(self, objective, G, rows: np.ndarray) -> tf.Tensor:
         """(B, d) steps whose rows ``rows`` are the chord solves of G's (others arbitrary)."""
@@ -585,14 +607,54 @@ class Chord(NewtonStrategy):
         """CG-mode problems that call for a fresh Hessian after an accepted step."""
         return self.cg_failed
 
+    def pending(self, B: int) -> np.ndarray:
+        return self.waiting
+
+    def _cg_eta(self, gnorm, rows):
+        return np.maximum(np.minimum(0.1, self.forcing(gnorm[rows] / self.scale[rows])), 1e-15)  # relative residual
+
+    def _resumed_cg(self, objective, Theta, G, gnorm, cgr):
+        """The CG directions of the CG-mode problems ``cgr`` that finish in this call
+        (``resume_cg``); returns (their rows, steps (len, d) NumPy, iterations, converged)
+        and marks the others :meth:`pending`."""
+        cg, B = self.cg, objective.B
+        cg.owner[np.setdiff1d(np.flatnonzero(cg.owner >= 0), cgr)] = -1  # left the CG mode meanwhile
+        precond = self.preconditioner(np.arange(B))
+        new = cgr[cg.owner[cgr] < 0]
+        cg.start(new, new, tf.gather(G, new).numpy(), self._cg_eta(gnorm, new), precond)
+        curv = objective.curvature(Theta)
+
+        def matvec(V, rows):
+            return objective.hvp(curv, V, rows)
+        began = None
+        while True:
+            stopped = np.isin(cgr, cg.finished(self.cg_maxiter))
+            going = cgr[~stopped]
+            began = going.size if began is None else began
+            if going.size == 0 or (stopped.any() and 2 * going.size < began):
+                break
+            cg.step(going, matvec, precond)
+        done = cgr[stopped]
+        X, its, _, conv = cg.release(done)
+        self.waiting = np.zeros(B, dtype=bool)
+        self.waiting[going] = True
+        return done, X, its, conv
+
     def directions(self, objective, Theta, G, gnorm, active):
         step = self.chord_steps(objective, G, np.flatnonzero(active & ~self.cg_mode))
         cgr = np.flatnonzero(active & self.cg_mode)
         self.cg_failed = np.zeros(objective.B, dtype=bool)
-        if cgr.size:
-            eta = np.maximum(np.minimum(0.1, np.sqrt(gnorm[cgr] / self.scale[cgr])), 1e-15)  # relative residual
+        self.waiting = np.zeros(objective.B, dtype=bool)
+        if cgr.size and self.cg is not None:
+            done, X, its, conv = self._resumed_cg(objective, Theta, G, gnorm, cgr)
+            if done.size:
+                step = tf.tensor_scatter_nd_update(step, done[:, None],
+                                                   _project_rows(tf.constant(X, dtype=step.dtype), objective.spec))
+            self.hvps[done] += its
+            self.cg_failed[done[~conv]] = True
+        elif cgr.size:
             step_c, res = cg_directions(objective.columns(cgr), tf.gather(Theta, cgr), tf.gather(G, cgr).numpy(),
-                                        self.preconditioner(cgr), eta, self.cg_maxiter)
+                                        self.preconditioner(cgr), self._cg_eta(gnorm, cgr), self.cg_maxiter)
             step = tf.tensor_scatter_nd_update(step, cgr[:, None], step_c)
             self.hvps[cgr] += res.iterations
             self.cg_failed[cgr[~res.converged]] = True
@@ -690,6 +752,12 @@ class DowndateChord(Chord):
     :class:`ChordNewton` uses its factors (rare: the chord matrix is the exact Hessian at
     the start).
     """
+
+    resume_cg = True  # a preconditioner call streams all of H^{-1}: the more rows, the better
+    # Each CG iteration costs a Woodbury chord solve, so CG solves less tightly far from the
+    # optimum: the fourth root (superlinear convergence of order 5/4 instead of 2) trades a
+    # few more Newton iterations for fewer CG iterations (docs/performance.md).
+    forcing = staticmethod(lambda r: np.sqrt(np.sqrt(r)))
 
     def __init__(self, downdates, reuse_factor: float = 0.25, cg_maxiter: int = 20,
                  float32_preconditioner: bool | None = None):
@@ -862,7 +930,8 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
     its weight column, start row and certificate, so the batch stays full while problems
     wait, and the result has one row per problem of the queue. Every problem takes the
     steps it would take alone (only the rounding of the batched products can differ).
-    ``occupancy`` in the result counts the problems iterated in each loop iteration.
+    ``occupancy`` in the result counts the problems iterated in each loop iteration (those
+    still in a CG run that resumes later, :meth:`NewtonStrategy.pending`, included).
     """
     if queue is not None and (polish_steps or history):
         raise ValueError("a queue of problems (continuous batching) takes neither polish_steps nor history")
@@ -903,6 +972,8 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
             break
         occupancy.append(int(active.sum()))
         step = strategy.directions(objective, Theta, G, gnorm, active)
+        pending = strategy.pending(B)
+        active = active & ~pending
         cand, G_c, n_c, good, t = strategy.search(objective, Theta, G, gnorm, step, active)
         stalled |= strategy.rejected(active, good)
         first = active & (age == 0)
@@ -912,7 +983,7 @@ def newton_loop(objective: LogisticObjective, Theta, tols, strategy: NewtonStrat
         ratio = n_c / np.maximum(gnorm, 1e-300)
         Theta, G, gnorm = _move(good, cand, G_c, n_c, Theta, G, gnorm, iters, hist)
         strategy.update(objective, Theta, active, good, ratio, t, gnorm, tols)
-        age += 1
+        age += ~pending
     if queue is not None:
         return slots.result(occupancy)
     polishing = gnorm <= tols

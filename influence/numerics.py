@@ -245,6 +245,78 @@ class PCGResult:
     converged: np.ndarray     # bool per row
 
 
+class PCGRows:
+    """Preconditioned CG on rows held in ``width`` numbered slots, each row with its own
+    symmetric positive-definite operator ``A_j`` (``j`` the row's owner): rows start in free
+    slots (:meth:`start`), advance together by one batched operator product and one
+    batched preconditioner call per :meth:`step`, and keep their state between calls, so a
+    caller may pause a row and resume it later with other rows beside it.
+
+    ``matvec(V, owners)`` returns ``A_j V[k]`` and ``precond(R, owners)`` a fixed SPD
+    approximation of ``A_j^{-1}`` applied to ``R[k]``, for ``j = owners[k]``. A row stops
+    (:meth:`finished`) when ``||b - A x|| <= rtol ||b||``, when it breaks down (non-positive
+    curvature: the operator is not SPD in floating point; it is left where it was and
+    reported as not converged) or after ``maxiter`` iterations.
+    """
+
+    def __init__(self, width: int, d: int):
+        self.owner = np.full(width, -1, dtype=np.int64)  # the row each slot holds (-1: empty)
+        self.X, self.R, self.Z, self.P = (np.zeros((width, d)) for _ in range(4))
+        self.rz, self.bnorm, self.target, self.rnorm = (np.zeros(width) for _ in range(4))
+        self.its = np.zeros(width, dtype=np.int64)
+        self.broken = np.zeros(width, dtype=bool)
+
+    def start(self, slots: np.ndarray, owners: np.ndarray, B: np.ndarray, rtol: np.ndarray, precond) -> None:
+        """Rows ``B`` (len(slots), d) of the owners ``owners`` start from zero in ``slots``
+        (one preconditioner call for all of them)."""
+        if not len(slots):
+            return
+        self.owner[slots] = owners
+        self.R[slots] = B
+        self.X[slots] = 0.0
+        self.Z[slots] = precond(self.R[slots], owners)
+        self.P[slots] = self.Z[slots]
+        self.rz[slots] = np.einsum("ij,ij->i", self.R[slots], self.Z[slots])
+        self.bnorm[slots] = np.linalg.norm(self.R[slots], axis=1)
+        self.target[slots] = rtol * np.where(self.bnorm[slots] > 0, self.bnorm[slots], 1.0)
+        self.rnorm[slots] = self.bnorm[slots]
+        self.its[slots] = 0
+        self.broken[slots] = False
+
+    def finished(self, maxiter: int) -> np.ndarray:
+        """The occupied slots whose rows have stopped (converged, broken down or at ``maxiter``)."""
+        return np.flatnonzero((self.owner >= 0) & ((self.rnorm <= self.target) | self.broken | (self.its >= maxiter)))
+
+    def release(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Empty ``slots``; returns their rows' (solutions, iterations, relative residuals,
+        converged)."""
+        out = (self.X[slots].copy(), self.its[slots].copy(),
+               self.rnorm[slots] / np.where(self.bnorm[slots] > 0, self.bnorm[slots], 1.0),
+               (self.rnorm[slots] <= self.target[slots]) & ~self.broken[slots])
+        self.owner[slots] = -1
+        return out
+
+    def step(self, active: np.ndarray, matvec, precond) -> None:
+        """One CG iteration of the rows in the slots ``active``."""
+        rows = self.owner[active]
+        Pa = self.P[active]
+        AP = matvec(Pa, rows)
+        pAp = np.einsum("ij,ij->i", Pa, AP)
+        alpha = self.rz[active] / np.where(pAp > 0, pAp, np.inf)
+        self.X[active] += alpha[:, None] * Pa
+        Ra = self.R[active] - alpha[:, None] * AP
+        Za = precond(Ra, rows)
+        rz_new = np.einsum("ij,ij->i", Ra, Za)
+        beta = rz_new / np.where(self.rz[active] > 0, self.rz[active], np.inf)
+        self.P[active] = Za + beta[:, None] * Pa
+        self.R[active] = Ra
+        self.rz[active] = rz_new
+        self.rnorm[active] = np.linalg.norm(Ra, axis=1)
+        self.its[active] += 1
+        # Non-positive curvature: the row stops where it is (alpha = 0 left it unchanged).
+        self.broken[active[~(pAp > 0)]] = True
+
+
 def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray], B: np.ndarray,
                            precond: Callable[[np.ndarray, np.ndarray], np.ndarray], rtol,
                            maxiter: int, width: int | None = None) -> PCGResult:
@@ -256,10 +328,10 @@ def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray
     ``||b_j - A_j x_j|| <= rtol_j ||b_j||`` drop out of the product. ``precond(R, rows)``
     applies a fixed SPD approximation of ``A_j^{-1}`` (``j = rows[k]``) to the rows of R.
 
-    ``width``: at most this many rows iterate together (their work arrays: three (width,
-    d)); a row that converges, breaks down or reaches ``maxiter`` frees its slot, which the
-    next rows fill at once, with one preconditioner call for all of them (continuous
-    batching). None: all rows together.
+    ``width``: at most this many rows iterate together (:class:`PCGRows`, their work
+    arrays: four (width, d)); a row that converges, breaks down or reaches ``maxiter``
+    frees its slot, which the next rows fill at once, with one preconditioner call for all
+    of them (continuous batching). None: all rows together.
     """
     B = np.asarray(B, dtype=np.float64)
     b, d = B.shape
@@ -269,60 +341,24 @@ def preconditioned_cg_rows(matvec: Callable[[np.ndarray, np.ndarray], np.ndarray
     its = np.zeros(b, dtype=np.int64)
     rel = np.zeros(b)
     converged = np.zeros(b, dtype=bool)
-    # Per slot: the row it holds (-1: empty) and that row's CG state.
-    slot = np.full(width, -1, dtype=np.int64)
-    Xs, R, Z, P = (np.zeros((width, d)) for _ in range(4))
-    rz, bnorm, target, rnorm = (np.zeros(width) for _ in range(4))
-    its_s = np.zeros(width, dtype=np.int64)
-    broken = np.zeros(width, dtype=bool)
+    cg = PCGRows(width, d)
     queued = 0
 
     def fill(free: np.ndarray) -> int:
         take = free[:max(0, min(len(free), b - queued))]
         rows = np.arange(queued, queued + len(take))
-        if len(take):
-            slot[take] = rows
-            R[take] = B[rows]
-            Xs[take] = 0.0
-            Z[take] = precond(R[take], rows)
-            P[take] = Z[take]
-            rz[take] = np.einsum("ij,ij->i", R[take], Z[take])
-            bnorm[take] = np.linalg.norm(R[take], axis=1)
-            target[take] = rtol[rows] * np.where(bnorm[take] > 0, bnorm[take], 1.0)
-            rnorm[take] = bnorm[take]
-            its_s[take] = 0
-            broken[take] = False
+        cg.start(take, rows, B[rows], rtol[rows], precond)
         return len(take)
 
     queued += fill(np.arange(width))
     while True:
-        done = np.flatnonzero((slot >= 0) & ((rnorm <= target) | broken | (its_s >= maxiter)))
+        done = cg.finished(maxiter)
         if done.size:
-            rows = slot[done]
-            X[rows], its[rows] = Xs[done], its_s[done]
-            rel[rows] = rnorm[done] / np.where(bnorm[done] > 0, bnorm[done], 1.0)
-            converged[rows] = (rnorm[done] <= target[done]) & ~broken[done]
-            slot[done] = -1
+            rows = cg.owner[done]
+            X[rows], its[rows], rel[rows], converged[rows] = cg.release(done)
             queued += fill(done)
-        active = np.flatnonzero(slot >= 0)
+        active = np.flatnonzero(cg.owner >= 0)
         if active.size == 0:
             break
-        rows = slot[active]
-        Pa = P[active]
-        AP = matvec(Pa, rows)
-        pAp = np.einsum("ij,ij->i", Pa, AP)
-        alpha = rz[active] / np.where(pAp > 0, pAp, np.inf)
-        Xs[active] += alpha[:, None] * Pa
-        Ra = R[active] - alpha[:, None] * AP
-        Za = precond(Ra, rows)
-        rz_new = np.einsum("ij,ij->i", Ra, Za)
-        beta = rz_new / np.where(rz[active] > 0, rz[active], np.inf)
-        P[active] = Za + beta[:, None] * Pa
-        R[active] = Ra
-        rz[active] = rz_new
-        rnorm[active] = np.linalg.norm(Ra, axis=1)
-        its_s[active] += 1
-        # Non-positive curvature: the operator is not SPD in floating point. The row stops
-        # where it is (alpha = 0 left it unchanged) and is reported as not converged.
-        broken[active[~(pAp > 0)]] = True
+        cg.step(active, matvec, precond)
     return PCGResult(X, its, rel, converged)

@@ -376,6 +376,18 @@ def test_resume_after_interruption_gives_identical_results(binary_run, tmp_path,
         SubsetInfluenceLogreg(dict(cfg, inverse_vp_method="lu"), out_dir=tmp_path).check_config()
 
 
+def test_master_only_run_skips_the_spectra_it_would_not_keep(binary_run, tmp_path):
+    """A master-only run keeps only the summary, which leaves the spectra out: it does not
+    compute them, and its Newton changes and summary keys equal the full run's."""
+    cfg = dict(binary_run.config, master_only=True)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    R = exp.run_from_cli(no_intermediate_results=True)
+    assert "subset_hessian_spectrum" in binary_run.R and "subset_hessian_spectrum" not in R
+    assert "subset_hessian_spectrum" not in SUMMARY_KEYS + EXTRA_SUMMARY_KEYS
+    for key in ("subset_newton_dparam", "subset_self_newton_infl", "subset_fixed_test_newton_infl"):
+        assert_close(R[key], binary_run.R[key], RTOL_TWO_PATHS, what=key)
+
+
 def test_script_master_only_summary(tmp_path):
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "subsets_infl_logreg.py"), "--dataset-id",
            "synthetic_binary", "--subset-choice-type", "range", "--num-subsets", "3",

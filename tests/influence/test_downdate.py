@@ -15,7 +15,7 @@ from influence import groups as G
 from influence.downdate import DowndateBasis, GroupDowndates, sparse_if_sparse
 from influence.logistic_regression import LogisticRegression
 from influence.memory import downdate_bytes_per_group
-from influence.newton import ProblemQueue
+from influence.newton import DowndateChord, ProblemQueue
 from influence.objective import LogisticObjective
 from influence.refit import downdate_basis, refit_chunk_downdate
 from tests.conftest import RTOL_TWO_PATHS, assert_close
@@ -192,7 +192,7 @@ def test_continuous_batching_equals_one_batch_and_refills_slots(slots, budget_gr
     budget = None if budget_groups is None else budget_groups * downdate_bytes_per_group(90, m.num_params, 40)
     whole, r = refit_in_one_batch_and_in_slots(
         lambda *a, **kw: refit_chunk_downdate(*a, basis, **kw), (m.spec, theta, Xt, yt, s, lam), groups, slots,
-        ("hvps", "hessians"), max_memory=budget)
+        ("hvps", "hessians"), pending=True, max_memory=budget)
     assert whole.occupancy[0] == len(groups)
     assert_close(r.first_steps, whole.first_steps, RTOL_TWO_PATHS)
     if budget is None:  # while groups waited, every slot was busy
@@ -224,3 +224,35 @@ def test_hessian_diagonals_equal_the_dense_hessians_diagonals():
         obj = LogisticObjective.without_groups(m.spec, Xt, yt, s, l2, groups, Xa_sparse=Xa_sparse)
         want = np.diagonal(obj.hessians(Theta, method="matmul").numpy(), axis1=1, axis2=2)
         assert_close(obj.hessian_diagonals(Theta), want, RTOL_TWO_PATHS)
+
+
+def test_resumed_cg_runs_give_the_refits_of_cg_runs_held_to_the_slowest(monkeypatch):
+    """DowndateChord's CG-mode problems whose CG run is unfinished when most of the call's
+    rows are done wait for the next loop iteration (``resume_cg``): the same directions,
+    hence the same iterations, products and certified optima as CG runs that all finish
+    within their loop iteration, and the optima are scikit-learn's."""
+    m, X, y, lam, groups = sparse_problem(seed=3)
+    groups = groups + [np.arange(k, 90, 5) for k in range(4)]
+    theta = m.get_params_flat()
+    Xt, yt, s = m.design((X, y))
+    basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
+    # reuse_factor 0: every problem takes CG steps after its first chord step.
+    common = dict(rtol=1e-12, reuse_factor=0.0, slots=5)
+    products = []  # rows of every Hessian-vector product: a resumed run does no CG iteration twice
+    hvp = LogisticObjective.hvp
+    monkeypatch.setattr(LogisticObjective, "hvp", lambda self, curv, V, rows=None: (
+        products.append(len(V)), hvp(self, curv, V, rows))[1])
+    resumed = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, **common)
+    assert sum(products) == resumed.hvps.sum()
+    monkeypatch.setattr(DowndateChord, "resume_cg", False)
+    held = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, **common)
+    assert resumed.converged.all() and held.converged.all() and (held.hvps > 0).all()
+    for name in ("iterations", "hvps", "hessians"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(held, name), err_msg=name)
+    assert_close(resumed.thetas, held.thetas, RTOL_TWO_PATHS)
+    # Some problem waited: busy in loop iterations without a step.
+    assert resumed.occupancy.sum() > held.occupancy.sum()
+    for g, th in zip(groups, resumed.thetas):
+        keep = np.setdiff1d(np.arange(len(y)), g)
+        sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])
+        assert_close(th, np.concatenate([sk.coef_[0], sk.intercept_]), 1e-8)

@@ -10,11 +10,13 @@ import tensorflow as tf
 from influence.logistic_regression import LogisticRegression
 from influence.numerics import (
     NotPositiveDefiniteError,
+    PCGRows,
     cholesky_factors,
     conjugate_gradient,
     densify,
     in_float32,
     inverse_vp,
+    preconditioned_cg_rows,
     spd_factor,
     spd_solve,
     tf_dtype,
@@ -202,3 +204,50 @@ def test_dtype_and_array_helpers():
     assert np.array_equal(to_numpy(tf.constant([1.0, 2.0]), np.float32), np.array([1.0, 2.0], dtype=np.float32))
     x, labels = xy((S, [[1], [0], [1], [0], [1], [1]]))
     assert x is S and labels.shape == (6,)
+
+
+def test_pcg_rows_paused_and_resumed_equal_the_direct_solves():
+    """Rows of PCGRows that start at different times and pause while others iterate reach
+    the direct solutions, in the iterations of runs that were never paused."""
+    rng = np.random.RandomState(1)
+    d, b = 12, 4
+    A = []
+    for j in range(b):
+        Q = rng.randn(d, d)
+        A.append(Q @ Q.T + (1 + j) * np.eye(d))
+    A = np.array(A)
+    Bm = rng.randn(b, d)
+
+    def matvec(V, rows):
+        return np.einsum("kij,kj->ki", A[rows], V)
+
+    def precond(R, rows):
+        return R / np.einsum("kii->ki", A[rows])  # Jacobi
+
+    cg = PCGRows(3, d)
+    cg.start(np.array([0, 1]), np.array([0, 1]), Bm[:2], np.full(2, 1e-12), precond)
+    for _ in range(2):
+        cg.step(np.array([0, 1]), matvec, precond)
+    for _ in range(3):  # row 1 pauses, row 0 goes on
+        cg.step(np.array([0]), matvec, precond)
+    cg.start(np.array([2]), np.array([3]), Bm[3:4], np.full(1, 1e-12), precond)
+    x, its = np.zeros((b, d)), np.zeros(b, dtype=np.int64)
+    waiting = True  # row 2 takes the first slot that frees up
+    while True:
+        done = cg.finished(500)
+        if done.size:
+            rows = cg.owner[done]
+            x[rows], its[rows], rel, conv = cg.release(done)
+            assert conv.all() and (rel <= 1e-12).all()
+            if waiting:
+                cg.start(done[:1], np.array([2]), Bm[2:3], np.full(1, 1e-12), precond)
+                waiting = False
+        going = np.flatnonzero(cg.owner >= 0)
+        if going.size == 0:
+            break
+        cg.step(going, matvec, precond)
+    assert (its > 0).all()
+    want = np.linalg.solve(A, Bm[:, :, None])[:, :, 0]
+    assert_close(x, want, RTOL_CG, what="paused and resumed CG vs direct solves")
+    whole = preconditioned_cg_rows(matvec, Bm, precond, 1e-12, 500)
+    np.testing.assert_array_equal(its, whole.iterations)
