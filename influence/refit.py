@@ -176,21 +176,10 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
     if split is not None:
         return split
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np)
-    # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched; for
-    # multinomial models a chord matrix by class blocks, a quarter of the flops).
-    Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat, chord=True), spec)
+    # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched).
+    Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
     strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
-    return _refit(batch, Theta, scale, rtol, strategy, max_iter, G0=_start_gradients(batch, theta_hat, groups))
-
-
-def _start_gradients(batch: LogisticObjective, theta_hat, groups) -> tf.Tensor:
-    """The gradients of the reduced problems at ``theta_hat``, (B, d): the full objective's
-    gradient there (one column) minus each group's own (its rows only), instead of a pass
-    over the design with B columns."""
-    full = LogisticObjective(batch.spec, batch.Xa, batch.y, batch.s_base, batch.l2).gradient(theta_hat[None])
-    own = tf.concat([_group_objective(batch.spec, batch.Xa, batch.y, batch.s_base, idx).gradient(theta_hat[None])
-                     for idx in groups], axis=0)
-    return full - own
+    return _refit(batch, Theta, scale, rtol, strategy, max_iter)
 
 
 def downdate_basis(spec: ModelSpec, theta_hat, Xa, s_base, hessian_hat=None, l2_reg=None) -> DowndateBasis:
