@@ -53,8 +53,20 @@ FIT_METHODS = ("auto", "newton", "newton_cg")
 COLD_PATH_STEPS = 2
 
 
-# Designs kept by LogisticRegression.design besides the newest one, in bytes at most.
+# Small designs kept by LogisticRegression.design besides the newest one, in bytes at
+# most; a design tensor above this size is large (one large design is kept apart).
 CACHE_MAX_BYTES = 2 ** 29
+
+
+def _entry_bytes(entry) -> int:
+    """Bytes of the tensors of one entry of :meth:`LogisticRegression.design`'s cache."""
+    return sum(int(np.prod(t.shape)) * t.dtype.size for t in entry[2])
+
+
+def _is_large(entry) -> bool:
+    """Whether a cached design tensor is large (above :data:`CACHE_MAX_BYTES`)."""
+    Xa = entry[2][0]
+    return int(np.prod(Xa.shape)) * Xa.dtype.size > CACHE_MAX_BYTES
 
 
 # The original release's default_config keys that this implementation does not read: its
@@ -154,10 +166,16 @@ class LogisticRegression:
         """The engine's inputs on ``ds``: ``(Xa, y, s)`` tensors in the model's dtype, the
         design with its intercept column, the labels and the sample weights (ones when None),
         as the batched functions of :mod:`influence.refit` and :mod:`influence.groups` take them.
-        The last few designs are kept (by the identity of ``x`` and ``labels``)."""
+
+        The last few designs are kept (by the identity of ``x`` and ``labels``): the newest
+        large one (above :data:`CACHE_MAX_BYTES`, e.g. a large training set) until another
+        large one is made, so that evaluations on small sets (test sets, row chunks) never
+        make it again, and besides it up to three older small ones within
+        :data:`CACHE_MAX_BYTES` in all. A new large design replaces the kept one: that is
+        dropped before the new one is made, so two large designs are never kept at once
+        (cross-validation on fold copies of a large design)."""
         x, labels = xy(ds)
-        key = (id(x), id(labels))
-        hit = next((t for (k, ref, t) in self._cache if k == key and ref[0] is x and ref[1] is labels), None)
+        hit = self._cached_design(x, labels)
         if hit is None:
             if labels.size and not np.all(np.isin(np.unique(labels), np.arange(self.spec.num_classes))):
                 raise ValueError(f"labels must be integers in [0, {self.spec.num_classes - 1}]; "
@@ -165,19 +183,25 @@ class LogisticRegression:
             Xd = densify(x)
             if Xd.shape[1] != self.spec.input_dim:
                 raise ValueError(f"x must have input_dim={self.spec.input_dim} columns; got {Xd.shape[1]}")
+            large = Xd.shape[0] * self.spec.ext_dim * self.dtype.size > CACHE_MAX_BYTES
+            if large:
+                self._cache = [entry for entry in self._cache if not _is_large(entry)]
             Xa = augmented_design(Xd, self.spec, self.dtype)
             y = tf.constant(labels, dtype=self.dtype if self.spec.binary else tf.int32)
             hit = (Xa, y)
-            # The last few designs (a fit, then evaluations on train and test), but not
-            # several large ones: cross-validation makes new fold arrays for every fold,
-            # and kept folds of a large design would fill the memory.
-            kept, total = [], 0
-            for entry in self._cache[:3]:
-                total += sum(int(np.prod(t.shape)) * t.dtype.size for t in entry[2])
-                if total > CACHE_MAX_BYTES:
-                    break
-                kept.append(entry)
-            self._cache = [(key, (x, labels), hit)] + kept
+            kept, small, total, full, large_kept = [], 0, 0, False, large
+            for entry in self._cache:  # newest first
+                if _is_large(entry):
+                    if not large_kept:
+                        kept.append(entry)
+                        large_kept = True
+                    continue
+                total += _entry_bytes(entry)
+                small += 1
+                full = full or total > CACHE_MAX_BYTES or small > 3
+                if not full:
+                    kept.append(entry)
+            self._cache = [((id(x), id(labels)), (x, labels), hit)] + kept
         Xa, y = hit
         n = int(Xa.shape[0])
         if sample_weights is None:
@@ -190,6 +214,11 @@ class LogisticRegression:
                 raise ValueError("sample_weights must be finite and >= 0")
             s = tf.constant(s_np, dtype=self.dtype)
         return Xa, y, s
+
+    def _cached_design(self, x, labels):
+        """The kept ``(Xa, y)`` tensors of ``x`` and ``labels`` (the same objects), or None."""
+        key = (id(x), id(labels))
+        return next((t for (k, ref, t) in self._cache if k == key and ref[0] is x and ref[1] is labels), None)
 
     @property
     def cached_inputs(self) -> list:
@@ -407,7 +436,12 @@ class LogisticRegression:
         x, labels = xy(ds)
         if len(labels) == 0:
             return float("nan")
-        return float(np.mean(np.argmax(self.get_predictions(x), axis=1) == labels))
+        hit = self._cached_design(x, labels)
+        if hit is None:
+            probabilities = self.get_predictions(x)
+        else:  # the kept design (e.g. the training set's): no second copy of a large one
+            probabilities = self._out(LogisticObjective(self.spec, hit[0]).probabilities(self._theta()[None])[:, 0])
+        return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
     # ------------------------------------------------------------ fitting
     def grad_scale(self, ds, sample_weights=None) -> float:

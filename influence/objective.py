@@ -22,6 +22,7 @@ with a trailing 1 (when there is an intercept) so that class k's parameters are 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,11 +137,38 @@ def augmented_design(X, spec: ModelSpec, dtype: tf.DType) -> tf.Tensor:
 ROW_NORM_BLOCK = 65536
 
 
+class _RowNormCache:
+    """The row norms of the last design tensor they were computed for, held by a weak
+    reference to it (a tensor is immutable, so its identity is its content): the
+    certificate scales of every refit chunk on one design need the same norms."""
+
+    def __init__(self):
+        self.key, self.norms = None, None
+
+    def get(self, Xa, dtype):
+        if self.key is not None and self.key[0]() is Xa and self.key[1] == dtype:
+            return self.norms
+        return None
+
+    def put(self, Xa, dtype, norms) -> None:
+        self.key, self.norms = (weakref.ref(Xa), dtype), norms
+
+
+_ROW_NORMS = _RowNormCache()
+
+
 def row_norms(Xa, dtype: tf.DType = tf.float64) -> tf.Tensor:
-    """``||Xa[i]||`` of every row in ``dtype``, (n,), by blocks of :data:`ROW_NORM_BLOCK` rows."""
+    """``||Xa[i]||`` of every row in ``dtype``, (n,), by blocks of :data:`ROW_NORM_BLOCK` rows
+    (those of the last design tensor are kept, see :class:`_RowNormCache`)."""
+    eager = isinstance(Xa, tf.Tensor) and tf.executing_eagerly()  # an immutable tensor with a value
+    if eager and (hit := _ROW_NORMS.get(Xa, dtype)) is not None:
+        return hit
     n = int(Xa.shape[0])
     parts = [tf.norm(tf.cast(Xa[a:a + ROW_NORM_BLOCK], dtype), axis=1) for a in range(0, n, ROW_NORM_BLOCK)]
-    return tf.concat(parts, axis=0) if len(parts) != 1 else parts[0]
+    norms = tf.concat(parts, axis=0) if len(parts) != 1 else parts[0]
+    if eager:
+        _ROW_NORMS.put(Xa, dtype, norms)
+    return norms
 
 
 def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:

@@ -243,3 +243,36 @@ def test_tensor_cache_keeps_few_large_designs(monkeypatch):
     for ds in data[:3]:
         m.design(ds)
     assert len(m.cached_inputs) == 2 and m.cached_inputs[0] is data[2][0] and m.cached_inputs[1] is data[1][0]
+
+
+def test_tensor_cache_keeps_the_large_design_across_small_evaluations(monkeypatch):
+    """The newest large design (a training set's) stays kept while designs of small sets
+    (test sets, the row chunks of gradient sums) come and go, so it is never made again;
+    accuracy on it is computed from the kept tensor (no second copy) and agrees with
+    scikit-learn; a new large design replaces it."""
+    import influence.logistic_regression as lr
+    model, _, _ = make_problem(3, True)
+    monkeypatch.setattr(lr, "CACHE_MAX_BYTES", 100 * 5 * 8)  # designs of more than 100 rows are large
+    rng = np.random.RandomState(1)
+    big = (rng.normal(size=(300, 4)), rng.randint(0, 3, 300))
+    Xa = model.design(big)[0]
+    for a in range(0, 300, 30):  # small designs: test sets and row chunks
+        model.design((rng.normal(size=(20, 4)), rng.randint(0, 3, 20)))
+        model.design((big[0][a:a + 30], big[1][a:a + 30]))
+    assert model.design(big)[0] is Xa
+    assert sum(x is big[0] for x in model.cached_inputs) == 1 and len(model.cached_inputs) <= 5
+
+    sk = SkLR()
+    sk.coef_, sk.intercept_ = model.get_coef_intercept()
+    sk.classes_ = np.arange(3)
+
+    def no_copy(X):
+        raise AssertionError("get_accuracy made its own design of a kept one")
+
+    monkeypatch.setattr(model, "get_predictions", no_copy)
+    assert model.get_accuracy(big) == np.mean(sk.predict(big[0]) == big[1])
+
+    other = (rng.normal(size=(200, 4)), rng.randint(0, 3, 200))
+    model.design(other)
+    assert not any(x is big[0] for x in model.cached_inputs)
+    assert model.cached_inputs[0] is other[0]

@@ -147,3 +147,23 @@ def test_per_example_gradients_by_blocks_are_the_products_of_all_rows(num_classe
         want = (tf.concat([G_w, R], axis=1) if fit_intercept else G_w).numpy()
     assert G.shape == (31, spec.num_params) and np.array_equal(G, want)
     assert_close(G.sum(axis=0), obj.gradient(Theta[:1]).numpy()[0], RTOL_TWO_PATHS, what="sum of rows")
+
+
+def test_row_norms_of_a_design_tensor_are_computed_once(monkeypatch):
+    """The row norms (the certificate scales of every refit chunk) are those of numpy, kept
+    for the last design tensor: a second call on it computes nothing, another tensor (or
+    dtype) gets its own."""
+    import influence.objective as obj
+
+    monkeypatch.setattr(obj, "ROW_NORM_BLOCK", 7)  # several blocks
+    rng = np.random.RandomState(4)
+    X1, X2 = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
+    A, B = tf.constant(X1), tf.constant(X2)
+    first = obj.row_norms(A)
+    assert_close(first.numpy(), np.linalg.norm(X1, axis=1), RTOL_TWO_PATHS)
+    calls = []
+    monkeypatch.setattr(obj.tf, "norm", lambda *a, **k: calls.append(1) or tf.linalg.norm(*a, **k))
+    assert obj.row_norms(A) is first and not calls
+    assert_close(obj.row_norms(B).numpy(), np.linalg.norm(X2, axis=1), RTOL_TWO_PATHS)
+    assert calls
+    assert obj.row_norms(B, tf.float32).dtype == tf.float32
