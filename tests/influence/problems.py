@@ -5,6 +5,18 @@ from influence.logistic_regression import LogisticRegression
 from tests.conftest import RTOL_TWO_PATHS, assert_close
 
 
+def spd_rows(d, b, seed):
+    """``(A, B)``: ``b`` random symmetric positive definite (d, d) operators, the j-th with
+    smallest eigenvalue above ``1 + j``, and ``b`` right-hand sides (rows of B): a batch of
+    independent CG problems whose direct solutions ``np.linalg.solve`` gives."""
+    rng = np.random.RandomState(seed)
+    A = []
+    for j in range(b):
+        Q = rng.randn(d, d)
+        A.append(Q @ Q.T + (1 + j) * np.eye(d))
+    return np.array(A), rng.randn(b, d)
+
+
 def gaussian_classes(num_classes, fit_intercept=True, n=50, D=5, seed=3):
     """``(model, X, y, rng)``: an unfitted model and data with every class present; ``rng``
     is the generator after drawing the data (for further seeded draws)."""

@@ -24,6 +24,7 @@ from tests.influence.problems import (
     gaussian_classes,
     reference_hessian,
     refit_in_one_batch_and_in_slots,
+    spd_rows,
 )
 
 
@@ -94,14 +95,8 @@ def test_hessian_ext_and_group_hvp_equal_the_hessians(num_classes, weighted):
 def test_continuous_batching_cg_equals_the_direct_solves_and_refills_slots():
     """Rows with their own SPD operators; with width 3 the product never sees more than 3
     rows, later rows enter as earlier ones finish, and each solution is the direct solve's."""
-    rng = np.random.RandomState(0)
     d, b = 30, 11
-    A = []
-    for j in range(b):
-        Q = rng.randn(d, d)
-        A.append(Q @ Q.T + (1 + j) * np.eye(d))
-    A = np.array(A)
-    Bm = rng.randn(b, d)
+    A, Bm = spd_rows(d, b, seed=0)
     seen = []
 
     def matvec(V, rows):

@@ -25,6 +25,7 @@ from influence.numerics import (
     xy,
 )
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
+from tests.influence.problems import spd_rows
 
 # Two LAPACK solves of a well-conditioned 5 x 5 system (condition number < 100).
 RTOL_SOLVE_ORACLE = 1e-12
@@ -209,14 +210,8 @@ def test_dtype_and_array_helpers():
 def test_pcg_rows_paused_and_resumed_equal_the_direct_solves():
     """Rows of PCGRows that start at different times and pause while others iterate reach
     the direct solutions, in the iterations of runs that were never paused."""
-    rng = np.random.RandomState(1)
     d, b = 12, 4
-    A = []
-    for j in range(b):
-        Q = rng.randn(d, d)
-        A.append(Q @ Q.T + (1 + j) * np.eye(d))
-    A = np.array(A)
-    Bm = rng.randn(b, d)
+    A, Bm = spd_rows(d, b, seed=1)
 
     def matvec(V, rows):
         return np.einsum("kij,kj->ki", A[rows], V)
