@@ -672,12 +672,11 @@ def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0, threads: i
 def pool_part_task(mats, spec) -> tuple[np.ndarray, float]:
     """A task of phase 5 (:meth:`experiments.execution.Executor.map`): labelling
     ``part`` of matrix ``i`` of the scattered ``mats`` for ``spec = (i, part, n_init, seed,
-    threads)`` (``threads``: KMeans restarts side by side; 1 if left out), and its wall time
+    threads)`` (``threads``: KMeans restarts side by side), and its wall time
     in seconds; the same labels as :func:`cluster_part_one_thread`."""
     import time
 
-    i, part, n_init, seed = spec[:4]
-    threads = spec[4] if len(spec) > 4 else 1
+    i, part, n_init, seed, threads = spec
     t0 = time.perf_counter()
     labels = cluster_part_one_thread(mats[i], part, n_init, seed, threads)
     return labels, time.perf_counter() - t0

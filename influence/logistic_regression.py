@@ -428,7 +428,10 @@ class LogisticRegression:
 
     def get_predictions(self, X) -> np.ndarray:
         """Softmax probabilities, shape (n, num_classes)."""
-        Xa = augment(tf.constant(densify(X), dtype=self.dtype), self.spec)
+        return self._probabilities(augment(tf.constant(densify(X), dtype=self.dtype), self.spec))
+
+    def _probabilities(self, Xa) -> np.ndarray:
+        """Softmax probabilities at the current parameters on the augmented design ``Xa``."""
         return self._out(LogisticObjective(self.spec, Xa).probabilities(self._theta()[None])[:, 0])
 
     def get_accuracy(self, ds, **kw) -> float:
@@ -440,7 +443,7 @@ class LogisticRegression:
         if hit is None:
             probabilities = self.get_predictions(x)
         else:  # the kept design (e.g. the training set's): no second copy of a large one
-            probabilities = self._out(LogisticObjective(self.spec, hit[0]).probabilities(self._theta()[None])[:, 0])
+            probabilities = self._probabilities(hit[0])
         return float(np.mean(np.argmax(probabilities, axis=1) == labels))
 
     # ------------------------------------------------------------ fitting

@@ -636,8 +636,7 @@ class Chord(NewtonStrategy):
             cg.step(going, matvec, precond)
         done = cgr[stopped]
         X, its, _, conv = cg.release(done)
-        self.waiting = np.zeros(B, dtype=bool)
-        self.waiting[going] = True
+        self.waiting[going] = True  # directions() cleared it
         return done, X, its, conv
 
     def directions(self, objective, Theta, G, gnorm, active):
