@@ -63,10 +63,16 @@ def _entry_bytes(entry) -> int:
     return sum(int(np.prod(t.shape)) * t.dtype.size for t in entry[2])
 
 
-def _is_large(entry) -> bool:
-    """Whether a cached design tensor is large (above :data:`CACHE_MAX_BYTES`)."""
+def _is_large(shape, itemsize: int) -> bool:
+    """Whether a design of ``shape`` with ``itemsize``-byte entries is large (above
+    :data:`CACHE_MAX_BYTES`)."""
+    return int(np.prod(shape)) * itemsize > CACHE_MAX_BYTES
+
+
+def _entry_is_large(entry) -> bool:
+    """Whether the design tensor of a cache entry is large (:func:`_is_large`)."""
     Xa = entry[2][0]
-    return int(np.prod(Xa.shape)) * Xa.dtype.size > CACHE_MAX_BYTES
+    return _is_large(Xa.shape, Xa.dtype.size)
 
 
 # The original release's default_config keys that this implementation does not read: its
@@ -183,15 +189,15 @@ class LogisticRegression:
             Xd = densify(x)
             if Xd.shape[1] != self.spec.input_dim:
                 raise ValueError(f"x must have input_dim={self.spec.input_dim} columns; got {Xd.shape[1]}")
-            large = Xd.shape[0] * self.spec.ext_dim * self.dtype.size > CACHE_MAX_BYTES
+            large = _is_large((Xd.shape[0], self.spec.ext_dim), self.dtype.size)
             if large:
-                self._cache = [entry for entry in self._cache if not _is_large(entry)]
+                self._cache = [entry for entry in self._cache if not _entry_is_large(entry)]
             Xa = augmented_design(Xd, self.spec, self.dtype)
             y = tf.constant(labels, dtype=self.dtype if self.spec.binary else tf.int32)
             hit = (Xa, y)
             kept, small, total, full, large_kept = [], 0, 0, False, large
             for entry in self._cache:  # newest first
-                if _is_large(entry):
+                if _entry_is_large(entry):
                     if not large_kept:
                         kept.append(entry)
                         large_kept = True

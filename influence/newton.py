@@ -714,12 +714,6 @@ class ChordNewton(Chord):
     def admit(self, objective, Theta, G, gnorm, slots, problems, scale) -> None:
         raise NotImplementedError("ChordNewton refits the problems it starts with; it takes no new ones")
 
-    def _set_factors(self, idx, H_new) -> None:
-        L_new, ok_new = cholesky_factors(H_new)
-        self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
-        self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
-        self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
-
     def chord_steps(self, objective, G, rows):
         # All problems in one batched solve (the inactive rows are masked by the caller).
         return _project_rows(solve_with_factors(self.Ls, self.ok, self.Hs, G[:, :, None])[:, :, 0], objective.spec)
@@ -738,7 +732,11 @@ class ChordNewton(Chord):
                 self.Hs = objective.hessians(Theta)
                 self.Ls, self.ok = cholesky_factors(self.Hs)
             else:
-                self._set_factors(idx, objective.columns(idx).hessians(tf.gather(Theta, idx)))
+                H_new = objective.columns(idx).hessians(tf.gather(Theta, idx))
+                L_new, ok_new = cholesky_factors(H_new)
+                self.Hs = tf.tensor_scatter_nd_update(self.Hs, idx[:, None], H_new)
+                self.Ls = tf.tensor_scatter_nd_update(self.Ls, idx[:, None], L_new)
+                self.ok = tf.tensor_scatter_nd_update(self.ok, idx[:, None], ok_new)
 
 
 class DowndateChord(Chord):
