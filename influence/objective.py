@@ -191,7 +191,7 @@ def gauge_fix_inplace(H: np.ndarray, spec: ModelSpec) -> None:
     added only on the entries where ``u`` is non-zero (no (d, d) temporary)."""
     if not spec.has_gauge:
         return
-    u = spec.gauge_vector()
+    u = spec.gauge_vector().astype(H.dtype)  # in H's dtype, as gauge_fix's tensor
     b = np.flatnonzero(u)
     diag = np.arange(H.shape[-1])
     c = tf.reduce_mean(tf.constant(H[..., diag, diag]), axis=-1).numpy()[..., None, None]
@@ -347,6 +347,9 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
     rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
     m = Kc - 1
     G = np.empty((E, E), dtype=X.dtype) if chord else None
+    # The chord form's weighted rows, one buffer for every block and class pair (no fresh
+    # (rows, E) array per product).
+    Zbuf = np.empty((min(rows, n), E), dtype=X.dtype) if chord else None
     for st in range(0, n, rows):
         Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
         if not chord:
@@ -359,7 +362,7 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
         for k in range(m):
             for j in range(k, m):
                 w = sb * Pb[:, k] * ((1.0 - Pb[:, k]) if j == k else Pb[:, j])
-                Zw = Xb * np.sqrt(w)[:, None]
+                Zw = np.multiply(Xb, np.sqrt(w)[:, None], out=Zbuf[:len(Xb)])
                 np.matmul(Zw.T, Zw, out=G)  # BLAS syrk
                 block = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
                 if j == k:
@@ -379,6 +382,13 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
         return H
     perm = spec.ext_permutation()
     return H[np.ix_(perm, perm)]
+
+
+def _as_run(idx: np.ndarray) -> slice | None:
+    """The slice of an index array of consecutive increasing rows, else None."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return None
 
 
 def _sparse_gram(Xs, w) -> np.ndarray:
@@ -831,9 +841,11 @@ class LogisticObjective:
             with one_blas_thread():
                 for b, idx in enumerate(groups):
                     idx = np.asarray(idx, dtype=np.int64)
-                    X_U = Xn[idx]
+                    # A run of consecutive rows (e.g. a cross-validation fold) is read in place.
+                    run = _as_run(idx)
+                    X_U = Xn[idx] if run is None else Xn[run]
                     # The group's curvature from its own rows' logits (as the group's Hessian alone).
-                    group = LogisticObjective(spec, tf.constant(X_U))
+                    group = LogisticObjective(spec, tf.constant(X_U) if run is None else Xa[run])
                     P_U = group._unit_curvature(group.logits(theta[None]))[:, 0].numpy()
                     out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, chord=True)
                     if M is not None:

@@ -94,13 +94,18 @@ def test_hessian_strategy_is_chosen_in_one_place():
     assert LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method() == "matmul"
 
 
+@pytest.mark.parametrize("block_rows", [None, 7])
 @pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False)])
-def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept):
+def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept, block_rows, monkeypatch):
     """The multinomial group Hessians, exact (TensorFlow products) and as chord matrices
     (``chord``: one syrk product per class block, the last class's blocks derived from the
     others'), against TensorFlow autodiff of an independent loss on each group's rows,
-    with and without the minuend; at a mild and at a confident parameter vector."""
+    with and without the minuend; at a mild and at a confident parameter vector; groups
+    of consecutive rows (read in place) and scattered ones; with ``block_rows``: the sums
+    over blocks of at most that many rows."""
     spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, n=40)
+    if block_rows is not None:  # the row blocks of both forms (the chord form counts K E per row)
+        monkeypatch.setattr(objective, "HESSIAN_BLOCK_BYTES", block_rows * 8 * num_classes * spec.ext_dim)
     s = S[:, 0]
     groups = [np.array([3]), np.arange(0, 40, 3), np.arange(5, 25)]
     batch = LogisticObjective.without_groups(spec, Xa, tf.constant(y), s, 0.7, groups)
