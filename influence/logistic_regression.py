@@ -31,7 +31,7 @@ from influence.newton import (
     certify,
     newton_loop,
 )
-from influence.numerics import DTYPES, conjugate_gradient, densify, inverse_vp, to_numpy, xy
+from influence.numerics import DTYPES, conjugate_gradient, densify, handover_tensor, inverse_vp, to_numpy, xy
 from influence.objective import (
     LogisticObjective,
     ModelSpec,
@@ -39,6 +39,7 @@ from influence.objective import (
     augmented_design,
     gauge_fix,
     gauge_fix_hvp,
+    gauge_fix_inplace,
     row_norms,
     to_ext_batch,
 )
@@ -482,6 +483,7 @@ class LogisticRegression:
             raise ValueError("fold_weights must give each row one weight in every problem that keeps it (else 0)")
         S = tf.constant(W, dtype=self.dtype)
         Theta = tf.zeros([W.shape[1], self.num_params], dtype=self.dtype)
+        blocks = self._path_blocks(W)
         out = []
         max_iter = self.config["max_newton_iter"]
         for j, l2_reg in enumerate(l2_regs):
@@ -494,8 +496,11 @@ class LogisticRegression:
             # with them, then the Hessians where those steps led.
             stages = (COLD_PATH_STEPS, max_iter - COLD_PATH_STEPS) if j == 0 else (max_iter,)
             for k, stage_iter in enumerate(stages):
-                start = gauge_fix(tf.constant(self._path_hessians(Xa, y, W, Theta) + reg, dtype=self.dtype),
-                                  self.spec)
+                start = self._path_hessians(Xa, y, W, Theta, blocks)
+                start += reg
+                start = start.astype(self.np_dtype, copy=False)
+                gauge_fix_inplace(start, self.spec)
+                start = handover_tensor(start)
                 res = newton_loop(obj, Theta, tols, ChordNewton(start, stale=True), stage_iter,
                                   scale=np.maximum(scale, 1e-300), polish_steps=2 if k == len(stages) - 1 else 0)
                 Theta = tf.constant(res.thetas, dtype=self.dtype)
@@ -506,16 +511,23 @@ class LogisticRegression:
             out.append(res)
         return out
 
-    def _path_hessians(self, Xa, y, W: np.ndarray, Theta) -> np.ndarray:
+    @staticmethod
+    def _path_blocks(W: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The distinct rows of ``W > 0`` (which problems keep a row), (b, F), and the rows of
+        ``W`` of each: the blocks of :meth:`_path_hessians`."""
+        keys, inverse = np.unique(W > 0, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        return keys, [np.flatnonzero(inverse == b) for b in range(len(keys))]
+
+    def _path_hessians(self, Xa, y, W: np.ndarray, Theta, path_blocks) -> np.ndarray:
         """The unregularised Hessians (F, d, d) of the F weight columns of ``W``, all at the
         mean of the rows of ``Theta`` (the problems share most of their data, so their optima
-        are close): one Hessian per block of rows kept by the same problems, summed per
-        problem, so that all F cost about as much as one Hessian of the design (less for
-        multinomial models: chord matrices, the last class's blocks derived from the others')."""
+        are close): one Hessian per block of rows kept by the same problems
+        (``path_blocks``, :meth:`_path_blocks`), summed per problem, so that all F cost about
+        as much as one Hessian of the design (less for multinomial models: chord matrices,
+        the last class's blocks derived from the others')."""
         theta = tf.reduce_mean(Theta, axis=0)
-        keys, inverse = np.unique(W > 0, axis=0, return_inverse=True)  # which problems keep a row
-        inverse = inverse.reshape(-1)
-        blocks = [np.flatnonzero(inverse == b) for b in range(len(keys))]
+        keys, blocks = path_blocks
         rows = LogisticObjective.without_groups(self.spec, Xa, y, tf.constant(W.max(axis=1), dtype=self.dtype),
                                                 0.0, blocks)
         H_blocks = rows.group_hessians(theta, blocks, chord=True).numpy()

@@ -76,6 +76,31 @@ def xy(ds) -> tuple:
     return x, labels if labels.ndim == 1 else labels.reshape(-1)
 
 
+# Byte alignment TensorFlow's CPU kernels require of a tensor's buffer (Eigen's largest).
+TENSOR_ALIGNMENT = 64
+
+
+def tensor_buffer(shape, dtype=np.float64) -> np.ndarray:
+    """An uninitialised C-contiguous NumPy array of ``shape`` whose buffer is aligned for
+    TensorFlow (:data:`TENSOR_ALIGNMENT`), so that :func:`handover_tensor` can make it a
+    tensor without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + TENSOR_ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % TENSOR_ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def handover_tensor(array: np.ndarray) -> tf.Tensor:
+    """A tensor with the content of a NumPy array that its caller no longer writes to: an
+    aligned C-contiguous writable array (:func:`tensor_buffer`) becomes the tensor's buffer
+    through DLPack (no copy of a large batch of matrices); any other array is copied."""
+    if (array.size and array.flags.c_contiguous and array.flags.writeable
+            and array.ctypes.data % TENSOR_ALIGNMENT == 0):
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.constant(array)
+
+
 def one_blas_thread():
     """A context with one BLAS thread, for many small products (per-group Hessians, small
     LAPACK solves) next to TensorFlow's thread pool, where threaded BLAS spends its time

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence.numerics import one_blas_thread
+from influence.numerics import handover_tensor, one_blas_thread, tensor_buffer
 
 # Strategies of LogisticObjective.hessians (chosen in LogisticObjective.hessian_method).
 HESSIAN_METHODS = ("auto", "sparse", "syrk", "einsum", "matmul")
@@ -185,6 +185,19 @@ def gauge_fix(H: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
     return H + c * (u[:, None] * u[None, :])
 
 
+def gauge_fix_inplace(H: np.ndarray, spec: ModelSpec) -> None:
+    """:func:`gauge_fix` of a NumPy batch of matrices (..., d, d) in parameter layout, in
+    place: the same ``c`` (TensorFlow's mean of each diagonal) and the same ``c u u^T``,
+    added only on the entries where ``u`` is non-zero (no (d, d) temporary)."""
+    if not spec.has_gauge:
+        return
+    u = spec.gauge_vector().astype(H.dtype)  # in H's dtype, as gauge_fix's tensor
+    b = np.flatnonzero(u)
+    diag = np.arange(H.shape[-1])
+    c = tf.reduce_mean(tf.constant(H[..., diag, diag]), axis=-1).numpy()[..., None, None]
+    H[..., b[:, None], b[None, :]] += c * (u[b][:, None] * u[b][None, :])
+
+
 def gauge_fix_ext_inplace(H_ext: np.ndarray, spec: ModelSpec) -> None:
     """:func:`gauge_fix` of one NumPy matrix in the extended layout
     (:meth:`ModelSpec.ext_permutation`), in place: ``c u u^T`` with the same ``c`` and ``u``,
@@ -241,26 +254,74 @@ def _binary_gram_tf(X, W) -> tf.Tensor:
     return tf.transpose(tf.reshape(tf.matmul(X, big, transpose_a=True), [E, B, E]), [1, 0, 2])
 
 
-def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
-    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout.
-
-    One matrix product ``X^T [A_i kron xa_i]_i`` per block of rows, so the work runs at
-    matrix-multiply speed; rows are processed in blocks to bound memory.
-    """
+def _multinomial_gram_products(P, X, s, spec: ModelSpec):
+    """The products ``X_b^T [A_i kron xa_i]_{i in b}`` (tensors (E, (K, K, E))) of the row
+    blocks b of the sum ``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T``, in order:
+    one matrix product per block of rows, so the work runs at matrix-multiply speed;
+    rows are processed in blocks to bound memory."""
     K, E = spec.num_rows, spec.ext_dim
     n = int(X.shape[0])
     rows_per_block = max(1, int(HESSIAN_BLOCK_BYTES // (K * K * E * X.dtype.size)))
-    H_ext = tf.zeros([E, K * K * E], dtype=X.dtype)
     eye = tf.eye(K, dtype=P.dtype)
     for start in range(0, n, rows_per_block):
         Pb, Xb, sb = P[start:start + rows_per_block], X[start:start + rows_per_block], s[start:start + rows_per_block]
         # A[i, k, l] = s_i (p_ik delta_kl - p_ik p_il)
         A = sb[:, None, None] * (Pb[:, :, None] * eye[None] - Pb[:, :, None] * Pb[:, None, :])
         big = tf.reshape(A[:, :, :, None] * Xb[:, None, None, :], [-1, K * K * E])
-        H_ext += tf.matmul(Xb, big, transpose_a=True)  # (E_a, (k, l, E_b))
+        yield tf.matmul(Xb, big, transpose_a=True)  # (E_a, (k, l, E_b))
+
+
+def _multinomial_gram_tf(P, X, s, spec: ModelSpec) -> tf.Tensor:
+    """``sum_i s_i (diag p_i - p_i p_i^T) kron xa_i xa_i^T`` in parameter layout: the sum of
+    :func:`_multinomial_gram_products` from zero."""
+    K, E = spec.num_rows, spec.ext_dim
+    H_ext = tf.zeros([E, K * K * E], dtype=X.dtype)
+    for product in _multinomial_gram_products(P, X, s, spec):
+        H_ext += product
     H_ext = tf.reshape(tf.transpose(tf.reshape(H_ext, [E, K, K, E]), [1, 0, 2, 3]), [K * E, K * E])
     perm = spec.ext_permutation()
     return tf.gather(tf.gather(H_ext, perm, axis=0), perm, axis=1)
+
+
+def _multinomial_gram_into(out: np.ndarray, P, X, s, spec: ModelSpec, minuend: np.ndarray | None,
+                           work: np.ndarray) -> None:
+    """``out = minuend - G`` (or ``out = G`` without a minuend) for the matrix G of
+    :func:`_multinomial_gram_tf`, written into the NumPy matrix ``out`` (d, d) in parameter
+    layout: the same products summed in the same order from zero (in ``work``, an
+    (E, K K E) array), then each class block pair subtracted straight into its place (no
+    zeroed, transposed or permuted (d, d) copy): every entry is the same arithmetic on the
+    same operands as in ``minuend - _multinomial_gram_tf(...)``."""
+    K, D, E = spec.num_rows, spec.input_dim, spec.ext_dim
+    first = True
+    for product in _multinomial_gram_products(P, X, s, spec):
+        product = np.asarray(product)  # a read-only view of the tensor
+        if first:
+            np.add(product, 0.0, out=work)  # 0 + product, as the sum from zero (the signs of zeros)
+            first = False
+        else:
+            np.add(work, product, out=work)
+    if first:
+        work[:] = 0.0
+    G = work.reshape(E, K, K, E)  # G[a, k, l, b]: row (k, a), column (l, b) of the extended layout
+    bias = K * D  # bias k's row in parameter layout (with an intercept)
+
+    def put(rows, cols, block):
+        if minuend is None:
+            out[rows, cols] = block
+        elif np.ndim(block) == 0:
+            out[rows, cols] = minuend[rows, cols] - block
+        else:
+            np.subtract(minuend[rows, cols], block, out=out[rows, cols])
+
+    for k in range(K):
+        wk = slice(k * D, (k + 1) * D)
+        for j in range(K):
+            wj = slice(j * D, (j + 1) * D)
+            put(wk, wj, G[:D, k, j, :D])
+            if spec.fit_intercept:
+                put(wk, bias + j, G[:D, k, j, D])
+                put(bias + k, wj, G[D, k, j, :D])
+                put(bias + k, bias + j, G[D, k, j, D])
 
 
 def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: ModelSpec,
@@ -286,6 +347,9 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
     rows = max(1, int(HESSIAN_BLOCK_BYTES // (8 * Kc * E)))
     m = Kc - 1
     G = np.empty((E, E), dtype=X.dtype) if chord else None
+    # The chord form's weighted rows, one buffer for every block and class pair (no fresh
+    # (rows, E) array per product).
+    Zbuf = np.empty((min(rows, n), E), dtype=X.dtype) if chord else None
     for st in range(0, n, rows):
         Xb, Pb, sb = X[st:st + rows], P[st:st + rows], s[st:st + rows]
         if not chord:
@@ -298,7 +362,7 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
         for k in range(m):
             for j in range(k, m):
                 w = sb * Pb[:, k] * ((1.0 - Pb[:, k]) if j == k else Pb[:, j])
-                Zw = Xb * np.sqrt(w)[:, None]
+                Zw = np.multiply(Xb, np.sqrt(w)[:, None], out=Zbuf[:len(Xb)])
                 np.matmul(Zw.T, Zw, out=G)  # BLAS syrk
                 block = H[k * E:(k + 1) * E, j * E:(j + 1) * E]
                 if j == k:
@@ -318,6 +382,13 @@ def _multinomial_gram_syrk(P: np.ndarray, X: np.ndarray, s: np.ndarray, spec: Mo
         return H
     perm = spec.ext_permutation()
     return H[np.ix_(perm, perm)]
+
+
+def _as_run(idx: np.ndarray) -> slice | None:
+    """The slice of an index array of consecutive increasing rows, else None."""
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return None
 
 
 def _sparse_gram(Xs, w) -> np.ndarray:
@@ -734,19 +805,23 @@ class LogisticObjective:
         """The regularised Hessian at one parameter vector (B = 1), without the gauge term."""
         return self.hessians(theta[None], gauge=False)[0]
 
-    def group_hessians(self, theta, groups, minuend=None, chord: bool = False):
+    def group_hessians(self, theta, groups, minuend=None, chord: bool = False, gauge: bool = False):
         """Unregularised Hessians ``H_U`` of the groups under the base weights
         (:meth:`without_groups`) at one parameter vector, (B, d, d); with ``minuend``
         (a (d, d) tensor, e.g. the full regularised Hessian), ``minuend - H_U`` (formed
-        in place, without a second (B, d, d) array). ``chord`` (multinomial float64
-        models; chord matrices only): by :func:`_multinomial_gram_syrk` with ``chord``,
-        a quarter of the flops, the last class's blocks derived from the others'."""
+        in place, without a second (B, d, d) array); ``gauge``: then gauge-fixed
+        (:func:`gauge_fix`, in place). ``chord`` (multinomial float64 models; chord
+        matrices only): by :func:`_multinomial_gram_syrk` with ``chord``, a quarter of the
+        flops, the last class's blocks derived from the others'. Multinomial models
+        otherwise: TensorFlow products per group (:func:`_multinomial_gram_into`), each
+        group's matrix written straight into the batch."""
         spec, Xa, s_base = self.spec, self.Xa, self.s_base
         how = self.hessian_method()
+        d = spec.num_params
         if spec.binary and how in ("syrk", "sparse"):
             w = (self._unit_curvature(self.logits(theta[None]))[:, 0] * s_base).numpy()
             Z = None if how == "sparse" else self.Xa_np * np.sqrt(w)[:, None]
-            out = np.empty((len(groups), spec.num_params, spec.num_params))
+            out = np.empty((len(groups), d, d))
             M = None if minuend is None else np.asarray(minuend.numpy(), dtype=np.float64)
             with one_blas_thread():
                 for b, idx in enumerate(groups):
@@ -761,28 +836,44 @@ class LogisticObjective:
             return tf.constant(out, dtype=Xa.dtype)
         if chord and not spec.binary and Xa.dtype == tf.float64:  # chord matrices: syrk per class block
             Xn, s_np = self.design_np(), np.asarray(s_base, dtype=np.float64)
-            out = np.empty((len(groups), spec.num_params, spec.num_params))
+            out = np.empty((len(groups), d, d))
             M = None if minuend is None else np.asarray(minuend, dtype=np.float64)
             with one_blas_thread():
                 for b, idx in enumerate(groups):
                     idx = np.asarray(idx, dtype=np.int64)
-                    X_U = Xn[idx]
+                    # A run of consecutive rows (e.g. a cross-validation fold) is read in place.
+                    run = _as_run(idx)
+                    X_U = Xn[idx] if run is None else Xn[run]
                     # The group's curvature from its own rows' logits (as the group's Hessian alone).
-                    group = LogisticObjective(spec, tf.constant(X_U))
+                    group = LogisticObjective(spec, tf.constant(X_U) if run is None else Xa[run])
                     P_U = group._unit_curvature(group.logits(theta[None]))[:, 0].numpy()
                     out[b] = _multinomial_gram_syrk(P_U, X_U, s_np[idx], spec, chord=True)
                     if M is not None:
                         np.subtract(M, out[b], out=out[b])
+            if gauge:
+                gauge_fix_inplace(out, spec)
             return tf.constant(out, dtype=Xa.dtype)
+        if not spec.binary:
+            np_dtype = Xa.dtype.as_numpy_dtype
+            out = tensor_buffer((len(groups), d, d), np_dtype)
+            M = None if minuend is None else np.asarray(minuend, dtype=np_dtype)
+            work = np.empty((spec.ext_dim, spec.num_rows ** 2 * spec.ext_dim), dtype=np_dtype)
+            for b, idx in enumerate(groups):
+                idx = np.asarray(idx, dtype=np.int64)
+                X_U, s_U = tf.gather(Xa, idx), tf.gather(s_base, idx)
+                # The group's curvature from its own rows' logits (as the group's Hessian alone).
+                group = LogisticObjective(spec, X_U)
+                c_U = group._unit_curvature(group.logits(theta[None]))[:, 0]
+                _multinomial_gram_into(out[b], c_U, X_U, s_U, spec, M, work)
+            del work
+            if gauge:
+                gauge_fix_inplace(out, spec)
+            return handover_tensor(out)
         H_U = []
         for idx in groups:
             idx = np.asarray(idx, dtype=np.int64)
             X_U, s_U = tf.gather(Xa, idx), tf.gather(s_base, idx)
-            # The group's curvature from its own rows' logits (as the group's Hessian alone).
             group = LogisticObjective(spec, X_U)
             c_U = group._unit_curvature(group.logits(theta[None]))[:, 0]
-            if spec.binary:
-                H_U.append(_binary_gram_tf(X_U, (s_U * c_U)[:, None])[0])
-            else:
-                H_U.append(_multinomial_gram_tf(c_U, X_U, s_U, spec))
+            H_U.append(_binary_gram_tf(X_U, (s_U * c_U)[:, None])[0])
         return tf.stack(H_U) if minuend is None else minuend[None] - tf.stack(H_U)

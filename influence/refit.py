@@ -20,7 +20,6 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
 from influence.newton import (
@@ -160,7 +159,7 @@ def refit_chunk(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Seque
         return split
     batch, theta_hat, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups, Xa_np)
     # First Hessian: H_hat - H_U at theta_hat (only the group's points are touched).
-    Hs = K.gauge_fix(batch.group_hessians(theta_hat, groups, minuend=H_hat), spec)
+    Hs = batch.group_hessians(theta_hat, groups, minuend=H_hat, gauge=True)
     strategy = ChordNewton(Hs, reuse_factor, hess_chunk, cg_maxiter)
     return _refit(batch, Theta, scale, rtol, strategy, max_iter)
 

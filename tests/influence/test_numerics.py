@@ -14,11 +14,13 @@ from influence.numerics import (
     cholesky_factors,
     conjugate_gradient,
     densify,
+    handover_tensor,
     in_float32,
     inverse_vp,
     preconditioned_cg_rows,
     spd_factor,
     spd_solve,
+    tensor_buffer,
     tf_dtype,
     to_numpy,
     try_cholesky,
@@ -246,3 +248,22 @@ def test_pcg_rows_paused_and_resumed_equal_the_direct_solves():
     assert_close(x, want, RTOL_CG, what="paused and resumed CG vs direct solves")
     whole = preconditioned_cg_rows(matvec, Bm, precond, 1e-12, 500)
     np.testing.assert_array_equal(its, whole.iterations)
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 5, 5), np.float64), ((7,), np.float32), ((2, 0), np.float64)])
+def test_tensor_buffer_is_aligned_and_handed_over_with_its_content(shape, dtype):
+    """An aligned buffer becomes a tensor of its content (without a copy: TensorFlow
+    kernels then read the array's own memory, which they require to be aligned); any
+    other array, e.g. an unaligned view, is copied."""
+    a = tensor_buffer(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+    assert a.size == 0 or a.ctypes.data % 64 == 0  # an empty array has no buffer
+    a[...] = np.arange(a.size, dtype=dtype).reshape(shape) - 2.5
+    want = a.copy()
+    t = handover_tensor(a)
+    assert t.dtype == tf_dtype(dtype) and tuple(t.shape) == shape
+    assert np.array_equal(t.numpy(), want)
+    assert np.array_equal(tf.reduce_sum(t, axis=-1).numpy(), want.sum(axis=-1))
+    unaligned = np.empty(a.size + 1, dtype=dtype)[1:].reshape(shape)
+    unaligned[...] = want
+    assert np.array_equal(handover_tensor(unaligned).numpy(), want)

@@ -5,7 +5,15 @@ import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence.objective import LogisticObjective, ModelSpec, augment, gauge_fix, gauge_fix_ext_inplace
+from influence import objective
+from influence.objective import (
+    LogisticObjective,
+    ModelSpec,
+    augment,
+    gauge_fix,
+    gauge_fix_ext_inplace,
+    gauge_fix_inplace,
+)
 from tests.conftest import RTOL_AUTODIFF, RTOL_FD, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import reference_hessian, reference_loss
 
@@ -86,13 +94,18 @@ def test_hessian_strategy_is_chosen_in_one_place():
     assert LogisticObjective(spec3, Xa3, y3, S3, 0.7).hessian_method() == "matmul"
 
 
+@pytest.mark.parametrize("block_rows", [None, 7])
 @pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False)])
-def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept):
+def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept, block_rows, monkeypatch):
     """The multinomial group Hessians, exact (TensorFlow products) and as chord matrices
     (``chord``: one syrk product per class block, the last class's blocks derived from the
     others'), against TensorFlow autodiff of an independent loss on each group's rows,
-    with and without the minuend; at a mild and at a confident parameter vector."""
+    with and without the minuend; at a mild and at a confident parameter vector; groups
+    of consecutive rows (read in place) and scattered ones; with ``block_rows``: the sums
+    over blocks of at most that many rows."""
     spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, n=40)
+    if block_rows is not None:  # the row blocks of both forms (the chord form counts K E per row)
+        monkeypatch.setattr(objective, "HESSIAN_BLOCK_BYTES", block_rows * 8 * num_classes * spec.ext_dim)
     s = S[:, 0]
     groups = [np.array([3]), np.arange(0, 40, 3), np.arange(5, 25)]
     batch = LogisticObjective.without_groups(spec, Xa, tf.constant(y), s, 0.7, groups)
@@ -106,6 +119,47 @@ def test_multinomial_group_hessians_match_autodiff(num_classes, fit_intercept):
                 # Normwise (assert_close): the chord form's cancelling entries lose relative accuracy.
                 assert_close(got[b], want[b], RTOL_AUTODIFF, what=f"group {b} chord={chord}")
                 assert_close(minus[b], M.numpy() - want[b], RTOL_AUTODIFF, what=f"minuend - group {b} chord={chord}")
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False)])
+def test_multinomial_start_matrices_are_the_minuend_minus_the_group_hessians_gauge_fixed(
+        num_classes, fit_intercept, monkeypatch):
+    """The refits' start matrices ``gauge_fix(M - H_U)`` (``group_hessians`` with ``minuend``
+    and ``gauge``, written into one batch array in place) against autodiff of an independent
+    loss on each group's rows; with row blocks of 8 rows, so that a group's products are
+    summed over several blocks. And the same as the TensorFlow operations on the batch of
+    ``H_U`` (subtraction, then :func:`gauge_fix`) to the last bit: both take the same
+    products and do the same elementwise arithmetic on them."""
+    spec, Xa, y, S, Theta = problem(num_classes, fit_intercept, n=40)
+    monkeypatch.setattr(objective, "HESSIAN_BLOCK_BYTES", 8 * num_classes ** 2 * spec.ext_dim * 8)
+    s = S[:, 0]
+    groups = [np.array([3]), np.arange(0, 40, 3), np.arange(5, 25), np.arange(40)]
+    batch = LogisticObjective.without_groups(spec, Xa, tf.constant(y), s, 0.7, groups)
+    A = np.random.RandomState(2).normal(size=(spec.num_params, spec.num_params))
+    M = tf.constant(A @ A.T)
+    for theta in (Theta[0], 8.0 * Theta[1]):
+        got = batch.group_hessians(theta, groups, minuend=M, gauge=True).numpy()
+        for b, idx in enumerate(groups):
+            want = M.numpy() - reference_hessian(theta, tf.gather(Xa, idx), y[idx], tf.gather(s, idx), 0.0, spec)
+            want = gauge_fix(tf.constant(want), spec).numpy()
+            assert_close(got[b], want, RTOL_AUTODIFF, what=f"start matrix {b}")
+        two_steps = gauge_fix(M[None] - batch.group_hessians(theta, groups), spec).numpy()
+        assert np.array_equal(got, two_steps)
+        if spec.has_gauge:
+            assert not np.allclose(got, (M[None] - batch.group_hessians(theta, groups)).numpy())
+
+
+@pytest.mark.parametrize("num_classes, fit_intercept", [(2, True), (3, True), (3, False)])
+def test_gauge_fix_inplace_is_gauge_fix(num_classes, fit_intercept):
+    """The in-place NumPy form on a batch (parameter layout) against gauge_fix, to the last
+    bit (the same mean of the diagonal, the same products and sums)."""
+    spec = ModelSpec(5, num_classes, fit_intercept)
+    A = np.random.RandomState(0).randn(3, spec.num_params, spec.num_params)
+    H = A @ np.swapaxes(A, 1, 2)
+    got = H.copy()
+    gauge_fix_inplace(got, spec)
+    assert np.array_equal(got, gauge_fix(tf.constant(H), spec).numpy())
+    assert np.array_equal(got, H) == (not spec.has_gauge)
 
 
 @pytest.mark.parametrize("num_classes, fit_intercept", [(2, True), (3, True), (4, True), (3, False)])
