@@ -22,6 +22,7 @@ with a trailing 1 (when there is an intercept) so that class k's parameters are 
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
 
@@ -100,16 +101,27 @@ class ModelSpec:
         return n
 
     def ext_permutation(self) -> np.ndarray:
-        """``perm`` such that ``theta = theta_ext[perm]`` (extended → parameter layout)."""
-        K, D, E = self.num_rows, self.input_dim, self.ext_dim
-        if not self.fit_intercept or K == 1:
-            return np.arange(self.num_params)
-        rows = np.arange(K) * E
-        return np.concatenate([(rows[:, None] + np.arange(D)).ravel(), rows + D])
+        """``perm`` such that ``theta = theta_ext[perm]`` (extended → parameter layout);
+        read-only, computed once per layout."""
+        return _ext_permutations(self.num_rows, self.input_dim, self.ext_dim, self.fit_intercept)[0]
 
     def ext_inverse_permutation(self) -> np.ndarray:
-        """``inv`` such that ``theta_ext = theta[inv]``."""
-        return np.argsort(self.ext_permutation())
+        """``inv`` such that ``theta_ext = theta[inv]``; read-only, computed once per layout."""
+        return _ext_permutations(self.num_rows, self.input_dim, self.ext_dim, self.fit_intercept)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _ext_permutations(K: int, D: int, E: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`ModelSpec.ext_permutation` and its inverse (read-only arrays)."""
+    if not fit_intercept or K == 1:
+        perm = np.arange(K * E)
+    else:
+        rows = np.arange(K) * E
+        perm = np.concatenate([(rows[:, None] + np.arange(D)).ravel(), rows + D])
+    inv = np.argsort(perm)
+    perm.setflags(write=False)
+    inv.setflags(write=False)
+    return perm, inv
 
 
 def augment(X: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
