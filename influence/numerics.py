@@ -16,7 +16,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 import tensorflow as tf
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +101,17 @@ def handover_tensor(array: np.ndarray) -> tf.Tensor:
     return tf.constant(array)
 
 
+_BLAS_CONTROLLER: list = []
+
+
 def one_blas_thread():
     """A context with one BLAS thread, for many small products (per-group Hessians, small
     LAPACK solves) next to TensorFlow's thread pool, where threaded BLAS spends its time
-    spin-waiting for the other cores."""
-    return threadpool_limits(limits=1, user_api="blas")
+    spin-waiting for the other cores. The BLAS libraries are looked up once per process
+    (at the first call: NumPy's and SciPy's, loaded with this module), not per context."""
+    if not _BLAS_CONTROLLER:
+        _BLAS_CONTROLLER.append(ThreadpoolController())
+    return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:

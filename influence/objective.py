@@ -22,6 +22,7 @@ with a trailing 1 (when there is an intercept) so that class k's parameters are 
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from influence.numerics import handover_tensor, one_blas_thread, tensor_buffer
+from influence.numerics import handover_tensor, one_blas_thread, tensor_buffer, to_numpy
 
 # Strategies of LogisticObjective.hessians (chosen in LogisticObjective.hessian_method).
 HESSIAN_METHODS = ("auto", "sparse", "syrk", "einsum", "matmul")
@@ -100,17 +101,27 @@ class ModelSpec:
         return n
 
     def ext_permutation(self) -> np.ndarray:
-        """``perm`` such that ``theta = theta_ext[perm]`` (extended → parameter layout)."""
-        K, D, E = self.num_rows, self.input_dim, self.ext_dim
-        if not self.fit_intercept or K == 1:
-            return np.arange(self.num_params)
-        weights = [k * E + a for k in range(K) for a in range(D)]
-        biases = [k * E + D for k in range(K)]
-        return np.array(weights + biases)
+        """``perm`` such that ``theta = theta_ext[perm]`` (extended → parameter layout);
+        read-only, computed once per layout."""
+        return _ext_permutations(self.num_rows, self.input_dim, self.ext_dim, self.fit_intercept)[0]
 
     def ext_inverse_permutation(self) -> np.ndarray:
-        """``inv`` such that ``theta_ext = theta[inv]``."""
-        return np.argsort(self.ext_permutation())
+        """``inv`` such that ``theta_ext = theta[inv]``; read-only, computed once per layout."""
+        return _ext_permutations(self.num_rows, self.input_dim, self.ext_dim, self.fit_intercept)[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _ext_permutations(K: int, D: int, E: int, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`ModelSpec.ext_permutation` and its inverse (read-only arrays)."""
+    if not fit_intercept or K == 1:
+        perm = np.arange(K * E)
+    else:
+        rows = np.arange(K) * E
+        perm = np.concatenate([(rows[:, None] + np.arange(D)).ravel(), rows + D])
+    inv = np.argsort(perm)
+    perm.setflags(write=False)
+    inv.setflags(write=False)
+    return perm, inv
 
 
 def augment(X: tf.Tensor, spec: ModelSpec) -> tf.Tensor:
@@ -680,14 +691,36 @@ class LogisticObjective:
                 out += self.gauge_c * tf.reduce_sum(V * u, axis=1, keepdims=True) * u
         return out if X is not None else out + self.l2 * self.mask * V
 
-    def group_hvp(self, curv, idx, V) -> tf.Tensor:
-        """``H_U V[k]`` for one group U (index array ``idx``), tensor (b, d): the unregularised
-        Hessian of the group's points under this objective's weights (B = 1), at the
-        parameter vector ``curv`` (:meth:`curvature`) was computed at; V: (b, d). Two
-        products with the group's rows only (``4 |U| E K'`` flops per vector)."""
+    def group_rows(self, curv, idx, dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What :meth:`group_hvp` reads of one group U (index array ``idx``), as NumPy arrays
+        in ``dtype``: its rows of ``curv`` ((|U|,) binary, (|U|, K) multinomial), of the
+        weights (|U|,) and of the design (|U|, E); held by a caller that applies the same
+        group's Hessian many times, so that its products skip the gather."""
         idx = np.asarray(idx, dtype=np.int64)
-        V = tf.constant(np.asarray(V), dtype=self.Xa.dtype) if not tf.is_tensor(V) else V
-        return self._hvp(tf.gather(curv, idx), tf.gather(self.S, idx), V, gauge=False, X=tf.gather(self.Xa, idx))
+        c = to_numpy(tf.gather(curv, idx), dtype).reshape(len(idx), -1)
+        S = to_numpy(tf.gather(self.S, idx), dtype).reshape(-1)
+        return (c[:, 0] if self.spec.binary else c), S, to_numpy(tf.gather(self.Xa, idx), dtype).reshape(len(idx), -1)
+
+    def group_hvp(self, curv, idx, V, rows=None) -> np.ndarray:
+        """``H_U V[k]`` for one group U (index array ``idx``), float64 NumPy (b, d): the
+        unregularised Hessian of the group's points under this objective's weights (B = 1),
+        at the parameter vector ``curv`` (:meth:`curvature`) was computed at; V: (b, d). Two
+        products with the group's rows only (``4 |U| E K'`` flops per vector), in NumPy: a
+        group's product is small, and TensorFlow's per-call overhead exceeded its arithmetic.
+        ``rows``: the group's :meth:`group_rows` when the caller holds them (the products
+        then run in their dtype), else gathered here."""
+        spec = self.spec
+        c, S, X = self.group_rows(curv, idx) if rows is None else rows
+        V = np.asarray(V, dtype=np.float64)
+        b, Kc, E = V.shape[0], spec.num_rows, spec.ext_dim
+        Vx = V[:, spec.ext_inverse_permutation()].reshape(b * Kc, E).astype(X.dtype, copy=False)
+        U = (X @ Vx.T).reshape(-1, b, Kc)                                    # (|U|, b, K')
+        if spec.binary:  # curv already carries the weights
+            T = c[:, None, None] * U
+        else:
+            T = (S[:, None] * c)[:, None, :] * (U - np.sum(c[:, None, :] * U, axis=2, keepdims=True))
+        out = (T.reshape(-1, b * Kc).T @ X).reshape(b, Kc * E)
+        return np.asarray(out[:, spec.ext_permutation()], dtype=np.float64)
 
     def hvp(self, curv, V, rows=None) -> np.ndarray:
         """``A_j V[k]`` for ``j = rows[k]``: regularised Hessians (gauge-fixed with

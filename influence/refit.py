@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from influence.downdate import DowndateBasis, GroupDowndates
-from influence.memory import chunk_size, downdate_bytes_per_group, refit_chunk_size
+from influence.memory import chunk_size, downdate_bytes_per_group, refit_bytes_per_group, refit_chunk_size
 from influence.newton import (
     ChordNewton,
     DowndateChord,
@@ -35,6 +35,7 @@ from influence.newton import (
     hessian_factor,
     make_preconditioner,
     newton_loop,
+    use_float32,
 )
 from influence.numerics import one_blas_thread
 from influence.objective import LogisticObjective, ModelSpec
@@ -53,12 +54,6 @@ def _refit(batch, Theta, scale, rtol, strategy, max_iter, G0=None) -> RefitResul
     res = newton_loop(batch, Theta, rtol * scale, strategy, max_iter, scale=scale, G0=G0)
     res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=3)
     return res
-
-
-def _group_objective(spec: ModelSpec, Xa, y, s_base, idx) -> LogisticObjective:
-    """The unregularised objective of one group's points (their rows, labels and weights)."""
-    idx = np.asarray(idx, dtype=np.int64)
-    return LogisticObjective(spec, tf.gather(Xa, idx), tf.gather(y, idx), tf.gather(s_base, idx), 0.0)
 
 
 def _queue(spec, Xa, s_base, groups, theta_hat, rtol, B, costs=None, budget=None, on_finish=None) -> ProblemQueue:
@@ -257,45 +252,43 @@ def refit_chunk_cg(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Se
 def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups: Sequence[np.ndarray],
                        factor: HessianFactor | None = None, rtol: float = 1e-12, max_iter: int = 50,
                        cg_maxiter: int | None = None, chord_rtol: float = 1e-3,
-                       max_memory: int | None = None, slots: int | None = None, on_finish=None) -> RefitResult:
+                       max_memory: int | None = None, slots: int | None = None, on_finish=None,
+                       float32: bool | None = None) -> RefitResult:
     """:func:`refit_chunk_cg` with the dense Hessian (:class:`~influence.newton.FactorChord`):
     chord steps with ``H_hat - H_U`` at theta_hat, solved by CG preconditioned by
     ``H_hat``'s factor (``factor``, :func:`~influence.newton.hessian_factor` at theta_hat by
     default; build it once for several chunks), each on the true gradient of the refit
-    objective, which one batched pass over the data gives for all the chunk's groups; the
-    same certificate. ``max_memory`` (bytes, the budget of the work besides the factor):
-    sub-chunks as :func:`refit_chunk_cg`. ``hessians`` is zero and ``hvps`` counts the
-    products with the chord matrices and (after a slow chord step) the exact Hessians.
-    ``slots``, ``on_finish``: continuous batching as :func:`refit_chunk_downdate` (slots within
-    ``max_memory``; the gradients of admitted groups are then one pass over the data per
-    admission).
+    objective; the same certificate. ``hessians`` is zero and ``hvps`` counts the products
+    with the chord matrices and (after a slow chord step) the exact Hessians.
+
+    The groups are refitted by continuous batching (:class:`~influence.newton.ProblemQueue`,
+    as :func:`refit_chunk_downdate`): at most ``slots`` together (None: all), within
+    ``max_memory`` (bytes, the budget of the work besides the factor), each running group
+    counting its (n, K') arrays (:func:`influence.memory.refit_bytes_per_group`) and its rows,
+    which the chord matrices hold while it runs
+    (:meth:`~influence.newton.DowndatedHessians.load`; in float32 where ``float32``, None:
+    :func:`~influence.newton.use_float32`). All running groups' chord solves advance together:
+    each CG iteration is one pair of triangular solves with the factor for all of them.
+    ``on_finish(k)`` is called as k groups stop. The results are in the order of ``groups``.
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
     l2 = tf.constant(float(l2_reg), dtype=dtype)
+    if not len(groups):
+        return RefitResult.empty(spec.num_params)
     if factor is None:
         factor = hessian_factor(spec, theta_hat, Xa, s_base, l2_reg)
-    if slots is not None and len(groups):
-        groups = [np.asarray(g, dtype=np.int64) for g in groups]
-        chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2),
-                                   tf.constant(np.asarray(theta_hat), dtype=dtype), groups)
-        res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,
-                           _slots_within(spec, Xa, max_memory, slots, False),
-                           lambda batch: FactorChord(chords, cg_maxiter, chord_rtol), on_finish=on_finish,
-                           one_thread=False)
-        res.hessians = np.zeros(len(groups), dtype=np.int64)
-        return res
-    split = _within_memory(refit_chunk_factor, spec, Xa, groups, max_memory, False, theta_hat=theta_hat, y=y,
-                           s_base=s_base, l2_reg=l2_reg, factor=factor, rtol=rtol, max_iter=max_iter,
-                           cg_maxiter=cg_maxiter, chord_rtol=chord_rtol)
-    if split is not None:
-        return split
-    batch, theta, Theta, scale = _setup(spec, theta_hat, Xa, y, s_base, l2, groups)
-    chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2), theta, list(groups))
-    # The gradients at theta_hat from the groups' rows: grad L(theta_hat) - g_U (one pass
-    # over the data for the chunk instead of one per group).
-    full = LogisticObjective(spec, Xa, y, s_base, l2).gradient_at(theta)
-    G0 = tf.stack([full - _group_objective(spec, Xa, y, s_base, g).gradient_at(theta) for g in groups])
-    res = _refit(batch, Theta, scale, rtol, FactorChord(chords, cg_maxiter, chord_rtol), max_iter, G0)
+    if float32 is None:
+        float32 = use_float32(spec.num_params)
+    groups = [np.asarray(g, dtype=np.int64) for g in groups]
+    chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2),
+                               tf.constant(np.asarray(theta_hat), dtype=dtype), groups, float32=float32)
+    slots = len(groups) if slots is None else slots
+    costs = np.array([refit_bytes_per_group(spec.num_params, int(Xa.shape[0]), spec.num_rows, False)
+                      + chords.row_bytes(j) for j in range(len(groups))], dtype=np.int64)
+    res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,
+                       _slots_within(spec, Xa, max_memory, slots, False),
+                       lambda batch: FactorChord(chords, cg_maxiter, chord_rtol), costs, max_memory, on_finish,
+                       one_thread=False)
     res.hessians = np.zeros(len(groups), dtype=np.int64)
     return res

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence import groups as G, memory, routes as R
 from influence.group_influence import GroupInfluence
-from influence.newton import FactorChord, HessianFactor, hessian_factor, make_preconditioner
+from influence.newton import FactorChord, HessianFactor, RefitResult, hessian_factor, make_preconditioner
 from influence.numerics import preconditioned_cg_rows
 from influence.objective import LogisticObjective, ModelSpec, gauge_fix
 from influence.refit import refit_chunk_cg, refit_chunk_factor
@@ -89,7 +89,7 @@ def test_hessian_ext_and_group_hvp_equal_the_hessians(num_classes, weighted):
     V = np.random.RandomState(2).randn(3, m.num_params)
     for g in groups:
         H_U = m.get_hessian((X[g], y[g]), ww[g], 0.0)
-        assert_close(obj.group_hvp(curv, g, V).numpy(), V @ H_U, RTOL_TWO_PATHS, what=f"H_U V, |U| = {len(g)}")
+        assert_close(obj.group_hvp(curv, g, V), V @ H_U, RTOL_TWO_PATHS, what=f"H_U V, |U| = {len(g)}")
 
 
 def test_continuous_batching_cg_equals_the_direct_solves_and_refills_slots():
@@ -226,6 +226,54 @@ def test_first_step_of_the_factor_refits_is_the_newton_change():
         assert_close(r.first_steps[b], np.linalg.solve(H - H_U[b], G_S[b] - resid), RTOL_CG, what=f"group {b}")
 
 
+@pytest.mark.parametrize("float32", [False, True])
+def test_factor_refits_in_slots_hold_each_groups_own_rows(float32):
+    """Refits of 8 groups in 2 slots, the chord matrices holding each running group's rows
+    (float32 or float64) and freeing them as it stops: every first chord step (CG to 1e-12)
+    is the Newton change of its own group, ``(H - H_U)^-1 (g_U - grad)`` (a slot that kept
+    the rows of the group it held before, or of another slot, would solve another system;
+    float32 rows round it to about 1e-6), and the refits equal those of each group refitted
+    alone with the rows gathered in float64 (both certified optima)."""
+    m, X, y, w, lam, groups = fitted(3)
+    rng = np.random.RandomState(5)
+    groups = groups + [np.sort(rng.choice(len(y), s, replace=False)) for s in (30, 2, 11)]
+    Xa, yt, s = m.design((X, y))
+    theta = m.get_params_flat()
+    F = hessian_factor(m.spec, theta, Xa, s, lam)
+    H, H_U, G_S = dense_parts(m, X, y, w, lam, groups)
+    resid = m.get_total_grad_loss((X, y), None, lam)
+    r = refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, groups, factor=F, rtol=1e-12, chord_rtol=1e-12, slots=2,
+                           float32=float32)
+    assert r.converged.all() and r.occupancy.max() == 2
+    assert_slots_stay_full(r, 2)
+    # float32 rows: the operator is rounded to about 1e-7 relative, amplified by the
+    # conditioning of H - H_U; the refits themselves stay certified float64 optima.
+    tol = 1e-5 if float32 else RTOL_CG
+    assert r.first_full_step.all()
+    for b in range(len(groups)):
+        assert_close(r.first_steps[b], np.linalg.solve(H - H_U[b], G_S[b] - resid), tol, what=f"group {b}")
+    alone = RefitResult.concat([refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, [g], factor=F, rtol=1e-12,
+                                                   float32=False) for g in groups])
+    assert alone.converged.all()
+    assert_close(r.thetas, alone.thetas, 1e-8, what="2 slots vs one group at a time")
+
+
+def test_factor_refits_count_the_held_rows_in_the_memory_budget():
+    """With a budget for two running groups' (n, K') arrays and rows, never more than two
+    run together, however many slots; below it, three."""
+    m, X, y, _, lam, groups = fitted(3)
+    Xa, yt, s = m.design((X, y))
+    theta = m.get_params_flat()
+    F = hessian_factor(m.spec, theta, Xa, s, lam)
+    n, E, K = len(y), m.spec.ext_dim, m.spec.num_classes
+    same = [groups[-1]] * 4   # 40 points each
+    cost = memory.refit_bytes_per_group(m.num_params, n, m.spec.num_rows, False) + 8 * 40 * (E + K + 1)
+    for budget, most in ((2 * cost, 2), (3 * cost, 3)):
+        r = refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, same, factor=F, rtol=1e-12, slots=4,
+                               max_memory=budget, float32=False)
+        assert r.converged.all() and r.occupancy.max() == most
+
+
 def test_factor_chord_switches_slow_or_failed_problems_to_newton_cg():
     strategy = FactorChord(chords=type("C", (), {"factor": None})(), maxiter=10)
     obj = type("O", (), {"B": 4, "spec": ModelSpec(2, 2, True)})()
@@ -309,3 +357,13 @@ def test_downdated_hessians_products_and_split_solves(num_classes, weighted):
             assert true <= res.residual_norms[k] * (1 + 1e-6) + 1e-12 and res.residual_norms[k] <= rtol
     assert_close(res.x, np.stack([np.linalg.solve(H - H_U[k], G_S[k]) for k in range(len(groups))]), RTOL_CG,
                  what="split CG vs dense solves")
+    # Held rows (load) give the same products, float32 ones to their rounding; release frees them.
+    want = np.stack([(H - H_U[j]) @ V[k] for k, j in enumerate(rows)])
+    for float32, tol in ((False, RTOL_TWO_PATHS), (True, 1e-6)):
+        held = DowndatedHessians(F, LogisticObjective(m.spec, Xa, None, s, lam), theta, groups, float32=float32)
+        held.load(rows)
+        assert sorted(held.held) == sorted(rows.tolist())
+        assert held.held[4][2].dtype == (np.float32 if float32 else np.float64)
+        assert_close(held(V, rows), want, tol, what=f"(H - H_U) V, held rows, float32={float32}")
+        held.release(rows[:2])
+        assert sorted(held.held) == [2]
