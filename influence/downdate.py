@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from influence.numerics import in_float32, try_cholesky
+from influence.numerics import cho_solve_nogil, in_float32, try_cholesky
 
 # Models with at least this many parameters use the Woodbury downdates for refits and
 # Newton changes (binary models). Below it a (d, d) Cholesky per group is cheap.
@@ -157,6 +157,6 @@ class GroupDowndates:
                 T[k] = np.nan
             elif len(idx):
                 a = w[idx] * np.asarray(self.rows[j] @ U[k]).reshape(-1)
-                z = sla.cho_solve(self.factors[j], a, check_finite=False)
+                z = cho_solve_nogil(self.factors[j], a)  # as cho_solve, without the GIL
                 T[k] += np.asarray(self.rows[j].T @ (w[idx] * z)).reshape(-1)
         return times_hi(T)

@@ -11,6 +11,7 @@ from influence.logistic_regression import LogisticRegression
 from influence.numerics import (
     NotPositiveDefiniteError,
     PCGRows,
+    cho_solve_nogil,
     cholesky_factors,
     conjugate_gradient,
     densify,
@@ -24,7 +25,7 @@ from influence.numerics import (
     try_cholesky,
     xy,
 )
-from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
+from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import spd_rows
 
 # Two LAPACK solves of a well-conditioned 5 x 5 system (condition number < 100).
@@ -246,3 +247,25 @@ def test_pcg_rows_paused_and_resumed_equal_the_direct_solves():
     assert_close(x, want, RTOL_CG, what="paused and resumed CG vs direct solves")
     whole = preconditioned_cg_rows(matvec, Bm, precond, 1e-12, 500)
     np.testing.assert_array_equal(its, whole.iterations)
+
+
+@pytest.mark.parametrize("m", [1, 7, 60])
+@pytest.mark.parametrize("rhs", [None, 3])
+def test_cho_solve_without_the_gil_equals_cho_solve(m, rhs):
+    # The same LAPACK routine as scipy's cho_solve, called through ctypes: checked against
+    # cho_solve (a second path) and against the residual of M x = b.
+    import scipy.linalg as sla
+
+    rng = np.random.RandomState(m)
+    A = rng.normal(size=(m, m))
+    M = np.eye(m) + A @ A.T / m
+    b = rng.normal(size=m if rhs is None else (m, rhs))
+    factor = try_cholesky(M)
+    x = cho_solve_nogil(factor, b)
+    assert x.shape == b.shape
+    assert_close(x, sla.cho_solve(factor, b), RTOL_TWO_PATHS, what="cho_solve")
+    assert np.linalg.norm(M @ x - b) / np.linalg.norm(b) <= RESID_SOLVE
+    upper = (np.triu(factor[0].T).copy(order="F"), False)  # U = L^T, M = U^T U
+    assert_close(cho_solve_nogil(upper, b), x, RTOL_TWO_PATHS, what="upper factor")
+    c_ordered = (np.ascontiguousarray(factor[0]), True)  # not Fortran-ordered (m > 1): scipy's path
+    assert_close(cho_solve_nogil(c_ordered, b), x, RTOL_TWO_PATHS, what="C-ordered factor")
