@@ -7,10 +7,13 @@ is not positive definite (tensorflow issues 61916, 62451), hence the explicit ch
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +85,20 @@ def one_blas_thread():
     LAPACK solves) next to TensorFlow's thread pool, where threaded BLAS spends its time
     spin-waiting for the other cores."""
     return threadpool_limits(limits=1, user_api="blas")
+
+
+def per_core_map(fn, items, one_blas: bool = True) -> list:
+    """``[fn(x) for x in items]`` on one thread per core: the one pool of the package, for
+    many independent small LAPACK calls and sparse products that release the GIL (NumPy's
+    ``np.linalg``, :func:`cho_solve_nogil`; not SciPy's ``cho_solve``), which beat threaded
+    LAPACK on one matrix at a time. ``one_blas``: each on one BLAS thread (False where the
+    caller already holds one)."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with one_blas_thread() if one_blas else contextlib.nullcontext(), \
+            ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
 
 
 def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:
