@@ -28,7 +28,8 @@ embedded mode the context carries the experiment's live objects, so nothing is r
 and results are those of the in-process code, bit for bit.
 
 Embedded, tasks run one after the other, or, when the caller gives each task's memory
-need (``map(..., memory=...)``: the clustering labellings of ss_logreg phase 5), side by
+need (``map(..., memory=...)``: the clustering labellings of ss_logreg phase 5 and the refit
+tasks of the downdate route, :func:`experiments.tasks.map_refits`), side by
 side in threads of this process: as many as there are CPUs, and no more than fit together
 in :data:`THREAD_MEMORY_SHARE` of the memory available (``psutil``), each on one
 BLAS/OpenMP thread; the results are those of the serial loop, bit for bit. This executor

@@ -145,7 +145,19 @@ def map_refits(executor: Executor, ctx: InfluenceContext, n: int, chunk_size: in
         return RefitResult.empty(len(ctx.params))
     size = int(chunk_size)
     spans = [(a, b, size) for a, b in chunks(n, size * REFIT_CHUNKS_PER_TASK)]
-    return RefitResult.concat(executor.map(refit_task, ctx, spans, desc))
+    memory = budget = None
+    if not executor.distributed and len(spans) > 1:
+        # Embedded, the tasks of a route that allows it run side by side in threads
+        # (RefitRoute.task_memory), as many as the budget of phase 5's labellings admits:
+        # the largest task plus --max-memory. Each group's refit is the same either way.
+        route = ctx.influence().routes(ctx.arrays.get("method") or ctx.inverse_hvp_method)[1]
+        memory = [route.task_memory(ctx.groups(a, b), s) for a, b, s in spans]
+        if any(m is None for m in memory):
+            memory = None
+        else:
+            route.prepare()
+            budget = max(memory) + int(ctx.max_memory) if ctx.max_memory is not None else None
+    return RefitResult.concat(executor.map(refit_task, ctx, spans, desc, memory=memory, memory_budget=budget))
 
 
 def refit_groups(executor: Executor, infl: GroupInfluence, groups: Sequence[np.ndarray], chunk_size: int,

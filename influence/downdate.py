@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from influence.numerics import in_float32, try_cholesky
+from influence.numerics import cho_solve_nogil, in_float32, per_core_map, try_cholesky
 
 # Models with at least this many parameters use the Woodbury downdates for refits and
 # Newton changes (binary models). Below it a (d, d) Cholesky per group is cheap.
@@ -150,13 +150,23 @@ class GroupDowndates:
             return A @ Hi if precise else in_float32(lambda A32: A32 @ Hi, A)
 
         U = times_hi(R)  # (k, d): one product for the batch
-        T = R.copy()
-        for k, j in enumerate(np.asarray(groups, dtype=np.int64)):
+        groups = np.asarray(groups, dtype=np.int64)
+
+        def correction(k):  # A_U^T C_U^{-1} A_U H^{-1} r of row k (None: nothing to add)
+            j = groups[k]
             idx = self.idx[j]
-            if not self.ok[j]:
+            if not self.ok[j] or not len(idx):
+                return None
+            a = w[idx] * np.asarray(self.rows[j] @ U[k]).reshape(-1)
+            z = cho_solve_nogil(self.factors[j], a)  # releases the GIL: the rows run side by side
+            return np.asarray(self.rows[j].T @ (w[idx] * z)).reshape(-1)
+
+        T = R.copy()
+        # The rows' corrections on one thread per core, each by the same calls as one at a
+        # time (the caller holds one BLAS thread).
+        for k, add in enumerate(per_core_map(correction, range(len(groups)), one_blas=False)):
+            if not self.ok[groups[k]]:
                 T[k] = np.nan
-            elif len(idx):
-                a = w[idx] * np.asarray(self.rows[j] @ U[k]).reshape(-1)
-                z = sla.cho_solve(self.factors[j], a, check_finite=False)
-                T[k] += np.asarray(self.rows[j].T @ (w[idx] * z)).reshape(-1)
+            elif add is not None:
+                T[k] += add
         return times_hi(T)

@@ -15,9 +15,7 @@ group's unregularised Hessian.
 """
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -29,7 +27,7 @@ from influence import objective as K
 from influence.downdate import DowndateBasis, GroupDowndates
 from influence.memory import eval_chunk_size, refit_chunk_size
 from influence.newton import DowndatedHessians, HessianFactor, cg_directions, make_preconditioner
-from influence.numerics import ConvergenceWarning, one_blas_thread, spd_solve
+from influence.numerics import ConvergenceWarning, one_blas_thread, per_core_map, spd_solve
 from influence.objective import LogisticObjective, ModelSpec, project_out_gauge
 from influence.progress import progress_bar
 
@@ -54,14 +52,6 @@ def group_sums(groups: Sequence[np.ndarray], M: np.ndarray, dtype=np.float64) ->
     M = np.asarray(M)
     B = incidence(groups, M.shape[0], dtype)
     return np.asarray(B @ M.reshape(M.shape[0], -1)).reshape((len(groups),) + M.shape[1:])
-
-
-def per_core_map(fn, items) -> list:
-    """``[fn(x) for x in items]`` on one thread per core, each with one BLAS thread: the
-    one pool of the package, for many independent small LAPACK calls (LAPACK releases the
-    GIL), which beat threaded LAPACK on one matrix at a time."""
-    with one_blas_thread(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(pool.map(fn, items))
 
 
 def newton_downdate(basis: DowndateBasis, groups: Sequence[np.ndarray], G_sums, spectrum: bool = False,

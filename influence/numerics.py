@@ -7,9 +7,13 @@ is not positive definite (tensorflow issues 61916, 62451), hence the explicit ch
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,6 +118,20 @@ def one_blas_thread():
     return _BLAS_CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
+def per_core_map(fn, items, one_blas: bool = True) -> list:
+    """``[fn(x) for x in items]`` on one thread per core: the one pool of the package, for
+    many independent small LAPACK calls and sparse products that release the GIL (NumPy's
+    ``np.linalg``, :func:`cho_solve_nogil`; not SciPy's ``cho_solve``), which beat threaded
+    LAPACK on one matrix at a time. ``one_blas``: each on one BLAS thread (False where the
+    caller already holds one)."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with one_blas_thread() if one_blas else contextlib.nullcontext(), \
+            ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
+
+
 def in_float32(apply: Callable[[np.ndarray], np.ndarray], R) -> np.ndarray:
     """``apply`` (a linear operator held in float32: a Cholesky factor, an inverse) on R in
     float32, result in float64: half the memory traffic, for preconditioners
@@ -136,6 +154,48 @@ def try_cholesky(M: np.ndarray):
     except (np.linalg.LinAlgError, ValueError):
         return None
     return factor if np.all(np.isfinite(factor[0])) else None
+
+
+def _lapack_dpotrs():
+    """LAPACK's ``dpotrs`` as a ctypes function, or None: the routine of SciPy's
+    ``cho_solve``, from the library SciPy links (its public Cython LAPACK table)."""
+    try:
+        import scipy.linalg.cython_lapack as cython_lapack
+
+        capsule = cython_lapack.__pyx_capi__["dpotrs"]
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    except (ImportError, AttributeError, KeyError, ValueError):
+        return None
+    i, f = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_double)
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, i, i, f, i, f, i, i)(address)
+
+
+_DPOTRS = _lapack_dpotrs()
+
+
+def cho_solve_nogil(factor, b: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.cho_solve(factor, b, check_finite=False)`` for a float64 factor of
+    :func:`try_cholesky` and b of shape (m,) or (m, k), computed by the same LAPACK call
+    (``dpotrs``) but without holding Python's GIL (ctypes releases it; SciPy's wrapper
+    does not), so that such solves in threads run side by side. Falls back to
+    ``cho_solve`` where that call is not available."""
+    c, lower = factor
+    b = np.asarray(b, dtype=np.float64)
+    if _DPOTRS is None or c.dtype != np.float64 or not c.flags.f_contiguous or b.ndim not in (1, 2) \
+            or b.shape[0] != c.shape[0]:
+        return sla.cho_solve(factor, b, check_finite=False)
+    x = np.array(b, order="F", copy=True)
+    n, nrhs, info = ctypes.c_int(c.shape[0]), ctypes.c_int(1 if x.ndim == 1 else x.shape[1]), ctypes.c_int(0)
+    f = ctypes.POINTER(ctypes.c_double)
+    _DPOTRS(b"L" if lower else b"U", ctypes.byref(n), ctypes.byref(nrhs), c.ctypes.data_as(f), ctypes.byref(n),
+            x.ctypes.data_as(f), ctypes.byref(n), ctypes.byref(info))
+    if info.value != 0:
+        raise ValueError(f"dpotrs: illegal value in argument {-info.value}")
+    return x
 
 
 def spd_factor(M: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -15,8 +15,8 @@ import numpy as np
 
 from influence import groups as G
 from influence.downdate import uses_downdates
-from influence.memory import cg_width, dense_hessian_fits, dense_work_memory
-from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner
+from influence.memory import cg_width, dense_hessian_fits, dense_work_memory, downdate_bytes_per_group
+from influence.newton import HessianFactor, RefitResult, hessian_factor, make_preconditioner, use_float32
 from influence.numerics import densify
 from influence.objective import ModelSpec
 from influence.refit import refit_chunk, refit_chunk_cg, refit_chunk_downdate, refit_chunk_factor
@@ -178,6 +178,18 @@ class RefitRoute(_Route):
     def refit(self, groups: Sequence[np.ndarray], slots: int | None = None, on_finish=None) -> RefitResult:
         raise NotImplementedError
 
+    def task_memory(self, groups: Sequence[np.ndarray], slots: int) -> int | None:
+        """The bytes one refit task (``refit(groups, slots)``) works in, for running a route's
+        tasks side by side in threads of one process (the embedded executor of
+        :mod:`experiments.execution`), or None: its tasks run one after the other. A route
+        that answers computes each refit by the same operations whatever runs beside it,
+        and builds what its refits share in :meth:`prepare`, so that the threads only read it."""
+        return None
+
+    def prepare(self) -> None:
+        """Build what this route's refits share and would otherwise build on first use (before
+        refit tasks run side by side, see :meth:`task_memory`)."""
+
     def _common(self):
         gi = self.gi
         Xa, y, s = gi.design(gi.train, gi.sample_weights)
@@ -211,6 +223,21 @@ class DowndateRefit(RefitRoute):
         args, common = self._common()
         return refit_chunk_downdate(*args, groups, self.gi.downdate_basis(), max_memory=self.gi.max_memory,
                                     slots=slots, on_finish=on_finish, **common)
+
+    def task_memory(self, groups, slots):
+        # The running groups' working arrays: at most the `slots` largest, within
+        # --max-memory (a group larger than it runs alone). The basis is shared.
+        gi = self.gi
+        costs = sorted((downdate_bytes_per_group(gi.num_train, gi.spec.num_params, len(g)) for g in groups),
+                       reverse=True) or [0]
+        held = sum(costs[:max(1, int(slots))])
+        return held if gi.max_memory is None else min(held, max(int(gi.max_memory), costs[0]))
+
+    def prepare(self):
+        self._common()  # the training design, kept by the model
+        basis = self.gi.downdate_basis()
+        if use_float32(self.gi.spec.num_params):
+            basis.Hi32  # noqa: B018 - built on first use; the chord preconditioners read it
 
 
 class NewtonCGRefit(RefitRoute):

@@ -289,3 +289,51 @@ def test_a_rebuilt_context_keeps_the_memory_budget():
     infl = GroupInfluence(model, (X, y), 1.0, max_memory=123_456_789)
     rebuilt = pickle.loads(pickle.dumps(tasks.InfluenceContext.from_influence(infl))).influence()
     assert rebuilt is not infl and rebuilt.max_memory == 123_456_789
+
+
+def test_downdate_refit_tasks_side_by_side_equal_them_one_after_the_other(monkeypatch):
+    # Embedded, the refit tasks of the downdate route run in threads (RefitRoute.task_memory):
+    # each group's refit must be the one the tasks compute one after the other, bit for bit
+    # (the same calls on the same machine), and the threads must really overlap.
+    import influence.downdate as dd
+    from influence.group_influence import GroupInfluence
+    from influence.logistic_regression import LogisticRegression
+    from influence.newton import RefitResult
+
+    monkeypatch.setattr(dd, "DOWNDATE_MIN_PARAMS", 1)  # this small model takes the downdate route
+    monkeypatch.setattr(execution, "num_cpus", lambda: 2)
+    rng = np.random.RandomState(0)
+    n, D = 90, 14
+    X = (rng.poisson(1.0, (n, D)) * (rng.rand(n, D) < 0.25)).astype(float)
+    y = (X @ rng.normal(0, 1, D) + rng.normal(0, 1, n) > 0.5).astype(float)
+    cfg = LogisticRegression.default_config()
+    cfg["arch"] = {"input_dim": D, "fit_intercept": True, "num_classes": 2}
+    model = LogisticRegression(cfg)
+    model.fit((X, y), None, 0.3)
+    infl = GroupInfluence(model, (X, y), 0.3, max_memory=10 ** 8)
+    groups = [rng.choice(n, s, replace=False) for s in (1, 3, 8, 20, 40, 5, 12, 30, 2, 25, 9, 16)]
+    ctx = tasks.InfluenceContext.from_influence(infl, groups=groups)
+    spans = [(a, b, 2) for a, b in tasks.chunks(len(groups), 2 * tasks.REFIT_CHUNKS_PER_TASK)]
+    assert len(spans) == 2
+    serial = RefitResult.concat([tasks.refit_task(ctx, span) for span in spans])
+
+    running, overlapped, lock = set(), [], threading.Lock()
+    refit_task = tasks.refit_task
+
+    def watched(c, span):
+        with lock:
+            running.add(span)
+            overlapped.append(len(running) > 1)
+        try:
+            time.sleep(0.2)  # the first task waits long enough for the second to start
+            return refit_task(c, span)
+        finally:
+            with lock:
+                running.discard(span)
+    monkeypatch.setattr(tasks, "refit_task", watched)
+    threaded = tasks.map_refits(Executor(), ctx, len(groups), 2)
+    assert any(overlapped), "the refit tasks ran one after the other"
+    assert threaded.converged.all()
+    for key in ("thetas", "grad_norms", "grad_tols", "iterations", "hessians", "hvps", "converged"):
+        a, b = getattr(serial, key), getattr(threaded, key)
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), key

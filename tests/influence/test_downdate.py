@@ -66,6 +66,37 @@ def test_downdate_solves_equal_dense_solves(sparse):
     assert_close(again, out[[3, 0, 3]], 1e-13)
 
 
+@pytest.mark.parametrize("precise", [True, False])
+def test_downdate_rows_on_threads_equal_them_one_at_a_time(monkeypatch, precise):
+    # GroupDowndates.solve computes its rows' corrections on one thread per core: the same
+    # calls as a plain loop (bitwise equal, same machine), and the dense oracle
+    # (H - H_U)^{-1} r (float64 rtol RTOL_TWO_PATHS; the float32 products of precise=False
+    # leave about 1e-6 relative).
+    m, X, y, lam, groups = sparse_problem()
+    H, Xa, c = _dense_pieces(m, X, y, lam)
+    basis = DowndateBasis(H, sp.csr_matrix(Xa), c)
+    down = GroupDowndates(basis, groups + [np.array([], dtype=np.int64)])
+    rows = np.array([4, 0, 2, 5, 1, 3, 4, 2], dtype=np.int64)  # repeated, and the empty group 5
+    R = np.random.RandomState(2).normal(size=(len(rows), H.shape[0]))
+    threads = []
+    real_map = dd.per_core_map
+
+    def watched(fn, items, one_blas=True):
+        threads.append(True)
+        return real_map(fn, items, one_blas)
+    monkeypatch.setattr(dd, "per_core_map", watched)
+    threaded = down.solve(R, rows, precise)
+    assert threads, "the rows did not go through the thread pool"
+    monkeypatch.setattr(dd, "per_core_map", lambda fn, items, one_blas=True: [fn(x) for x in items])
+    looped = down.solve(R, rows, precise)
+    assert threaded.tobytes() == looped.tobytes()
+    for k, b in enumerate(rows):
+        idx = down.idx[b]
+        H_U = (Xa[idx] * c[idx, None]).T @ Xa[idx]
+        assert_close(threaded[k], np.linalg.solve(H - H_U, R[k]), RTOL_TWO_PATHS if precise else 1e-5,
+                     what=f"row {k} (group {b})")
+
+
 def test_spectrum_equals_dense_eigenvalues():
     m, X, y, lam, groups = sparse_problem()
     H, Xa, c = _dense_pieces(m, X, y, lam)

@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import scipy.linalg as sla
 import scipy.sparse as sp
 import tensorflow as tf
 
@@ -11,6 +12,7 @@ from influence.logistic_regression import LogisticRegression
 from influence.numerics import (
     NotPositiveDefiniteError,
     PCGRows,
+    cho_solve_nogil,
     cholesky_factors,
     conjugate_gradient,
     densify,
@@ -26,7 +28,7 @@ from influence.numerics import (
     try_cholesky,
     xy,
 )
-from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, assert_close
+from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import spd_rows
 
 # Two LAPACK solves of a well-conditioned 5 x 5 system (condition number < 100).
@@ -267,3 +269,23 @@ def test_tensor_buffer_is_aligned_and_handed_over_with_its_content(shape, dtype)
     unaligned = np.empty(a.size + 1, dtype=dtype)[1:].reshape(shape)
     unaligned[...] = want
     assert np.array_equal(handover_tensor(unaligned).numpy(), want)
+
+
+@pytest.mark.parametrize("m", [1, 7, 60])
+@pytest.mark.parametrize("rhs", [None, 3])
+def test_cho_solve_without_the_gil_equals_cho_solve(m, rhs):
+    # The same LAPACK routine as scipy's cho_solve, called through ctypes: checked against
+    # cho_solve (a second path) and against the residual of M x = b.
+    rng = np.random.RandomState(m)
+    A = rng.normal(size=(m, m))
+    M = np.eye(m) + A @ A.T / m
+    b = rng.normal(size=m if rhs is None else (m, rhs))
+    factor = try_cholesky(M)
+    x = cho_solve_nogil(factor, b)
+    assert x.shape == b.shape
+    assert_close(x, sla.cho_solve(factor, b), RTOL_TWO_PATHS, what="cho_solve")
+    assert np.linalg.norm(M @ x - b) / np.linalg.norm(b) <= RESID_SOLVE
+    upper = (np.triu(factor[0].T).copy(order="F"), False)  # U = L^T, M = U^T U
+    assert_close(cho_solve_nogil(upper, b), x, RTOL_TWO_PATHS, what="upper factor")
+    c_ordered = (np.ascontiguousarray(factor[0]), True)  # not Fortran-ordered (m > 1): scipy's path
+    assert_close(cho_solve_nogil(c_ordered, b), x, RTOL_TWO_PATHS, what="C-ordered factor")
