@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
+import scipy.linalg.cython_lapack as cython_lapack
 import scipy.sparse as sp
 import tensorflow as tf
 from threadpoolctl import ThreadpoolController
@@ -160,8 +161,6 @@ def _lapack_dpotrs():
     """LAPACK's ``dpotrs`` as a ctypes function, or None: the routine of SciPy's
     ``cho_solve``, from the library SciPy links (its public Cython LAPACK table)."""
     try:
-        import scipy.linalg.cython_lapack as cython_lapack
-
         capsule = cython_lapack.__pyx_capi__["dpotrs"]
         api = ctypes.pythonapi
         api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
