@@ -102,6 +102,12 @@ class InfluenceContext:
     def groups(self, start: int, end: int) -> list[np.ndarray]:
         return [np.asarray(g, dtype=np.int64) for g in self.arrays["groups"][start:end]]
 
+    @property
+    def method(self) -> str:
+        """The inverse-HVP method of the tasks: the ``method`` array when given, else the
+        experiment's ``inverse_hvp_method``."""
+        return self.arrays.get("method") or self.inverse_hvp_method
+
 
 # Task functions: module level, pure functions of (shared context, chunk bounds).
 def refit_task(ctx: InfluenceContext, span: tuple[int, ...]) -> RefitResult:
@@ -110,7 +116,7 @@ def refit_task(ctx: InfluenceContext, span: tuple[int, ...]) -> RefitResult:
     refitted together (default all of them)."""
     start, end = span[:2]
     size = int(span[2]) if len(span) > 2 else end - start
-    method = ctx.arrays.get("method") or ctx.inverse_hvp_method
+    method = ctx.method
     pre = ctx.preconditioner() if method == "cg" else None
     return ctx.influence().refit(ctx.groups(start, end), size, method=method, progress=False,
                                  preconditioner=pre)
@@ -119,7 +125,7 @@ def refit_task(ctx: InfluenceContext, span: tuple[int, ...]) -> RefitResult:
 def newton_task(ctx: InfluenceContext, span: tuple[int, int]) -> dict[str, np.ndarray]:
     """One-step Newton changes of groups ``start..end-1`` (:meth:`GroupInfluence.newton_dparams`)."""
     start, end = span
-    method = ctx.arrays.get("method") or ctx.inverse_hvp_method
+    method = ctx.method
     pre = ctx.preconditioner() if method == "cg" else None
     G = np.asarray(ctx.arrays["group_grads"])[start:end]
     return ctx.influence().newton_dparams(ctx.groups(start, end), G, method=method,
@@ -150,7 +156,7 @@ def map_refits(executor: Executor, ctx: InfluenceContext, n: int, chunk_size: in
         # Embedded, the tasks of a route that allows it run side by side in threads
         # (RefitRoute.task_memory), as many as the budget of phase 5's labellings admits:
         # the largest task plus --max-memory. Each group's refit is the same either way.
-        route = ctx.influence().routes(ctx.arrays.get("method") or ctx.inverse_hvp_method)[1]
+        route = ctx.influence().routes(ctx.method)[1]
         memory = [route.task_memory(ctx.groups(a, b), s) for a, b, s in spans]
         if any(m is None for m in memory):
             memory = None
