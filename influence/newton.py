@@ -1308,16 +1308,16 @@ class Float32Factor(Preconditioner):
     ``1e-7 cond(L)``; callers measure their residuals with the float64 operator.
     """
 
-    def __init__(self, factor: HessianFactor, block: int = 256):
-        A = factor.L.astype(np.float32, order="F")
-        d = A.shape[0]
-        for j0 in range(0, d, block):  # the upper triangle from the lower, tile by tile
-            j1 = min(d, j0 + block)
-            for i0 in range(0, j0, block):
-                A[i0:i0 + block, j0:j1] = A[j0:j1, i0:i0 + block].T
-            D = A[j0:j1, j0:j1]
-            upper = np.triu_indices(j1 - j0, 1)
-            D[upper] = D.T[upper]
+    def __init__(self, factor: HessianFactor, block: int = 512):
+        L = factor.L
+        d = L.shape[0]
+        A = np.empty((d, d), dtype=np.float32, order="F")
+        for c0 in range(0, d, block):  # block columns: no (d, d) temporaries
+            c1 = min(d, c0 + block)
+            D = np.tril(L[c0:c1, c0:c1])
+            A[c0:c1, c0:c1] = D + np.tril(D, -1).T
+            A[c1:, c0:c1] = L[c1:, c0:c1]
+            A[:c0, c0:c1] = L[c0:c1, :c0].T
         self.A, self.frobenius = A, factor.frobenius
         self._inv, self._perm = factor.spec.ext_inverse_permutation(), factor.spec.ext_permutation()
 
