@@ -442,9 +442,8 @@ class FactorChord(NewtonStrategy):
 
     A problem whose step fails or cuts the gradient norm by less than half goes on by
     Newton-CG on its exact Hessian at the iterate (:func:`cg_directions`, products through
-    the data) preconditioned by the same factor (its float32 copy where ``chords`` hold one,
-    :attr:`DowndatedHessians.preconditioner`), with :class:`NewtonCG`'s forcing term and its
-    1000x tightening after a failed step.
+    the data) preconditioned by the same factor, with :class:`NewtonCG`'s forcing term and
+    its 1000x tightening after a failed step.
     """
 
     def __init__(self, chords: "DowndatedHessians", maxiter: int | None = None, chord_rtol: float = 1e-3,
@@ -527,8 +526,8 @@ class FactorChord(NewtonStrategy):
             eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[newton]),
                                                       self._floor(g, self.tols[newton]))) * self.tighten[newton]
             obj_n, Th_n, _ = _rows(objective, Theta, G, newton)
-            steps_n, res = cg_directions(obj_n, Th_n, Gn[newton], self.chords.preconditioner,
-                                         np.maximum(eta, self.floor), self.maxiter)
+            steps_n, res = cg_directions(obj_n, Th_n, Gn[newton], self.factor, np.maximum(eta, self.floor),
+                                         self.maxiter)
             step[newton] = steps_n.numpy()
             self.hvps[newton] += res.iterations
         return _project_rows(tf.constant(step, dtype=G.dtype), objective.spec)
@@ -1222,8 +1221,7 @@ class HessianFactor(Preconditioner):
     It is the operator of the dense cg routes as well as their preconditioner, so it stays
     float64 whatever :func:`use_float32` says: with the exact factor CG reaches a relative
     residual of 1e-10 in one or two iterations on ``H``, where a float32 factor (relative
-    error about 1e-7 times the condition number) would need several. The refits' chord
-    solves, which ask for far less, may use its float32 copy (:class:`Float32Factor`).
+    error about 1e-7 times the condition number) would need several.
 
     ``H_ext``: the regularised Hessian without gauge term in the extended layout
     (:meth:`LogisticObjective.hessian_ext`), C-contiguous float64; it is factored in place
@@ -1290,67 +1288,6 @@ class HessianFactor(Preconditioner):
         return W.T[:, self._perm]
 
 
-
-class Float32Factor(Preconditioner):
-    """A float32 copy of a :class:`HessianFactor`'s ``L`` for solves that need a relative
-    accuracy far above float32's rounding (the refits' chord solves,
-    :meth:`DowndatedHessians.solve`): :meth:`to_factor`, :meth:`from_factor` and
-    :meth:`solve` as the factor's, on float64 rows, computed in float32.
-
-    Both triangles of one Fortran-ordered (d, d) float32 array are used: the lower holds
-    ``L``, the upper ``L^T``, so both ``L^{-1}`` and ``L^{-T}`` are solves with the
-    transpose of a stored triangle, the faster of OpenBLAS's strsm paths for a few dozen
-    right-hand sides (docs/performance.md); ``4 d^2`` bytes (:attr:`nbytes`), half the
-    float64 factor's.
-
-    Its solves are those of a factor ``L + E`` with ``|E|`` of the order of float32's
-    rounding of ``|L|``, so ``(L + E)^{-1} H (L + E)^{-T}`` is the identity only up to about
-    ``1e-7 cond(L)``; callers measure their residuals with the float64 operator.
-    """
-
-    def __init__(self, factor: HessianFactor, block: int = 512):
-        L = factor.L
-        d = L.shape[0]
-        A = np.empty((d, d), dtype=np.float32, order="F")
-        for c0 in range(0, d, block):  # block columns: no (d, d) temporaries
-            c1 = min(d, c0 + block)
-            D = np.tril(L[c0:c1, c0:c1])
-            A[c0:c1, c0:c1] = D + np.tril(D, -1).T
-            A[c1:, c0:c1] = L[c1:, c0:c1]
-            A[:c0, c0:c1] = L[c0:c1, :c0].T
-        self.A, self.frobenius = A, factor.frobenius
-        self._inv, self._perm = factor.spec.ext_inverse_permutation(), factor.spec.ext_permutation()
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.A.nbytes)
-
-    def to_factor(self, R) -> np.ndarray:
-        """Rows ``L^{-1} R[k]`` (extended layout), float64 (m, d), computed in float32."""
-        R = np.asarray(R, dtype=np.float64)
-        if R.shape[0] == 0:
-            return R.copy()
-        B = np.asfortranarray(R[:, self._inv].T, dtype=np.float32)
-        # The upper triangle U = L^T: U^T x = L x = b.
-        X = scipy.linalg.blas.strsm(1.0, self.A, B, lower=0, trans_a=1, overwrite_b=1)
-        return X.T.astype(np.float64)
-
-    def from_factor(self, Y) -> np.ndarray:
-        """Rows ``L^{-T} Y[k]`` back in the parameter layout, float64 (m, d), computed in float32."""
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.shape[0] == 0:
-            return Y.copy()
-        B = np.asfortranarray(Y.T, dtype=np.float32)
-        X = scipy.linalg.blas.strsm(1.0, self.A, B, lower=1, trans_a=1, overwrite_b=1)
-        return X.T[:, self._perm].astype(np.float64)
-
-    float32 = True
-
-    def solve(self, R, rows=None) -> np.ndarray:
-        """``H^{-1} R[k]`` up to the float32 factor's rounding: a preconditioner."""
-        return self.from_factor(self.to_factor(R))
-
-
 def hessian_factor(spec: ModelSpec, theta, Xa, s, l2_reg) -> HessianFactor:
     """The :class:`HessianFactor` of the full regularised Hessian at ``theta``
     (``n d^2`` multiply-adds to form, ``d^3 / 3`` to factor; one (d, d) array in memory
@@ -1378,9 +1315,8 @@ class DowndatedHessians:
     applies the same ``H_U`` many times (the refits' chord steps) holds them, within its
     memory budget (:meth:`row_bytes`). ``float32``: the held rows are float32 (half the
     bytes, a product several times faster; its rounding, 1e-7 relative, is far below the
-    residuals the refits' chord solves ask for), and :meth:`solve` makes its triangular
-    solves with a float32 copy of the factor (:class:`Float32Factor`, :attr:`nbytes`),
-    checked by the float64 operator; the factor and all other products stay float64.
+    residuals the refits' chord solves ask for); the factor and all other products stay
+    float64.
     """
 
     def __init__(self, factor: HessianFactor, base: LogisticObjective, theta_hat, groups, float32: bool = False):
@@ -1388,18 +1324,6 @@ class DowndatedHessians:
         self.curv = base.curvature(tf.convert_to_tensor(np.asarray(theta_hat), dtype=base.Xa.dtype)[None])
         self.float32 = bool(float32)
         self.held: dict[int, tuple] = {}
-        # The chord solves' float32 factor (see solve); float64 solves without it.
-        self.fast = Float32Factor(factor) if self.float32 else None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held besides the factor and the rows: the float32 factor copy, if any."""
-        return 0 if self.fast is None else self.fast.nbytes
-
-    @property
-    def preconditioner(self):
-        """``H_hat^{-1}`` as a preconditioner: the float32 copy where there is one."""
-        return self.factor if self.fast is None else self.fast
 
     def row_bytes(self, j: int) -> int:
         """Bytes :meth:`load` holds for group j: its design rows, curvature and weights."""
@@ -1435,67 +1359,29 @@ class DowndatedHessians:
                     out[k] = self.base.group_hvp(self.curv, idx, V[k:k + 1], rows=self.held.get(int(j)))[0]
         return out
 
-    def solve(self, B: np.ndarray, rows, rtol, maxiter: int, width: int | None = None,
-              max_rounds: int = 4) -> PCGResult:
-        """``(H_hat - H_{U_j})^{-1} B[k]`` for ``j = rows[k]`` to the relative residual ``rtol``
-        (scalar or per row): CG on the system split by the factor,
-        ``(I - L^{-1} H_U L^{-T}) z = L^{-1} b``, ``x = L^{-T} z`` (the iterates of CG on
+    def solve(self, B: np.ndarray, rows, rtol, maxiter: int, width: int | None = None) -> PCGResult:
+        """``(H_hat - H_{U_j})^{-1} B[k]`` for ``j = rows[k]``: CG on the system split by the
+        factor, ``(I - L^{-1} H_U L^{-T}) z = L^{-1} b``, ``x = L^{-T} z`` (the iterates of CG on
         ``H_hat - H_U`` preconditioned by ``H_hat``, for two triangular solves per iteration
-        instead of two solves and two products); ``width`` as
-        :func:`influence.numerics.preconditioned_cg_rows`.
-
-        With the float64 factor it stops at ``||L^{-1} r|| <= rtol ||b|| / ||L||_F``, which
-        bounds ``||r|| / ||b||`` by ``rtol`` (reported as that bound). With ``float32`` the
-        triangular solves use the factor's float32 copy (:class:`Float32Factor`), whose
-        split is the identity only up to its rounding: mixed-precision iterative refinement
-        then measures each residual ``b - (H_hat - H_U) x`` with the float64 operator
-        (:meth:`__call__`), solves for a correction of the rows still above ``rtol``, at most
-        ``max_rounds`` rounds, and reports the measured ``||r|| / ||b||``
-        (docs/design.md, 'Certified fits and refits')."""
+        instead of two solves and two products). It stops at ``||L^{-1} r|| <= rtol ||b|| /
+        ||L||_F``, which bounds the relative residual ``||r|| / ||b||`` by ``rtol`` (reported
+        as that bound); ``width`` as :func:`influence.numerics.preconditioned_cg_rows`."""
         B = np.asarray(B, dtype=np.float64)
         rows = np.asarray(rows, dtype=np.int64)
-        rtol = np.broadcast_to(np.asarray(rtol, dtype=np.float64), (B.shape[0],))
-        if self.fast is None:
-            return self._split_cg(self.factor, B, rows, rtol, maxiter, width)
-        b = B.shape[0]
-        X, R = np.zeros_like(B), B.copy()
-        its = np.zeros(b, dtype=np.int64)
-        bnorm = np.linalg.norm(B, axis=1)
-        rel = np.zeros(b)
-        target = rtol.copy()
-        todo = np.flatnonzero(bnorm > 0)
-        for _ in range(max_rounds):
-            if todo.size == 0:
-                break
-            res = self._split_cg(self.fast, R[todo], rows[todo], target[todo], maxiter, width)
-            X[todo] += res.x
-            its[todo] += res.iterations
-            R[todo] = B[todo] - self(X[todo], rows[todo])
-            rnorm = np.linalg.norm(R[todo], axis=1)
-            rel[todo] = rnorm / bnorm[todo]
-            left = (rel[todo] > rtol[todo]) & (its[todo] < maxiter)
-            # The correction's own tolerance, relative to the residual it solves for.
-            target[todo] = np.minimum(1.0, rtol[todo] / np.maximum(rel[todo], 1e-300))
-            todo = todo[left]
-        return PCGResult(X, its, rel, rel <= rtol)
-
-    def _split_cg(self, tri, B, rows, rtol, maxiter, width) -> PCGResult:
-        """Split CG with the triangular solves of ``tri`` (the factor or its float32 copy);
-        the residuals reported are the bound ``||L||_F ||L^{-1} r|| / ||b||``."""
-        C = tri.to_factor(B)
+        C = self.factor.to_factor(B)
         bnorm, cnorm = np.linalg.norm(B, axis=1), np.linalg.norm(C, axis=1)
-        scale = np.where(cnorm > 0, bnorm / np.maximum(cnorm, 1e-300), 1.0) / tri.frobenius
+        scale = np.where(cnorm > 0, bnorm / np.maximum(cnorm, 1e-300), 1.0) / self.factor.frobenius
         has_rows = np.array([len(self.groups[int(j)]) > 0 for j in rows], dtype=bool)
 
         def matvec(P, r):
             out = P.copy()
             g = np.flatnonzero(has_rows[r])
             if g.size:
-                out[g] -= tri.to_factor(self._group_products(tri.from_factor(P[g]), rows[r][g]))
+                out[g] -= self.factor.to_factor(self._group_products(self.factor.from_factor(P[g]), rows[r][g]))
             return out
 
         res = preconditioned_cg_rows(matvec, C, lambda R, r: R, np.asarray(rtol) * scale, maxiter, width)
-        return PCGResult(tri.from_factor(res.x), res.iterations, res.residual_norms / scale, res.converged)
+        return PCGResult(self.factor.from_factor(res.x), res.iterations, res.residual_norms / scale, res.converged)
 
 
 PRECONDITIONERS = ("auto", "hessian", "subsampled", "block")

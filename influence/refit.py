@@ -266,11 +266,8 @@ def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups
     ``max_memory`` (bytes, the budget of the work besides the factor), each running group
     counting its (n, K') arrays (:func:`influence.memory.refit_bytes_per_group`) and its rows,
     which the chord matrices hold while it runs
-    (:meth:`~influence.newton.DowndatedHessians.load`). ``float32`` (None:
-    :func:`~influence.newton.use_float32`): the held rows are float32 and the chord solves'
-    triangular solves use a float32 copy of the factor
-    (:class:`~influence.newton.Float32Factor`, counted in ``max_memory``), their residuals
-    checked with the float64 operator. All running groups' chord solves advance together:
+    (:meth:`~influence.newton.DowndatedHessians.load`; in float32 where ``float32``, None:
+    :func:`~influence.newton.use_float32`). All running groups' chord solves advance together:
     each CG iteration is one pair of triangular solves with the factor for all of them.
     ``on_finish(k)`` is called as k groups stop. The results are in the order of ``groups``.
     """
@@ -287,8 +284,6 @@ def refit_chunk_factor(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, groups
     chords = DowndatedHessians(factor, LogisticObjective(spec, Xa, None, s_base, l2),
                                tf.constant(np.asarray(theta_hat), dtype=dtype), groups, float32=float32)
     slots = len(groups) if slots is None else slots
-    if max_memory is not None:  # the float32 factor copy of the chord solves is work memory too
-        max_memory = max(1, int(max_memory) - chords.nbytes)
     costs = np.array([refit_bytes_per_group(spec.num_params, int(Xa.shape[0]), spec.num_rows, False)
                       + chords.row_bytes(j) for j in range(len(groups))], dtype=np.int64)
     res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter,

@@ -9,22 +9,12 @@ optimality certificate (the reduced objective's gradient norm, recomputed).
 """
 import numpy as np
 import pytest
-import scipy.linalg
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence import groups as G, memory, routes as R
 from influence.group_influence import GroupInfluence
-from influence.newton import (
-    FLOAT32_MIN_PARAMS,
-    DowndatedHessians,
-    FactorChord,
-    Float32Factor,
-    HessianFactor,
-    RefitResult,
-    hessian_factor,
-    make_preconditioner,
-)
+from influence.newton import FactorChord, HessianFactor, RefitResult, hessian_factor, make_preconditioner
 from influence.numerics import preconditioned_cg_rows
 from influence.objective import LogisticObjective, ModelSpec, gauge_fix
 from influence.refit import refit_chunk_cg, refit_chunk_factor
@@ -377,121 +367,3 @@ def test_downdated_hessians_products_and_split_solves(num_classes, weighted):
         assert_close(held(V, rows), want, tol, what=f"(H - H_U) V, held rows, float32={float32}")
         held.release(rows[:2])
         assert sorted(held.held) == [2]
-
-
-# ----------------------------------------------------------------------------- float32 chord solves
-@pytest.mark.parametrize("num_classes,weighted", [(2, True), (4, False)])
-def test_float32_factor_solves_equal_the_float64_triangular_solves(num_classes, weighted):
-    """Float32Factor's two triangular solves against SciPy's on the float64 factor, and its
-    H^{-1} against np.linalg.solve. Tolerance 1e-4: float32's rounding (6e-8) times the
-    condition number of L (below 1e3 on these problems)."""
-    m, X, y, w, lam, groups = fitted(num_classes, weighted=weighted)
-    Xa, _, s = m.design((X, y), w)
-    F = hessian_factor(m.spec, m.get_params_flat(), Xa, s, lam)
-    H, _, _ = dense_parts(m, X, y, w, lam, groups)
-    F32 = Float32Factor(F)
-    d = m.num_params
-    assert F32.A.dtype == np.float32 and F32.nbytes == 4 * d * d and F32.float32
-    R = np.random.RandomState(7).randn(5, d)
-    inv, perm = m.spec.ext_inverse_permutation(), m.spec.ext_permutation()
-    L = np.tril(F.L)
-    want_to = scipy.linalg.solve_triangular(L, R[:, inv].T, lower=True).T
-    want_from = scipy.linalg.solve_triangular(L, R.T, lower=True, trans="T").T[:, perm]
-    assert_close(F32.to_factor(R), want_to, 1e-4, what="L^{-1} R")
-    assert_close(F32.from_factor(R), want_from, 1e-4, what="L^{-T} R")
-    assert F32.to_factor(R).dtype == np.float64 and F32.from_factor(R).dtype == np.float64
-    assert_close(F32(R), np.linalg.solve(H, R.T).T, 1e-4, what="H^{-1} R")
-    assert F32.to_factor(R[:0]).shape == (0, d)
-
-
-@pytest.mark.parametrize("num_classes,weighted", [(2, True), (4, False)])
-def test_float32_chord_solves_report_the_residual_of_the_float64_operator(num_classes, weighted):
-    """The chord solves with the float32 factor (mixed-precision refinement): the residual
-    they report is the one of the float64 operator H - H_U (dense oracle), it meets rtol
-    down to 1e-10 (below float32's own accuracy: the refinement rounds), and the solutions
-    are within the residual's bound of the dense solves."""
-    m, X, y, w, lam, groups = fitted(num_classes, weighted=weighted)
-    Xa, _, s = m.design((X, y), w)
-    theta = m.get_params_flat()
-    H, H_U, G_S = dense_parts(m, X, y, w, lam, groups)
-    F = hessian_factor(m.spec, theta, Xa, s, lam)
-    op = DowndatedHessians(F, LogisticObjective(m.spec, Xa, None, s, lam), theta, groups, float32=True)
-    assert isinstance(op.fast, Float32Factor) and op.preconditioner is op.fast and op.nbytes == op.fast.nbytes
-    assert DowndatedHessians(F, LogisticObjective(m.spec, Xa, None, s, lam), theta, groups).nbytes == 0
-    B = np.vstack([G_S, np.zeros((1, m.num_params))])   # a zero right-hand side too
-    rows = np.append(np.arange(len(groups)), 0)
-    for rtol in (1e-3, 1e-10):
-        res = op.solve(B, rows, rtol, 200, width=2)
-        assert res.converged.all()
-        assert not res.x[-1].any() and res.residual_norms[-1] == 0
-        for k in range(len(groups)):
-            A = H - H_U[k]
-            true = np.linalg.norm(G_S[k] - A @ res.x[k]) / np.linalg.norm(G_S[k])
-            # The same residual by two paths, each b - A x rounded to about
-            # eps ||A|| ||x|| (the subtraction cancels the leading digits; 64 eps of slack).
-            atol = 64 * np.finfo(float).eps * np.linalg.norm(A, 2) * np.linalg.norm(res.x[k]) / np.linalg.norm(G_S[k])
-            assert true == pytest.approx(res.residual_norms[k], rel=1e-6, abs=atol)
-            assert res.residual_norms[k] <= rtol
-            exact = np.linalg.solve(A, G_S[k])
-            bound = np.linalg.norm(G_S[k]) * rtol / np.linalg.eigvalsh(A)[0]
-            assert np.linalg.norm(res.x[k] - exact) <= bound * (1 + 1e-6)
-
-
-def test_factor_refits_use_the_float32_factor_where_use_float32_says(monkeypatch):
-    """refit_chunk_factor's chord solves go through Float32Factor from
-    FLOAT32_MIN_PARAMS parameters on (float32=None), not below nor with float32=False; the
-    refits are certified either way and agree within their certificates: two certified
-    optima of a mu-strongly convex problem are within (g_a + g_b) / mu."""
-    calls = []
-    real = Float32Factor.to_factor
-
-    def counting(self, R):
-        calls.append(len(R))
-        return real(self, R)
-
-    monkeypatch.setattr(Float32Factor, "to_factor", counting)
-    m, X, y, rng = gaussian_classes(10, True, 200, 102, 0)   # d = 10 * 103 = 1030
-    lam = 2.0
-    m.fit((X, y), None, lam)
-    assert m.num_params >= FLOAT32_MIN_PARAMS
-    groups = [np.sort(rng.choice(len(y), k, replace=False)) for k in (3, 20, 60)]
-    Xa, yt, s = m.design((X, y))
-    theta = m.get_params_flat()
-    F = hessian_factor(m.spec, theta, Xa, s, lam)
-    fast = refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, groups, factor=F, rtol=1e-12)
-    assert calls, "the float32 factor was not used at d >= FLOAT32_MIN_PARAMS"
-    del calls[:]
-    slow = refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, groups, factor=F, rtol=1e-12, float32=False)
-    assert not calls
-    assert fast.converged.all() and slow.converged.all()
-    for b, idx in enumerate(groups):
-        keep = np.ones(len(y))
-        keep[idx] = 0.0
-        m.set_params_flat(slow.thetas[b])
-        Hr = gauge_fix(tf.constant(m.get_hessian((X, y), keep, lam)), m.spec).numpy()
-        # mu: the reduced Hessian's smallest eigenvalue at the optimum; halved for its
-        # change over the ~1e-9 between the two optima.
-        mu = 0.5 * np.linalg.eigvalsh(Hr)[0]
-        gap = np.linalg.norm(fast.thetas[b] - slow.thetas[b])
-        assert gap <= (fast.grad_norms[b] + slow.grad_norms[b]) / mu
-    m3, X3, y3, _, lam3, groups3 = fitted(3)   # d = 39: float64 chord solves
-    Xa3, yt3, s3 = m3.design((X3, y3))
-    del calls[:]
-    assert refit_chunk_factor(m3.spec, m3.get_params_flat(), Xa3, yt3, s3, lam3, groups3, rtol=1e-12).converged.all()
-    assert not calls
-
-
-def test_factor_refits_count_the_float32_factor_in_the_memory_budget():
-    """With float32 the factor's float32 copy (4 d^2 bytes) is part of the budget: room for
-    it and two running groups runs two; a byte less runs one."""
-    m, X, y, _, lam, groups = fitted(3)
-    Xa, yt, s = m.design((X, y))
-    theta = m.get_params_flat()
-    F = hessian_factor(m.spec, theta, Xa, s, lam)
-    n, E, K, d = len(y), m.spec.ext_dim, m.spec.num_classes, m.num_params
-    same = [groups[-1]] * 4   # 40 points each
-    cost = memory.refit_bytes_per_group(d, n, m.spec.num_rows, False) + 4 * 40 * (E + K + 1)
-    for budget, most in ((2 * cost + 4 * d * d, 2), (2 * cost + 4 * d * d - 1, 1)):
-        r = refit_chunk_factor(m.spec, theta, Xa, yt, s, lam, same, factor=F, rtol=1e-12, slots=4,
-                               max_memory=budget, float32=True)
-        assert r.converged.all() and r.occupancy.max() == most
