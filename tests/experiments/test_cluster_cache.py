@@ -313,17 +313,28 @@ import numpy as np
 import psutil
 from experiments import clustering
 from sklearn.cluster import KMeans
+from influence import objective
+from influence.objective import GradientFactors
 variant = sys.argv[1]
 X = np.random.RandomState(0).normal(0, 1, (6000, 2000))   # 96 MB, above one tolerance block
+if variant.endswith("factored"):   # the same size from factors: 8 classes, 249 features and the ones
+    rng = np.random.RandomState(0)
+    factors = GradientFactors(rng.normal(0, 1, (6000, 8)), np.hstack([rng.normal(0, 1, (6000, 249)),
+                                                                      np.ones((6000, 1))]), True)
+    X = factors.rows(0, 6000)
 nbytes = X.nbytes
 clustering.CONDENSED_MAX_BYTES = 0      # single linkage by blocks, as at Fashion-MNIST's size
 clustering.VARIANCE_BLOCK_BYTES = 2 ** 22   # the tolerance's block and the single linkage's blocks
 clustering.MST_BLOCK = 512                  # of rows about as small next to X as at that size
+objective.PER_EXAMPLE_BLOCK_BYTES = 2 ** 22    # (and the blocks in which rows are formed from factors)
 with clustering.one_thread():
     clustering.kmeans_labels(X[:50], n_init=1, ks=(4,))   # imports and first calls
     if variant.endswith("file"):
         src = clustering.MatrixFile.write(sys.argv[2], X)
         del X                           # as phase 5 drops the gradient matrix
+    elif variant.endswith("factored"):
+        src = clustering.FactoredMatrix(factors)
+        del X
     else:
         src = X
     bound = clustering.part_memory(src, "single" if variant.startswith("single") else 4)
@@ -353,7 +364,8 @@ def _labelling_peak(variant, tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's resettable peak RSS")
 @pytest.mark.parametrize("variant, copies", [("sklearn-default", (1.9, 2.2)), ("kmeans", (0.95, 1.2)),
-                                             ("kmeans-file", (0.95, 1.2)), ("single-file", (0.0, 0.5))])
+                                             ("kmeans-file", (0.95, 1.2)), ("single-file", (0.0, 0.5)),
+                                             ("kmeans-factored", (0.95, 1.2)), ("single-factored", (0.0, 0.5))])
 def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
     """Peak RSS of one labelling of a 96 MB matrix in a fresh process, in copies of the
     matrix above what the process held before: scikit-learn's default KMeans makes two
@@ -361,7 +373,8 @@ def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
     copy; the tolerance by blocks of rows), also from a MatrixFile with X no longer in
     memory, so that phase 5 holds one copy of the gradient matrix per KMeans running.
     Single linkage from a file holds no copy: the block route reads two blocks of rows
-    at a time (with its work arrays, under half a copy here). Each stays within
+    at a time (with its work arrays, under half a copy here), nor from factors (its Gram
+    blocks come from them; KMeans forms its one copy from them). Each stays within
     part_memory."""
     base, peak, bound, nbytes = _labelling_peak(variant, tmp_path)
     slack = 16 * 2 ** 20   # allocator and page granularity
