@@ -475,3 +475,92 @@ def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
     assert np.array_equal(R["fixed_test_pred_infl"], want)
     H = model.get_hessian(exp.train, None, R["cv_l2_reg"])
     assert_close(R["fixed_test_pred_infl"], (G @ np.linalg.solve(H, T.T)).T, 1e-8, 1e-12)
+
+
+def test_a_factored_matrix_has_its_own_key_on_the_block_route_only(tmp_path, monkeypatch):
+    """On the condensed route a factored matrix's labellings are those of its dense rows
+    (the same key as the array's and its file's); on the block route its distances come
+    from the factors (other roundings): another key, which covers the factors, while the
+    array's and the file's keys stay equal to each other."""
+    from experiments import clustering
+    from tests.experiments.test_clustering import _factored
+
+    M, G = _factored(n=60)
+    parts = ["single", 4]
+    F = clustering.MatrixFile.write(tmp_path / "g.npy", G)
+    assert cluster_cache.cache_key(M, parts, 1, 0) == cluster_cache.cache_key(G, parts, 1, 0) \
+        == cluster_cache.cache_key(F, parts, 1, 0)
+    monkeypatch.setattr(clustering, "CONDENSED_MAX_BYTES", 8)
+    dense = cluster_cache.cache_key(G, parts, 1, 0)
+    assert cluster_cache.cache_key(F, parts, 1, 0) == dense
+    factored = cluster_cache.cache_key(M, parts, 1, 0)
+    assert factored != dense
+    M.factors.Xa[5, 1] = np.nextafter(M.factors.Xa[5, 1], np.inf)
+    assert cluster_cache.cache_key(M, parts, 1, 0) not in (factored, dense)
+
+
+def test_phase_5_clusters_a_multinomial_models_gradients_from_their_factors(tmp_path, monkeypatch):
+    """A multinomial model's gradient matrix is clustered as its factors at theta_hat
+    (checked to be phase 1's matrix bit for bit), with no file and no reference to the dense
+    matrix in the run meanwhile; afterwards R holds it again bit for bit, and the groups are
+    those of the pools of the in-memory matrix (the condensed route: the same labels)."""
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
+                       kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    G = exp.R["train_grad_loss"].copy()
+    seen = []
+    real = si.cached_cluster_pools
+
+    def spy(mats, *a, **k):
+        seen.append(([type(M).__name__ for M in mats], exp.R["train_grad_loss"],
+                     exp.results["initial_training"]["train_grad_loss"],
+                     sorted(p.name for p in exp.base_dir.iterdir() if p.name.endswith(".tmp"))))
+        assert np.array_equal(mats[1].load(), G)
+        return real(mats, *a, **k)
+
+    monkeypatch.setattr(si, "cached_cluster_pools", spy)
+    res = exp.pick_subsets()
+    [(kinds, in_R, in_results, scratch)] = seen
+    assert kinds == ["ndarray", "FactoredMatrix"] and in_R is None and in_results is None and not scratch
+    assert exp.R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
+    assert np.array_equal(exp.R["train_grad_loss"], G)
+    pools = si.cluster_pools([np.asarray(exp.train.x), G], n_init=2, parallel=False)
+    monkeypatch.setattr(si, "cached_cluster_pools", lambda mats, *a, **k: pools)
+    again = exp.pick_subsets()
+    assert "same_grad" in res["subset_tags"] and res["subset_tags"] == again["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(res["subset_indices"], again["subset_indices"]))
+
+
+def test_phase_5_clusters_the_dense_gradients_when_the_factors_do_not_give_them(tmp_path, monkeypatch, caplog):
+    """Factors whose rows differ from phase 1's matrix in any bit are not used: the dense
+    matrix is clustered (from its file), with a warning."""
+    from influence.logistic_regression import LogisticRegression
+    from influence.objective import GradientFactors
+
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
+                       kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    want = exp.pick_subsets()
+    real = LogisticRegression.get_indiv_grad_loss_factors
+
+    def nudged(self, ds):
+        f = real(self, ds)
+        R = f.R.copy()
+        R[-1, 0] = np.nextafter(R[-1, 0], np.inf)
+        return GradientFactors(R, f.Xa, f.fit_intercept)
+
+    kinds = []
+    real_pools = si.cached_cluster_pools
+    monkeypatch.setattr(LogisticRegression, "get_indiv_grad_loss_factors", nudged)
+    monkeypatch.setattr(si, "cached_cluster_pools",
+                        lambda mats, *a, **k: kinds.append([type(M).__name__ for M in mats]) or real_pools(mats, *a, **k))
+    got = exp.pick_subsets()
+    assert kinds == [["ndarray", "MatrixFile"]] and "bit for bit" in caplog.text
+    assert got["subset_tags"] == want["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(got["subset_indices"], want["subset_indices"]))
