@@ -483,9 +483,9 @@ def test_a_factored_matrix_has_its_own_key_on_the_block_route_only(tmp_path, mon
     from the factors (other roundings): another key, which covers the factors, while the
     array's and the file's keys stay equal to each other."""
     from experiments import clustering
-    from tests.experiments.test_clustering import _factored
+    from tests.experiments.test_clustering import factored_gradients
 
-    M, G = _factored(n=60)
+    M, G = factored_gradients(n=60)
     parts = ["single", 4]
     F = clustering.MatrixFile.write(tmp_path / "g.npy", G)
     assert cluster_cache.cache_key(M, parts, 1, 0) == cluster_cache.cache_key(G, parts, 1, 0) \

@@ -384,7 +384,7 @@ def test_block_route_reads_a_matrix_file_block_by_block_with_the_same_labels(blo
         single_linkage_fcluster(clustering.MatrixFile.write(tmp_path / "nan.npy", X), route="blocks", block=block)
 
 
-def _factored(n=150, K=4, D=5, fit_intercept=True, seed=3):
+def factored_gradients(n=150, K=4, D=5, fit_intercept=True, seed=3):
     """A FactoredMatrix of softmax-residual-like factors (rows of R sum to zero) and its
     dense rows."""
     from influence.objective import GradientFactors
@@ -399,7 +399,7 @@ def _factored(n=150, K=4, D=5, fit_intercept=True, seed=3):
 
 def test_factored_matrix_holds_the_matrix_and_pickles():
     import pickle
-    M, G = _factored(n=37)
+    M, G = factored_gradients(n=37)
     assert M.shape == G.shape == (37, 4 * 5 + 4) and M.dtype == G.dtype and M.nbytes == G.nbytes
     assert M.ndim == 2 and M.load() is not M.load() and np.array_equal(M.rows(3, 9), G[3:9])
     assert b"".join(M.chunks(size=100)) == G.tobytes()
@@ -419,7 +419,7 @@ def test_factored_block_distances_equal_cdist_of_the_dense_rows(fit_intercept, b
     from scipy.spatial.distance import cdist
 
     from experiments.clustering import spanning_tree_blocks
-    M, G = _factored(n=90, fit_intercept=fit_intercept, seed=block)
+    M, G = factored_gradients(n=90, fit_intercept=fit_intercept, seed=block)
     u, v, w = spanning_tree_blocks(M, block)
     assert _tree_is_spanning(u, v, 90)
     D = cdist(G, G)
@@ -433,7 +433,7 @@ def test_factored_single_linkage_equals_fclusterdata_of_the_dense_rows(seed, blo
     """Forced onto the block route with small blocks, single linkage of a factored matrix
     gives fclusterdata's labels of its dense rows (random data: no tied merge heights);
     the condensed route loads the dense rows: the array's labels bit for bit."""
-    M, G = _factored(n=160, seed=seed)
+    M, G = factored_gradients(n=160, seed=seed)
     expected = fclusterdata(G, 1)
     assert len(np.unique(expected)) > 3
     assert np.array_equal(single_linkage_fcluster(M, 1, route="blocks", block=block), expected)
@@ -442,13 +442,13 @@ def test_factored_single_linkage_equals_fclusterdata_of_the_dense_rows(seed, blo
 
 @pytest.mark.parametrize("k", [4, 8])
 def test_kmeans_of_a_factored_matrix_equals_the_dense_matrix_bit_for_bit(k):
-    M, G = _factored(n=300, seed=k)
+    M, G = factored_gradients(n=300, seed=k)
     assert np.array_equal(clustering.cluster_part_one_thread(M, k, n_init=3, seed=1),
                           clustering.cluster_part_one_thread(G, k, n_init=3, seed=1))
 
 
 def test_factored_single_linkage_rejects_non_finite_factors():
-    M, _ = _factored(n=40)
+    M, _ = factored_gradients(n=40)
     M.factors.Xa[7, 2] = np.inf
     with pytest.raises(ValueError, match="finite"):
         single_linkage_fcluster(M, route="blocks", block=8)
@@ -459,7 +459,7 @@ def test_part_memory_counts_a_factored_matrix(monkeypatch):
     dense array's needs) and in KMeans (the fit's own copy, as for the array); on the block
     route no copy: the residuals' Gram block, the squared norms and the factors'
     finiteness booleans instead of the array's. (Measured peaks: test_cluster_cache.)"""
-    M, G = _factored(n=200)
+    M, G = factored_gradients(n=200)
     f = M.factors
     assert clustering.part_memory(M, "single") == clustering.part_memory(G, "single") + 8 * G.size
     assert clustering.part_memory(M, 4) == clustering.part_memory(G, 4)
