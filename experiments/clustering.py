@@ -657,6 +657,13 @@ class FactoredMatrix:
         for a in range(0, self.shape[0], step):
             yield memoryview(self.rows(a, a + step)).cast("B")
 
+    def forms(self, G) -> bool:
+        """Whether the rows formed from the factors are the array ``G`` bit for bit (compared
+        by blocks of :data:`MST_BLOCK` rows: no second matrix in memory)."""
+        G = np.asarray(G)
+        return G.shape == self.shape and G.dtype == self.dtype and all(
+            np.array_equal(self.rows(a, a + MST_BLOCK), G[a:a + MST_BLOCK]) for a in range(0, G.shape[0], MST_BLOCK))
+
     def factor_chunks(self):
         """The factors' bytes (``R``, then ``Xa``, each in C order), what the block route's
         single linkage depends on (for hashing)."""

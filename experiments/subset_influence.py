@@ -766,12 +766,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                 yield grads
             return
         grads = clustering.FactoredMatrix(model.get_indiv_grad_loss_factors(self.train))
-        A = np.asarray(G)
-        step = max(1, 2 ** 26 // max(1, A.itemsize * int(np.prod(A.shape[1:]))))
-        same = grads.shape == A.shape and grads.dtype == A.dtype and all(
-            np.array_equal(grads.rows(a, a + step), A[a:a + step]) for a in range(0, A.shape[0], step))
-        del A
-        if not same:
+        if not grads.forms(G):
             logger.warning("phase 5: the gradients' factors at theta_hat do not give phase 1's gradient matrix bit "
                            "for bit; clustering the dense matrix")
             del G, grads

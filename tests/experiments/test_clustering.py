@@ -403,6 +403,10 @@ def test_factored_matrix_holds_the_matrix_and_pickles():
     assert M.shape == G.shape == (37, 4 * 5 + 4) and M.dtype == G.dtype and M.nbytes == G.nbytes
     assert M.ndim == 2 and M.load() is not M.load() and np.array_equal(M.rows(3, 9), G[3:9])
     assert b"".join(M.chunks(size=100)) == G.tobytes()
+    assert M.forms(G) and not M.forms(G[:-1]) and not M.forms(G.astype(np.float32))
+    H = G.copy()
+    H[-1, -1] = np.nextafter(H[-1, -1], np.inf)
+    assert not M.forms(H)
     back = pickle.loads(pickle.dumps(M))
     assert isinstance(back, clustering.FactoredMatrix) and np.array_equal(back.load(), G)
     assert np.array_equal(clustering.cluster_part_one_thread(back, "single"),
