@@ -45,21 +45,31 @@ CACHE_PREFIX = ".cluster-labels-"
 def cache_key(X, parts, n_init: int, seed: int) -> str:
     """SHA-256 (hex) of the matrix content and every setting its labellings depend on
     (``X``: an array or a :class:`experiments.clustering.MatrixFile`, the same key for the
-    same matrix)."""
+    same matrix; or a :class:`experiments.clustering.FactoredMatrix`: the key of its dense
+    rows where it takes the condensed route, another one on the block route)."""
     import scipy
     import sklearn
 
-    from_file = isinstance(X, clustering.MatrixFile)
-    X = X if from_file else np.ascontiguousarray(X)
+    held = clustering.is_held(X)
+    X = X if held else np.ascontiguousarray(X)
     h = hashlib.sha256()
     # The single-linkage route (and the blocks of the block-wise one) is part of the
     # computation: pools of matrices that take the condensed route keep their keys.
     route = clustering.single_linkage_route(X.shape[0])
     single = "" if route == "condensed" else f"single={route}:{clustering.MST_BLOCK}|"
+    # A factored matrix's block route computes its distances from the factors (other
+    # roundings than the dense rows'): its key names that and hashes the factors, which
+    # determine every labelling (the dense rows are formed from them). On the condensed
+    # route it computes what the dense matrix does: the same key.
+    chunks = X.chunks() if held else (memoryview(X).cast("B"),)   # a held matrix: never whole in memory
+    if isinstance(X, clustering.FactoredMatrix) and route != "condensed":
+        f = X.factors
+        single += f"factored:R={f.R.dtype.str}{f.R.shape}:Xa={f.Xa.dtype.str}{f.Xa.shape}|"
+        chunks = X.factor_chunks()
     head = (f"v{CLUSTERING_VERSION}|{single}{X.dtype.str}|{X.shape}|parts={list(parts)}|n_init={int(n_init)}|"
             f"seed={int(seed)}|numpy={np.__version__}|scipy={scipy.__version__}|sklearn={sklearn.__version__}|")
     h.update(head.encode())
-    for chunk in X.chunks() if from_file else (memoryview(X).cast("B"),):   # a file: read, not loaded whole
+    for chunk in chunks:
         h.update(chunk)
     return h.hexdigest()
 

@@ -23,7 +23,10 @@ centring) and runs the restarts on it, each on one thread and several side by si
 asked, with the labels of scikit-learn's default path bit for bit; so a labelling holds
 one copy of the matrix, not two, whatever the number of restarts running. A matrix can
 also be held in a file (:class:`MatrixFile`), read by each labelling when it starts
-(:func:`part_memory` counts it).
+(:func:`part_memory` counts it), or, for a multinomial model's per-example gradients, as
+its factors (:class:`FactoredMatrix`): the block route's single linkage then takes the
+inner products from the factors, about ``K E / (K + E)`` times fewer products, and
+everything else forms the dense rows, bit for bit.
 """
 from __future__ import annotations
 
@@ -152,11 +155,11 @@ def single_linkage_route(n_rows: int) -> str:
     return "condensed" if 8 * (n_rows * (n_rows - 1) // 2) <= CONDENSED_MAX_BYTES else "blocks"
 
 
-def _block_distances(XA, XB, sq, a0, a1, b0, b1) -> np.ndarray:
-    """Distances of rows ``[a0, a1)`` (``XA``) to rows ``[b0, b1)`` (``XB``) with the formula
-    of :func:`condensed_euclidean` (the lower-numbered point's row on the left)."""
+def _block_distances(G, sq, a0, a1, b0, b1) -> np.ndarray:
+    """Distances of rows ``[a0, a1)`` to rows ``[b0, b1)`` from their inner products ``G``
+    (overwritten) with the formula of :func:`condensed_euclidean` (the lower-numbered
+    point's row on the left)."""
     D2 = np.add(sq[a0:a1, None], sq[None, b0:b1])
-    G = XA @ XB.T
     G *= -2.0
     D2 += G
     np.maximum(D2, 0.0, out=D2)
@@ -252,12 +255,28 @@ def _row_reader(X):
     return lambda a, b: X[a:b]
 
 
+def _gram_blocks(X):
+    """``(sq, take, gram)`` for :func:`spanning_tree_blocks`: the squared row norms of ``X``
+    (float64, (n,)), ``take(a, b)`` what a block of rows ``[a, b)`` keeps in memory, and
+    ``gram(A, B)`` the inner products of two taken blocks (a new float64 array). Dense rows
+    (an array or a :class:`MatrixFile`): the rows and ``A B^T``; a :class:`FactoredMatrix`:
+    the row range, and the Gram block from the factors (never the dense rows)."""
+    if isinstance(X, FactoredMatrix):
+        f = X.factors
+        return f.squared_norms(), (lambda a, b: (a, b)), (lambda A, B: f.gram(*A, *B))
+    rows = _row_reader(X)
+    sq = np.concatenate([_row_norms(rows(a, min(a + MST_BLOCK, X.shape[0])))
+                         for a in range(0, X.shape[0], MST_BLOCK)])
+    return sq, rows, (lambda A, B: A @ B.T)
+
+
 def spanning_tree_blocks(X, block: int | None = None):
     """A minimum spanning tree of the complete graph of Euclidean distances between the
     rows of ``X``, as ``(u, v, w)`` arrays of ``n - 1`` edges, without the condensed matrix.
 
     ``X``: an array, or a :class:`MatrixFile` whose blocks of rows are read from its file as
-    they are needed (two blocks at a time in memory, not the matrix).
+    they are needed (two blocks at a time in memory, not the matrix), or a
+    :class:`FactoredMatrix`, whose inner products come from its factors.
 
     The rows are cut into blocks of ``block``; the minimum spanning tree of a graph is one
     of the union of minimum spanning forests of subgraphs that together hold every edge.
@@ -265,22 +284,21 @@ def spanning_tree_blocks(X, block: int | None = None):
     the two blocks' own trees), each solved by Prim on its dense distances; the candidate
     edges are reduced to a forest after each row of pairs, so memory stays O(block^2 + n).
     Distances use the formula of :func:`condensed_euclidean` (equal to it to rounding;
-    bit for bit for integer-valued features). With distinct merge heights every minimum
-    spanning tree gives the same single-linkage ``Z``.
+    bit for bit for integer-valued features and dense rows). With distinct merge heights
+    every minimum spanning tree gives the same single-linkage ``Z``.
     """
     block = MST_BLOCK if block is None else int(block)
-    rows = _row_reader(X)
+    sq, rows, gram = _gram_blocks(X)
     n = X.shape[0]
     starts = list(range(0, n, block))
     bounds = [(a, min(a + block, n)) for a in starts]
-    sq = np.concatenate([_row_norms(rows(a0, a1)) for a0, a1 in bounds])
 
     def own_tree(a0, a1):
         m = a1 - a0
         if m < 2:
             return (np.empty(0, np.int64),) * 2 + (np.empty(0),)
         XA = rows(a0, a1)
-        D = np.triu(_block_distances(XA, XA, sq, a0, a1, a0, a1), 1)
+        D = np.triu(_block_distances(gram(XA, XA), sq, a0, a1, a0, a1), 1)
         D += D.T   # the upper triangle (lower-numbered point on the left), mirrored
         u, v, w = _prim(_dense_rows(D), m)
         return u + a0, v + a0, w
@@ -293,7 +311,7 @@ def spanning_tree_blocks(X, block: int | None = None):
         XA = rows(a0, a1) if bi + 1 < len(bounds) else None
         for bj in range(bi + 1, len(bounds)):
             b0, b1 = bounds[bj]
-            DIJ = _block_distances(XA, rows(b0, b1), sq, a0, a1, b0, b1)
+            DIJ = _block_distances(gram(XA, rows(b0, b1)), sq, a0, a1, b0, b1)
             TJ = _tree_matrix(b0, b1, trees[bj])
             u, v, w = _prim(_pair_rows(TI, DIJ, TJ), (a1 - a0) + (b1 - b0))
             p = a1 - a0
@@ -321,21 +339,28 @@ def single_linkage_fcluster(X, t: float = 1.0, depth: int = 2, route: str | None
     """Flat cluster labels (1..k) equal to ``fclusterdata(X, t)`` with scipy's defaults.
 
     ``route``: ``"condensed"`` or ``"blocks"`` (``None``: :func:`single_linkage_route`);
-    ``block``: the block rows of the ``"blocks"`` route (``None``: :data:`MST_BLOCK`). ``X`` may be a :class:`MatrixFile`:
-    the block route reads it block by block, the condensed route loads it.
+    ``block``: the block rows of the ``"blocks"`` route (``None``: :data:`MST_BLOCK`). ``X``
+    may be a :class:`MatrixFile` or a :class:`FactoredMatrix`: the block route reads the
+    file block by block, or takes the inner products from the factors (the distances then
+    agree with the dense rows' to rounding, see docs/design.md, 'Phases of ss_logreg'); the
+    condensed route loads the dense matrix (the same labels as the array).
     """
     route = single_linkage_route(X.shape[0]) if route is None else route
-    if isinstance(X, MatrixFile) and route != "blocks":
+    if is_held(X) and route != "blocks":
         X = X.load()
-    if not isinstance(X, MatrixFile):
+    if not is_held(X):
         X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"single linkage needs a 2-d feature matrix; X has shape {X.shape}")
     if X.shape[0] < 2:
         raise ValueError(f"single linkage needs at least 2 rows; X has shape {X.shape}")
     step = MST_BLOCK   # the block route's reads
-    finite = all(np.isfinite(X.rows(a, a + step)).all() for a in range(0, X.shape[0], step)) \
-        if isinstance(X, MatrixFile) else np.isfinite(X).all()
+    if isinstance(X, MatrixFile):
+        finite = all(np.isfinite(X.rows(a, a + step)).all() for a in range(0, X.shape[0], step))
+    elif isinstance(X, FactoredMatrix):
+        finite = X.finite()
+    else:
+        finite = np.isfinite(X).all()
     if not finite:
         raise ValueError("single linkage needs finite features; X has NaN or infinite entries")
     n = X.shape[0]
@@ -411,8 +436,9 @@ KMEANS_MAX_ITER = 300
 def kmeans_input(X) -> np.ndarray:
     """A private C-contiguous copy of ``X`` in the dtype scikit-learn's KMeans fits in
     (float32 stays float32, anything else becomes float64); a :class:`MatrixFile` is read
-    from its file (the matrix need not stay in memory)."""
-    if isinstance(X, MatrixFile):
+    from its file (the matrix need not stay in memory), a :class:`FactoredMatrix`'s rows
+    are formed from its factors."""
+    if is_held(X):
         return X.load()
     X = np.asarray(X)
     dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
@@ -590,6 +616,67 @@ class MatrixFile:
                 yield b
 
 
+class FactoredMatrix:
+    """A multinomial model's per-example gradient matrix held as its factors
+    (:class:`influence.objective.GradientFactors`: residuals ``R`` (n, K) and the augmented
+    design ``Xa`` (n, E), about ``K E / (K + E)`` times smaller than the matrix): ``shape``,
+    ``dtype``, ``nbytes`` (of the matrix) as an array's, :meth:`rows` and :meth:`load` form
+    the dense rows, bit for bit those of ``per_example_gradients``. Single linkage on the
+    ``"blocks"`` route takes its inner products from the factors
+    (``g_i . g_j = (r_i . r_j) (xa_i . xa_j)``), ``K + E`` instead of ``K E`` products per
+    pair; the condensed route and KMeans use the dense rows. Pickles with its factors."""
+
+    def __init__(self, factors):
+        self.factors = factors
+        self.shape, self.dtype = tuple(int(s) for s in factors.shape), np.dtype(factors.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    def finite(self) -> bool:
+        """Whether every entry of the matrix is finite (its factors and squared row norms are)."""
+        f = self.factors
+        return bool(np.isfinite(f.R).all() and np.isfinite(f.Xa).all() and np.isfinite(f.squared_norms()).all())
+
+    def load(self) -> np.ndarray:
+        """The matrix, formed in a new array."""
+        return self.factors.rows(0, self.shape[0])
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Rows ``[a, b)``, formed in a new array."""
+        return self.factors.rows(a, b)
+
+    def chunks(self, size: int = 2 ** 24):
+        """The matrix's bytes in C order, about ``size`` bytes (whole rows) at a time."""
+        step = max(1, size // max(1, self.shape[1] * self.dtype.itemsize))
+        for a in range(0, self.shape[0], step):
+            yield memoryview(self.rows(a, a + step)).cast("B")
+
+    def forms(self, G) -> bool:
+        """Whether the rows formed from the factors are the array ``G`` bit for bit (compared
+        by blocks of :data:`MST_BLOCK` rows: no second matrix in memory)."""
+        G = np.asarray(G)
+        return G.shape == self.shape and G.dtype == self.dtype and all(
+            np.array_equal(self.rows(a, a + MST_BLOCK), G[a:a + MST_BLOCK]) for a in range(0, G.shape[0], MST_BLOCK))
+
+    def factor_chunks(self):
+        """The factors' bytes (``R``, then ``Xa``, each in C order), what the block route's
+        single linkage depends on (for hashing)."""
+        for M in (self.factors.R, self.factors.Xa):
+            yield memoryview(np.ascontiguousarray(M)).cast("B")
+
+
+def is_held(X) -> bool:
+    """Whether ``X`` is a matrix not held as an array (:class:`MatrixFile`,
+    :class:`FactoredMatrix`), whose rows are read or formed on demand."""
+    return isinstance(X, (MatrixFile, FactoredMatrix))
+
+
 def one_thread():
     """A context with one BLAS and one OpenMP thread for this process's libraries.
 
@@ -615,17 +702,21 @@ def cluster_labels_one_thread(X: np.ndarray, n_init: int = 10, seed: int = 0) ->
 
 
 def part_memory(X, part, threads: int = 1) -> int:
-    """Bytes a labelling of ``X`` (an array, or a :class:`MatrixFile`, read by the labelling)
-    allocates beyond an in-memory ``X`` itself (for scheduling parts side by side).
+    """Bytes a labelling of ``X`` (an array, or a :class:`MatrixFile` read by the labelling,
+    or a :class:`FactoredMatrix`, whose factors count as ``X`` itself) allocates beyond an
+    in-memory ``X`` itself (for scheduling parts side by side).
 
-    Single linkage: a float64 copy of a float32 ``X`` or of a file-held one on the condensed
-    route (plus the array read from a file that is not float64; on the block route a file
-    is read two blocks of rows at a time), the finiteness check's booleans (one byte per
-    entry) and, on the ``"condensed"`` route (:func:`single_linkage_route`), its condensed float64
+    Single linkage: a float64 copy of a float32 ``X`` or of a file-held or factored one on
+    the condensed route (plus the array read from a file or formed from factors that is
+    not float64; on the block route a file is read two blocks of rows at a time), the
+    finiteness check's booleans (one byte per entry; of the factors for a factored ``X``)
+    and, on the ``"condensed"`` route (:func:`single_linkage_route`), its condensed float64
     distances (``n (n - 1) / 2`` doubles) and two 256-row work blocks, on the ``"blocks"``
-    route six ``MST_BLOCK x MST_BLOCK`` float64 arrays and at most 32 float64 values per
+    route six ``MST_BLOCK x MST_BLOCK`` float64 arrays (seven from factors: the residuals'
+    Gram block besides the design's) and at most 32 float64 values per
     row (the candidate edges and their reduction). KMeans: the fit's own copy of ``X``
-    (:func:`kmeans_input`), the tolerance's block of rows (:func:`column_variances`; all
+    (:func:`kmeans_input`; formed from factors by blocks of rows no larger than the
+    tolerance's, and freed before it), the tolerance's block of rows (:func:`column_variances`; all
     of X for a single column) and, per restart running (``threads`` of them), two ``(n, k)``
     and four ``(k, d)`` float64 arrays (Elkan's lower bounds and centres, the restart's
     labels; measured about one ``(n, k)`` array and a few ``(k, d)`` ones, see
@@ -635,11 +726,14 @@ def part_memory(X, part, threads: int = 1) -> int:
     from_file = isinstance(X, MatrixFile)
     if part == "single":
         if single_linkage_route(n) == "condensed":
-            copy = 0 if X.dtype == np.float64 and not from_file else 8 * size
-            if from_file and X.dtype != np.float64:
+            copy = 0 if X.dtype == np.float64 and not is_held(X) else 8 * size
+            if is_held(X) and X.dtype != np.float64:
                 copy += int(X.nbytes)
             return 8 * (n * (n - 1) // 2) + 2 * 8 * 256 * n + copy + size
         work = 6 * 8 * MST_BLOCK ** 2 + 32 * 8 * n
+        if isinstance(X, FactoredMatrix):   # + the Gram block of R, the squared norms, the booleans
+            f = X.factors
+            return work + 8 * MST_BLOCK ** 2 + 2 * 8 * n + f.R.size + f.Xa.size
         if from_file:   # two blocks of rows read at a time (and a block's raw read and booleans)
             row = int(np.prod(X.shape[1:]))
             return work + MST_BLOCK * row * (2 * 8 + X.dtype.itemsize + 1)
@@ -665,7 +759,7 @@ def cluster_part_one_thread(X, part, n_init: int = 10, seed: int = 0, threads: i
     KMeans restarts run side by side, each on one thread (the same labels)."""
     with one_thread():
         if part == "single":
-            return single_linkage_fcluster(X if isinstance(X, MatrixFile) else np.asarray(X, dtype=np.float64), 1)
+            return single_linkage_fcluster(X if is_held(X) else np.asarray(X, dtype=np.float64), 1)
         return kmeans_labels(X, n_init, seed, ks=(int(part),), threads=threads)[0]
 
 

@@ -405,8 +405,9 @@ def cluster_pool(X: np.ndarray, n_init: int = 10) -> list[np.ndarray]:
 
 
 def _matrix(M):
-    """A matrix to cluster: an array, or a :class:`experiments.clustering.MatrixFile` as is."""
-    return M if isinstance(M, clustering.MatrixFile) else np.asarray(M)
+    """A matrix to cluster: an array, or a :class:`experiments.clustering.MatrixFile` or
+    :class:`experiments.clustering.FactoredMatrix` as is."""
+    return M if clustering.is_held(M) else np.asarray(M)
 
 
 # Below this many rows a pool takes well under a second: not worth running parts side by side.
@@ -432,8 +433,9 @@ def cluster_labelings(mats, n_init: int = 10, parallel: bool = True,
     each with its own copy, never run side by side: such a KMeans runs its restarts side by
     side instead, one per CPU, on its one copy); otherwise one after the other. The labels
     are the same either way, bit for bit. A matrix may be a
-    :class:`experiments.clustering.MatrixFile` (phase 5's gradients), read by each
-    labelling when it starts.
+    :class:`experiments.clustering.MatrixFile` (phase 5's gradients of a binary model),
+    read by each labelling when it starts, or a
+    :class:`experiments.clustering.FactoredMatrix` (those of a multinomial model).
 
     ``known`` maps ``(matrix index, part)`` to labellings already computed (a resumed
     run's part files); ``on_done(i, part, labels)`` is called as each new one finishes.
@@ -716,10 +718,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                             add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
-        # Embedded, each labelling reads its own copy of the gradients from the file; on a
-        # cluster (whose workers need not see this disk) they stay in memory.
-        with self._gradients_on_disk("same_grad" in cluster_types and not self.executor.distributed,
-                                     "phase 5") as grads:
+        with self._gradients_to_cluster("same_grad" in cluster_types) as grads:
             mats = {"same_features": X, "same_grad": grads}
             pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
                                          self.cluster_cache_dir, executor=self.executor,
@@ -748,6 +747,56 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         return {"subset_tags": tags, "subset_indices": subsets}
 
     @contextlib.contextmanager
+    def _gradients_to_cluster(self, needed: bool):
+        """Phase 5's gradient matrix to cluster, out of the run's memory while the body runs.
+
+        Multinomial models: a :class:`experiments.clustering.FactoredMatrix` of the
+        gradients at theta_hat (its single linkage on the block route works on the factors;
+        see docs/design.md, 'Phases of ss_logreg'), once its rows are checked to be phase
+        1's matrix bit for bit; the run's references to the dense matrix are dropped
+        meanwhile and the matrix is formed again from the factors afterwards (the same
+        bits). Otherwise (binary models, or rows that differ) :meth:`_gradients_on_disk`:
+        embedded, each labelling reads its own copy of the gradients from a file; on a
+        cluster (whose workers need not see this disk) they stay in memory."""
+        G = self.R.get("train_grad_loss")
+        model = self.model_at_theta_hat() if needed and G is not None else None
+        if model is None or model.spec.binary:
+            del G
+            with self._gradients_on_disk(needed and not self.executor.distributed, "phase 5") as grads:
+                yield grads
+            return
+        grads = clustering.FactoredMatrix(model.get_indiv_grad_loss_factors(self.train))
+        if not grads.forms(G):
+            logger.warning("phase 5: the gradients' factors at theta_hat do not give phase 1's gradient matrix bit "
+                           "for bit; clustering the dense matrix")
+            del G, grads
+            with self._gradients_on_disk(not self.executor.distributed, "phase 5") as dense:
+                yield dense
+            return
+        holders = self._drop_gradients(G)
+        del G
+        release_free_memory()
+        logger.info("phase 5: the gradient matrix (%.2f GB) is clustered from its factors (%.2f GB)",
+                    grads.nbytes / 1e9, (grads.factors.R.nbytes + grads.factors.Xa.nbytes) / 1e9)
+        try:
+            yield grads
+        finally:
+            self._restore_gradients(holders, grads.load())
+
+    def _drop_gradients(self, G) -> list[dict]:
+        """Drop the run's references to the gradient matrix ``G`` (``R`` and phase 1's
+        results) and return the dicts that held it (the caller drops its own reference)."""
+        holders = [d for d in (self.R, *self.results.values()) if d.get("train_grad_loss") is G]
+        for d in holders:
+            d["train_grad_loss"] = None
+        return holders
+
+    def _restore_gradients(self, holders: list[dict], G) -> None:
+        """Give the dicts of :meth:`_drop_gradients` the gradient matrix ``G`` again."""
+        for d in holders:
+            d["train_grad_loss"] = G
+
+    @contextlib.contextmanager
     def _gradients_on_disk(self, needed: bool, what: str):
         """Phase 1's gradient matrix kept out of memory while the body runs (phase 4 builds
         the dense Hessian's factor, phase 5 clusters the matrix). When ``needed``, it is
@@ -769,18 +818,14 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                                what, path, exc)
                 yield np.asarray(G)
                 return
-            holders = [d for d in (self.R, *self.results.values()) if d.get("train_grad_loss") is G]
-            for d in holders:
-                d["train_grad_loss"] = None
+            holders = self._drop_gradients(G)
             del G
             release_free_memory()
             logger.info("%s: the gradient matrix (%.2f GB) waits in %s", what, grads.nbytes / 1e9, path)
             try:
                 yield grads
             finally:
-                G = grads.load()
-                for d in holders:
-                    d["train_grad_loss"] = G
+                self._restore_gradients(holders, grads.load())
 
     def _cg_preconditioner(self):
         """The cg routes' preconditioner at theta_hat (the dense Hessian's factor where it fits

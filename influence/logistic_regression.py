@@ -33,6 +33,7 @@ from influence.newton import (
 )
 from influence.numerics import DTYPES, conjugate_gradient, densify, handover_tensor, inverse_vp, to_numpy, xy
 from influence.objective import (
+    GradientFactors,
     LogisticObjective,
     ModelSpec,
     augment,
@@ -329,6 +330,12 @@ class LogisticRegression:
     def get_indiv_grad_loss(self, ds, **kw) -> np.ndarray:
         """Unweighted per-example gradients, shape (n, num_params)."""
         return self._out(self._objective(ds).per_example_gradients(self._theta()))
+
+    def get_indiv_grad_loss_factors(self, ds) -> GradientFactors:
+        """The factors of :meth:`get_indiv_grad_loss` of a multinomial model
+        (:class:`influence.objective.GradientFactors`: its rows are those of
+        :meth:`get_indiv_grad_loss`, bit for bit)."""
+        return self._objective(ds).per_example_gradient_factors(self._theta())
 
     def get_total_grad_loss(self, ds, sample_weights=None, l2_reg=None, **kw) -> np.ndarray:
         """``sum_i s_i grad l_i (+ l2_reg * W)``, shape (num_params,)."""

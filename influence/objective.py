@@ -408,6 +408,77 @@ def _sparse_gram(Xs, w) -> np.ndarray:
     return np.asarray((Xs.T @ sp.diags(np.asarray(w, dtype=np.float64)) @ Xs).toarray())
 
 
+class GradientFactors:
+    """The per-example loss gradients of a multinomial model, in factored form.
+
+    Row i of the gradient matrix is ``r_i (x) xa_i`` in the parameter layout: class-major
+    weights ``r_ik x_ij`` (column ``k D + j``), then, with an intercept, the biases ``r_ik``
+    (``xa_i = [x_i; 1]``, whose last entry multiplies to ``r_ik`` exactly). Hence
+    ``g_i . g_j = (r_i . r_j) (xa_i . xa_j)`` and ``|g_i|^2 = |r_i|^2 |xa_i|^2``: the Gram
+    matrix of a block of rows costs ``(K + E)`` products per pair instead of ``K E``.
+
+    ``R``: float array of shape (n_samples, K); ``Xa``: float array of shape (n_samples, E),
+    the augmented design (its last column ones when ``fit_intercept``), of ``R``'s dtype.
+    Plain NumPy arrays: the object pickles.
+    """
+
+    def __init__(self, R, Xa, fit_intercept: bool):
+        R, Xa = np.asarray(R), np.asarray(Xa)
+        if R.ndim != 2 or Xa.ndim != 2 or R.shape[0] != Xa.shape[0]:
+            raise ValueError(f"R and Xa must be 2-d with as many rows; got shapes {R.shape} and {Xa.shape}")
+        if R.dtype != Xa.dtype:
+            raise ValueError(f"R and Xa must have one dtype; got {R.dtype} and {Xa.dtype}")
+        if fit_intercept and Xa.shape[1] < 2:
+            raise ValueError(f"with an intercept Xa needs its features and the ones column; got shape {Xa.shape}")
+        self.R, self.Xa, self.fit_intercept = R, Xa, bool(fit_intercept)
+
+    @property
+    def input_dim(self) -> int:
+        return self.Xa.shape[1] - int(self.fit_intercept)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of the gradient matrix: (n_samples, K D (+ K with an intercept))."""
+        K = self.R.shape[1]
+        return self.R.shape[0], K * self.input_dim + (K if self.fit_intercept else 0)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.R.dtype
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        """Gradient rows ``[a, b)`` as a new array, in the parameter layout: the one place of
+        that layout. Written block of rows by block (:data:`PER_EXAMPLE_BLOCK_BYTES`), so
+        that the only array of the rows' size is the result (at MNIST scale 3.45 GB, where
+        the product of all rows and its concatenation with the biases held three);
+        elementwise products, so the same bits as one product of all rows."""
+        a, b = max(0, int(a)), min(int(b), self.R.shape[0])
+        K, D = self.R.shape[1], self.input_dim
+        out = np.empty((max(b - a, 0), self.shape[1]), dtype=self.dtype)
+        step = max(1, PER_EXAMPLE_BLOCK_BYTES // max(1, K * D * out.itemsize))
+        for s in range(a, b, step):
+            e = min(s + step, b)
+            R = self.R[s:e]
+            out[s - a:e - a, :K * D] = (R[:, :, None] * self.Xa[s:e, None, :D]).reshape(e - s, K * D)
+            if self.fit_intercept:
+                out[s - a:e - a, K * D:] = R
+        return out
+
+    def squared_norms(self) -> np.ndarray:
+        """``|g_i|^2 = |r_i|^2 |xa_i|^2``, float64 array of shape (n_samples,)."""
+        R, Xa = self.R.astype(np.float64, copy=False), self.Xa.astype(np.float64, copy=False)
+        return np.einsum("ik,ik->i", R, R) * np.einsum("ij,ij->i", Xa, Xa)
+
+    def gram(self, a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        """``g_i . g_j`` for rows ``i`` in ``[a0, a1)`` and ``j`` in ``[b0, b1)``:
+        ``(R_A R_B^T) * (Xa_A Xa_B^T)``, float64 array of shape (a1 - a0, b1 - b0)."""
+        def f64(M):
+            return M.astype(np.float64, copy=False)
+        G = f64(self.Xa[a0:a1]) @ f64(self.Xa[b0:b1]).T
+        G *= f64(self.R[a0:a1]) @ f64(self.R[b0:b1]).T
+        return G
+
+
 class LogisticObjective:
     """``L_b(theta) = sum_i S[i, b] l_i(theta) + (l2_reg / 2) ||mask * theta||^2`` for the
     B columns of the sample-weight matrix S, and all its derivatives.
@@ -551,25 +622,24 @@ class LogisticObjective:
     def per_example_gradients(self, theta):
         """Unweighted gradient of every example's loss at one parameter vector, (n, d).
 
-        Multinomial: a NumPy array written in the parameter layout (class-major weights
-        ``r_ik x_ij``, then the biases ``r_ik``), block of rows by block
-        (:data:`PER_EXAMPLE_BLOCK_BYTES`), so that the only (n, d) array is the result (at
-        MNIST scale 3.45 GB, where the product of all rows and its concatenation with the
-        biases held three); elementwise products, so the same bits as one product of all rows.
+        Multinomial: a NumPy array in the parameter layout, formed from
+        :meth:`per_example_gradient_factors` (:meth:`GradientFactors.rows`).
         """
-        R = self.residual(theta[None])[:, 0]
         if self.spec.binary:
+            R = self.residual(theta[None])[:, 0]
             return R[:, None] * self.Xa
-        K, D = self.spec.num_rows, self.spec.input_dim
-        n = int(self.Xa.shape[0])
-        out = np.empty((n, K * D + (K if self.spec.fit_intercept else 0)), dtype=self.Xa.dtype.as_numpy_dtype)
-        step = max(1, PER_EXAMPLE_BLOCK_BYTES // max(1, K * D * out.itemsize))
-        for a in range(0, n, step):
-            b = min(a + step, n)
-            out[a:b, :K * D] = tf.reshape(R[a:b, :, None] * self.Xa[a:b, None, :D], [-1, K * D]).numpy()
-        if self.spec.fit_intercept:
-            out[:, K * D:] = R.numpy()
-        return out
+        factors = self.per_example_gradient_factors(theta)
+        return factors.rows(0, factors.shape[0])
+
+    def per_example_gradient_factors(self, theta) -> GradientFactors:
+        """The factors of the multinomial per-example gradients at one parameter vector:
+        the residuals ``r_i = softmax(z_i) - onehot(y_i)`` and the augmented design
+        (:class:`GradientFactors`; the design is shared, not copied)."""
+        if self.spec.binary:
+            raise ValueError("per-example gradient factors are defined for multinomial models only; "
+                             f"got num_classes={self.spec.num_classes}")
+        R = np.asarray(self.residual(theta[None])[:, 0])
+        return GradientFactors(R, self.design_np(), self.spec.fit_intercept)
 
     def probabilities(self, Theta):
         """Probabilities of every class at each row of Theta, (n, B, K)."""

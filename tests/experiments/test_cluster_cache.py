@@ -313,17 +313,28 @@ import numpy as np
 import psutil
 from experiments import clustering
 from sklearn.cluster import KMeans
+from influence import objective
+from influence.objective import GradientFactors
 variant = sys.argv[1]
 X = np.random.RandomState(0).normal(0, 1, (6000, 2000))   # 96 MB, above one tolerance block
+if variant.endswith("factored"):   # the same size from factors: 8 classes, 249 features and the ones
+    rng = np.random.RandomState(0)
+    factors = GradientFactors(rng.normal(0, 1, (6000, 8)), np.hstack([rng.normal(0, 1, (6000, 249)),
+                                                                      np.ones((6000, 1))]), True)
+    X = factors.rows(0, 6000)
 nbytes = X.nbytes
 clustering.CONDENSED_MAX_BYTES = 0      # single linkage by blocks, as at Fashion-MNIST's size
 clustering.VARIANCE_BLOCK_BYTES = 2 ** 22   # the tolerance's block and the single linkage's blocks
 clustering.MST_BLOCK = 512                  # of rows about as small next to X as at that size
+objective.PER_EXAMPLE_BLOCK_BYTES = 2 ** 22    # (and the blocks in which rows are formed from factors)
 with clustering.one_thread():
     clustering.kmeans_labels(X[:50], n_init=1, ks=(4,))   # imports and first calls
     if variant.endswith("file"):
         src = clustering.MatrixFile.write(sys.argv[2], X)
         del X                           # as phase 5 drops the gradient matrix
+    elif variant.endswith("factored"):
+        src = clustering.FactoredMatrix(factors)
+        del X
     else:
         src = X
     bound = clustering.part_memory(src, "single" if variant.startswith("single") else 4)
@@ -353,7 +364,8 @@ def _labelling_peak(variant, tmp_path):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's resettable peak RSS")
 @pytest.mark.parametrize("variant, copies", [("sklearn-default", (1.9, 2.2)), ("kmeans", (0.95, 1.2)),
-                                             ("kmeans-file", (0.95, 1.2)), ("single-file", (0.0, 0.5))])
+                                             ("kmeans-file", (0.95, 1.2)), ("single-file", (0.0, 0.5)),
+                                             ("kmeans-factored", (0.95, 1.2)), ("single-factored", (0.0, 0.5))])
 def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
     """Peak RSS of one labelling of a 96 MB matrix in a fresh process, in copies of the
     matrix above what the process held before: scikit-learn's default KMeans makes two
@@ -361,7 +373,8 @@ def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
     copy; the tolerance by blocks of rows), also from a MatrixFile with X no longer in
     memory, so that phase 5 holds one copy of the gradient matrix per KMeans running.
     Single linkage from a file holds no copy: the block route reads two blocks of rows
-    at a time (with its work arrays, under half a copy here). Each stays within
+    at a time (with its work arrays, under half a copy here), nor from factors (its Gram
+    blocks come from them; KMeans forms its one copy from them). Each stays within
     part_memory."""
     base, peak, bound, nbytes = _labelling_peak(variant, tmp_path)
     slack = 16 * 2 ** 20   # allocator and page granularity
@@ -462,3 +475,92 @@ def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
     assert np.array_equal(R["fixed_test_pred_infl"], want)
     H = model.get_hessian(exp.train, None, R["cv_l2_reg"])
     assert_close(R["fixed_test_pred_infl"], (G @ np.linalg.solve(H, T.T)).T, 1e-8, 1e-12)
+
+
+def test_a_factored_matrix_has_its_own_key_on_the_block_route_only(tmp_path, monkeypatch):
+    """On the condensed route a factored matrix's labellings are those of its dense rows
+    (the same key as the array's and its file's); on the block route its distances come
+    from the factors (other roundings): another key, which covers the factors, while the
+    array's and the file's keys stay equal to each other."""
+    from experiments import clustering
+    from tests.experiments.test_clustering import factored_gradients
+
+    M, G = factored_gradients(n=60)
+    parts = ["single", 4]
+    F = clustering.MatrixFile.write(tmp_path / "g.npy", G)
+    assert cluster_cache.cache_key(M, parts, 1, 0) == cluster_cache.cache_key(G, parts, 1, 0) \
+        == cluster_cache.cache_key(F, parts, 1, 0)
+    monkeypatch.setattr(clustering, "CONDENSED_MAX_BYTES", 8)
+    dense = cluster_cache.cache_key(G, parts, 1, 0)
+    assert cluster_cache.cache_key(F, parts, 1, 0) == dense
+    factored = cluster_cache.cache_key(M, parts, 1, 0)
+    assert factored != dense
+    M.factors.Xa[5, 1] = np.nextafter(M.factors.Xa[5, 1], np.inf)
+    assert cluster_cache.cache_key(M, parts, 1, 0) not in (factored, dense)
+
+
+def test_phase_5_clusters_a_multinomial_models_gradients_from_their_factors(tmp_path, monkeypatch):
+    """A multinomial model's gradient matrix is clustered as its factors at theta_hat
+    (checked to be phase 1's matrix bit for bit), with no file and no reference to the dense
+    matrix in the run meanwhile; afterwards R holds it again bit for bit, and the groups are
+    those of the pools of the in-memory matrix (the condensed route: the same labels)."""
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
+                       kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    G = exp.R["train_grad_loss"].copy()
+    seen = []
+    real = si.cached_cluster_pools
+
+    def spy(mats, *a, **k):
+        seen.append(([type(M).__name__ for M in mats], exp.R["train_grad_loss"],
+                     exp.results["initial_training"]["train_grad_loss"],
+                     sorted(p.name for p in exp.base_dir.iterdir() if p.name.endswith(".tmp"))))
+        assert np.array_equal(mats[1].load(), G)
+        return real(mats, *a, **k)
+
+    monkeypatch.setattr(si, "cached_cluster_pools", spy)
+    res = exp.pick_subsets()
+    [(kinds, in_R, in_results, scratch)] = seen
+    assert kinds == ["ndarray", "FactoredMatrix"] and in_R is None and in_results is None and not scratch
+    assert exp.R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
+    assert np.array_equal(exp.R["train_grad_loss"], G)
+    pools = si.cluster_pools([np.asarray(exp.train.x), G], n_init=2, parallel=False)
+    monkeypatch.setattr(si, "cached_cluster_pools", lambda mats, *a, **k: pools)
+    again = exp.pick_subsets()
+    assert "same_grad" in res["subset_tags"] and res["subset_tags"] == again["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(res["subset_indices"], again["subset_indices"]))
+
+
+def test_phase_5_clusters_the_dense_gradients_when_the_factors_do_not_give_them(tmp_path, monkeypatch, caplog):
+    """Factors whose rows differ from phase 1's matrix in any bit are not used: the dense
+    matrix is clustered (from its file), with a warning."""
+    from influence.logistic_regression import LogisticRegression
+    from influence.objective import GradientFactors
+
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
+                       kmeans_n_init=2)
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
+    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
+    exp.run()
+    want = exp.pick_subsets()
+    real = LogisticRegression.get_indiv_grad_loss_factors
+
+    def nudged(self, ds):
+        f = real(self, ds)
+        R = f.R.copy()
+        R[-1, 0] = np.nextafter(R[-1, 0], np.inf)
+        return GradientFactors(R, f.Xa, f.fit_intercept)
+
+    kinds = []
+    real_pools = si.cached_cluster_pools
+    monkeypatch.setattr(LogisticRegression, "get_indiv_grad_loss_factors", nudged)
+    monkeypatch.setattr(si, "cached_cluster_pools",
+                        lambda mats, *a, **k: kinds.append([type(M).__name__ for M in mats]) or real_pools(mats, *a, **k))
+    got = exp.pick_subsets()
+    assert kinds == [["ndarray", "MatrixFile"]] and "bit for bit" in caplog.text
+    assert got["subset_tags"] == want["subset_tags"]
+    assert all(np.array_equal(a, b) for a, b in zip(got["subset_indices"], want["subset_indices"]))

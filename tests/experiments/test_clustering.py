@@ -382,3 +382,92 @@ def test_block_route_reads_a_matrix_file_block_by_block_with_the_same_labels(blo
     X[-1, 2] = np.nan
     with pytest.raises(ValueError, match="finite"):
         single_linkage_fcluster(clustering.MatrixFile.write(tmp_path / "nan.npy", X), route="blocks", block=block)
+
+
+def factored_gradients(n=150, K=4, D=5, fit_intercept=True, seed=3):
+    """A FactoredMatrix of softmax-residual-like factors (rows of R sum to zero) and its
+    dense rows."""
+    from influence.objective import GradientFactors
+    rng = np.random.RandomState(seed)
+    P = rng.dirichlet(np.ones(K), n)
+    R = P - np.eye(K)[rng.randint(0, K, n)]
+    X = rng.normal(0, 1, (n, D)) + rng.randint(0, 3, (n, 1)) * 2.0
+    Xa = np.hstack([X, np.ones((n, 1))]) if fit_intercept else X
+    M = clustering.FactoredMatrix(GradientFactors(R, Xa, fit_intercept))
+    return M, M.load()
+
+
+def test_factored_matrix_holds_the_matrix_and_pickles():
+    import pickle
+    M, G = factored_gradients(n=37)
+    assert M.shape == G.shape == (37, 4 * 5 + 4) and M.dtype == G.dtype and M.nbytes == G.nbytes
+    assert M.ndim == 2 and M.load() is not M.load() and np.array_equal(M.rows(3, 9), G[3:9])
+    assert b"".join(M.chunks(size=100)) == G.tobytes()
+    assert M.forms(G) and not M.forms(G[:-1]) and not M.forms(G.astype(np.float32))
+    H = G.copy()
+    H[-1, -1] = np.nextafter(H[-1, -1], np.inf)
+    assert not M.forms(H)
+    back = pickle.loads(pickle.dumps(M))
+    assert isinstance(back, clustering.FactoredMatrix) and np.array_equal(back.load(), G)
+    assert np.array_equal(clustering.cluster_part_one_thread(back, "single"),
+                          clustering.cluster_part_one_thread(M, "single"))
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_factored_block_distances_equal_cdist_of_the_dense_rows(fit_intercept, block):
+    """The block route's edges weigh the Euclidean distances of the dense gradient rows
+    (scipy's cdist, another formula: a second code path) though computed from the factors,
+    and form a minimum spanning tree of them (its heights are scipy's linkage's)."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import cdist
+
+    from experiments.clustering import spanning_tree_blocks
+    M, G = factored_gradients(n=90, fit_intercept=fit_intercept, seed=block)
+    u, v, w = spanning_tree_blocks(M, block)
+    assert _tree_is_spanning(u, v, 90)
+    D = cdist(G, G)
+    np.testing.assert_allclose(w, D[u, v], rtol=RTOL_TWO_PATHS, atol=0)
+    np.testing.assert_allclose(np.sort(w), linkage(pdist(G), method="single")[:, 2], rtol=RTOL_TWO_PATHS, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("block", [1, 5, 32, 1000])
+def test_factored_single_linkage_equals_fclusterdata_of_the_dense_rows(seed, block):
+    """Forced onto the block route with small blocks, single linkage of a factored matrix
+    gives fclusterdata's labels of its dense rows (random data: no tied merge heights);
+    the condensed route loads the dense rows: the array's labels bit for bit."""
+    M, G = factored_gradients(n=160, seed=seed)
+    expected = fclusterdata(G, 1)
+    assert len(np.unique(expected)) > 3
+    assert np.array_equal(single_linkage_fcluster(M, 1, route="blocks", block=block), expected)
+    assert np.array_equal(single_linkage_fcluster(M, 1, route="condensed"), single_linkage_fcluster(G, 1))
+
+
+@pytest.mark.parametrize("k", [4, 8])
+def test_kmeans_of_a_factored_matrix_equals_the_dense_matrix_bit_for_bit(k):
+    M, G = factored_gradients(n=300, seed=k)
+    assert np.array_equal(clustering.cluster_part_one_thread(M, k, n_init=3, seed=1),
+                          clustering.cluster_part_one_thread(G, k, n_init=3, seed=1))
+
+
+def test_factored_single_linkage_rejects_non_finite_factors():
+    M, _ = factored_gradients(n=40)
+    M.factors.Xa[7, 2] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        single_linkage_fcluster(M, route="blocks", block=8)
+
+
+def test_part_memory_counts_a_factored_matrix(monkeypatch):
+    """A factored matrix is formed whole on the condensed route (a float64 copy beside the
+    dense array's needs) and in KMeans (the fit's own copy, as for the array); on the block
+    route no copy: the residuals' Gram block, the squared norms and the factors'
+    finiteness booleans instead of the array's. (Measured peaks: test_cluster_cache.)"""
+    M, G = factored_gradients(n=200)
+    f = M.factors
+    assert clustering.part_memory(M, "single") == clustering.part_memory(G, "single") + 8 * G.size
+    assert clustering.part_memory(M, 4) == clustering.part_memory(G, 4)
+    monkeypatch.setattr(clustering, "CONDENSED_MAX_BYTES", 8)
+    assert clustering.part_memory(M, "single") == (clustering.part_memory(G, "single") - G.size
+                                                   + 8 * clustering.MST_BLOCK ** 2 + 2 * 8 * 200
+                                                   + f.R.size + f.Xa.size)

@@ -203,6 +203,51 @@ def test_per_example_gradients_by_blocks_are_the_products_of_all_rows(num_classe
     assert_close(G.sum(axis=0), obj.gradient(Theta[:1]).numpy()[0], RTOL_TWO_PATHS, what="sum of rows")
 
 
+@pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False), (5, True)])
+def test_gradient_factors_form_the_per_example_gradients_bit_for_bit(num_classes, fit_intercept):
+    """The factors' rows are the per-example gradients bit for bit, whole or by any row
+    range, and the products of all rows at once in TensorFlow (an independent oracle:
+    r_ik x_ij in class-major order, then the biases r_ik); the factors are the residuals
+    and the design."""
+    spec, Xa, y, _, Theta = problem(num_classes, fit_intercept, n=23)
+    obj = LogisticObjective(spec, Xa, y, None, 0.0)
+    G = obj.per_example_gradients(Theta[0])
+    f = obj.per_example_gradient_factors(Theta[0])
+    R = obj.residual(Theta[:1])[:, 0]
+    K, D = spec.num_rows, spec.input_dim
+    G_w = tf.reshape(R[:, :, None] * Xa[:, None, :D], [-1, K * D])
+    want = (tf.concat([G_w, R], axis=1) if fit_intercept else G_w).numpy()
+    assert f.shape == G.shape == (23, spec.num_params) and f.dtype == G.dtype
+    assert np.array_equal(f.R, R.numpy()) and np.array_equal(f.Xa, Xa.numpy())
+    assert np.array_equal(f.rows(0, 23), want) and np.array_equal(G, want)
+    for a, b in [(0, 1), (3, 11), (22, 23), (20, 99)]:
+        assert np.array_equal(f.rows(a, b), want[a:b])
+    assert f.rows(5, 5).shape == (0, spec.num_params)
+
+
+@pytest.mark.parametrize("num_classes,fit_intercept", [(3, True), (4, False)])
+def test_gradient_factors_give_the_gram_matrix_and_norms_of_the_gradients(num_classes, fit_intercept):
+    """(R_A R_B^T) * (Xa_A Xa_B^T) is the Gram matrix of the dense gradient rows, and
+    |r|^2 |xa|^2 their squared norms, to rounding (a second code path: the dense products)."""
+    spec, Xa, y, _, Theta = problem(num_classes, fit_intercept, n=29)
+    obj = LogisticObjective(spec, Xa, y, None, 0.0)
+    f = obj.per_example_gradient_factors(Theta[0])
+    G = f.rows(0, 29)
+    assert_close(f.gram(0, 29, 0, 29), G @ G.T, RTOL_TWO_PATHS, what="Gram matrix")
+    assert_close(f.gram(3, 10, 12, 29), G[3:10] @ G[12:29].T, RTOL_TWO_PATHS, what="Gram block")
+    assert_close(f.squared_norms(), np.einsum("ij,ij->i", G, G), RTOL_TWO_PATHS, what="squared norms")
+
+
+def test_gradient_factors_are_for_multinomial_models_and_checked():
+    spec, Xa, y, _, Theta = problem(2, True)
+    with pytest.raises(ValueError, match="multinomial"):
+        LogisticObjective(spec, Xa, y, None, 0.0).per_example_gradient_factors(Theta[0])
+    with pytest.raises(ValueError, match="as many rows"):
+        objective.GradientFactors(np.zeros((3, 2)), np.zeros((4, 3)), True)
+    with pytest.raises(ValueError, match="one dtype"):
+        objective.GradientFactors(np.zeros((3, 2)), np.zeros((3, 3), np.float32), True)
+
+
 def test_row_norms_of_a_design_tensor_are_computed_once(monkeypatch):
     """The row norms (the certificate scales of every refit chunk) are those of numpy, kept
     for the last design tensor: a second call on it computes nothing, another tensor (or
