@@ -17,6 +17,7 @@ from experiments.subset_influence import (
     run_id_from_config,
 )
 from influence import objective as K
+from influence.refit import refit_chunk
 from tests.conftest import REPO_ROOT, RTOL_TWO_PATHS, assert_close
 from tests.influence.problems import reference_loss
 
@@ -442,3 +443,34 @@ def test_hospital_end_to_end_on_the_real_archive(shared_data, tmp_path):
     assert np.all(np.asarray(R["cv_regs"]) == pytest.approx(np.logspace(np.log10(2), np.log10(2000), 10)))
     # Sizes of the range run: linspace(int(0.0025 n), int(0.25 n), 3) = 50, 2525, 5000.
     assert [len(i) for i in R["subset_indices"][:3]] == [50, 2525, 5000]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_spam_refits_at_a_small_fixed_regularisation_are_certified(shared_data, tmp_path):
+    """The spam sweep's ``--fixed-reg 0.01`` run (the downdate route, d = 3,295): its
+    quarter-size group ``pos_tail_test-3-642`` (1,034 of 4,137 points, nearly separable
+    without them) moves far from theta_hat, and the route's chord steps stopped uncertified
+    after 100 iterations (||grad|| / tol 2e10). Such a refit is done again by the explicit
+    route: every refit is certified, and that group's is ChordNewton's."""
+    import shutil
+
+    (tmp_path / "data" / "spam").mkdir(parents=True)
+    shutil.copy(shared_data / "spam" / "enron1.tar.gz", tmp_path / "data" / "spam")
+    cfg = build_config(dataset_id="spam", data_dir=str(tmp_path / "data"), subset_choice_type="range",
+                       num_subsets=10, fixed_reg=0.01, max_memory=int(1e8))
+    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path / "out", progress=False)
+    R = exp.run()
+    assert R["initial_params"].shape == (3295,)
+    tags = list(R["subset_tags"])
+    assert "pos_tail_test-3-642" in tags
+    assert (R["subset_refit_grad_norm"] <= R["subset_refit_grad_tol"]).all()
+    # The group that failed, against ChordNewton's refit with its exact Hessians.
+    b = tags.index("pos_tail_test-3-642")
+    gi = exp.influence()
+    Xa, y, s = gi.design(gi.train, gi.sample_weights)
+    want = refit_chunk(gi.spec, gi.params, Xa, y, s, gi.l2_reg, [R["subset_indices"][b]],
+                       hessian_hat=gi.require_hessian(), rtol=gi.model.fit_rtol,
+                       max_iter=gi.model.config["max_newton_iter"])
+    assert want.converged.all()
+    assert_close(R["subset_refit_params"][b], want.thetas[0], 1e-8, what="pos_tail_test-3-642")
