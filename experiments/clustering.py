@@ -557,7 +557,23 @@ def kmeans_labels(X, n_init: int = 10, seed: int = 0, ks=KMEANS_KS, threads: int
     return [data.labels(k, n_init, seed, threads) for k in ks]
 
 
-class MatrixFile:
+class HeldMatrix:
+    """A 2-d matrix not held as an array (:class:`MatrixFile`, :class:`FactoredMatrix`), whose
+    rows are read or formed on demand: ``shape`` and ``dtype`` as an array's."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+
+class MatrixFile(HeldMatrix):
     """A matrix kept in a ``.npy`` file instead of memory (phase 5 writes the gradient
     matrix to one while it is clustered): ``shape``, ``dtype`` and ``nbytes`` as an array's,
     :meth:`load` a fresh private copy. Labellings read it when they start, so the matrix is
@@ -579,14 +595,6 @@ class MatrixFile:
         with open(path, "wb") as f:   # np.save(path) would append ".npy" to another suffix
             np.save(f, np.ascontiguousarray(X), allow_pickle=False)
         return cls(path)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    @property
-    def ndim(self) -> int:
-        return 2
 
     def load(self) -> np.ndarray:
         """The matrix, read into a new array (bit for bit what was written)."""
@@ -616,7 +624,7 @@ class MatrixFile:
                 yield b
 
 
-class FactoredMatrix:
+class FactoredMatrix(HeldMatrix):
     """A multinomial model's per-example gradient matrix held as its factors
     (:class:`influence.objective.GradientFactors`: residuals ``R`` (n, K) and the augmented
     design ``Xa`` (n, E), about ``K E / (K + E)`` times smaller than the matrix): ``shape``,
@@ -629,14 +637,6 @@ class FactoredMatrix:
     def __init__(self, factors):
         self.factors = factors
         self.shape, self.dtype = tuple(int(s) for s in factors.shape), np.dtype(factors.dtype)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    @property
-    def ndim(self) -> int:
-        return 2
 
     def finite(self) -> bool:
         """Whether every entry of the matrix is finite (its factors and squared row norms are)."""
@@ -674,7 +674,7 @@ class FactoredMatrix:
 def is_held(X) -> bool:
     """Whether ``X`` is a matrix not held as an array (:class:`MatrixFile`,
     :class:`FactoredMatrix`), whose rows are read or formed on demand."""
-    return isinstance(X, (MatrixFile, FactoredMatrix))
+    return isinstance(X, HeldMatrix)
 
 
 def one_thread():

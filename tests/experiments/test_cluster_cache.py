@@ -384,13 +384,13 @@ def test_a_labelling_holds_one_copy_of_the_matrix(variant, copies, tmp_path):
         assert peak - base <= bound + slack, (peak - base, bound)
 
 
-def test_phase_5_clusters_the_gradients_from_a_file_and_restores_them(tmp_path, monkeypatch):
-    """While the pools are built the run holds no reference to the gradient matrix (R and
-    phase 1's results), which the labellings read from a temporary file in the run folder;
-    afterwards R holds it again bit for bit, the file is gone, and the groups are those of
-    the pools of the in-memory matrix."""
+def phase_5_seen_by_the_pools(tmp_path, monkeypatch, dataset_id):
+    """Phases 0-4 of a small range run, then phase 5 with a spy on the pools' call: the run,
+    phase 1's gradient matrix (a copy), phase 5's result and what the pools saw (the
+    matrices' types, the run's two references to the gradients meanwhile, the scratch
+    files in the run folder); the spy checks the matrix the pools got is phase 1's."""
     monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
-    cfg = build_config(dataset_id="synthetic_binary", subset_choice_type="range", num_subsets=3, kmeans_n_init=2)
+    cfg = build_config(dataset_id=dataset_id, subset_choice_type="range", num_subsets=3, kmeans_n_init=2)
     exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
     exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
     exp.run()
@@ -407,7 +407,17 @@ def test_phase_5_clusters_the_gradients_from_a_file_and_restores_them(tmp_path, 
 
     monkeypatch.setattr(si, "cached_cluster_pools", spy)
     res = exp.pick_subsets()
-    [(kinds, in_R, in_results, scratch)] = seen
+    [saw] = seen
+    return exp, G, res, saw
+
+
+def test_phase_5_clusters_the_gradients_from_a_file_and_restores_them(tmp_path, monkeypatch):
+    """While the pools are built the run holds no reference to the gradient matrix (R and
+    phase 1's results), which the labellings read from a temporary file in the run folder;
+    afterwards R holds it again bit for bit, the file is gone, and the groups are those of
+    the pools of the in-memory matrix."""
+    exp, G, res, (kinds, in_R, in_results, scratch) = phase_5_seen_by_the_pools(tmp_path, monkeypatch,
+                                                                              "synthetic_binary")
     assert kinds == ["ndarray", "MatrixFile"] and in_R is None and in_results is None and len(scratch) == 1
     assert exp.R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
     assert np.array_equal(exp.R["train_grad_loss"], G)
@@ -504,26 +514,8 @@ def test_phase_5_clusters_a_multinomial_models_gradients_from_their_factors(tmp_
     (checked to be phase 1's matrix bit for bit), with no file and no reference to the dense
     matrix in the run meanwhile; afterwards R holds it again bit for bit, and the groups are
     those of the pools of the in-memory matrix (the condensed route: the same labels)."""
-    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
-    cfg = build_config(dataset_id="synthetic_multiclass", subset_choice_type="range", num_subsets=3,
-                       kmeans_n_init=2)
-    exp = SubsetInfluenceLogreg(cfg, out_dir=tmp_path, progress=False)
-    exp.PHASES = [p for p in exp.PHASES if p.index <= 4]
-    exp.run()
-    G = exp.R["train_grad_loss"].copy()
-    seen = []
-    real = si.cached_cluster_pools
-
-    def spy(mats, *a, **k):
-        seen.append(([type(M).__name__ for M in mats], exp.R["train_grad_loss"],
-                     exp.results["initial_training"]["train_grad_loss"],
-                     sorted(p.name for p in exp.base_dir.iterdir() if p.name.endswith(".tmp"))))
-        assert np.array_equal(mats[1].load(), G)
-        return real(mats, *a, **k)
-
-    monkeypatch.setattr(si, "cached_cluster_pools", spy)
-    res = exp.pick_subsets()
-    [(kinds, in_R, in_results, scratch)] = seen
+    exp, G, res, (kinds, in_R, in_results, scratch) = phase_5_seen_by_the_pools(tmp_path, monkeypatch,
+                                                                              "synthetic_multiclass")
     assert kinds == ["ndarray", "FactoredMatrix"] and in_R is None and in_results is None and not scratch
     assert exp.R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
     assert np.array_equal(exp.R["train_grad_loss"], G)
