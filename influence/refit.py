@@ -14,7 +14,6 @@ Hessian factor is reused while it cuts the gradient norm fourfold, then precondi
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -38,7 +37,7 @@ from influence.newton import (
     newton_loop,
     use_float32,
 )
-from influence.numerics import ConvergenceWarning, one_blas_thread
+from influence.numerics import one_blas_thread
 from influence.objective import LogisticObjective, ModelSpec
 
 
@@ -187,9 +186,7 @@ def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, grou
     waiting group, the largest first, as long as the running groups' working arrays
     (:func:`influence.memory.downdate_bytes_per_group`) fit in ``max_memory`` together
     (smaller groups fill the room a larger one leaves). ``on_finish(k)`` is called as k
-    groups stop (progress). A group these steps leave uncertified is refitted again by
-    :func:`refit_chunk` (explicit Hessians); its ``hessians`` count both attempts. The
-    results are in the order of ``groups``.
+    groups stop (progress). The results are in the order of ``groups``.
     """
     dtype = Xa.dtype
     s_base = tf.convert_to_tensor(s_base, dtype=dtype)
@@ -208,26 +205,9 @@ def refit_chunk_downdate(spec: ModelSpec, theta_hat, Xa, y, s_base, l2_reg, grou
     # A CG iteration here costs two products with H^{-1} and one Hessian-vector product
     # (O(d^2 + n d)), a fresh Hessian with its factor O(n d^2 + d^3): CG gets 5x the room.
     downdates = GroupDowndates(basis, groups, load=())
-    with warnings.catch_warnings():   # certified below, after the fallback
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter, P if slots is None else slots,
-                           lambda batch: DowndateChord(downdates, reuse_factor, 5 * cg_maxiter), costs, max_memory,
-                           on_finish, Xa_sparse=basis.X if sp.issparse(basis.X) else None)
-    failed = np.flatnonzero(~res.converged)
-    if failed.size:
-        # The chord steps serve groups whose optimum is near theta_hat. A group whose removal
-        # leaves the data nearly separable (spam at a small fixed regularisation) moves far,
-        # and its loosely solved steps can raise the gradient norm as often as they cut it;
-        # such a group is refitted again from theta_hat by the explicit route (ChordNewton:
-        # its own (d, d) Hessians, fresh after slow steps), within max_memory.
-        again = refit_chunk(spec, theta_hat, Xa, y, s_base, l2_reg, [groups[i] for i in failed], rtol=rtol,
-                            max_iter=max_iter, reuse_factor=reuse_factor, cg_maxiter=cg_maxiter,
-                            max_memory=max_memory)
-        again.hvps = np.zeros(failed.size, dtype=np.int64)   # ChordNewton's CG steps are not counted
-        again.hessians = again.hessians + res.hessians[failed]
-        ok = np.flatnonzero(res.converged)
-        res = RefitResult.concat([res.take(ok), again]).take(np.argsort(np.concatenate([ok, failed]), kind="stable"))
-    res.converged = certify(res.grad_norms, res.grad_tols, stacklevel=2)
+    res = _refit_queue(spec, theta_hat, Xa, y, s_base, l2, groups, rtol, max_iter, P if slots is None else slots,
+                       lambda batch: DowndateChord(downdates, reuse_factor, 5 * cg_maxiter), costs, max_memory,
+                       on_finish, Xa_sparse=basis.X if sp.issparse(basis.X) else None)
     return res.take(np.argsort(order, kind="stable"))
 
 

@@ -4,8 +4,6 @@ The route is taken by models with at least DOWNDATE_MIN_PARAMS parameters; the t
 lower that threshold so that small problems, whose dense matrices are cheap oracles,
 take it.
 """
-import warnings
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -18,7 +16,6 @@ from influence.downdate import DowndateBasis, GroupDowndates, sparse_if_sparse
 from influence.logistic_regression import LogisticRegression
 from influence.memory import downdate_bytes_per_group
 from influence.newton import DowndateChord, ProblemQueue
-from influence.numerics import ConvergenceWarning
 from influence.objective import LogisticObjective
 from influence.refit import downdate_basis, refit_chunk_downdate
 from tests.conftest import RTOL_TWO_PATHS, assert_close
@@ -292,32 +289,3 @@ def test_resumed_cg_runs_give_the_refits_of_cg_runs_held_to_the_slowest(monkeypa
         assert_close(th, np.concatenate([sk.coef_[0], sk.intercept_]), 1e-8)
 
 
-
-def test_refits_the_chord_steps_do_not_certify_are_refitted_by_the_explicit_route(monkeypatch):
-    """A group whose downdate refit stops uncertified (here its chord solves are made to
-    point uphill, so every step fails) is refitted from theta_hat by ChordNewton: certified,
-    scikit-learn's optimum, no ConvergenceWarning; the other groups' refits are those of the
-    route alone (up to the rounding of batches of other shapes)."""
-    m, X, y, lam, groups = sparse_problem()
-    theta = m.get_params_flat()
-    Xt, yt, s = m.design((X, y))
-    basis = downdate_basis(m.spec, theta, Xt, s, l2_reg=lam)
-    want = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
-    solve = DowndateChord.solve
-
-    def uphill(self, R, rows, float32=False):
-        out = solve(self, R, rows, float32)
-        for k, j in enumerate(np.asarray(rows)):
-            if np.array_equal(self.downdates.idx[self.problem[j]], groups[2]):
-                out[k] = -out[k]
-        return out
-    monkeypatch.setattr(DowndateChord, "solve", uphill)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        r = refit_chunk_downdate(m.spec, theta, Xt, yt, s, lam, groups, basis, rtol=1e-12)
-    assert r.converged.all() and r.hessians[2] >= 1
-    keep = np.setdiff1d(np.arange(len(y)), groups[2])
-    sk = SkLR(C=1 / lam, solver="newton-cholesky", tol=1e-14, max_iter=500).fit(X[keep], y[keep])
-    assert_close(r.thetas[2], np.concatenate([sk.coef_[0], sk.intercept_]), 1e-8)
-    others = [0, 1, 3, 4]
-    assert_close(r.thetas[others], want.thetas[others], 1e-9)
