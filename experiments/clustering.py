@@ -354,14 +354,7 @@ def single_linkage_fcluster(X, t: float = 1.0, depth: int = 2, route: str | None
         raise ValueError(f"single linkage needs a 2-d feature matrix; X has shape {X.shape}")
     if X.shape[0] < 2:
         raise ValueError(f"single linkage needs at least 2 rows; X has shape {X.shape}")
-    step = MST_BLOCK   # the block route's reads
-    if isinstance(X, MatrixFile):
-        finite = all(np.isfinite(X.rows(a, a + step)).all() for a in range(0, X.shape[0], step))
-    elif isinstance(X, FactoredMatrix):
-        finite = X.finite()
-    else:
-        finite = np.isfinite(X).all()
-    if not finite:
+    if not (X.finite() if is_held(X) else np.isfinite(X).all()):
         raise ValueError("single linkage needs finite features; X has NaN or infinite entries")
     n = X.shape[0]
     if route == "condensed":
@@ -559,7 +552,8 @@ def kmeans_labels(X, n_init: int = 10, seed: int = 0, ks=KMEANS_KS, threads: int
 
 class HeldMatrix:
     """A 2-d matrix not held as an array (:class:`MatrixFile`, :class:`FactoredMatrix`), whose
-    rows are read or formed on demand: ``shape`` and ``dtype`` as an array's."""
+    rows are read or formed on demand: ``shape`` and ``dtype`` as an array's; each kind has
+    ``load()``, ``rows(a, b)``, ``chunks()`` and ``finite()``."""
 
     shape: tuple[int, int]
     dtype: np.dtype
@@ -599,6 +593,11 @@ class MatrixFile(HeldMatrix):
     def load(self) -> np.ndarray:
         """The matrix, read into a new array (bit for bit what was written)."""
         return np.load(self.path, allow_pickle=False)
+
+    def finite(self) -> bool:
+        """Whether every entry is finite (read :data:`MST_BLOCK` rows at a time, as the
+        block route reads them)."""
+        return all(np.isfinite(self.rows(a, a + MST_BLOCK)).all() for a in range(0, self.shape[0], MST_BLOCK))
 
     def rows(self, a: int, b: int) -> np.ndarray:
         """Rows ``[a, b)``, read from the file into a new array."""

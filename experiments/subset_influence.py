@@ -759,13 +759,12 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         embedded, each labelling reads its own copy of the gradients from a file; on a
         cluster (whose workers need not see this disk) they stay in memory."""
         G = self.R.get("train_grad_loss")
-        model = self.model_at_theta_hat() if needed and G is not None else None
-        if model is None or model.spec.binary:
+        if not needed or G is None or self.binary:
             del G
             with self._gradients_on_disk(needed and not self.executor.distributed, "phase 5") as grads:
                 yield grads
             return
-        grads = clustering.FactoredMatrix(model.get_indiv_grad_loss_factors(self.train))
+        grads = clustering.FactoredMatrix(self.model_at_theta_hat().get_indiv_grad_loss_factors(self.train))
         if not grads.forms(G):
             logger.warning("phase 5: the gradients' factors at theta_hat do not give phase 1's gradient matrix bit "
                            "for bit; clustering the dense matrix")
