@@ -23,12 +23,14 @@ from typing import Sequence
 
 import numpy as np
 import scipy.linalg
+import tensorflow as tf
 
 from influence import groups as _groups
 from influence.downdate import DowndateBasis, uses_downdates
 from influence.logistic_regression import INVERSE_HVP_METHODS, LogisticRegression
 from influence.newton import RefitResult
 from influence.numerics import INVERSE_VP_METHODS, xy
+from influence.objective import LogisticObjective
 from influence.progress import progress_bar
 from influence.refit import downdate_basis
 from influence.routes import ROUTE_METHODS as METHODS, NewtonChangeRoute, RefitRoute, choose_routes
@@ -325,6 +327,19 @@ class GroupInfluence:
         return newton(self, preconditioner), refit(self, preconditioner)
 
     # ------------------------------------------------------------------ first order
+    def refit_curvature(self, group: np.ndarray, theta) -> float:
+        """The smallest curvature of the refit objective without ``group`` at ``theta``: the
+        smallest eigenvalue of its Hessian outside the flat direction of multinomial models
+        with intercepts (:attr:`ModelSpec.has_gauge`). Near its optimum, a point whose
+        gradient norm is g lies within g / mu of it, mu this curvature."""
+        Xa, y, s = self.design(self.train, self.sample_weights)
+        obj = LogisticObjective.without_groups(self.spec, Xa, y, tf.convert_to_tensor(s),
+                                               tf.constant(float(self.l2_reg), dtype=Xa.dtype), [np.asarray(group)])
+        H = obj.hessians(tf.constant(np.asarray(theta)[None], dtype=Xa.dtype), gauge=False)[0].numpy()
+        u = self.spec.gauge_vector()
+        H += (np.trace(H) + 1.0) * np.outer(u, u)  # the flat direction's eigenvalue above all others
+        return float(scipy.linalg.eigvalsh(H)[0])
+
     def inverse_hvp(self, V) -> np.ndarray:
         """``H^-1 V`` for V of shape (d,) or (d, m) (explicit solve or CG, as configured)."""
         V = np.asarray(V)

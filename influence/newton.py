@@ -168,9 +168,12 @@ def certified_step(objective, Theta, G, gnorm, step, active):
     """Take ``Theta - t * step`` on the active problems; returns (cand, G_c, n_c, good, t).
 
     The full step is kept where it cuts the gradient norm (the certified quantity) by
-    10 %. Elsewhere an Armijo line search on the objective runs, or, where the predicted
-    decrease is below the rounding resolution of f, the full step is kept if it lowers
-    the gradient norm at all. ``good`` marks the problems that moved; the others keep
+    10 %. Elsewhere the full step is kept if it passes the Armijo test on the objective
+    and does not go far past the minimum along the direction (the directional derivative
+    there at most a tenth of its start value: the strong Wolfe conditions), else the step
+    goes near that minimum (:func:`line_minimum`); where the predicted decrease is below
+    the rounding resolution of f, the full step is kept if it lowers the gradient norm at
+    all. ``good`` marks the problems that moved; the others keep
     their iterate (``cand = Theta`` there).
     """
     dtype = Theta.dtype
@@ -189,14 +192,15 @@ def certified_step(objective, Theta, G, gnorm, step, active):
         good |= bad & ~resolvable & (n_c < gnorm)
         search = bad & resolvable
         t_s = np.where(search, 1.0, 0.0)
-        accepted = ~search
-        for _ in range(60):
-            if accepted.all():
-                break
-            trial = Theta - tf.constant(t_s, dtype=dtype)[:, None] * step
-            f1 = _objective_rows(objective, trial, np.flatnonzero(~accepted))
-            accepted |= np.isfinite(f1) & (f1 <= f0 - 1e-4 * t_s * slope)
-            t_s = np.where(accepted, t_s, 0.5 * t_s)
+        f1 = _objective_rows(objective, cand, np.flatnonzero(search))
+        d1 = -tf.reduce_sum(G_c * step, axis=1).numpy()
+        # The full step is kept where it passes the Armijo test and does not go far past the
+        # minimum along the direction (the strong Wolfe conditions' upper side).
+        accepted = ~search | (np.isfinite(f1) & (f1 <= f0 - 1e-4 * slope) & (d1 <= 0.1 * slope))
+        if not accepted.all():
+            rows = np.flatnonzero(~accepted)
+            t_r, ok_r = line_minimum(objective, Theta, step, rows, f0[rows], slope[rows], d1[rows])
+            t_s[rows], accepted[rows] = t_r, ok_r
         searched = search & accepted
         if searched.any():
             t = np.where(searched, t_s, t)
@@ -206,6 +210,64 @@ def certified_step(objective, Theta, G, gnorm, step, active):
             good |= searched
     return cand, G_c, n_c, good, t
 
+
+def line_minimum(objective, Theta, step, rows, f0, slope, d1, c2: float = 0.1, max_evals: int = 40):
+    """Step lengths ``t`` in (0, 1) near the minimum of ``phi(t) = f(Theta - t step)`` for the
+    problems ``rows`` whose full step failed the strong Wolfe conditions (the objective is
+    convex, so ``phi'`` increases: ``phi'(0) = -slope < 0``; ``d1 = phi'(1)``).
+
+    Safeguarded regula falsi (Illinois) on ``phi'`` until ``|phi'(t)| <= c2 slope`` and the
+    Armijo test holds: on the large, poorly scaled problems where the loss is far from
+    quadratic along a Newton direction (spam's raw word counts at a small
+    ``--fixed-reg``), a full step that passes the Armijo test, or half of one that does not,
+    can go far past that minimum and grow the gradient, and the iterations then cycle. A problem whose bracket
+    is not closed (``phi'(1) <= 0``: rounding) or that runs out of evaluations falls back
+    to halving from ``t = 1``. Returns (t, accepted) for ``rows``."""
+    dtype = Theta.dtype
+    obj_r = objective.columns(rows) if len(rows) < objective.B else objective
+    Th_r, step_r = tf.gather(Theta, rows), tf.gather(step, rows)
+    m = len(rows)
+    lo, hi = np.zeros(m), np.ones(m)
+    d_lo, d_hi = -slope.astype(np.float64), d1.astype(np.float64)
+    t = np.ones(m)
+    done = np.zeros(m, dtype=bool)
+    bracket = np.isfinite(d_hi) & (d_hi > 0)
+    side = np.zeros(m, dtype=np.int8)  # the end kept twice in a row (Illinois)
+    for _ in range(max_evals):
+        going = bracket & ~done
+        if not going.any():
+            break
+        t = np.where(going, (lo * d_hi - hi * d_lo) / (d_hi - d_lo), t)
+        width = hi - lo
+        t = np.where(going, np.clip(t, lo + 1e-3 * width, hi - 1e-3 * width), t)
+        f, g = obj_r.loss_gradient(Th_r - tf.constant(t, dtype=dtype)[:, None] * step_r)
+        f = f.numpy().astype(np.float64)
+        d = -tf.reduce_sum(g * step_r, axis=1).numpy().astype(np.float64)
+        armijo = np.isfinite(f) & (f <= f0 - 1e-4 * t * slope)
+        done |= going & armijo & (np.abs(d) <= c2 * slope)
+        move = going & ~done
+        left = move & ((d < 0) & armijo)  # the minimum is beyond t
+        right = move & ~left
+        lo, d_lo = np.where(left, t, lo), np.where(left, d, d_lo)
+        hi, d_hi = np.where(right, t, hi), np.where(right, d, d_hi)
+        # Illinois: the end that stays a second time has its derivative halved.
+        d_hi = np.where(left & (side == 1), 0.5 * d_hi, d_hi)
+        d_lo = np.where(right & (side == -1), 0.5 * d_lo, d_lo)
+        side = np.where(left, 1, np.where(right, -1, side))
+    rest = ~done
+    if rest.any():  # halving from t = 1
+        t = np.where(rest, 1.0, t)
+        for _ in range(60):
+            r = np.flatnonzero(rest)
+            if r.size == 0:
+                break
+            t = np.where(rest, 0.5 * t, t)
+            sub = obj_r.columns(r) if r.size < m else obj_r
+            f = sub.loss(tf.gather(Th_r, r) - tf.constant(t[r], dtype=dtype)[:, None] * tf.gather(step_r, r)).numpy()
+            ok = np.isfinite(f) & (f <= f0[r] - 1e-4 * t[r] * slope[r])
+            done[r[ok]] = True
+            rest[r[ok]] = False
+    return t, done
 
 def gradient_norm_backtracking(objective, Theta, G, gnorm, step, active, max_halvings: int = 40):
     """Backtracking on the gradient norm: ``t = 1, 1/2, ...`` until

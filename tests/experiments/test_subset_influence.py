@@ -447,15 +447,14 @@ def test_hospital_end_to_end_on_the_real_archive(shared_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.xfail(strict=True, reason="known: one refit of spam's --fixed-reg 0.01 sweep stops uncertified "
-                   "(docs/performance.md, 'The whole offline paper')")
 def test_spam_refits_at_a_small_fixed_regularisation_are_certified(shared_data, tmp_path):
     """The spam sweep's ``--fixed-reg 0.01`` run (the downdate route, d = 3,295): its
-    quarter-size group ``pos_tail_test-3-642`` (1,034 of 4,137 points) stops uncertified
-    after 100 iterations (||grad|| / tol 2e10): along its Newton directions the loss is far
-    from quadratic (raw word counts), so the damped steps make little progress. Expected to
-    fail until the refits' line search handles it; then every refit is certified, and that
-    group's equals ChordNewton's, which certifies it in 32 iterations."""
+    quarter-size group ``pos_tail_test-3-642`` (1,034 of 4,137 points) once stopped
+    uncertified after 100 iterations (||grad|| / tol 2e10): along its Newton directions the
+    loss is far from quadratic (raw word counts), and halving the step accepted steps that
+    grew the gradient. With steps near the minimum along the direction
+    (``influence.newton.line_minimum``) every refit is certified, and that group's equals
+    ChordNewton's with its exact Hessians."""
     import shutil
 
     (tmp_path / "data" / "spam").mkdir(parents=True)

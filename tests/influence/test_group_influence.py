@@ -7,12 +7,16 @@ the actual effect, and central finite differences for the linear influences.
 """
 import numpy as np
 import pytest
+import scipy.linalg
+import tensorflow as tf
 from sklearn.linear_model import LogisticRegression as SkLR
 
 from influence import group_influence as gi
 from influence.group_influence import GroupInfluence, group_influence
 from influence.logistic_regression import LogisticRegression
+from influence.objective import augment
 from tests.conftest import RESID_SOLVE, RTOL_CG, RTOL_FD, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
+from tests.influence.problems import reference_hessian, reference_loss
 
 LAM = 0.5
 
@@ -359,3 +363,35 @@ def test_cg_first_order_is_preconditioned_chunked_and_equals_the_explicit_solve(
     assert chunks == [2, 2, 1]               # two groups' work arrays fit in max_memory
     P -= np.outer(P @ u, u)
     assert_close(P, exact, RTOL_CG, what="cg first order vs explicit")
+
+
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_refit_curvature_is_the_smallest_eigenvalue_off_the_flat_direction(num_classes):
+    """Against the autodiff Hessian of an independent loss (``reference_hessian``) with the
+    group's weights set to zero, restricted to the complement of the multinomial gauge
+    direction by an orthonormal basis (none for binary models); and the bound it gives:
+    a point near the refit's optimum lies within ||grad|| / mu of it."""
+    rng = np.random.RandomState(5)
+    X = rng.normal(0, 1, (50, 3))
+    y = rng.randint(0, num_classes, 50)
+    s = rng.uniform(0.5, 2.0, 50)
+    m = fitted((X, y), s, num_classes=num_classes)
+    infl = GroupInfluence(m, (X, y), LAM, sample_weights=s)
+    group = np.array([1, 4, 9, 16, 25])
+    refit = infl.refit([group], chunk_size=1)
+    theta = refit.thetas[0] + 1e-3 * rng.normal(size=refit.thetas.shape[1])  # off the optimum
+    spec = m.spec
+    w = s.copy()
+    w[group] = 0.0
+    Xa = augment(tf.constant(X), spec)
+    H = reference_hessian(tf.constant(theta), Xa, y, tf.constant(w), LAM, spec)
+    u = spec.gauge_vector()
+    Q = scipy.linalg.null_space(u[None]) if spec.has_gauge else np.eye(len(u))
+    want = np.linalg.eigvalsh(Q.T @ H @ Q)[0]
+    mu = infl.refit_curvature(group, theta)
+    assert_close(mu, want, RTOL_TWO_PATHS, what="smallest curvature")
+    t = tf.Variable(theta)
+    with tf.GradientTape() as tape:
+        f = reference_loss(t, Xa, y, tf.constant(w), LAM, spec)
+    grad = np.linalg.norm(tape.gradient(f, t).numpy())
+    assert np.linalg.norm(theta - refit.thetas[0]) <= grad / mu
