@@ -109,9 +109,10 @@ def newton_steps_task(ctx: tasks.InfluenceContext, spec: tuple) -> np.ndarray:
     ``start..end-1`` in one batch, from the changes ``D0`` (None: from theta_hat), for
     ``spec = (start, end, k, method, D0)``; float64 (end - start, d)."""
     start, end, k, method, D0 = spec
-    pre = ctx.preconditioner() if method == "cg" else None
+    # The preconditioner of method 'cg' is newton_steps' default, built once per process
+    # with the group-influence API it is kept with (tasks.InfluenceContext.influence).
     return est.newton_steps(ctx.influence(), ctx.groups(start, end), (k,), chunk=max(end - start, 1), start=D0,
-                            method=method, preconditioner=pre)[k]
+                            method=method)[k]
 
 
 def build_config(ss_config: dict[str, Any], master_only: bool = False, retime_actual: bool = True,

@@ -38,7 +38,17 @@ import tensorflow as tf
 
 from influence.group_influence import GroupInfluence, check_2d, check_groups
 from influence.groups import group_sums, incidence
-from influence.newton import ExplicitNewton, NewtonCG, RefitResult, certify, gradient_norm_backtracking, newton_loop
+from influence.downdate import DowndateBasis, GroupDowndates
+from influence.newton import (
+    ChordSolvePreconditioner,
+    ExplicitNewton,
+    NewtonCG,
+    RefitResult,
+    certify,
+    gradient_norm_backtracking,
+    newton_loop,
+    use_float32,
+)
 from influence.numerics import to_numpy
 from influence.objective import LogisticObjective, ModelSpec, from_ext_batch, to_ext_batch
 
@@ -170,9 +180,12 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
 
     ``method='cg'`` solves each Newton system ``H_{-U}(theta) p = grad L_{-U}(theta)`` by
     preconditioned CG on the exact Hessian-vector products to the relative residual
-    :data:`NEWTON_CG_RTOL` (:class:`influence.newton.NewtonCG`; ``preconditioner`` default
-    :meth:`GroupInfluence.preconditioner`), for models whose (d, d) Hessian per group and
-    step is too costly (``n d^2`` flops each); same step rule.
+    :data:`NEWTON_CG_RTOL` (:class:`influence.newton.NewtonCG`), for models whose (d, d)
+    Hessian per group and step is too costly (``n d^2`` flops each); same step rule.
+    ``preconditioner`` default: each group's own ``H - H_U`` at theta_hat by the Woodbury
+    identity (:class:`influence.downdate.GroupDowndates`, the exact Hessian of the first
+    step) for the models that refit by downdates (:func:`influence.downdate.uses_downdates`),
+    else :meth:`GroupInfluence.preconditioner`.
     """
     groups = _check_gi(gi, groups)
     ks = sorted({int(k) for k in steps})
@@ -182,7 +195,8 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}")
     if method not in NEWTON_STEP_METHODS:
         raise ValueError(f"method must be one of {NEWTON_STEP_METHODS}; got {method!r}")
-    if method == "cg" and preconditioner is None:
+    basis = gi.downdate_basis() if method == "cg" and preconditioner is None else None
+    if method == "cg" and preconditioner is None and basis is None:
         preconditioner = gi.preconditioner()
     spec = gi.spec
     Xa, y, s = train_design(gi)
@@ -197,13 +211,23 @@ def newton_steps(gi: GroupInfluence, groups: Sequence[np.ndarray], steps: Sequen
         obj = LogisticObjective.without_groups(spec, Xa, y, s, l2, part, Xa_np)
         Theta = tf.constant(theta_hat[None, :] + D0[a:a + len(part)], dtype=Xa.dtype)
         done = 0
+        pre = preconditioner if basis is None else group_chord_preconditioner(basis, part)
         for k in ks:
             strategy = ExplicitNewton() if method == "explicit" else NewtonCG(
-                preconditioner, forcing=NEWTON_CG_RTOL, tighten=False, search=gradient_norm_backtracking)
+                pre, forcing=NEWTON_CG_RTOL, tighten=False, search=gradient_norm_backtracking)
             res = newton_loop(obj, Theta, np.zeros(len(part)), strategy, max_iter=k - done)
             Theta, done = tf.constant(res.thetas, dtype=Xa.dtype), k
             out[k][a:a + len(part)] = res.thetas - theta_hat[None, :]
     return out
+
+
+def group_chord_preconditioner(basis: DowndateBasis, groups: Sequence[np.ndarray]) -> ChordSolvePreconditioner:
+    """``(H - H_U)^{-1}`` at theta_hat of each group (problem j of a batch is ``groups[j]``)
+    as a CG preconditioner, by the Woodbury identity; in float32 as the refits' chord
+    preconditioners (:func:`influence.newton.use_float32`)."""
+    dd = GroupDowndates(basis, groups)
+    return ChordSolvePreconditioner(lambda R, problems, float32: dd.solve(R, problems, not float32),
+                                    np.arange(len(groups)), use_float32(basis.X.shape[1]))
 
 
 def curvature_terms(gi: GroupInfluence, groups: Sequence[np.ndarray], first) -> dict[str, np.ndarray]:

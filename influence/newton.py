@@ -464,8 +464,8 @@ class NewtonCG(NewtonStrategy):
         enough = np.where(g > tol, self.margin * tol / np.maximum(g, 1e-300), 0.0)
         eta = np.minimum(self.forcing, np.maximum(np.sqrt(g / self.scale[a]), enough)) * self.tighten[a]
         obj_a, Th_a, G_a = _rows(objective, Theta, G, a)
-        step_a, cg = cg_directions(obj_a, Th_a, G_a.numpy(), self.preconditioner, np.maximum(eta, self.floor),
-                                   self.maxiter)
+        precond = self.preconditioner if len(a) == objective.B else self.preconditioner.restricted(a)
+        step_a, cg = cg_directions(obj_a, Th_a, G_a.numpy(), precond, np.maximum(eta, self.floor), self.maxiter)
         self.hvps[a] += cg.iterations
         if self.rebuild_after is not None and cg.iterations.max() > self.rebuild_after:
             self.preconditioner = None
@@ -1108,6 +1108,11 @@ class Preconditioner:
     def solve(self, R: np.ndarray, rows) -> np.ndarray:
         raise NotImplementedError
 
+    def restricted(self, rows: np.ndarray) -> "Preconditioner":
+        """The preconditioner of the sub-batch ``rows`` (its row k is problem ``rows[k]``);
+        a shared ``M`` is its own restriction."""
+        return self
+
 
 class CholeskyPreconditioner(Preconditioner):
     """``M = H`` for an explicit regularised Hessian (gauge-fixed), applied by its
@@ -1270,6 +1275,9 @@ class ChordSolvePreconditioner(Preconditioner):
 
     def solve(self, R, rows):
         return self._solve(np.asarray(R, dtype=np.float64), self.problems[rows], self.float32)
+
+    def restricted(self, rows):
+        return ChordSolvePreconditioner(self._solve, self.problems[rows], self.float32)
 
 
 class HessianFactor(Preconditioner):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from influence import downdate as dd
 from influence import estimators as est
+from influence import newton as N
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from tests.conftest import RTOL_AUTODIFF, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close
@@ -240,3 +242,48 @@ def test_newton_steps_by_cg_equal_the_explicit_ones(small):
         assert_close(cg[k], explicit[k], RTOL_CG, what=f"newton_{k} by CG")
     with pytest.raises(ValueError, match="method must be one of"):
         est.newton_steps(gi, groups, (1,), method="lu")
+
+
+def test_newton_steps_by_cg_on_the_downdate_route_are_preconditioned_by_each_groups_chord(monkeypatch):
+    """Models that refit by downdates (here a small binary one, by lowering the threshold)
+    precondition CG with each group's own H - H_U at theta_hat: the first step's system is
+    that matrix, so its CG takes one or two iterations per group; the steps equal the
+    explicit ones."""
+    monkeypatch.setattr(dd, "DOWNDATE_MIN_PARAMS", 1)
+    gi, rng = make_gi(2, n=80, D=6, weights=True)
+    groups = [np.sort(rng.choice(gi.num_train, k, replace=False)) for k in (3, 12, 30)]
+    explicit = est.newton_steps(gi, groups, (1, 3))
+    iterations = []
+    real = N.preconditioned_cg_rows
+
+    def spy(matvec, B, precond, rtol, maxiter):
+        assert isinstance(precond, N.ChordSolvePreconditioner)
+        res = real(matvec, B, precond, rtol, maxiter)
+        iterations.append(res.iterations.copy())
+        return res
+
+    monkeypatch.setattr(N, "preconditioned_cg_rows", spy)
+    cg = est.newton_steps(gi, groups, (1, 3), method="cg")
+    for k in (1, 3):
+        assert_close(cg[k], explicit[k], RTOL_CG, what=f"newton_{k} by CG with the chord preconditioners")
+    assert iterations[0].max() <= 2 and len(iterations[0]) == len(groups)
+    # Later steps have Hessians away from theta_hat, the chords still close to them.
+    assert max(i.max() for i in iterations) <= 10
+
+
+def test_a_restricted_chord_preconditioner_solves_for_its_own_problems():
+    """ChordSolvePreconditioner.restricted(rows): row k of a call is problem rows[k] of the
+    whole batch (what NewtonCG hands CG when some problems have stopped)."""
+    seen = []
+
+    def solve(R, problems, float32):
+        seen.append(problems.copy())
+        return R * (1.0 + problems[:, None])
+
+    whole = N.ChordSolvePreconditioner(solve, np.array([10, 11, 12, 13]), False)
+    part = whole.restricted(np.array([1, 3]))
+    R = np.ones((2, 3))
+    assert_close(part(R, np.array([0, 1])), np.array([[12.0] * 3, [14.0] * 3]), RTOL_TWO_PATHS, what="solves")
+    assert list(seen[-1]) == [11, 13]
+    shared = N.DiagonalPreconditioner.__new__(N.DiagonalPreconditioner)
+    assert shared.restricted(np.array([0])) is shared
