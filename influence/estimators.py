@@ -36,9 +36,9 @@ import numpy as np
 import scipy.special
 import tensorflow as tf
 
+from influence.downdate import DowndateBasis, GroupDowndates
 from influence.group_influence import GroupInfluence, check_2d, check_groups
 from influence.groups import group_sums, incidence
-from influence.downdate import DowndateBasis, GroupDowndates
 from influence.newton import (
     ChordSolvePreconditioner,
     ExplicitNewton,

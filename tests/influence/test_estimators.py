@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from influence import downdate as dd
-from influence import estimators as est
-from influence import newton as N
+from influence import downdate as dd, estimators as est, newton as N
 from influence.group_influence import GroupInfluence
 from influence.logistic_regression import LogisticRegression
 from tests.conftest import RTOL_AUTODIFF, RTOL_CG, RTOL_LEVERAGE, RTOL_TWO_PATHS, assert_close

@@ -58,7 +58,7 @@ def test_line_minimum_stops_near_the_minimum_along_the_step(num_classes, fit_int
         # |phi'(t)| <= c2 slope, the derivative by finite differences of the independent loss.
         assert abs(dphi(t[b], b, Theta, step, data, spec)) <= C2 * slope[b] * (1 + RTOL_FD)
         # Convexity: phi(t) - min phi <= |phi'(t)| |t - t*| <= c2 slope.
-        best = scipy.optimize.minimize_scalar(lambda u: phi(u, b, Theta, step, data, spec),
+        best = scipy.optimize.minimize_scalar(lambda u, b=b: phi(u, b, Theta, step, data, spec),
                                               bounds=(0.0, 1.0), method="bounded", options={"xatol": 1e-12})
         assert pt - best.fun <= C2 * slope[b]
         assert pt < phi(0.5, b, Theta, step, data, spec)  # better than the first halving here
@@ -104,7 +104,7 @@ def test_certified_step_searches_a_full_step_that_passes_armijo_far_past_the_min
     for the Armijo test but goes well past that minimum (phi'(1) > c2 slope), so the
     strong Wolfe conditions send it to the search."""
     spec, obj, Theta, G, step, data = overshooting(2, True)
-    best = [scipy.optimize.minimize_scalar(lambda u: phi(u, b, Theta, step, data, spec), bounds=(0.0, 1.0),
+    best = [scipy.optimize.minimize_scalar(lambda u, b=b: phi(u, b, Theta, step, data, spec), bounds=(0.0, 1.0),
                                            method="bounded", options={"xatol": 1e-12}).x for b in range(obj.B)]
     step = tf.constant(np.array(best)[:, None] / 0.6) * step
     slope = tf.reduce_sum(G * step, axis=1).numpy()
