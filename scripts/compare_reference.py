@@ -2,7 +2,6 @@
 
     python scripts/compare_reference.py record  --ref-dir DIR [--workloads NAME ...] [--quick]
     python scripts/compare_reference.py compare --ref-dir DIR --new-dir DIR2 [--no-run] [--quick]
-    python scripts/compare_reference.py bound   --ref-dir DIR --new-dir DIR2
 
 ``record`` runs a fixed list of workloads (:data:`WORKLOADS`), each as the documented
 command line in a subprocess, in its own folder ``DIR/<workload>/`` with relative
@@ -33,17 +32,6 @@ rule of its family (:func:`rule_for`):
   rule is ``rel`` OR every value certified (<= its ``*_grad_tol`` of the same file) in
   both runs.
 
-``bound`` is for a change that is meant to move the refits (a new step rule, say): the
-refits of both folders are certified, yet ``compare`` reports their parameters and every
-key computed from them as changed. For each ``ss_logreg`` run with phase files in both
-folders it checks every refit whose parameters differ beyond ``rel``: two points of a
-refit objective whose gradient norms are g_a and g_b lie within (g_a + g_b) / mu of its
-optimum together, mu the objective's smallest curvature (the smallest eigenvalue of its
-Hessian at the new refit, outside the multinomial gauge direction), so ``bound`` passes
-when ``||theta_a - theta_b|| <= (g_a + g_b) / mu`` for every such refit and prints the
-largest ratio per run. Summary-only runs have no phase files to rebuild the objective from
-and are skipped with a note.
-
 It prints one row per workload (files, keys compared, bitwise-equal keys, worst relative
 difference, PASS/FAIL), every key that is not bitwise equal, every failure naming file
 and key, and the wall times of reference and new side by side; it exits 1 on any failure.
@@ -70,7 +58,6 @@ import numpy as np
 
 from experiments import cli
 from experiments.common import ConfigError
-from experiments.subset_influence import SubsetInfluenceLogreg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = "manifest.json"
@@ -465,62 +452,15 @@ def compare(ref: Path, new: Path, names: list[str], args) -> bool:
     return report(results, ref_manifest, new_manifest, args.phase_times)
 
 
-def _refit_objective_bound(run: Path, ref_run: Path) -> tuple[int, int, float]:
-    """(refits checked, refits outside the bound, largest ||dtheta|| / bound) of one
-    ``ss_logreg`` run folder against the reference's (see the module docstring)."""
-    config = json.loads((run / "config.json").read_text())
-    exp = SubsetInfluenceLogreg(config, out_dir=run.parent.parent, progress=False)
-    exp.load_phases(range(0, 6))
-    a, b = _npz(ref_run / "result_6-retrain.npz"), _npz(run / "result_6-retrain.npz")
-    certified = ((a["subset_refit_grad_norm"] <= a["subset_refit_grad_tol"])
-                 & (b["subset_refit_grad_norm"] <= b["subset_refit_grad_tol"]))
-    ta, tb = a["subset_refit_params"], b["subset_refit_params"]
-    differ = np.flatnonzero([_max_rel(x, y) > RTOL for x, y in zip(ta, tb)])
-    gi = exp.influence()
-    outside, worst = 0, 0.0
-    for j in differ:
-        mu = gi.refit_curvature(exp.subsets[j], tb[j])
-        bound = (a["subset_refit_grad_norm"][j] + b["subset_refit_grad_norm"][j]) / mu
-        ratio = float(np.linalg.norm(ta[j] - tb[j]) / bound)
-        worst = max(worst, ratio)
-        outside += int(not (certified[j] and ratio <= 1.0))
-    return differ.size, outside, worst
-
-
-def bound(ref: Path, new: Path) -> bool:
-    ok = True
-    for run in sorted(new.glob("*/out/ss_logreg/*")):
-        rel = run.relative_to(new)
-        ref_run = ref / rel
-        if not (run / "result_6-retrain.npz").exists() or not (ref_run / "result_6-retrain.npz").exists():
-            print(f"{rel}: skipped (no phase files in both folders)")
-            continue
-        cwd = os.getcwd()
-        os.chdir(new / rel.parts[0])  # the run's data folder is relative to its workload folder
-        try:
-            checked, outside, worst = _refit_objective_bound(run, ref_run)
-        finally:
-            os.chdir(cwd)
-        verdict = "PASS" if outside == 0 else "FAIL"
-        ok &= outside == 0
-        print(f"{rel}: {checked} refits differ beyond rel, {outside} outside the certificate bound, "
-              f"largest ||dtheta|| / bound {worst:.3g}  {verdict}")
-    return ok
-
-
 def _default_shared_data() -> str:
     return os.environ.get("INFLUENCE_SHARED_DATA") or str(REPO_ROOT.parent / "shared" / "data")
 
 
 def make_parser():
     p = cli.ArgumentParser(__doc__)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{record,compare,bound}",
+    sub = p.add_subparsers(dest="command", required=True, metavar="{record,compare}",
                            help="record: run the workloads and save the reference; compare: run them again "
-                                "and compare with the reference; bound: check that refits that differ are "
-                                "within their certificates")
-    b = sub.add_parser("bound", help="check refits that differ against their certificate bound", subcommand=True)
-    b.add_argument("--ref-dir", required=True, help="folder of the reference outputs")
-    b.add_argument("--new-dir", required=True, help="folder of the new outputs (from compare)")
+                                "and compare with the reference")
     for name in ("record", "compare"):
         s = sub.add_parser(name, help=f"{name} the reference outputs", subcommand=True)
         s.add_argument("--ref-dir", required=True, help="folder of the reference outputs and manifest.json")
@@ -545,8 +485,6 @@ def main(argv=None) -> int:
 
 def run(args) -> int:
     ref = Path(args.ref_dir).resolve()
-    if args.command == "bound":
-        return 0 if bound(ref, Path(args.new_dir).resolve()) else 1
     if args.workloads is not None:
         names = args.workloads
     elif args.command == "compare":

@@ -1,4 +1,4 @@
-"""``scripts/compare_reference.py bound`` on a small ``ss_logreg`` run with phase files.
+"""``scripts/certificate_bound.py`` on a small ``ss_logreg`` run with phase files.
 
 The reference is a copy of the new run; moving one refit's parameters in the reference by
 half of its certificate bound (g_a + g_b) / mu passes, by twice the bound fails (exit 1);
@@ -17,12 +17,12 @@ import pytest
 from experiments.subset_influence import SubsetInfluenceLogreg, build_config
 from tests.conftest import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "scripts" / "compare_reference.py"
+SCRIPT = REPO_ROOT / "scripts" / "certificate_bound.py"
 RETRAIN = "result_6-retrain.npz"
 
 
 def _bound(ref, new):
-    return subprocess.run([sys.executable, str(SCRIPT), "bound", "--ref-dir", str(ref), "--new-dir", str(new)],
+    return subprocess.run([sys.executable, str(SCRIPT), "--ref-dir", str(ref), "--new-dir", str(new)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -69,3 +69,9 @@ def test_a_refit_within_its_certificate_bound_passes_and_one_beyond_fails(run_pa
     assert out.returncode == 1, out.stdout + out.stderr
     assert "1 refits differ beyond rel, 1 outside the certificate bound" in out.stdout
     assert "FAIL" in out.stdout
+
+
+def test_folders_without_runs_are_refused(tmp_path):
+    out = _bound(tmp_path / "ref", tmp_path / "new")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "--new-dir: no ss_logreg run with phase files" in out.stderr
