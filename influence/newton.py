@@ -220,9 +220,9 @@ def line_minimum(objective, Theta, step, rows, f0, slope, d1, c2: float = 0.1, m
     Armijo test holds: on the large, poorly scaled problems where the loss is far from
     quadratic along a Newton direction (spam's raw word counts at a small
     ``--fixed-reg``), a full step that passes the Armijo test, or half of one that does not,
-    can go far past that minimum and grow the gradient, and the iterations then cycle. A problem whose bracket
-    is not closed (``phi'(1) <= 0``: rounding) or that runs out of evaluations falls back
-    to halving from ``t = 1``. Returns (t, accepted) for ``rows``."""
+    can go far past that minimum and grow the gradient, and the iterations then cycle. A
+    problem whose bracket is not closed (``phi'(1) <= 0``: rounding) or that runs out of
+    evaluations falls back to halving from ``t = 1``. Returns (t, accepted) for ``rows``."""
     dtype = Theta.dtype
     obj_r = objective.columns(rows) if len(rows) < objective.B else objective
     Th_r, step_r = tf.gather(Theta, rows), tf.gather(step, rows)
@@ -268,6 +268,7 @@ def line_minimum(objective, Theta, step, rows, f0, slope, d1, c2: float = 0.1, m
             done[r[ok]] = True
             rest[r[ok]] = False
     return t, done
+
 
 def gradient_norm_backtracking(objective, Theta, G, gnorm, step, active, max_halvings: int = 40):
     """Backtracking on the gradient norm: ``t = 1, 1/2, ...`` until
