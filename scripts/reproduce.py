@@ -30,9 +30,9 @@ save only a summary (``--no-intermediate-results``) run again.
 folders ``<repo>/output-paper`` and ``<repo>/plots-paper``):
 
 0. ``data``: the ``hospital`` and ``spam`` archives copied from ``--archives`` into
-   ``--data-dir`` when they are not there, then every dataset preprocessed and cached
-   (``scripts/load_all_datasets.py``; ``fashion_mnist`` comes from Debian's
-   ``dataset-fashion-mnist`` package);
+   ``--data-dir`` when they are not there, then each dataset preprocessed and cached, one
+   step per dataset (``scripts/load_all_datasets.py``; ``fashion_mnist`` comes from
+   Debian's ``dataset-fashion-mnist`` package);
 1. the main runs of ``hospital`` and ``spam`` (the flags of ``codalab/run_subsets.sh``) and
    of ``fashion_mnist``, standing in for MNIST (``--max-memory 1000000000
    --inverse-hvp-method cg``, as in the README);
@@ -54,6 +54,10 @@ a table of every step (wall time, CPU time, peak RSS), also written to
 the steps so far). Peak RSS is that of the step's largest process (the step's command or
 any process it started and waited for), as ``/usr/bin/time -v`` reports it; processes
 running side by side are not summed.
+
+A failed step does not stop the job, but the steps that read its results are skipped at
+once (``skipped`` in the table): the runs of a dataset whose data step failed, the ladder
+of a main run that failed, an application whose generated data were not made.
 
 Exit codes: 0 every step succeeded; otherwise that of the failed steps (2 input error,
 3 a refit not certified, 1 anything else), as for every script (``--debug`` shows tracebacks).
@@ -110,18 +114,20 @@ TABLE_COLUMNS = ("step", "exit_code", "wall_seconds", "cpu_seconds", "peak_rss_m
 
 
 class Step(NamedTuple):
-    """One command of the job: a title, the command (run from the repository root) and its
-    environment (None: this process's)."""
+    """One command of the job: a title, the command (run from the repository root), its
+    environment (None: this process's) and the titles of the earlier steps whose results it
+    reads: it is not run when one of them failed or was not run."""
 
     title: str
     cmd: list
     env: dict | None = None
+    needs: tuple = ()
 
 
 class StepResult(NamedTuple):
     title: str
     cmd: list
-    exit_code: int
+    exit_code: int | None      # None: not run (a step it needs failed)
     wall: float
     cpu: float | None          # user + system seconds of the step's processes
     peak_rss: int | None       # bytes: the largest resident set of any of them (None: not measurable here)
@@ -344,20 +350,26 @@ def plan(args) -> list[Step]:
     summary_only = [] if args.paper else ["--no-intermediate-results"]
     skip = set(args.skip)
     steps = []
-    if args.paper and prepared_datasets(args):
-        steps.append(Step(f"data: {' '.join(prepared_datasets(args))}",
-                          [PY, "scripts/load_all_datasets.py", "--data-dir", data_dir_of(args), "--dataset-ids",
-                           *prepared_datasets(args), "--supplement-ids", "none"]))
+    # One data step per dataset, so that a dataset that cannot be prepared (an archive
+    # missing offline) stops only the runs that read it, at once.
+    data_step = {}
+    if args.paper:
+        for ds in prepared_datasets(args):
+            data_step[ds] = (f"data: {ds}",)
+            steps.append(Step(f"data: {ds}", [PY, "scripts/load_all_datasets.py", "--data-dir", data_dir_of(args),
+                                              "--dataset-ids", ds, "--supplement-ids", "none"]))
+    main_run = {}
     for ds in args.datasets:
         # Phase files (not a master-only summary): the ladder reads them instead of recomputing.
-        steps.append(Step(f"ss_logreg {ds} (num-subsets {args.num_subsets})",
+        main_run[ds] = f"ss_logreg {ds} (num-subsets {args.num_subsets})"
+        steps.append(Step(main_run[ds],
                           [PY, "scripts/subsets_infl_logreg.py", "--dataset-id", ds, *ss_logreg_flags(args, ds),
-                           "--no-plots", *common]))
+                           "--no-plots", *common], needs=data_step.get(ds, ())))
     if "ladder" not in skip:
         for ds in args.ladder_dataset_ids:
             steps.append(Step(f"estimator ladder {ds}",
                               [PY, "scripts/estimator_ladder.py", "--dataset-id", ds, *ss_logreg_flags(args, ds),
-                               *summary_only, *common]))
+                               *summary_only, *common], needs=(main_run[ds],)))
     if "counterexamples" not in skip:
         for cex in args.counterexamples:
             for prec in ([], ["--float32"]):
@@ -371,22 +383,25 @@ def plan(args) -> list[Step]:
                 steps.append(Step(f"ss_logreg {ds} --fixed-reg {py2_float_str(r)}",
                                   [PY, "scripts/subsets_infl_logreg.py", "--dataset-id", ds, *RANGE_FLAGS,
                                    "--num-subsets", args.reg_num_subsets, *memory, "--fixed-reg", py2_float_str(r),
-                                   *(["--no-plots"] if args.paper else summary_only), *common]))
+                                   *(["--no-plots"] if args.paper else summary_only), *common],
+                                  needs=data_step.get(ds, ())))
     if "applications" not in skip:
         gen_out = out / GENERATED_SUBDIR
         gen = ["--data-dir", gen_out / "data", "--out-dir", gen_out]
         # --paper: the MultiNLI bundle at the real size (2.3 GB, not rewritten by a rerun) and
         # the paper's cross-validation.
         mnli_size, mnli_cv = (["--keep-existing"], []) if args.paper else (GENERATED_MNLI, GENERATED_CV)
+        cdr, babble, mnli = "generated CDR database", "babble_reduce (generated CDR)", "generated MultiNLI bundle"
         steps += [
-            Step("generated CDR database", [PY, "scripts/make_cdr_db.py", "--data-dir", gen_out / "data"]),
-            Step("babble_reduce (generated CDR)", [PY, "scripts/babble_reduce.py", *gen, "--dataset-id", "cdr"]),
+            Step(cdr, [PY, "scripts/make_cdr_db.py", "--data-dir", gen_out / "data"]),
+            Step(babble, [PY, "scripts/babble_reduce.py", *gen, "--dataset-id", "cdr"], needs=(cdr,)),
+            # reduced_cdr is babble_reduce's output.
             Step("data_valuation (generated CDR)", [PY, "scripts/data_valuation.py", *gen, "--dataset-id",
-                                                    "reduced_cdr", "--sample-weights", *GENERATED_CV]),
-            Step("generated MultiNLI bundle", [PY, "scripts/make_mnli_bundle.py", "--data-dir", gen_out / "data",
-                                               *mnli_size]),
+                                                    "reduced_cdr", "--sample-weights", *GENERATED_CV], needs=(babble,)),
+            Step(mnli, [PY, "scripts/make_mnli_bundle.py", "--data-dir", gen_out / "data", *mnli_size]),
             Step("credit_assignment (generated MultiNLI)", [PY, "scripts/credit_assignment.py", *gen, "--dataset-id",
-                                                            "mnli", *summary_only, "--no-plots", *mnli_cv]),
+                                                            "mnli", *summary_only, "--no-plots", *mnli_cv],
+                 needs=(mnli,)),
         ]
     if "figures" not in skip:
         env = dict(os.environ, INFLUENCE_FIG_DATASETS=",".join(args.datasets),
@@ -412,10 +427,15 @@ def write_table(path: Path, results: list[StepResult]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(TABLE_COLUMNS)
     for r in results:
-        w.writerow([r.title, r.exit_code, f"{r.wall:.1f}", "" if r.cpu is None else f"{r.cpu:.1f}",
+        w.writerow([r.title, "skipped" if r.exit_code is None else r.exit_code, f"{r.wall:.1f}",
+                    "" if r.cpu is None else f"{r.cpu:.1f}",
                     "" if r.peak_rss is None else f"{r.peak_rss / 1e6:.0f}", " ".join(str(c) for c in r.cmd)])
     with storage.atomic_write(path, "w") as f:
         f.write(buf.getvalue())
+
+
+def status_word(code: int | None) -> str:
+    return "skipped" if code is None else "ok" if code == 0 else f"exit {code}"
 
 
 def summary_lines(results: list[StepResult], total_wall: float) -> list[str]:
@@ -423,7 +443,7 @@ def summary_lines(results: list[StepResult], total_wall: float) -> list[str]:
     width = max([44] + [len(r.title) for r in results])
     lines = [f"  {'step':<{width}} {'result':>8} {'wall':>9} {'CPU':>9} {'peak RSS':>9}"]
     for r in results:
-        lines.append(f"  {r.title:<{width}} {'ok' if r.exit_code == 0 else f'exit {r.exit_code}':>8} "
+        lines.append(f"  {r.title:<{width}} {status_word(r.exit_code):>8} "
                      f"{format_seconds(r.wall):>9} {'n/a' if r.cpu is None else format_seconds(r.cpu):>9} "
                      f"{format_rss(r.peak_rss):>9}")
     peaks = [r.peak_rss for r in results if r.peak_rss is not None]
@@ -435,11 +455,22 @@ def summary_lines(results: list[StepResult], total_wall: float) -> list[str]:
 
 
 def execute(steps: list[Step], table: Path) -> list[StepResult]:
-    """Run ``steps`` in order, each to its end whatever the others did; print a line per
-    step when it starts and ends, and rewrite ``table`` after each."""
+    """Run ``steps`` in order, each to its end whatever the others did, except a step that
+    needs one that failed or was not run (it is skipped at once); print a line per step when
+    it starts and ends, and rewrite ``table`` after each."""
     results: list[StepResult] = []
+    codes: dict[str, int | None] = {}
     t0 = time.perf_counter()
     for i, s in enumerate(steps, 1):
+        blocked = [n for n in s.needs if codes.get(n, 0) != 0]
+        if blocked:
+            results.append(StepResult(s.title, s.cmd, None, 0.0, None, None))
+            codes[s.title] = None
+            why = "; ".join(f"{n}, which {'was skipped' if codes[n] is None else f'failed (exit {codes[n]})'}"
+                            for n in blocked)
+            print(f"\n=== {s.title}: skipped: it needs {why} [{i}/{len(steps)}]", flush=True)
+            write_table(table, results)
+            continue
         print(f"\n=== {s.title} [{i}/{len(steps)}]\n$ {' '.join(str(c) for c in s.cmd)}", flush=True)
         try:
             rc, wall, cpu, peak = run_step(s.cmd, s.env)
@@ -448,6 +479,7 @@ def execute(steps: list[Step], table: Path) -> list[StepResult]:
                   f"the same command resumes", flush=True)
             raise
         results.append(StepResult(s.title, s.cmd, rc, wall, cpu, peak))
+        codes[s.title] = rc
         print(f"=== {s.title}: {'ok' if rc == 0 else f'FAILED (exit {rc})'} in {format_seconds(wall)}, "
               f"peak RSS {format_rss(peak)} [{i}/{len(steps)}, {format_seconds(time.perf_counter() - t0)} "
               f"so far]", flush=True)
@@ -456,8 +488,9 @@ def execute(steps: list[Step], table: Path) -> list[StepResult]:
 
 
 def exit_code(results: list[StepResult]) -> int:
-    """0 if every step succeeded; 2 or 3 if every failure was that; else 1."""
-    codes = {r.exit_code for r in results} - {0}
+    """0 if every step succeeded; 2 or 3 if every failure was that; else 1 (a skipped step
+    adds nothing: the failure that stopped it is counted)."""
+    codes = {r.exit_code for r in results} - {0, None}
     if not codes:
         return cli.EXIT_OK
     if codes <= {cli.EXIT_USAGE, cli.EXIT_UNCERTIFIED}:
@@ -488,9 +521,11 @@ def run(args, steps: list[Step] | None = None):
     print("\nsummary (CPU: user + system seconds of the step's processes; peak RSS: its largest process):")
     print("\n".join(summary_lines(results, time.perf_counter() - t0)))
     print(f"results: {args.out_dir}   figures: {args.plot_dir}   this table: {table}")
-    failed = [r.title for r in results if r.exit_code != 0]
+    failed = [r.title for r in results if r.exit_code not in (0, None)]
+    skipped = [r.title for r in results if r.exit_code is None]
     if failed:
-        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        print(f"FAILED: {', '.join(failed)}" + (f"; not run (a step they need failed): {', '.join(skipped)}"
+                                                 if skipped else ""), file=sys.stderr)
     return exit_code(results)
 
 

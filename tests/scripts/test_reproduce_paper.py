@@ -90,7 +90,7 @@ def test_paper_plan_lists_the_runs_in_order():
     sweep = [f"ss_logreg hospital --fixed-reg {r}" for r in ("0.0001", "0.001", "0.01", "0.1", "1.0", "10.0", "100.0")]
     sweep += [f"ss_logreg spam --fixed-reg {r}" for r in ("1e-07", "1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1")]
     assert titles == [
-        "data: hospital spam fashion_mnist",
+        "data: hospital", "data: spam", "data: fashion_mnist",
         "ss_logreg hospital (num-subsets 100)", "ss_logreg spam (num-subsets 100)",
         "ss_logreg fashion_mnist (num-subsets 100)",
         "estimator ladder hospital", "estimator ladder spam",
@@ -101,8 +101,21 @@ def test_paper_plan_lists_the_runs_in_order():
         "generated MultiNLI bundle", "credit_assignment (generated MultiNLI)",
         "figures notebook"]
     steps = {s.title: s for s in rep.plan(args)}
-    assert script_args(steps["data: hospital spam fashion_mnist"].cmd) == [
-        "--data-dir", "/tmp/d", "--dataset-ids", "hospital", "spam", "fashion_mnist", "--supplement-ids", "none"]
+    for ds in ("hospital", "spam", "fashion_mnist"):
+        assert script_args(steps[f"data: {ds}"].cmd) == [
+            "--data-dir", "/tmp/d", "--dataset-ids", ds, "--supplement-ids", "none"]
+    # What each step reads: a run is not started when the data or run it needs failed.
+    assert {t: s.needs for t, s in steps.items() if s.needs} == {
+        "ss_logreg hospital (num-subsets 100)": ("data: hospital",),
+        "ss_logreg spam (num-subsets 100)": ("data: spam",),
+        "ss_logreg fashion_mnist (num-subsets 100)": ("data: fashion_mnist",),
+        "estimator ladder hospital": ("ss_logreg hospital (num-subsets 100)",),
+        "estimator ladder spam": ("ss_logreg spam (num-subsets 100)",),
+        **{t: (f"data: {t.split()[1]}",) for t in sweep},
+        "babble_reduce (generated CDR)": ("generated CDR database",),
+        "data_valuation (generated CDR)": ("babble_reduce (generated CDR)",),
+        "credit_assignment (generated MultiNLI)": ("generated MultiNLI bundle",)}
+    assert all(n in titles[:titles.index(t)] for t, s in steps.items() for n in s.needs)
     # Every run keeps its phase files (so that a rerun resumes it), every run writes to the
     # folders given, and no step draws the per-run figures (the notebook draws them).
     for s in rep.plan(args):
@@ -277,12 +290,42 @@ def test_a_failed_step_does_not_stop_the_others(tmp_path, capsys):
     assert "=== after: ok" in captured.out and "FAILED: broken" in captured.err
 
 
+def test_a_step_needing_a_failed_step_is_skipped_at_once(tmp_path, capsys):
+    args = rep.make_parser().parse_args(["--out-dir", str(tmp_path)])
+    marker = tmp_path / "ran"
+    steps = [rep.Step("data: a", [sys.executable, "-c", "raise SystemExit(1)"]),
+             rep.Step("data: b", [sys.executable, "-c", "pass"]),
+             rep.Step("run a", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], needs=("data: a",)),
+             rep.Step("ladder a", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"], needs=("run a",)),
+             rep.Step("run b", [sys.executable, "-c", "raise SystemExit(3)"], needs=("data: b",)),
+             rep.Step("ladder b", [sys.executable, "-c", "pass"], needs=("run b",)),
+             rep.Step("figures", [sys.executable, "-c", "pass"])]
+    assert rep.run(args, steps) == 1   # the failures' codes (1 and 3); the skipped steps add none
+    assert not marker.exists()
+    captured = capsys.readouterr()
+    assert re.search(r"^=== run a: skipped: it needs data: a, which failed \(exit 1\) \[3/7\]$", captured.out, re.M)
+    assert re.search(r"^=== ladder a: skipped: it needs run a, which was skipped \[4/7\]$", captured.out, re.M)
+    assert "=== ladder b: skipped" in captured.out and "=== figures: ok" in captured.out
+    assert re.search(r"^  run a +skipped +0 s +n/a +n/a$", captured.out, re.M)
+    assert captured.err.strip().splitlines()[-1] == ("FAILED: data: a, run b; not run (a step they need failed): "
+                                                     "run a, ladder a, ladder b")
+    rows = list(csv.DictReader((tmp_path / "reproduce-quick-runs.csv").open()))
+    assert [r["exit_code"] for r in rows] == ["1", "0", "skipped", "skipped", "3", "skipped", "0"]
+    assert rows[2]["cpu_seconds"] == rows[2]["peak_rss_mb"] == ""
+
+
+@pytest.mark.parametrize("codes, expect", [([1, None, 0], 1), ([3, None], 3)])
+def test_exit_code_ignores_skipped_steps(codes, expect):
+    results = [rep.StepResult(str(i), [], c, 0.0, None, None) for i, c in enumerate(codes)]
+    assert rep.exit_code(results) == expect
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "o"
     assert rep.main(["--paper", "--dry-run", "--out-dir", str(out), "--data-dir", str(tmp_path / "d")]) == 0
     text = capsys.readouterr().out
     assert text.count("\n    $ ") == len(rep.plan(paper_args("--out-dir", out, "--data-dir", tmp_path / "d")))
-    assert "[30] figures notebook" in text and not out.exists() and not (tmp_path / "d").exists()
+    assert "[32] figures notebook" in text and not out.exists() and not (tmp_path / "d").exists()
 
 
 # ------------------------------------------------------------------------------ archives
