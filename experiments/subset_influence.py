@@ -718,7 +718,9 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                             add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
-        with self._gradients_to_cluster("same_grad" in cluster_types) as grads:
+        aside = (self._gradients_set_aside("phase 5", to_disk=not self.executor.distributed)
+                 if "same_grad" in cluster_types else contextlib.nullcontext())
+        with aside as grads:
             mats = {"same_features": X, "same_grad": grads}
             pools = cached_cluster_pools([mats[t] for t in cluster_types], self.config.get("kmeans_n_init", 10),
                                          self.cluster_cache_dir, executor=self.executor,
@@ -747,36 +749,39 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         return {"subset_tags": tags, "subset_indices": subsets}
 
     @contextlib.contextmanager
-    def _gradients_to_cluster(self, needed: bool):
-        """Phase 5's gradient matrix to cluster, out of the run's memory while the body runs.
+    def _gradients_set_aside(self, what: str, to_disk: bool = True):
+        """Phase 1's gradient matrix out of the run's memory while the body runs (phase 5
+        clusters what this yields; phase 6's refits do not read the matrix at all).
 
-        Multinomial models: a :class:`experiments.clustering.FactoredMatrix` of the
-        gradients at theta_hat (its single linkage on the block route works on the factors;
-        see docs/design.md, 'Phases of ss_logreg'), once its rows are checked to be phase
-        1's matrix bit for bit; the run's references to the dense matrix are dropped
-        meanwhile and the matrix is formed again from the factors afterwards (the same
-        bits). Otherwise (binary models, or rows that differ) :meth:`_gradients_on_disk`:
-        embedded, each labelling reads its own copy of the gradients from a file; on a
-        cluster (whose workers need not see this disk) they stay in memory."""
+        Multinomial models: the body gets a :class:`experiments.clustering.FactoredMatrix`
+        of the gradients at theta_hat (a tenth of the matrix's size for Fashion-MNIST; its
+        single linkage on the block route works on the factors: see docs/design.md,
+        'Phases of ss_logreg'), once its rows are checked to be phase 1's matrix bit for
+        bit; the run's references to the dense matrix are dropped meanwhile and the matrix
+        is formed again from the factors afterwards (the same bits). Otherwise (binary
+        models, or rows that differ) :meth:`_gradients_on_disk` with ``needed=to_disk``:
+        the body gets the matrix's file (phase 5 embedded: each labelling reads its own
+        copy), or, ``to_disk`` False (phase 5 on a cluster, whose workers need not see this
+        disk), the array, kept in memory."""
         G = self.R.get("train_grad_loss")
-        if not needed or G is None or self.binary:
+        if G is None or self.binary:
             del G
-            with self._gradients_on_disk(needed and not self.executor.distributed, "phase 5") as grads:
+            with self._gradients_on_disk(to_disk, what) as grads:
                 yield grads
             return
         grads = clustering.FactoredMatrix(self.model_at_theta_hat().get_indiv_grad_loss_factors(self.train))
         if not grads.forms(G):
-            logger.warning("phase 5: the gradients' factors at theta_hat do not give phase 1's gradient matrix bit "
-                           "for bit; clustering the dense matrix")
+            logger.warning("%s: the gradients' factors at theta_hat do not give phase 1's gradient matrix bit "
+                           "for bit; setting the dense matrix aside instead", what)
             del G, grads
-            with self._gradients_on_disk(not self.executor.distributed, "phase 5") as dense:
+            with self._gradients_on_disk(to_disk, what) as dense:
                 yield dense
             return
         holders = self._drop_gradients(G)
         del G
         release_free_memory()
-        logger.info("phase 5: the gradient matrix (%.2f GB) is clustered from its factors (%.2f GB)",
-                    grads.nbytes / 1e9, (grads.factors.R.nbytes + grads.factors.Xa.nbytes) / 1e9)
+        logger.info("%s: the gradient matrix (%.2f GB) is held as its factors (%.2f GB)",
+                    what, grads.nbytes / 1e9, (grads.factors.R.nbytes + grads.factors.Xa.nbytes) / 1e9)
         try:
             yield grads
         finally:
@@ -843,15 +848,17 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
     def retrain(self):
         groups = self.subsets
         explicit = self.config["inverse_hvp_method"] == "explicit"
-        # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
-        # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
-        r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
+        # The refits do not read the gradient matrix: set aside, its memory goes to them.
+        with self._gradients_set_aside("phase 6"):
+            # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
+            # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
+            r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),
                                    preconditioner=self._local_preconditioner(explicit))
-        res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
-               "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
-               "subset_refit_hessians": r.hessians, "subset_refit_hvps": r.hvps,
-               "subset_refit_converged": r.converged}
-        res.update(self._losses_after_refit(r.thetas, groups))
+            res = {"subset_refit_params": r.thetas, "subset_refit_grad_norm": r.grad_norms,
+                   "subset_refit_grad_tol": r.grad_tols, "subset_refit_iters": r.iterations,
+                   "subset_refit_hessians": r.hessians, "subset_refit_hvps": r.hvps,
+                   "subset_refit_converged": r.converged}
+            res.update(self._losses_after_refit(r.thetas, groups))
         return res
 
     def _losses_after_refit(self, thetas, groups):

@@ -1,5 +1,6 @@
 """The cache of phase 5's clustering labellings (experiments/cluster_cache.py): reused only
 for exactly the same inputs, damaged files rebuilt, results bitwise identical."""
+import contextlib
 import os
 
 import numpy as np
@@ -485,6 +486,48 @@ def test_cg_phase_4_builds_its_factor_with_the_gradients_on_disk(tmp_path):
     assert np.array_equal(R["fixed_test_pred_infl"], want)
     H = model.get_hessian(exp.train, None, R["cv_l2_reg"])
     assert_close(R["fixed_test_pred_infl"], (G @ np.linalg.solve(H, T.T)).T, 1e-8, 1e-12)
+
+
+@pytest.mark.parametrize("dataset_id, aside", [("synthetic_multiclass", "factors"), ("synthetic_binary", "file")])
+def test_phase_6_refits_with_the_gradients_set_aside(tmp_path, monkeypatch, dataset_id, aside):
+    """A cg run's refits run while the run holds no reference to the gradient matrix (a
+    multinomial model's held as its factors, no file; a binary model's in a temporary file
+    of the run folder); afterwards R holds it again bit for bit, no file is left, and the
+    refits and losses are those of the same run with the matrix kept in memory."""
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    cfg = build_config(dataset_id=dataset_id, subset_choice_type="range", num_subsets=3, kmeans_n_init=2,
+                       inverse_hvp_method="cg")
+
+    def run(folder, spy_on=None):
+        exp = SubsetInfluenceLogreg(cfg, out_dir=folder, progress=False)
+        exp.PHASES = [p for p in exp.PHASES if p.index <= 6]
+        if spy_on is not None:
+            real = si.tasks.refit_groups
+
+            def spy(*a, **k):
+                spy_on.append((exp.R["train_grad_loss"], exp.results["initial_training"]["train_grad_loss"],
+                               sorted(p.name for p in exp.base_dir.iterdir() if p.name.endswith(".tmp"))))
+                return real(*a, **k)
+            monkeypatch.setattr(si.tasks, "refit_groups", spy)
+        return exp, exp.run()
+
+    seen = []
+    exp, R = run(tmp_path / "aside", seen)
+    [(in_R, in_results, scratch)] = seen
+    assert in_R is None and in_results is None and len(scratch) == (aside == "file")
+    assert not [p for p in exp.base_dir.iterdir() if p.name.endswith(".tmp")]
+    assert R["train_grad_loss"] is exp.results["initial_training"]["train_grad_loss"]
+    assert np.array_equal(R["train_grad_loss"], exp.model_at_theta_hat().get_indiv_grad_loss(exp.train))
+    monkeypatch.undo()
+    monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
+    monkeypatch.setattr(SubsetInfluenceLogreg, "_gradients_set_aside",
+                        lambda self, what, to_disk=True: contextlib.nullcontext(self.R["train_grad_loss"]))
+    _, kept = run(tmp_path / "kept")
+    assert np.array_equal(kept["train_grad_loss"], R["train_grad_loss"])
+    for key in ("subset_refit_params", "subset_refit_grad_norm", "subset_refit_converged", "subset_test_losses"):
+        assert np.array_equal(np.asarray(R[key]), np.asarray(kept[key])), key
+    assert all(np.array_equal(a, b) for a, b in zip(R["subset_train_losses"], kept["subset_train_losses"]))
+    assert np.all(R["subset_refit_converged"])
 
 
 def test_a_factored_matrix_has_its_own_key_on_the_block_route_only(tmp_path, monkeypatch):
