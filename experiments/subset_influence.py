@@ -718,7 +718,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
                             add(f"{tag}-{p}-{t}", idx)
         # Both pools first (they use no rng), then the draws in the original order.
         cluster_types = [t for t in ("same_features", "same_grad") if t in types]
-        aside = (self._gradients_set_aside("phase 5", to_disk=not self.executor.distributed)
+        aside = (self.gradients_set_aside("phase 5", to_disk=not self.executor.distributed)
                  if "same_grad" in cluster_types else contextlib.nullcontext())
         with aside as grads:
             mats = {"same_features": X, "same_grad": grads}
@@ -749,7 +749,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         return {"subset_tags": tags, "subset_indices": subsets}
 
     @contextlib.contextmanager
-    def _gradients_set_aside(self, what: str, to_disk: bool = True):
+    def gradients_set_aside(self, what: str, to_disk: bool = True):
         """Phase 1's gradient matrix out of the run's memory while the body runs (phase 5
         clusters what this yields; phase 6's refits do not read the matrix at all).
 
@@ -849,7 +849,7 @@ class SubsetInfluenceLogreg(DatasetMixin, InfluenceExperiment):
         groups = self.subsets
         explicit = self.config["inverse_hvp_method"] == "explicit"
         # The refits do not read the gradient matrix: set aside, its memory goes to them.
-        with self._gradients_set_aside("phase 6"):
+        with self.gradients_set_aside("phase 6"):
             # cg runs (models too large for explicit Hessians): batched Newton-CG refits.
             # Chunk by chunk on the run's executor (experiments.execution; embedded by default).
             r = tasks.refit_groups(self.executor, self.influence(), groups, self.refit_chunk_size(),

@@ -520,7 +520,7 @@ def test_phase_6_refits_with_the_gradients_set_aside(tmp_path, monkeypatch, data
     assert np.array_equal(R["train_grad_loss"], exp.model_at_theta_hat().get_indiv_grad_loss(exp.train))
     monkeypatch.undo()
     monkeypatch.setenv("INFLUENCE_CLUSTER_CACHE", "0")
-    monkeypatch.setattr(SubsetInfluenceLogreg, "_gradients_set_aside",
+    monkeypatch.setattr(SubsetInfluenceLogreg, "gradients_set_aside",
                         lambda self, what, to_disk=True: contextlib.nullcontext(self.R["train_grad_loss"]))
     _, kept = run(tmp_path / "kept")
     assert np.array_equal(kept["train_grad_loss"], R["train_grad_loss"])
