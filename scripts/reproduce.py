@@ -355,9 +355,10 @@ def plan(args) -> list[Step]:
     data_step = {}
     if args.paper:
         for ds in prepared_datasets(args):
-            data_step[ds] = (f"data: {ds}",)
-            steps.append(Step(f"data: {ds}", [PY, "scripts/load_all_datasets.py", "--data-dir", data_dir_of(args),
-                                              "--dataset-ids", ds, "--supplement-ids", "none"]))
+            title = f"data: {ds}"
+            data_step[ds] = (title,)
+            steps.append(Step(title, [PY, "scripts/load_all_datasets.py", "--data-dir", data_dir_of(args),
+                                      "--dataset-ids", ds, "--supplement-ids", "none"]))
     main_run = {}
     for ds in args.datasets:
         # Phase files (not a master-only summary): the ladder reads them instead of recomputing.
